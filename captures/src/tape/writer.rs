@@ -1,0 +1,463 @@
+//! Writing tapes: [`TapeWriter`] appends exchanges into blocks, blocks into segment files,
+//! and rotates segments by size and age.
+//!
+//! A segment is written as `NAME.tape.partial` (mode 0600), block by block, each block in
+//! one `write` call. Closing it appends the footer index, fsyncs, renames it to
+//! `NAME.tape` and fsyncs the directory, so a `.tape` file is always complete and a crash
+//! leaves at most one `.partial` whose intact blocks are all readable.
+//!
+//! The writer is synchronous and owns no thread: the proxy drives it from its capture task
+//! and calls [`TapeWriter::tick`] periodically so idle blocks still get cut on time.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::codec;
+use crate::error::TapeError;
+use crate::exchange::Exchange;
+use crate::tape::format::*;
+
+/// How a [`TapeWriter`] cuts blocks, names and rotates segments.
+#[derive(Clone, Debug)]
+pub struct WriterConfig {
+    /// Directory the segments go into (created with mode 0700 if missing).
+    pub dir: PathBuf,
+    /// First part of segment names, e.g. `capture`.
+    pub prefix: String,
+    /// Host/instance part of segment names; defaults to the host name.
+    pub instance: String,
+    /// What produces the tape.
+    pub kind: TapeKind,
+    /// Producer string for the header.
+    pub producer: String,
+    /// Scrub-policy fingerprint for the header.
+    pub scrub_fingerprint: Option<String>,
+    /// Labels for the header.
+    pub labels: Vec<(String, String)>,
+    /// Wall-clock start of the producer's clock, ns since the epoch.
+    pub tape_start_unix_ns: i64,
+    /// Cut a block after this many records.
+    pub block_max_records: u32,
+    /// Cut a block once its uncompressed records reach this many bytes.
+    pub block_max_bytes: usize,
+    /// Cut a block once its first record is this old.
+    pub block_max_age: Duration,
+    /// Rotate once a segment reaches this many bytes on disk.
+    pub segment_max_bytes: u64,
+    /// Rotate once a segment is this old.
+    pub segment_max_age: Duration,
+    /// zstd compression level.
+    pub zstd_level: i32,
+    /// fsync after every block (durable against power loss, slower); segments are always
+    /// fsynced when closed.
+    pub sync_every_block: bool,
+}
+
+impl WriterConfig {
+    /// Defaults suitable for a capture proxy writing into `dir`.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        WriterConfig {
+            dir: dir.into(),
+            prefix: "capture".into(),
+            instance: default_instance(),
+            kind: TapeKind::Capture,
+            producer: concat!("tapedeck ", env!("CARGO_PKG_VERSION")).into(),
+            scrub_fingerprint: None,
+            labels: Vec::new(),
+            tape_start_unix_ns: now_unix_ns(),
+            block_max_records: 4096,
+            block_max_bytes: 1 << 20,
+            block_max_age: Duration::from_secs(1),
+            segment_max_bytes: 256 << 20,
+            segment_max_age: Duration::from_secs(3600),
+            zstd_level: 3,
+            sync_every_block: false,
+        }
+    }
+}
+
+/// The host name, made safe for a file name.
+pub fn default_instance() -> String {
+    let host = gethostname::gethostname().to_string_lossy().into_owned();
+    sanitize_name_part(if host.is_empty() { "localhost" } else { &host })
+}
+
+fn sanitize_name_part(s: &str) -> String {
+    s.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '_' }).collect()
+}
+
+/// Current wall-clock time in ns since the Unix epoch.
+pub fn now_unix_ns() -> i64 {
+    jiff::Timestamp::now().as_nanosecond() as i64
+}
+
+/// Counters of what a writer has done.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WriterStats {
+    /// Records written to disk inside complete blocks.
+    pub records: u64,
+    /// Records lost because their block could not be written (disk full, I/O error).
+    pub records_lost: u64,
+    /// Blocks written.
+    pub blocks: u64,
+    /// Segments closed.
+    pub segments: u64,
+    /// Bytes written to disk.
+    pub bytes_on_disk: u64,
+    /// Uncompressed record bytes written.
+    pub raw_bytes: u64,
+}
+
+/// Records gathered for the next block.
+struct BlockBuilder {
+    raw: Vec<u8>,
+    records: u32,
+    min_start: i64,
+    max_start: i64,
+    max_lateness: u64,
+    opened: Option<Instant>,
+}
+
+impl BlockBuilder {
+    fn new() -> Self {
+        BlockBuilder {
+            raw: Vec::new(),
+            records: 0,
+            min_start: i64::MAX,
+            max_start: i64::MIN,
+            max_lateness: 0,
+            opened: None,
+        }
+    }
+
+    fn reset(&mut self) {
+        self.raw.clear();
+        self.records = 0;
+        self.min_start = i64::MAX;
+        self.max_start = i64::MIN;
+        self.max_lateness = 0;
+        self.opened = None;
+    }
+}
+
+/// One open `.tape.partial` file.
+struct SegmentWriter {
+    file: File,
+    partial: PathBuf,
+    final_path: PathBuf,
+    /// Offset after the last complete block.
+    offset: u64,
+    opened: Instant,
+    footer: Footer,
+    /// Running maximum request start of this segment, for lateness.
+    frontier: i64,
+}
+
+impl SegmentWriter {
+    /// Creates the file; `opened` is when the segment's first record arrived (its age
+    /// counts from there).
+    fn create(dir: &Path, base: &str, header: &SegmentHeader, opened: Instant) -> Result<Self, TapeError> {
+        let final_path = dir.join(format!("{base}.tape"));
+        let partial = dir.join(format!("{base}.tape.partial"));
+        let mut options = OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        if final_path.exists() {
+            return Err(TapeError::io(&final_path, "creating segment", std::io::ErrorKind::AlreadyExists.into()));
+        }
+        let mut file = options.open(&partial).map_err(|e| TapeError::io(&partial, "creating segment", e))?;
+        let body = codec::encode_header(header);
+        let mut buf = Vec::with_capacity(PREAMBLE_LEN + body.len());
+        buf.extend_from_slice(MAGIC);
+        buf.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        buf.push(CODEC_BINCODE2_ZSTD);
+        buf.push(0);
+        buf.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        buf.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+        buf.extend_from_slice(&body);
+        if let Err(e) = file.write_all(&buf) {
+            let _ = fs::remove_file(&partial);
+            return Err(TapeError::io(&partial, "writing segment header", e));
+        }
+        Ok(SegmentWriter {
+            file,
+            partial,
+            final_path,
+            offset: buf.len() as u64,
+            opened,
+            footer: Footer::default(),
+            frontier: i64::MIN,
+        })
+    }
+
+    /// Writes one block; on failure the file is cut back to the last complete block.
+    fn write_block(
+        &mut self,
+        header: &BlockHeader,
+        payload: &[u8],
+        index: BlockIndex,
+        sync: bool,
+    ) -> Result<u64, TapeError> {
+        let mut buf = Vec::with_capacity(BLOCK_HEADER_LEN + payload.len());
+        buf.extend_from_slice(&header.to_bytes());
+        buf.extend_from_slice(payload);
+        let result = self.file.write_all(&buf).and_then(|()| if sync { self.file.sync_data() } else { Ok(()) });
+        if let Err(e) = result {
+            self.rewind();
+            return Err(TapeError::io(&self.partial, "writing block", e));
+        }
+        self.footer.blocks.push(BlockIndex { offset: self.offset, ..index });
+        self.offset += buf.len() as u64;
+        Ok(buf.len() as u64)
+    }
+
+    /// Drops a torn block so the next block lands where it belongs. If even that fails,
+    /// the reader's resynchronisation will skip the torn bytes.
+    fn rewind(&mut self) {
+        let _ = self.file.set_len(self.offset);
+        let _ = self.file.seek(SeekFrom::Start(self.offset));
+    }
+
+    /// Writes the footer and trailer, fsyncs and renames to `.tape`.
+    fn close(mut self) -> Result<(PathBuf, u64), TapeError> {
+        self.footer.closed_unix_ns = now_unix_ns();
+        let body = codec::encode_footer(&self.footer);
+        let mut buf = Vec::with_capacity(FOOTER_HEADER_LEN + body.len() + TRAILER_LEN);
+        buf.extend_from_slice(FOOTER_MAGIC);
+        buf.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        buf.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+        buf.extend_from_slice(&body);
+        buf.extend_from_slice(&self.offset.to_le_bytes());
+        buf.extend_from_slice(TRAILER_MAGIC);
+        if let Err(e) = self.file.write_all(&buf).and_then(|()| self.file.sync_all()) {
+            self.rewind();
+            return Err(TapeError::io(&self.partial, "closing segment", e));
+        }
+        fs::rename(&self.partial, &self.final_path).map_err(|e| TapeError::io(&self.partial, "renaming segment", e))?;
+        if let Some(dir) = self.final_path.parent() {
+            // Make the rename itself durable.
+            if let Ok(d) = File::open(dir) {
+                let _ = d.sync_all();
+            }
+        }
+        Ok((self.final_path, buf.len() as u64))
+    }
+}
+
+/// Appends exchanges to rotating `.tape` segments in one directory.
+pub struct TapeWriter {
+    config: WriterConfig,
+    seq: u32,
+    segment: Option<SegmentWriter>,
+    block: BlockBuilder,
+    compressor: zstd::bulk::Compressor<'static>,
+    payload: Vec<u8>,
+    finished: Vec<PathBuf>,
+    stats: WriterStats,
+}
+
+impl TapeWriter {
+    /// A writer into `config.dir`, creating the directory (mode 0700) if needed. No file is
+    /// created until the first exchange arrives.
+    pub fn new(config: WriterConfig) -> Result<Self, TapeError> {
+        let mut builder = fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder.create(&config.dir).map_err(|e| TapeError::io(&config.dir, "creating capture directory", e))?;
+        let compressor = zstd::bulk::Compressor::new(config.zstd_level)
+            .map_err(|e| TapeError::io(&config.dir, "initialising zstd", e))?;
+        Ok(TapeWriter {
+            config,
+            seq: 0,
+            segment: None,
+            block: BlockBuilder::new(),
+            compressor,
+            payload: Vec::new(),
+            finished: Vec::new(),
+            stats: WriterStats::default(),
+        })
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &WriterConfig {
+        &self.config
+    }
+
+    /// What the writer has done so far.
+    pub fn stats(&self) -> &WriterStats {
+        &self.stats
+    }
+
+    /// Paths of the segments closed so far.
+    pub fn finished_segments(&self) -> &[PathBuf] {
+        &self.finished
+    }
+
+    /// Records waiting in the current block (not yet on disk).
+    pub fn pending_records(&self) -> u32 {
+        self.block.records
+    }
+
+    /// Appends one exchange. It reaches the disk when its block is cut (by count, size or
+    /// age) or on [`flush`](Self::flush)/[`finish`](Self::finish). If a block cannot be
+    /// written its records are counted in [`WriterStats::records_lost`] and the error is
+    /// returned; the writer stays usable and later blocks are written normally.
+    pub fn append(&mut self, exchange: &Exchange) -> Result<(), TapeError> {
+        codec::encode_record(exchange, &mut self.block.raw).map_err(TapeError::Encode)?;
+        let start = exchange.wall_start_ns();
+        let frontier = self.segment.as_ref().map_or(i64::MIN, |s| s.frontier).max(self.block.max_start);
+        if frontier > start {
+            self.block.max_lateness = self.block.max_lateness.max(frontier.abs_diff(start));
+        }
+        self.block.records += 1;
+        self.block.min_start = self.block.min_start.min(start);
+        self.block.max_start = self.block.max_start.max(start);
+        self.block.opened.get_or_insert_with(Instant::now);
+        if self.block.records >= self.config.block_max_records || self.block.raw.len() >= self.config.block_max_bytes {
+            self.flush()?;
+        }
+        self.tick()
+    }
+
+    /// Cuts the current block if it is older than `block_max_age` and rotates the segment
+    /// if it is older than `segment_max_age`. Call it about once per `block_max_age`.
+    pub fn tick(&mut self) -> Result<(), TapeError> {
+        if self.block.opened.is_some_and(|t| t.elapsed() >= self.config.block_max_age) {
+            self.flush()?;
+        }
+        if self.segment.as_ref().is_some_and(|s| s.opened.elapsed() >= self.config.segment_max_age) {
+            self.rotate()?;
+        }
+        Ok(())
+    }
+
+    /// Writes the current block to disk now (if it holds any record).
+    pub fn flush(&mut self) -> Result<(), TapeError> {
+        self.flush_block_only()?;
+        if self.segment.as_ref().is_some_and(|s| s.offset >= self.config.segment_max_bytes) {
+            self.rotate()?;
+        }
+        Ok(())
+    }
+
+    fn write_block(&mut self) -> Result<(), TapeError> {
+        self.payload.clear();
+        self.payload.reserve(zstd::zstd_safe::compress_bound(self.block.raw.len()));
+        self.compressor
+            .compress_to_buffer(&self.block.raw[..], &mut self.payload)
+            .map_err(|e| TapeError::io(&self.config.dir, "compressing block", e))?;
+        let raw_len = self.block.raw.len() as u32;
+        let header = BlockHeader::for_payload(&self.payload, raw_len, self.block.records, self.block.max_lateness);
+        let index = BlockIndex {
+            offset: 0,
+            payload_len: header.payload_len,
+            raw_len,
+            records: self.block.records,
+            min_start_ns: self.block.min_start,
+            max_start_ns: self.block.max_start,
+            max_lateness_ns: self.block.max_lateness,
+        };
+        let segment = match self.segment.take() {
+            Some(s) => s,
+            None => self.open_segment(self.block.opened.unwrap_or_else(Instant::now))?,
+        };
+        let segment = self.segment.insert(segment);
+        let written = segment.write_block(&header, &self.payload, index, self.config.sync_every_block)?;
+        segment.frontier = segment.frontier.max(self.block.max_start);
+        self.stats.blocks += 1;
+        self.stats.records += u64::from(self.block.records);
+        self.stats.raw_bytes += u64::from(raw_len);
+        self.stats.bytes_on_disk += written;
+        Ok(())
+    }
+
+    fn open_segment(&mut self, opened: Instant) -> Result<SegmentWriter, TapeError> {
+        let now = now_unix_ns();
+        let stamp = jiff::Timestamp::from_nanosecond(i128::from(now))
+            .map(|t| t.strftime("%Y%m%dT%H%M%SZ").to_string())
+            .unwrap_or_else(|_| "00000000T000000Z".into());
+        let prefix = sanitize_name_part(&self.config.prefix);
+        let instance = sanitize_name_part(&self.config.instance);
+        let mut last_err = None;
+        // Another writer (or a restart within the same second) may hold the name: try the
+        // next sequence number.
+        for _ in 0..1000 {
+            self.seq += 1;
+            let header = SegmentHeader {
+                format_version: FORMAT_VERSION,
+                codec: CODEC_BINCODE2_ZSTD,
+                created_unix_ns: now,
+                tape_start_unix_ns: self.config.tape_start_unix_ns,
+                producer: self.config.producer.clone(),
+                instance: self.config.instance.clone(),
+                segment_seq: self.seq,
+                kind: self.config.kind,
+                scrub_fingerprint: self.config.scrub_fingerprint.clone(),
+                labels: self.config.labels.clone(),
+            };
+            let base = format!("{prefix}-{instance}-{stamp}-{:06}", self.seq);
+            match SegmentWriter::create(&self.config.dir, &base, &header, opened) {
+                Ok(s) => {
+                    self.stats.bytes_on_disk += s.offset;
+                    return Ok(s);
+                }
+                Err(TapeError::Io { source, .. }) if source.kind() == std::io::ErrorKind::AlreadyExists => {
+                    last_err = Some(source);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(TapeError::io(
+            &self.config.dir,
+            "choosing a free segment name",
+            last_err.unwrap_or_else(|| std::io::ErrorKind::AlreadyExists.into()),
+        ))
+    }
+
+    /// Writes the current block and closes the current segment (a new one is opened by the
+    /// next append).
+    pub fn rotate(&mut self) -> Result<(), TapeError> {
+        self.flush_block_only()?;
+        if let Some(segment) = self.segment.take() {
+            let (path, written) = segment.close()?;
+            self.stats.bytes_on_disk += written;
+            self.stats.segments += 1;
+            self.finished.push(path);
+        }
+        Ok(())
+    }
+
+    // `flush` may itself rotate; rotation must only write the block.
+    fn flush_block_only(&mut self) -> Result<(), TapeError> {
+        if self.block.records == 0 {
+            return Ok(());
+        }
+        let result = self.write_block();
+        if result.is_err() {
+            self.stats.records_lost += u64::from(self.block.records);
+        }
+        self.block.reset();
+        result
+    }
+
+    /// Writes everything and closes the current segment; returns every segment closed by
+    /// this writer.
+    pub fn finish(mut self) -> Result<Vec<PathBuf>, TapeError> {
+        self.rotate()?;
+        Ok(std::mem::take(&mut self.finished))
+    }
+}
+
+impl Drop for TapeWriter {
+    fn drop(&mut self) {
+        // Best effort for writers dropped without `finish` (e.g. on an error path): a
+        // closed segment is better than a `.partial`.
+        if self.segment.is_some() || self.block.records > 0 {
+            let _ = self.rotate();
+        }
+    }
+}

@@ -1,0 +1,202 @@
+//! Command-line interface definitions (clap derive). Names and flags here are the stable
+//! interface users script against: see DESIGN.md before renaming anything.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Capture production HTTP traffic, scrub it, replay it against staging and compare.
+#[derive(Debug, Parser)]
+#[command(name = "tapedeck", version, propagate_version = true, arg_required_else_help = true)]
+#[command(after_help = "Start with `tapedeck demo`, then `tapedeck inspect tapedeck-demo/`.\n\
+Exit codes: 0 ok, 1 check failed, 2 usage or runtime error.")]
+pub struct Cli {
+    /// Log format for diagnostics on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// More diagnostics (-v debug, -vv trace); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Diagnostic log format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Summarise tapes: traffic, timing, routes, sizes, damage.
+    #[command(after_help = "\
+Examples:
+  tapedeck inspect captures/                 every segment under captures/, then a total
+  tapedeck inspect capture-a.tape --json     machine-readable summary
+  tapedeck inspect captures/ --top 30        show the 30 busiest routes")]
+    Inspect(InspectArgs),
+
+    /// Print the exchanges of tapes as JSON lines, raw HTTP, curl commands or HAR.
+    #[command(after_help = FILTER_HELP)]
+    Cat(CatArgs),
+
+    /// Convert a HAR, GoReplay or JSON-lines file into a tape.
+    #[command(after_help = "\
+Examples:
+  tapedeck import --from har session.har -o captures/      a browser's network export
+  tapedeck import --from gor requests_0.gor -o captures/   GoReplay --output-file captures
+  tapedeck import --from jsonl exchanges.jsonl -o captures/
+  tapedeck import --from har - -o captures/ < session.har  read standard input")]
+    Import(ImportArgs),
+
+    /// Write the exchanges of tapes to a HAR, GoReplay or JSON-lines file.
+    #[command(after_help = "\
+Examples:
+  tapedeck export --to har captures/ -o traffic.har    open it in Chrome DevTools (Network > Import)
+  tapedeck export --to gor captures/ -o traffic.gor    replay it with GoReplay --input-file
+  tapedeck export --to jsonl captures/ -o - --filter 'status >= 500'")]
+    Export(ExportArgs),
+
+    /// Generate a realistic sample capture and inspect it: a tour with no set-up.
+    #[command(after_help = "\
+Examples:
+  tapedeck demo                      writes tapedeck-demo/ and summarises it
+  tapedeck demo --out /tmp/demo --count 20000")]
+    Demo(DemoArgs),
+}
+
+const FILTER_HELP: &str = "\
+Examples:
+  tapedeck cat captures/ | jq .request.target          JSON lines, one exchange each
+  tapedeck cat captures/ --format http --limit 5       raw HTTP/1.1 requests and responses
+  tapedeck cat captures/ --format curl --filter 'method == POST && status == 5xx'
+  tapedeck cat captures/ --format har > traffic.har
+
+Filters: FIELD OP VALUE, combined with && (and), || (or), ! (not) and parentheses.
+  Fields: method path query target route host scheme version status duration_ms head_ms
+          error session sequence truncated id connection req.header.NAME resp.header.NAME
+          req.body resp.body
+  Ops:    == != < <= > >= ~ (regex) !~      status also takes classes: status == 5xx
+  A bare field is true when set: 'error', '!truncated'.";
+
+/// `tapedeck inspect`
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// Tape files or directories (searched recursively for *.tape and *.tape.partial).
+    #[arg(required = true, value_name = "TAPE_OR_DIR")]
+    pub paths: Vec<PathBuf>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// How many of the busiest routes to list.
+    #[arg(long, default_value_t = 10)]
+    pub top: usize,
+}
+
+/// Output formats of `cat`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum CatFormat {
+    /// JSON lines: one exchange per line.
+    Json,
+    /// Raw HTTP/1.1 requests and responses.
+    Http,
+    /// Runnable curl commands.
+    Curl,
+    /// One HAR 1.2 document.
+    Har,
+}
+
+/// `tapedeck cat`
+#[derive(Debug, Args)]
+pub struct CatArgs {
+    /// Tape files or directories.
+    #[arg(required = true, value_name = "TAPE_OR_DIR")]
+    pub paths: Vec<PathBuf>,
+    /// Output format.
+    #[arg(long, short = 'f', value_enum, default_value_t = CatFormat::Json)]
+    pub format: CatFormat,
+    #[command(flatten)]
+    pub selection: Selection,
+}
+
+/// Which exchanges to take.
+#[derive(Debug, Args)]
+pub struct Selection {
+    /// Only exchanges matching this expression (see below).
+    #[arg(long, value_name = "EXPR")]
+    pub filter: Option<String>,
+    /// Stop after this many exchanges.
+    #[arg(long, value_name = "N")]
+    pub limit: Option<u64>,
+}
+
+/// Formats `import` reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ImportFormat {
+    /// HAR 1.2 (browser network export).
+    Har,
+    /// GoReplay file.
+    Gor,
+    /// JSON lines as written by `tapedeck cat` / `export --to jsonl`.
+    #[value(alias = "json")]
+    Jsonl,
+}
+
+/// `tapedeck import`
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// Input format.
+    #[arg(long, value_enum)]
+    pub from: ImportFormat,
+    /// Input file (`-` for standard input).
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// Directory to write the tape into (created if missing).
+    #[arg(short, long, value_name = "DIR")]
+    pub out: PathBuf,
+}
+
+/// Formats `export` writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ExportFormat {
+    /// HAR 1.2.
+    Har,
+    /// GoReplay file.
+    Gor,
+    /// JSON lines.
+    #[value(alias = "json")]
+    Jsonl,
+}
+
+/// `tapedeck export`
+#[derive(Debug, Args)]
+#[command(after_help = FILTER_HELP)]
+pub struct ExportArgs {
+    /// Output format.
+    #[arg(long, value_enum)]
+    pub to: ExportFormat,
+    /// Tape files or directories.
+    #[arg(required = true, value_name = "TAPE_OR_DIR")]
+    pub paths: Vec<PathBuf>,
+    /// Output file (`-` for standard output).
+    #[arg(short, long, value_name = "FILE")]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub selection: Selection,
+}
+
+/// `tapedeck demo`
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Directory for the demo's files.
+    #[arg(long, default_value = "tapedeck-demo")]
+    pub out: PathBuf,
+    /// Exchanges to generate.
+    #[arg(long, default_value_t = 5000)]
+    pub count: usize,
+}

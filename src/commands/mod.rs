@@ -1,0 +1,84 @@
+//! One module per subcommand, plus what they share: opening tapes with warnings for the
+//! damaged ones, and selecting exchanges with `--filter`/`--limit`.
+
+pub mod cat;
+pub mod demo;
+pub mod import;
+pub mod inspect;
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use tapedeck_captures::filter::Filter;
+use tapedeck_captures::tape::TapeReader;
+use tapedeck_captures::Exchange;
+
+use crate::cli::Selection;
+use crate::human;
+
+/// Opens `paths` for time-ordered reading. Segments that cannot be opened are warned about;
+/// if none can, that is an error.
+pub fn open_tapes(paths: &[PathBuf]) -> Result<TapeReader> {
+    let reader = TapeReader::open(paths)?;
+    let failed: Vec<_> = reader.reports().iter().filter_map(|r| r.error.as_deref()).collect();
+    if reader.readable_segments() == 0 {
+        match failed.as_slice() {
+            [one] => bail!("{one}"),
+            many => bail!("none of the {} files is a readable tape; first: {}", many.len(), many[0]),
+        }
+    }
+    for e in failed {
+        eprintln!("warning: {e}; skipping it");
+    }
+    Ok(reader)
+}
+
+/// Warns about damage found while reading (call after the stream is exhausted).
+pub fn warn_damage(reader: &TapeReader) {
+    for r in reader.reports() {
+        if r.header.is_none() {
+            continue;
+        }
+        if let Some(e) = &r.error {
+            eprintln!("warning: {e}");
+        }
+        let s = &r.stats;
+        if !s.is_clean() {
+            let tail = if s.torn_tail { " (unfinished: the writer did not close it)" } else { "" };
+            eprintln!(
+                "warning: {}: skipped {} of damaged data in {} place(s){tail}; every intact record was read",
+                r.path.display(),
+                human::bytes(s.bytes_skipped),
+                s.corrupt_regions.max(1)
+            );
+        }
+    }
+}
+
+/// `--filter` and `--limit` applied to a stream.
+pub struct Selector {
+    filter: Option<Filter>,
+    limit: Option<u64>,
+    taken: u64,
+}
+
+impl Selector {
+    pub fn new(selection: &Selection) -> Result<Self> {
+        let filter = selection.filter.as_deref().map(Filter::parse).transpose().context("invalid --filter")?;
+        Ok(Selector { filter, limit: selection.limit, taken: 0 })
+    }
+
+    /// True when the limit is reached and reading can stop.
+    pub fn done(&self) -> bool {
+        self.limit.is_some_and(|l| self.taken >= l)
+    }
+
+    /// True when `ex` is selected (and counts it against the limit).
+    pub fn take(&mut self, ex: &Exchange) -> bool {
+        if self.done() || self.filter.as_ref().is_some_and(|f| !f.matches(ex)) {
+            return false;
+        }
+        self.taken += 1;
+        true
+    }
+}

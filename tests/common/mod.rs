@@ -1,0 +1,63 @@
+//! Helpers shared by the end-to-end tests: run the real `tapedeck` binary, make tapes.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use tapedeck_captures::synth::{Synth, SynthConfig};
+use tapedeck_captures::tape::{TapeWriter, WriterConfig};
+use tapedeck_captures::Exchange;
+
+/// The binary under test.
+pub fn tapedeck() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_tapedeck"));
+    c.env_remove("RUST_LOG");
+    c
+}
+
+/// Runs `tapedeck ARGS` and returns its output.
+pub fn run(args: &[&str]) -> Output {
+    tapedeck().args(args).output().expect("tapedeck runs")
+}
+
+/// Runs `tapedeck ARGS`, asserting success; returns stdout.
+pub fn ok(args: &[&str]) -> String {
+    let out = run(args);
+    assert!(
+        out.status.success(),
+        "tapedeck {args:?} failed ({}):\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 output")
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// `count` synthetic exchanges.
+pub fn synth(count: usize) -> Vec<Exchange> {
+    Synth::new(SynthConfig { count, ..Default::default() }).collect()
+}
+
+/// Writes `exchanges` as a closed tape in `dir`; returns the segment paths.
+pub fn write_tape(dir: &Path, exchanges: &[Exchange]) -> Vec<PathBuf> {
+    let mut config = WriterConfig::new(dir);
+    config.instance = "test".into();
+    let mut w = TapeWriter::new(config).expect("writer");
+    for e in exchanges {
+        w.append(e).expect("append");
+    }
+    w.finish().expect("finish")
+}
+
+/// Reads every exchange under `paths` in start order.
+pub fn read_all(paths: &[&Path]) -> Vec<Exchange> {
+    tapedeck_captures::tape::TapeReader::open(paths).expect("open tapes").collect()
+}
+
+pub fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
