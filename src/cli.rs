@@ -62,6 +62,20 @@ Examples:
   tapedeck export --to jsonl captures/ -o - --filter 'status >= 500'")]
     Export(ExportArgs),
 
+    /// Run the capture sidecar: forward to an upstream, record sampled traffic to tapes.
+    #[command(after_help = "\
+Examples:
+  tapedeck proxy --listen :8080 --upstream http://127.0.0.1:3000 --capture-dir captures/ --sample 25%
+  tapedeck proxy --listen :8443 --tls-cert cert.pem --tls-key key.pem --upstream http://127.0.0.1:3000 \\
+                 --capture-dir captures/ --sample-key cookie:session --sample 10% --max-capture-rps 200
+  tapedeck proxy --config proxy.toml        (keys are the flag names: capture-dir = \"captures/\")
+
+Requests are always forwarded; capture never delays or fails them. When the writer falls
+behind or the disk is full, captures are dropped and counted (see /metrics).
+Stop with Ctrl-C or SIGTERM: in-flight requests drain, the current tape is closed.
+SIGHUP reloads the TLS certificate.")]
+    Proxy(Box<crate::commands::proxy::ProxyArgs>),
+
     /// Generate a realistic sample capture and inspect it: a tour with no set-up.
     #[command(after_help = "\
 Examples:

@@ -14,13 +14,16 @@ use crate::cli::{Cli, Command, LogFormat};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format, cli.verbose);
+    // A long-running service logs what it does; one-shot commands only warn.
+    let quiet = !matches!(cli.command, Command::Proxy(_));
+    init_logging(cli.log_format, cli.verbose, quiet);
     let result = match cli.command {
         Command::Inspect(args) => commands::inspect::run(args),
         Command::Cat(args) => commands::cat::run_cat(args),
         Command::Export(args) => commands::cat::run_export(args),
         Command::Import(args) => commands::import::run(args),
         Command::Demo(args) => commands::demo::run(args),
+        Command::Proxy(args) => commands::proxy::run(*args),
     };
     match result {
         Ok(code) => code,
@@ -37,15 +40,17 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
     e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
 }
 
-fn init_logging(format: LogFormat, verbose: u8) {
+fn init_logging(format: LogFormat, verbose: u8, quiet: bool) {
     use tracing_subscriber::EnvFilter;
     let default = match verbose {
-        0 => "warn",
+        0 if quiet => "warn",
+        0 => "info",
         1 => "debug",
         _ => "trace",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),

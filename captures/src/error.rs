@@ -78,3 +78,19 @@ impl TapeError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_disks_are_recognised() {
+        let enospc = TapeError::io(Path::new("x"), "writing block", io::Error::from_raw_os_error(28));
+        assert!(enospc.is_disk_full());
+        let quota = TapeError::io(Path::new("x"), "writing block", io::Error::from_raw_os_error(122));
+        assert!(quota.is_disk_full());
+        let other = TapeError::io(Path::new("x"), "writing block", io::Error::from_raw_os_error(27)); // EFBIG
+        assert!(!other.is_disk_full());
+        assert!(enospc.to_string().starts_with("x: writing block: "));
+    }
+}

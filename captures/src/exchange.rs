@@ -14,7 +14,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::blob::Blob;
 
 /// One request/response pair.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
 pub struct Exchange {
     /// Unique id of this exchange (unique across writers: see [`IdGenerator`]).
     pub id: ExchangeId,

@@ -1,10 +1,63 @@
 //! # tapedeck-proxy
 //!
 //! The capture sidecar (`tapedeck proxy`): a reverse proxy in front of a production
-//! service that forwards every request, samples a share of them and records each sampled
-//! request/response pair into `.tape` files through a bounded queue, dropping captures —
-//! never requests — when capture falls behind.
+//! service. It forwards every request (HTTP/1.1 and HTTP/2, plain or TLS, streaming both
+//! ways, WebSocket upgrades tunnelled), decides per request whether to capture it
+//! ([`sample`]), copies at most `max_body` bytes of each body as it streams by ([`tee`]),
+//! and hands finished exchanges to a writer thread through a bounded queue
+//! ([`capture`]). When capture falls behind or the disk fails, captures are dropped and
+//! counted — requests never wait and never fail because of capture.
 //!
-//! This crate is being built in issue B; until then it holds no code. Its data model and
-//! tape writer live in `tapedeck-captures`.
+//! Concerns are separate modules composed in [`server::start`]: [`forward`] (one request),
+//! [`client`] (the upstream pool), [`tls`], [`metrics`] and [`admin`] (`/metrics`,
+//! `/healthz`, `/readyz`).
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), tapedeck_proxy::ProxyError> {
+//! use tapedeck_proxy::{capture::CaptureConfig, config::ProxyConfig};
+//! let mut config = ProxyConfig::new("0.0.0.0:8080".parse().unwrap(), "http://127.0.0.1:3000".parse().unwrap());
+//! config.capture = Some(CaptureConfig::new("captures/"));
+//! let proxy = tapedeck_proxy::start(config).await?;
+//! // … until SIGTERM:
+//! let report = proxy.shutdown().await;
+//! # Ok(()) }
+//! ```
 #![deny(missing_docs)]
+
+pub mod admin;
+pub mod capture;
+pub mod client;
+pub mod config;
+pub mod forward;
+pub mod metrics;
+pub mod sample;
+pub mod server;
+pub mod tee;
+pub mod tls;
+
+use std::net::SocketAddr;
+
+pub use server::{start, Proxy, ShutdownReport};
+
+/// Why the proxy could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// A listener could not bind.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// TLS files are missing or invalid.
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// The capture directory cannot be used.
+    #[error("capture: {0}")]
+    Capture(#[from] tapedeck_captures::TapeError),
+    /// A setting is invalid.
+    #[error("{0}")]
+    Config(String),
+}

@@ -5,6 +5,7 @@ pub mod cat;
 pub mod demo;
 pub mod import;
 pub mod inspect;
+pub mod proxy;
 
 use std::path::PathBuf;
 

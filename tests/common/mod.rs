@@ -1,6 +1,8 @@
 //! Helpers shared by the end-to-end tests: run the real `tapedeck` binary, make tapes.
 #![allow(dead_code)]
 
+pub mod upstream;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# Proxy throughput and latency against its peer, nginx proxy_pass (upstream keepalive),
+# all measured in one run on this machine with wrk:
+#
+#   direct            wrk -> nginx upstream (return 200, 1 KiB body): the limit
+#   nginx             wrk -> nginx proxy_pass -> upstream
+#   tapedeck-off      wrk -> tapedeck proxy (no capture) -> upstream
+#   tapedeck-capture  wrk -> tapedeck proxy (100% capture to disk) -> upstream
+#
+# Targets are interleaved in every round so drift on a shared machine hits all alike;
+# medians over ROUNDS are reported, with ratios against nginx.
+#
+#   benches/proxy_load.sh                      (needs nginx and wrk: apt-get install nginx-light wrk)
+#   ROUNDS=7 DURATION=10s CONNS=32 benches/proxy_load.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROUNDS=${ROUNDS:-5}
+DURATION=${DURATION:-10s}
+CONNS=${CONNS:-32}
+THREADS=${THREADS:-2}
+EXTRA=${EXTRA:-}   # extra flags for the capturing tapedeck, e.g. "--scrub-policy default"
+for tool in nginx wrk python3; do
+    command -v "$tool" > /dev/null || { echo "needs $tool (apt-get install nginx-light wrk)"; exit 2; }
+done
+
+WORK=$(mktemp -d /tmp/tapedeck-bench.XXXXXX)
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2> /dev/null || true; done
+    [ -f "$WORK/nginx.pid" ] && kill "$(cat "$WORK/nginx.pid")" 2> /dev/null || true
+    sleep 0.5
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+cargo build --release -q --bin tapedeck
+BIN=./target/release/tapedeck
+BODY=$(head -c 1024 < /dev/zero | tr '\0' 'x')
+mkdir -p "$WORK/logs"
+cat > "$WORK/nginx.conf" <<CONF
+worker_processes auto;
+pid $WORK/nginx.pid;
+error_log $WORK/logs/error.log;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    upstream backend { server 127.0.0.1:18081; keepalive 64; }
+    server { listen 127.0.0.1:18081; location / { default_type text/plain; return 200 "$BODY"; } }
+    server {
+        listen 127.0.0.1:18082;
+        location / {
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+        }
+    }
+}
+CONF
+nginx -p "$WORK" -c "$WORK/nginx.conf"
+$BIN proxy --listen 127.0.0.1:18083 --upstream http://127.0.0.1:18081 --admin off 2> "$WORK/logs/off.log" &
+PIDS+=($!)
+OFF_PID=$!
+# shellcheck disable=SC2086
+$BIN proxy --listen 127.0.0.1:18084 --upstream http://127.0.0.1:18081 --capture-dir "$WORK/caps" \
+    --admin 127.0.0.1:18094 $EXTRA 2> "$WORK/logs/capture.log" &
+PIDS+=($!)
+CAP_PID=$!
+sleep 1
+for port in 18081 18082 18083 18084; do
+    curl -sf -o /dev/null "http://127.0.0.1:$port/" || { echo "port $port is not serving"; cat "$WORK"/logs/*; exit 1; }
+done
+
+RESULTS="$WORK/results.txt"
+: > "$RESULTS"
+for round in $(seq "$ROUNDS"); do
+    for target in direct:18081 nginx:18082 tapedeck-off:18083 tapedeck-capture:18084; do
+        name=${target%%:*}
+        port=${target##*:}
+        out=$(wrk --latency -t"$THREADS" -c"$CONNS" -d"$DURATION" "http://127.0.0.1:$port/")
+        rps=$(echo "$out" | awk '/^Requests\/sec:/ {print $2}')
+        p99=$(echo "$out" | awk '$1 == "99%" {print $2}')
+        p50=$(echo "$out" | awk '$1 == "50%" {print $2}')
+        errors=$(echo "$out" | awk '/Non-2xx|Socket errors/ {print}' | tr '\n' ' ')
+        echo "$round $name $rps $p50 $p99 $errors" | tee -a "$RESULTS"
+    done
+done
+rss() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
+echo "peak RSS: tapedeck-off $(rss $OFF_PID) KiB, tapedeck-capture $(rss $CAP_PID) KiB"
+curl -s http://127.0.0.1:18094/metrics | grep -E '^tapedeck_(captured_total|capture_written_total|capture_dropped_total)' || true
+
+python3 - "$RESULTS" <<'PY'
+import statistics, sys
+def ms(v):
+    if v.endswith("us"): return float(v[:-2]) / 1000
+    if v.endswith("ms"): return float(v[:-2])
+    if v.endswith("s"): return float(v[:-1]) * 1000
+    return float(v)
+rows = {}
+for line in open(sys.argv[1]):
+    parts = line.split()
+    if len(parts) < 5: continue
+    rows.setdefault(parts[1], []).append((float(parts[2]), ms(parts[3]), ms(parts[4])))
+med = {k: (statistics.median(r[0] for r in v), statistics.median(r[1] for r in v), statistics.median(r[2] for r in v)) for k, v in rows.items()}
+nginx = med["nginx"]
+print("\n| target | requests/s (median) | vs nginx | p50 ms | p99 ms | p99 added over direct, ms |")
+print("|---|---:|---:|---:|---:|---:|")
+for k in ["direct", "nginx", "tapedeck-off", "tapedeck-capture"]:
+    r, p50, p99 = med[k]
+    print(f"| {k} | {r:,.0f} | {r / nginx[0]:.2f}x | {p50:.3f} | {p99:.3f} | {p99 - med['direct'][2]:+.3f} |")
+PY

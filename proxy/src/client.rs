@@ -1,0 +1,284 @@
+//! The upstream connection pool: keep-alive HTTP/1.1 connections (and one multiplexed
+//! HTTP/2 connection when an https upstream offers h2 by ALPN), owned by one worker.
+//!
+//! Each worker thread has its own pool, so taking and returning a connection is an
+//! uncontended lock, and the connection's task runs on the same thread as the request
+//! that uses it. An HTTP/1.1 connection goes back to the pool when the proxy has seen the
+//! end of its response body ([`Lease::release`]); a request handed back unsent by a
+//! connection that turned out to be closed (an upstream keep-alive timeout racing our
+//! reuse) is retried on another connection.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use rustls::pki_types::ServerName;
+use tapedeck_captures::ErrorKind;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+use crate::config::ProxyConfig;
+use crate::forward::Upstream;
+use crate::tee::TeeBody;
+use crate::ProxyError;
+
+/// Body type of requests sent upstream.
+pub type UpBody = TeeBody<Incoming>;
+
+/// Why an upstream request failed.
+#[derive(Debug)]
+pub struct UpstreamError {
+    /// What kind of failure.
+    pub kind: ErrorKind,
+    /// Details for logs.
+    pub detail: String,
+}
+
+impl UpstreamError {
+    fn new(kind: ErrorKind, detail: impl Into<String>) -> Self {
+        UpstreamError { kind, detail: detail.into() }
+    }
+
+    fn request(e: hyper::Error) -> Self {
+        let kind = if e.is_timeout() {
+            ErrorKind::ResponseTimeout
+        } else if e.is_parse() || e.is_parse_status() || e.is_parse_too_large() {
+            ErrorKind::Protocol
+        } else {
+            // Closed, incomplete, canceled, or an I/O error on the connection.
+            ErrorKind::Reset
+        };
+        UpstreamError::new(kind, e.to_string())
+    }
+}
+
+fn io_kind(e: &std::io::Error) -> ErrorKind {
+    match e.kind() {
+        std::io::ErrorKind::ConnectionRefused => ErrorKind::ConnectRefused,
+        std::io::ErrorKind::TimedOut => ErrorKind::ConnectTimeout,
+        std::io::ErrorKind::ConnectionReset
+        | std::io::ErrorKind::ConnectionAborted
+        | std::io::ErrorKind::BrokenPipe => ErrorKind::Reset,
+        _ => ErrorKind::Other,
+    }
+}
+
+struct Idle {
+    tx: http1::SendRequest<UpBody>,
+    since: Instant,
+}
+
+/// One worker's connections to the upstream.
+pub struct UpstreamPool {
+    host: String,
+    port: u16,
+    tls: Option<(TlsConnector, ServerName<'static>)>,
+    connect_timeout: Duration,
+    idle_timeout: Duration,
+    max_idle: usize,
+    preserve_header_case: bool,
+    idle: Mutex<Vec<Idle>>,
+    h2: Mutex<Option<http2::SendRequest<UpBody>>>,
+}
+
+enum Conn {
+    H1(http1::SendRequest<UpBody>),
+    H2(http2::SendRequest<UpBody>),
+}
+
+/// An HTTP/1.1 connection in use; goes back to the pool on [`release`](Lease::release).
+/// Dropped without release (an aborted body, an upgrade), the connection is not reused.
+pub struct Lease {
+    tx: Option<http1::SendRequest<UpBody>>,
+    pool: Arc<UpstreamPool>,
+}
+
+impl Lease {
+    /// Returns the connection to the pool: its response body was read to the end.
+    pub fn release(mut self) {
+        if let Some(tx) = self.tx.take() {
+            self.pool.put(tx);
+        }
+    }
+}
+
+impl UpstreamPool {
+    /// A pool for `upstream`, with TLS settings from `config`.
+    pub fn new(upstream: &Upstream, config: &ProxyConfig) -> Result<Self, ProxyError> {
+        let host = upstream.host().to_string();
+        let tls = if upstream.is_https() {
+            let mut tls = crate::tls::client_config(config.upstream_ca.as_deref())?;
+            tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+            let name =
+                ServerName::try_from(host.trim_start_matches('[').trim_end_matches(']').to_string()).map_err(|e| {
+                    ProxyError::Config(format!("upstream host {host:?} is not a valid TLS server name: {e}"))
+                })?;
+            Some((TlsConnector::from(Arc::new(tls)), name))
+        } else {
+            None
+        };
+        Ok(UpstreamPool {
+            host,
+            port: upstream.port(),
+            tls,
+            connect_timeout: config.timeouts.upstream_connect,
+            idle_timeout: Duration::from_secs(90),
+            max_idle: 1024,
+            preserve_header_case: config.forwarding.preserve_header_case,
+            idle: Mutex::new(Vec::new()),
+            h2: Mutex::new(None),
+        })
+    }
+
+    fn put(&self, tx: http1::SendRequest<UpBody>) {
+        if tx.is_closed() {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < self.max_idle {
+            idle.push(Idle { tx, since: Instant::now() });
+        }
+    }
+
+    fn take_idle(&self) -> Option<http1::SendRequest<UpBody>> {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        while let Some(conn) = idle.pop() {
+            if !conn.tx.is_closed() && conn.since.elapsed() < self.idle_timeout {
+                return Some(conn.tx);
+            }
+        }
+        None
+    }
+
+    fn h2_sender(&self) -> Option<http2::SendRequest<UpBody>> {
+        let mut slot = self.h2.lock().unwrap_or_else(|p| p.into_inner());
+        match slot.as_ref() {
+            Some(tx) if !tx.is_closed() => Some(tx.clone()),
+            Some(_) => {
+                *slot = None;
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Sends `req`, on an idle connection if there is one. HTTP/1.1 responses come with
+    /// the lease of their connection.
+    pub async fn send(
+        self: &Arc<Self>,
+        mut req: Request<UpBody>,
+    ) -> Result<(Response<Incoming>, Option<Lease>), UpstreamError> {
+        if let Some(mut h2) = self.h2_sender() {
+            match h2.try_send_request(req).await {
+                Ok(resp) => return Ok((resp, None)),
+                Err(mut e) => match e.take_message() {
+                    Some(unsent) => req = unsent,
+                    None => return Err(UpstreamError::request(e.into_error())),
+                },
+            }
+        }
+        // HTTP/1.1 requests go out in origin form (`GET /path HTTP/1.1`); HTTP/2 above
+        // needed the absolute form for its :scheme and :authority.
+        let pq = req.uri().path_and_query().cloned().unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+        let absolute = std::mem::replace(req.uri_mut(), http::Uri::from(pq));
+        // Idle connections first; a stale one hands the request back and we try the next.
+        while let Some(mut tx) = self.take_idle() {
+            if tx.ready().await.is_err() {
+                continue;
+            }
+            match tx.try_send_request(req).await {
+                Ok(resp) => return Ok((resp, Some(Lease { tx: Some(tx), pool: self.clone() }))),
+                Err(mut e) => match e.take_message() {
+                    Some(unsent) => req = unsent,
+                    None => return Err(UpstreamError::request(e.into_error())),
+                },
+            }
+        }
+        match self.connect().await? {
+            Conn::H1(mut tx) => match tx.send_request(req).await {
+                Ok(resp) => Ok((resp, Some(Lease { tx: Some(tx), pool: self.clone() }))),
+                Err(e) => Err(UpstreamError::request(e)),
+            },
+            Conn::H2(mut tx) => {
+                *req.uri_mut() = absolute;
+                *self.h2.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx.clone());
+                tx.send_request(req).await.map(|resp| (resp, None)).map_err(UpstreamError::request)
+            }
+        }
+    }
+
+    async fn connect(&self) -> Result<Conn, UpstreamError> {
+        let addrs: Vec<SocketAddr> = tokio::net::lookup_host((self.host.as_str(), self.port))
+            .await
+            .map_err(|e| UpstreamError::new(ErrorKind::Dns, format!("resolving {}: {e}", self.host)))?
+            .collect();
+        if addrs.is_empty() {
+            return Err(UpstreamError::new(ErrorKind::Dns, format!("{} has no addresses", self.host)));
+        }
+        let mut last = UpstreamError::new(ErrorKind::ConnectRefused, "no address tried");
+        let mut stream = None;
+        for addr in addrs {
+            match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
+                Ok(Ok(s)) => {
+                    stream = Some(s);
+                    break;
+                }
+                Ok(Err(e)) => last = UpstreamError::new(io_kind(&e), format!("connecting to {addr}: {e}")),
+                Err(_) => {
+                    last = UpstreamError::new(ErrorKind::ConnectTimeout, format!("connecting to {addr}: timed out"))
+                }
+            }
+        }
+        let stream = stream.ok_or(last)?;
+        let _ = stream.set_nodelay(true);
+        match &self.tls {
+            None => self.http1(stream).await,
+            Some((connector, name)) => {
+                let tls = tokio::time::timeout(self.connect_timeout, connector.connect(name.clone(), stream))
+                    .await
+                    .map_err(|_| {
+                        UpstreamError::new(ErrorKind::ConnectTimeout, "TLS handshake with the upstream timed out")
+                    })?
+                    .map_err(|e| UpstreamError::new(ErrorKind::Tls, format!("TLS handshake with the upstream: {e}")))?;
+                if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+                    let (tx, conn) = http2::Builder::new(TokioExecutor::new())
+                        .timer(TokioTimer::new())
+                        .keep_alive_interval(Duration::from_secs(20))
+                        .keep_alive_timeout(Duration::from_secs(20))
+                        .handshake(TokioIo::new(tls))
+                        .await
+                        .map_err(UpstreamError::request)?;
+                    tokio::spawn(async move {
+                        if let Err(e) = conn.await {
+                            tracing::debug!(error = %e, "upstream h2 connection ended");
+                        }
+                    });
+                    Ok(Conn::H2(tx))
+                } else {
+                    self.http1(tls).await
+                }
+            }
+        }
+    }
+
+    async fn http1<T>(&self, io: T) -> Result<Conn, UpstreamError>
+    where
+        T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let (tx, conn) = http1::Builder::new()
+            .preserve_header_case(self.preserve_header_case)
+            .handshake(TokioIo::new(io))
+            .await
+            .map_err(UpstreamError::request)?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                tracing::debug!(error = %e, "upstream connection ended");
+            }
+        });
+        Ok(Conn::H1(tx))
+    }
+}

@@ -1,0 +1,131 @@
+//! Proxy settings with the defaults a user expects. The binary fills this from flags and
+//! the TOML config file; tests build it directly.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::capture::CaptureConfig;
+use crate::sample::SamplingConfig;
+
+/// Everything `serve` needs.
+pub struct ProxyConfig {
+    /// Where clients connect.
+    pub listen: SocketAddr,
+    /// The service behind the proxy: `http://host:port` or `https://host:port`, with an
+    /// optional path prefix.
+    pub upstream: http::Uri,
+    /// Admin listener (`/metrics`, `/healthz`, `/readyz`); `None` to disable.
+    pub admin: Option<SocketAddr>,
+    /// Capture settings; `None` forwards without capturing.
+    pub capture: Option<CaptureConfig>,
+    /// Which requests to capture.
+    pub sampling: SamplingConfig,
+    /// TLS on the listener.
+    pub tls: Option<TlsFiles>,
+    /// CA certificates (PEM) to trust for an https upstream instead of the system's.
+    pub upstream_ca: Option<PathBuf>,
+    /// Timeouts.
+    pub timeouts: Timeouts,
+    /// Headers added or kept on the way to the upstream.
+    pub forwarding: Forwarding,
+    /// Limits that protect the proxy.
+    pub limits: Limits,
+    /// Worker threads, each with its own listener socket (SO_REUSEPORT), event loop and
+    /// upstream pool; 0 means one per CPU.
+    pub workers: usize,
+}
+
+impl ProxyConfig {
+    /// A proxy from `listen` to `upstream` with defaults: no capture, admin on
+    /// 127.0.0.1:9091.
+    pub fn new(listen: SocketAddr, upstream: http::Uri) -> Self {
+        ProxyConfig {
+            listen,
+            upstream,
+            admin: Some(SocketAddr::from(([127, 0, 0, 1], 9091))),
+            capture: None,
+            sampling: SamplingConfig::default(),
+            tls: None,
+            upstream_ca: None,
+            timeouts: Timeouts::default(),
+            forwarding: Forwarding::default(),
+            limits: Limits::default(),
+            workers: 0,
+        }
+    }
+}
+
+/// PEM files for TLS termination.
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    /// Certificate chain.
+    pub cert: PathBuf,
+    /// Private key.
+    pub key: PathBuf,
+}
+
+/// Timeouts, with defaults close to nginx's.
+#[derive(Clone, Copy, Debug)]
+pub struct Timeouts {
+    /// A client must send a complete request head (and, with TLS, finish the handshake)
+    /// within this. It also bounds how long an HTTP/1.1 keep-alive connection may wait
+    /// for its next request.
+    pub header_read: Duration,
+    /// Connecting to the upstream.
+    pub upstream_connect: Duration,
+    /// From sending the request to the upstream's response head.
+    pub upstream_response: Duration,
+    /// A client connection with no request in flight is closed after this.
+    pub idle: Duration,
+    /// On shutdown, in-flight requests get this long to finish.
+    pub drain: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            header_read: Duration::from_secs(30),
+            upstream_connect: Duration::from_secs(5),
+            upstream_response: Duration::from_secs(60),
+            idle: Duration::from_secs(75),
+            drain: Duration::from_secs(25),
+        }
+    }
+}
+
+/// Forwarding headers.
+#[derive(Clone, Copy, Debug)]
+pub struct Forwarding {
+    /// Keep the client's `Host` (default); otherwise send the upstream's authority.
+    pub preserve_host: bool,
+    /// Add `X-Forwarded-For`, `X-Forwarded-Proto` and `X-Forwarded-Host`.
+    pub x_forwarded: bool,
+    /// Add the RFC 7239 `Forwarded` header.
+    pub forwarded: bool,
+    /// Send HTTP/1.1 header names to the upstream in the client's spelling (for backends
+    /// that wrongly treat names as case-sensitive). Costs about a microsecond per request;
+    /// off by default since names are case-insensitive and HTTP/2 lower-cases them anyway.
+    pub preserve_header_case: bool,
+}
+
+impl Default for Forwarding {
+    fn default() -> Self {
+        Forwarding { preserve_host: true, x_forwarded: true, forwarded: false, preserve_header_case: false }
+    }
+}
+
+/// Resource limits.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Largest request head accepted (HTTP/1.1 buffer, HTTP/2 header list).
+    pub max_header_bytes: usize,
+    /// Client connections served at once; more are closed on accept.
+    pub max_connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_header_bytes: 64 << 10, max_connections: 10_000 }
+    }
+}

@@ -1,0 +1,481 @@
+//! Forwarding one request: sampling decision, upstream request (hop-by-hop headers
+//! removed per RFC 9110 §7.6.1, `X-Forwarded-*`/`Forwarded` added, `Host` kept),
+//! streaming both bodies through tees, WebSocket/`Upgrade` tunnels, and 502/504 answers
+//! when the upstream fails.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode, Uri, Version};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tapedeck_captures::{ConnectionId, ErrorKind, Exchange, ExchangeId, IdGenerator};
+
+use crate::capture::CaptureQueue;
+use crate::client::{Lease, UpstreamPool};
+use crate::config::Forwarding;
+use crate::metrics::Metrics;
+use crate::sample::{Decision, Sampler};
+use crate::tee::{capture_headers, capture_version, Clock, Part, Recording, TeeBody};
+
+/// One client connection, as the handler sees it.
+pub struct ConnInfo {
+    /// Connection id (shared with captured exchanges).
+    pub id: ConnectionId,
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// True for TLS connections.
+    pub tls: bool,
+    /// Requests seen on this connection.
+    pub sequence: AtomicU32,
+    /// The client's IP as `X-Forwarded-For` carries it.
+    pub client_ip: HeaderValue,
+}
+
+impl ConnInfo {
+    /// Connection facts for a client at `peer`.
+    pub fn new(id: ConnectionId, peer: SocketAddr, tls: bool) -> Self {
+        let client_ip = HeaderValue::from_str(&peer.ip().to_string()).unwrap_or(HeaderValue::from_static("unknown"));
+        ConnInfo { id, peer, tls, sequence: AtomicU32::new(0), client_ip }
+    }
+}
+
+/// The upstream, split once at start-up.
+#[derive(Clone, Debug)]
+pub struct Upstream {
+    scheme: http::uri::Scheme,
+    authority: http::uri::Authority,
+    host_value: HeaderValue,
+    /// Path prefix without the trailing slash ("" for none).
+    prefix: String,
+    port: u16,
+}
+
+impl Upstream {
+    /// Splits an upstream URL; it must be absolute `http` or `https`.
+    pub fn parse(uri: &Uri) -> Result<Self, String> {
+        let scheme =
+            uri.scheme().cloned().ok_or_else(|| format!("upstream {uri} needs a scheme: http:// or https://"))?;
+        if scheme != http::uri::Scheme::HTTP && scheme != http::uri::Scheme::HTTPS {
+            return Err(format!("upstream {uri}: only http and https are supported"));
+        }
+        let authority = uri.authority().cloned().ok_or_else(|| format!("upstream {uri} needs a host"))?;
+        let host_value = HeaderValue::from_str(authority.as_str()).map_err(|e| e.to_string())?;
+        let prefix = uri.path().trim_end_matches('/').to_string();
+        let port = authority.port_u16().unwrap_or(if scheme == http::uri::Scheme::HTTPS { 443 } else { 80 });
+        Ok(Upstream { scheme, authority, host_value, prefix, port })
+    }
+
+    /// The host name or address (IPv6 in brackets).
+    pub fn host(&self) -> &str {
+        self.authority.host()
+    }
+
+    /// The port (explicit, or the scheme's default).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// True for an `https` upstream.
+    pub fn is_https(&self) -> bool {
+        self.scheme == http::uri::Scheme::HTTPS
+    }
+
+    /// `scheme://authority`.
+    pub fn origin(&self) -> String {
+        format!("{}://{}", self.scheme, self.authority)
+    }
+
+    fn uri(&self, path_and_query: Option<&http::uri::PathAndQuery>) -> Result<Uri, http::Error> {
+        let pq = match (path_and_query, self.prefix.is_empty()) {
+            (Some(pq), true) => pq.clone(),
+            (pq, _) => {
+                let pq = pq.map_or("/", |p| p.as_str());
+                http::uri::PathAndQuery::try_from(format!("{}{pq}", self.prefix))?
+            }
+        };
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(self.scheme.clone());
+        parts.authority = Some(self.authority.clone());
+        parts.path_and_query = Some(pq);
+        Ok(Uri::from_parts(parts)?)
+    }
+}
+
+/// What every worker shares: sampling, capture, metrics, settings.
+pub struct Shared {
+    pub(crate) upstream: Upstream,
+    pub(crate) sampler: Option<Sampler>,
+    pub(crate) capture: Option<Arc<CaptureQueue>>,
+    pub(crate) clock: Clock,
+    pub(crate) ids: IdGenerator,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) max_body: usize,
+    pub(crate) response_timeout: Duration,
+    pub(crate) forwarding: Forwarding,
+}
+
+/// A worker's request handler: the shared state and the worker's own upstream pool.
+pub struct Forwarder {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) pool: Arc<UpstreamPool>,
+}
+
+impl std::ops::Deref for Forwarder {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.shared
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The body of a response the proxy returns: the upstream's, streamed, or a short
+    /// message of its own.
+    #[project = ProxyBodyProj]
+    #[allow(missing_docs)] // pin-project-lite cannot carry docs on variant fields
+    pub enum ProxyBody {
+        /// The upstream's body, passed through a tee, and the connection it arrives on.
+        Stream { #[pin] body: TeeBody<Incoming>, lease: Option<Lease> },
+        /// A message generated by the proxy, until it is sent.
+        Message { data: Option<Bytes> },
+    }
+}
+
+impl ProxyBody {
+    fn stream(body: TeeBody<Incoming>, lease: Option<Lease>) -> Self {
+        match lease {
+            // Nothing to stream (HEAD, 204, 304): the connection is free now.
+            Some(l) if body.is_end_stream() => {
+                l.release();
+                ProxyBody::Stream { body, lease: None }
+            }
+            lease => ProxyBody::Stream { body, lease },
+        }
+    }
+
+    fn message(text: &'static str) -> Self {
+        ProxyBody::Message { data: Some(Bytes::from_static(text.as_bytes())) }
+    }
+
+    fn empty() -> Self {
+        ProxyBody::Message { data: None }
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.project() {
+            ProxyBodyProj::Stream { mut body, lease } => {
+                let polled = body.as_mut().poll_frame(cx);
+                let done = match &polled {
+                    Poll::Ready(None) => true,
+                    Poll::Ready(Some(Ok(_))) => body.is_end_stream(),
+                    Poll::Ready(Some(Err(_))) => {
+                        // The connection is broken: never reuse it.
+                        lease.take();
+                        false
+                    }
+                    Poll::Pending => false,
+                };
+                if done {
+                    if let Some(l) = lease.take() {
+                        l.release();
+                    }
+                }
+                polled
+            }
+            ProxyBodyProj::Message { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ProxyBody::Stream { body, .. } => body.is_end_stream(),
+            ProxyBody::Message { data } => data.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ProxyBody::Stream { body, .. } => body.size_hint(),
+            ProxyBody::Message { data } => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
+        }
+    }
+}
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// Hop-by-hop fields (RFC 9110 §7.6.1), never forwarded.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::PROXY_AUTHENTICATE,
+];
+
+fn is_upgrade(headers: &HeaderMap, version: Version) -> bool {
+    version == Version::HTTP_11
+        && headers.contains_key(header::UPGRADE)
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .any(|v| v.to_str().is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade"))))
+}
+
+/// Removes hop-by-hop fields, including those named in `Connection`. An upgrade keeps
+/// `Connection: upgrade` and `Upgrade`.
+fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    let upgrade_value = if upgrade { headers.get(header::UPGRADE).cloned() } else { None };
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+    if let Some(u) = upgrade_value {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, u);
+    }
+}
+
+impl Forwarder {
+    /// Handles one request from `conn`.
+    pub async fn handle(&self, mut req: Request<Incoming>, conn: &ConnInfo) -> Response<ProxyBody> {
+        let started = Instant::now();
+        let _in_flight = self.metrics.in_flight();
+        let sequence = conn.sequence.fetch_add(1, Ordering::Relaxed);
+        let upgrade = is_upgrade(req.headers(), req.version());
+        let recording = self.decide(&req, conn, sequence, started);
+        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+
+        let (parts, body) = req.into_parts();
+        let body = match &recording {
+            Some(r) => TeeBody::capture(body, r.clone(), Part::Request),
+            None => TeeBody::plain(body),
+        };
+        let upstream_req = match self.upstream_request(parts, body, conn, upgrade) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot build the upstream request");
+                self.metrics.request(400);
+                return plain(StatusCode::BAD_REQUEST, "bad request\n", None);
+            }
+        };
+        let sent = Instant::now();
+        let outcome = tokio::time::timeout(self.response_timeout, self.pool.send(upstream_req)).await;
+        let (mut resp, lease) = match outcome {
+            Ok(Ok(sent)) => sent,
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e.detail, kind = %e.kind, "upstream request failed");
+                return self.fail(e.kind, recording.as_deref());
+            }
+            Err(_) => return self.fail(ErrorKind::ResponseTimeout, recording.as_deref()),
+        };
+        let head_at = Instant::now();
+        self.metrics.upstream_latency.observe(head_at.duration_since(sent).as_secs_f64());
+        let status = resp.status();
+        if let Some(r) = &recording {
+            r.response_head(status.as_u16(), resp.version(), resp.headers());
+        }
+        // An upgraded connection belongs to the tunnel, never to the pool.
+        let lease = if status == StatusCode::SWITCHING_PROTOCOLS {
+            if let Some(client_side) = client_upgrade {
+                let upstream_side = hyper::upgrade::on(&mut resp);
+                tokio::spawn(tunnel(client_side, upstream_side));
+            }
+            None
+        } else {
+            lease
+        };
+        let (mut parts, body) = resp.into_parts();
+        strip_hop_by_hop(&mut parts.headers, status == StatusCode::SWITCHING_PROTOCOLS);
+        let body = match recording {
+            Some(r) => TeeBody::capture(body, r, Part::Response),
+            None => TeeBody::plain(body),
+        };
+        self.metrics.request(status.as_u16());
+        let added = sent.duration_since(started) + head_at.elapsed();
+        self.metrics.added_latency.observe(added.as_secs_f64());
+        Response::from_parts(parts, ProxyBody::stream(body, lease))
+    }
+
+    /// The sampling decision and, if captured, the recording with the request head.
+    fn decide(
+        &self,
+        req: &Request<Incoming>,
+        conn: &ConnInfo,
+        sequence: u32,
+        started: Instant,
+    ) -> Option<Arc<Recording>> {
+        let (sampler, queue) = (self.sampler.as_ref()?, self.capture.as_ref()?);
+        let session = match sampler.decide(req.method(), req.uri(), req.headers()) {
+            Decision::Capture { session } => session,
+            Decision::Skip(reason) => {
+                self.metrics.skipped(reason);
+                return None;
+            }
+        };
+        self.metrics.captured.inc();
+        let authority = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_string)
+            .or_else(|| req.uri().authority().map(|a| a.to_string()))
+            .unwrap_or_default();
+        let mut headers = capture_headers(req.headers());
+        if req.version() == Version::HTTP_2 && !req.headers().contains_key(header::HOST) && !authority.is_empty() {
+            // h2 carries the host in :authority; record it as Host so replays have it.
+            headers.0.insert(0, tapedeck_captures::Header { name: "host".into(), value: authority.as_str().into() });
+        }
+        let exchange = Exchange {
+            id: ExchangeId(self.ids.next()),
+            connection: conn.id,
+            session,
+            sequence,
+            timing: Default::default(),
+            request: tapedeck_captures::Request {
+                method: req.method().as_str().to_string(),
+                scheme: if conn.tls { "https" } else { "http" }.into(),
+                authority,
+                target: req.uri().path_and_query().map_or("/", |pq| pq.as_str()).to_string(),
+                version: capture_version(req.version()),
+                headers,
+                body: Default::default(),
+            },
+            response: None,
+            error: None,
+            scrub: Vec::new(),
+            replay_of: None,
+        };
+        Some(Recording::new(queue.clone(), self.clock, started, self.max_body, exchange))
+    }
+
+    fn upstream_request(
+        &self,
+        mut parts: http::request::Parts,
+        body: TeeBody<Incoming>,
+        conn: &ConnInfo,
+        upgrade: bool,
+    ) -> Result<Request<TeeBody<Incoming>>, http::Error> {
+        let original_host = parts
+            .headers
+            .get(header::HOST)
+            .cloned()
+            .or_else(|| parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
+        let uri = self.upstream.uri(parts.uri.path_and_query())?;
+        let headers = &mut parts.headers;
+        strip_hop_by_hop(headers, upgrade);
+        // hyper already answered `Expect: 100-continue` to the client when the body was
+        // first read; the upstream gets the body without waiting.
+        headers.remove(header::EXPECT);
+        let host = match (&original_host, self.forwarding.preserve_host) {
+            (Some(h), true) => h.clone(),
+            _ => self.upstream.host_value.clone(),
+        };
+        headers.insert(header::HOST, host);
+        let proto = if conn.tls { "https" } else { "http" };
+        if self.forwarding.x_forwarded {
+            let xff = match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+                Some(prev) => HeaderValue::from_str(&format!("{prev}, {}", conn.peer.ip())).ok(),
+                None => Some(conn.client_ip.clone()),
+            };
+            if let Some(v) = xff {
+                headers.insert(X_FORWARDED_FOR, v);
+            }
+            headers.entry(X_FORWARDED_PROTO).or_insert(HeaderValue::from_static(proto));
+            if let Some(h) = &original_host {
+                headers.entry(X_FORWARDED_HOST).or_insert(h.clone());
+            }
+        }
+        if self.forwarding.forwarded {
+            let ip = conn.peer.ip();
+            let node = if conn.peer.is_ipv6() { format!("\"[{ip}]\"") } else { ip.to_string() };
+            let mut element = format!("for={node};proto={proto}");
+            if let Some(h) = original_host.as_ref().and_then(|h| h.to_str().ok()) {
+                element.push_str(&format!(";host=\"{h}\""));
+            }
+            let value = match headers.get(header::FORWARDED).and_then(|v| v.to_str().ok()) {
+                Some(prev) => format!("{prev}, {element}"),
+                None => element,
+            };
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                headers.insert(header::FORWARDED, v);
+            }
+        }
+        parts.uri = uri;
+        parts.version = Version::HTTP_11;
+        Ok(Request::from_parts(parts, body))
+    }
+
+    fn fail(&self, kind: ErrorKind, recording: Option<&Recording>) -> Response<ProxyBody> {
+        self.metrics.upstream_error(kind);
+        if let Some(r) = recording {
+            r.error(kind);
+        }
+        let (status, text) = match kind {
+            ErrorKind::ConnectTimeout | ErrorKind::ResponseTimeout => {
+                (StatusCode::GATEWAY_TIMEOUT, "upstream timed out\n")
+            }
+            ErrorKind::ConnectRefused => (StatusCode::BAD_GATEWAY, "upstream refused the connection\n"),
+            ErrorKind::Dns => (StatusCode::BAD_GATEWAY, "upstream host not found\n"),
+            ErrorKind::Tls => (StatusCode::BAD_GATEWAY, "TLS with the upstream failed\n"),
+            ErrorKind::Reset => (StatusCode::BAD_GATEWAY, "upstream closed the connection\n"),
+            ErrorKind::Protocol => (StatusCode::BAD_GATEWAY, "upstream sent an invalid response\n"),
+            _ => (StatusCode::BAD_GATEWAY, "upstream request failed\n"),
+        };
+        self.metrics.request(status.as_u16());
+        plain(status, text, Some(kind))
+    }
+}
+
+fn plain(status: StatusCode, text: &'static str, kind: Option<ErrorKind>) -> Response<ProxyBody> {
+    let mut resp = Response::new(ProxyBody::message(text));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    if let Some(k) = kind {
+        h.insert("x-tapedeck-error", HeaderValue::from_static(k.as_str()));
+    }
+    resp
+}
+
+/// A response with no body, for callers outside this module.
+pub fn empty_response(status: StatusCode) -> Response<ProxyBody> {
+    let mut resp = Response::new(ProxyBody::empty());
+    *resp.status_mut() = status;
+    resp
+}
+
+/// Copies bytes both ways between an upgraded client and upstream connection.
+async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+    match tokio::try_join!(client, upstream) {
+        Ok((c, u)) => {
+            let (mut c, mut u) = (TokioIo::new(c), TokioIo::new(u));
+            if let Err(e) = tokio::io::copy_bidirectional(&mut c, &mut u).await {
+                tracing::debug!(error = %e, "upgraded connection ended");
+            }
+        }
+        Err(e) => tracing::debug!(error = %e, "upgrade failed"),
+    }
+}

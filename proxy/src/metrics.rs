@@ -1,0 +1,291 @@
+//! The proxy's counters and histograms, exported by the admin listener at `/metrics` in
+//! the Prometheus text format.
+//!
+//! Labelled counters on the request path are resolved once at start-up into plain handles
+//! (`requests_2xx` …), so counting a request is an atomic add, not a map lookup.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use tapedeck_captures::ErrorKind;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClassLabel {
+    class: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RuleLabel {
+    rule: String,
+}
+
+/// Why a request was not captured although capture is on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SkipReason {
+    /// Outside the sampled percentage (or its session is).
+    Sampled,
+    /// Excluded by `--include`/`--exclude` rules.
+    Filtered,
+    /// Over `--max-capture-rps`.
+    RateCap,
+}
+
+/// Why a capture was dropped after it was taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DropReason {
+    /// The queue to the writer was full (by count or bytes).
+    QueueFull,
+    /// The disk is full.
+    DiskFull,
+    /// Another write error.
+    WriteError,
+    /// The exchange could not be encoded.
+    EncodeError,
+    /// The exchange completed after the capture was closed at shutdown.
+    Shutdown,
+}
+
+/// Why a client connection ended badly.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConnError {
+    /// Malformed HTTP, oversized headers, bogus h2 frames.
+    Protocol,
+    /// The request head did not arrive in time (slowloris).
+    HeaderTimeout,
+    /// The TLS handshake failed.
+    Tls,
+    /// Refused: too many connections.
+    Overload,
+    /// Other I/O errors.
+    Io,
+}
+
+/// All proxy metrics.
+pub struct Metrics {
+    registry: Registry,
+    requests: [Counter; 5],
+    /// Requests captured and handed to the writer.
+    pub captured: Counter,
+    sampled_out: [Counter; 3],
+    dropped: [Counter; 5],
+    /// Exchanges written to disk.
+    pub written: Counter,
+    /// Bytes written to tape files.
+    pub bytes_written: Counter,
+    /// Exchanges waiting for the writer.
+    pub queue_depth: Gauge,
+    /// Bytes waiting for the writer.
+    pub queue_bytes: Gauge,
+    upstream_errors: Vec<Counter>,
+    /// Time from request to upstream response head, seconds.
+    pub upstream_latency: Histogram,
+    /// Time the proxy itself adds on the request and response head path, seconds.
+    pub added_latency: Histogram,
+    /// Open client connections.
+    pub connections: Gauge,
+    /// Client connections accepted.
+    pub connections_total: Counter,
+    conn_errors: [Counter; 5],
+    scrub_hits: Family<RuleLabel, Counter>,
+    in_flight: AtomicI64,
+    /// Requests being handled now.
+    pub requests_in_flight: Gauge,
+}
+
+impl Metrics {
+    /// Registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("tapedeck");
+        let requests_family = Family::<ClassLabel, Counter>::default();
+        let requests = ["1xx", "2xx", "3xx", "4xx", "5xx"]
+            .map(|c| requests_family.get_or_create(&ClassLabel { class: c }).clone());
+        registry.register("requests", "Requests answered, by the status class the client got", requests_family);
+
+        let captured = Counter::default();
+        registry.register("captured", "Requests selected for capture", captured.clone());
+        let sampled_family = Family::<ReasonLabel, Counter>::default();
+        let sampled_out = ["sampled", "filtered", "rate_cap"]
+            .map(|r| sampled_family.get_or_create(&ReasonLabel { reason: r }).clone());
+        registry.register("sampled_out", "Requests not captured, by reason", sampled_family);
+        let dropped_family = Family::<ReasonLabel, Counter>::default();
+        let dropped = ["queue_full", "disk_full", "write_error", "encode_error", "shutdown"]
+            .map(|r| dropped_family.get_or_create(&ReasonLabel { reason: r }).clone());
+        registry.register("capture_dropped", "Captures dropped (the requests were served), by reason", dropped_family);
+        let written = Counter::default();
+        registry.register("capture_written", "Exchanges written to tape", written.clone());
+        let bytes_written = Counter::default();
+        registry.register("capture_written_bytes", "Bytes written to tape files", bytes_written.clone());
+        let queue_depth = Gauge::default();
+        registry.register("capture_queue_depth", "Exchanges waiting for the tape writer", queue_depth.clone());
+        let queue_bytes = Gauge::default();
+        registry.register("capture_queue_bytes", "Bytes waiting for the tape writer", queue_bytes.clone());
+
+        let errors_family = Family::<KindLabel, Counter>::default();
+        let upstream_errors = ErrorKind::ALL
+            .iter()
+            .map(|k| errors_family.get_or_create(&KindLabel { kind: k.as_str() }).clone())
+            .collect();
+        registry.register("upstream_errors", "Upstream failures, by kind", errors_family);
+
+        let upstream_latency = Histogram::new(exponential_buckets(0.0005, 2.0, 17));
+        registry.register(
+            "upstream_latency_seconds",
+            "Time from request to upstream response head",
+            upstream_latency.clone(),
+        );
+        let added_latency = Histogram::new(exponential_buckets(0.000_01, 2.0, 16));
+        registry.register(
+            "added_latency_seconds",
+            "Time the proxy adds on the request and response head path",
+            added_latency.clone(),
+        );
+
+        let connections = Gauge::default();
+        registry.register("connections", "Open client connections", connections.clone());
+        let connections_total = Counter::default();
+        registry.register("connections_accepted", "Client connections accepted", connections_total.clone());
+        let conn_family = Family::<ReasonLabel, Counter>::default();
+        let conn_errors = ["protocol", "header_timeout", "tls", "overload", "io"]
+            .map(|r| conn_family.get_or_create(&ReasonLabel { reason: r }).clone());
+        registry.register("connection_errors", "Client connections that ended in an error, by reason", conn_family);
+        let requests_in_flight = Gauge::default();
+        registry.register("requests_in_flight", "Requests being handled", requests_in_flight.clone());
+
+        let scrub_hits = Family::<RuleLabel, Counter>::default();
+        registry.register("scrub_hits", "Values changed by the scrubber, by rule", scrub_hits.clone());
+
+        Metrics {
+            registry,
+            requests,
+            captured,
+            sampled_out,
+            dropped,
+            written,
+            bytes_written,
+            queue_depth,
+            queue_bytes,
+            upstream_errors,
+            upstream_latency,
+            added_latency,
+            connections,
+            connections_total,
+            conn_errors,
+            scrub_hits,
+            in_flight: AtomicI64::new(0),
+            requests_in_flight,
+        }
+    }
+
+    /// Counts an answered request by the status the client got.
+    pub fn request(&self, status: u16) {
+        let i = usize::from(status.clamp(100, 599) / 100) - 1;
+        self.requests[i].inc();
+    }
+
+    /// Counts a request that was not captured.
+    pub fn skipped(&self, reason: SkipReason) {
+        self.sampled_out[reason as usize].inc();
+    }
+
+    /// Counts dropped captures.
+    pub fn dropped(&self, reason: DropReason, n: u64) {
+        self.dropped[reason as usize].inc_by(n);
+    }
+
+    /// Total dropped captures for `reason`.
+    pub fn dropped_count(&self, reason: DropReason) -> u64 {
+        self.dropped[reason as usize].get()
+    }
+
+    /// Counts an upstream failure.
+    pub fn upstream_error(&self, kind: ErrorKind) {
+        if let Some(i) = ErrorKind::ALL.iter().position(|k| *k == kind) {
+            self.upstream_errors[i].inc();
+        }
+    }
+
+    /// Counts a failed client connection.
+    pub fn conn_error(&self, reason: ConnError) {
+        self.conn_errors[reason as usize].inc();
+    }
+
+    /// Counts scrub rule hits.
+    pub fn scrub_hit(&self, rule: &str, n: u64) {
+        self.scrub_hits.get_or_create(&RuleLabel { rule: rule.to_string() }).inc_by(n);
+    }
+
+    /// Marks a request as started; the guard marks it finished when dropped.
+    pub fn in_flight(&self) -> InFlight<'_> {
+        let n = self.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+        self.requests_in_flight.set(n);
+        InFlight(self)
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(8 << 10);
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Decrements the in-flight gauge when dropped.
+pub struct InFlight<'a>(&'a Metrics);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let n = self.0.in_flight.fetch_sub(1, Ordering::Relaxed) - 1;
+        self.0.requests_in_flight.set(n);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_prometheus_text_with_labels() {
+        let m = Metrics::new();
+        m.request(204);
+        m.request(503);
+        m.request(502);
+        m.skipped(SkipReason::RateCap);
+        m.dropped(DropReason::QueueFull, 3);
+        m.upstream_error(ErrorKind::ConnectRefused);
+        m.upstream_latency.observe(0.05);
+        let text = m.render();
+        for line in [
+            "tapedeck_requests_total{class=\"2xx\"} 1",
+            "tapedeck_requests_total{class=\"5xx\"} 2",
+            "tapedeck_sampled_out_total{reason=\"rate_cap\"} 1",
+            "tapedeck_capture_dropped_total{reason=\"queue_full\"} 3",
+            "tapedeck_upstream_errors_total{kind=\"connect_refused\"} 1",
+            "tapedeck_upstream_latency_seconds_count 1",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
+        assert_eq!(m.dropped_count(DropReason::QueueFull), 3);
+    }
+}

@@ -1,0 +1,239 @@
+//! Bad clients and TLS: malformed HTTP, oversized heads, slowloris, junk instead of a TLS
+//! handshake, bogus HTTP/2 frames, idle and surplus connections. Each is answered or
+//! closed cleanly, counted, and everyone else keeps being served. Also TLS termination
+//! with ALPN and certificate reload.
+
+mod support;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::StatusCode;
+use http_body_util::Full;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use rustls::pki_types::{CertificateDer, ServerName};
+use support::*;
+use tapedeck_proxy::config::TlsFiles;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Reads until the peer closes (or `limit` passes); returns what arrived.
+async fn read_to_close(s: &mut TcpStream, limit: Duration) -> (Vec<u8>, bool) {
+    let mut out = Vec::new();
+    let deadline = Instant::now() + limit;
+    loop {
+        let mut buf = [0u8; 4096];
+        match tokio::time::timeout_at(deadline.into(), s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return (out, true),
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+            Err(_) => return (out, false),
+        }
+    }
+}
+
+async fn still_serves(proxy: &TestProxy) {
+    let (status, _, _) = get(&client(), &proxy.url("/echo")).await;
+    assert_eq!(status, StatusCode::OK, "the proxy keeps serving others");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_and_oversized_requests_are_refused_and_counted() {
+    let upstream = Upstream::start().await;
+    let proxy = TestProxy::start(&upstream.url(), |c| c.limits.max_header_bytes = 16 << 10).await;
+
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    s.write_all(b"THIS IS NOT HTTP\x00\x01\r\n\r\n").await.unwrap();
+    let (reply, closed) = read_to_close(&mut s, Duration::from_secs(5)).await;
+    assert!(closed);
+    assert!(reply.is_empty() || reply.starts_with(b"HTTP/1.1 400"), "{}", String::from_utf8_lossy(&reply));
+
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    let big = format!("GET / HTTP/1.1\r\nHost: a\r\nX-Big: {}\r\n\r\n", "x".repeat(64 << 10));
+    let _ = s.write_all(big.as_bytes()).await;
+    let (reply, closed) = read_to_close(&mut s, Duration::from_secs(5)).await;
+    assert!(closed);
+    assert!(reply.starts_with(b"HTTP/1.1 431"), "{}", String::from_utf8_lossy(&reply));
+
+    still_serves(&proxy).await;
+    let m = metrics_text(proxy.admin).await;
+    assert!(metric(&m, "tapedeck_connection_errors_total{reason=\"protocol\"}") >= 2.0, "{m}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slowloris_is_cut_off_at_the_header_timeout() {
+    let upstream = Upstream::start().await;
+    let proxy = TestProxy::start(&upstream.url(), |c| c.timeouts.header_read = Duration::from_millis(300)).await;
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    let started = Instant::now();
+    s.write_all(b"GET /echo HTTP/1.1\r\nHost: a\r\n").await.unwrap();
+    let mut dripping = true;
+    while dripping && started.elapsed() < Duration::from_secs(3) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        dripping = s.write_all(b"X-Slow: 1\r\n").await.is_ok();
+        let mut buf = [0u8; 256];
+        if let Ok(Ok(0)) = tokio::time::timeout(Duration::from_millis(1), s.read(&mut buf)).await {
+            break;
+        }
+    }
+    let (_, closed) = read_to_close(&mut s, Duration::from_secs(3)).await;
+    assert!(closed, "a client dripping its head is disconnected");
+    assert!(started.elapsed() < Duration::from_secs(2), "after about the header timeout: {:?}", started.elapsed());
+    still_serves(&proxy).await;
+    let m = metrics_text(proxy.admin).await;
+    assert!(metric(&m, "tapedeck_connection_errors_total{reason=\"header_timeout\"}") >= 1.0, "{m}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bogus_http2_frames_close_only_that_connection() {
+    let upstream = Upstream::start().await;
+    let proxy = TestProxy::start(&upstream.url(), |_| {}).await;
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await.unwrap();
+    // A SETTINGS frame whose length is not a multiple of 6, then garbage.
+    s.write_all(&[0, 0, 5, 0x4, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5]).await.unwrap();
+    s.write_all(&[0xff; 64]).await.unwrap();
+    let (reply, closed) = read_to_close(&mut s, Duration::from_secs(5)).await;
+    assert!(closed, "the connection is closed");
+    // The server may send its SETTINGS and a GOAWAY (type 7) first.
+    let has_goaway = reply.windows(4).any(|w| w[3] == 0x7 && w[0] == 0);
+    assert!(reply.is_empty() || has_goaway || reply.len() < 200, "{reply:?}");
+    still_serves(&proxy).await;
+    let m = metrics_text(proxy.admin).await;
+    assert!(metric(&m, "tapedeck_connection_errors_total{reason=\"protocol\"}") >= 1.0, "{m}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_closed_and_surplus_ones_refused() {
+    let upstream = Upstream::start().await;
+    let proxy = TestProxy::start(&upstream.url(), |c| {
+        c.timeouts.idle = Duration::from_millis(300);
+        c.limits.max_connections = 3;
+    })
+    .await;
+    let mut idle = TcpStream::connect(proxy.addr).await.unwrap();
+    idle.write_all(b"GET /echo HTTP/1.1\r\nHost: a\r\n\r\n").await.unwrap();
+    let head = read_head(&mut idle).await.unwrap();
+    assert!(head.starts_with(b"HTTP/1.1 200"));
+    let started = Instant::now();
+    let (_, closed) = read_to_close(&mut idle, Duration::from_secs(5)).await;
+    assert!(closed, "an idle keep-alive connection is closed");
+    assert!(started.elapsed() < Duration::from_secs(2));
+
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+        s.write_all(b"GET /echo HTTP/1.1\r\nHost: a\r\n\r\n").await.unwrap();
+        read_head(&mut s).await.unwrap();
+        held.push(s);
+    }
+    let mut surplus = TcpStream::connect(proxy.addr).await.unwrap();
+    let _ = surplus.write_all(b"GET /echo HTTP/1.1\r\nHost: a\r\n\r\n").await;
+    let (reply, closed) = read_to_close(&mut surplus, Duration::from_secs(2)).await;
+    assert!(closed && reply.is_empty(), "over the limit: closed without an answer");
+    let m = metrics_text(proxy.admin).await;
+    assert_eq!(metric(&m, "tapedeck_connection_errors_total{reason=\"overload\"}"), 1.0);
+    drop(held);
+}
+
+struct Certs {
+    _dir: tempfile::TempDir,
+    files: TlsFiles,
+}
+
+fn write_certs(dir: &std::path::Path, name: &str) -> (TlsFiles, CertificateDer<'static>) {
+    let ck = rcgen::generate_simple_self_signed(vec![name.to_string(), "127.0.0.1".to_string()]).unwrap();
+    let cert = dir.join(format!("{name}.crt"));
+    let key = dir.join(format!("{name}.key"));
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.key_pair.serialize_pem()).unwrap();
+    (TlsFiles { cert, key }, ck.cert.der().clone())
+}
+
+fn certs(name: &str) -> (Certs, CertificateDer<'static>) {
+    let dir = tempfile::tempdir().unwrap();
+    let (files, der) = write_certs(dir.path(), name);
+    (Certs { _dir: dir, files }, der)
+}
+
+fn client_config(roots: &[CertificateDer<'static>], alpn: &[&[u8]]) -> rustls::ClientConfig {
+    let mut store = rustls::RootCertStore::empty();
+    for r in roots {
+        store.add(r.clone()).unwrap();
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(store)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    config
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_termination_negotiates_h2_and_http1() {
+    let upstream = Upstream::start().await;
+    let (certs, der) = certs("localhost");
+    let mut proxy = TestProxy::start(&upstream.url(), |c| c.tls = Some(certs.files.clone())).await;
+    let url = format!("https://localhost:{}/echo", proxy.addr.port());
+    for (offer_h2, expect) in [(true, http::Version::HTTP_2), (false, http::Version::HTTP_11)] {
+        // hyper-rustls offers ALPN protocols from what is enabled.
+        let builder = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(client_config(std::slice::from_ref(&der), &[]))
+            .https_only()
+            .enable_http1();
+        let connector = if offer_h2 { builder.enable_http2().build() } else { builder.build() };
+        let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build(connector);
+        // localhost must resolve to the proxy: connect by name, the proxy listens on 127.0.0.1.
+        let resp = client.request(http::Request::get(&url).body(Full::new(Bytes::new())).unwrap()).await;
+        let resp = match resp {
+            Ok(r) => r,
+            Err(e) => panic!("TLS request failed: {e:?}"),
+        };
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(resp.version(), expect);
+        assert_eq!(resp.headers().get("x-echo-x-forwarded-proto").unwrap(), "https");
+    }
+    let captured = proxy.finish().await;
+    assert_eq!(captured.len(), 2);
+    assert!(captured.iter().all(|e| e.request.scheme == "https"));
+    assert!(captured.iter().any(|e| e.request.version == tapedeck_captures::HttpVersion::H2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn junk_instead_of_a_handshake_is_counted_and_reload_swaps_the_certificate() {
+    let upstream = Upstream::start().await;
+    let (certs, first) = certs("localhost");
+    let proxy = TestProxy::start(&upstream.url(), |c| c.tls = Some(certs.files.clone())).await;
+
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").await.unwrap();
+    let (_, closed) = read_to_close(&mut s, Duration::from_secs(5)).await;
+    assert!(closed, "plain HTTP on the TLS port is dropped");
+    let m = metrics_text(proxy.admin).await;
+    assert_eq!(metric(&m, "tapedeck_connection_errors_total{reason=\"tls\"}"), 1.0);
+
+    let peer_cert = |roots: Vec<CertificateDer<'static>>| {
+        let addr = proxy.addr;
+        async move {
+            let connector = tokio_rustls::TlsConnector::from(Arc::new(client_config(&roots, &[b"http/1.1"])));
+            let tcp = TcpStream::connect(addr).await.unwrap();
+            let tls = connector.connect(ServerName::try_from("localhost").unwrap(), tcp).await?;
+            Ok::<_, std::io::Error>(tls.get_ref().1.peer_certificates().unwrap()[0].clone())
+        }
+    };
+    assert_eq!(peer_cert(vec![first.clone()]).await.unwrap(), first);
+
+    // Replace the files and reload (what SIGHUP does in the binary).
+    let (_, second) = write_certs(certs.files.cert.parent().unwrap(), "localhost");
+    proxy.proxy.as_ref().unwrap().reload_tls().unwrap();
+    assert_eq!(peer_cert(vec![second.clone()]).await.unwrap(), second, "new connections get the new certificate");
+
+    // A broken file keeps the old certificate in use.
+    std::fs::write(&certs.files.key, "not a key").unwrap();
+    assert!(proxy.proxy.as_ref().unwrap().reload_tls().is_err());
+    assert_eq!(peer_cert(vec![second.clone()]).await.unwrap(), second);
+    let _: PathBuf = certs.files.cert.clone();
+}

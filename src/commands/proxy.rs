@@ -1,0 +1,379 @@
+//! `tapedeck proxy`: runs the capture sidecar until SIGTERM/SIGINT, then drains and closes
+//! the tape. SIGHUP reloads the TLS certificate.
+//!
+//! Every flag can also be set in a TOML file (`--config`), with the flag's name as key
+//! (`capture-dir = "captures/"`); flags win over the file.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::Args;
+use serde::Deserialize;
+use tapedeck_proxy::capture::CaptureConfig;
+use tapedeck_proxy::config::{ProxyConfig, TlsFiles};
+use tapedeck_proxy::sample::{parse_rate, SampleKey};
+
+use crate::human;
+
+/// Flags of `tapedeck proxy`, also the keys of its config file.
+#[derive(Debug, Default, Args, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ProxyArgs {
+    /// Address to listen on, e.g. `:8080` or `127.0.0.1:8080`.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// The service to forward to: `http://host:port` or `https://host:port[/prefix]`.
+    #[arg(long, value_name = "URL")]
+    pub upstream: Option<String>,
+    /// Directory for capture tapes; without it the proxy only forwards.
+    #[arg(long, value_name = "DIR")]
+    pub capture_dir: Option<PathBuf>,
+    /// Admin listener for /metrics, /healthz, /readyz (`off` to disable).
+    #[arg(long, value_name = "ADDR")]
+    pub admin: Option<String>,
+    /// Share of requests to capture, e.g. `25%` [default: 100%].
+    #[arg(long, value_name = "PERCENT")]
+    pub sample: Option<String>,
+    /// Sample whole sessions by this key: `header:NAME`, `cookie:NAME` or `query:NAME`.
+    #[arg(long, value_name = "KEY")]
+    pub sample_key: Option<String>,
+    /// Salt for session sampling; give all proxies of one service the same salt so they
+    /// pick the same sessions [default: random per process].
+    #[arg(long, value_name = "TEXT")]
+    pub sample_salt: Option<String>,
+    /// At most this many captures per second.
+    #[arg(long, value_name = "N")]
+    pub max_capture_rps: Option<f64>,
+    /// Capture only matching requests: `'[METHOD] PATH_REGEX'` (repeatable).
+    #[arg(long, value_name = "RULE")]
+    pub include: Vec<String>,
+    /// Never capture matching requests: `'[METHOD] PATH_REGEX'` (repeatable).
+    #[arg(long, value_name = "RULE")]
+    pub exclude: Vec<String>,
+    /// Body bytes captured per request and response; the rest is marked truncated
+    /// [default: 1MiB].
+    #[arg(long, value_name = "SIZE")]
+    pub max_body: Option<String>,
+    /// TLS certificate chain (PEM) for the listener.
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM) for the listener.
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// CA certificates (PEM) to trust for an https upstream [default: the system's].
+    #[arg(long, value_name = "PEM")]
+    pub upstream_ca: Option<PathBuf>,
+    /// `Host` sent upstream: `keep` the client's, or `upstream` [default: keep].
+    #[arg(long, value_name = "MODE")]
+    pub host_header: Option<String>,
+    /// Headers telling the upstream about the client: `x-forwarded`, `forwarded`, `both`
+    /// or `none` [default: x-forwarded].
+    #[arg(long, value_name = "MODE")]
+    pub forwarded_headers: Option<String>,
+    /// Time for a client to send a request head [default: 30s].
+    #[arg(long, value_name = "DURATION")]
+    pub header_timeout: Option<String>,
+    /// Time to connect to the upstream [default: 5s].
+    #[arg(long, value_name = "DURATION")]
+    pub connect_timeout: Option<String>,
+    /// Time for the upstream to start its response [default: 60s].
+    #[arg(long, value_name = "DURATION")]
+    pub upstream_timeout: Option<String>,
+    /// Close client connections idle this long [default: 75s].
+    #[arg(long, value_name = "DURATION")]
+    pub idle_timeout: Option<String>,
+    /// On shutdown, time for in-flight requests to finish [default: 25s].
+    #[arg(long, value_name = "DURATION")]
+    pub drain_timeout: Option<String>,
+    /// Captures the writer queue holds before dropping new ones [default: 10000].
+    #[arg(long, value_name = "N")]
+    pub queue_max: Option<usize>,
+    /// Bytes the writer queue holds before dropping new captures [default: 256MiB].
+    #[arg(long, value_name = "SIZE")]
+    pub queue_max_bytes: Option<String>,
+    /// Start a new tape segment at this size [default: 256MiB].
+    #[arg(long, value_name = "SIZE")]
+    pub segment_max_size: Option<String>,
+    /// Start a new tape segment at this age [default: 1h].
+    #[arg(long, value_name = "DURATION")]
+    pub segment_max_age: Option<String>,
+    /// Instance name in segment file names [default: the host name].
+    #[arg(long, value_name = "NAME")]
+    pub instance: Option<String>,
+    /// Worker threads, each with its own event loop and upstream connections [default:
+    /// one per CPU].
+    #[arg(long, value_name = "N")]
+    pub workers: Option<usize>,
+    /// Send header names upstream in the client's spelling, for backends that wrongly
+    /// treat them as case-sensitive (costs about 1 µs per request).
+    #[arg(long)]
+    pub preserve_header_case: bool,
+    /// Client connections served at once [default: 10000].
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<usize>,
+    /// Largest request head accepted [default: 64KiB].
+    #[arg(long, value_name = "SIZE")]
+    pub max_header_size: Option<String>,
+    /// Read settings from this TOML file (keys are the flag names).
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+}
+
+macro_rules! prefer_flags {
+    ($flags:ident, $file:ident; $($field:ident),*) => {
+        $( if $flags.$field.is_none() { $flags.$field = $file.$field.take(); } )*
+    };
+}
+
+impl ProxyArgs {
+    /// Fills unset flags from the config file.
+    fn merge_file(mut self) -> Result<Self> {
+        let Some(path) = self.config.clone() else { return Ok(self) };
+        let text =
+            std::fs::read_to_string(&path).with_context(|| format!("cannot read config file {}", path.display()))?;
+        let mut file: ProxyArgs = toml::from_str(&text).map_err(|e| anyhow!("config file {}: {e}", path.display()))?;
+        prefer_flags!(self, file; listen, upstream, capture_dir, admin, sample, sample_key, sample_salt, max_capture_rps,
+            max_body, tls_cert, tls_key, upstream_ca, host_header, forwarded_headers, header_timeout, connect_timeout,
+            upstream_timeout, idle_timeout, drain_timeout, queue_max, queue_max_bytes, segment_max_size, segment_max_age,
+            instance, max_connections, max_header_size, workers);
+        self.preserve_header_case |= file.preserve_header_case;
+        if self.include.is_empty() {
+            self.include = file.include;
+        }
+        if self.exclude.is_empty() {
+            self.exclude = file.exclude;
+        }
+        Ok(self)
+    }
+}
+
+fn duration(flag: &str, value: Option<&str>, default: Duration) -> Result<Duration> {
+    match value {
+        None => Ok(default),
+        Some(v) => humantime::parse_duration(v).map_err(|e| anyhow!("--{flag} {v:?}: {e} (examples: 500ms, 30s, 5m)")),
+    }
+}
+
+fn size(flag: &str, value: Option<&str>, default: u64) -> Result<u64> {
+    match value {
+        None => Ok(default),
+        Some(v) => v
+            .trim()
+            .parse::<bytesize::ByteSize>()
+            .map(|b| b.as_u64())
+            .map_err(|e| anyhow!("--{flag} {v:?}: {e} (examples: 1MiB, 512KiB, 1048576)")),
+    }
+}
+
+/// `:8080` means every interface.
+fn socket_addr(flag: &str, value: &str) -> Result<SocketAddr> {
+    let full = if value.starts_with(':') { format!("0.0.0.0{value}") } else { value.to_string() };
+    full.parse().map_err(|_| anyhow!("--{flag} {value:?}: expected HOST:PORT such as 127.0.0.1:8080 or :8080"))
+}
+
+fn build_config(args: ProxyArgs) -> Result<ProxyConfig> {
+    let listen = socket_addr(
+        "listen",
+        args.listen.as_deref().ok_or_else(|| anyhow!("--listen is required (e.g. --listen :8080)"))?,
+    )?;
+    let upstream_text = args
+        .upstream
+        .as_deref()
+        .ok_or_else(|| anyhow!("--upstream is required (e.g. --upstream http://127.0.0.1:3000)"))?;
+    let upstream: http::Uri = upstream_text.parse().map_err(|e| anyhow!("--upstream {upstream_text:?}: {e}"))?;
+    let mut config = ProxyConfig::new(listen, upstream);
+    config.admin = match args.admin.as_deref() {
+        Some("off" | "none" | "") => None,
+        Some(a) => Some(socket_addr("admin", a)?),
+        None => config.admin,
+    };
+    if let Some(rate) = &args.sample {
+        config.sampling.rate = parse_rate(rate).map_err(|e| anyhow!("--sample {e}"))?;
+    }
+    if let Some(key) = &args.sample_key {
+        config.sampling.key = Some(key.parse::<SampleKey>().map_err(|e| anyhow!("--sample-key {e}"))?);
+    }
+    config.sampling.salt = args.sample_salt.clone();
+    config.sampling.max_per_sec = args.max_capture_rps;
+    for rule in &args.include {
+        config.sampling.include.push(rule.parse().map_err(|e| anyhow!("--include {e}"))?);
+    }
+    for rule in &args.exclude {
+        config.sampling.exclude.push(rule.parse().map_err(|e| anyhow!("--exclude {e}"))?);
+    }
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        config.tls = Some(TlsFiles { cert: cert.clone(), key: key.clone() });
+    } else if args.tls_cert.is_some() != args.tls_key.is_some() {
+        bail!("--tls-cert and --tls-key go together");
+    }
+    config.upstream_ca = args.upstream_ca.clone();
+    config.forwarding.preserve_host = match args.host_header.as_deref() {
+        None | Some("keep") => true,
+        Some("upstream") => false,
+        Some(other) => bail!("--host-header {other:?}: expected keep or upstream"),
+    };
+    (config.forwarding.x_forwarded, config.forwarding.forwarded) = match args.forwarded_headers.as_deref() {
+        None | Some("x-forwarded") => (true, false),
+        Some("forwarded") => (false, true),
+        Some("both") => (true, true),
+        Some("none") => (false, false),
+        Some(other) => bail!("--forwarded-headers {other:?}: expected x-forwarded, forwarded, both or none"),
+    };
+    let t = &mut config.timeouts;
+    t.header_read = duration("header-timeout", args.header_timeout.as_deref(), t.header_read)?;
+    t.upstream_connect = duration("connect-timeout", args.connect_timeout.as_deref(), t.upstream_connect)?;
+    t.upstream_response = duration("upstream-timeout", args.upstream_timeout.as_deref(), t.upstream_response)?;
+    t.idle = duration("idle-timeout", args.idle_timeout.as_deref(), t.idle)?;
+    t.drain = duration("drain-timeout", args.drain_timeout.as_deref(), t.drain)?;
+    config.forwarding.preserve_header_case = args.preserve_header_case;
+    config.workers = args.workers.unwrap_or(0);
+    if let Some(n) = args.max_connections {
+        config.limits.max_connections = n;
+    }
+    config.limits.max_header_bytes = size("max-header-size", args.max_header_size.as_deref(), 64 << 10)? as usize;
+    if let Some(dir) = &args.capture_dir {
+        let mut capture = CaptureConfig::new(dir);
+        capture.max_body = size("max-body", args.max_body.as_deref(), 1 << 20)? as usize;
+        if capture.max_body > 100 << 20 {
+            bail!("--max-body {}: at most 100MiB per body can be captured", human::bytes(capture.max_body as u64));
+        }
+        if let Some(n) = args.queue_max {
+            capture.queue_max_exchanges = n.max(1);
+        }
+        capture.queue_max_bytes = size("queue-max-bytes", args.queue_max_bytes.as_deref(), 256 << 20)? as usize;
+        capture.writer.segment_max_bytes = size("segment-max-size", args.segment_max_size.as_deref(), 256 << 20)?;
+        capture.writer.segment_max_age =
+            duration("segment-max-age", args.segment_max_age.as_deref(), Duration::from_secs(3600))?;
+        if let Some(instance) = &args.instance {
+            capture.writer.instance = instance.clone();
+        }
+        capture.writer.producer = concat!("tapedeck ", env!("CARGO_PKG_VERSION")).into();
+        config.capture = Some(capture);
+    } else if args.sample.is_some() || args.sample_key.is_some() || !args.include.is_empty() {
+        bail!("sampling flags need --capture-dir: without it the proxy only forwards");
+    }
+    Ok(config)
+}
+
+pub fn run(args: ProxyArgs) -> Result<ExitCode> {
+    let config = build_config(args.merge_file()?)?;
+    // Requests are served by the proxy's own worker threads; this runtime only waits for
+    // signals and runs the admin endpoint and shutdown.
+    let runtime =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")?;
+    runtime.block_on(serve(config))
+}
+
+async fn serve(config: ProxyConfig) -> Result<ExitCode> {
+    let capture_dir = config.capture.as_ref().map(|c| c.writer.dir.clone());
+    let rate = config.sampling.rate;
+    let upstream = config.upstream.to_string();
+    let proxy = tapedeck_proxy::start(config).await?;
+    let capture = match &capture_dir {
+        Some(dir) => {
+            format!("capturing {} of requests into {}", human::percent((rate * 1000.0) as u64, 1000), dir.display())
+        }
+        None => "capture off".to_string(),
+    };
+    let admin = proxy.admin_addr().map_or("admin off".to_string(), |a| format!("metrics at http://{a}/metrics"));
+    eprintln!("tapedeck proxy: listening on {} -> {upstream}; {capture}; {admin}", proxy.local_addr());
+    wait_for_stop(&proxy).await;
+    eprintln!("tapedeck proxy: stopping; draining in-flight requests (Ctrl-C again to stop at once)");
+    let shutdown = proxy.shutdown();
+    tokio::pin!(shutdown);
+    let report = tokio::select! {
+        r = &mut shutdown => r,
+        _ = tokio::signal::ctrl_c() => {
+            eprintln!("tapedeck proxy: stopped without draining; the open segment stays as .partial (still readable)");
+            return Ok(ExitCode::from(130));
+        }
+    };
+    if report.connections_cut > 0 {
+        eprintln!(
+            "tapedeck proxy: {} connection(s) were still open at the drain deadline and were closed",
+            report.connections_cut
+        );
+    }
+    if let Some(c) = report.capture {
+        let s = c.stats;
+        eprintln!(
+            "tapedeck proxy: wrote {} exchanges ({} on disk) in {} segment(s); {} lost to write errors",
+            human::count(s.records),
+            human::bytes(s.bytes_on_disk),
+            c.segments.len(),
+            human::count(s.records_lost)
+        );
+        if let Some(e) = c.close_error {
+            bail!("closing the capture: {e}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn wait_for_stop(proxy: &tapedeck_proxy::Proxy) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut hup)) = (signal(SignalKind::terminate()), signal(SignalKind::hangup())) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return,
+            _ = term.recv() => return,
+            _ = hup.recv() => match proxy.reload_tls() {
+                Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),
+                Err(e) => tracing::error!(error = %e, "SIGHUP: TLS reload failed; keeping the old certificate"),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_addresses_sizes_and_durations() {
+        assert_eq!(socket_addr("listen", ":8080").unwrap(), "0.0.0.0:8080".parse().unwrap());
+        assert!(socket_addr("listen", "8080").is_err());
+        assert_eq!(size("max-body", Some("1MiB"), 0).unwrap(), 1 << 20);
+        assert_eq!(size("max-body", Some("512KiB"), 0).unwrap(), 512 << 10);
+        assert!(size("max-body", Some("lots"), 0).is_err());
+        assert_eq!(duration("x", Some("250ms"), Duration::ZERO).unwrap(), Duration::from_millis(250));
+        assert!(duration("x", Some("soon"), Duration::ZERO).unwrap_err().to_string().contains("--x"));
+    }
+
+    #[test]
+    fn the_example_config_is_valid() {
+        let example = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/proxy.toml");
+        let args = ProxyArgs { config: Some(example.into()), ..Default::default() }.merge_file().unwrap();
+        let config = build_config(args).unwrap();
+        assert_eq!(config.sampling.rate, 0.25);
+        assert_eq!(config.listen, "0.0.0.0:8080".parse().unwrap());
+        assert_eq!(config.capture.unwrap().max_body, 1 << 20);
+    }
+
+    #[test]
+    fn flags_win_over_the_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("proxy.toml");
+        std::fs::write(
+            &file,
+            "listen = \":9000\"\nupstream = \"http://127.0.0.1:3000\"\nsample = \"10%\"\ninclude = [\"^/api/\"]\n",
+        )
+        .unwrap();
+        let args = ProxyArgs { sample: Some("50%".into()), config: Some(file.clone()), ..Default::default() };
+        let merged = args.merge_file().unwrap();
+        assert_eq!(merged.listen.as_deref(), Some(":9000"));
+        assert_eq!(merged.sample.as_deref(), Some("50%"));
+        assert_eq!(merged.include, ["^/api/"]);
+
+        std::fs::write(&file, "listen = \":9000\"\nsampel = \"10%\"\n").unwrap();
+        let err = ProxyArgs { config: Some(file), ..Default::default() }.merge_file().unwrap_err().to_string();
+        assert!(err.contains("sampel") && err.contains("line 2"), "{err}");
+    }
+}

@@ -1,0 +1,292 @@
+//! `tapedeck proxy` as a process: start-up, the config file, SIGTERM drain with no
+//! `.partial` left behind, bad settings, and a real disk write failure that drops captures
+//! (counted) but no requests, then recovers.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::upstream::{http, Upstream};
+use common::*;
+
+/// A running `tapedeck proxy` child and the addresses it printed; killed if still
+/// running when dropped, so a failing test leaves no process behind.
+struct ProxyProcess {
+    child: KillOnDrop,
+    addr: SocketAddr,
+    admin: Option<SocketAddr>,
+    stderr: mpsc::Receiver<String>,
+}
+
+impl ProxyProcess {
+    fn spawn(args: &[&str], limit_file_size: Option<u64>) -> ProxyProcess {
+        let mut cmd = tapedeck();
+        cmd.arg("proxy").args(args).stdout(Stdio::null()).stderr(Stdio::piped());
+        if let Some(limit) = limit_file_size {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: only async-signal-safe calls between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+                    let lim = libc::rlimit { rlim_cur: limit, rlim_max: libc::RLIM_INFINITY };
+                    if libc::setrlimit(libc::RLIMIT_FSIZE, &lim) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let mut child = KillOnDrop(cmd.spawn().expect("tapedeck proxy starts"));
+        let (tx, rx) = mpsc::channel();
+        let stderr = child.0.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let line = rx
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .expect("the proxy reports its address");
+            if let Some(rest) = line.strip_prefix("tapedeck proxy: listening on ") {
+                let addr = rest.split_whitespace().next().unwrap().parse().unwrap();
+                let admin =
+                    rest.split("metrics at http://").nth(1).and_then(|a| a.trim_end_matches("/metrics").parse().ok());
+                return ProxyProcess { child, addr, admin, stderr: rx };
+            }
+        }
+    }
+
+    fn signal(&self, sig: i32) {
+        // SAFETY: plain kill(2) on our own child.
+        assert_eq!(unsafe { libc::kill(self.child.0.id() as i32, sig) }, 0);
+    }
+
+    fn metrics(&self) -> String {
+        let (_, body) = http(self.admin.expect("admin enabled"), "GET", "/metrics", b"").unwrap();
+        String::from_utf8(body).unwrap()
+    }
+
+    fn wait(mut self, limit: Duration) -> (i32, Vec<String>) {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.0.try_wait().unwrap() {
+                let lines = self.stderr.try_iter().collect();
+                return (status.code().unwrap_or(-1), lines);
+            }
+            assert!(Instant::now() < deadline, "the proxy did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_none() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn sigterm_drains_in_flight_requests_and_closes_the_tape() {
+    let upstream = Upstream::start();
+    let dir = tempfile::tempdir().unwrap();
+    let caps = dir.path().join("caps");
+    let proxy = ProxyProcess::spawn(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+            &upstream.url(),
+            "--capture-dir",
+            s(&caps),
+            "--admin",
+            "127.0.0.1:0",
+        ],
+        None,
+    );
+    for _ in 0..5 {
+        assert_eq!(http(proxy.addr, "GET", "/hello", b"").unwrap().0, 200);
+    }
+    let m = proxy.metrics();
+    assert_eq!(metric(&m, "tapedeck_requests_total{class=\"2xx\"}"), 5.0, "{m}");
+
+    let addr = proxy.addr;
+    let slow = std::thread::spawn(move || http(addr, "GET", "/delay/800", b""));
+    std::thread::sleep(Duration::from_millis(200));
+    proxy.signal(libc::SIGTERM);
+    let (status, body) = slow.join().unwrap().expect("the in-flight request completes");
+    assert_eq!((status, body), (200, b"slept".to_vec()));
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(std::net::TcpStream::connect(addr).is_err(), "no new connections while draining");
+    let (code, stderr) = proxy.wait(Duration::from_secs(10));
+    assert_eq!(code, 0, "{stderr:?}");
+    assert!(stderr.iter().any(|l| l.contains("wrote 6 exchanges")), "{stderr:?}");
+
+    let files: Vec<_> = std::fs::read_dir(&caps).unwrap().map(|e| e.unwrap().path()).collect();
+    assert!(files.iter().all(|f| s(f).ends_with(".tape")), "no .partial after a clean stop: {files:?}");
+    let captured = read_all(&[&caps]);
+    assert_eq!(captured.len(), 6);
+    let slow = captured.iter().find(|e| e.request.target == "/delay/800").unwrap();
+    assert!(slow.timing.head_ns.unwrap() >= 800_000_000);
+}
+
+#[test]
+fn config_file_sets_flags_and_flags_override_it() {
+    let upstream = Upstream::start();
+    let dir = tempfile::tempdir().unwrap();
+    let caps = dir.path().join("from-file");
+    let config = dir.path().join("proxy.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:0\"\nupstream = \"{}\"\ncapture-dir = \"{}\"\nsample = \"100%\"\nexclude = [\"^/private\"]\nadmin = \"off\"\n",
+            upstream.url(),
+            s(&caps)
+        ),
+    )
+    .unwrap();
+    let proxy = ProxyProcess::spawn(&["--config", s(&config), "--max-body", "4"], None);
+    assert!(proxy.admin.is_none(), "admin = off");
+    http(proxy.addr, "POST", "/public", b"0123456789").unwrap();
+    http(proxy.addr, "GET", "/private/x", b"").unwrap();
+    proxy.signal(libc::SIGINT);
+    assert_eq!(proxy.wait(Duration::from_secs(10)).0, 0);
+    let captured = read_all(&[&caps]);
+    assert_eq!(captured.len(), 1, "the file's exclude rule applies");
+    let body = &captured[0].request.body;
+    assert_eq!(
+        (&body.data[..], body.len, body.truncated),
+        (&b"0123"[..], 10, true),
+        "--max-body from the command line"
+    );
+}
+
+#[test]
+fn bad_settings_fail_at_start_with_one_clear_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = taken.local_addr().unwrap().to_string();
+    let bad_toml = dir.path().join("bad.toml");
+    std::fs::write(&bad_toml, "listen = \":0\"\nsample-rate = \"10%\"\n").unwrap();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["--listen", &busy, "--upstream", "http://127.0.0.1:1"], "cannot listen on"),
+        (vec!["--listen", "127.0.0.1:0", "--upstream", "ftp://x"], "only http and https"),
+        (
+            vec!["--listen", "127.0.0.1:0", "--upstream", "http://127.0.0.1:1", "--capture-dir", "/proc/no-such/dir"],
+            "capture",
+        ),
+        (vec!["--listen", "127.0.0.1:0", "--upstream", "http://127.0.0.1:1", "--sample", "10%"], "need --capture-dir"),
+        (
+            vec![
+                "--listen",
+                "127.0.0.1:0",
+                "--upstream",
+                "http://127.0.0.1:1",
+                "--capture-dir",
+                "x",
+                "--sample",
+                "150%",
+            ],
+            "between 0% and 100%",
+        ),
+        (
+            vec![
+                "--listen",
+                "127.0.0.1:0",
+                "--upstream",
+                "http://127.0.0.1:1",
+                "--tls-cert",
+                "/no.pem",
+                "--tls-key",
+                "/no.key",
+            ],
+            "TLS: /no.pem",
+        ),
+        (vec!["--config", s(&bad_toml)], "unknown field `sample-rate`"),
+    ];
+    for (args, expected) in cases {
+        let out = tapedeck().arg("proxy").args(&args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(expected), "{args:?}: expected {expected:?} in {err}");
+    }
+}
+
+/// A write failure (here: the file-size limit, RLIMIT_FSIZE) makes the writer drop
+/// captures — counted in /metrics — while every request succeeds; when writing works
+/// again (the limit is raised) capture resumes on its own.
+#[test]
+fn write_failures_drop_captures_not_requests_and_capture_recovers() {
+    let upstream = Upstream::start();
+    let dir = tempfile::tempdir().unwrap();
+    let caps = dir.path().join("caps");
+    let proxy = ProxyProcess::spawn(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+            &upstream.url(),
+            "--capture-dir",
+            s(&caps),
+            "--admin",
+            "127.0.0.1:0",
+        ],
+        Some(48 << 10),
+    );
+    // Incompressible bodies, so the tape grows past the limit.
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut payload = move || {
+        (0..16 << 10)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed as u8
+            })
+            .collect::<Vec<u8>>()
+    };
+    let mut send_batch = |n: usize| {
+        for _ in 0..n {
+            let (status, _) = http(proxy.addr, "POST", "/upload", &payload()).unwrap();
+            assert_eq!(status, 200, "requests never fail because of capture");
+        }
+        std::thread::sleep(Duration::from_millis(1600)); // blocks are cut after 1 s
+    };
+    send_batch(40);
+    let m = proxy.metrics();
+    let dropped = metric(&m, "tapedeck_capture_dropped_total{reason=\"write_error\"}");
+    assert!(dropped > 0.0, "writes beyond the limit fail and are counted:\n{m}");
+    let written_before = metric(&m, "tapedeck_capture_written_total");
+
+    // Space returns.
+    let unlimited = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    // SAFETY: prlimit(2) on our own child with a valid struct.
+    let rc = unsafe { libc::prlimit(proxy.child.0.id() as i32, libc::RLIMIT_FSIZE, &unlimited, std::ptr::null_mut()) };
+    assert_eq!(rc, 0);
+    send_batch(10);
+    let m = proxy.metrics();
+    assert!(metric(&m, "tapedeck_capture_written_total") >= written_before + 10.0, "capture resumed:\n{m}");
+    proxy.signal(libc::SIGTERM);
+    let (code, stderr) = proxy.wait(Duration::from_secs(10));
+    assert_eq!(code, 0, "{stderr:?}");
+    assert!(stderr.iter().any(|l| l.contains("cannot write captures")), "the failure is logged: {stderr:?}");
+    assert!(stderr.iter().any(|l| l.contains("capture writing resumed")), "and the recovery: {stderr:?}");
+    let captured = read_all(&[&caps]);
+    assert!(captured.len() as f64 >= written_before + 10.0);
+}
