@@ -8,7 +8,7 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{self, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -17,6 +17,9 @@ use tapedeck_captures::tape::{TapeWriter, WriterConfig, WriterStats};
 use tapedeck_captures::{Exchange, TapeError};
 
 use crate::metrics::{DropReason, Metrics};
+
+/// How long the writer sleeps when the queue is empty.
+const POLL_INTERVAL: Duration = Duration::from_millis(2);
 
 /// Edits an exchange before it is encoded (the scrubber, issue C).
 pub type ScrubHook = Box<dyn FnMut(&mut Exchange) + Send>;
@@ -192,29 +195,37 @@ struct WriterLoop {
 
 impl WriterLoop {
     fn run(&mut self, rx: mpsc::Receiver<Exchange>, tick: Duration) -> CaptureReport {
+        // The writer polls instead of blocking on the queue: a blocked receiver would make
+        // every request that finishes a capture pay for waking this thread (a futex call
+        // and a context switch). Captures may wait a few milliseconds; requests never do.
+        let mut last_tick = Instant::now();
         loop {
-            match rx.recv_timeout(tick) {
-                Ok(mut exchange) => {
-                    let size = approx_size(&exchange);
-                    self.bytes.fetch_sub(size, Ordering::Relaxed);
-                    let depth = self.depth.fetch_sub(1, Ordering::Relaxed) - 1;
-                    self.metrics.queue_depth.set(depth);
-                    self.metrics.queue_bytes.set(self.bytes.load(Ordering::Relaxed) as i64);
-                    if let Some(scrub) = self.scrub.as_mut() {
-                        scrub(&mut exchange);
+            let mut drained = 0;
+            let mut disconnected = false;
+            while drained < 4096 {
+                match rx.try_recv() {
+                    Ok(exchange) => {
+                        self.write(exchange);
+                        drained += 1;
                     }
-                    let result = self.writer.append(&exchange);
-                    self.settle(result);
-                }
-                Err(RecvTimeoutError::Timeout) => {
-                    // Closed and drained: everything queued before the close is written.
-                    if self.closed.load(Ordering::Acquire) {
+                    Err(mpsc::TryRecvError::Empty) => break,
+                    Err(mpsc::TryRecvError::Disconnected) => {
+                        disconnected = true;
                         break;
                     }
-                    let result = self.writer.tick();
-                    self.settle(result);
                 }
-                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            // Closed and drained: everything queued before the close is written.
+            if disconnected || (drained == 0 && self.closed.load(Ordering::Acquire)) {
+                break;
+            }
+            if last_tick.elapsed() >= tick {
+                let result = self.writer.tick();
+                self.settle(result);
+                last_tick = Instant::now();
+            }
+            if drained == 0 {
+                std::thread::sleep(POLL_INTERVAL);
             }
         }
         let close = self.writer.rotate();
@@ -228,6 +239,19 @@ impl WriterLoop {
             segments: self.writer.finished_segments().to_vec(),
             close_error: close.err().map(|e| e.to_string()),
         }
+    }
+
+    fn write(&mut self, mut exchange: Exchange) {
+        let size = approx_size(&exchange);
+        self.bytes.fetch_sub(size, Ordering::Relaxed);
+        let depth = self.depth.fetch_sub(1, Ordering::Relaxed) - 1;
+        self.metrics.queue_depth.set(depth);
+        self.metrics.queue_bytes.set(self.bytes.load(Ordering::Relaxed) as i64);
+        if let Some(scrub) = self.scrub.as_mut() {
+            scrub(&mut exchange);
+        }
+        let result = self.writer.append(&exchange);
+        self.settle(result);
     }
 
     /// Updates metrics from the writer's counters and logs write-error episodes.

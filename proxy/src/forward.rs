@@ -262,7 +262,6 @@ impl Forwarder {
     /// Handles one request from `conn`.
     pub async fn handle(&self, mut req: Request<Incoming>, conn: &ConnInfo) -> Response<ProxyBody> {
         let started = Instant::now();
-        let _in_flight = self.metrics.in_flight();
         let sequence = conn.sequence.fetch_add(1, Ordering::Relaxed);
         let upgrade = is_upgrade(req.headers(), req.version());
         let recording = self.decide(&req, conn, sequence, started);

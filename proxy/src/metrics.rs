@@ -4,13 +4,14 @@
 //! Labelled counters on the request path are resolved once at start-up into plain handles
 //! (`requests_2xx` …), so counting a request is an atomic add, not a map lookup.
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 use tapedeck_captures::ErrorKind;
 
@@ -102,9 +103,6 @@ pub struct Metrics {
     pub connections_total: Counter,
     conn_errors: [Counter; 5],
     scrub_hits: Family<RuleLabel, Counter>,
-    in_flight: AtomicI64,
-    /// Requests being handled now.
-    pub requests_in_flight: Gauge,
 }
 
 impl Metrics {
@@ -142,13 +140,13 @@ impl Metrics {
             .collect();
         registry.register("upstream_errors", "Upstream failures, by kind", errors_family);
 
-        let upstream_latency = Histogram::new(exponential_buckets(0.0005, 2.0, 17));
+        let upstream_latency = Histogram::exponential(0.0005, 17);
         registry.register(
             "upstream_latency_seconds",
             "Time from request to upstream response head",
             upstream_latency.clone(),
         );
-        let added_latency = Histogram::new(exponential_buckets(0.000_01, 2.0, 16));
+        let added_latency = Histogram::exponential(0.000_01, 16);
         registry.register(
             "added_latency_seconds",
             "Time the proxy adds on the request and response head path",
@@ -163,9 +161,6 @@ impl Metrics {
         let conn_errors = ["protocol", "header_timeout", "tls", "overload", "io"]
             .map(|r| conn_family.get_or_create(&ReasonLabel { reason: r }).clone());
         registry.register("connection_errors", "Client connections that ended in an error, by reason", conn_family);
-        let requests_in_flight = Gauge::default();
-        registry.register("requests_in_flight", "Requests being handled", requests_in_flight.clone());
-
         let scrub_hits = Family::<RuleLabel, Counter>::default();
         registry.register("scrub_hits", "Values changed by the scrubber, by rule", scrub_hits.clone());
 
@@ -186,8 +181,6 @@ impl Metrics {
             connections_total,
             conn_errors,
             scrub_hits,
-            in_flight: AtomicI64::new(0),
-            requests_in_flight,
         }
     }
 
@@ -229,13 +222,6 @@ impl Metrics {
         self.scrub_hits.get_or_create(&RuleLabel { rule: rule.to_string() }).inc_by(n);
     }
 
-    /// Marks a request as started; the guard marks it finished when dropped.
-    pub fn in_flight(&self) -> InFlight<'_> {
-        let n = self.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
-        self.requests_in_flight.set(n);
-        InFlight(self)
-    }
-
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(8 << 10);
@@ -251,13 +237,68 @@ impl Default for Metrics {
     }
 }
 
-/// Decrements the in-flight gauge when dropped.
-pub struct InFlight<'a>(&'a Metrics);
+/// A histogram with fixed buckets and lock-free observation: one atomic add per bucket
+/// hit plus sum and count, so workers on different cores never wait on a lock.
+#[derive(Clone)]
+pub struct Histogram {
+    inner: Arc<HistogramInner>,
+}
 
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        let n = self.0.in_flight.fetch_sub(1, Ordering::Relaxed) - 1;
-        self.0.requests_in_flight.set(n);
+struct HistogramInner {
+    bounds: Vec<f64>,
+    counts: Vec<AtomicU64>,
+    /// Sum of observations in nanoseconds (seconds × 1e9), so it stays an integer.
+    sum_ns: AtomicU64,
+}
+
+impl Histogram {
+    /// Buckets `start, 2·start, 4·start, …` (`n` of them), plus +Inf.
+    pub fn exponential(start: f64, n: usize) -> Self {
+        let bounds: Vec<f64> = (0..n).map(|i| start * 2f64.powi(i as i32)).collect();
+        let counts = (0..=n).map(|_| AtomicU64::new(0)).collect();
+        Histogram { inner: Arc::new(HistogramInner { bounds, counts, sum_ns: AtomicU64::new(0) }) }
+    }
+
+    /// Records one value, in seconds.
+    pub fn observe(&self, seconds: f64) {
+        let i = self.inner.bounds.partition_point(|b| *b < seconds);
+        self.inner.counts[i].fetch_add(1, Ordering::Relaxed);
+        self.inner.sum_ns.fetch_add((seconds * 1e9) as u64, Ordering::Relaxed);
+    }
+
+    /// Observations so far.
+    pub fn count(&self) -> u64 {
+        self.inner.counts.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+    }
+}
+
+impl TypedMetric for Histogram {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for Histogram {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        // Per-bucket counts: the encoder makes them cumulative.
+        let buckets: Vec<(f64, u64)> = self
+            .inner
+            .counts
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (self.inner.bounds.get(i).copied().unwrap_or(f64::MAX), c.load(Ordering::Relaxed)))
+            .collect();
+        let count = buckets.iter().map(|(_, c)| c).sum();
+        let sum = self.inner.sum_ns.load(Ordering::Relaxed) as f64 / 1e9;
+        encoder.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        Self::TYPE
+    }
+}
+
+impl std::fmt::Debug for Histogram {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Histogram").field("count", &self.count()).finish()
     }
 }
 
@@ -275,6 +316,7 @@ mod tests {
         m.dropped(DropReason::QueueFull, 3);
         m.upstream_error(ErrorKind::ConnectRefused);
         m.upstream_latency.observe(0.05);
+        m.upstream_latency.observe(100.0);
         let text = m.render();
         for line in [
             "tapedeck_requests_total{class=\"2xx\"} 1",
@@ -282,7 +324,10 @@ mod tests {
             "tapedeck_sampled_out_total{reason=\"rate_cap\"} 1",
             "tapedeck_capture_dropped_total{reason=\"queue_full\"} 3",
             "tapedeck_upstream_errors_total{kind=\"connect_refused\"} 1",
-            "tapedeck_upstream_latency_seconds_count 1",
+            "tapedeck_upstream_latency_seconds_count 2",
+            "tapedeck_upstream_latency_seconds_bucket{le=\"0.064\"} 1",
+            "tapedeck_upstream_latency_seconds_bucket{le=\"+Inf\"} 2",
+            "tapedeck_upstream_latency_seconds_sum 100.05",
         ] {
             assert!(text.contains(line), "missing {line:?} in\n{text}");
         }

@@ -437,6 +437,7 @@ impl ServeConn {
                 return;
             }
             tokio::select! {
+                biased;
                 result = connection.as_mut() => break result,
                 changed = stop.changed() => {
                     if changed.is_err() {

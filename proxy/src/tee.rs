@@ -41,12 +41,30 @@ impl Clock {
 }
 
 /// Converts `http` headers to the capture model (names as the HTTP stack reports them).
+/// All names and values are copied into one buffer that the fields slice, so a request's
+/// headers cost one allocation rather than two per field.
 pub fn capture_headers(map: &http::HeaderMap) -> Headers {
-    let mut out = Headers(Vec::with_capacity(map.len()));
+    let total: usize = map.iter().map(|(n, v)| n.as_str().len() + v.len()).sum();
+    let mut buf = BytesMut::with_capacity(total);
     for (name, value) in map {
-        out.push(Blob::from(name.as_str()), Blob::from(Bytes::copy_from_slice(value.as_bytes())));
+        buf.extend_from_slice(name.as_str().as_bytes());
+        buf.extend_from_slice(value.as_bytes());
     }
-    out
+    let all = buf.freeze();
+    let mut at = 0;
+    let fields = map
+        .iter()
+        .map(|(name, value)| {
+            let (n, v) = (name.as_str().len(), value.len());
+            let header = tapedeck_captures::Header {
+                name: Blob::from(all.slice(at..at + n)),
+                value: Blob::from(all.slice(at + n..at + n + v)),
+            };
+            at += n + v;
+            header
+        })
+        .collect();
+    Headers(fields)
 }
 
 /// The capture model's version for an `http` version.
