@@ -62,6 +62,21 @@ impl ProxyProcess {
         }
     }
 
+    /// A proxy in front of `upstream` capturing into `caps`, admin on a free port.
+    fn capturing(upstream: &Upstream, caps: &std::path::Path, limit_file_size: Option<u64>) -> ProxyProcess {
+        let args = [
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+            &upstream.url(),
+            "--capture-dir",
+            s(caps),
+            "--admin",
+            "127.0.0.1:0",
+        ];
+        ProxyProcess::spawn(&args, limit_file_size)
+    }
+
     fn signal(&self, sig: i32) {
         // SAFETY: plain kill(2) on our own child.
         assert_eq!(unsafe { libc::kill(self.child.0.id() as i32, sig) }, 0);
@@ -107,19 +122,7 @@ fn sigterm_drains_in_flight_requests_and_closes_the_tape() {
     let upstream = Upstream::start();
     let dir = tempfile::tempdir().unwrap();
     let caps = dir.path().join("caps");
-    let proxy = ProxyProcess::spawn(
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--upstream",
-            &upstream.url(),
-            "--capture-dir",
-            s(&caps),
-            "--admin",
-            "127.0.0.1:0",
-        ],
-        None,
-    );
+    let proxy = ProxyProcess::capturing(&upstream, &caps, None);
     for _ in 0..5 {
         assert_eq!(http(proxy.addr, "GET", "/hello", b"").unwrap().0, 200);
     }
@@ -236,19 +239,7 @@ fn write_failures_drop_captures_not_requests_and_capture_recovers() {
     let upstream = Upstream::start();
     let dir = tempfile::tempdir().unwrap();
     let caps = dir.path().join("caps");
-    let proxy = ProxyProcess::spawn(
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--upstream",
-            &upstream.url(),
-            "--capture-dir",
-            s(&caps),
-            "--admin",
-            "127.0.0.1:0",
-        ],
-        Some(48 << 10),
-    );
+    let proxy = ProxyProcess::capturing(&upstream, &caps, Some(48 << 10));
     // Incompressible bodies, so the tape grows past the limit.
     let mut seed = 0x9e37_79b9_7f4a_7c15u64;
     let mut payload = move || {

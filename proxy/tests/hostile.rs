@@ -34,9 +34,14 @@ async fn read_to_close(s: &mut TcpStream, limit: Duration) -> (Vec<u8>, bool) {
     }
 }
 
-async fn still_serves(proxy: &TestProxy) {
+/// The proxy still serves others, and counted at least `at_least` connections that ended
+/// for `reason`.
+async fn still_serves_and_counted(proxy: &TestProxy, reason: &str, at_least: f64) {
     let (status, _, _) = get(&client(), &proxy.url("/echo")).await;
     assert_eq!(status, StatusCode::OK, "the proxy keeps serving others");
+    let m = metrics_text(proxy.admin).await;
+    let counted = metric(&m, &format!("tapedeck_connection_errors_total{{reason=\"{reason}\"}}"));
+    assert!(counted >= at_least, "{reason}: counted {counted}, expected at least {at_least}\n{m}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -57,9 +62,7 @@ async fn malformed_and_oversized_requests_are_refused_and_counted() {
     assert!(closed);
     assert!(reply.starts_with(b"HTTP/1.1 431"), "{}", String::from_utf8_lossy(&reply));
 
-    still_serves(&proxy).await;
-    let m = metrics_text(proxy.admin).await;
-    assert!(metric(&m, "tapedeck_connection_errors_total{reason=\"protocol\"}") >= 2.0, "{m}");
+    still_serves_and_counted(&proxy, "protocol", 2.0).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -81,9 +84,7 @@ async fn slowloris_is_cut_off_at_the_header_timeout() {
     let (_, closed) = read_to_close(&mut s, Duration::from_secs(3)).await;
     assert!(closed, "a client dripping its head is disconnected");
     assert!(started.elapsed() < Duration::from_secs(2), "after about the header timeout: {:?}", started.elapsed());
-    still_serves(&proxy).await;
-    let m = metrics_text(proxy.admin).await;
-    assert!(metric(&m, "tapedeck_connection_errors_total{reason=\"header_timeout\"}") >= 1.0, "{m}");
+    still_serves_and_counted(&proxy, "header_timeout", 1.0).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -100,9 +101,7 @@ async fn bogus_http2_frames_close_only_that_connection() {
     // The server may send its SETTINGS and a GOAWAY (type 7) first.
     let has_goaway = reply.windows(4).any(|w| w[3] == 0x7 && w[0] == 0);
     assert!(reply.is_empty() || has_goaway || reply.len() < 200, "{reply:?}");
-    still_serves(&proxy).await;
-    let m = metrics_text(proxy.admin).await;
-    assert!(metric(&m, "tapedeck_connection_errors_total{reason=\"protocol\"}") >= 1.0, "{m}");
+    still_serves_and_counted(&proxy, "protocol", 1.0).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -236,4 +235,39 @@ async fn junk_instead_of_a_handshake_is_counted_and_reload_swaps_the_certificate
     assert!(proxy.proxy.as_ref().unwrap().reload_tls().is_err());
     assert_eq!(peer_cert(vec![second.clone()]).await.unwrap(), second);
     let _: PathBuf = certs.files.cert.clone();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_upstreams_are_reached_over_tls_with_h2_or_http1() {
+    for h2 in [true, false] {
+        let (certs, _) = certs("localhost");
+        let upstream = Upstream::start_tls(&certs.files.cert, &certs.files.key, h2).await;
+        let url = format!("https://localhost:{}", upstream.addr.port());
+        let ca = certs.files.cert.clone();
+        let mut proxy = TestProxy::start(&url, |c| c.upstream_ca = Some(ca)).await;
+        let client = client();
+        for i in 0..5 {
+            let (status, headers, body) = get(&client, &proxy.url(&format!("/echo?i={i}"))).await;
+            assert_eq!(status, StatusCode::OK, "h2={h2}");
+            assert_eq!(body, format!("GET /echo?i={i}\n"));
+            assert_eq!(headers.get("x-echo-host").unwrap().to_str().unwrap(), proxy.addr.to_string());
+        }
+        let captured = proxy.finish().await;
+        assert_eq!(captured.len(), 5);
+        let version = captured[0].response.as_ref().unwrap().version;
+        let expected = if h2 { tapedeck_captures::HttpVersion::H2 } else { tapedeck_captures::HttpVersion::Http11 };
+        assert_eq!(version, expected, "the upstream protocol is negotiated by ALPN");
+        assert!(upstream.connections.load(std::sync::atomic::Ordering::SeqCst) <= 2, "connections are reused");
+    }
+
+    // An upstream whose certificate is not trusted gets a 502 with the TLS error kind.
+    let (other, _) = certs("localhost");
+    let (certs, _) = certs("localhost");
+    let upstream = Upstream::start_tls(&certs.files.cert, &certs.files.key, true).await;
+    let url = format!("https://localhost:{}", upstream.addr.port());
+    let mut proxy = TestProxy::start(&url, |c| c.upstream_ca = Some(other.files.cert.clone())).await;
+    let (status, headers, _) = get(&client(), &proxy.url("/echo")).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    assert_eq!(headers.get("x-tapedeck-error").unwrap(), "tls");
+    assert_eq!(proxy.finish().await[0].error, Some(tapedeck_captures::ErrorKind::Tls));
 }

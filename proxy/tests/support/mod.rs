@@ -145,6 +145,21 @@ impl<T> futures_core::Stream for ReceiverStream<T> {
 
 impl Upstream {
     pub async fn start() -> Upstream {
+        Upstream::serve(None).await
+    }
+
+    /// The same routes over TLS with `cert`/`key` (PEM files), offering h2 by ALPN when
+    /// `h2` is set.
+    pub async fn start_tls(cert: &std::path::Path, key: &std::path::Path, h2: bool) -> Upstream {
+        let files = tapedeck_proxy::config::TlsFiles { cert: cert.into(), key: key.into() };
+        let mut config = (*tapedeck_proxy::tls::server_config(&files).unwrap()).clone();
+        if !h2 {
+            config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        }
+        Upstream::serve(Some(tokio_rustls::TlsAcceptor::from(Arc::new(config)))).await
+    }
+
+    async fn serve(tls: Option<tokio_rustls::TlsAcceptor>) -> Upstream {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let connections = Arc::new(AtomicUsize::new(0));
@@ -153,11 +168,17 @@ impl Upstream {
             loop {
                 let Ok((stream, _)) = listener.accept().await else { continue };
                 counter.fetch_add(1, Ordering::SeqCst);
+                let tls = tls.clone();
                 tokio::spawn(async move {
                     let service = service_fn(|req| async move { Ok::<_, Infallible>(route(req).await) });
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                        .await;
+                    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    let _ = match tls {
+                        None => builder.serve_connection_with_upgrades(TokioIo::new(stream), service).await,
+                        Some(acceptor) => {
+                            let Ok(tls) = acceptor.accept(stream).await else { return };
+                            builder.serve_connection_with_upgrades(TokioIo::new(tls), service).await
+                        }
+                    };
                 });
             }
         });
