@@ -335,3 +335,44 @@ async fn recorded_timing_matches_upstream_latency() {
     assert!(ex.timing.end_ns.unwrap() >= ex.timing.head_ns.unwrap());
     assert!(ex.wall_start_ns() >= before - 5_000_000 && ex.wall_start_ns() <= after, "wall-clock start is right");
 }
+
+/// A listener whose accept queue is full never completes new handshakes: connecting to it
+/// times out, on loopback, without leaving the machine.
+fn unresponsive_listener() -> (socket2::Socket, Vec<std::net::TcpStream>, std::net::SocketAddr) {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.bind(&"127.0.0.1:0".parse::<std::net::SocketAddr>().unwrap().into()).unwrap();
+    socket.listen(0).unwrap();
+    let addr = socket.local_addr().unwrap().as_socket().unwrap();
+    let mut fillers = Vec::new();
+    for _ in 0..4 {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        s.set_nonblocking(true).unwrap();
+        let _ = s.connect(&addr.into());
+        fillers.push(std::net::TcpStream::from(s));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    (socket, fillers, addr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_timeouts_give_504_and_host_can_be_the_upstreams() {
+    let (_listener, _fillers, addr) = unresponsive_listener();
+    let mut proxy =
+        TestProxy::start(&format!("http://{addr}"), |c| c.timeouts.upstream_connect = Duration::from_millis(300)).await;
+    let started = Instant::now();
+    let (status, headers, _) = get(&client(), &proxy.url("/x")).await;
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(headers.get("x-tapedeck-error").unwrap(), "connect_timeout");
+    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    assert_eq!(proxy.finish().await[0].error, Some(ErrorKind::ConnectTimeout));
+
+    let upstream = Upstream::start().await;
+    let proxy = TestProxy::start(&upstream.url(), |c| c.forwarding.preserve_host = false).await;
+    let (_, headers, _) = get(&client(), &proxy.url("/echo")).await;
+    assert_eq!(
+        headers.get("x-echo-host").unwrap().to_str().unwrap(),
+        upstream.addr.to_string(),
+        "--host-header upstream"
+    );
+    assert_eq!(headers.get("x-echo-x-forwarded-host").unwrap().to_str().unwrap(), proxy.addr.to_string());
+}
