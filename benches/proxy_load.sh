@@ -5,7 +5,8 @@
 #   direct            wrk -> nginx upstream (return 200, 1 KiB body): the limit
 #   nginx             wrk -> nginx proxy_pass -> upstream
 #   tapedeck-off      wrk -> tapedeck proxy (no capture) -> upstream
-#   tapedeck-capture  wrk -> tapedeck proxy (100% capture to disk) -> upstream
+#   tapedeck-noscrub  wrk -> tapedeck proxy (100% capture to disk, --no-scrub) -> upstream
+#   tapedeck-capture  wrk -> tapedeck proxy (100% capture, default scrub policy) -> upstream
 #
 # Targets are interleaved in every round so drift on a shared machine hits all alike;
 # medians over ROUNDS are reported, with ratios against nginx.
@@ -18,7 +19,7 @@ ROUNDS=${ROUNDS:-5}
 DURATION=${DURATION:-10s}
 CONNS=${CONNS:-32}
 THREADS=${THREADS:-2}
-EXTRA=${EXTRA:-}   # extra flags for the capturing tapedeck, e.g. "--scrub-policy default"
+EXTRA=${EXTRA:-}   # extra flags for the capturing tapedecks
 for tool in nginx wrk python3; do
     command -v "$tool" > /dev/null || { echo "needs $tool (apt-get install nginx-light wrk)"; exit 2; }
 done
@@ -66,15 +67,19 @@ $BIN proxy --listen 127.0.0.1:18084 --upstream http://127.0.0.1:18081 --capture-
     --admin 127.0.0.1:18094 $EXTRA 2> "$WORK/logs/capture.log" &
 PIDS+=($!)
 CAP_PID=$!
+# shellcheck disable=SC2086
+$BIN proxy --listen 127.0.0.1:18086 --upstream http://127.0.0.1:18081 --capture-dir "$WORK/caps-raw" --no-scrub \
+    --admin off $EXTRA 2> "$WORK/logs/noscrub.log" &
+PIDS+=($!)
 sleep 1
-for port in 18081 18082 18083 18084; do
+for port in 18081 18082 18083 18084 18086; do
     curl -sf -o /dev/null "http://127.0.0.1:$port/" || { echo "port $port is not serving"; cat "$WORK"/logs/*; exit 1; }
 done
 
 RESULTS="$WORK/results.txt"
 : > "$RESULTS"
 for round in $(seq "$ROUNDS"); do
-    for target in direct:18081 nginx:18082 tapedeck-off:18083 tapedeck-capture:18084; do
+    for target in direct:18081 nginx:18082 tapedeck-off:18083 tapedeck-noscrub:18086 tapedeck-capture:18084; do
         name=${target%%:*}
         port=${target##*:}
         out=$(wrk --latency -t"$THREADS" -c"$CONNS" -d"$DURATION" "http://127.0.0.1:$port/")
@@ -105,7 +110,8 @@ med = {k: (statistics.median(r[0] for r in v), statistics.median(r[1] for r in v
 nginx = med["nginx"]
 print("\n| target | requests/s (median) | vs nginx | p50 ms | p99 ms | p99 added over direct, ms |")
 print("|---|---:|---:|---:|---:|---:|")
-for k in ["direct", "nginx", "tapedeck-off", "tapedeck-capture"]:
+for k in ["direct", "nginx", "tapedeck-off", "tapedeck-noscrub", "tapedeck-capture"]:
     r, p50, p99 = med[k]
     print(f"| {k} | {r:,.0f} | {r / nginx[0]:.2f}x | {p50:.3f} | {p99:.3f} | {p99 - med['direct'][2]:+.3f} |")
+print(f"\nscrubbing costs {100 * (1 - med['tapedeck-capture'][0] / med['tapedeck-noscrub'][0]):.1f}% of capture throughput")
 PY

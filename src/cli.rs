@@ -76,6 +76,17 @@ Stop with Ctrl-C or SIGTERM: in-flight requests drain, the current tape is close
 SIGHUP reloads the TLS certificate.")]
     Proxy(Box<crate::commands::proxy::ProxyArgs>),
 
+    /// Scrub personal data from tapes, check tapes for it, or print the default policy.
+    #[command(after_help = "\
+Examples:
+  tapedeck scrub --print-default-policy > policy.toml      the built-in rules, commented
+  tapedeck scrub imported/ -o clean/ --policy policy.toml  re-scrub (e.g. after import)
+  tapedeck scrub --check captures/                         exit code 1 if anything looks personal
+
+The key for `hash` comes from --key-file or $TAPEDECK_SCRUB_KEY; use the same key as the
+proxy so tokens match. It is never written to a tape; its fingerprint is.")]
+    Scrub(crate::commands::scrub::ScrubArgs),
+
     /// Generate a realistic sample capture and inspect it: a tour with no set-up.
     #[command(after_help = "\
 Examples:

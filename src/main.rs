@@ -24,6 +24,7 @@ fn main() -> ExitCode {
         Command::Import(args) => commands::import::run(args),
         Command::Demo(args) => commands::demo::run(args),
         Command::Proxy(args) => commands::proxy::run(*args),
+        Command::Scrub(args) => commands::scrub::run(args),
     };
     match result {
         Ok(code) => code,

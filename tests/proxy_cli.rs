@@ -4,125 +4,18 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::process::{Child, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::proxy::{metric, ProxyProcess};
 use common::upstream::{http, Upstream};
 use common::*;
-
-/// A running `tapedeck proxy` child and the addresses it printed; killed if still
-/// running when dropped, so a failing test leaves no process behind.
-struct ProxyProcess {
-    child: KillOnDrop,
-    addr: SocketAddr,
-    admin: Option<SocketAddr>,
-    stderr: mpsc::Receiver<String>,
-}
-
-impl ProxyProcess {
-    fn spawn(args: &[&str], limit_file_size: Option<u64>) -> ProxyProcess {
-        let mut cmd = tapedeck();
-        cmd.arg("proxy").args(args).stdout(Stdio::null()).stderr(Stdio::piped());
-        if let Some(limit) = limit_file_size {
-            use std::os::unix::process::CommandExt;
-            // SAFETY: only async-signal-safe calls between fork and exec.
-            unsafe {
-                cmd.pre_exec(move || {
-                    libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
-                    let lim = libc::rlimit { rlim_cur: limit, rlim_max: libc::RLIM_INFINITY };
-                    if libc::setrlimit(libc::RLIMIT_FSIZE, &lim) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
-            }
-        }
-        let mut child = KillOnDrop(cmd.spawn().expect("tapedeck proxy starts"));
-        let (tx, rx) = mpsc::channel();
-        let stderr = child.0.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let line = rx
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-                .expect("the proxy reports its address");
-            if let Some(rest) = line.strip_prefix("tapedeck proxy: listening on ") {
-                let addr = rest.split_whitespace().next().unwrap().parse().unwrap();
-                let admin =
-                    rest.split("metrics at http://").nth(1).and_then(|a| a.trim_end_matches("/metrics").parse().ok());
-                return ProxyProcess { child, addr, admin, stderr: rx };
-            }
-        }
-    }
-
-    /// A proxy in front of `upstream` capturing into `caps`, admin on a free port.
-    fn capturing(upstream: &Upstream, caps: &std::path::Path, limit_file_size: Option<u64>) -> ProxyProcess {
-        let args = [
-            "--listen",
-            "127.0.0.1:0",
-            "--upstream",
-            &upstream.url(),
-            "--capture-dir",
-            s(caps),
-            "--admin",
-            "127.0.0.1:0",
-        ];
-        ProxyProcess::spawn(&args, limit_file_size)
-    }
-
-    fn signal(&self, sig: i32) {
-        // SAFETY: plain kill(2) on our own child.
-        assert_eq!(unsafe { libc::kill(self.child.0.id() as i32, sig) }, 0);
-    }
-
-    fn metrics(&self) -> String {
-        let (_, body) = http(self.admin.expect("admin enabled"), "GET", "/metrics", b"").unwrap();
-        String::from_utf8(body).unwrap()
-    }
-
-    fn wait(mut self, limit: Duration) -> (i32, Vec<String>) {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.child.0.try_wait().unwrap() {
-                let lines = self.stderr.try_iter().collect();
-                return (status.code().unwrap_or(-1), lines);
-            }
-            assert!(Instant::now() < deadline, "the proxy did not exit");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        if self.0.try_wait().ok().flatten().is_none() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
-fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
-        .unwrap_or(0.0)
-}
 
 #[test]
 fn sigterm_drains_in_flight_requests_and_closes_the_tape() {
     let upstream = Upstream::start();
     let dir = tempfile::tempdir().unwrap();
     let caps = dir.path().join("caps");
-    let proxy = ProxyProcess::capturing(&upstream, &caps, None);
+    let proxy = ProxyProcess::capturing(&upstream, &caps, &[], None);
     for _ in 0..5 {
         assert_eq!(http(proxy.addr, "GET", "/hello", b"").unwrap().0, 200);
     }
@@ -239,7 +132,8 @@ fn write_failures_drop_captures_not_requests_and_capture_recovers() {
     let upstream = Upstream::start();
     let dir = tempfile::tempdir().unwrap();
     let caps = dir.path().join("caps");
-    let proxy = ProxyProcess::capturing(&upstream, &caps, Some(48 << 10));
+    // Unscrubbed: the random bodies must reach the disk (scrubbing drops binary bodies).
+    let proxy = ProxyProcess::capturing(&upstream, &caps, &["--no-scrub"], Some(48 << 10));
     // Incompressible bodies, so the tape grows past the limit.
     let mut seed = 0x9e37_79b9_7f4a_7c15u64;
     let mut payload = move || {

@@ -30,6 +30,7 @@ pub mod error;
 pub mod exchange;
 pub mod filter;
 pub mod route;
+pub mod scrub;
 pub mod summary;
 pub mod synth;
 pub mod tape;

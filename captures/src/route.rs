@@ -40,7 +40,7 @@ fn classify(segment: &str) -> Option<&'static str> {
     if is_date(s) {
         return Some("{date}");
     }
-    if segment.contains('@') && segment.contains('.') {
+    if (segment.contains('@') || segment.contains("%40")) && segment.contains('.') {
         return Some("{email}");
     }
     let digits = s.iter().filter(|b| b.is_ascii_digit()).count();
@@ -80,6 +80,7 @@ mod tests {
             ("/blobs/9f86d081884c7d65", "/blobs/{hex}"),
             ("/reports/2024-01-31", "/reports/{date}"),
             ("/users/jane@example.com/orders", "/users/{email}/orders"),
+            ("/users/jane%40example.com/orders", "/users/{email}/orders"),
             ("/s/aZ3kP9xQ2mN7vB4t", "/s/{token}"),
             ("/api/v2/search", "/api/v2/search"),
             ("/static/app.min.js", "/static/app.min.js"),

@@ -249,6 +249,9 @@ impl WriterLoop {
         self.metrics.queue_bytes.set(self.bytes.load(Ordering::Relaxed) as i64);
         if let Some(scrub) = self.scrub.as_mut() {
             scrub(&mut exchange);
+            for hit in &exchange.scrub {
+                self.metrics.scrub_hit(&hit.rule, u64::from(hit.count));
+            }
         }
         let result = self.writer.append(&exchange);
         self.settle(result);

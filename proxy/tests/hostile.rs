@@ -39,9 +39,9 @@ async fn read_to_close(s: &mut TcpStream, limit: Duration) -> (Vec<u8>, bool) {
 async fn still_serves_and_counted(proxy: &TestProxy, reason: &str, at_least: f64) {
     let (status, _, _) = get(&client(), &proxy.url("/echo")).await;
     assert_eq!(status, StatusCode::OK, "the proxy keeps serving others");
-    let m = metrics_text(proxy.admin).await;
-    let counted = metric(&m, &format!("tapedeck_connection_errors_total{{reason=\"{reason}\"}}"));
-    assert!(counted >= at_least, "{reason}: counted {counted}, expected at least {at_least}\n{m}");
+    let name = format!("tapedeck_connection_errors_total{{reason=\"{reason}\"}}");
+    let counted = wait_for_metric(proxy.admin, &name, at_least).await;
+    assert!(counted >= at_least, "{reason}: counted {counted}, expected at least {at_least}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -132,8 +132,7 @@ async fn idle_connections_are_closed_and_surplus_ones_refused() {
     let _ = surplus.write_all(b"GET /echo HTTP/1.1\r\nHost: a\r\n\r\n").await;
     let (reply, closed) = read_to_close(&mut surplus, Duration::from_secs(2)).await;
     assert!(closed && reply.is_empty(), "over the limit: closed without an answer");
-    let m = metrics_text(proxy.admin).await;
-    assert_eq!(metric(&m, "tapedeck_connection_errors_total{reason=\"overload\"}"), 1.0);
+    assert_eq!(wait_for_metric(proxy.admin, "tapedeck_connection_errors_total{reason=\"overload\"}", 1.0).await, 1.0);
     drop(held);
 }
 
@@ -211,8 +210,7 @@ async fn junk_instead_of_a_handshake_is_counted_and_reload_swaps_the_certificate
     s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").await.unwrap();
     let (_, closed) = read_to_close(&mut s, Duration::from_secs(5)).await;
     assert!(closed, "plain HTTP on the TLS port is dropped");
-    let m = metrics_text(proxy.admin).await;
-    assert_eq!(metric(&m, "tapedeck_connection_errors_total{reason=\"tls\"}"), 1.0);
+    assert_eq!(wait_for_metric(proxy.admin, "tapedeck_connection_errors_total{reason=\"tls\"}", 1.0).await, 1.0);
 
     let peer_cert = |roots: Vec<CertificateDer<'static>>| {
         let addr = proxy.addr;

@@ -1,17 +1,22 @@
 //! `tapedeck demo`: a tour with no set-up. Generates realistic API traffic (users, orders,
-//! search; browser headers, cookies, tokens), writes it as a capture tape, summarises it
-//! and shows what to try next.
+//! search; browser headers, cookies, tokens, personal data), scrubs it with the default
+//! policy as the capture proxy would, writes it as a capture tape, summarises it and shows
+//! what to try next.
 
 use std::fs;
 use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
+use tapedeck_captures::scrub::Scrubber;
 use tapedeck_captures::synth::{Synth, SynthConfig};
 use tapedeck_captures::tape::{self, TapeKind, TapeWriter, WriterConfig};
 
 use crate::cli::{DemoArgs, InspectArgs};
 use crate::commands::inspect;
+
+/// The demo's scrub key. Public on purpose: never use it for real captures.
+const DEMO_KEY: &[u8] = b"tapedeck demo key - public, not a secret";
 
 /// Marks a directory as the demo's own, so re-running may clear it.
 const MARKER: &str = ".tapedeck-demo";
@@ -29,13 +34,17 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
         ..Default::default()
     };
     config.tape_start_unix_ns = synth.start_unix_ns;
+    // A fixed, public key: the demo shows tokens; real captures use a secret one.
+    let scrubber = Scrubber::with_defaults(Some(DEMO_KEY));
+    config.scrub_fingerprint = Some(scrubber.fingerprint());
     let mut writer = TapeWriter::new(config)?;
-    for ex in Synth::new(synth) {
+    for mut ex in Synth::new(synth) {
+        scrubber.scrub(&mut ex);
         writer.append(&ex)?;
     }
     let segments = writer.finish()?;
     println!(
-        "tapedeck demo: wrote {} exchanges of synthetic API traffic into {} segment(s) in {}\n",
+        "tapedeck demo: wrote {} exchanges of synthetic API traffic, scrubbed with the default policy, into {} segment(s) in {}\n",
         args.count,
         segments.len(),
         dir.display()
@@ -47,6 +56,7 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
          tapedeck inspect {d} --json\n  \
          tapedeck cat {d} --format http --limit 2\n  \
          tapedeck cat {d} --format curl --filter 'method == POST' --limit 3\n  \
+         tapedeck scrub --check {d}     (a security review: is anything personal left?)\n  \
          tapedeck export --to har {d} -o demo.har     (Chrome DevTools > Network > Import HAR)\n  \
          tapedeck export --to gor {d} -o demo.gor     (GoReplay --input-file)"
     );

@@ -16,6 +16,7 @@ use tapedeck_proxy::capture::CaptureConfig;
 use tapedeck_proxy::config::{ProxyConfig, TlsFiles};
 use tapedeck_proxy::sample::{parse_rate, SampleKey};
 
+use crate::commands::scrub::{load_scrubber, NO_KEY_NOTICE};
 use crate::human;
 
 /// Flags of `tapedeck proxy`, also the keys of its config file.
@@ -57,6 +58,17 @@ pub struct ProxyArgs {
     /// [default: 1MiB].
     #[arg(long, value_name = "SIZE")]
     pub max_body: Option<String>,
+    /// Scrub policy (TOML) extending the built-in defaults; see `tapedeck scrub
+    /// --print-default-policy`. Captures are always scrubbed unless --no-scrub.
+    #[arg(long, value_name = "FILE")]
+    pub scrub_policy: Option<PathBuf>,
+    /// File holding the key for `hash` rules (else $TAPEDECK_SCRUB_KEY; without a key,
+    /// hash redacts).
+    #[arg(long, value_name = "FILE")]
+    pub scrub_key_file: Option<PathBuf>,
+    /// Write captures without scrubbing (they will hold personal data).
+    #[arg(long, conflicts_with = "scrub_policy")]
+    pub no_scrub: bool,
     /// TLS certificate chain (PEM) for the listener.
     #[arg(long, value_name = "PEM", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -139,8 +151,9 @@ impl ProxyArgs {
         prefer_flags!(self, file; listen, upstream, capture_dir, admin, sample, sample_key, sample_salt, max_capture_rps,
             max_body, tls_cert, tls_key, upstream_ca, host_header, forwarded_headers, header_timeout, connect_timeout,
             upstream_timeout, idle_timeout, drain_timeout, queue_max, queue_max_bytes, segment_max_size, segment_max_age,
-            instance, max_connections, max_header_size, workers);
+            instance, max_connections, max_header_size, workers, scrub_policy, scrub_key_file);
         self.preserve_header_case |= file.preserve_header_case;
+        self.no_scrub |= file.no_scrub;
         if self.include.is_empty() {
             self.include = file.include;
         }
@@ -252,9 +265,21 @@ fn build_config(args: ProxyArgs) -> Result<ProxyConfig> {
             capture.writer.instance = instance.clone();
         }
         capture.writer.producer = concat!("tapedeck ", env!("CARGO_PKG_VERSION")).into();
+        if !args.no_scrub {
+            let scrubber = load_scrubber(args.scrub_policy.as_deref(), args.scrub_key_file.as_deref())?;
+            if !scrubber.has_key() {
+                tracing::warn!("{NO_KEY_NOTICE}");
+            }
+            capture.writer.scrub_fingerprint = Some(scrubber.fingerprint());
+            capture.scrub = Some(Box::new(move |ex| scrubber.scrub(ex)));
+        }
         config.capture = Some(capture);
-    } else if args.sample.is_some() || args.sample_key.is_some() || !args.include.is_empty() {
-        bail!("sampling flags need --capture-dir: without it the proxy only forwards");
+    } else if args.sample.is_some()
+        || args.sample_key.is_some()
+        || !args.include.is_empty()
+        || args.scrub_policy.is_some()
+    {
+        bail!("sampling and scrub flags need --capture-dir: without it the proxy only forwards");
     }
     Ok(config)
 }
@@ -270,13 +295,17 @@ pub fn run(args: ProxyArgs) -> Result<ExitCode> {
 
 async fn serve(config: ProxyConfig) -> Result<ExitCode> {
     let capture_dir = config.capture.as_ref().map(|c| c.writer.dir.clone());
+    let scrubbed = config.capture.as_ref().is_some_and(|c| c.scrub.is_some());
     let rate = config.sampling.rate;
     let upstream = config.upstream.to_string();
     let proxy = tapedeck_proxy::start(config).await?;
     let capture = match &capture_dir {
-        Some(dir) => {
-            format!("capturing {} of requests into {}", human::percent((rate * 1000.0) as u64, 1000), dir.display())
-        }
+        Some(dir) => format!(
+            "capturing {} of requests into {}{}",
+            human::percent((rate * 1000.0) as u64, 1000),
+            dir.display(),
+            if scrubbed { ", scrubbed" } else { " UNSCRUBBED (--no-scrub)" }
+        ),
         None => "capture off".to_string(),
     };
     let admin = proxy.admin_addr().map_or("admin off".to_string(), |a| format!("metrics at http://{a}/metrics"));

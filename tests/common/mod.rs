@@ -1,6 +1,7 @@
 //! Helpers shared by the end-to-end tests: run the real `tapedeck` binary, make tapes.
 #![allow(dead_code)]
 
+pub mod proxy;
 pub mod upstream;
 
 use std::path::{Path, PathBuf};

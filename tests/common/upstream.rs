@@ -1,5 +1,7 @@
 //! A small blocking HTTP/1.1 upstream for end-to-end tests of the binary: `/delay/MS`
-//! waits, `/size/N` answers N bytes, anything else answers `ok`. Keep-alive supported.
+//! waits, `/size/N` answers N bytes, `/echo` answers with the request's body,
+//! `Content-Type` and `Content-Encoding` (and the request's cookies as `Set-Cookie`), anything
+//! else answers `ok`. Keep-alive supported.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener};
@@ -25,6 +27,7 @@ impl Upstream {
                         }
                         let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
                         let mut len = 0usize;
+                        let mut echoed = Vec::new();
                         loop {
                             let mut h = String::new();
                             if reader.read_line(&mut h).unwrap_or(0) == 0 {
@@ -37,13 +40,29 @@ impl Upstream {
                                 if n.eq_ignore_ascii_case("content-length") {
                                     len = v.trim().parse().unwrap_or(0);
                                 }
+                                for (from, to) in
+                                    [("content-type", "Content-Type"), ("content-encoding", "Content-Encoding")]
+                                {
+                                    if n.eq_ignore_ascii_case(from) {
+                                        echoed.push(format!("{to}: {}\r\n", v.trim()));
+                                    }
+                                }
+                                if n.eq_ignore_ascii_case("cookie") {
+                                    for cookie in v.split(';') {
+                                        echoed.push(format!("Set-Cookie: {}; Path=/; HttpOnly\r\n", cookie.trim()));
+                                    }
+                                }
                             }
                         }
                         let mut body = vec![0; len];
                         if reader.read_exact(&mut body).is_err() {
                             return;
                         }
-                        let reply = if let Some(ms) = path.strip_prefix("/delay/") {
+                        let mut extra = String::new();
+                        let reply = if path.starts_with("/echo") {
+                            extra = echoed.concat();
+                            body
+                        } else if let Some(ms) = path.strip_prefix("/delay/") {
                             std::thread::sleep(Duration::from_millis(ms.parse().unwrap_or(0)));
                             b"slept".to_vec()
                         } else if let Some(n) = path.strip_prefix("/size/") {
@@ -51,10 +70,10 @@ impl Upstream {
                         } else {
                             b"ok".to_vec()
                         };
-                        let head = format!(
-                            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n",
-                            reply.len()
-                        );
+                        if extra.is_empty() {
+                            extra = "Content-Type: text/plain\r\n".into();
+                        }
+                        let head = format!("HTTP/1.1 200 OK\r\n{extra}Content-Length: {}\r\n\r\n", reply.len());
                         if writer.write_all(head.as_bytes()).and_then(|()| writer.write_all(&reply)).is_err() {
                             return;
                         }

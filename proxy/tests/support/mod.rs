@@ -282,6 +282,8 @@ pub async fn read_head(stream: &mut tokio::net::TcpStream) -> Option<Vec<u8>> {
 /// A proxy with capture into a temporary directory.
 pub struct TestProxy {
     pub proxy: Option<tapedeck_proxy::Proxy>,
+    /// The proxy's metrics; still readable after `finish`.
+    pub metrics: Arc<tapedeck_proxy::metrics::Metrics>,
     pub addr: SocketAddr,
     pub admin: SocketAddr,
     pub dir: tempfile::TempDir,
@@ -300,15 +302,12 @@ impl TestProxy {
         let proxy = tapedeck_proxy::start(config).await.expect("proxy starts");
         let addr = proxy.local_addr();
         let admin = proxy.admin_addr().unwrap();
-        TestProxy { proxy: Some(proxy), addr, admin, dir }
+        let metrics = proxy.metrics().clone();
+        TestProxy { proxy: Some(proxy), metrics, addr, admin, dir }
     }
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
-    }
-
-    pub fn metrics(&self) -> &tapedeck_proxy::metrics::Metrics {
-        self.proxy.as_ref().unwrap().metrics()
     }
 
     /// Shuts the proxy down and returns everything it captured, in start order.
@@ -369,4 +368,24 @@ pub fn metric(text: &str, name: &str) -> f64 {
     text.lines()
         .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
         .unwrap_or_else(|| panic!("metric {name} not found in:\n{text}"))
+}
+
+/// Waits (up to 5 s) for a metric to reach `at_least`; returns its value. Connection
+/// errors are counted just after the connection closes, so a client that saw the close
+/// may read the counter a moment before it moves.
+pub async fn wait_for_metric(admin: SocketAddr, name: &str, at_least: f64) -> f64 {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = metrics_text(admin).await;
+        let value = text
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')).and_then(|v| v.trim().parse().ok())
+            })
+            .unwrap_or(0.0);
+        if value >= at_least || std::time::Instant::now() > deadline {
+            return value;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

@@ -1,0 +1,125 @@
+//! Scrub throughput on realistic JSON bodies (1–20 KiB, nested, with personal data in
+//! some fields) against serde_json parsing and re-serialising the same bodies — the
+//! least a tree-based scrubber would do.
+//!
+//! `cargo bench --bench scrub`
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use tapedeck_captures::exchange::{Body, Exchange, Headers, Request};
+use tapedeck_captures::scrub::Scrubber;
+
+/// JSON bodies like an API's: a user object with personal data and a list of orders.
+fn bodies() -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    for (i, target) in [1_000usize, 2_000, 5_000, 10_000, 20_000].iter().cycle().take(50).enumerate() {
+        let mut body = format!(
+            r#"{{"user": {{"id": {i}, "name": "Ada Lovelace", "email": "ada{i}@example.com", "phone": "+44 20 7946 {:04}",
+"address": {{"street": "{i} Harbour Road", "city": "Lisbon"}}, "plan": "pro", "created_at": "2024-03-0{}T10:00:00Z"}},
+"orders": ["#,
+            i % 10000,
+            i % 9 + 1
+        );
+        let mut n = 0;
+        while body.len() < *target {
+            if n > 0 {
+                body.push(',');
+            }
+            body.push_str(&format!(
+                r#"{{"id": {}, "items": [{{"sku": "SKU-{n}", "name": "mechanical keyboard", "qty": 2, "price": 129.90}}],
+"status": "shipped", "note": "leave at the door, ring twice", "tracking": "1Z999AA1012345678{}"}}"#,
+                100_000 + n,
+                n % 10
+            ));
+            n += 1;
+        }
+        body.push_str("], \"total\": 42, \"page\": 1}");
+        out.push(body.into_bytes());
+    }
+    out
+}
+
+fn bench(c: &mut Criterion) {
+    let bodies = bodies();
+    let total: u64 = bodies.iter().map(|b| b.len() as u64).sum();
+    let scrubber = Scrubber::with_defaults(Some(b"benchmark scrub key 0123456789"));
+    let mut headers = Headers::new();
+    headers.push("content-type", "application/json");
+    let exchanges: Vec<Exchange> = bodies
+        .iter()
+        .map(|b| Exchange {
+            request: Request {
+                method: "POST".into(),
+                target: "/api/orders".into(),
+                headers: headers.clone(),
+                body: Body::full(b.clone()),
+                ..Default::default()
+            },
+            ..Default::default()
+        })
+        .collect();
+    let mut g = c.benchmark_group("scrub_json");
+    g.throughput(Throughput::Bytes(total));
+    g.bench_function("tapedeck scrub", |b| {
+        b.iter_batched(
+            || exchanges.clone(),
+            |mut exs| {
+                for ex in &mut exs {
+                    scrubber.scrub(ex);
+                }
+                exs
+            },
+            criterion::BatchSize::LargeInput,
+        )
+    });
+    g.bench_function("serde_json parse + serialize", |b| {
+        b.iter(|| {
+            let mut n = 0;
+            for body in &bodies {
+                let v: serde_json::Value = serde_json::from_slice(body).unwrap();
+                n += serde_json::to_vec(&v).unwrap().len();
+            }
+            n
+        })
+    });
+    g.finish();
+
+    // The load benchmark's exchange: a tiny GET and a 1 KiB text/plain answer.
+    let mut req_headers = Headers::new();
+    req_headers.push("host", "127.0.0.1:18084");
+    let mut resp_headers = Headers::new();
+    for (n, v) in [
+        ("server", "nginx/1.22.1"),
+        ("date", "Wed, 25 Nov 2026 16:00:00 GMT"),
+        ("content-type", "text/plain"),
+        ("content-length", "1024"),
+        ("connection", "keep-alive"),
+    ] {
+        resp_headers.push(n, v);
+    }
+    let small = Exchange {
+        request: Request { method: "GET".into(), target: "/".into(), headers: req_headers, ..Default::default() },
+        response: Some(tapedeck_captures::exchange::Response {
+            status: 200,
+            headers: resp_headers,
+            body: Body::full(vec![b'x'; 1024]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let mut g = c.benchmark_group("scrub_exchange");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("GET / with 1 KiB text answer", |b| {
+        b.iter_batched(
+            || small.clone(),
+            |mut ex| {
+                scrubber.scrub(&mut ex);
+                ex
+            },
+            criterion::BatchSize::SmallInput,
+        )
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

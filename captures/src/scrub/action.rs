@@ -1,0 +1,189 @@
+//! What a rule does to a value: `drop` it, `redact` it to a fixed marker, `mask` it
+//! keeping its shape (`************4242`), or `hash` it to a keyed token
+//! (`tok_email_3f9a…`: HMAC-SHA256 under the scrub key, so equal inputs give equal tokens
+//! and joins, session order and replay correlation survive). `keep` exempts a value.
+//!
+//! Without a key, `hash` redacts instead: tokens without a secret key could be reversed
+//! by hashing guesses.
+
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// The marker `redact` writes.
+pub const REDACTED: &str = "[REDACTED]";
+
+/// A rule's action.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// Remove the value (or the field holding it).
+    Drop,
+    /// Replace with `[REDACTED]`.
+    Redact,
+    /// Replace letters and digits with `*`, keeping length, separators and a short tail.
+    Mask,
+    /// Replace with a keyed token `tok_KIND_<16 hex>`.
+    Hash,
+    /// Leave as is.
+    Keep,
+}
+
+/// The scrub key and what it does.
+#[derive(Clone)]
+pub struct Keyer {
+    mac: Option<Hmac<Sha256>>,
+    fingerprint: Option<String>,
+}
+
+impl std::fmt::Debug for Keyer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print key material.
+        f.debug_struct("Keyer").field("fingerprint", &self.fingerprint).finish()
+    }
+}
+
+impl Keyer {
+    /// A keyer with `key`, or none (hash then redacts).
+    pub fn new(key: Option<&[u8]>) -> Self {
+        let key = key.filter(|k| !k.is_empty());
+        Keyer {
+            mac: key.and_then(|k| Hmac::<Sha256>::new_from_slice(k).ok()),
+            fingerprint: key.map(|k| {
+                let digest = Sha256::new().chain_update(b"tapedeck scrub key fingerprint\0").chain_update(k).finalize();
+                hex::encode(&digest[..6])
+            }),
+        }
+    }
+
+    /// Fingerprint of the key (safe to store), if there is one.
+    pub fn fingerprint(&self) -> Option<&str> {
+        self.fingerprint.as_deref()
+    }
+
+    /// True when `hash` can produce tokens.
+    pub fn has_key(&self) -> bool {
+        self.mac.is_some()
+    }
+
+    /// The token for `value` of `kind`.
+    pub fn token(&self, kind: &str, value: &str) -> Option<String> {
+        let mut mac = self.mac.clone()?;
+        mac.update(kind.as_bytes());
+        mac.update(b"\0");
+        mac.update(value.as_bytes());
+        let digest = mac.finalize().into_bytes();
+        Some(format!("tok_{kind}_{}", hex::encode(&digest[..8])))
+    }
+
+    /// Applies `action` to `value` of `kind`; `None` means drop.
+    pub fn apply(&self, action: Action, kind: &str, value: &str) -> Option<String> {
+        match action {
+            Action::Drop => None,
+            Action::Keep => Some(value.to_string()),
+            Action::Redact => Some(REDACTED.to_string()),
+            Action::Mask => Some(mask(kind, value)),
+            Action::Hash => Some(self.token(kind, value).unwrap_or_else(|| REDACTED.to_string())),
+        }
+    }
+}
+
+/// True for values a scrubber already wrote (so scrubbing twice changes nothing).
+pub fn is_scrubbed(value: &str) -> bool {
+    value == REDACTED
+        || value.contains("***")
+        || value.strip_prefix("tok_").is_some_and(|rest| {
+            rest.rsplit_once('_').is_some_and(|(kind, hex)| {
+                !kind.is_empty() && hex.len() == 16 && hex.bytes().all(|b| b.is_ascii_hexdigit())
+            })
+        })
+}
+
+/// Keeps the shape of `value`: separators stay, letters and digits become `*`, except the
+/// last four of a card, IBAN or phone number and the first letter and top-level domain of
+/// an e-mail address.
+pub fn mask(kind: &str, value: &str) -> String {
+    let star = |c: char| if c.is_alphanumeric() { '*' } else { c };
+    match kind {
+        "email" => match value.rsplit_once('@') {
+            Some((local, domain)) => {
+                let mut out = String::with_capacity(value.len());
+                let mut chars = local.chars();
+                if let Some(first) = chars.next() {
+                    out.push(first);
+                }
+                out.extend(chars.map(star));
+                out.push('@');
+                match domain.rsplit_once('.') {
+                    Some((host, tld)) => {
+                        out.extend(host.chars().map(star));
+                        out.push('.');
+                        out.push_str(tld);
+                    }
+                    None => out.extend(domain.chars().map(star)),
+                }
+                out
+            }
+            None => value.chars().map(star).collect(),
+        },
+        "card" | "iban" | "phone" => {
+            let total = value.chars().filter(|c| c.is_alphanumeric()).count();
+            let mut seen = 0;
+            value
+                .chars()
+                .map(|c| {
+                    if c.is_alphanumeric() {
+                        seen += 1;
+                        if seen > total.saturating_sub(4) {
+                            return c;
+                        }
+                        '*'
+                    } else {
+                        c
+                    }
+                })
+                .collect()
+        }
+        _ => value.chars().map(star).collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_stable_per_key_and_differ_across_keys() {
+        let a = Keyer::new(Some(b"key one"));
+        let b = Keyer::new(Some(b"key two"));
+        let t = a.token("email", "jane@example.com").unwrap();
+        assert!(t.starts_with("tok_email_") && t.len() == "tok_email_".len() + 16, "{t}");
+        assert_eq!(t, Keyer::new(Some(b"key one")).token("email", "jane@example.com").unwrap());
+        assert_ne!(t, b.token("email", "jane@example.com").unwrap());
+        assert_ne!(t, a.token("phone", "jane@example.com").unwrap(), "the kind is part of the token");
+        assert!(is_scrubbed(&t));
+        assert_ne!(a.fingerprint(), b.fingerprint());
+        assert!(!format!("{a:?}").contains("key one"));
+    }
+
+    #[test]
+    fn hash_without_a_key_redacts() {
+        let none = Keyer::new(None);
+        assert!(!none.has_key());
+        assert_eq!(none.apply(Action::Hash, "email", "jane@example.com").unwrap(), REDACTED);
+        assert_eq!(none.fingerprint(), None);
+    }
+
+    #[test]
+    fn masks_keep_shape() {
+        assert_eq!(mask("card", "4242 4242 4242 4242"), "**** **** **** 4242");
+        assert_eq!(mask("email", "jane.doe@mail.example.com"), "j***.***@****.*******.com");
+        assert_eq!(mask("phone", "+44 20 7946 0958"), "+** ** **** 0958");
+        assert_eq!(mask("other", "secret-42"), "******-**");
+        for m in ["**** **** **** 4242", "j***.***@****.*******.com"] {
+            assert!(is_scrubbed(m));
+        }
+        assert!(!is_scrubbed("jane@example.com"));
+        assert!(!is_scrubbed("tok_nothex_zzzzzzzzzzzzzzzz"));
+    }
+}

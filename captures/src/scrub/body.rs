@@ -1,0 +1,343 @@
+//! Bodies by content type. Compressed bodies (`gzip`, `deflate`, `br`, `zstd`) are decoded
+//! first — never stored raw when they may hold personal data — and kept decoded, with the
+//! encoding noted in [`Body::decoded_from`] and `Content-Encoding` removed. Then JSON (and
+//! JSON lines) go through the streaming rewriter, urlencoded forms and multipart uploads
+//! through their field rules, text through the detectors; anything else, or anything that
+//! does not parse, follows the policy's `unparsed` action. `Content-Length` follows the
+//! body.
+
+use std::io::Read;
+
+use crate::blob::Blob;
+use crate::exchange::{Body, Headers};
+use crate::scrub::action::Action;
+use crate::scrub::{json, PairsOf, Pass};
+
+/// Largest body decoded from its `Content-Encoding`; bigger ones count as unparseable
+/// (a decompression bomb must not exhaust the capture writer).
+pub const MAX_DECODED: usize = 32 << 20;
+
+/// What kind of content a body holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Content {
+    Json,
+    Form,
+    Multipart,
+    Text,
+    Other,
+}
+
+fn media_type(headers: &Headers) -> (String, String) {
+    let ct = headers.get_str("content-type").unwrap_or("").to_string();
+    let mt = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    (mt, ct)
+}
+
+fn classify(media: &str, data: &[u8]) -> Content {
+    match media {
+        "" => {
+            let first = data.iter().find(|b| !b.is_ascii_whitespace());
+            if matches!(first, Some(b'{' | b'[')) {
+                Content::Json
+            } else if std::str::from_utf8(data).is_ok() {
+                Content::Text
+            } else {
+                Content::Other
+            }
+        }
+        m if m == "application/json"
+            || m.ends_with("+json")
+            || m.ends_with("/json")
+            || m.contains("ndjson")
+            || m.contains("jsonl") =>
+        {
+            Content::Json
+        }
+        "application/x-www-form-urlencoded" => Content::Form,
+        "multipart/form-data" => Content::Multipart,
+        m if m.starts_with("text/")
+            || m.ends_with("+xml")
+            || m.ends_with("/xml")
+            || m == "application/javascript"
+            || m == "application/graphql" =>
+        {
+            Content::Text
+        }
+        _ => Content::Other,
+    }
+}
+
+/// Scrubs `body` (described by `headers`), fixing `Content-Encoding` and `Content-Length`.
+pub(crate) fn scrub(pass: &mut Pass<'_>, headers: &mut Headers, body: &mut Body) {
+    if body.data.is_empty() {
+        return;
+    }
+    let original_len = body.data.len();
+    if let Some(encoding) = headers.get_str("content-encoding").map(|e| e.trim().to_ascii_lowercase()) {
+        if !encoding.is_empty() && encoding != "identity" {
+            match decode(&encoding, &body.data) {
+                Some((decoded, complete)) => {
+                    body.data = Blob::from(decoded);
+                    body.truncated |= !complete;
+                    body.decoded_from = Some(encoding);
+                    headers.remove("content-encoding");
+                }
+                None => {
+                    unparsed(pass, headers, body, "body:undecodable");
+                    return;
+                }
+            }
+        }
+    }
+    let (media, full_type) = media_type(headers);
+    let replaced = match classify(&media, &body.data) {
+        Content::Json => match json::scrub(pass, &body.data, body.truncated) {
+            Ok(new) => new,
+            Err(_) => return unparsed(pass, headers, body, "body:unparsed"),
+        },
+        Content::Form => match std::str::from_utf8(&body.data) {
+            Ok(text) => pass.pairs(text.trim_end_matches(['\r', '\n']), PairsOf::Form).map(String::into_bytes),
+            Err(_) => return unparsed(pass, headers, body, "body:unparsed"),
+        },
+        Content::Multipart => {
+            match boundary(&full_type).and_then(|b| multipart(pass, &body.data, &b, body.truncated)) {
+                Some(new) => new,
+                None => return unparsed(pass, headers, body, "body:unparsed"),
+            }
+        }
+        Content::Text => match std::str::from_utf8(&body.data) {
+            Ok(text) => pass.detect_text(text).map(String::into_bytes),
+            // A cut can fall inside a UTF-8 sequence: scrub the valid prefix.
+            Err(e) if body.truncated && e.error_len().is_none() => {
+                let valid = &body.data[..e.valid_up_to()];
+                let text = std::str::from_utf8(valid).unwrap_or_default();
+                Some(pass.detect_text(text).unwrap_or_else(|| text.to_string()).into_bytes())
+            }
+            Err(_) => return unparsed(pass, headers, body, "body:unparsed"),
+        },
+        Content::Other => return unparsed(pass, headers, body, "body:unparsed"),
+    };
+    if let Some(new) = replaced {
+        body.data = Blob::from(new);
+    }
+    if body.data.len() != original_len || body.decoded_from.is_some() {
+        fix_length(headers, body);
+    }
+}
+
+/// Applies the policy's `unparsed` action to a body it cannot look into.
+fn unparsed(pass: &mut Pass<'_>, headers: &mut Headers, body: &mut Body, rule: &str) {
+    let action = pass.scrubber.policy.unparsed;
+    if action == Action::Keep {
+        return;
+    }
+    pass.hit(rule);
+    let text = String::from_utf8_lossy(&body.data).into_owned();
+    body.data = match action {
+        Action::Hash => Blob::from(pass.scrubber.keyer.apply(Action::Hash, "body", &text).unwrap_or_default()),
+        Action::Redact | Action::Mask => Blob::from_static(crate::scrub::action::REDACTED),
+        _ => Blob::new(),
+    };
+    // The original length stays: the body was there, its content is not.
+    body.truncated = true;
+    if let Some(enc) = headers.get_str("content-encoding").map(str::to_string) {
+        headers.remove("content-encoding");
+        body.decoded_from.get_or_insert(enc);
+    }
+}
+
+fn fix_length(headers: &mut Headers, body: &mut Body) {
+    if body.truncated {
+        return;
+    }
+    body.len = body.data.len() as u64;
+    if headers.get("content-length").is_some() {
+        headers.set("content-length", body.data.len().to_string());
+    }
+}
+
+/// Decodes a `Content-Encoding` (a comma-separated list, applied in order). Returns the
+/// decoded bytes and whether the stream was complete; `None` when nothing decodes.
+pub fn decode(encoding: &str, data: &[u8]) -> Option<(Vec<u8>, bool)> {
+    let mut current = data.to_vec();
+    let mut complete = true;
+    for coding in encoding.split(',').map(str::trim).rev() {
+        let mut out = Vec::new();
+        let result = match coding {
+            "gzip" | "x-gzip" => read_limited(flate2::read::MultiGzDecoder::new(&current[..]), &mut out),
+            "deflate" => {
+                // Servers send zlib-wrapped or raw deflate under this name; try both.
+                let zlib = read_limited(flate2::read::ZlibDecoder::new(&current[..]), &mut out);
+                if zlib.is_err() && out.is_empty() {
+                    read_limited(flate2::read::DeflateDecoder::new(&current[..]), &mut out)
+                } else {
+                    zlib
+                }
+            }
+            "br" => read_limited(brotli::Decompressor::new(&current[..], 4096), &mut out),
+            "zstd" => match zstd::stream::read::Decoder::new(&current[..]) {
+                Ok(d) => read_limited(d, &mut out),
+                Err(e) => Err(e),
+            },
+            "identity" | "" => {
+                out = std::mem::take(&mut current);
+                Ok(())
+            }
+            _ => return None,
+        };
+        if out.len() > MAX_DECODED {
+            return None;
+        }
+        if let Err(e) = result {
+            if out.is_empty() || e.kind() == std::io::ErrorKind::OutOfMemory {
+                return None;
+            }
+            // A truncated capture cuts the compressed stream: keep what decoded.
+            complete = false;
+        }
+        current = out;
+    }
+    Some((current, complete))
+}
+
+fn read_limited(reader: impl Read, out: &mut Vec<u8>) -> std::io::Result<()> {
+    let mut limited = reader.take(MAX_DECODED as u64 + 1);
+    let mut buf = [0u8; 16 << 10];
+    loop {
+        match limited.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+        if out.len() > MAX_DECODED {
+            return Err(std::io::Error::new(std::io::ErrorKind::OutOfMemory, "decoded body too large"));
+        }
+    }
+    Ok(())
+}
+
+/// The `boundary` parameter of a multipart content type.
+fn boundary(content_type: &str) -> Option<String> {
+    content_type.split(';').skip(1).find_map(|p| {
+        let (k, v) = p.split_once('=')?;
+        (k.trim().eq_ignore_ascii_case("boundary")).then(|| v.trim().trim_matches('"').to_string())
+    })
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    if needle.is_empty() || haystack.len() < needle.len() {
+        return None;
+    }
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Rewrites a multipart/form-data body part by part, keeping its boundary. File parts
+/// follow the `files` action; fields follow the form rules, or the JSON rewriter and the
+/// detectors by their content. `None` if the body is not valid multipart.
+fn multipart(pass: &mut Pass<'_>, data: &[u8], boundary: &str, truncated: bool) -> Option<Option<Vec<u8>>> {
+    if boundary.is_empty() || boundary.len() > 200 {
+        return None;
+    }
+    let delimiter = format!("--{boundary}").into_bytes();
+    let start = find(data, &delimiter)?;
+    let mut out = data[..start].to_vec();
+    let mut rest = &data[start..];
+    let mut changed = false;
+    loop {
+        // `rest` starts at a delimiter.
+        let after = &rest[delimiter.len()..];
+        if after.starts_with(b"--") {
+            out.extend_from_slice(rest);
+            return Some(changed.then_some(out));
+        }
+        let body_start = find(after, b"\r\n\r\n").map(|i| i + 4);
+        let next = find(after, &[b"\r\n".as_slice(), &delimiter].concat());
+        let (Some(body_start), Some(next)) = (body_start, next) else {
+            // The cut fell inside this part: drop it.
+            return truncated.then_some(Some(out));
+        };
+        if body_start > next {
+            return None;
+        }
+        let head = std::str::from_utf8(&after[..body_start]).ok()?;
+        let content = &after[body_start..next];
+        let disposition =
+            head.lines().find(|l| l.to_ascii_lowercase().starts_with("content-disposition:")).unwrap_or("");
+        let param = |name: &str| {
+            disposition.split(';').find_map(|p| {
+                let (k, v) = p.split_once('=')?;
+                (k.trim().eq_ignore_ascii_case(name)).then(|| v.trim().trim_matches('"').to_string())
+            })
+        };
+        let field = param("name").unwrap_or_default().to_ascii_lowercase();
+        let part_type = head
+            .lines()
+            .find_map(|l| {
+                l.split_once(':')
+                    .filter(|(k, _)| k.trim().eq_ignore_ascii_case("content-type"))
+                    .map(|(_, v)| v.trim().to_ascii_lowercase())
+            })
+            .unwrap_or_default();
+        let mut new_head = head.to_string();
+        if let Some(filename) = param("filename") {
+            if let Some(clean) = pass.detect_text(&filename) {
+                new_head = new_head.replace(&filename, &clean);
+            }
+        }
+        let new_content: Option<Vec<u8>> = if param("filename").is_some() {
+            let action = pass.scrubber.policy.files;
+            let already =
+                content.is_empty() || std::str::from_utf8(content).is_ok_and(crate::scrub::action::is_scrubbed);
+            match action {
+                Action::Keep => None,
+                _ if already => None,
+                Action::Hash => {
+                    pass.hit("multipart:file");
+                    Some(
+                        pass.scrubber
+                            .keyer
+                            .apply(Action::Hash, "file", &String::from_utf8_lossy(content))
+                            .unwrap_or_default()
+                            .into_bytes(),
+                    )
+                }
+                Action::Redact | Action::Mask => {
+                    pass.hit("multipart:file");
+                    Some(crate::scrub::action::REDACTED.as_bytes().to_vec())
+                }
+                Action::Drop => {
+                    pass.hit("multipart:file");
+                    Some(Vec::new())
+                }
+            }
+        } else if let Some(action) = pass.scrubber.policy.form.get(&field).copied() {
+            let text = String::from_utf8_lossy(content).into_owned();
+            pass.apply(action, &field, &text, &format!("form:{field}")).map(String::into_bytes)
+        } else if classify(part_type.split(';').next().unwrap_or(""), content) == Content::Json {
+            json::scrub(pass, content, false).ok()?
+        } else {
+            match std::str::from_utf8(content) {
+                Ok(text) => pass.detect_text(text).map(String::into_bytes),
+                Err(_) => {
+                    pass.hit("multipart:unparsed");
+                    Some(Vec::new())
+                }
+            }
+        };
+        out.extend_from_slice(&rest[..delimiter.len()]);
+        out.extend_from_slice(new_head.as_bytes());
+        match new_content {
+            Some(c) => {
+                changed = true;
+                out.extend_from_slice(&c);
+            }
+            None => out.extend_from_slice(content),
+        }
+        if new_head != head {
+            changed = true;
+        }
+        out.extend_from_slice(b"\r\n");
+        rest = &after[next + 2..];
+    }
+}

@@ -1,0 +1,561 @@
+//! The streaming JSON rewriter: copies a JSON document (or a sequence of them, as in JSON
+//! lines) byte for byte, changing only the values rules or detectors select.
+//!
+//! It never builds a tree, so key order, number spelling, escapes and whitespace survive
+//! exactly, memory stays proportional to nesting depth, and depth is capped (a depth bomb
+//! is rejected, not recursed into). A truncated body (cut at `--max-body`) is rewritten
+//! up to its last complete member; the member the cut fell in is dropped whole, so half a
+//! value cannot slip past a detector.
+
+use std::borrow::Cow;
+
+use crate::scrub::action::{is_scrubbed, Action};
+use crate::scrub::jsonpath::Step;
+use crate::scrub::policy::{normalize_key, normalize_key_ascii};
+use crate::scrub::Pass;
+
+/// Deepest nesting accepted.
+pub const MAX_DEPTH: usize = 128;
+
+/// Why a body is not JSON this rewriter accepts.
+#[derive(Debug, PartialEq, Eq)]
+pub enum JsonError {
+    /// Not valid JSON at this byte offset.
+    Invalid(usize),
+    /// Nested deeper than [`MAX_DEPTH`].
+    TooDeep,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Stop {
+    Invalid(usize),
+    TooDeep,
+    /// The input ended early.
+    Eof,
+    /// The input ended early in a truncated body and the cut member was removed.
+    Cut,
+}
+
+type R<T> = Result<T, Stop>;
+
+/// Rewrites `input`; `Ok(None)` when nothing changed.
+pub(crate) fn scrub(pass: &mut Pass<'_>, input: &[u8], truncated: bool) -> Result<Option<Vec<u8>>, JsonError> {
+    let mut w = Rewriter {
+        pass,
+        input,
+        pos: 0,
+        out: Vec::with_capacity(input.len()),
+        path: Vec::new(),
+        changed: false,
+        truncated,
+    };
+    match w.document() {
+        Ok(()) | Err(Stop::Cut) => {}
+        Err(Stop::Eof) if truncated => {}
+        Err(Stop::Eof) => return Err(JsonError::Invalid(input.len())),
+        Err(Stop::Invalid(at)) => return Err(JsonError::Invalid(at)),
+        Err(Stop::TooDeep) => return Err(JsonError::TooDeep),
+    }
+    let changed = w.changed || w.out.len() != input.len();
+    Ok(changed.then_some(w.out))
+}
+
+struct Rewriter<'p, 'a, 'i> {
+    pass: &'p mut Pass<'a>,
+    input: &'i [u8],
+    pos: usize,
+    out: Vec<u8>,
+    path: Vec<Step<'i>>,
+    changed: bool,
+    truncated: bool,
+}
+
+impl<'i> Rewriter<'_, '_, 'i> {
+    fn document(&mut self) -> R<()> {
+        loop {
+            let ws = self.pos;
+            self.skip_ws();
+            self.out.extend_from_slice(&self.input[ws..self.pos]);
+            if self.pos >= self.input.len() {
+                return Ok(());
+            }
+            let mark = self.out.len();
+            match self.value(0) {
+                Err(Stop::Eof) if self.truncated => {
+                    self.out.truncate(mark);
+                    return Err(Stop::Cut);
+                }
+                other => other?,
+            }
+        }
+    }
+
+    fn peek(&self) -> R<u8> {
+        self.input.get(self.pos).copied().ok_or(Stop::Eof)
+    }
+
+    fn skip_ws(&mut self) {
+        while matches!(self.input.get(self.pos), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            self.pos += 1;
+        }
+    }
+
+    fn expect(&mut self, byte: u8) -> R<()> {
+        if self.peek()? == byte {
+            self.pos += 1;
+            Ok(())
+        } else {
+            Err(Stop::Invalid(self.pos))
+        }
+    }
+
+    /// The rule for the value at the current path: paths first, then key names.
+    fn rule(&self) -> Option<(Action, String)> {
+        let policy = &self.pass.scrubber.policy;
+        let key = match self.path.last() {
+            Some(Step::Key(k)) => Some(k.as_ref()),
+            _ => None,
+        };
+        // Most values cannot match any path: skip them by the name the paths end in.
+        let may_match = match (&policy.json_path_names, key) {
+            (None, _) => true,
+            (Some(names), Some(k)) => names.contains(k),
+            (Some(_), None) => false,
+        };
+        if may_match {
+            if let Some((p, a)) = policy.json_paths.iter().find(|(p, _)| p.matches(&self.path)) {
+                return Some((*a, format!("json-path:{p}")));
+            }
+        }
+        let key = key.filter(|_| !policy.json_keys.is_empty())?;
+        let mut buf = [0u8; 64];
+        let action = match normalize_key_ascii(key, &mut buf) {
+            Some(norm) => policy.json_keys.get(norm).map(|a| (*a, norm.to_string())),
+            None => {
+                let norm = normalize_key(key);
+                policy.json_keys.get(&norm).map(|a| (*a, norm))
+            }
+        };
+        action.map(|(a, norm)| (a, format!("json-key:{norm}")))
+    }
+
+    /// A value with no rule: containers recurse, strings and numbers meet the detectors.
+    fn value(&mut self, depth: usize) -> R<()> {
+        if depth > MAX_DEPTH {
+            return Err(Stop::TooDeep);
+        }
+        match self.peek()? {
+            b'{' => self.object(depth + 1),
+            b'[' => self.array(depth + 1),
+            b'"' => {
+                let (raw, text) = self.string()?;
+                match self.pass.detect_text(&text) {
+                    Some(new) => self.emit_string(&new),
+                    None => self.out.extend_from_slice(raw),
+                }
+                Ok(())
+            }
+            _ => {
+                let start = self.pos;
+                self.scalar()?;
+                let raw = &self.input[start..self.pos];
+                // A card number stored as a JSON number is still a card number.
+                if raw.len() >= 13 && raw.iter().all(u8::is_ascii_digit) {
+                    let text = std::str::from_utf8(raw).unwrap_or_default().to_string();
+                    if let Some(new) = self.pass.detect_text(&text) {
+                        self.emit_string(&new);
+                        return Ok(());
+                    }
+                }
+                self.out.extend_from_slice(raw);
+                Ok(())
+            }
+        }
+    }
+
+    /// A value a rule selected: replaced whole by the rule's action.
+    fn ruled_value(&mut self, action: Action, label: &str, depth: usize) -> R<()> {
+        let start = self.pos;
+        self.skip_value(depth)?;
+        let raw = &self.input[start..self.pos];
+        let kind = label.rsplit(['.', ':']).next().unwrap_or("value").trim_end_matches(']');
+        let replacement = match raw[0] {
+            b'"' => {
+                let text = decode_string(&raw[1..raw.len() - 1]).ok_or(Stop::Invalid(start))?;
+                if is_scrubbed(&text) || action == Action::Keep {
+                    None
+                } else {
+                    self.pass.apply(action, kind, &text, label)
+                }
+            }
+            b'n' | b't' | b'f' => None, // null and booleans hold nothing personal
+            b'{' | b'[' if action == Action::Keep => None,
+            b'{' | b'[' => {
+                let text = String::from_utf8_lossy(raw);
+                let whole = if action == Action::Hash { Action::Hash } else { Action::Redact };
+                self.pass.apply(whole, kind, &text, label)
+            }
+            _ if action == Action::Keep => None,
+            _ => self.pass.apply(action, kind, &String::from_utf8_lossy(raw), label),
+        };
+        match replacement {
+            Some(new) => self.emit_string(&new),
+            None => self.out.extend_from_slice(raw),
+        }
+        Ok(())
+    }
+
+    fn object(&mut self, depth: usize) -> R<()> {
+        self.expect(b'{')?;
+        self.out.push(b'{');
+        let mut first = true;
+        loop {
+            let ws = self.pos;
+            self.skip_ws();
+            if self.peek()? == b'}' {
+                self.out.extend_from_slice(&self.input[ws..=self.pos]);
+                self.pos += 1;
+                return Ok(());
+            }
+            let mark = self.out.len();
+            let kept = match self.member(ws, first, depth) {
+                Ok(kept) => kept,
+                Err(Stop::Eof) if self.truncated => {
+                    self.out.truncate(mark);
+                    return Err(Stop::Cut);
+                }
+                Err(e) => return Err(e),
+            };
+            first &= !kept;
+            let trailing = self.pos;
+            self.skip_ws();
+            let sep = self.peek()?;
+            if kept {
+                self.out.extend_from_slice(&self.input[trailing..self.pos]);
+            }
+            self.pos += 1;
+            match sep {
+                b',' => {}
+                b'}' => {
+                    self.out.push(b'}');
+                    return Ok(());
+                }
+                _ => return Err(Stop::Invalid(self.pos - 1)),
+            }
+        }
+    }
+
+    /// One `"key": value` member; returns false when the rule dropped it.
+    fn member(&mut self, ws: usize, first: bool, depth: usize) -> R<bool> {
+        let key_start = self.pos;
+        if self.peek()? != b'"' {
+            return Err(Stop::Invalid(self.pos));
+        }
+        let (raw_key, key) = self.string()?;
+        let key_end = self.pos;
+        self.skip_ws();
+        self.expect(b':')?;
+        self.skip_ws();
+        let value_start = self.pos;
+        self.path.push(Step::Key(key.clone()));
+        let rule = self.rule();
+        let result = match rule {
+            Some((Action::Drop, label)) => {
+                self.pass.hit(&label);
+                self.changed = true;
+                self.skip_value(depth).map(|()| false)
+            }
+            rule => {
+                if !first {
+                    self.out.push(b',');
+                }
+                self.out.extend_from_slice(&self.input[ws..key_start]);
+                // Keys can be personal too: maps keyed by e-mail address.
+                match self.pass.detect_text(&key) {
+                    Some(new) => self.emit_string(&new),
+                    None => self.out.extend_from_slice(raw_key),
+                }
+                self.out.extend_from_slice(&self.input[key_end..value_start]);
+                match rule {
+                    Some((action, label)) => self.ruled_value(action, &label, depth),
+                    None => self.value(depth),
+                }
+                .map(|()| true)
+            }
+        };
+        self.path.pop();
+        result
+    }
+
+    fn array(&mut self, depth: usize) -> R<()> {
+        self.expect(b'[')?;
+        self.out.push(b'[');
+        let mut first = true;
+        let mut index = 0;
+        loop {
+            let ws = self.pos;
+            self.skip_ws();
+            if self.peek()? == b']' {
+                self.out.extend_from_slice(&self.input[ws..=self.pos]);
+                self.pos += 1;
+                return Ok(());
+            }
+            let mark = self.out.len();
+            self.path.push(Step::Index(index));
+            let rule = self.rule();
+            let result = match rule {
+                Some((Action::Drop, label)) => {
+                    self.pass.hit(&label);
+                    self.changed = true;
+                    self.skip_value(depth).map(|()| false)
+                }
+                rule => {
+                    if !first {
+                        self.out.push(b',');
+                    }
+                    self.out.extend_from_slice(&self.input[ws..self.pos]);
+                    match rule {
+                        Some((action, label)) => self.ruled_value(action, &label, depth),
+                        None => self.value(depth),
+                    }
+                    .map(|()| true)
+                }
+            };
+            self.path.pop();
+            let kept = match result {
+                Ok(kept) => kept,
+                Err(Stop::Eof) if self.truncated => {
+                    self.out.truncate(mark);
+                    return Err(Stop::Cut);
+                }
+                Err(e) => return Err(e),
+            };
+            first &= !kept;
+            index += 1;
+            let trailing = self.pos;
+            self.skip_ws();
+            let sep = self.peek()?;
+            if kept {
+                self.out.extend_from_slice(&self.input[trailing..self.pos]);
+            }
+            self.pos += 1;
+            match sep {
+                b',' => {}
+                b']' => {
+                    self.out.push(b']');
+                    return Ok(());
+                }
+                _ => return Err(Stop::Invalid(self.pos - 1)),
+            }
+        }
+    }
+
+    /// Moves past one value without writing it (still validating it).
+    fn skip_value(&mut self, depth: usize) -> R<()> {
+        if depth > MAX_DEPTH {
+            return Err(Stop::TooDeep);
+        }
+        match self.peek()? {
+            b'"' => self.string().map(drop),
+            b'{' | b'[' => {
+                let close = if self.peek()? == b'{' { b'}' } else { b']' };
+                let is_object = close == b'}';
+                self.pos += 1;
+                self.skip_ws();
+                if self.peek()? == close {
+                    self.pos += 1;
+                    return Ok(());
+                }
+                loop {
+                    self.skip_ws();
+                    if is_object {
+                        if self.peek()? != b'"' {
+                            return Err(Stop::Invalid(self.pos));
+                        }
+                        self.string()?;
+                        self.skip_ws();
+                        self.expect(b':')?;
+                        self.skip_ws();
+                    }
+                    self.skip_value(depth + 1)?;
+                    self.skip_ws();
+                    match self.peek()? {
+                        b',' => self.pos += 1,
+                        c if c == close => {
+                            self.pos += 1;
+                            return Ok(());
+                        }
+                        _ => return Err(Stop::Invalid(self.pos)),
+                    }
+                }
+            }
+            _ => self.scalar(),
+        }
+    }
+
+    /// A string at `pos`: its raw bytes (with quotes) and its text.
+    fn string(&mut self) -> R<(&'i [u8], Cow<'i, str>)> {
+        let start = self.pos;
+        self.expect(b'"')?;
+        let mut escaped = false;
+        loop {
+            match self.input.get(self.pos) {
+                None => return Err(Stop::Eof),
+                Some(b'"') => break,
+                Some(b'\\') => {
+                    escaped = true;
+                    self.pos += 2;
+                }
+                Some(c) if *c < 0x20 => return Err(Stop::Invalid(self.pos)),
+                Some(_) => self.pos += 1,
+            }
+        }
+        if self.pos >= self.input.len() {
+            return Err(Stop::Eof);
+        }
+        self.pos += 1;
+        let raw = &self.input[start..self.pos];
+        let inner = &raw[1..raw.len() - 1];
+        let text = if escaped {
+            Cow::Owned(decode_string(inner).ok_or(Stop::Invalid(start))?)
+        } else {
+            Cow::Borrowed(std::str::from_utf8(inner).map_err(|_| Stop::Invalid(start))?)
+        };
+        Ok((raw, text))
+    }
+
+    /// A number, `true`, `false` or `null`.
+    fn scalar(&mut self) -> R<()> {
+        let start = self.pos;
+        let rest = &self.input[start..];
+        for literal in [&b"true"[..], b"false", b"null"] {
+            if rest.starts_with(literal) {
+                self.pos += literal.len();
+                return Ok(());
+            }
+            if literal.starts_with(rest) && !rest.is_empty() {
+                return Err(Stop::Eof);
+            }
+        }
+        let b = self.input;
+        let mut i = start;
+        if b.get(i) == Some(&b'-') {
+            i += 1;
+        }
+        let digits = |i: &mut usize| {
+            let s = *i;
+            while b.get(*i).is_some_and(u8::is_ascii_digit) {
+                *i += 1;
+            }
+            *i - s
+        };
+        if digits(&mut i) == 0 {
+            return Err(if i >= b.len() { Stop::Eof } else { Stop::Invalid(i) });
+        }
+        if b.get(i) == Some(&b'.') {
+            i += 1;
+            if digits(&mut i) == 0 {
+                return Err(if i >= b.len() { Stop::Eof } else { Stop::Invalid(i) });
+            }
+        }
+        if matches!(b.get(i), Some(b'e' | b'E')) {
+            i += 1;
+            if matches!(b.get(i), Some(b'+' | b'-')) {
+                i += 1;
+            }
+            if digits(&mut i) == 0 {
+                return Err(if i >= b.len() { Stop::Eof } else { Stop::Invalid(i) });
+            }
+        }
+        // A number running into the end of a truncated body may be cut short.
+        if i >= b.len() && self.truncated {
+            return Err(Stop::Eof);
+        }
+        self.pos = i;
+        Ok(())
+    }
+
+    fn emit_string(&mut self, text: &str) {
+        self.changed = true;
+        write_json_string(&mut self.out, text);
+    }
+}
+
+/// Writes `text` as a JSON string literal.
+pub fn write_json_string(out: &mut Vec<u8>, text: &str) {
+    out.push(b'"');
+    for c in text.chars() {
+        match c {
+            '"' => out.extend_from_slice(b"\\\""),
+            '\\' => out.extend_from_slice(b"\\\\"),
+            '\n' => out.extend_from_slice(b"\\n"),
+            '\r' => out.extend_from_slice(b"\\r"),
+            '\t' => out.extend_from_slice(b"\\t"),
+            c if (c as u32) < 0x20 => out.extend_from_slice(format!("\\u{:04x}", c as u32).as_bytes()),
+            c => {
+                let mut buf = [0u8; 4];
+                out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+            }
+        }
+    }
+    out.push(b'"');
+}
+
+/// Decodes the inside of a JSON string literal; `None` if it is malformed.
+fn decode_string(inner: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(inner).ok()?;
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next()? {
+            '"' => out.push('"'),
+            '\\' => out.push('\\'),
+            '/' => out.push('/'),
+            'b' => out.push('\u{8}'),
+            'f' => out.push('\u{c}'),
+            'n' => out.push('\n'),
+            'r' => out.push('\r'),
+            't' => out.push('\t'),
+            'u' => {
+                let hex: String = chars.by_ref().take(4).collect();
+                let unit = u16::from_str_radix(&hex, 16).ok()?;
+                if (0xD800..0xDC00).contains(&unit) {
+                    // A surrogate pair: \uD83D\uDE00.
+                    let rest: String = chars.clone().take(6).collect();
+                    let low = rest.strip_prefix("\\u").and_then(|h| u16::from_str_radix(h, 16).ok());
+                    match low {
+                        Some(low) if (0xDC00..0xE000).contains(&low) => {
+                            chars.by_ref().nth(5);
+                            let code = 0x10000 + ((u32::from(unit) - 0xD800) << 10) + (u32::from(low) - 0xDC00);
+                            out.push(char::from_u32(code).unwrap_or('\u{FFFD}'));
+                        }
+                        _ => out.push('\u{FFFD}'),
+                    }
+                } else {
+                    out.push(char::from_u32(u32::from(unit)).unwrap_or('\u{FFFD}'));
+                }
+            }
+            _ => return None,
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_escapes_and_surrogate_pairs() {
+        assert_eq!(decode_string(br#"a\"b\\c\/d\n\u00e9\ud83d\ude00"#).unwrap(), "a\"b\\c/d\né😀");
+        assert_eq!(decode_string(br#"\ud83d"#).unwrap(), "\u{FFFD}");
+        assert!(decode_string(br#"\x"#).is_none());
+        let mut out = Vec::new();
+        write_json_string(&mut out, "q\"\\\n\u{1}é");
+        assert_eq!(String::from_utf8(out).unwrap(), r#""q\"\\\n\u0001é""#);
+    }
+}

@@ -1,0 +1,402 @@
+//! PII scrubbing: removes or pseudonymises personal data and credentials in exchanges,
+//! inside the capture writer before anything is encoded, and in existing tapes.
+//!
+//! A [`Scrubber`] applies a [`Policy`](policy::Policy) — rules by header, cookie, query,
+//! form-field and JSON key or path, plus value [`detectors`](detect) that run over
+//! everything no rule took — with one of four [`actions`](action). Bodies are handled by
+//! content type ([`body`]): JSON is rewritten in a streaming pass that changes nothing but
+//! the selected values ([`json`]); forms, multipart uploads and text are parsed; compressed
+//! bodies are decoded first and stored decoded; what cannot be parsed follows the policy
+//! (dropped by default). Every exchange records which rules fired and how often, never the
+//! values.
+//!
+//! Scrubbing is idempotent: values it wrote (`[REDACTED]`, masks, `tok_…` tokens) are
+//! recognised and left alone, so scrubbing a scrubbed tape changes nothing.
+
+pub mod action;
+pub mod body;
+pub mod detect;
+pub mod json;
+pub mod jsonpath;
+pub mod policy;
+
+use std::collections::BTreeMap;
+
+use crate::blob::Blob;
+use crate::exchange::{Exchange, Headers, ScrubHit};
+use action::{is_scrubbed, Action, Keyer};
+use detect::Finding;
+use policy::{Compiled, Policy};
+
+/// Applies a compiled policy. Cheap to share between threads.
+#[derive(Clone, Debug)]
+pub struct Scrubber {
+    pub(crate) policy: Compiled,
+    keyer: Keyer,
+}
+
+/// Rule names and how often each fired.
+pub type Hits = BTreeMap<String, u32>;
+
+impl Scrubber {
+    /// A scrubber for `policy` (already merged over the defaults as wanted) with an
+    /// optional key for `hash`.
+    pub fn new(policy: &Policy, key: Option<&[u8]>) -> Scrubber {
+        Scrubber { policy: Compiled::new(policy), keyer: Keyer::new(key) }
+    }
+
+    /// The built-in policy.
+    pub fn with_defaults(key: Option<&[u8]>) -> Scrubber {
+        Scrubber::new(&Policy::defaults(), key)
+    }
+
+    /// True when `hash` rules produce tokens (a key was given).
+    pub fn has_key(&self) -> bool {
+        self.keyer.has_key()
+    }
+
+    /// What goes into a tape's header: the policy's fingerprint and the key's (never the
+    /// key itself).
+    pub fn fingerprint(&self) -> String {
+        format!("policy:{} key:{}", self.policy.fingerprint, self.keyer.fingerprint().unwrap_or("none"))
+    }
+
+    /// Scrubs `exchange` in place and records the rules that fired.
+    pub fn scrub(&self, exchange: &mut Exchange) {
+        let mut pass = Pass::new(self);
+        pass.exchange(exchange);
+        merge_hits(&mut exchange.scrub, pass.hits);
+    }
+
+    /// What scrubbing would still change in `exchange`, by part; empty when the exchange
+    /// holds nothing the policy or the detectors would touch. The exchange is not changed.
+    pub fn check(&self, exchange: &Exchange) -> Vec<(&'static str, Hits)> {
+        let mut found = Vec::new();
+        let mut ex = exchange.clone();
+        let mut part = |name: &'static str, f: &mut dyn FnMut(&mut Pass<'_>, &mut Exchange)| {
+            let mut pass = Pass::new(self);
+            f(&mut pass, &mut ex);
+            if !pass.hits.is_empty() {
+                found.push((name, pass.hits));
+            }
+        };
+        part("request target", &mut |p, ex| p.target(&mut ex.request.target));
+        part("request headers", &mut |p, ex| p.headers(&mut ex.request.headers));
+        part("request body", &mut |p, ex| body::scrub(p, &mut ex.request.headers, &mut ex.request.body));
+        part("response headers", &mut |p, ex| {
+            if let Some(r) = ex.response.as_mut() {
+                p.headers(&mut r.headers);
+            }
+        });
+        part("response body", &mut |p, ex| {
+            if let Some(r) = ex.response.as_mut() {
+                body::scrub(p, &mut r.headers, &mut r.body);
+            }
+        });
+        found
+    }
+}
+
+fn merge_hits(into: &mut Vec<ScrubHit>, hits: Hits) {
+    for (rule, count) in hits {
+        match into.iter_mut().find(|h| h.rule == rule) {
+            Some(h) => h.count = h.count.saturating_add(count),
+            None => into.push(ScrubHit { rule, count }),
+        }
+    }
+}
+
+/// One scrubbing pass over one exchange.
+pub(crate) struct Pass<'a> {
+    pub(crate) scrubber: &'a Scrubber,
+    pub(crate) hits: Hits,
+    findings: Vec<Finding>,
+}
+
+impl<'a> Pass<'a> {
+    fn new(scrubber: &'a Scrubber) -> Self {
+        Pass { scrubber, hits: Hits::new(), findings: Vec::new() }
+    }
+
+    pub(crate) fn hit(&mut self, rule: &str) {
+        match self.hits.get_mut(rule) {
+            Some(n) => *n = n.saturating_add(1),
+            None => {
+                self.hits.insert(rule.to_string(), 1);
+            }
+        }
+    }
+
+    /// Applies a rule's action to `value`, counting the hit under `rule`; `None` when
+    /// the value stays as it is. `Some("")` for drop.
+    pub(crate) fn apply(&mut self, action: Action, kind: &str, value: &str, rule: &str) -> Option<String> {
+        if action == Action::Keep || is_scrubbed(value) || value.is_empty() {
+            return None;
+        }
+        self.hit(rule);
+        Some(self.scrubber.keyer.apply(action, kind, value).unwrap_or_default())
+    }
+
+    /// Runs the detectors over `text`; the scrubbed text if anything was found.
+    pub(crate) fn detect_text(&mut self, text: &str) -> Option<String> {
+        let policy = &self.scrubber.policy;
+        policy.detectors.find(text, &mut self.findings);
+        if self.findings.is_empty() {
+            return None;
+        }
+        let mut out = String::with_capacity(text.len());
+        let mut last = 0;
+        let mut changed = false;
+        let findings = std::mem::take(&mut self.findings);
+        for f in &findings {
+            let action = policy.detect_actions.get(&f.kind).copied().unwrap_or(Action::Keep);
+            let value = &text[f.start..f.end];
+            let kind = policy.kind_name(f.kind).to_string();
+            if let Some(new) = self.apply(action, &kind, value, &format!("detect:{kind}")) {
+                out.push_str(&text[last..f.start]);
+                out.push_str(&new);
+                last = f.end;
+                changed = true;
+            }
+        }
+        self.findings = findings;
+        if !changed {
+            return None;
+        }
+        out.push_str(&text[last..]);
+        Some(out)
+    }
+
+    fn exchange(&mut self, ex: &mut Exchange) {
+        self.target(&mut ex.request.target);
+        self.headers(&mut ex.request.headers);
+        body::scrub(self, &mut ex.request.headers, &mut ex.request.body);
+        if let Some(r) = ex.response.as_mut() {
+            self.headers(&mut r.headers);
+            body::scrub(self, &mut r.headers, &mut r.body);
+        }
+    }
+
+    /// The request target: path segments meet the detectors, query parameters their
+    /// rules (or the detectors). Allocates only when something changes.
+    pub(crate) fn target(&mut self, target: &mut String) {
+        let (path, query) = match target.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (target.as_str(), None),
+        };
+        let mut new_path: Option<String> = None;
+        for (i, seg) in path.split('/').enumerate() {
+            let replaced =
+                if seg.contains('%') { self.detect_text(&percent_decode(seg)) } else { self.detect_text(seg) };
+            match (replaced, &mut new_path) {
+                (Some(new), slot) => {
+                    let out = slot.get_or_insert_with(|| path.split('/').take(i).collect::<Vec<_>>().join("/"));
+                    if i > 0 {
+                        out.push('/');
+                    }
+                    out.extend(form_urlencoded::byte_serialize(new.as_bytes()));
+                }
+                (None, Some(out)) => {
+                    if i > 0 {
+                        out.push('/');
+                    }
+                    out.push_str(seg);
+                }
+                (None, None) => {}
+            }
+        }
+        let new_query = query.and_then(|q| self.pairs(q, PairsOf::Query));
+        if new_path.is_none() && new_query.is_none() {
+            return;
+        }
+        let mut new = new_path.unwrap_or_else(|| path.to_string());
+        if let Some(q) = new_query.as_deref().or(query) {
+            new.push('?');
+            new.push_str(q);
+        }
+        *target = new;
+    }
+
+    /// `name=value&…` pairs (query strings, urlencoded forms): rules by name, detectors
+    /// for the rest. Unchanged pairs keep their exact bytes.
+    pub(crate) fn pairs(&mut self, text: &str, of: PairsOf) -> Option<String> {
+        let mut out = Vec::new();
+        let mut changed = false;
+        for pair in text.split('&') {
+            let (raw_name, raw_value) = pair.split_once('=').unwrap_or((pair, ""));
+            let name = form_decode(raw_name);
+            let value = form_decode(raw_value);
+            let rules = match of {
+                PairsOf::Query => &self.scrubber.policy.query,
+                PairsOf::Form => &self.scrubber.policy.form,
+            };
+            let prefix = match of {
+                PairsOf::Query => "query",
+                PairsOf::Form => "form",
+            };
+            let lower = name.to_ascii_lowercase();
+            let replacement = match rules.get(&lower).copied() {
+                Some(Action::Drop) if !value.is_empty() => {
+                    self.hit(&format!("{prefix}:{lower}"));
+                    changed = true;
+                    continue;
+                }
+                Some(action) => self.apply(action, &lower, &value, &format!("{prefix}:{lower}")),
+                None => self.detect_text(&value),
+            };
+            match replacement {
+                Some(new) => {
+                    changed = true;
+                    out.push(format!(
+                        "{raw_name}={}",
+                        form_urlencoded::byte_serialize(new.as_bytes()).collect::<String>()
+                    ));
+                }
+                None => out.push(pair.to_string()),
+            }
+        }
+        changed.then(|| out.join("&"))
+    }
+
+    /// Header values: rules by name and pattern, cookies by cookie name, detectors for the
+    /// rest (except headers replays need that hold nothing personal). Allocates only for
+    /// values it changes.
+    pub(crate) fn headers(&mut self, headers: &mut Headers) {
+        let mut i = 0;
+        while i < headers.0.len() {
+            let mut buf = [0u8; 64];
+            let raw_name = &headers.0[i].name;
+            let lowered;
+            let name = match lowercase_ascii(raw_name, &mut buf) {
+                Some(n) => n,
+                None => {
+                    lowered = raw_name.to_str_lossy().to_ascii_lowercase();
+                    &lowered
+                }
+            };
+            let value = headers.0[i].value.to_str_lossy();
+            match self.header_value(name, &value) {
+                HeaderOutcome::Keep => i += 1,
+                HeaderOutcome::Drop => {
+                    headers.0.remove(i);
+                }
+                HeaderOutcome::Replace(new) => {
+                    headers.0[i].value = Blob::from(new);
+                    i += 1;
+                }
+            }
+        }
+    }
+
+    fn header_value(&mut self, name: &str, value: &str) -> HeaderOutcome {
+        let policy = &self.scrubber.policy;
+        let rule = policy.headers.get(name).map(|a| (*a, format!("header:{name}"))).or_else(|| {
+            policy
+                .header_patterns
+                .iter()
+                .find(|(re, _, _)| re.is_match(name))
+                .map(|(_, p, a)| (*a, format!("header-pattern:{p}")))
+        });
+        if let Some((action, rule)) = rule {
+            if action == Action::Drop {
+                self.hit(&rule);
+                return HeaderOutcome::Drop;
+            }
+            // Credentials keep their scheme: `Bearer <token>`.
+            if let Some((scheme, credential)) = value
+                .split_once(' ')
+                .filter(|(s, _)| name.ends_with("authorization") && s.chars().all(char::is_alphabetic))
+            {
+                return match self.apply(action, name, credential, &rule) {
+                    Some(new) => HeaderOutcome::Replace(format!("{scheme} {new}")),
+                    None => HeaderOutcome::Keep,
+                };
+            }
+            return self.apply(action, name, value, &rule).map_or(HeaderOutcome::Keep, HeaderOutcome::Replace);
+        }
+        match name {
+            "cookie" => self.cookies(value, "; ", false),
+            "set-cookie" => self.cookies(value, "; ", true),
+            _ if policy.detect_skip.contains(name) => HeaderOutcome::Keep,
+            _ => self.detect_text(value).map_or(HeaderOutcome::Keep, HeaderOutcome::Replace),
+        }
+    }
+
+    /// `a=1; b=2` (Cookie) or `a=1; Path=/; HttpOnly` (Set-Cookie: only the first pair is a
+    /// cookie, the rest are attributes).
+    fn cookies(&mut self, value: &str, sep: &str, set_cookie: bool) -> HeaderOutcome {
+        let mut parts = Vec::new();
+        let mut changed = false;
+        for (n, part) in value.split(';').map(str::trim).enumerate() {
+            if set_cookie && n > 0 {
+                parts.push(part.to_string());
+                continue;
+            }
+            let Some((name, v)) = part.split_once('=') else {
+                parts.push(part.to_string());
+                continue;
+            };
+            let policy = &self.scrubber.policy;
+            let lower = name.trim().to_ascii_lowercase();
+            let (action, rule) = match policy.cookies.get(&lower) {
+                Some(a) => (*a, format!("cookie:{lower}")),
+                None => (policy.cookie_default, "cookie:*".to_string()),
+            };
+            match (action, self.apply(action, "cookie", v, &rule)) {
+                (Action::Drop, Some(_)) => changed = true,
+                (_, Some(new)) => {
+                    changed = true;
+                    parts.push(format!("{name}={new}"));
+                }
+                (_, None) => parts.push(part.to_string()),
+            }
+        }
+        if !changed {
+            return HeaderOutcome::Keep;
+        }
+        if parts.is_empty() || (set_cookie && !parts[0].contains('=')) {
+            return HeaderOutcome::Drop;
+        }
+        HeaderOutcome::Replace(parts.join(sep))
+    }
+}
+
+enum HeaderOutcome {
+    Keep,
+    Drop,
+    Replace(String),
+}
+
+/// Which rule table `name=value` pairs use.
+#[derive(Clone, Copy)]
+pub(crate) enum PairsOf {
+    Query,
+    Form,
+}
+
+/// `name` lower-cased into `buf` when it is short ASCII.
+fn lowercase_ascii<'b>(name: &[u8], buf: &'b mut [u8; 64]) -> Option<&'b str> {
+    let out = buf.get_mut(..name.len())?;
+    for (o, b) in out.iter_mut().zip(name) {
+        if !b.is_ascii() {
+            return None;
+        }
+        *o = b.to_ascii_lowercase();
+    }
+    std::str::from_utf8(out).ok()
+}
+
+fn form_decode(s: &str) -> String {
+    form_urlencoded::parse(format!("x={s}").as_bytes()).next().map(|(_, v)| v.into_owned()).unwrap_or_default()
+}
+
+fn percent_decode(s: &str) -> String {
+    if !s.contains('%') {
+        return s.to_string();
+    }
+    // `+` is literal in a path; protect it from form decoding.
+    form_decode(&s.replace('+', "%2B"))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,399 @@
+//! Scrubber tests: rules, detectors in every place they run, body formats, bad input,
+//! idempotence, and properties over arbitrary input.
+
+use std::io::Write;
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::exchange::{Body, Request, Response};
+
+const KEY: &[u8] = b"test scrub key";
+
+fn scrubber() -> Scrubber {
+    Scrubber::with_defaults(Some(KEY))
+}
+
+fn exchange(
+    target: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    resp_headers: &[(&str, &str)],
+    resp_body: &[u8],
+) -> Exchange {
+    let mut h = Headers::new();
+    for (n, v) in headers {
+        h.push(*n, *v);
+    }
+    let mut rh = Headers::new();
+    for (n, v) in resp_headers {
+        rh.push(*n, *v);
+    }
+    Exchange {
+        request: Request {
+            method: "POST".into(),
+            target: target.into(),
+            headers: h,
+            body: Body::full(body),
+            ..Default::default()
+        },
+        response: Some(Response { status: 200, headers: rh, body: Body::full(resp_body), ..Default::default() }),
+        ..Default::default()
+    }
+}
+
+fn json_body(body: &str) -> (String, Exchange) {
+    let mut ex = exchange("/", &[("content-type", "application/json")], body.as_bytes(), &[], b"");
+    scrubber().scrub(&mut ex);
+    (String::from_utf8(ex.request.body.data.to_vec()).unwrap(), ex)
+}
+
+fn hits(ex: &Exchange) -> Vec<(String, u32)> {
+    ex.scrub.iter().map(|h| (h.rule.clone(), h.count)).collect()
+}
+
+#[test]
+fn json_rules_and_detectors_change_only_what_they_select() {
+    let input = r#"{ "user": {"name": "Ada Lovelace", "email":"ada@example.com", "plan": "pro", "age": 36},
+  "password" : "hunter2", "items": [ {"sku": "A-1", "price": 12.50, "note": "call +44 20 7946 0958"} ],
+  "big": 1.0e300, "ok": true, "nothing": null, "esc": "tab\there" }"#;
+    let (out, ex) = json_body(input);
+    let value: serde_json::Value = serde_json::from_str(&out).expect("still valid JSON");
+    assert!(out.starts_with("{ \"user\": {\"name\": \"tok_name_"), "whitespace and order kept: {out}");
+    assert!(value["user"]["email"].as_str().unwrap().starts_with("tok_email_"));
+    assert_eq!(value["user"]["plan"], "pro");
+    assert_eq!(value["user"]["age"], 36);
+    assert_eq!(value["password"], "[REDACTED]");
+    assert_eq!(value["items"][0]["sku"], "A-1");
+    assert_eq!(value["items"][0]["note"], "call +** ** **** 0958");
+    assert!(out.contains("\"price\": 12.50"), "numbers keep their spelling: {out}");
+    assert!(out.contains("\"big\": 1.0e300"), "{out}");
+    assert!(out.contains(r#""esc": "tab\there""#), "escapes kept where nothing changed: {out}");
+    let h = hits(&ex);
+    assert!(h.contains(&("json-path:$..user.name".into(), 1)), "{h:?}");
+    assert!(h.contains(&("json-key:email".into(), 1)), "{h:?}");
+    assert!(h.contains(&("json-key:password".into(), 1)), "{h:?}");
+    assert!(h.contains(&("detect:phone".into(), 1)), "{h:?}");
+    for planted in ["Ada Lovelace", "ada@example.com", "hunter2", "7946 0958"] {
+        assert!(!out.contains(planted), "{planted} leaked: {out}");
+    }
+}
+
+#[test]
+fn json_drop_removes_members_and_elements_cleanly() {
+    let policy =
+        Policy::parse("[json-paths]\n\"$.secret\" = \"drop\"\n\"$.list[1]\" = \"drop\"\n\"$.first\" = \"drop\"\n", "t")
+            .unwrap()
+            .over_defaults();
+    let s = Scrubber::new(&policy, Some(KEY));
+    let mut ex = exchange(
+        "/",
+        &[("content-type", "application/json")],
+        br#"{"first": 1, "a": {"b": [1,2]}, "secret": {"x": [1, {"y": 2}]}, "list": [10, 20, 30], "z": "end"}"#,
+        &[],
+        b"",
+    );
+    s.scrub(&mut ex);
+    let out = String::from_utf8(ex.request.body.data.to_vec()).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v, serde_json::json!({"a": {"b": [1, 2]}, "list": [10, 30], "z": "end"}), "{out}");
+}
+
+#[test]
+fn objects_under_a_key_rule_are_replaced_whole_and_keys_are_scrubbed() {
+    let (out, _) =
+        json_body(r#"{"address": {"street": "1 Main St", "city": "Oslo"}, "by_email": {"bob@example.org": 3}}"#);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["address"], "[REDACTED]");
+    let key = v["by_email"].as_object().unwrap().keys().next().unwrap().clone();
+    assert!(key.starts_with("tok_email_"), "{key}");
+    assert!(!out.contains("bob@example.org"));
+}
+
+#[test]
+fn card_numbers_stored_as_json_numbers_are_masked() {
+    let (out, _) = json_body(r#"{"n": 4242424242424242, "order": 1234567890123456}"#);
+    assert!(out.contains(r#""n": "************4242""#), "{out}");
+    assert!(out.contains("1234567890123456"), "order ids are not cards: {out}");
+}
+
+#[test]
+fn headers_cookies_query_and_path() {
+    let mut ex = exchange(
+        "/users/jane@example.com/orders?email=jane%40example.com&page=2&q=call+415-555-2671",
+        &[
+            ("Authorization", "Bearer abc.def.ghi-secret"),
+            ("Cookie", "sid=s3cr3t; theme=dark"),
+            ("X-Forwarded-For", "203.0.113.7, 10.0.0.2"),
+            ("Host", "10.1.2.3:8080"),
+            ("User-Agent", "Mozilla/5.0 Chrome/131.0.0.0"),
+            ("X-Custom-Token", "zzz"),
+            ("Referer", "https://shop.example/account?mail=jane.doe@example.com"),
+        ],
+        b"",
+        &[("Set-Cookie", "sid=n3w; Path=/; HttpOnly"), ("Content-Type", "application/json")],
+        b"",
+    );
+    scrubber().scrub(&mut ex);
+    let req = &ex.request;
+    assert!(req.target.starts_with("/users/tok_email_"), "{}", req.target);
+    assert!(req.target.contains("?email=tok_email_"), "{}", req.target);
+    assert!(req.target.ends_with("&page=2&q=call+***-***-2671"), "{}", req.target);
+    assert!(!req.target.contains("jane"), "{}", req.target);
+    assert!(req.target.contains("page=2"));
+    let auth = req.headers.get_str("authorization").unwrap();
+    assert!(auth.starts_with("Bearer tok_authorization_"), "{auth}");
+    let cookie = req.headers.get_str("cookie").unwrap();
+    assert!(cookie.starts_with("sid=tok_cookie_") && cookie.contains("; theme=tok_cookie_"), "{cookie}");
+    let xff = req.headers.get_str("x-forwarded-for").unwrap();
+    assert!(xff.starts_with("tok_ip_") && xff.contains(", tok_ip_"), "{xff}");
+    assert_eq!(req.headers.get_str("host"), Some("10.1.2.3:8080"), "replays need Host");
+    assert_eq!(req.headers.get_str("user-agent"), Some("Mozilla/5.0 Chrome/131.0.0.0"));
+    assert!(req.headers.get_str("x-custom-token").unwrap().starts_with("tok_"));
+    assert!(!req.headers.get_str("referer").unwrap().contains("jane"));
+    let set_cookie = ex.response.as_ref().unwrap().headers.get_str("set-cookie").unwrap();
+    assert!(set_cookie.starts_with("sid=tok_cookie_") && set_cookie.ends_with("; Path=/; HttpOnly"), "{set_cookie}");
+    // The same value gets the same token wherever it appears.
+    let email_token = req.target.split("email=").nth(1).unwrap().split('&').next().unwrap();
+    assert!(req.target.starts_with(&format!("/users/{email_token}")), "joins survive: {}", req.target);
+}
+
+#[test]
+fn forms_multipart_and_text() {
+    let mut ex = exchange(
+        "/",
+        &[("Content-Type", "application/x-www-form-urlencoded"), ("Content-Length", "62")],
+        b"user=ada&password=hunter2&email=ada%40example.com&note=hello",
+        &[("Content-Type", "text/html"), ("Content-Length", "47")],
+        b"<p>Write to ada@example.com or call 020 7946 0958</p>",
+    );
+    scrubber().scrub(&mut ex);
+    let form = String::from_utf8(ex.request.body.data.to_vec()).unwrap();
+    assert!(form.starts_with("user=ada&password=%5BREDACTED%5D&email=tok_email_"), "{form}");
+    assert!(form.ends_with("&note=hello"));
+    assert_eq!(
+        ex.request.headers.get_str("content-length"),
+        Some(form.len().to_string().as_str()),
+        "Content-Length follows"
+    );
+    assert_eq!(ex.request.body.len, form.len() as u64);
+    let html = String::from_utf8(ex.response.as_ref().unwrap().body.data.to_vec()).unwrap();
+    assert!(html.starts_with("<p>Write to tok_email_") && html.contains("call *** **** 0958"), "{html}");
+
+    let multipart = b"--XyZ\r\nContent-Disposition: form-data; name=\"email\"\r\n\r\nada@example.com\r\n\
+--XyZ\r\nContent-Disposition: form-data; name=\"bio\"\r\n\r\nI live at 1 Main St, call +1 (415) 555-2671\r\n\
+--XyZ\r\nContent-Disposition: form-data; name=\"doc\"; filename=\"ada@example.com.pdf\"\r\nContent-Type: application/pdf\r\n\r\n%PDF-1.4 secret passport scan\r\n\
+--XyZ\r\nContent-Disposition: form-data; name=\"meta\"\r\nContent-Type: application/json\r\n\r\n{\"phone\": \"+44 20 7946 0958\", \"kind\": \"id\"}\r\n\
+--XyZ--\r\n";
+    let mut ex = exchange("/upload", &[("Content-Type", "multipart/form-data; boundary=XyZ")], multipart, &[], b"");
+    scrubber().scrub(&mut ex);
+    let out = String::from_utf8(ex.request.body.data.to_vec()).unwrap();
+    for planted in ["ada@example.com", "555-2671", "passport", "7946 0958"] {
+        assert!(!out.contains(planted), "{planted} leaked:\n{out}");
+    }
+    assert!(out.contains("name=\"email\"\r\n\r\ntok_email_"), "{out}");
+    assert!(out.contains("filename=\"tok_email_"), "file names meet the detectors: {out}");
+    assert!(out.contains("\"kind\": \"id\""), "{out}");
+    assert!(out.ends_with("--XyZ--\r\n"));
+    assert!(hits(&ex).contains(&("multipart:file".into(), 1)));
+    let once = ex.clone();
+    scrubber().scrub(&mut ex);
+    assert_eq!(ex, once, "a second pass over a scrubbed upload changes nothing");
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+#[test]
+fn compressed_bodies_are_decoded_scrubbed_and_stored_decoded() {
+    let plain = br#"{"email": "ada@example.com", "id": 7}"#;
+    for (encoding, data) in [
+        ("gzip", gzip(plain)),
+        ("br", {
+            let mut out = Vec::new();
+            brotli::BrotliCompress(&mut &plain[..], &mut out, &brotli::enc::BrotliEncoderParams::default()).unwrap();
+            out
+        }),
+        ("zstd", zstd::encode_all(&plain[..], 3).unwrap()),
+        ("deflate", {
+            let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+            e.write_all(plain).unwrap();
+            e.finish().unwrap()
+        }),
+    ] {
+        let mut ex =
+            exchange("/", &[], b"", &[("Content-Type", "application/json"), ("Content-Encoding", encoding)], &data);
+        scrubber().scrub(&mut ex);
+        let resp = ex.response.as_ref().unwrap();
+        let out = String::from_utf8(resp.body.data.to_vec()).unwrap();
+        assert!(out.starts_with(r#"{"email": "tok_email_"#), "{encoding}: {out}");
+        assert_eq!(resp.body.decoded_from.as_deref(), Some(encoding));
+        assert!(resp.headers.get("content-encoding").is_none(), "{encoding}");
+    }
+
+    // Undecodable data claiming gzip is dropped, not stored raw.
+    let mut ex = exchange(
+        "/",
+        &[],
+        b"",
+        &[("Content-Type", "application/json"), ("Content-Encoding", "gzip")],
+        b"\x1f\x8bnot gzip ada@example.com",
+    );
+    scrubber().scrub(&mut ex);
+    let resp = ex.response.as_ref().unwrap();
+    assert!(resp.body.data.is_empty() && resp.body.truncated);
+    assert!(hits(&ex).contains(&("body:undecodable".into(), 1)));
+
+    // A decompression bomb stops at the limit.
+    let bomb = gzip(&vec![b'a'; body::MAX_DECODED + 1024]);
+    assert!(bomb.len() < 100_000);
+    assert!(body::decode("gzip", &bomb).is_none());
+}
+
+#[test]
+fn bad_input_falls_back_to_the_unparsed_rule_without_panicking() {
+    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    for (ct, body) in [
+        ("application/json", b"{\"email\": ada@example.com}".to_vec()),
+        ("application/json", deep.into_bytes()),
+        ("application/json", b"{\"a\": \"\xff\xfe\"}".to_vec()),
+        ("text/plain", b"\xff\xfe ada@example.com".to_vec()),
+        ("multipart/form-data; boundary=Q", b"--Q\r\nno blank line ada@example.com".to_vec()),
+        ("image/png", b"\x89PNG ada@example.com".to_vec()),
+    ] {
+        let mut ex = exchange("/", &[("Content-Type", ct)], &body, &[], b"");
+        scrubber().scrub(&mut ex);
+        assert!(ex.request.body.data.is_empty(), "{ct}: dropped");
+        assert!(ex.request.body.truncated);
+        assert!(ex.scrub.iter().any(|h| h.rule == "body:unparsed"), "{ct}: {:?}", ex.scrub);
+    }
+}
+
+#[test]
+fn truncated_json_is_scrubbed_up_to_the_cut() {
+    let mut ex = exchange("/", &[("Content-Type", "application/json")], b"", &[], b"");
+    let full = br#"{"items": [{"email": "a@example.com"}, {"email": "b@example.com"}, {"email": "cut@exa"#;
+    ex.request.body = Body { data: Blob::from(&full[..]), len: 10_000, truncated: true, decoded_from: None };
+    scrubber().scrub(&mut ex);
+    let out = String::from_utf8(ex.request.body.data.to_vec()).unwrap();
+    assert!(out.starts_with(r#"{"items": [{"email": "tok_email_"#), "{out}");
+    assert_eq!(out.matches("tok_email_").count(), 2);
+    assert!(!out.contains("cut@"), "the member the cut fell in is dropped: {out}");
+    assert_eq!(ex.request.body.len, 10_000, "the original length stays");
+}
+
+#[test]
+fn no_key_means_redaction_and_the_fingerprint_says_so() {
+    let s = Scrubber::with_defaults(None);
+    assert!(!s.has_key());
+    assert!(s.fingerprint().ends_with("key:none"));
+    let mut ex = exchange("/", &[("Content-Type", "application/json")], br#"{"email": "ada@example.com"}"#, &[], b"");
+    s.scrub(&mut ex);
+    assert_eq!(&ex.request.body.data[..], br#"{"email": "[REDACTED]"}"#);
+    assert!(scrubber().fingerprint().starts_with("policy:"));
+    assert!(!scrubber().fingerprint().contains("test scrub key"));
+}
+
+#[test]
+fn check_reports_what_would_change_and_nothing_after_scrubbing() {
+    let mut ex = exchange(
+        "/?email=ada@example.com",
+        &[("Authorization", "Basic dXNlcjpwYXNz")],
+        br#"{"card": "4111 1111 1111 1111"}"#,
+        &[("Content-Type", "application/json")],
+        br#"{"ok": true}"#,
+    );
+    ex.request.headers.push("Content-Type", "application/json");
+    let before = scrubber().check(&ex);
+    let parts: Vec<_> = before.iter().map(|(p, _)| *p).collect();
+    assert_eq!(parts, ["request target", "request headers", "request body"]);
+    scrubber().scrub(&mut ex);
+    assert!(scrubber().check(&ex).is_empty(), "{:?}", scrubber().check(&ex));
+}
+
+fn arb_json(depth: u32) -> BoxedStrategy<serde_json::Value> {
+    let leaf = prop_oneof![
+        Just(serde_json::Value::Null),
+        any::<bool>().prop_map(serde_json::Value::from),
+        any::<i64>().prop_map(serde_json::Value::from),
+        prop::sample::select(vec![
+            "ada@example.com",
+            "+44 20 7946 0958",
+            "4242 4242 4242 4242",
+            "plain",
+            "x\"y\\z\n",
+            "é😀"
+        ])
+        .prop_map(serde_json::Value::from),
+        "[a-z0-9 @.+\\-]{0,20}".prop_map(serde_json::Value::from),
+    ];
+    if depth == 0 {
+        return leaf.boxed();
+    }
+    prop_oneof![
+        2 => leaf,
+        1 => prop::collection::vec(arb_json(depth - 1), 0..4).prop_map(serde_json::Value::from),
+        1 => prop::collection::btree_map(
+            prop::sample::select(vec!["email", "name", "user", "password", "items", "note", "x", "first_name"]).prop_map(String::from),
+            arb_json(depth - 1),
+            0..4
+        )
+        .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+    ]
+    .boxed()
+}
+
+/// The shape of a JSON value — containers and keys, with leaves as null — where a member
+/// a default rule selects (`email`, `password`, `first_name`, a user's `name`) counts as a
+/// leaf, since its rule replaces it whole.
+fn shape(v: &serde_json::Value, key: &str, parent: &str) -> serde_json::Value {
+    let ruled = matches!(key, "email" | "password" | "first_name") || (key == "name" && parent == "user");
+    match v {
+        _ if ruled => serde_json::Value::Null,
+        serde_json::Value::Array(a) => serde_json::Value::Array(a.iter().map(|v| shape(v, "[]", key)).collect()),
+        serde_json::Value::Object(o) => serde_json::Value::Array(o.iter().map(|(k, v)| shape(v, k, key)).collect()),
+        _ => serde_json::Value::Null,
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn json_stays_valid_json_of_the_same_shape_and_scrubbing_is_idempotent(v in arb_json(4)) {
+        let text = serde_json::to_string_pretty(&v).unwrap();
+        let mut ex = exchange("/", &[("content-type", "application/json")], text.as_bytes(), &[], b"");
+        scrubber().scrub(&mut ex);
+        let once = ex.request.body.data.to_vec();
+        let parsed: serde_json::Value = serde_json::from_slice(&once).expect("valid JSON");
+        prop_assert_eq!(shape(&parsed, "", ""), shape(&v, "", ""));
+        let hits_once = ex.scrub.clone();
+        scrubber().scrub(&mut ex);
+        prop_assert_eq!(ex.request.body.data.to_vec(), once, "a second pass changes nothing");
+        prop_assert_eq!(ex.scrub, hits_once, "and fires no rule");
+    }
+
+    #[test]
+    fn never_panics_on_arbitrary_bytes(
+        body in prop::collection::vec(any::<u8>(), 0..512),
+        ct in prop::sample::select(vec!["application/json", "text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=b", "", "image/png"]),
+        ce in prop::sample::select(vec!["", "gzip", "br", "deflate", "zstd", "gzip, br", "bogus"]),
+        target in "/[ -~]{0,40}",
+        header in "[ -~]{0,40}",
+        truncated in any::<bool>(),
+    ) {
+        let mut headers = vec![("Cookie", header.as_str()), ("X-Thing", header.as_str())];
+        if !ct.is_empty() { headers.push(("Content-Type", ct)); }
+        if !ce.is_empty() { headers.push(("Content-Encoding", ce)); }
+        let mut ex = exchange(&target, &headers, &body, &headers, &body);
+        ex.request.body.truncated = truncated;
+        scrubber().scrub(&mut ex);
+        let first = ex.clone();
+        scrubber().scrub(&mut ex);
+        prop_assert_eq!(&ex.request.target, &first.request.target, "idempotent target");
+        prop_assert_eq!(&ex.request.headers, &first.request.headers, "idempotent headers");
+    }
+}

@@ -1,0 +1,41 @@
+//! The scrubber must never panic or hang on any body, header or target, and scrubbing
+//! twice must change nothing.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use tapedeck_captures::exchange::{Body, Exchange, Headers, Request};
+use tapedeck_captures::scrub::Scrubber;
+
+const TYPES: [&str; 7] =
+    ["application/json", "text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=b", "", "application/x-ndjson", "image/png"];
+const ENCODINGS: [&str; 6] = ["", "gzip", "br", "deflate", "zstd", "gzip, br"];
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&selector, rest)) = data.split_first() else { return };
+    let split = rest.iter().position(|b| *b == 0).unwrap_or(rest.len());
+    let (head, body) = rest.split_at(split);
+    let text = String::from_utf8_lossy(head);
+    let mut headers = Headers::new();
+    let ct = TYPES[usize::from(selector) % TYPES.len()];
+    if !ct.is_empty() {
+        headers.push("content-type", ct);
+    }
+    let ce = ENCODINGS[usize::from(selector >> 3) % ENCODINGS.len()];
+    if !ce.is_empty() {
+        headers.push("content-encoding", ce);
+    }
+    headers.push("cookie", text.as_ref());
+    headers.push("x-note", text.as_ref());
+    let mut body = Body::full(body.to_vec());
+    body.truncated = selector & 0x80 != 0;
+    let mut ex = Exchange {
+        request: Request { method: "POST".into(), target: format!("/{text}"), headers, body, ..Default::default() },
+        ..Default::default()
+    };
+    let scrubber = Scrubber::with_defaults(Some(b"fuzzing scrub key 0123456789"));
+    scrubber.scrub(&mut ex);
+    let once = ex.clone();
+    scrubber.scrub(&mut ex);
+    assert_eq!(ex.request.target, once.request.target);
+    assert_eq!(ex.request.headers, once.request.headers);
+});

@@ -1,0 +1,170 @@
+//! `tapedeck scrub`: re-scrub tapes into a new directory (after a policy change, or for
+//! tapes imported from HAR or GoReplay), check tapes for anything that still looks
+//! personal (`--check`, exit code 1 when found), or print the default policy. Also the
+//! one place that loads a policy and key, for `tapedeck proxy` too.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use tapedeck_captures::scrub::policy::{Policy, DEFAULT_POLICY};
+use tapedeck_captures::scrub::Scrubber;
+use tapedeck_captures::tape::{TapeKind, TapeWriter, WriterConfig};
+
+use crate::commands::{open_tapes, warn_damage};
+use crate::human;
+
+/// The environment variable holding the scrub key (when no key file is given).
+pub const KEY_ENV: &str = "TAPEDECK_SCRUB_KEY";
+
+/// `tapedeck scrub`
+#[derive(Debug, Args)]
+pub struct ScrubArgs {
+    /// Tapes or directories to scrub (or to check with --check).
+    #[arg(value_name = "TAPE_OR_DIR", required_unless_present = "print_default_policy")]
+    pub paths: Vec<PathBuf>,
+    /// Directory for the scrubbed tapes.
+    #[arg(short, long, value_name = "DIR", required_unless_present_any = ["check", "print_default_policy"])]
+    pub out: Option<PathBuf>,
+    /// Policy file (TOML) extending the built-in defaults.
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+    /// File holding the key for `hash` (else $TAPEDECK_SCRUB_KEY; without a key, hash
+    /// redacts).
+    #[arg(long, value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
+    /// Report anything that still looks personal instead of writing; exit code 1 if found.
+    #[arg(long, conflicts_with = "out")]
+    pub check: bool,
+    /// Print the built-in policy, with comments, and exit.
+    #[arg(long)]
+    pub print_default_policy: bool,
+}
+
+/// Loads the policy file (over the defaults) and the key (file, else environment).
+pub fn load_scrubber(policy: Option<&Path>, key_file: Option<&Path>) -> Result<Scrubber> {
+    let policy = match policy {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read scrub policy {}", path.display()))?;
+            Policy::parse(&text, &path.display().to_string())?.over_defaults()
+        }
+        None => Policy::defaults(),
+    };
+    let key = match key_file {
+        Some(path) => Some(std::fs::read(path).with_context(|| format!("cannot read scrub key {}", path.display()))?),
+        None => std::env::var_os(KEY_ENV).map(|v| v.into_encoded_bytes()),
+    };
+    let key = key.map(|k| k.trim_ascii().to_vec());
+    if let Some(k) = &key {
+        if k.len() < 16 {
+            bail!(
+                "the scrub key is {} bytes; use at least 16 random bytes (e.g. `head -c 32 /dev/urandom | base64`)",
+                k.len()
+            );
+        }
+    }
+    Ok(Scrubber::new(&policy, key.as_deref()))
+}
+
+/// The notice printed when `hash` rules will redact for lack of a key.
+pub const NO_KEY_NOTICE: &str = "no scrub key (--scrub-key-file or $TAPEDECK_SCRUB_KEY): `hash` rules redact \
+     instead of writing joinable tokens";
+
+pub fn run(args: ScrubArgs) -> Result<ExitCode> {
+    if args.print_default_policy {
+        print!("{DEFAULT_POLICY}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let scrubber = load_scrubber(args.policy.as_deref(), args.key_file.as_deref())?;
+    if args.check {
+        return check(&args.paths, &scrubber);
+    }
+    if !scrubber.has_key() {
+        eprintln!("note: {NO_KEY_NOTICE}");
+    }
+    let Some(out) = args.out.as_ref() else { bail!("--out DIR is required (or --check)") };
+    let mut reader = open_tapes(&args.paths)?;
+    let mut config = WriterConfig::new(out);
+    config.prefix = "scrubbed".into();
+    config.kind = TapeKind::Scrubbed;
+    config.scrub_fingerprint = Some(scrubber.fingerprint());
+    let mut writer = TapeWriter::new(config)?;
+    let mut count = 0u64;
+    let mut hits: std::collections::BTreeMap<String, u64> = Default::default();
+    for mut ex in reader.by_ref() {
+        let before = ex.scrub.clone();
+        scrubber.scrub(&mut ex);
+        for h in &ex.scrub {
+            let earlier = before.iter().find(|b| b.rule == h.rule).map_or(0, |b| b.count);
+            if h.count > earlier {
+                *hits.entry(h.rule.clone()).or_default() += u64::from(h.count - earlier);
+            }
+        }
+        writer.append(&ex)?;
+        count += 1;
+    }
+    let segments = writer.finish()?;
+    warn_damage(&reader);
+    println!("scrubbed {} exchanges into {} ({} segment(s))", human::count(count), out.display(), segments.len());
+    let mut by_count: Vec<_> = hits.into_iter().collect();
+    by_count.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    for (rule, n) in by_count.iter().take(20) {
+        println!("  {:>10}  {rule}", human::count(*n));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Scans tapes: every exchange scrubbing would still change is reported (rules and
+/// detectors by part, never the values).
+fn check(paths: &[PathBuf], scrubber: &Scrubber) -> Result<ExitCode> {
+    let mut reader = open_tapes(paths)?;
+    let mut scanned = 0u64;
+    let mut flagged = 0u64;
+    let mut totals: std::collections::BTreeMap<String, u64> = Default::default();
+    for ex in reader.by_ref() {
+        scanned += 1;
+        let found = scrubber.check(&ex);
+        if found.is_empty() {
+            continue;
+        }
+        flagged += 1;
+        if flagged <= 50 {
+            let parts: Vec<String> = found
+                .iter()
+                .map(|(part, hits)| {
+                    let rules: Vec<String> =
+                        hits.iter().map(|(r, n)| if *n > 1 { format!("{r} ×{n}") } else { r.clone() }).collect();
+                    format!("{part}: {}", rules.join(", "))
+                })
+                .collect();
+            println!(
+                "{} {} {}  {}",
+                ex.id,
+                ex.request.method,
+                tapedeck_captures::route::template(&ex.request.target),
+                parts.join("; ")
+            );
+        }
+        for (_, hits) in found {
+            for (rule, n) in hits {
+                *totals.entry(rule).or_default() += u64::from(n);
+            }
+        }
+    }
+    warn_damage(&reader);
+    if flagged == 0 {
+        println!(
+            "clean: none of {} exchanges holds anything the policy or the detectors would change",
+            human::count(scanned)
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    if flagged > 50 {
+        println!("… and {} more", human::count(flagged - 50));
+    }
+    let summary: Vec<String> = totals.iter().map(|(r, n)| format!("{r} {}", human::count(*n))).collect();
+    println!("PII found: {} of {} exchanges ({})", human::count(flagged), human::count(scanned), summary.join(", "));
+    Ok(ExitCode::from(1))
+}
