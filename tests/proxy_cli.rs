@@ -80,6 +80,9 @@ fn bad_settings_fail_at_start_with_one_clear_line() {
     let busy = taken.local_addr().unwrap().to_string();
     let bad_toml = dir.path().join("bad.toml");
     std::fs::write(&bad_toml, "listen = \":0\"\nsample-rate = \"10%\"\n").unwrap();
+    let bad_policy = dir.path().join("policy.toml");
+    std::fs::write(&bad_policy, "[json-keys]\npassword = \"obliterate\"\n").unwrap();
+    let policy_error = format!("{}, line 2: unknown variant `obliterate`", s(&bad_policy));
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (vec!["--listen", &busy, "--upstream", "http://127.0.0.1:1"], "cannot listen on"),
         (vec!["--listen", "127.0.0.1:0", "--upstream", "ftp://x"], "only http and https"),
@@ -115,6 +118,19 @@ fn bad_settings_fail_at_start_with_one_clear_line() {
             "TLS: /no.pem",
         ),
         (vec!["--config", s(&bad_toml)], "unknown field `sample-rate`"),
+        (
+            vec![
+                "--listen",
+                "127.0.0.1:0",
+                "--upstream",
+                "http://127.0.0.1:1",
+                "--capture-dir",
+                s(dir.path()),
+                "--scrub-policy",
+                s(&bad_policy),
+            ],
+            &policy_error,
+        ),
     ];
     for (args, expected) in cases {
         let out = tapedeck().arg("proxy").args(&args).output().unwrap();

@@ -138,7 +138,22 @@ impl<'a> Pass<'a> {
     }
 
     /// Runs the detectors over `text`; the scrubbed text if anything was found.
+    ///
+    /// Repeats until nothing more is found: a replacement can form a new match with the
+    /// text beside it (`a@b.ca@b.co` → `tok_email_…@b.co`), and scrubbing must be
+    /// idempotent. Only text that changed is scanned again.
     pub(crate) fn detect_text(&mut self, text: &str) -> Option<String> {
+        let mut current = self.detect_once(text)?;
+        for _ in 0..8 {
+            match self.detect_once(&current) {
+                Some(next) => current = next,
+                None => break,
+            }
+        }
+        Some(current)
+    }
+
+    fn detect_once(&mut self, text: &str) -> Option<String> {
         let policy = &self.scrubber.policy;
         policy.detectors.find(text, &mut self.findings);
         if self.findings.is_empty() {
@@ -194,7 +209,7 @@ impl<'a> Pass<'a> {
                     if i > 0 {
                         out.push('/');
                     }
-                    out.extend(form_urlencoded::byte_serialize(new.as_bytes()));
+                    out.extend(percent_encoding::utf8_percent_encode(&new, PATH_SEGMENT));
                 }
                 (None, Some(out)) => {
                     if i > 0 {
@@ -390,13 +405,29 @@ fn form_decode(s: &str) -> String {
     form_urlencoded::parse(format!("x={s}").as_bytes()).next().map(|(_, v)| v.into_owned()).unwrap_or_default()
 }
 
+/// A path segment's text (`+` is a literal plus in a path, unlike in a query).
 fn percent_decode(s: &str) -> String {
-    if !s.contains('%') {
-        return s.to_string();
-    }
-    // `+` is literal in a path; protect it from form decoding.
-    form_decode(&s.replace('+', "%2B"))
+    percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned()
 }
+
+/// What must be escaped in a path segment (RFC 3986 `pchar` keeps the rest).
+const PATH_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'/')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'[')
+    .add(b'\\')
+    .add(b']')
+    .add(b'^')
+    .add(b'`')
+    .add(b'{')
+    .add(b'|')
+    .add(b'}');
 
 #[cfg(test)]
 mod tests;
