@@ -76,6 +76,22 @@ Stop with Ctrl-C or SIGTERM: in-flight requests drain, the current tape is close
 SIGHUP reloads the TLS certificate.")]
     Proxy(Box<crate::commands::proxy::ProxyArgs>),
 
+    /// Replay captured traffic against a target (staging) at the recorded tempo.
+    #[command(after_help = "\
+Examples:
+  tapedeck replay captures/ --target http://staging:8080                 as recorded (1x)
+  tapedeck replay captures/ --target http://staging:8080 --speed 2x      twice as fast
+  tapedeck replay captures/ --target http://staging:8080 --rate 500      a flat 500 requests/s
+  tapedeck replay captures/ --target http://staging:8080 --speed max --concurrency 64
+  tapedeck replay captures/ --target https://staging --set-header 'Authorization: Bearer ${STAGING_TOKEN}' \\
+                  --route '/api/orders' --from 5m --to 10m --results replay-out/ --report replay.json
+
+Requests of one recorded session or connection keep their order; sessions run
+concurrently. The schedule is open-loop: a slow target makes requests late, and the
+lag is reported. Replaying at the service the tapes were recorded from is refused
+unless --allow-production-target.")]
+    Replay(Box<crate::commands::replay::ReplayArgs>),
+
     /// Scrub personal data from tapes, check tapes for it, or print the default policy.
     #[command(after_help = "\
 Examples:

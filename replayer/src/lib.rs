@@ -1,9 +1,190 @@
 //! # tapedeck-replayer
 //!
-//! Replay and comparison (`tapedeck replay`): re-issues captured traffic against a target
-//! at the recorded tempo (open-loop, per-session ordering kept), records what came back,
-//! and compares it with the production baseline to gate releases.
+//! Re-issues captured traffic against a target (staging) so it feels production's load
+//! shape — the same mix, timing and concurrency — and records what comes back.
 //!
-//! This crate is being built in issues D and E; until then it holds no code. The tapes
-//! it reads come from `tapedeck-captures`.
+//! - [`source`]: recorded exchanges from tapes, merged in start order, filtered, sampled.
+//! - [`schedule`]: the open-loop schedule (`--speed`, `--rate`, `max`) and a precise timer;
+//!   lag against the schedule is measured, never hidden.
+//! - [`rewrite`]: the request for the target (URL, `Host`, headers, path rules) and the
+//!   guard against replaying at production.
+//! - [`client`]: per-worker connection pools (HTTP/1.1, h2, TLS) recording each outcome.
+//! - [`engine`]: the dispatcher keeping the schedule; workers (each keeping its sessions'
+//!   order) and the results tape.
+//! - [`stats`] and [`report`]: per-route latency and status, recorded against replayed.
+//!
+//! ```no_run
+//! use std::sync::atomic::AtomicBool;
+//! use tapedeck_replayer::{replay, ReplayConfig};
+//! let config = ReplayConfig::new(vec!["captures/".into()], "http://staging:8080".parse().unwrap()).unwrap();
+//! let report = replay(&config, &AtomicBool::new(false), Default::default()).unwrap();
+//! println!("{}", report.render(20));
+//! ```
 #![deny(missing_docs)]
+
+pub mod client;
+pub mod engine;
+pub mod report;
+pub mod rewrite;
+pub mod schedule;
+pub mod source;
+pub mod stats;
+mod worker;
+
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tapedeck_captures::{Exchange, HttpVersion};
+
+pub use engine::Progress;
+pub use report::ReplayReport;
+use rewrite::Rewrite;
+use schedule::Pacing;
+use source::Selection;
+
+/// Why a replay could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    /// The tapes cannot be read.
+    #[error("{0}")]
+    Source(String),
+    /// A setting is invalid.
+    #[error("{0}")]
+    Config(String),
+    /// The target is the service the tapes were recorded from.
+    #[error(
+        "the target is the service these tapes were recorded from ({0}); replaying there would send \
+         recorded traffic to production. Point --target at staging, or pass --allow-production-target"
+    )]
+    ProductionTarget(String),
+    /// The results tape cannot be written.
+    #[error("results: {0}")]
+    Results(String),
+}
+
+/// Everything a replay needs.
+#[derive(Clone, Debug)]
+pub struct ReplayConfig {
+    /// Tapes or directories.
+    pub paths: Vec<PathBuf>,
+    /// Where requests go and how they are rewritten.
+    pub rewrite: Rewrite,
+    /// Which recorded exchanges to replay.
+    pub selection: Selection,
+    /// How fast.
+    pub pacing: Pacing,
+    /// Requests in flight at most (with `--speed max`: the concurrency).
+    pub max_in_flight: usize,
+    /// Repeat the tapes this many times (with a shifted clock).
+    pub loops: Option<u64>,
+    /// Stop sending after this long (looping the tapes if needed).
+    pub duration: Option<Duration>,
+    /// The HTTP client.
+    pub client: client::ClientConfig,
+    /// Worker threads sending requests.
+    pub workers: usize,
+    /// Directory for the results tape (responses, linked to the recorded exchanges).
+    pub results: Option<PathBuf>,
+    /// Replay even at the authority the tapes were recorded from.
+    pub allow_production_target: bool,
+}
+
+impl ReplayConfig {
+    /// Defaults: real-time pacing, 1,024 in flight, 30 s request timeout.
+    pub fn new(paths: Vec<PathBuf>, target: http::Uri) -> Result<Self, ReplayError> {
+        Ok(ReplayConfig {
+            paths,
+            rewrite: Rewrite::new(&target).map_err(ReplayError::Config)?,
+            selection: Selection::default(),
+            pacing: Pacing::Recorded { speed: 1.0 },
+            max_in_flight: 1024,
+            loops: None,
+            duration: None,
+            client: client::ClientConfig {
+                timeout: Duration::from_secs(30),
+                connect_timeout: Duration::from_secs(5),
+                connections: 1024,
+                max_body: 1 << 20,
+                insecure: false,
+                ca: None,
+            },
+            workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            results: None,
+            allow_production_target: false,
+        })
+    }
+
+    /// How the pacing reads in reports.
+    pub fn pacing_label(&self) -> String {
+        match self.pacing {
+            Pacing::Recorded { speed } => format!("{speed}x"),
+            Pacing::Rate { per_sec } => format!("rate {per_sec}/s"),
+            Pacing::Max => format!("max, {} in flight", self.max_in_flight),
+        }
+    }
+}
+
+/// What keeps requests in order: a recorded session, else a recorded HTTP/1 connection.
+/// HTTP/2 requests without a session, and requests whose connection is unknown (imports),
+/// are independent.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum SessionKey {
+    /// The sampling key's (pseudonymised) value.
+    Session(String),
+    /// A recorded client connection.
+    Connection(u64),
+    /// No ordering constraint.
+    Single(u64),
+}
+
+impl SessionKey {
+    /// A hash of the key that is the same in every run (for `--sample` and for spreading
+    /// sessions over workers).
+    pub fn stable_hash(&self) -> u64 {
+        fn mix(mut x: u64) -> u64 {
+            // splitmix64's finaliser.
+            x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            x ^ (x >> 31)
+        }
+        match self {
+            SessionKey::Session(s) => mix(tapedeck_captures::convert::stable_hash(s.as_bytes())),
+            SessionKey::Connection(c) => mix(c ^ 0x5555_5555_5555_5555),
+            SessionKey::Single(id) => mix(*id),
+        }
+    }
+}
+
+/// The session `ex` belongs to.
+pub fn session_key(ex: &Exchange) -> SessionKey {
+    match &ex.session {
+        Some(s) => SessionKey::Session(s.clone()),
+        None if ex.connection.0 == 0 || ex.request.version == HttpVersion::H2 => SessionKey::Single(ex.id.0),
+        None => SessionKey::Connection(ex.connection.0),
+    }
+}
+
+/// Replays `config` until done or `stop` is set; `progress` is updated live.
+pub fn replay(config: &ReplayConfig, stop: &AtomicBool, progress: Arc<Progress>) -> Result<ReplayReport, ReplayError> {
+    let started_at = jiff::Timestamp::now().to_string();
+    let outcome = engine::run(config, stop, progress)?;
+    let mut report = ReplayReport::new(&outcome.stats, config.rewrite.origin(), config.pacing_label(), started_at);
+    report.interrupted = outcome.interrupted;
+    report.results = config.results.as_ref().map(|p| p.display().to_string());
+    report.results_written = outcome.results_written;
+    if outcome.results_dropped > 0 {
+        tracing::warn!(
+            dropped = outcome.results_dropped,
+            "the results writer fell behind; some responses were not recorded"
+        );
+    }
+    if outcome.damaged_segments > 0 {
+        tracing::warn!(
+            segments = outcome.damaged_segments,
+            "some tape segments were damaged or unreadable; see `tapedeck inspect`"
+        );
+    }
+    Ok(report)
+}

@@ -6,6 +6,7 @@ pub mod demo;
 pub mod import;
 pub mod inspect;
 pub mod proxy;
+pub mod replay;
 pub mod scrub;
 
 use std::path::PathBuf;

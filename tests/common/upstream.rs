@@ -1,22 +1,42 @@
 //! A small blocking HTTP/1.1 upstream for end-to-end tests of the binary: `/delay/MS`
 //! waits, `/size/N` answers N bytes, `/echo` answers with the request's body,
 //! `Content-Type` and `Content-Encoding` (and the request's cookies as `Set-Cookie`), anything
-//! else answers `ok`. Keep-alive supported.
+//! else answers `ok`. Keep-alive supported. Every request is logged (`Upstream::seen`).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub struct Upstream {
     pub addr: SocketAddr,
+    log: Arc<Mutex<Vec<Seen>>>,
+}
+
+/// A request the upstream received.
+#[derive(Clone, Debug)]
+pub struct Seen {
+    pub method: String,
+    pub path: String,
+    /// Header names lowercased.
+    pub headers: Vec<(String, String)>,
+}
+
+impl Seen {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
 }
 
 impl Upstream {
     pub fn start() -> Upstream {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let seen = log.clone();
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
+                let seen = seen.clone();
                 std::thread::spawn(move || {
                     let mut reader = BufReader::new(stream.try_clone().unwrap());
                     let mut writer = stream;
@@ -25,7 +45,9 @@ impl Upstream {
                         if reader.read_line(&mut line).unwrap_or(0) == 0 {
                             return;
                         }
+                        let method = line.split_whitespace().next().unwrap_or("").to_string();
                         let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
+                        let mut headers = Vec::new();
                         let mut len = 0usize;
                         let mut echoed = Vec::new();
                         loop {
@@ -37,6 +59,7 @@ impl Upstream {
                                 break;
                             }
                             if let Some((n, v)) = h.split_once(':') {
+                                headers.push((n.trim().to_ascii_lowercase(), v.trim().to_string()));
                                 if n.eq_ignore_ascii_case("content-length") {
                                     len = v.trim().parse().unwrap_or(0);
                                 }
@@ -54,6 +77,7 @@ impl Upstream {
                                 }
                             }
                         }
+                        seen.lock().unwrap().push(Seen { method, path: path.clone(), headers });
                         let mut body = vec![0; len];
                         if reader.read_exact(&mut body).is_err() {
                             return;
@@ -81,7 +105,12 @@ impl Upstream {
                 });
             }
         });
-        Upstream { addr }
+        Upstream { addr, log }
+    }
+
+    /// The requests received so far, in order of arrival.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.log.lock().unwrap().clone()
     }
 
     pub fn url(&self) -> String {

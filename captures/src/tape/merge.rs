@@ -141,6 +141,8 @@ pub struct SegmentReport {
     pub out_of_order: u64,
     /// Why the segment could not be (fully) read, if it could not.
     pub error: Option<String>,
+    /// Records the footer counts, for closed segments.
+    pub footer_records: Option<u64>,
 }
 
 struct Pending {
@@ -200,6 +202,7 @@ impl TapeReader {
                         None => reader.header().created_unix_ns.saturating_sub(UNCLOSED_SLACK_NS),
                     };
                     report.header = Some(reader.header().clone());
+                    report.footer_records = reader.footer().map(|f| f.records());
                     pending.push(Pending { path, index, earliest });
                 }
                 Err(e) => report.error = Some(e.to_string()),

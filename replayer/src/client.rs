@@ -1,0 +1,372 @@
+//! The replayer's HTTP client: one pool per worker thread, HTTP/1.1 keep-alive connections
+//! (at most `--connections` per worker's share) and one multiplexed HTTP/2 connection when
+//! an https target offers h2 by ALPN. Records every outcome: status, headers, body up to a
+//! limit, time to the response head and to its last byte, or why there was none.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, Request, StatusCode, Version};
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use rustls::pki_types::ServerName;
+use tapedeck_captures::ErrorKind;
+use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_rustls::TlsConnector;
+
+/// How a request turned out.
+#[derive(Debug)]
+pub struct Outcome {
+    /// When the request was handed to a connection.
+    pub sent_at: Instant,
+    /// The response status, if a head arrived.
+    pub status: Option<StatusCode>,
+    /// The response's version.
+    pub version: Version,
+    /// The response's headers.
+    pub headers: HeaderMap,
+    /// The first bytes of the body.
+    pub body: Bytes,
+    /// The body's full length.
+    pub body_len: u64,
+    /// Time from sending to the response head.
+    pub head: Option<Duration>,
+    /// Time from sending to the last body byte.
+    pub end: Option<Duration>,
+    /// Why there was no (complete) response.
+    pub error: Option<ErrorKind>,
+}
+
+/// Client settings.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// Per-request timeout (connect, head and body).
+    pub timeout: Duration,
+    /// Connect timeout.
+    pub connect_timeout: Duration,
+    /// HTTP/1.1 connections per worker at most.
+    pub connections: usize,
+    /// Response body bytes kept per response.
+    pub max_body: usize,
+    /// Accept any certificate (self-signed staging).
+    pub insecure: bool,
+    /// CA certificates (PEM) to trust instead of the system's.
+    pub ca: Option<std::path::PathBuf>,
+}
+
+struct Idle {
+    tx: http1::SendRequest<Full<Bytes>>,
+    /// Counts the connection against the cap until it is dropped.
+    _permit: OwnedSemaphorePermit,
+}
+
+/// One worker's connections to the target.
+pub struct Pool {
+    host: String,
+    port: u16,
+    tls: Option<(TlsConnector, ServerName<'static>)>,
+    config: ClientConfig,
+    idle: Mutex<Vec<Idle>>,
+    h2: Mutex<Option<http2::SendRequest<Full<Bytes>>>>,
+    permits: Arc<Semaphore>,
+}
+
+fn io_kind(e: &std::io::Error) -> ErrorKind {
+    match e.kind() {
+        std::io::ErrorKind::ConnectionRefused => ErrorKind::ConnectRefused,
+        std::io::ErrorKind::TimedOut => ErrorKind::ConnectTimeout,
+        std::io::ErrorKind::ConnectionReset
+        | std::io::ErrorKind::ConnectionAborted
+        | std::io::ErrorKind::BrokenPipe => ErrorKind::Reset,
+        _ => ErrorKind::Other,
+    }
+}
+
+fn hyper_kind(e: &hyper::Error) -> ErrorKind {
+    if e.is_timeout() {
+        ErrorKind::ResponseTimeout
+    } else if e.is_parse() || e.is_parse_status() || e.is_parse_too_large() {
+        ErrorKind::Protocol
+    } else {
+        ErrorKind::Reset
+    }
+}
+
+/// Accepts any server certificate: `--insecure`, for staging with self-signed ones.
+#[derive(Debug)]
+struct AcceptAny(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AcceptAny {
+    fn verify_server_cert(
+        &self,
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// TLS settings for the target.
+pub fn tls_config(config: &ClientConfig) -> Result<rustls::ClientConfig, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?;
+    let mut tls = if config.insecure {
+        builder.dangerous().with_custom_certificate_verifier(Arc::new(AcceptAny(provider))).with_no_client_auth()
+    } else {
+        let mut roots = rustls::RootCertStore::empty();
+        match &config.ca {
+            Some(path) => {
+                let pem = std::fs::read(path).map_err(|e| format!("--ca {}: {e}", path.display()))?;
+                for cert in rustls_pemfile::certs(&mut &pem[..]) {
+                    let cert = cert.map_err(|e| format!("--ca {}: {e}", path.display()))?;
+                    roots.add(cert).map_err(|e| format!("--ca {}: {e}", path.display()))?;
+                }
+            }
+            None => {
+                for cert in rustls_native_certs::load_native_certs().certs {
+                    let _ = roots.add(cert);
+                }
+            }
+        }
+        builder.with_root_certificates(roots).with_no_client_auth()
+    };
+    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(tls)
+}
+
+impl Pool {
+    /// A pool for `host:port` (TLS when `tls` is given).
+    pub fn new(
+        host: &str,
+        port: u16,
+        tls: Option<Arc<rustls::ClientConfig>>,
+        config: ClientConfig,
+    ) -> Result<Pool, String> {
+        let tls = match tls {
+            Some(c) => {
+                let name = ServerName::try_from(host.trim_start_matches('[').trim_end_matches(']').to_string())
+                    .map_err(|e| format!("target host {host:?}: {e}"))?;
+                Some((TlsConnector::from(c), name))
+            }
+            None => None,
+        };
+        let permits = Arc::new(Semaphore::new(config.connections.max(1)));
+        Ok(Pool {
+            host: host.to_string(),
+            port,
+            tls,
+            config,
+            idle: Mutex::new(Vec::new()),
+            h2: Mutex::new(None),
+            permits,
+        })
+    }
+
+    /// Sends `req` and reads its response within the request timeout.
+    pub async fn send(&self, req: Request<Full<Bytes>>) -> Outcome {
+        let started = Instant::now();
+        match tokio::time::timeout(self.config.timeout, self.exchange(req)).await {
+            Ok(outcome) => outcome,
+            Err(_) => Outcome::failed(started, ErrorKind::ResponseTimeout),
+        }
+    }
+
+    async fn exchange(&self, mut req: Request<Full<Bytes>>) -> Outcome {
+        let h2 = self.h2.lock().unwrap_or_else(|p| p.into_inner()).clone().filter(|tx| !tx.is_closed());
+        if let Some(mut tx) = h2 {
+            let sent_at = Instant::now();
+            return match tx.send_request(req).await {
+                Ok(resp) => self.read(sent_at, resp, None).await,
+                Err(e) => Outcome::failed(sent_at, hyper_kind(&e)),
+            };
+        }
+        let pq = req.uri().path_and_query().cloned().unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+        let absolute = std::mem::replace(req.uri_mut(), http::Uri::from(pq));
+        // An idle connection, if one is still good; a stale one hands the request back.
+        loop {
+            let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+            let Some(mut conn) = idle else { break };
+            if conn.tx.ready().await.is_err() {
+                continue;
+            }
+            let sent_at = Instant::now();
+            match conn.tx.try_send_request(req).await {
+                Ok(resp) => return self.read(sent_at, resp, Some(conn)).await,
+                Err(mut e) => match e.take_message() {
+                    Some(unsent) => req = unsent,
+                    None => return Outcome::failed(sent_at, hyper_kind(&e.into_error())),
+                },
+            }
+        }
+        let started = Instant::now();
+        let Ok(permit) = self.permits.clone().acquire_owned().await else {
+            return Outcome::failed(started, ErrorKind::Other);
+        };
+        // Boxed: connecting (TLS, h2 handshake) is rare and its state is large.
+        match Box::pin(self.connect()).await {
+            Ok(Conn::H1(mut tx)) => {
+                let sent_at = Instant::now();
+                match tx.send_request(req).await {
+                    Ok(resp) => self.read(sent_at, resp, Some(Idle { tx, _permit: permit })).await,
+                    Err(e) => Outcome::failed(sent_at, hyper_kind(&e)),
+                }
+            }
+            Ok(Conn::H2(mut tx)) => {
+                drop(permit);
+                *req.uri_mut() = absolute;
+                *self.h2.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx.clone());
+                let sent_at = Instant::now();
+                match tx.send_request(req).await {
+                    Ok(resp) => self.read(sent_at, resp, None).await,
+                    Err(e) => Outcome::failed(sent_at, hyper_kind(&e)),
+                }
+            }
+            Err(kind) => Outcome::failed(started, kind),
+        }
+    }
+
+    /// Reads the response body (keeping up to `max_body` bytes); returns the connection
+    /// to the pool when the body ended cleanly.
+    async fn read(&self, sent_at: Instant, resp: http::Response<hyper::body::Incoming>, conn: Option<Idle>) -> Outcome {
+        let head = sent_at.elapsed();
+        let (parts, mut body) = resp.into_parts();
+        let mut kept = BytesMut::new();
+        let mut len = 0u64;
+        let mut error = None;
+        while let Some(frame) = body.frame().await {
+            match frame {
+                Ok(frame) => {
+                    if let Some(data) = frame.data_ref() {
+                        len += data.len() as u64;
+                        let room = self.config.max_body.saturating_sub(kept.len());
+                        kept.extend_from_slice(&data[..room.min(data.len())]);
+                    }
+                }
+                Err(e) => {
+                    error = Some(hyper_kind(&e));
+                    break;
+                }
+            }
+        }
+        let end = sent_at.elapsed();
+        if error.is_none() {
+            if let Some(conn) = conn.filter(|c| !c.tx.is_closed()) {
+                self.idle.lock().unwrap_or_else(|p| p.into_inner()).push(conn);
+            }
+        }
+        Outcome {
+            sent_at,
+            status: Some(parts.status),
+            version: parts.version,
+            headers: parts.headers,
+            body: kept.freeze(),
+            body_len: len,
+            head: Some(head),
+            end: Some(end),
+            error,
+        }
+    }
+
+    async fn connect(&self) -> Result<Conn, ErrorKind> {
+        let addrs: Vec<std::net::SocketAddr> =
+            tokio::net::lookup_host((self.host.as_str(), self.port)).await.map_err(|_| ErrorKind::Dns)?.collect();
+        let mut last = ErrorKind::Dns;
+        let mut stream = None;
+        for addr in addrs {
+            match tokio::time::timeout(self.config.connect_timeout, TcpStream::connect(addr)).await {
+                Ok(Ok(s)) => {
+                    stream = Some(s);
+                    break;
+                }
+                Ok(Err(e)) => last = io_kind(&e),
+                Err(_) => last = ErrorKind::ConnectTimeout,
+            }
+        }
+        let stream = stream.ok_or(last)?;
+        let _ = stream.set_nodelay(true);
+        match &self.tls {
+            None => http1_conn(stream).await,
+            Some((connector, name)) => {
+                let tls = tokio::time::timeout(self.config.connect_timeout, connector.connect(name.clone(), stream))
+                    .await
+                    .map_err(|_| ErrorKind::ConnectTimeout)?
+                    .map_err(|_| ErrorKind::Tls)?;
+                if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+                    let (tx, conn) = http2::Builder::new(TokioExecutor::new())
+                        .timer(TokioTimer::new())
+                        .handshake(TokioIo::new(tls))
+                        .await
+                        .map_err(|e| hyper_kind(&e))?;
+                    tokio::spawn(async move {
+                        let _ = conn.await;
+                    });
+                    Ok(Conn::H2(tx))
+                } else {
+                    http1_conn(tls).await
+                }
+            }
+        }
+    }
+}
+
+enum Conn {
+    H1(http1::SendRequest<Full<Bytes>>),
+    H2(http2::SendRequest<Full<Bytes>>),
+}
+
+async fn http1_conn<T>(io: T) -> Result<Conn, ErrorKind>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (tx, conn) = http1::handshake(TokioIo::new(io)).await.map_err(|e| hyper_kind(&e))?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(Conn::H1(tx))
+}
+
+impl Outcome {
+    pub(crate) fn failed(sent_at: Instant, kind: ErrorKind) -> Outcome {
+        Outcome {
+            sent_at,
+            status: None,
+            version: Version::HTTP_11,
+            headers: HeaderMap::new(),
+            body: Bytes::new(),
+            body_len: 0,
+            head: None,
+            end: None,
+            error: Some(kind),
+        }
+    }
+}

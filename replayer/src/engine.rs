@@ -1,0 +1,328 @@
+//! The replay engine: one dispatcher (this thread) that keeps the schedule, worker threads
+//! that send ([`crate::worker`]), and a writer thread for the results tape.
+//!
+//! The dispatcher reads recorded exchanges in start order, waits (precisely) until each is
+//! due and hands it to a worker: a session always to the same worker, which keeps its
+//! order; independent requests to the least busy one. Workers bound what is in flight;
+//! the dispatcher bounds what is handed over and not finished (the read-ahead), so memory
+//! stays flat however long the tapes and however slow the target. A request that cannot
+//! start on time starts late, and its lag is measured.
+
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use tapedeck_captures::tape::{TapeKind, TapeWriter, WriterConfig};
+use tapedeck_captures::{Exchange, IdGenerator};
+
+use crate::client::Pool;
+use crate::schedule::{precise_timers, wait_until, Pacing, Schedule};
+use crate::source::Source;
+use crate::stats::Stats;
+use crate::worker::{DispatcherWake, Job, Lane, LaneState, WorkerContext};
+use crate::{session_key, ReplayConfig, ReplayError, SessionKey};
+
+/// Live counters for a progress display.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Requests started.
+    pub sent: AtomicU64,
+    /// Requests finished (answered or failed).
+    pub done: AtomicU64,
+    /// Requests that failed.
+    pub errors: AtomicU64,
+    /// Requests in flight.
+    pub in_flight: AtomicI64,
+    /// Sends more than 10 ms late.
+    pub late: AtomicU64,
+    /// Largest lag so far, µs.
+    pub max_lag_us: AtomicU64,
+    /// Exchanges the tapes hold, when known from their footers (0 if not).
+    pub total_hint: AtomicU64,
+}
+
+/// Requests handed over and not finished, at most, across workers, when paced: room for
+/// sessions held behind a slow response without reading the tapes without bound.
+const MAX_OUTSTANDING: usize = 100_000;
+
+/// What [`run`] returns.
+pub(crate) struct Outcomes {
+    pub stats: Stats,
+    pub interrupted: bool,
+    pub results_written: u64,
+    pub results_dropped: u64,
+    pub damaged_segments: usize,
+}
+
+/// Runs the replay to the end (or until `stop`); returns merged stats and counters.
+pub(crate) fn run(config: &ReplayConfig, stop: &AtomicBool, progress: Arc<Progress>) -> Result<Outcomes, ReplayError> {
+    let mut source = Source::open(&config.paths, config.selection.clone()).map_err(ReplayError::Source)?;
+    if source.reader().readable_segments() == 0 {
+        let why = source
+            .reader()
+            .reports()
+            .iter()
+            .find_map(|r| r.error.clone())
+            .unwrap_or_else(|| "no readable tapes".into());
+        return Err(ReplayError::Source(why));
+    }
+    // Known when every segment was closed (its footer counts its records) and nothing
+    // narrows the selection.
+    let reports = source.reader().reports();
+    if config.selection.is_everything() && config.loops.is_none() && config.duration.is_none() {
+        if let Some(total) = reports.iter().map(|r| r.footer_records).sum::<Option<u64>>() {
+            progress.total_hint.store(total, Ordering::Relaxed);
+        }
+    }
+    guard_production(config, &source)?;
+    let rewrite = Arc::new(config.rewrite.clone());
+    let tls = if rewrite.is_https() {
+        Some(Arc::new(crate::client::tls_config(&config.client).map_err(ReplayError::Config)?))
+    } else {
+        None
+    };
+
+    let clock = (Instant::now(), tapedeck_captures::tape::writer::now_unix_ns());
+    let (results_tx, results_rx) = mpsc::sync_channel::<Exchange>(65_536);
+    let results_dropped = Arc::new(AtomicU64::new(0));
+    let writer = match &config.results {
+        Some(dir) => {
+            let mut wc = WriterConfig::new(dir);
+            wc.prefix = "replay".into();
+            wc.kind = TapeKind::Replay;
+            wc.tape_start_unix_ns = clock.1;
+            wc.labels.push(("target".into(), rewrite.origin()));
+            let writer = TapeWriter::new(wc).map_err(|e| ReplayError::Results(e.to_string()))?;
+            Some(spawn("tapedeck-results", move || write_results(writer, results_rx))?)
+        }
+        None => {
+            drop(results_rx);
+            None
+        }
+    };
+
+    // Workers: no more than requests may be in flight, each with its share of the limit.
+    let max_in_flight = config.max_in_flight.max(1);
+    let workers = config.workers.clamp(1, max_in_flight);
+    let share = |total: usize, i: usize| total / workers + usize::from(i < total % workers);
+    let wake = Arc::new(DispatcherWake { waiting: AtomicBool::new(false), thread: std::thread::current() });
+    let draining = Arc::new(AtomicBool::new(false));
+    let ids = Arc::new(IdGenerator::new());
+    let mut lanes = Vec::with_capacity(workers);
+    let mut handles = Vec::with_capacity(workers);
+    for i in 0..workers {
+        let limit = share(max_in_flight, i);
+        // Paced, hand each request over when due; flat out, keep a few batches queued.
+        let cap = if config.pacing == Pacing::Max { (4 * limit).max(1024) } else { MAX_OUTSTANDING / workers };
+        let lane = Arc::new(LaneState {
+            outstanding: AtomicUsize::new(0),
+            cap,
+            low_water: cap * 3 / 4,
+            wake: wake.clone(),
+            draining: draining.clone(),
+        });
+        let mut client = config.client.clone();
+        client.connections = share(config.client.connections.max(workers), i);
+        let pool = Pool::new(rewrite.host(), rewrite.port(), tls.clone(), client).map_err(ReplayError::Config)?;
+        let ctx = WorkerContext {
+            rewrite: rewrite.clone(),
+            results: config.results.as_ref().map(|_| results_tx.clone()),
+            results_dropped: results_dropped.clone(),
+            progress: progress.clone(),
+            ids: ids.clone(),
+            clock,
+            lane: lane.clone(),
+            limit,
+        };
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Job>();
+        lanes.push(Lane { tx, state: lane });
+        handles.push(spawn(&format!("tapedeck-replay-{i}"), move || crate::worker::run(rx, pool, ctx))?);
+    }
+    drop(results_tx);
+
+    let mut d = Dispatcher { lanes, wake, refused: None };
+    let interrupted = d.run(config, &mut source, stop, &draining);
+    let refused = d.refused.take();
+    drop(d);
+    let mut merged = Stats::default();
+    for h in handles {
+        if let Ok(stats) = h.join() {
+            merged.merge(stats);
+        }
+    }
+    let results_written = writer.and_then(|w| w.join().ok()).unwrap_or(0);
+    if let Some(authority) = refused {
+        return Err(ReplayError::ProductionTarget(authority));
+    }
+    let damage = source.reader().reports().iter().filter(|r| r.error.is_some() || !r.stats.is_clean()).count();
+    Ok(Outcomes {
+        stats: merged,
+        interrupted,
+        results_written,
+        results_dropped: results_dropped.load(Ordering::Relaxed),
+        damaged_segments: damage,
+    })
+}
+
+fn spawn<T: Send + 'static>(
+    name: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<std::thread::JoinHandle<T>, ReplayError> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(f)
+        .map_err(|e| ReplayError::Config(format!("cannot start a thread: {e}")))
+}
+
+/// Refuses to replay at the service a tape was recorded from.
+fn guard_production(config: &ReplayConfig, source: &Source) -> Result<(), ReplayError> {
+    if config.allow_production_target {
+        return Ok(());
+    }
+    for report in source.reader().reports() {
+        let Some(header) = &report.header else { continue };
+        for (k, v) in &header.labels {
+            if k != "upstream" {
+                continue;
+            }
+            if let Ok(uri) = v.parse::<http::Uri>() {
+                if let Some(a) = uri.authority() {
+                    if config.rewrite.is_target(a.as_str(), uri.scheme_str().unwrap_or("http")) {
+                        return Err(ReplayError::ProductionTarget(v.clone()));
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+struct Dispatcher {
+    lanes: Vec<Lane>,
+    wake: Arc<DispatcherWake>,
+    /// Set when a recorded request addresses the target itself.
+    refused: Option<String>,
+}
+
+impl Dispatcher {
+    /// Runs the schedule; returns true if it was stopped early.
+    fn run(&mut self, config: &ReplayConfig, source: &mut Source, stop: &AtomicBool, draining: &AtomicBool) -> bool {
+        precise_timers();
+        // A short lead lets the workers start before the first request is due.
+        let start = Instant::now() + Duration::from_millis(20);
+        let mut schedule = Schedule::new(config.pacing, start);
+        let deadline = config.duration.map(|d| start + d);
+        let mut passes = 0u64;
+        let mut interrupted = false;
+        'passes: loop {
+            passes += 1;
+            for ex in source.by_ref() {
+                if !config.allow_production_target
+                    && config.rewrite.is_target(&ex.request.authority, &ex.request.scheme)
+                {
+                    self.refused = Some(format!("{}://{}", ex.request.scheme, ex.request.authority));
+                    interrupted = true;
+                    break 'passes;
+                }
+                let due = schedule.due(ex.wall_start_ns());
+                if deadline.is_some_and(|d| due >= d) {
+                    interrupted = true;
+                    break 'passes;
+                }
+                if !wait_until(due, stop) || !self.hand_over(ex, due, stop) {
+                    interrupted = true;
+                    break 'passes;
+                }
+            }
+            let more = config.loops.is_none_or(|n| passes < n) && (config.loops.is_some() || deadline.is_some());
+            if !more || source.limit_reached() {
+                break;
+            }
+            match source.restart() {
+                Ok(Some((span, gap))) => schedule.next_loop(span, gap.max(1_000_000)),
+                _ => break,
+            }
+        }
+        // Let what was handed over finish; on Ctrl-C drop what has not started and give
+        // requests in flight a few seconds.
+        let stopped = stop.load(Ordering::Relaxed);
+        draining.store(stopped, Ordering::Relaxed);
+        let grace = if stopped { Duration::from_secs(5) } else { Duration::MAX };
+        let until = Instant::now().checked_add(grace);
+        while self.lanes.iter().any(|l| l.state.outstanding.load(Ordering::Acquire) > 0) {
+            if until.is_some_and(|u| Instant::now() >= u) {
+                break;
+            }
+            if !stopped && stop.load(Ordering::Relaxed) {
+                return self.run_out(draining);
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        interrupted
+    }
+
+    /// Ctrl-C while waiting for the last requests: drop what has not started, wait briefly.
+    fn run_out(&mut self, draining: &AtomicBool) -> bool {
+        draining.store(true, Ordering::Relaxed);
+        let until = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < until && self.lanes.iter().any(|l| l.state.outstanding.load(Ordering::Acquire) > 0) {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        true
+    }
+
+    /// Hands `ex` to its worker, first waiting for room in that worker's lane; false if
+    /// stopped while waiting.
+    fn hand_over(&mut self, exchange: Exchange, due: Instant, stop: &AtomicBool) -> bool {
+        let key = session_key(&exchange);
+        let lane = match key {
+            // Independent: the least busy worker.
+            SessionKey::Single(_) => (0..self.lanes.len())
+                .min_by_key(|&i| self.lanes[i].state.outstanding.load(Ordering::Relaxed))
+                .unwrap_or(0),
+            _ => (key.stable_hash() % self.lanes.len() as u64) as usize,
+        };
+        let lane = &self.lanes[lane];
+        let state = &lane.state;
+        if state.outstanding.load(Ordering::Acquire) >= state.cap {
+            // Full: wait until it drains to its low-water mark, so refills come in batches.
+            loop {
+                self.wake.waiting.store(true, Ordering::Release);
+                if state.outstanding.load(Ordering::Acquire) <= state.low_water {
+                    self.wake.waiting.store(false, Ordering::Release);
+                    break;
+                }
+                if stop.load(Ordering::Relaxed) {
+                    return false;
+                }
+                std::thread::park_timeout(Duration::from_millis(5));
+            }
+        }
+        state.outstanding.fetch_add(1, Ordering::AcqRel);
+        if lane.tx.send(Job { exchange, due, key }).is_err() {
+            state.outstanding.fetch_sub(1, Ordering::AcqRel);
+        }
+        true
+    }
+}
+
+/// The results writer: appends until the workers are done; returns how many it wrote.
+fn write_results(mut writer: TapeWriter, rx: mpsc::Receiver<Exchange>) -> u64 {
+    let mut written = 0u64;
+    loop {
+        match rx.recv_timeout(Duration::from_millis(250)) {
+            Ok(ex) => match writer.append(&ex) {
+                Ok(()) => written += 1,
+                Err(e) => tracing::warn!(error = %e, "cannot write a replay result"),
+            },
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                let _ = writer.tick();
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    if let Err(e) = writer.finish() {
+        tracing::warn!(error = %e, "cannot close the results tape");
+    }
+    written
+}

@@ -1,0 +1,234 @@
+//! From a recorded exchange to the request sent to the target: the target's scheme, host
+//! and optional path prefix, `--rewrite-path` rules, the `Host` header policy, header
+//! removals and additions (staging credentials: scrubbed tapes hold none), hop-by-hop
+//! fields dropped, the recorded body re-framed.
+//!
+//! Also the guard that refuses to replay at the authority a tape was recorded from —
+//! production — unless told to.
+
+use bytes::Bytes;
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Method, Request, Uri};
+use http_body_util::Full;
+use regex::Regex;
+use tapedeck_captures::Exchange;
+
+/// Where and how to send.
+#[derive(Clone, Debug)]
+pub struct Rewrite {
+    scheme: http::uri::Scheme,
+    authority: http::uri::Authority,
+    host_value: HeaderValue,
+    prefix: String,
+    /// Send the recorded `Host` instead of the target's.
+    pub keep_host: bool,
+    /// Headers to drop (before `set`).
+    pub remove: Vec<HeaderName>,
+    /// Headers to set, replacing any recorded ones.
+    pub set: Vec<(HeaderName, HeaderValue)>,
+    /// Regex rewrites of the path and query, applied in order.
+    pub paths: Vec<(Regex, String)>,
+}
+
+/// Fields never sent as recorded: connection-level, or recomputed from the body.
+const DROP: [&str; 10] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "content-length",
+    "expect",
+    "host",
+];
+
+/// Parses `K: V` for `--set-header`, expanding `${VAR}` from the environment so
+/// credentials need not appear on the command line.
+pub fn parse_set_header(s: &str) -> Result<(HeaderName, HeaderValue), String> {
+    let (name, value) = s.split_once(':').ok_or_else(|| format!("--set-header {s:?}: expected 'Name: value'"))?;
+    let name = HeaderName::from_bytes(name.trim().as_bytes())
+        .map_err(|_| format!("--set-header {s:?}: invalid header name"))?;
+    let mut expanded = String::new();
+    let mut rest = value.trim();
+    while let Some(i) = rest.find("${") {
+        expanded.push_str(&rest[..i]);
+        let end = rest[i..].find('}').ok_or_else(|| format!("--set-header {s:?}: unclosed ${{"))?;
+        let var = &rest[i + 2..i + end];
+        let v = std::env::var(var).map_err(|_| format!("--set-header {s:?}: environment variable {var} is not set"))?;
+        expanded.push_str(&v);
+        rest = &rest[i + end + 1..];
+    }
+    expanded.push_str(rest);
+    let value = HeaderValue::from_str(&expanded)
+        .map_err(|_| format!("--set-header {name}: the value is not a valid header value"))?;
+    Ok((name, value))
+}
+
+/// Parses `REGEX=REPLACEMENT` for `--rewrite-path` (`$1` refers to groups).
+pub fn parse_path_rule(s: &str) -> Result<(Regex, String), String> {
+    let (re, rep) = s.split_once('=').ok_or_else(|| format!("--rewrite-path {s:?}: expected REGEX=REPLACEMENT"))?;
+    let re = Regex::new(re).map_err(|e| format!("--rewrite-path {s:?}: {e}"))?;
+    Ok((re, rep.to_string()))
+}
+
+impl Rewrite {
+    /// Sends to `target` (`http(s)://host[:port][/prefix]`).
+    pub fn new(target: &Uri) -> Result<Rewrite, String> {
+        let scheme = target.scheme().cloned().ok_or_else(|| format!("--target {target}: needs http:// or https://"))?;
+        if scheme != http::uri::Scheme::HTTP && scheme != http::uri::Scheme::HTTPS {
+            return Err(format!("--target {target}: only http and https are supported"));
+        }
+        let authority = target.authority().cloned().ok_or_else(|| format!("--target {target}: needs a host"))?;
+        let host_value = HeaderValue::from_str(authority.as_str()).map_err(|e| e.to_string())?;
+        Ok(Rewrite {
+            scheme,
+            authority,
+            host_value,
+            prefix: target.path().trim_end_matches('/').to_string(),
+            keep_host: false,
+            remove: Vec::new(),
+            set: Vec::new(),
+            paths: Vec::new(),
+        })
+    }
+
+    /// The target's host.
+    pub fn host(&self) -> &str {
+        self.authority.host()
+    }
+
+    /// The target's port (explicit or the scheme's default).
+    pub fn port(&self) -> u16 {
+        self.authority.port_u16().unwrap_or(if self.is_https() { 443 } else { 80 })
+    }
+
+    /// True for an https target.
+    pub fn is_https(&self) -> bool {
+        self.scheme == http::uri::Scheme::HTTPS
+    }
+
+    /// `scheme://authority`.
+    pub fn origin(&self) -> String {
+        format!("{}://{}", self.scheme, self.authority)
+    }
+
+    /// True when `authority` (as recorded, e.g. `api.example.com` or `10.0.0.1:8080`)
+    /// names the target — replaying there would hit the recorded service.
+    pub fn is_target(&self, authority: &str, recorded_scheme: &str) -> bool {
+        let Ok(a) = authority.parse::<http::uri::Authority>() else { return false };
+        let default = if recorded_scheme.eq_ignore_ascii_case("https") { 443 } else { 80 };
+        a.host().eq_ignore_ascii_case(self.authority.host()) && a.port_u16().unwrap_or(default) == self.port()
+    }
+
+    /// The request to send for `ex`.
+    pub fn request(&self, ex: &Exchange) -> Result<Request<Full<Bytes>>, String> {
+        let req = &ex.request;
+        let method =
+            Method::from_bytes(req.method.as_bytes()).map_err(|_| format!("invalid method {:?}", req.method))?;
+        let mut target = if req.target.starts_with('/') { req.target.clone() } else { format!("/{}", req.target) };
+        for (re, rep) in &self.paths {
+            if let std::borrow::Cow::Owned(new) = re.replace_all(&target, rep.as_str()) {
+                target = new;
+            }
+        }
+        let pq = format!("{}{target}", self.prefix);
+        let uri = Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(pq.as_str())
+            .build()
+            .map_err(|e| format!("cannot build a URL from {pq:?}: {e}"))?;
+        let mut builder = Request::builder().method(method).uri(uri);
+        let headers = builder.headers_mut().ok_or("invalid request")?;
+        for h in &req.headers {
+            let Ok(name) = HeaderName::from_bytes(&h.name) else { continue };
+            if DROP.contains(&name.as_str()) || h.name.starts_with(b":") {
+                continue;
+            }
+            if let Ok(value) = HeaderValue::from_bytes(&h.value) {
+                headers.append(name, value);
+            }
+        }
+        let recorded_host = req
+            .headers
+            .get("host")
+            .and_then(|v| HeaderValue::from_bytes(v).ok())
+            .or_else(|| HeaderValue::from_str(&req.authority).ok());
+        let host = match (self.keep_host, recorded_host) {
+            (true, Some(h)) => h,
+            _ => self.host_value.clone(),
+        };
+        headers.insert(header::HOST, host);
+        for name in &self.remove {
+            headers.remove(name);
+        }
+        for (name, value) in &self.set {
+            headers.insert(name.clone(), value.clone());
+        }
+        builder.body(Full::new(req.body.data.bytes())).map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tapedeck_captures::{Body, Headers, Request as Recorded};
+
+    fn recorded() -> Exchange {
+        let mut h = Headers::new();
+        h.push("host", "api.shop.example");
+        h.push("connection", "keep-alive");
+        h.push("content-length", "999");
+        h.push("authorization", "Bearer tok_authorization_0123456789abcdef");
+        h.push("x-trace", "1");
+        Exchange {
+            request: Recorded {
+                method: "POST".into(),
+                scheme: "https".into(),
+                authority: "api.shop.example".into(),
+                target: "/api/v1/orders?x=1".into(),
+                headers: h,
+                body: Body::full(&b"{}"[..]),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn builds_the_target_request() {
+        let mut rw = Rewrite::new(&"http://staging:8080/base/".parse().unwrap()).unwrap();
+        rw.remove.push(HeaderName::from_static("x-trace"));
+        std::env::set_var("TAPEDECK_TEST_TOKEN", "s3cret");
+        rw.set.push(parse_set_header("Authorization: Bearer ${TAPEDECK_TEST_TOKEN}").unwrap());
+        rw.paths.push(parse_path_rule("^/api/v1/=/api/v2/").unwrap());
+        let req = rw.request(&recorded()).unwrap();
+        assert_eq!(req.uri().to_string(), "http://staging:8080/base/api/v2/orders?x=1");
+        let h = req.headers();
+        assert_eq!(h["host"], "staging:8080");
+        assert_eq!(h["authorization"], "Bearer s3cret");
+        assert!(h.get("x-trace").is_none() && h.get("connection").is_none() && h.get("content-length").is_none());
+        rw.keep_host = true;
+        assert_eq!(rw.request(&recorded()).unwrap().headers()["host"], "api.shop.example");
+    }
+
+    #[test]
+    fn recognises_the_recorded_service() {
+        let rw = Rewrite::new(&"https://api.shop.example".parse().unwrap()).unwrap();
+        assert!(rw.is_target("api.shop.example", "https"));
+        assert!(rw.is_target("API.shop.example:443", "http"));
+        assert!(!rw.is_target("api.shop.example", "http"), "port 80 is another listener");
+        let local = Rewrite::new(&"http://127.0.0.1:9000".parse().unwrap()).unwrap();
+        assert!(!local.is_target("127.0.0.1:8000", "http"), "same host, other port: fine");
+    }
+
+    #[test]
+    fn rejects_bad_flags() {
+        assert!(parse_set_header("no colon").is_err());
+        assert!(parse_set_header("X: ${TAPEDECK_SURELY_UNSET_VAR}").unwrap_err().contains("not set"));
+        assert!(parse_path_rule("(=x").is_err());
+        assert!(Rewrite::new(&"ftp://x".parse().unwrap()).is_err());
+    }
+}

@@ -1,0 +1,266 @@
+//! What to replay: recorded exchanges from any number of tapes, merged in start order and
+//! streamed (memory does not grow with the tapes), narrowed by filters, a session-whole
+//! sample, a time window and a limit.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use regex::Regex;
+use tapedeck_captures::filter::Filter;
+use tapedeck_captures::tape::TapeReader;
+use tapedeck_captures::{route, Exchange, TapeError};
+
+/// A bound of the time window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimeBound {
+    /// This long after the first recorded request.
+    Offset(Duration),
+    /// This wall-clock time, ns since the epoch.
+    At(i64),
+}
+
+impl std::str::FromStr for TimeBound {
+    type Err = String;
+
+    /// `90s`, `5m` (offsets) or `2026-11-25T15:00:00Z` (a time).
+    fn from_str(s: &str) -> Result<Self, String> {
+        if let Ok(d) = humantime_lite(s) {
+            return Ok(TimeBound::Offset(d));
+        }
+        s.parse::<jiff::Timestamp>()
+            .map(|t| TimeBound::At(t.as_nanosecond() as i64))
+            .map_err(|_| format!("{s:?}: expected an offset such as 90s or 5m, or a time such as 2026-11-25T15:00:00Z"))
+    }
+}
+
+/// `250ms`, `90s`, `5m`, `2h`.
+fn humantime_lite(s: &str) -> Result<Duration, ()> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').ok_or(())?;
+    let (n, unit) = s.split_at(split);
+    let n: f64 = n.parse().map_err(|_| ())?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(()),
+    };
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Status selection: `200`, `5xx`, `500-504`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StatusRange(u16, u16);
+
+impl std::str::FromStr for StatusRange {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let t = s.trim().to_ascii_lowercase();
+        let bad = || format!("{s:?}: expected a status such as 200, 5xx or 500-504");
+        if let Some(class) = t.strip_suffix("xx") {
+            let c: u16 = class.parse().map_err(|_| bad())?;
+            return Ok(StatusRange(c * 100, c * 100 + 99));
+        }
+        if let Some((a, b)) = t.split_once('-') {
+            return Ok(StatusRange(a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?));
+        }
+        let v = t.parse().map_err(|_| bad())?;
+        Ok(StatusRange(v, v))
+    }
+}
+
+/// Which recorded exchanges to replay.
+#[derive(Clone, Debug, Default)]
+pub struct Selection {
+    /// A filter expression (`tapedeck cat --help` lists the fields).
+    pub filter: Option<Filter>,
+    /// Methods (any of).
+    pub methods: Vec<String>,
+    /// Routes: a template such as `/users/{id}` (exact) or a regex on the path.
+    pub routes: Vec<String>,
+    /// Recorded statuses (any of).
+    pub statuses: Vec<StatusRange>,
+    /// Recorded hosts (`Host`/authority, any of).
+    pub hosts: Vec<String>,
+    /// Start of the time window.
+    pub from: Option<TimeBound>,
+    /// End of the time window.
+    pub to: Option<TimeBound>,
+    /// Share of sessions to replay (whole sessions, chosen by a hash of their key).
+    pub sample: Option<f64>,
+    /// At most this many exchanges.
+    pub limit: Option<u64>,
+}
+
+impl Selection {
+    /// True when nothing narrows the selection.
+    pub fn is_everything(&self) -> bool {
+        self.filter.is_none()
+            && self.methods.is_empty()
+            && self.routes.is_empty()
+            && self.statuses.is_empty()
+            && self.hosts.is_empty()
+            && self.from.is_none()
+            && self.to.is_none()
+            && self.sample.is_none()
+            && self.limit.is_none()
+    }
+}
+
+/// The recorded exchanges to replay, in start order.
+pub struct Source {
+    paths: Vec<PathBuf>,
+    selection: Selection,
+    route_regexes: Vec<Option<Regex>>,
+    reader: TapeReader,
+    first_ns: Option<i64>,
+    taken: u64,
+    /// First and last start of the current pass, for looping.
+    pass_first: Option<i64>,
+    pass_last: i64,
+    pass_count: u64,
+    exhausted_window: bool,
+}
+
+impl Source {
+    /// Opens the tapes under `paths`.
+    pub fn open(paths: &[PathBuf], selection: Selection) -> Result<Source, String> {
+        let reader = TapeReader::open(paths).map_err(|e: TapeError| e.to_string())?;
+        let route_regexes = selection
+            .routes
+            .iter()
+            .map(|r| {
+                if r.contains('{') {
+                    Ok(None)
+                } else {
+                    Regex::new(r).map(Some).map_err(|e| format!("--route {r:?}: {e}"))
+                }
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Source {
+            paths: paths.to_vec(),
+            selection,
+            route_regexes,
+            reader,
+            first_ns: None,
+            taken: 0,
+            pass_first: None,
+            pass_last: 0,
+            pass_count: 0,
+            exhausted_window: false,
+        })
+    }
+
+    /// The underlying reader (its reports describe damaged or unreadable segments).
+    pub fn reader(&self) -> &TapeReader {
+        &self.reader
+    }
+
+    /// Starts another pass over the tapes; returns the recorded span and mean gap of the
+    /// pass just finished (for the schedule), or `None` if it selected nothing.
+    pub fn restart(&mut self) -> Result<Option<(i64, i64)>, String> {
+        let Some(first) = self.pass_first else { return Ok(None) };
+        let span = self.pass_last - first;
+        let gap = if self.pass_count > 1 { span / (self.pass_count as i64 - 1) } else { 0 };
+        self.reader = TapeReader::open(&self.paths).map_err(|e| e.to_string())?;
+        self.pass_first = None;
+        self.pass_count = 0;
+        self.exhausted_window = false;
+        Ok(Some((span, gap)))
+    }
+
+    /// True when the limit is reached.
+    pub fn limit_reached(&self) -> bool {
+        self.selection.limit.is_some_and(|l| self.taken >= l)
+    }
+
+    fn selected(&mut self, ex: &Exchange) -> bool {
+        let s = &self.selection;
+        let start = ex.wall_start_ns();
+        let first = *self.first_ns.get_or_insert(start);
+        let at = |b: TimeBound| match b {
+            TimeBound::Offset(d) => first + d.as_nanos() as i64,
+            TimeBound::At(t) => t,
+        };
+        if s.from.is_some_and(|b| start < at(b)) {
+            return false;
+        }
+        if s.to.is_some_and(|b| start >= at(b)) {
+            self.exhausted_window = true;
+            return false;
+        }
+        if !s.methods.is_empty() && !s.methods.iter().any(|m| m.eq_ignore_ascii_case(&ex.request.method)) {
+            return false;
+        }
+        if !s.hosts.is_empty() && !s.hosts.iter().any(|h| h.eq_ignore_ascii_case(&ex.request.authority)) {
+            return false;
+        }
+        if !s.statuses.is_empty() && !ex.status().is_some_and(|st| s.statuses.iter().any(|r| (r.0..=r.1).contains(&st)))
+        {
+            return false;
+        }
+        if !s.routes.is_empty() {
+            let template = route::template(&ex.request.target);
+            let path = ex.request.path();
+            let hit = s.routes.iter().zip(&self.route_regexes).any(|(r, re)| match re {
+                Some(re) => re.is_match(path),
+                None => *r == template,
+            });
+            if !hit {
+                return false;
+            }
+        }
+        if let Some(share) = s.sample {
+            let h = crate::session_key(ex).stable_hash();
+            if (h as f64 / u64::MAX as f64) >= share {
+                return false;
+            }
+        }
+        if s.filter.as_ref().is_some_and(|f| !f.matches(ex)) {
+            return false;
+        }
+        true
+    }
+}
+
+impl Iterator for Source {
+    type Item = Exchange;
+
+    fn next(&mut self) -> Option<Exchange> {
+        if self.limit_reached() || self.exhausted_window {
+            return None;
+        }
+        loop {
+            let ex = self.reader.next()?;
+            if self.selected(&ex) {
+                let start = ex.wall_start_ns();
+                self.pass_first.get_or_insert(start);
+                self.pass_last = self.pass_last.max(start);
+                self.pass_count += 1;
+                self.taken += 1;
+                return Some(ex);
+            }
+            if self.exhausted_window {
+                return None;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_bounds_and_statuses() {
+        assert_eq!("90s".parse::<TimeBound>().unwrap(), TimeBound::Offset(Duration::from_secs(90)));
+        assert_eq!("250ms".parse::<TimeBound>().unwrap(), TimeBound::Offset(Duration::from_millis(250)));
+        assert_eq!("2026-01-01T00:00:00Z".parse::<TimeBound>().unwrap(), TimeBound::At(1_767_225_600_000_000_000));
+        assert!("soon".parse::<TimeBound>().is_err());
+        assert_eq!("5xx".parse::<StatusRange>().unwrap(), StatusRange(500, 599));
+        assert_eq!("404".parse::<StatusRange>().unwrap(), StatusRange(404, 404));
+        assert_eq!("500-504".parse::<StatusRange>().unwrap(), StatusRange(500, 504));
+        assert!("ok".parse::<StatusRange>().is_err());
+    }
+}

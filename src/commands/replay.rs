@@ -1,0 +1,258 @@
+//! `tapedeck replay`: re-issues captured traffic against a target at the recorded tempo (or
+//! scaled, flat, or flat out), shows live progress, records the responses, and prints how
+//! faithfully the load shape was reproduced and how the target compares per route.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::Args;
+use tapedeck_captures::filter::Filter;
+use tapedeck_replayer::rewrite::{parse_path_rule, parse_set_header};
+use tapedeck_replayer::schedule::Pacing;
+use tapedeck_replayer::{replay, Progress, ReplayConfig};
+
+/// `tapedeck replay`
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// Tapes or directories to replay (merged in recorded order).
+    #[arg(required = true, value_name = "TAPE_OR_DIR")]
+    pub paths: Vec<PathBuf>,
+    /// Where to send: `http(s)://host[:port][/path-prefix]`.
+    #[arg(long, value_name = "URL")]
+    pub target: String,
+    /// Tempo: `1x` (as recorded), `2x`, `0.5x`, any factor, or `max` (as fast as the
+    /// target takes it, --concurrency in flight).
+    #[arg(long, default_value = "1x", value_name = "SPEED")]
+    pub speed: String,
+    /// A flat rate instead of the recorded gaps, in requests per second (order and mix
+    /// kept).
+    #[arg(long, value_name = "N", conflicts_with = "speed")]
+    pub rate: Option<f64>,
+    /// Requests in flight with --speed max.
+    #[arg(long, value_name = "N")]
+    pub concurrency: Option<usize>,
+    /// Requests in flight at most; when reached, sends wait and the lag is reported.
+    #[arg(long, default_value_t = 1024, value_name = "N")]
+    pub max_in_flight: usize,
+    /// Only exchanges matching this expression (`tapedeck cat --help` lists the fields).
+    #[arg(long, value_name = "EXPR")]
+    pub filter: Option<String>,
+    /// Only these methods (repeatable).
+    #[arg(long, value_name = "METHOD")]
+    pub method: Vec<String>,
+    /// Only these routes: a template such as `/users/{id}`, or a regex on the path
+    /// (repeatable).
+    #[arg(long, value_name = "ROUTE")]
+    pub route: Vec<String>,
+    /// Only these recorded statuses: `200`, `5xx`, `500-504` (repeatable).
+    #[arg(long, value_name = "STATUS")]
+    pub status: Vec<String>,
+    /// Only requests recorded for this host (repeatable).
+    #[arg(long, value_name = "HOST")]
+    pub host: Vec<String>,
+    /// Start of the window: an offset from the first request (`90s`, `5m`) or a time.
+    #[arg(long, value_name = "WHEN")]
+    pub from: Option<String>,
+    /// End of the window: an offset from the first request or a time.
+    #[arg(long, value_name = "WHEN")]
+    pub to: Option<String>,
+    /// Replay this share of sessions (whole sessions), e.g. `10%`.
+    #[arg(long, value_name = "PERCENT")]
+    pub sample: Option<String>,
+    /// Stop after this many requests.
+    #[arg(long, value_name = "N")]
+    pub limit: Option<u64>,
+    /// Play the tapes this many times, each after the last.
+    #[arg(long = "loop", value_name = "N")]
+    pub loops: Option<u64>,
+    /// Keep replaying (looping the tapes) for this long, e.g. `10m`.
+    #[arg(long, value_name = "DURATION")]
+    pub duration: Option<String>,
+    /// Set a header on every request, replacing the recorded one: `'Name: value'`;
+    /// `${VAR}` is taken from the environment (staging credentials). Repeatable.
+    #[arg(long, value_name = "HEADER")]
+    pub set_header: Vec<String>,
+    /// Remove a header from every request (repeatable).
+    #[arg(long, value_name = "NAME")]
+    pub remove_header: Vec<String>,
+    /// Rewrite the path and query: `REGEX=REPLACEMENT` (`$1` for groups). Repeatable.
+    #[arg(long, value_name = "RULE")]
+    pub rewrite_path: Vec<String>,
+    /// `Host` sent: the `target`'s (default) or the recorded one (`keep`).
+    #[arg(long, default_value = "target", value_name = "MODE")]
+    pub host_header: String,
+    /// Per-request timeout.
+    #[arg(long, default_value = "30s", value_name = "DURATION")]
+    pub timeout: String,
+    /// Connections to the target at most.
+    #[arg(long, default_value_t = 1024, value_name = "N")]
+    pub connections: usize,
+    /// Accept any TLS certificate (self-signed staging).
+    #[arg(long)]
+    pub insecure: bool,
+    /// CA certificates (PEM) to trust for an https target.
+    #[arg(long, value_name = "PEM")]
+    pub ca: Option<PathBuf>,
+    /// Worker threads [default: one per CPU].
+    #[arg(long, value_name = "N")]
+    pub workers: Option<usize>,
+    /// Write the responses as a tape into this directory (linked to the recorded exchanges).
+    #[arg(long, value_name = "DIR")]
+    pub results: Option<PathBuf>,
+    /// Response body bytes kept per response in the results.
+    #[arg(long, default_value = "1MiB", value_name = "SIZE")]
+    pub max_body: String,
+    /// Write the summary as JSON.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+    /// Routes listed in the summary.
+    #[arg(long, default_value_t = 20)]
+    pub top: usize,
+    /// Replay even at the service the tapes were recorded from.
+    #[arg(long)]
+    pub allow_production_target: bool,
+    /// No live progress bar.
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+fn config(args: &ReplayArgs) -> Result<ReplayConfig> {
+    let target: http::Uri = args.target.parse().map_err(|e| anyhow!("--target {:?}: {e}", args.target))?;
+    let mut c = ReplayConfig::new(args.paths.clone(), target)?;
+    c.pacing = match args.rate {
+        Some(r) if r > 0.0 && r.is_finite() => Pacing::Rate { per_sec: r },
+        Some(r) => bail!("--rate {r}: must be above 0"),
+        None => args.speed.parse::<Pacing>().map_err(|e| anyhow!("--speed {e}"))?,
+    };
+    c.max_in_flight = args.max_in_flight.max(1);
+    if let Some(n) = args.concurrency {
+        if c.pacing != Pacing::Max {
+            bail!("--concurrency goes with --speed max; use --max-in-flight to bound a paced replay");
+        }
+        c.max_in_flight = n.max(1);
+    }
+    let s = &mut c.selection;
+    s.filter = args.filter.as_deref().map(Filter::parse).transpose().context("invalid --filter")?;
+    s.methods = args.method.clone();
+    s.routes = args.route.clone();
+    s.statuses =
+        args.status.iter().map(|v| v.parse()).collect::<Result<_, String>>().map_err(|e| anyhow!("--status {e}"))?;
+    s.hosts = args.host.clone();
+    s.from = args.from.as_deref().map(str::parse).transpose().map_err(|e: String| anyhow!("--from {e}"))?;
+    s.to = args.to.as_deref().map(str::parse).transpose().map_err(|e: String| anyhow!("--to {e}"))?;
+    s.sample = args
+        .sample
+        .as_deref()
+        .map(tapedeck_proxy::sample::parse_rate)
+        .transpose()
+        .map_err(|e| anyhow!("--sample {e}"))?;
+    s.limit = args.limit;
+    c.loops = args.loops;
+    c.duration = args.duration.as_deref().map(humantime::parse_duration).transpose().context("invalid --duration")?;
+    c.rewrite.keep_host = match args.host_header.as_str() {
+        "keep" => true,
+        "target" => false,
+        other => bail!("--host-header {other:?}: expected keep or target"),
+    };
+    for h in &args.remove_header {
+        c.rewrite.remove.push(h.parse().map_err(|_| anyhow!("--remove-header {h:?}: invalid header name"))?);
+    }
+    for h in &args.set_header {
+        c.rewrite.set.push(parse_set_header(h).map_err(|e| anyhow!(e))?);
+    }
+    for r in &args.rewrite_path {
+        c.rewrite.paths.push(parse_path_rule(r).map_err(|e| anyhow!(e))?);
+    }
+    c.client.timeout = humantime::parse_duration(&args.timeout).context("invalid --timeout")?;
+    c.client.connections = args.connections.max(1);
+    c.client.insecure = args.insecure;
+    c.client.ca = args.ca.clone();
+    c.client.max_body =
+        args.max_body.parse::<bytesize::ByteSize>().map_err(|e| anyhow!("--max-body {e}"))?.as_u64() as usize;
+    if let Some(w) = args.workers {
+        c.workers = w.max(1);
+    }
+    c.results = args.results.clone();
+    c.allow_production_target = args.allow_production_target;
+    Ok(c)
+}
+
+/// Sets `stop` on Ctrl-C or SIGTERM.
+fn watch_signals(stop: Arc<AtomicBool>) {
+    std::thread::spawn(move || {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+        rt.block_on(async {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+            }
+        });
+        eprintln!("\ntapedeck replay: stopping; waiting briefly for requests in flight");
+        stop.store(true, Ordering::Relaxed);
+    });
+}
+
+/// A live progress bar on stderr, until `done` is set.
+fn show_progress(progress: Arc<Progress>, done: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let total = progress.total_hint.load(Ordering::Relaxed);
+        let bar = if total > 0 { indicatif::ProgressBar::new(total) } else { indicatif::ProgressBar::new_spinner() };
+        let template = if total > 0 {
+            "{elapsed_precise} [{bar:30}] {pos}/{len} sent · {per_sec} · {msg}"
+        } else {
+            "{elapsed_precise} {spinner} {pos} sent · {per_sec} · {msg}"
+        };
+        if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        while !done.load(Ordering::Relaxed) {
+            bar.set_position(progress.sent.load(Ordering::Relaxed));
+            bar.set_message(format!(
+                "{} in flight · {} errors · {} late >10 ms · max lag {:.1} ms",
+                progress.in_flight.load(Ordering::Relaxed),
+                progress.errors.load(Ordering::Relaxed),
+                progress.late.load(Ordering::Relaxed),
+                progress.max_lag_us.load(Ordering::Relaxed) as f64 / 1000.0
+            ));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        bar.finish_and_clear();
+    })
+}
+
+pub fn run(args: ReplayArgs) -> Result<ExitCode> {
+    let config = config(&args)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    watch_signals(stop.clone());
+    let progress = Arc::new(Progress::default());
+    let done = Arc::new(AtomicBool::new(false));
+    let bar =
+        (!args.no_progress && std::io::stderr().is_terminal()).then(|| show_progress(progress.clone(), done.clone()));
+    let result = replay(&config, &stop, progress);
+    done.store(true, Ordering::Relaxed);
+    if let Some(b) = bar {
+        let _ = b.join();
+    }
+    let report = result?;
+    print!("{}", report.render(args.top));
+    if let Some(path) = &args.report {
+        let json = serde_json::to_string_pretty(&report)?;
+        std::fs::write(path, json).with_context(|| format!("cannot write the report to {}", path.display()))?;
+        println!("  report written to {}", path.display());
+    }
+    if report.sent > 0 && report.completed == 0 {
+        let why = report.errors.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ");
+        bail!(
+            "the target {} answered none of {} requests ({why}); is it running and reachable?",
+            report.target,
+            report.sent
+        );
+    }
+    Ok(if report.interrupted && stop.load(Ordering::Relaxed) { ExitCode::from(130) } else { ExitCode::SUCCESS })
+}

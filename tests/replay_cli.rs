@@ -1,0 +1,182 @@
+//! `tapedeck replay` as a user runs it: capture through the proxy, check the scrub, replay
+//! against a staging upstream with sessions in order, the production guard, a dead target,
+//! bad flags and Ctrl-C.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::proxy::{KillOnDrop, ProxyProcess};
+use common::upstream::Upstream;
+use common::*;
+
+/// A GET with extra headers over a fresh connection; returns the status.
+fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> u16 {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let extra: String = headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: shop.example\r\n{extra}Connection: close\r\n\r\n").unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+}
+
+#[test]
+fn captured_sessions_replay_in_order_against_staging_and_never_production() {
+    let production = Upstream::start();
+    let staging = Upstream::start();
+    let dir = tempfile::tempdir().unwrap();
+    let caps = dir.path().join("caps");
+    let proxy = ProxyProcess::capturing(&production, &caps, &["--sample-key", "header:x-user"], None);
+
+    // Six users, five requests each, concurrently; each user's requests one after another.
+    let users: Vec<_> = (0..6)
+        .map(|u| {
+            let addr = proxy.addr;
+            std::thread::spawn(move || {
+                for k in 0..5 {
+                    let user = format!("user{u}@mail.example");
+                    let token = format!("Bearer tok_live_{u}abcdef0123456789");
+                    let path = format!("/api/users/{u}/step/{k}");
+                    assert_eq!(get(addr, &path, &[("x-user", &user), ("authorization", &token)]), 200);
+                    std::thread::sleep(Duration::from_millis(3));
+                }
+            })
+        })
+        .collect();
+    users.into_iter().for_each(|t| t.join().unwrap());
+    proxy.signal(libc::SIGTERM);
+    assert_eq!(proxy.wait(Duration::from_secs(10)).0, 0);
+    let before = production.seen().len();
+    assert_eq!(before, 30);
+
+    // A security reviewer's check: nothing personal on disk.
+    let check = run(&["scrub", "--check", s(&caps)]);
+    assert_eq!(check.status.code(), Some(0), "{}{}", String::from_utf8_lossy(&check.stdout), stderr(&check));
+
+    let report = dir.path().join("replay.json");
+    let results = dir.path().join("results");
+    let out = tapedeck()
+        .args(["replay", s(&caps), "--target", &staging.url(), "--speed", "2x"])
+        .args([
+            "--set-header",
+            "Authorization: Bearer ${STAGING_TOKEN}",
+            "--results",
+            s(&results),
+            "--report",
+            s(&report),
+        ])
+        .env("STAGING_TOKEN", "staging-secret")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", stderr(&out));
+    assert!(stdout.contains("replayed 30 requests against"), "{stdout}");
+    assert!(stdout.contains("answered      30 of 30"), "{stdout}");
+    assert!(stdout.contains("GET /api/users/{id}/step/{id}"), "{stdout}");
+
+    let seen = staging.seen();
+    assert_eq!(seen.len(), 30);
+    for u in 0..6 {
+        let steps: Vec<String> =
+            seen.iter().filter(|r| r.path.starts_with(&format!("/api/users/{u}/"))).map(|r| r.path.clone()).collect();
+        let expected: Vec<String> = (0..5).map(|k| format!("/api/users/{u}/step/{k}")).collect();
+        assert_eq!(steps, expected, "user {u}'s session out of order");
+    }
+    assert!(seen.iter().all(|r| r.header("authorization") == Some("Bearer staging-secret")));
+    assert!(
+        seen.iter().all(|r| !r.header("x-user").unwrap_or("").contains("@mail.example")),
+        "scrubbed tapes replay scrubbed"
+    );
+
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(
+        (json["schema_version"].as_u64(), json["sent"].as_u64(), json["completed"].as_u64()),
+        (Some(1), Some(30), Some(30))
+    );
+    assert!(json["lag"]["ms"]["p99"].as_f64().is_some(), "{json}");
+    let inspect = ok(&["inspect", s(&results)]);
+    assert!(inspect.contains("30"), "{inspect}");
+
+    // The tapes remember their upstream: replaying there is refused, and nothing is sent.
+    let out = run(&["replay", s(&caps), "--target", &production.url(), "--speed", "max"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--allow-production-target"), "{}", stderr(&out));
+    assert_eq!(production.seen().len(), before, "a request reached production");
+}
+
+#[test]
+fn a_dead_target_fails_the_run_with_a_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    write_tape(dir.path(), &synth(40));
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let out = run(&["replay", s(dir.path()), "--target", &format!("http://127.0.0.1:{port}"), "--speed", "max"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("connect_refused 40"), "{stdout}");
+    assert!(stderr(&out).contains("answered none of 40 requests"), "{}", stderr(&out));
+}
+
+#[test]
+fn bad_flags_are_explained() {
+    let dir = tempfile::tempdir().unwrap();
+    write_tape(dir.path(), &synth(3));
+    let d = s(dir.path());
+    for (args, says) in [
+        (vec!["--target", "http://127.0.0.1:9", "--speed", "fast"], "--speed"),
+        (vec!["--target", "ftp://127.0.0.1:9"], "http"),
+        (vec!["--target", "http://127.0.0.1:9", "--concurrency", "8"], "--speed max"),
+        (vec!["--target", "http://127.0.0.1:9", "--set-header", "X-Token: ${TAPEDECK_SURELY_UNSET}"], "not set"),
+        (vec!["--target", "http://127.0.0.1:9", "--rewrite-path", "([=x"], "--rewrite-path"),
+        (vec!["--target", "http://127.0.0.1:9", "--status", "teapot"], "--status"),
+        (vec!["--target", "http://127.0.0.1:9", "--from", "soon"], "--from"),
+    ] {
+        let out = tapedeck().arg("replay").arg(d).args(&args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(stderr(&out).contains(says), "{args:?}: {}", stderr(&out));
+    }
+    let out = run(&["replay", "/nonexistent/tapes", "--target", "http://127.0.0.1:9"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("/nonexistent/tapes"), "{}", stderr(&out));
+}
+
+#[test]
+fn ctrl_c_stops_sending_and_still_reports() {
+    let staging = Upstream::start();
+    let dir = tempfile::tempdir().unwrap();
+    let caps = dir.path().join("caps");
+    write_tape(&caps, &synth(3000));
+    let results = dir.path().join("results");
+    let child = tapedeck()
+        .args(["replay", s(&caps), "--target", &staging.url(), "--results", s(&results)])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut child = KillOnDrop(child);
+    std::thread::sleep(Duration::from_millis(1500));
+    // SAFETY: kill(2) on our own child.
+    assert_eq!(unsafe { libc::kill(child.0.id() as i32, libc::SIGINT) }, 0);
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "replay did not stop");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stdout = String::new();
+    child.0.stdout.take().unwrap().read_to_string(&mut stdout).unwrap();
+    assert_eq!(status.code(), Some(130), "{stdout}");
+    assert!(stdout.contains("stopped early"), "{stdout}");
+    let sent: usize = stdout.split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert!(sent > 50 && sent < 3000, "{stdout}");
+    assert_eq!(staging.seen().len(), sent);
+    // The results tape is closed and holds every answer.
+    let inspect = ok(&["inspect", s(&results), "--json"]);
+    let json: serde_json::Value = serde_json::from_str(&inspect).unwrap();
+    assert_eq!(json["total"]["exchanges"].as_u64(), Some(sent as u64), "{inspect}");
+}
