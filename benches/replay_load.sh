@@ -32,7 +32,7 @@ trap cleanup EXIT
 cargo build --release -q --bin tapedeck
 cargo build --release -q -p tapedeck-replayer --example bench_tape --example arrival_log
 BIN=./target/release/tapedeck
-echo "machine: $(nproc) CPUs, $(uname -r); tapedeck $(git rev-parse --short HEAD 2> /dev/null || echo '?')"
+echo "machine: $(nproc) CPUs, $(uname -r); tapedeck $(git describe --always --dirty 2> /dev/null || echo "?")"
 
 cat > "$WORK/nginx.conf" <<CONF
 worker_processes 1;

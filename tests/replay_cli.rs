@@ -180,3 +180,23 @@ fn ctrl_c_stops_sending_and_still_reports() {
     let json: serde_json::Value = serde_json::from_str(&inspect).unwrap();
     assert_eq!(json["total"]["exchanges"].as_u64(), Some(sent as u64), "{inspect}");
 }
+
+#[test]
+fn a_full_disk_for_results_is_reported_and_the_replay_goes_on() {
+    let staging = Upstream::start();
+    let dir = tempfile::tempdir().unwrap();
+    let caps = dir.path().join("caps");
+    write_tape(&caps, &synth(2000));
+    let results = dir.path().join("results");
+    let mut cmd = tapedeck();
+    cmd.args(["replay", s(&caps), "--target", &staging.url(), "--speed", "max", "--results", s(&results)]);
+    // Room for the first blocks only.
+    limit_file_size(&mut cmd, 64 * 1024);
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{stdout}{}", stderr(&out));
+    assert!(stdout.contains("answered      2000 of 2000"), "every request was still sent: {stdout}");
+    assert!(stdout.contains("could NOT be written"), "{stdout}");
+    assert!(stderr(&out).contains("is the disk full?"), "{}", stderr(&out));
+    assert_eq!(staging.seen().len(), 2000);
+}

@@ -9,7 +9,7 @@
 //! start on time starts late, and its lag is measured.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tapedeck_captures::tape::{TapeKind, TapeWriter, WriterConfig};
@@ -17,7 +17,7 @@ use tapedeck_captures::{Exchange, IdGenerator};
 
 use crate::client::Pool;
 use crate::schedule::{precise_timers, wait_until, Pacing, Schedule};
-use crate::source::Source;
+use crate::source::{Selection, Source};
 use crate::stats::Stats;
 use crate::worker::{DispatcherWake, Job, Lane, LaneState, WorkerContext};
 use crate::{session_key, ReplayConfig, ReplayError, SessionKey};
@@ -50,7 +50,8 @@ pub(crate) struct Outcomes {
     pub stats: Stats,
     pub interrupted: bool,
     pub results_written: u64,
-    pub results_dropped: u64,
+    pub results_failed: u64,
+    pub results_waited: u64,
     pub damaged_segments: usize,
 }
 
@@ -66,12 +67,13 @@ pub(crate) fn run(config: &ReplayConfig, stop: &AtomicBool, progress: Arc<Progre
             .unwrap_or_else(|| "no readable tapes".into());
         return Err(ReplayError::Source(why));
     }
-    // Known when every segment was closed (its footer counts its records) and nothing
-    // narrows the selection.
+    // Known when every segment was closed (its footer counts its records) and nothing but
+    // a limit narrows the selection.
     let reports = source.reader().reports();
-    if config.selection.is_everything() && config.loops.is_none() && config.duration.is_none() {
+    let only_limited = Selection { limit: None, ..config.selection.clone() }.is_everything();
+    if only_limited && config.loops.is_none() && config.duration.is_none() {
         if let Some(total) = reports.iter().map(|r| r.footer_records).sum::<Option<u64>>() {
-            progress.total_hint.store(total, Ordering::Relaxed);
+            progress.total_hint.store(config.selection.limit.map_or(total, |l| l.min(total)), Ordering::Relaxed);
         }
     }
     guard_production(config, &source)?;
@@ -83,9 +85,7 @@ pub(crate) fn run(config: &ReplayConfig, stop: &AtomicBool, progress: Arc<Progre
     };
 
     let clock = (Instant::now(), tapedeck_captures::tape::writer::now_unix_ns());
-    let (results_tx, results_rx) = mpsc::sync_channel::<Exchange>(65_536);
-    let results_dropped = Arc::new(AtomicU64::new(0));
-    let writer = match &config.results {
+    let results = match &config.results {
         Some(dir) => {
             let mut wc = WriterConfig::new(dir);
             wc.prefix = "replay".into();
@@ -93,12 +93,12 @@ pub(crate) fn run(config: &ReplayConfig, stop: &AtomicBool, progress: Arc<Progre
             wc.tape_start_unix_ns = clock.1;
             wc.labels.push(("target".into(), rewrite.origin()));
             let writer = TapeWriter::new(wc).map_err(|e| ReplayError::Results(e.to_string()))?;
-            Some(spawn("tapedeck-results", move || write_results(writer, results_rx))?)
+            Some(
+                crate::results::start(writer)
+                    .map_err(|e| ReplayError::Config(format!("cannot start a thread: {e}")))?,
+            )
         }
-        None => {
-            drop(results_rx);
-            None
-        }
+        None => None,
     };
 
     // Workers: no more than requests may be in flight, each with its share of the limit.
@@ -126,8 +126,7 @@ pub(crate) fn run(config: &ReplayConfig, stop: &AtomicBool, progress: Arc<Progre
         let pool = Pool::new(rewrite.host(), rewrite.port(), tls.clone(), client).map_err(ReplayError::Config)?;
         let ctx = WorkerContext {
             rewrite: rewrite.clone(),
-            results: config.results.as_ref().map(|_| results_tx.clone()),
-            results_dropped: results_dropped.clone(),
+            results: results.as_ref().map(|(sink, _, _)| sink.clone()),
             progress: progress.clone(),
             ids: ids.clone(),
             clock,
@@ -138,7 +137,10 @@ pub(crate) fn run(config: &ReplayConfig, stop: &AtomicBool, progress: Arc<Progre
         lanes.push(Lane { tx, state: lane });
         handles.push(spawn(&format!("tapedeck-replay-{i}"), move || crate::worker::run(rx, pool, ctx))?);
     }
-    drop(results_tx);
+    let results = results.map(|(sink, counters, handle)| {
+        drop(sink);
+        (counters, handle)
+    });
 
     let mut d = Dispatcher { lanes, wake, refused: None };
     let interrupted = d.run(config, &mut source, stop, &draining);
@@ -150,7 +152,14 @@ pub(crate) fn run(config: &ReplayConfig, stop: &AtomicBool, progress: Arc<Progre
             merged.merge(stats);
         }
     }
-    let results_written = writer.and_then(|w| w.join().ok()).unwrap_or(0);
+    let (results_written, results_failed, results_waited) = match results {
+        Some((counters, handle)) => {
+            let _ = handle.join();
+            let get = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+            (get(&counters.written), get(&counters.failed), get(&counters.waited))
+        }
+        None => (0, 0, 0),
+    };
     if let Some(authority) = refused {
         return Err(ReplayError::ProductionTarget(authority));
     }
@@ -159,7 +168,8 @@ pub(crate) fn run(config: &ReplayConfig, stop: &AtomicBool, progress: Arc<Progre
         stats: merged,
         interrupted,
         results_written,
-        results_dropped: results_dropped.load(Ordering::Relaxed),
+        results_failed,
+        results_waited,
         damaged_segments: damage,
     })
 }
@@ -304,25 +314,4 @@ impl Dispatcher {
         }
         true
     }
-}
-
-/// The results writer: appends until the workers are done; returns how many it wrote.
-fn write_results(mut writer: TapeWriter, rx: mpsc::Receiver<Exchange>) -> u64 {
-    let mut written = 0u64;
-    loop {
-        match rx.recv_timeout(Duration::from_millis(250)) {
-            Ok(ex) => match writer.append(&ex) {
-                Ok(()) => written += 1,
-                Err(e) => tracing::warn!(error = %e, "cannot write a replay result"),
-            },
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                let _ = writer.tick();
-            }
-            Err(mpsc::RecvTimeoutError::Disconnected) => break,
-        }
-    }
-    if let Err(e) = writer.finish() {
-        tracing::warn!(error = %e, "cannot close the results tape");
-    }
-    written
 }

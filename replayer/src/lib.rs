@@ -25,6 +25,7 @@
 pub mod client;
 pub mod engine;
 pub mod report;
+mod results;
 pub mod rewrite;
 pub mod schedule;
 pub mod source;
@@ -174,12 +175,8 @@ pub fn replay(config: &ReplayConfig, stop: &AtomicBool, progress: Arc<Progress>)
     report.interrupted = outcome.interrupted;
     report.results = config.results.as_ref().map(|p| p.display().to_string());
     report.results_written = outcome.results_written;
-    if outcome.results_dropped > 0 {
-        tracing::warn!(
-            dropped = outcome.results_dropped,
-            "the results writer fell behind; some responses were not recorded"
-        );
-    }
+    report.results_failed = outcome.results_failed;
+    report.results_waited = outcome.results_waited;
     if outcome.damaged_segments > 0 {
         tracing::warn!(
             segments = outcome.damaged_segments,

@@ -106,6 +106,12 @@ pub struct ReplayReport {
     /// Responses recorded in the results tape (fewer than completed only if the writer
     /// fell behind or failed).
     pub results_written: u64,
+    /// Responses that could not be written (disk full, …).
+    #[serde(default)]
+    pub results_failed: u64,
+    /// Responses that waited for the results writer (the sends behind them were delayed).
+    #[serde(default)]
+    pub results_waited: u64,
     /// True when the replay was stopped early (Ctrl-C, --duration).
     pub interrupted: bool,
 }
@@ -155,6 +161,8 @@ impl ReplayReport {
             routes,
             results: None,
             results_written: 0,
+            results_failed: 0,
+            results_waited: 0,
             interrupted: false,
         }
     }
@@ -248,6 +256,20 @@ impl ReplayReport {
         }
         if let Some(dir) = &self.results {
             let _ = writeln!(out, "\n  responses written to {dir} ({} exchanges)", self.results_written);
+            if self.results_failed > 0 {
+                let _ = writeln!(
+                    out,
+                    "  {} responses could NOT be written (see the warnings above: disk full?)",
+                    self.results_failed
+                );
+            }
+            if self.results_waited > 0 {
+                let _ = writeln!(
+                    out,
+                    "  the results writer fell behind {} times; sends waited for it (counted in the lag)",
+                    self.results_waited
+                );
+            }
         }
         out
     }

@@ -10,8 +10,8 @@
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::thread::Thread;
 use std::time::{Duration, Instant};
 
@@ -21,6 +21,7 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
 use crate::client::{Outcome, Pool};
 use crate::engine::Progress;
+use crate::results::ResultsSink;
 use crate::rewrite::Rewrite;
 use crate::stats::{Sample, Stats};
 use crate::SessionKey;
@@ -69,8 +70,7 @@ impl LaneState {
 /// What every request of a worker needs.
 pub(crate) struct WorkerContext {
     pub rewrite: Arc<Rewrite>,
-    pub results: Option<mpsc::SyncSender<Exchange>>,
-    pub results_dropped: Arc<AtomicU64>,
+    pub results: Option<ResultsSink>,
     pub progress: Arc<Progress>,
     pub ids: Arc<IdGenerator>,
     /// The replay's clock: an instant and the wall time then (ns).
@@ -190,10 +190,8 @@ fn start_ready(queues: &Rc<RefCell<Queues>>, shared: &Rc<(Pool, WorkerContext)>)
                 q.stats.record(&sample.as_sample(&job));
                 q.release(&job.key);
             }
-            if let Some(ex) = sample.result {
-                if ctx.results.as_ref().is_some_and(|tx| tx.try_send(ex).is_err()) {
-                    ctx.results_dropped.fetch_add(1, Ordering::Relaxed);
-                }
+            if let (Some(ex), Some(sink)) = (sample.result, &ctx.results) {
+                sink.send(ex).await;
             }
             ctx.progress.in_flight.fetch_sub(1, Ordering::Relaxed);
             ctx.progress.done.fetch_add(1, Ordering::Relaxed);

@@ -198,28 +198,48 @@ fn watch_signals(stop: Arc<AtomicBool>) {
     });
 }
 
-/// A live progress bar on stderr, until `done` is set.
-fn show_progress(progress: Arc<Progress>, done: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+/// A live progress bar on stderr, until `done` is set: sent (of the total, once the tapes'
+/// footers give it), the rate over the last second, in flight, errors and lag.
+fn show_progress(progress: Arc<Progress>, done: Arc<AtomicBool>, paced: bool) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
-        let total = progress.total_hint.load(Ordering::Relaxed);
-        let bar = if total > 0 { indicatif::ProgressBar::new(total) } else { indicatif::ProgressBar::new_spinner() };
-        let template = if total > 0 {
-            "{elapsed_precise} [{bar:30}] {pos}/{len} sent · {per_sec} · {msg}"
-        } else {
-            "{elapsed_precise} {spinner} {pos} sent · {per_sec} · {msg}"
-        };
-        if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
-            bar.set_style(style.progress_chars("=> "));
+        let style = |template: &str| indicatif::ProgressStyle::with_template(template).map(|s| s.progress_chars("=> "));
+        let bar = indicatif::ProgressBar::new_spinner();
+        if let Ok(s) = style("{elapsed_precise} {spinner} {pos} sent · {msg}") {
+            bar.set_style(s);
         }
+        let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+        let mut window = std::collections::VecDeque::from([(std::time::Instant::now(), 0u64)]);
         while !done.load(Ordering::Relaxed) {
-            bar.set_position(progress.sent.load(Ordering::Relaxed));
-            bar.set_message(format!(
-                "{} in flight · {} errors · {} late >10 ms · max lag {:.1} ms",
+            let total = load(&progress.total_hint);
+            if total > 0 && bar.length().is_none() {
+                bar.set_length(total);
+                if let Ok(s) = style("{elapsed_precise} [{bar:25}] {pos}/{len} · {msg}") {
+                    bar.set_style(s);
+                }
+            }
+            let sent = load(&progress.sent);
+            let now = std::time::Instant::now();
+            window.push_back((now, sent));
+            while window.len() > 11 {
+                window.pop_front();
+            }
+            let (then, before) = window[0];
+            let rate = (sent - before) as f64 / (now - then).as_secs_f64().max(0.001);
+            bar.set_position(sent);
+            let mut msg = format!(
+                "{rate:.0}/s · {} in flight · {} errors",
                 progress.in_flight.load(Ordering::Relaxed),
-                progress.errors.load(Ordering::Relaxed),
-                progress.late.load(Ordering::Relaxed),
-                progress.max_lag_us.load(Ordering::Relaxed) as f64 / 1000.0
-            ));
+                load(&progress.errors)
+            );
+            // Unpaced, nothing is due at a time: lag would only say how long requests queued.
+            if paced {
+                msg += &format!(
+                    " · lag max {:.1} ms, {} >10 ms",
+                    load(&progress.max_lag_us) as f64 / 1000.0,
+                    load(&progress.late)
+                );
+            }
+            bar.set_message(msg);
             std::thread::sleep(Duration::from_millis(100));
         }
         bar.finish_and_clear();
@@ -232,8 +252,8 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode> {
     watch_signals(stop.clone());
     let progress = Arc::new(Progress::default());
     let done = Arc::new(AtomicBool::new(false));
-    let bar =
-        (!args.no_progress && std::io::stderr().is_terminal()).then(|| show_progress(progress.clone(), done.clone()));
+    let bar = (!args.no_progress && std::io::stderr().is_terminal())
+        .then(|| show_progress(progress.clone(), done.clone(), config.pacing != Pacing::Max));
     let result = replay(&config, &stop, progress);
     done.store(true, Ordering::Relaxed);
     if let Some(b) = bar {
@@ -245,6 +265,15 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode> {
         let json = serde_json::to_string_pretty(&report)?;
         std::fs::write(path, json).with_context(|| format!("cannot write the report to {}", path.display()))?;
         println!("  report written to {}", path.display());
+    }
+    if report.results_failed > 0 {
+        bail!(
+            "{} of {} responses could not be written to {} (is the disk full?); the summary above is complete, \
+             the results tape is not",
+            report.results_failed,
+            report.sent,
+            report.results.as_deref().unwrap_or("the results directory")
+        );
     }
     if report.sent > 0 && report.completed == 0 {
         let why = report.errors.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ");

@@ -18,6 +18,23 @@ pub fn tapedeck() -> Command {
     c
 }
 
+/// Makes `cmd`'s child fail writes past `limit` bytes per file (EFBIG, as on a full disk)
+/// instead of being killed by SIGXFSZ.
+pub fn limit_file_size(cmd: &mut Command, limit: u64) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            let lim = libc::rlimit { rlim_cur: limit, rlim_max: libc::RLIM_INFINITY };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 /// Runs `tapedeck ARGS` and returns its output.
 pub fn run(args: &[&str]) -> Output {
     tapedeck().args(args).output().expect("tapedeck runs")

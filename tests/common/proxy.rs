@@ -24,18 +24,7 @@ impl ProxyProcess {
         let mut cmd = tapedeck();
         cmd.arg("proxy").args(args).stdout(Stdio::null()).stderr(Stdio::piped());
         if let Some(limit) = limit_file_size {
-            use std::os::unix::process::CommandExt;
-            // SAFETY: only async-signal-safe calls between fork and exec.
-            unsafe {
-                cmd.pre_exec(move || {
-                    libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
-                    let lim = libc::rlimit { rlim_cur: limit, rlim_max: libc::RLIM_INFINITY };
-                    if libc::setrlimit(libc::RLIMIT_FSIZE, &lim) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
-            }
+            super::limit_file_size(&mut cmd, limit);
         }
         let mut child = KillOnDrop(cmd.spawn().expect("tapedeck proxy starts"));
         let (tx, rx) = mpsc::channel();
