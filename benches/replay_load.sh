@@ -130,7 +130,12 @@ if [ "${SKIP_MEMORY:-0}" != 1 ]; then
         ./target/release/examples/synth_tape "$BIG" 2300000 2048
     fi
     du -sh "$BIG"
-    /usr/bin/time -f "%M KiB peak RSS, %e s wall" $BIN replay "$BIG" --target http://127.0.0.1:18191 \
-        --speed max --concurrency 256 --no-progress --report "$WORK/big.json" 2>&1 > /dev/null | tail -1
-    python3 -c "import json; r = json.load(open('$WORK/big.json')); print(f\"{r['sent']:,} requests, {r['completed']:,} answered, {r['achieved_rps']:,.0f}/s\")"
+    for extra in "" "--results $WORK/results"; do
+        echo "replay $BIG --speed max --concurrency 256 $extra"
+        # shellcheck disable=SC2086
+        /usr/bin/time -f "%M KiB peak RSS, %e s wall" $BIN replay "$BIG" --target http://127.0.0.1:18191 \
+            --speed max --concurrency 256 --no-progress --report "$WORK/big.json" $extra 2>&1 > /dev/null | tail -1
+        python3 -c "import json; r = json.load(open('$WORK/big.json')); print(f\"{r['sent']:,} requests, {r['completed']:,} answered, {r['achieved_rps']:,.0f}/s, {r['results_written']:,} results written\")"
+        rm -rf "$WORK/results"
+    done
 fi

@@ -8,7 +8,7 @@
 //! requests waiting. Opening one per request instead turns a burst into a connect storm
 //! that stalls the schedule for ~100 ms (measured at 20k requests/s).
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -61,6 +61,9 @@ pub struct ClientConfig {
     pub insecure: bool,
     /// CA certificates (PEM) to trust instead of the system's.
     pub ca: Option<std::path::PathBuf>,
+    /// One target connection per recorded HTTP/1 connection, reused for its requests only
+    /// (the recorded connection pattern), instead of a shared pool.
+    pub as_recorded: bool,
 }
 
 struct Idle {
@@ -101,6 +104,9 @@ struct Inner {
 #[derive(Default)]
 struct PoolState {
     idle: Vec<Idle>,
+    /// With `as_recorded`: the connection of each recorded connection, and when it was
+    /// last used.
+    dedicated: HashMap<u64, (Idle, Instant)>,
     /// Requests waiting for a connection, oldest first.
     waiters: VecDeque<oneshot::Sender<Handed>>,
     /// Connects under way.
@@ -248,10 +254,21 @@ impl Pool {
         self.inner.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Sends `req` and reads its response within the request timeout.
-    pub async fn send(&self, req: Request<Full<Bytes>>) -> Outcome {
+    /// Sends `req` (recorded on connection `recorded`, 0 if unknown) and reads its response
+    /// within the request timeout.
+    pub async fn send(&self, req: Request<Full<Bytes>>, recorded: u64) -> Outcome {
         let started = Instant::now();
-        match tokio::time::timeout(self.inner.config.timeout, self.exchange(req)).await {
+        let exchange = async {
+            if self.inner.config.as_recorded
+                && recorded != 0
+                && self.inner.h2.lock().unwrap_or_else(|p| p.into_inner()).is_none()
+            {
+                self.exchange_dedicated(req, recorded).await
+            } else {
+                self.exchange(req).await
+            }
+        };
+        match tokio::time::timeout(self.inner.config.timeout, exchange).await {
             Ok(outcome) => outcome,
             Err(_) => Outcome::failed(started, ErrorKind::ResponseTimeout),
         }
@@ -292,6 +309,62 @@ impl Pool {
                     None => return Outcome::failed(sent_at, hyper_kind(&e.into_error())),
                 },
             }
+        }
+    }
+
+    /// `--connections as-recorded`: the request goes on its recorded connection's own
+    /// target connection, opened on first use. At the connection cap, the longest idle
+    /// one is closed to make room.
+    async fn exchange_dedicated(&self, mut req: Request<Full<Bytes>>, recorded: u64) -> Outcome {
+        let started = Instant::now();
+        let pq = req.uri().path_and_query().cloned().unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+        *req.uri_mut() = http::Uri::from(pq);
+        let mut kept = self.state().dedicated.remove(&recorded).map(|(conn, _)| conn);
+        if let Some(conn) = kept.as_mut() {
+            if conn.tx.ready().await.is_err() {
+                kept = None;
+            }
+        }
+        let mut conn = match kept {
+            Some(conn) => conn,
+            None => {
+                // Finished requests keep their connections (and permits) for their recorded
+                // connection; at the cap, close the longest idle to make room.
+                let permit = loop {
+                    if let Ok(p) = self.inner.permits.clone().try_acquire_owned() {
+                        break p;
+                    }
+                    let oldest = {
+                        let mut state = self.state();
+                        let key = state.dedicated.iter().min_by_key(|(_, (_, used))| *used).map(|(k, _)| *k);
+                        key.and_then(|k| state.dedicated.remove(&k))
+                    };
+                    if oldest.is_none() {
+                        // All in use: wait for one to finish.
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                };
+                match Box::pin(self.connect()).await {
+                    Ok(Conn::H1(tx)) => Idle { tx, _permit: permit },
+                    Ok(Conn::H2(tx)) => {
+                        // The target multiplexes: every request shares the h2 connection.
+                        *self.inner.h2.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
+                        return self.exchange(req).await;
+                    }
+                    Err(kind) => return Outcome::failed(started, kind),
+                }
+            }
+        };
+        let sent_at = Instant::now();
+        match conn.tx.send_request(req).await {
+            Ok(resp) => {
+                let (outcome, conn) = self.read_body(sent_at, resp, Some(conn)).await;
+                if let Some(conn) = conn {
+                    self.state().dedicated.insert(recorded, (conn, Instant::now()));
+                }
+                outcome
+            }
+            Err(e) => Outcome::failed(sent_at, hyper_kind(&e)),
         }
     }
 
@@ -359,9 +432,23 @@ impl Pool {
         }
     }
 
-    /// Reads the response body (keeping up to `max_body` bytes); returns the connection
-    /// to the pool when the body ended cleanly.
+    /// Reads the response body; returns the connection to the pool if it ended cleanly.
     async fn read(&self, sent_at: Instant, resp: http::Response<hyper::body::Incoming>, conn: Option<Idle>) -> Outcome {
+        let (outcome, conn) = self.read_body(sent_at, resp, conn).await;
+        if let Some(conn) = conn {
+            self.check_in(conn);
+        }
+        outcome
+    }
+
+    /// Reads the response body (keeping up to `max_body` bytes); gives the connection back
+    /// if the body ended cleanly.
+    async fn read_body(
+        &self,
+        sent_at: Instant,
+        resp: http::Response<hyper::body::Incoming>,
+        conn: Option<Idle>,
+    ) -> (Outcome, Option<Idle>) {
         let head = sent_at.elapsed();
         let (parts, mut body) = resp.into_parts();
         let mut kept = BytesMut::new();
@@ -383,12 +470,8 @@ impl Pool {
             }
         }
         let end = sent_at.elapsed();
-        if error.is_none() {
-            if let Some(conn) = conn.filter(|c| !c.tx.is_closed()) {
-                self.check_in(conn);
-            }
-        }
-        Outcome {
+        let conn = conn.filter(|c| error.is_none() && !c.tx.is_closed());
+        let outcome = Outcome {
             sent_at,
             status: Some(parts.status),
             version: parts.version,
@@ -398,7 +481,8 @@ impl Pool {
             head: Some(head),
             end: Some(end),
             error,
-        }
+        };
+        (outcome, conn)
     }
 
     async fn connect(&self) -> Result<Conn, ErrorKind> {

@@ -110,6 +110,7 @@ impl ReplayConfig {
                 max_body: 1 << 20,
                 insecure: false,
                 ca: None,
+                as_recorded: false,
             },
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
             results: None,

@@ -232,7 +232,7 @@ async fn send(job: &Job, pool: &Pool, ctx: &WorkerContext) -> Sent {
     let (outcome, request) = match ctx.rewrite.request(recorded) {
         Ok(req) => {
             let request = ctx.results.is_some().then(|| sent_request(&req));
-            (pool.send(req).await, request)
+            (pool.send(req, recorded.connection.0).await, request)
         }
         Err(e) => {
             tracing::debug!(error = %e, id = %recorded.id, "cannot build the request");

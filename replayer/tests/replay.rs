@@ -459,3 +459,42 @@ fn responses_are_written_as_a_tape_linked_to_the_recording() {
         assert_eq!(r.request.path(), format!("/api/items/{}", r.replay_of.unwrap().0));
     }
 }
+
+#[test]
+fn connections_can_be_reused_as_recorded() {
+    let _serial = serial();
+    // Five recorded connections, four requests each, interleaved.
+    let mut exchanges = Vec::new();
+    for k in 0..4u64 {
+        for c in 1..=5u64 {
+            let mut e = recorded(c * 100 + k, (k * 5 + c) as f64 * 2.0, "GET", &format!("/c/{c}/{k}"));
+            e.connection = tapedeck_captures::ConnectionId(c);
+            exchanges.push(e);
+        }
+    }
+    let (_dir, path) = tape(&exchanges);
+    let peers_by_recorded = |target: &Target| {
+        let mut map = std::collections::HashMap::<u64, std::collections::HashSet<std::net::SocketAddr>>::new();
+        for a in target.arrivals() {
+            map.entry(recorded_id(&a) / 100).or_default().insert(a.peer);
+        }
+        map
+    };
+
+    let target = Target::start(Duration::ZERO);
+    let mut c = config(&path, &target, Pacing::Recorded { speed: 1.0 });
+    c.client.as_recorded = true;
+    assert_eq!(run(&c).completed, 20);
+    let map = peers_by_recorded(&target);
+    assert!(map.values().all(|peers| peers.len() == 1), "a recorded connection used several: {map:?}");
+    let distinct: std::collections::HashSet<_> = map.values().flatten().collect();
+    assert_eq!(distinct.len(), 5, "one target connection per recorded connection");
+
+    // Pooled, one worker: the requests, 2 ms apart, share far fewer connections.
+    let target = Target::start(Duration::ZERO);
+    let mut c = config(&path, &target, Pacing::Recorded { speed: 1.0 });
+    c.workers = 1;
+    assert_eq!(run(&c).completed, 20);
+    let distinct: std::collections::HashSet<_> = target.arrivals().iter().map(|a| a.peer).collect();
+    assert!(distinct.len() <= 2, "{} connections", distinct.len());
+}

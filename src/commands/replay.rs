@@ -92,6 +92,11 @@ pub struct ReplayArgs {
     /// Connections to the target at most.
     #[arg(long, default_value_t = 1024, value_name = "N")]
     pub connections: usize,
+    /// How requests share connections to the target: `pooled` (keep-alive connections
+    /// shared by all requests) or `as-recorded` (one connection per recorded HTTP/1
+    /// connection, reused only for its requests, as production's clients did).
+    #[arg(long, default_value = "pooled", value_name = "MODE")]
+    pub connection_reuse: String,
     /// Accept any TLS certificate (self-signed staging).
     #[arg(long)]
     pub insecure: bool,
@@ -170,6 +175,11 @@ fn config(args: &ReplayArgs) -> Result<ReplayConfig> {
     }
     c.client.timeout = humantime::parse_duration(&args.timeout).context("invalid --timeout")?;
     c.client.connections = args.connections.max(1);
+    c.client.as_recorded = match args.connection_reuse.as_str() {
+        "pooled" => false,
+        "as-recorded" => true,
+        other => bail!("--connection-reuse {other:?}: expected pooled or as-recorded"),
+    };
     c.client.insecure = args.insecure;
     c.client.ca = args.ca.clone();
     c.client.max_body =

@@ -28,6 +28,8 @@ pub struct Arrival {
     pub target: String,
     pub headers: http::HeaderMap,
     pub body: Bytes,
+    /// The client's address: one per connection.
+    pub peer: SocketAddr,
 }
 
 /// A target answering `200 ok` (after `delay`), logging every request.
@@ -60,7 +62,8 @@ impl Target {
             rt.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(listener).unwrap();
                 while !stop.load(Ordering::Relaxed) {
-                    let Ok(Ok((stream, _))) = tokio::time::timeout(Duration::from_millis(50), listener.accept()).await
+                    let Ok(Ok((stream, peer))) =
+                        tokio::time::timeout(Duration::from_millis(50), listener.accept()).await
                     else {
                         continue;
                     };
@@ -87,6 +90,7 @@ impl Target {
                                     target: parts.uri.path_and_query().map(|p| p.to_string()).unwrap_or_default(),
                                     headers: parts.headers,
                                     body,
+                                    peer,
                                 });
                                 Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from_static(
                                     b"ok",
