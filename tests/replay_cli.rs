@@ -24,6 +24,16 @@ fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> u16 {
     out.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
 }
 
+/// Each of the six users' five steps arrived in order.
+fn assert_sessions_in_order(seen: &[common::upstream::Seen]) {
+    for u in 0..6 {
+        let steps: Vec<&str> =
+            seen.iter().filter(|r| r.path.starts_with(&format!("/api/users/{u}/"))).map(|r| r.path.as_str()).collect();
+        let expected: Vec<String> = (0..5).map(|k| format!("/api/users/{u}/step/{k}")).collect();
+        assert_eq!(steps, expected, "user {u}'s session out of order");
+    }
+}
+
 #[test]
 fn captured_sessions_replay_in_order_against_staging_and_never_production() {
     let production = Upstream::start();
@@ -80,12 +90,7 @@ fn captured_sessions_replay_in_order_against_staging_and_never_production() {
 
     let seen = staging.seen();
     assert_eq!(seen.len(), 30);
-    for u in 0..6 {
-        let steps: Vec<String> =
-            seen.iter().filter(|r| r.path.starts_with(&format!("/api/users/{u}/"))).map(|r| r.path.clone()).collect();
-        let expected: Vec<String> = (0..5).map(|k| format!("/api/users/{u}/step/{k}")).collect();
-        assert_eq!(steps, expected, "user {u}'s session out of order");
-    }
+    assert_sessions_in_order(&seen);
     assert!(seen.iter().all(|r| r.header("authorization") == Some("Bearer staging-secret")));
     assert!(
         seen.iter().all(|r| !r.header("x-user").unwrap_or("").contains("@mail.example")),
@@ -100,6 +105,11 @@ fn captured_sessions_replay_in_order_against_staging_and_never_production() {
     assert!(json["lag"]["ms"]["p99"].as_f64().is_some(), "{json}");
     let inspect = ok(&["inspect", s(&results)]);
     assert!(inspect.contains("30"), "{inspect}");
+
+    // Flat out every request is due at once: only the session keeps the order.
+    let flat_out = Upstream::start();
+    ok(&["replay", s(&caps), "--target", &flat_out.url(), "--speed", "max", "--workers", "2"]);
+    assert_sessions_in_order(&flat_out.seen());
 
     // The tapes remember their upstream: replaying there is refused, and nothing is sent.
     let out = run(&["replay", s(&caps), "--target", &production.url(), "--speed", "max"]);

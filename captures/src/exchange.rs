@@ -454,6 +454,18 @@ impl ErrorKind {
         ErrorKind::Other,
     ];
 
+    /// The kind of a failed connect or an I/O error on a connection.
+    pub fn of_io(e: &std::io::Error) -> ErrorKind {
+        match e.kind() {
+            std::io::ErrorKind::ConnectionRefused => ErrorKind::ConnectRefused,
+            std::io::ErrorKind::TimedOut => ErrorKind::ConnectTimeout,
+            std::io::ErrorKind::ConnectionReset
+            | std::io::ErrorKind::ConnectionAborted
+            | std::io::ErrorKind::BrokenPipe => ErrorKind::Reset,
+            _ => ErrorKind::Other,
+        }
+    }
+
     /// The snake_case name used in JSON, metrics and filters.
     pub fn as_str(self) -> &'static str {
         match self {

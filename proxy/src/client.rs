@@ -56,17 +56,6 @@ impl UpstreamError {
     }
 }
 
-fn io_kind(e: &std::io::Error) -> ErrorKind {
-    match e.kind() {
-        std::io::ErrorKind::ConnectionRefused => ErrorKind::ConnectRefused,
-        std::io::ErrorKind::TimedOut => ErrorKind::ConnectTimeout,
-        std::io::ErrorKind::ConnectionReset
-        | std::io::ErrorKind::ConnectionAborted
-        | std::io::ErrorKind::BrokenPipe => ErrorKind::Reset,
-        _ => ErrorKind::Other,
-    }
-}
-
 struct Idle {
     tx: http1::SendRequest<UpBody>,
     since: Instant,
@@ -227,7 +216,7 @@ impl UpstreamPool {
                     stream = Some(s);
                     break;
                 }
-                Ok(Err(e)) => last = UpstreamError::new(io_kind(&e), format!("connecting to {addr}: {e}")),
+                Ok(Err(e)) => last = UpstreamError::new(ErrorKind::of_io(&e), format!("connecting to {addr}: {e}")),
                 Err(_) => {
                     last = UpstreamError::new(ErrorKind::ConnectTimeout, format!("connecting to {addr}: timed out"))
                 }

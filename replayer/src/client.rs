@@ -131,17 +131,6 @@ impl PoolState {
     }
 }
 
-fn io_kind(e: &std::io::Error) -> ErrorKind {
-    match e.kind() {
-        std::io::ErrorKind::ConnectionRefused => ErrorKind::ConnectRefused,
-        std::io::ErrorKind::TimedOut => ErrorKind::ConnectTimeout,
-        std::io::ErrorKind::ConnectionReset
-        | std::io::ErrorKind::ConnectionAborted
-        | std::io::ErrorKind::BrokenPipe => ErrorKind::Reset,
-        _ => ErrorKind::Other,
-    }
-}
-
 fn hyper_kind(e: &hyper::Error) -> ErrorKind {
     if e.is_timeout() {
         ErrorKind::ResponseTimeout
@@ -498,7 +487,7 @@ impl Pool {
                     stream = Some(s);
                     break;
                 }
-                Ok(Err(e)) => last = io_kind(&e),
+                Ok(Err(e)) => last = ErrorKind::of_io(&e),
                 Err(_) => last = ErrorKind::ConnectTimeout,
             }
         }
