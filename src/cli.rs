@@ -85,6 +85,7 @@ Examples:
   tapedeck replay captures/ --target http://staging:8080 --speed max --concurrency 64
   tapedeck replay captures/ --target https://staging --set-header 'Authorization: Bearer ${STAGING_TOKEN}' \\
                   --route '/api/orders' --from 5m --to 10m --results replay-out/ --report replay.json
+  tapedeck replay --config replay.toml --speed 4x          settings from a file, flags win
 
 Requests of one recorded session or connection keep their order; sessions run
 concurrently. The schedule is open-loop: a slow target makes requests late, and the

@@ -1,6 +1,20 @@
 //! One module per subcommand, plus what they share: opening tapes with warnings for the
 //! damaged ones, and selecting exchanges with `--filter`/`--limit`.
 
+/// Config files: an option the flags left unset takes the file's value.
+macro_rules! prefer_flags {
+    ($flags:ident, $file:ident; $($field:ident),*) => {
+        $( if $flags.$field.is_none() { $flags.$field = $file.$field.take(); } )*
+    };
+}
+
+/// Config files: a repeatable flag given no values takes the file's list.
+macro_rules! prefer_lists {
+    ($flags:ident, $file:ident; $($field:ident),*) => {
+        $( if $flags.$field.is_empty() { $flags.$field = std::mem::take(&mut $file.$field); } )*
+    };
+}
+
 pub mod cat;
 pub mod demo;
 pub mod import;

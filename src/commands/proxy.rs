@@ -135,12 +135,6 @@ pub struct ProxyArgs {
     pub config: Option<PathBuf>,
 }
 
-macro_rules! prefer_flags {
-    ($flags:ident, $file:ident; $($field:ident),*) => {
-        $( if $flags.$field.is_none() { $flags.$field = $file.$field.take(); } )*
-    };
-}
-
 impl ProxyArgs {
     /// Fills unset flags from the config file.
     fn merge_file(mut self) -> Result<Self> {
@@ -154,12 +148,7 @@ impl ProxyArgs {
             instance, max_connections, max_header_size, workers, scrub_policy, scrub_key_file);
         self.preserve_header_case |= file.preserve_header_case;
         self.no_scrub |= file.no_scrub;
-        if self.include.is_empty() {
-            self.include = file.include;
-        }
-        if self.exclude.is_empty() {
-            self.exclude = file.exclude;
-        }
+        prefer_lists!(self, file; include, exclude);
         Ok(self)
     }
 }

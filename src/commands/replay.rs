@@ -11,24 +11,26 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
+use serde::Deserialize;
 use tapedeck_captures::filter::Filter;
 use tapedeck_replayer::rewrite::{parse_path_rule, parse_set_header};
 use tapedeck_replayer::schedule::Pacing;
 use tapedeck_replayer::{replay, Progress, ReplayConfig};
 
-/// `tapedeck replay`
-#[derive(Debug, Args)]
+/// Flags of `tapedeck replay`, also the keys of its config file.
+#[derive(Debug, Default, Args, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct ReplayArgs {
     /// Tapes or directories to replay (merged in recorded order).
-    #[arg(required = true, value_name = "TAPE_OR_DIR")]
+    #[arg(value_name = "TAPE_OR_DIR")]
     pub paths: Vec<PathBuf>,
     /// Where to send: `http(s)://host[:port][/path-prefix]`.
     #[arg(long, value_name = "URL")]
-    pub target: String,
+    pub target: Option<String>,
     /// Tempo: `1x` (as recorded), `2x`, `0.5x`, any factor, or `max` (as fast as the
-    /// target takes it, --concurrency in flight).
-    #[arg(long, default_value = "1x", value_name = "SPEED")]
-    pub speed: String,
+    /// target takes it, --concurrency in flight) [default: 1x].
+    #[arg(long, value_name = "SPEED")]
+    pub speed: Option<String>,
     /// A flat rate instead of the recorded gaps, in requests per second (order and mix
     /// kept).
     #[arg(long, value_name = "N", conflicts_with = "speed")]
@@ -36,9 +38,10 @@ pub struct ReplayArgs {
     /// Requests in flight with --speed max.
     #[arg(long, value_name = "N")]
     pub concurrency: Option<usize>,
-    /// Requests in flight at most; when reached, sends wait and the lag is reported.
-    #[arg(long, default_value_t = 1024, value_name = "N")]
-    pub max_in_flight: usize,
+    /// Requests in flight at most; when reached, sends wait and the lag is reported
+    /// [default: 1024].
+    #[arg(long, value_name = "N")]
+    pub max_in_flight: Option<usize>,
     /// Only exchanges matching this expression (`tapedeck cat --help` lists the fields).
     #[arg(long, value_name = "EXPR")]
     pub filter: Option<String>,
@@ -69,6 +72,7 @@ pub struct ReplayArgs {
     pub limit: Option<u64>,
     /// Play the tapes this many times, each after the last.
     #[arg(long = "loop", value_name = "N")]
+    #[serde(rename = "loop")]
     pub loops: Option<u64>,
     /// Keep replaying (looping the tapes) for this long, e.g. `10m`.
     #[arg(long, value_name = "DURATION")]
@@ -83,20 +87,20 @@ pub struct ReplayArgs {
     /// Rewrite the path and query: `REGEX=REPLACEMENT` (`$1` for groups). Repeatable.
     #[arg(long, value_name = "RULE")]
     pub rewrite_path: Vec<String>,
-    /// `Host` sent: the `target`'s (default) or the recorded one (`keep`).
-    #[arg(long, default_value = "target", value_name = "MODE")]
-    pub host_header: String,
-    /// Per-request timeout.
-    #[arg(long, default_value = "30s", value_name = "DURATION")]
-    pub timeout: String,
-    /// Connections to the target at most.
-    #[arg(long, default_value_t = 1024, value_name = "N")]
-    pub connections: usize,
-    /// How requests share connections to the target: `pooled` (keep-alive connections
-    /// shared by all requests) or `as-recorded` (one connection per recorded HTTP/1
-    /// connection, reused only for its requests, as production's clients did).
-    #[arg(long, default_value = "pooled", value_name = "MODE")]
-    pub connection_reuse: String,
+    /// `Host` sent: the `target`'s (`target`, default) or the recorded one (`keep`).
+    #[arg(long, value_name = "MODE")]
+    pub host_header: Option<String>,
+    /// Per-request timeout [default: 30s].
+    #[arg(long, value_name = "DURATION")]
+    pub timeout: Option<String>,
+    /// Connections to the target at most [default: 1024].
+    #[arg(long, value_name = "N")]
+    pub connections: Option<usize>,
+    /// How requests share connections to the target: `pooled` (default: keep-alive
+    /// connections shared by all requests) or `as-recorded` (one connection per recorded
+    /// HTTP/1 connection, reused only for its requests, as production's clients did).
+    #[arg(long, value_name = "MODE")]
+    pub connection_reuse: Option<String>,
     /// Accept any TLS certificate (self-signed staging).
     #[arg(long)]
     pub insecure: bool,
@@ -109,32 +113,65 @@ pub struct ReplayArgs {
     /// Write the responses as a tape into this directory (linked to the recorded exchanges).
     #[arg(long, value_name = "DIR")]
     pub results: Option<PathBuf>,
-    /// Response body bytes kept per response in the results.
-    #[arg(long, default_value = "1MiB", value_name = "SIZE")]
-    pub max_body: String,
+    /// Response body bytes kept per response in the results [default: 1MiB].
+    #[arg(long, value_name = "SIZE")]
+    pub max_body: Option<String>,
     /// Write the summary as JSON.
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
-    /// Routes listed in the summary.
-    #[arg(long, default_value_t = 20)]
-    pub top: usize,
+    /// Routes listed in the summary [default: 20].
+    #[arg(long, value_name = "N")]
+    pub top: Option<usize>,
     /// Replay even at the service the tapes were recorded from.
     #[arg(long)]
     pub allow_production_target: bool,
     /// No live progress bar.
     #[arg(long)]
     pub no_progress: bool,
+    /// Read settings from this TOML file (keys are the flag names; flags win).
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+}
+
+impl ReplayArgs {
+    /// Fills unset flags from the config file.
+    fn merge_file(mut self) -> Result<Self> {
+        let Some(path) = self.config.clone() else { return Ok(self) };
+        let text =
+            std::fs::read_to_string(&path).with_context(|| format!("cannot read config file {}", path.display()))?;
+        let mut file: ReplayArgs = toml::from_str(&text).map_err(|e| anyhow!("config file {}: {e}", path.display()))?;
+        // The tempo is one setting: a --speed or --rate flag replaces the file's.
+        if self.speed.is_some() || self.rate.is_some() {
+            file.speed = None;
+            file.rate = None;
+        }
+        prefer_flags!(self, file; target, speed, rate, concurrency, max_in_flight, filter, from, to, sample, limit,
+            loops, duration, host_header, timeout, connections, connection_reuse, ca, workers, results, max_body, report,
+            top);
+        prefer_lists!(self, file; paths, method, route, status, host, set_header, remove_header, rewrite_path);
+        self.insecure |= file.insecure;
+        self.allow_production_target |= file.allow_production_target;
+        self.no_progress |= file.no_progress;
+        Ok(self)
+    }
 }
 
 fn config(args: &ReplayArgs) -> Result<ReplayConfig> {
-    let target: http::Uri = args.target.parse().map_err(|e| anyhow!("--target {:?}: {e}", args.target))?;
+    if args.paths.is_empty() {
+        bail!("which tapes? give tapes or directories (or `paths` in --config)");
+    }
+    let target = args.target.as_deref().ok_or_else(|| {
+        anyhow!("--target is required: where to replay, e.g. --target http://staging:8080 (never production)")
+    })?;
+    let target: http::Uri = target.parse().map_err(|e| anyhow!("--target {target:?}: {e}"))?;
     let mut c = ReplayConfig::new(args.paths.clone(), target)?;
     c.pacing = match args.rate {
         Some(r) if r > 0.0 && r.is_finite() => Pacing::Rate { per_sec: r },
         Some(r) => bail!("--rate {r}: must be above 0"),
-        None => args.speed.parse::<Pacing>().map_err(|e| anyhow!("--speed {e}"))?,
+        None => args.speed.as_deref().unwrap_or("1x").parse::<Pacing>().map_err(|e| anyhow!("--speed {e}"))?,
     };
-    c.max_in_flight = args.max_in_flight.max(1);
+    c.max_in_flight = args.max_in_flight.unwrap_or(1024).max(1);
     if let Some(n) = args.concurrency {
         if c.pacing != Pacing::Max {
             bail!("--concurrency goes with --speed max; use --max-in-flight to bound a paced replay");
@@ -159,7 +196,7 @@ fn config(args: &ReplayArgs) -> Result<ReplayConfig> {
     s.limit = args.limit;
     c.loops = args.loops;
     c.duration = args.duration.as_deref().map(humantime::parse_duration).transpose().context("invalid --duration")?;
-    c.rewrite.keep_host = match args.host_header.as_str() {
+    c.rewrite.keep_host = match args.host_header.as_deref().unwrap_or("target") {
         "keep" => true,
         "target" => false,
         other => bail!("--host-header {other:?}: expected keep or target"),
@@ -173,17 +210,21 @@ fn config(args: &ReplayArgs) -> Result<ReplayConfig> {
     for r in &args.rewrite_path {
         c.rewrite.paths.push(parse_path_rule(r).map_err(|e| anyhow!(e))?);
     }
-    c.client.timeout = humantime::parse_duration(&args.timeout).context("invalid --timeout")?;
-    c.client.connections = args.connections.max(1);
-    c.client.as_recorded = match args.connection_reuse.as_str() {
+    if let Some(t) = &args.timeout {
+        c.client.timeout = humantime::parse_duration(t).map_err(|e| anyhow!("--timeout {t:?}: {e}"))?;
+    }
+    c.client.connections = args.connections.unwrap_or(1024).max(1);
+    c.client.as_recorded = match args.connection_reuse.as_deref().unwrap_or("pooled") {
         "pooled" => false,
         "as-recorded" => true,
         other => bail!("--connection-reuse {other:?}: expected pooled or as-recorded"),
     };
     c.client.insecure = args.insecure;
     c.client.ca = args.ca.clone();
-    c.client.max_body =
-        args.max_body.parse::<bytesize::ByteSize>().map_err(|e| anyhow!("--max-body {e}"))?.as_u64() as usize;
+    if let Some(m) = &args.max_body {
+        c.client.max_body =
+            m.parse::<bytesize::ByteSize>().map_err(|e| anyhow!("--max-body {m:?}: {e}"))?.as_u64() as usize;
+    }
     if let Some(w) = args.workers {
         c.workers = w.max(1);
     }
@@ -257,6 +298,7 @@ fn show_progress(progress: Arc<Progress>, done: Arc<AtomicBool>, paced: bool) ->
 }
 
 pub fn run(args: ReplayArgs) -> Result<ExitCode> {
+    let args = args.merge_file()?;
     let config = config(&args)?;
     let stop = Arc::new(AtomicBool::new(false));
     watch_signals(stop.clone());
@@ -270,7 +312,7 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode> {
         let _ = b.join();
     }
     let report = result?;
-    print!("{}", report.render(args.top));
+    print!("{}", report.render(args.top.unwrap_or(20)));
     if let Some(path) = &args.report {
         let json = serde_json::to_string_pretty(&report)?;
         std::fs::write(path, json).with_context(|| format!("cannot write the report to {}", path.display()))?;
@@ -294,4 +336,31 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode> {
         );
     }
     Ok(if report.interrupted && stop.load(Ordering::Relaxed) { ExitCode::from(130) } else { ExitCode::SUCCESS })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_config_is_valid_and_flags_win() {
+        let example: ReplayArgs = toml::from_str(include_str!("../../examples/replay.toml")).unwrap();
+        assert_eq!(example.target.as_deref(), Some("https://staging.internal:8443"));
+        assert_eq!(example.set_header, ["Authorization: Bearer ${STAGING_TOKEN}"]);
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("replay.toml");
+        std::fs::write(&file, "paths = [\"caps/\"]\ntarget = \"http://staging:8080\"\nspeed = \"2x\"\nloop = 3\n")
+            .unwrap();
+        let flags = ReplayArgs { rate: Some(50.0), config: Some(file.clone()), ..Default::default() };
+        let merged = flags.merge_file().unwrap();
+        assert_eq!(merged.paths, [PathBuf::from("caps/")]);
+        assert_eq!(merged.target.as_deref(), Some("http://staging:8080"));
+        assert_eq!((merged.rate, merged.speed), (Some(50.0), None), "--rate replaces the file's speed");
+        assert_eq!(merged.loops, Some(3));
+
+        std::fs::write(&file, "target = \"http://staging:8080\"\nsped = \"2x\"\n").unwrap();
+        let err = ReplayArgs { config: Some(file), ..Default::default() }.merge_file().unwrap_err();
+        assert!(format!("{err:#}").contains("sped"), "{err:#}");
+    }
 }
