@@ -86,12 +86,32 @@ Examples:
   tapedeck replay captures/ --target https://staging --set-header 'Authorization: Bearer ${STAGING_TOKEN}' \\
                   --route '/api/orders' --from 5m --to 10m --results replay-out/ --report replay.json
   tapedeck replay --config replay.toml --speed 4x          settings from a file, flags win
+  tapedeck replay captures/ --target http://staging:8080 --speed 2x --results run/ \
+                  --html report.html --junit junit.xml \
+                  --gate 'diff_rate<=0.5%' --gate 'p99_ratio<=1.25' --gate 'errors==0'
+
+Responses are compared with the recorded ones: status, the headers a client acts on,
+JSON bodies path by path. Noise (timestamps, uuids, tokens, and keys that differ between
+recorded answers to identical requests) is learned and set apart; ids the target
+generates are carried into later requests of the same session. Exit code: 0 ok, 1 a gate
+failed, 2 the replay could not run (or the target answered nothing).
 
 Requests of one recorded session or connection keep their order; sessions run
 concurrently. The schedule is open-loop: a slow target makes requests late, and the
 lag is reported. Replaying at the service the tapes were recorded from is refused
 unless --allow-production-target.")]
     Replay(Box<crate::commands::replay::ReplayArgs>),
+
+    /// Re-render a replay's report from its results, or compare two runs.
+    #[command(after_help = "\
+Examples:
+  tapedeck report run/                                   the report of `replay --results run/`
+  tapedeck report run/ --html report.html --gate 'diff_rate<=1%'
+  tapedeck report --baseline last-week.json today.json   load-shape regression: new vs old
+  tapedeck report --baseline old/ new/ --gate 'p99_ratio<=1.2' --gate 'error_rate<=0.1%'
+
+Exit code: 0 ok, 1 a gate failed, 2 the reports cannot be read.")]
+    Report(crate::commands::report::ReportArgs),
 
     /// Scrub personal data from tapes, check tapes for it, or print the default policy.
     #[command(after_help = "\
@@ -104,11 +124,16 @@ The key for `hash` comes from --key-file or $TAPEDECK_SCRUB_KEY; use the same ke
 proxy so tokens match. It is never written to a tape; its fingerprint is.")]
     Scrub(crate::commands::scrub::ScrubArgs),
 
-    /// Generate a realistic sample capture and inspect it: a tour with no set-up.
+    /// The whole job with no set-up: capture, scrub, replay against a drifted staging, report.
     #[command(after_help = "\
+Starts a JSON API as production and a copy with planted drift as staging (all on
+127.0.0.1), captures simulated users through the proxy, checks the capture for personal
+data, replays it against staging at 2x and prints the report; the HTML report is written
+to the output directory.
+
 Examples:
-  tapedeck demo                      writes tapedeck-demo/ and summarises it
-  tapedeck demo --out /tmp/demo --count 20000")]
+  tapedeck demo                            writes tapedeck-demo/ (capture, results, report.html)
+  tapedeck demo --out /tmp/demo --seconds 20 --sessions 48")]
     Demo(DemoArgs),
 }
 
@@ -238,7 +263,10 @@ pub struct DemoArgs {
     /// Directory for the demo's files.
     #[arg(long, default_value = "tapedeck-demo")]
     pub out: PathBuf,
-    /// Exchanges to generate.
-    #[arg(long, default_value_t = 5000)]
-    pub count: usize,
+    /// Seconds of traffic to capture.
+    #[arg(long, default_value_t = 8)]
+    pub seconds: u64,
+    /// Simulated users browsing at once.
+    #[arg(long, default_value_t = 32)]
+    pub sessions: u64,
 }

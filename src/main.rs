@@ -31,6 +31,7 @@ fn main() -> ExitCode {
         Command::Proxy(args) => commands::proxy::run(*args),
         Command::Scrub(args) => commands::scrub::run(args),
         Command::Replay(args) => commands::replay::run(*args),
+        Command::Report(args) => commands::report::run(args),
     };
     match result {
         Ok(code) => code,

@@ -16,6 +16,7 @@ use tapedeck_captures::tape::{TapeKind, TapeWriter, WriterConfig};
 use tapedeck_captures::{Exchange, IdGenerator};
 
 use crate::client::Pool;
+use crate::compare::generated::Window;
 use crate::schedule::{precise_timers, wait_until, Pacing, Schedule};
 use crate::source::{Selection, Source};
 use crate::stats::Stats;
@@ -108,6 +109,13 @@ pub(crate) fn run(config: &ReplayConfig, stop: &AtomicBool, progress: Arc<Progre
     let wake = Arc::new(DispatcherWake { waiting: AtomicBool::new(false), thread: std::thread::current() });
     let draining = Arc::new(AtomicBool::new(false));
     let ids = Arc::new(IdGenerator::new());
+    let comparing = config.compare.as_ref().map(|c| {
+        Arc::new(crate::worker::Comparing {
+            config: c.clone(),
+            window: Window::since(clock.1 / 1_000_000_000),
+            probe: config.noise_probe,
+        })
+    });
     let mut lanes = Vec::with_capacity(workers);
     let mut handles = Vec::with_capacity(workers);
     for i in 0..workers {
@@ -132,6 +140,7 @@ pub(crate) fn run(config: &ReplayConfig, stop: &AtomicBool, progress: Arc<Progre
             clock,
             lane: lane.clone(),
             limit,
+            compare: comparing.clone(),
         };
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Job>();
         lanes.push(Lane { tx, state: lane });

@@ -23,6 +23,7 @@
 #![deny(missing_docs)]
 
 pub mod client;
+pub mod compare;
 pub mod engine;
 pub mod report;
 mod results;
@@ -90,6 +91,12 @@ pub struct ReplayConfig {
     pub results: Option<PathBuf>,
     /// Replay even at the authority the tapes were recorded from.
     pub allow_production_target: bool,
+    /// Compare responses with the recording (and correlate sessions); `None` only replays.
+    pub compare: Option<compare::CompareConfig>,
+    /// Send a few safe requests per route twice to learn the target's own noise.
+    pub noise_probe: bool,
+    /// Noise known before the run (`--noise-model FILE`).
+    pub noise_model: compare::noise::NoiseModel,
 }
 
 impl ReplayConfig {
@@ -115,6 +122,9 @@ impl ReplayConfig {
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
             results: None,
             allow_production_target: false,
+            compare: Some(compare::CompareConfig::default()),
+            noise_probe: false,
+            noise_model: Default::default(),
         })
     }
 
@@ -172,7 +182,12 @@ pub fn session_key(ex: &Exchange) -> SessionKey {
 pub fn replay(config: &ReplayConfig, stop: &AtomicBool, progress: Arc<Progress>) -> Result<ReplayReport, ReplayError> {
     let started_at = jiff::Timestamp::now().to_string();
     let outcome = engine::run(config, stop, progress)?;
-    let mut report = ReplayReport::new(&outcome.stats, config.rewrite.origin(), config.pacing_label(), started_at);
+    let mut noise = config.noise_model.clone();
+    noise.merge(outcome.stats.noise.clone());
+    let compare = config.compare.as_ref().map(|c| (c, &noise));
+    let mut report =
+        ReplayReport::new(&outcome.stats, config.rewrite.origin(), config.pacing_label(), started_at, compare);
+    report.noise = noise;
     report.interrupted = outcome.interrupted;
     report.results = config.results.as_ref().map(|p| p.display().to_string());
     report.results_written = outcome.results_written;

@@ -6,10 +6,15 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use tapedeck_captures::{route, ErrorKind, Exchange};
+use tapedeck_captures::{ErrorKind, Exchange};
 
-/// Distinct routes tracked; more are counted under `(other routes)`.
+use crate::compare::noise::NoiseModel;
+use crate::compare::tally::RouteTally;
+
+/// Distinct routes tracked; more are counted under [`OTHER_ROUTES`].
 const MAX_ROUTES: usize = 2_000;
+/// Where routes beyond the limit are counted.
+pub const OTHER_ROUTES: &str = "(other routes)";
 
 fn histogram() -> Histogram<u64> {
     // 1 µs .. 1 h at 3 significant digits: constant, valid bounds.
@@ -31,6 +36,8 @@ pub struct RouteStats {
     pub replayed_status: BTreeMap<&'static str, u64>,
     /// Replay errors by kind.
     pub errors: BTreeMap<&'static str, u64>,
+    /// Response differences, when comparing.
+    pub diffs: RouteTally,
 }
 
 impl Default for RouteStats {
@@ -42,6 +49,66 @@ impl Default for RouteStats {
             recorded_status: BTreeMap::new(),
             replayed_status: BTreeMap::new(),
             errors: BTreeMap::new(),
+            diffs: RouteTally::default(),
+        }
+    }
+}
+
+/// Buckets of the timeline kept at most; beyond, buckets double in width.
+const TIMELINE_BUCKETS: usize = 600;
+
+/// Requests per time bucket since the replay's start: as scheduled and as sent.
+#[derive(Clone, Debug)]
+pub struct Timeline {
+    /// Width of a bucket, ms.
+    pub bucket_ms: u64,
+    /// Requests due per bucket (the recording's shape at the replay's tempo).
+    pub due: Vec<u64>,
+    /// Requests sent per bucket.
+    pub sent: Vec<u64>,
+}
+
+impl Default for Timeline {
+    fn default() -> Self {
+        Timeline { bucket_ms: 100, due: Vec::new(), sent: Vec::new() }
+    }
+}
+
+impl Timeline {
+    fn add(&mut self, due_ms: u64, sent_ms: u64) {
+        while due_ms.max(sent_ms) / self.bucket_ms >= TIMELINE_BUCKETS as u64 {
+            self.coarsen();
+        }
+        for (series, at) in [(&mut self.due, due_ms), (&mut self.sent, sent_ms)] {
+            let i = (at / self.bucket_ms) as usize;
+            if series.len() <= i {
+                series.resize(i + 1, 0);
+            }
+            series[i] += 1;
+        }
+    }
+
+    fn coarsen(&mut self) {
+        self.bucket_ms *= 2;
+        for series in [&mut self.due, &mut self.sent] {
+            *series = series.chunks(2).map(|c| c.iter().sum()).collect();
+        }
+    }
+
+    fn merge(&mut self, mut other: Timeline) {
+        while self.bucket_ms < other.bucket_ms {
+            self.coarsen();
+        }
+        while other.bucket_ms < self.bucket_ms {
+            other.coarsen();
+        }
+        for (mine, theirs) in [(&mut self.due, other.due), (&mut self.sent, other.sent)] {
+            if mine.len() < theirs.len() {
+                mine.resize(theirs.len(), 0);
+            }
+            for (m, t) in mine.iter_mut().zip(theirs) {
+                *m += t;
+            }
         }
     }
 }
@@ -81,6 +148,14 @@ pub struct Stats {
     pub sends: Option<(Instant, Instant)>,
     /// First and last due time.
     pub dues: Option<(Instant, Instant)>,
+    /// Requests over time.
+    pub timeline: Timeline,
+    /// Noise learned in this run (from the recording and probes).
+    pub noise: NoiseModel,
+    /// Recorded values replaced by the target's own in later requests (correlation).
+    pub substitutions: u64,
+    /// Requests sent twice to learn the target's own noise.
+    pub probes: u64,
 }
 
 impl Default for Stats {
@@ -96,6 +171,10 @@ impl Default for Stats {
             bytes: 0,
             sends: None,
             dues: None,
+            timeline: Timeline::default(),
+            noise: NoiseModel::default(),
+            substitutions: 0,
+            probes: 0,
         }
     }
 }
@@ -111,6 +190,10 @@ fn widen(span: &mut Option<(Instant, Instant)>, at: Instant) {
 pub struct Sample<'a> {
     /// The recorded exchange.
     pub recorded: &'a Exchange,
+    /// Its route key.
+    pub route: &'a str,
+    /// The replay's start.
+    pub origin: Instant,
     /// When it was due.
     pub due: Instant,
     /// When it was sent.
@@ -140,11 +223,9 @@ impl Stats {
             Some(e) => *self.errors.entry(e.as_str()).or_default() += 1,
             None => self.completed += 1,
         }
-        let mut key = route::route_key(&s.recorded.request.method, &s.recorded.request.target);
-        if !self.routes.contains_key(&key) && self.routes.len() >= MAX_ROUTES {
-            key = "(other routes)".to_string();
-        }
-        let r = self.routes.entry(key).or_default();
+        let ms = |at: Instant| at.saturating_duration_since(s.origin).as_millis() as u64;
+        self.timeline.add(ms(s.due), ms(s.sent_at));
+        let r = self.route(s.route);
         r.count += 1;
         if let Some(ns) = s.recorded.timing.end_ns {
             let _ = r.recorded.record((ns / 1000).max(1));
@@ -159,6 +240,15 @@ impl Stats {
         }
     }
 
+    /// The stats of `route` (or of `(other routes)` beyond the limit).
+    pub fn route(&mut self, route: &str) -> &mut RouteStats {
+        let key = if self.routes.contains_key(route) || self.routes.len() < MAX_ROUTES { route } else { OTHER_ROUTES };
+        if !self.routes.contains_key(key) {
+            self.routes.insert(key.to_string(), RouteStats::default());
+        }
+        self.routes.get_mut(key).expect("inserted above")
+    }
+
     /// Folds another worker's stats in.
     pub fn merge(&mut self, other: Stats) {
         self.sent += other.sent;
@@ -166,6 +256,10 @@ impl Stats {
         self.bytes += other.bytes;
         self.late_1ms += other.late_1ms;
         self.late_10ms += other.late_10ms;
+        self.substitutions += other.substitutions;
+        self.probes += other.probes;
+        self.timeline.merge(other.timeline);
+        self.noise.merge(other.noise);
         let _ = self.lag.add(&other.lag);
         for (k, v) in other.errors {
             *self.errors.entry(k).or_default() += v;
@@ -181,6 +275,7 @@ impl Stats {
             mine.count += theirs.count;
             let _ = mine.recorded.add(&theirs.recorded);
             let _ = mine.replayed.add(&theirs.replayed);
+            mine.diffs.merge(theirs.diffs);
             for (a, b) in [
                 (&mut mine.recorded_status, theirs.recorded_status),
                 (&mut mine.replayed_status, theirs.replayed_status),

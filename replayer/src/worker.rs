@@ -20,6 +20,10 @@ use tapedeck_captures::{ConnectionId, ErrorKind, Exchange, ExchangeId, HttpVersi
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
 use crate::client::{Outcome, Pool};
+use crate::compare::correlate::Vars;
+use crate::compare::generated::Window;
+use crate::compare::noise::{self, Learner};
+use crate::compare::{diff, CompareConfig};
 use crate::engine::Progress;
 use crate::results::ResultsSink;
 use crate::rewrite::Rewrite;
@@ -78,7 +82,22 @@ pub(crate) struct WorkerContext {
     pub lane: Arc<LaneState>,
     /// Requests in flight at most in this worker.
     pub limit: usize,
+    /// Set when responses are compared with the recording.
+    pub compare: Option<Arc<Comparing>>,
 }
+
+/// How responses are compared.
+pub(crate) struct Comparing {
+    pub config: CompareConfig,
+    pub window: Window,
+    /// Send safe requests twice (a few per route) to learn the target's own noise.
+    pub probe: bool,
+}
+
+/// Probes per route at most.
+const PROBES_PER_ROUTE: u32 = 5;
+/// Sessions whose correlation values are kept at most per worker.
+const SESSIONS_WITH_VARS: usize = 100_000;
 
 #[derive(Default)]
 struct Queues {
@@ -87,6 +106,12 @@ struct Queues {
     ready: VecDeque<Job>,
     in_flight: usize,
     stats: Stats,
+    /// Learns noise from recorded responses to identical requests.
+    learner: Learner,
+    /// Correlation values per session.
+    vars: HashMap<SessionKey, Vars>,
+    /// Probes sent per route.
+    probed: HashMap<String, u32>,
 }
 
 impl Queues {
@@ -154,7 +179,9 @@ pub(crate) fn run(mut rx: UnboundedReceiver<Job>, pool: Pool, ctx: WorkerContext
         }
     });
     drop(local);
-    let stats = std::mem::take(&mut queues.borrow_mut().stats);
+    let mut q = queues.borrow_mut();
+    let mut stats = std::mem::take(&mut q.stats);
+    stats.noise.merge(std::mem::take(&mut q.learner.model));
     stats
 }
 
@@ -183,12 +210,33 @@ fn start_ready(queues: &Rc<RefCell<Queues>>, shared: &Rc<(Pool, WorkerContext)>)
         let (queues, shared) = (queues.clone(), shared.clone());
         // Boxed: the task then moves a pointer, not the whole request state machine.
         tokio::task::spawn_local(Box::pin(async move {
+            let mut job = job;
             let (pool, ctx) = (&shared.0, &shared.1);
-            let sample = send(&job, pool, ctx).await;
+            let route = route_key(&job.exchange);
+            let substituted = match &ctx.compare {
+                Some(_) => correlate(&queues, &mut job),
+                None => 0,
+            };
+            let mut sample = send(&job, pool, ctx).await;
+            let probe = match &ctx.compare {
+                Some(c) => compare(&queues, &job, &route, &sample, c),
+                None => false,
+            };
+            if probe {
+                let again = send_again(&job, pool, ctx).await;
+                if let (Some(first), Some(second), Some(c)) = (&sample.response, &again, &ctx.compare) {
+                    noise::probe(first, second, &route, &c.config, &mut queues.borrow_mut().stats.noise);
+                }
+            }
             {
                 let mut q = queues.borrow_mut();
-                q.stats.record(&sample.as_sample(&job));
+                q.stats.substitutions += substituted as u64;
+                q.stats.probes += u64::from(probe);
+                q.stats.record(&sample.as_sample(&job, &route, ctx.clock.0));
                 q.release(&job.key);
+            }
+            if let Some(ex) = sample.result.as_mut() {
+                ex.response = sample.response.take();
             }
             if let (Some(ex), Some(sink)) = (sample.result, &ctx.results) {
                 sink.send(ex).await;
@@ -202,6 +250,54 @@ fn start_ready(queues: &Rc<RefCell<Queues>>, shared: &Rc<(Pool, WorkerContext)>)
     }
 }
 
+fn route_key(ex: &Exchange) -> String {
+    tapedeck_captures::route::route_key(&ex.request.method, &ex.request.target)
+}
+
+/// Puts the target's values for this session into the job's request.
+fn correlate(queues: &Rc<RefCell<Queues>>, job: &mut Job) -> usize {
+    if let SessionKey::Single(_) = job.key {
+        return 0;
+    }
+    let q = queues.borrow();
+    q.vars.get(&job.key).map_or(0, |vars| vars.apply(&mut job.exchange.request))
+}
+
+/// Compares the answer with the recording, learns noise and correlation values; returns
+/// whether to probe the request (send it once more).
+fn compare(queues: &Rc<RefCell<Queues>>, job: &Job, route: &str, sent: &Sent, c: &Comparing) -> bool {
+    let recorded = &job.exchange;
+    let mut q = queues.borrow_mut();
+    let q = &mut *q;
+    q.learner.observe(recorded, route, &c.config);
+    let (Some(a), Some(b)) = (&recorded.response, &sent.response) else { return false };
+    let mut diffs = diff::compare(a, b, route, &c.config, &c.window);
+    let correlating = c.config.auto_correlate || !c.config.correlate.is_empty();
+    if correlating && !matches!(job.key, SessionKey::Single(_)) {
+        if !q.vars.contains_key(&job.key) && q.vars.len() >= SESSIONS_WITH_VARS {
+            // Crude but bounded: forget every session's values rather than grow.
+            q.vars.clear();
+        }
+        let vars = q.vars.entry(job.key.clone()).or_default();
+        vars.learn(a, b, route, &c.config.correlate, c.config.auto_correlate);
+        // The target's own ids in place of the recorded ones are expected, not differences
+        // (generated values stay: they are reported as noise).
+        diffs.retain(|d| d.generated.is_some() || !vars.maps(&d.recorded, &d.replayed));
+        if vars.is_empty() {
+            q.vars.remove(&job.key);
+        }
+    }
+    let request = format!("{} {}", recorded.request.method, recorded.request.target);
+    q.stats.route(route).diffs.add(&request, diffs);
+    let safe = matches!(recorded.request.method.as_str(), "GET" | "HEAD");
+    if !(c.probe && safe && (200..300).contains(&b.status)) {
+        return false;
+    }
+    let n = q.probed.entry(route.to_string()).or_default();
+    *n += 1;
+    *n <= PROBES_PER_ROUTE
+}
+
 /// A finished request.
 struct Sent {
     sent_at: Instant,
@@ -209,14 +305,18 @@ struct Sent {
     end: Option<Duration>,
     error: Option<ErrorKind>,
     bytes: u64,
-    /// For the results tape.
+    /// The response, when comparing or writing results.
+    response: Option<RecordedResponse>,
+    /// For the results tape (its response is `response`, moved in at the end).
     result: Option<Exchange>,
 }
 
 impl Sent {
-    fn as_sample<'a>(&self, job: &'a Job) -> Sample<'a> {
+    fn as_sample<'a>(&self, job: &'a Job, route: &'a str, origin: Instant) -> Sample<'a> {
         Sample {
             recorded: &job.exchange,
+            route,
+            origin,
             due: job.due,
             sent_at: self.sent_at,
             status: self.status,
@@ -248,14 +348,22 @@ async fn send(job: &Job, pool: &Pool, ctx: &WorkerContext) -> Sent {
     if outcome.error.is_some() {
         p.errors.fetch_add(1, Ordering::Relaxed);
     }
+    let response = (ctx.compare.is_some() || request.is_some()).then(|| response_of(&outcome)).flatten();
     Sent {
         sent_at: outcome.sent_at,
         status: outcome.status.map(|s| s.as_u16()),
         end: outcome.end,
         error: outcome.error,
         bytes: outcome.body_len,
-        result: request.map(|r| result_exchange(ctx, recorded, r, outcome)),
+        response,
+        result: request.map(|r| result_exchange(ctx, recorded, r, &outcome)),
     }
+}
+
+/// The same request once more, for a noise probe: not counted, not scheduled.
+async fn send_again(job: &Job, pool: &Pool, ctx: &WorkerContext) -> Option<RecordedResponse> {
+    let req = ctx.rewrite.request(&job.exchange).ok()?;
+    response_of(&pool.send(req, job.exchange.connection.0).await)
 }
 
 fn headers_of(map: &http::HeaderMap) -> Headers {
@@ -285,11 +393,8 @@ fn sent_request(req: &http::Request<http_body_util::Full<bytes::Bytes>>) -> Reco
     }
 }
 
-fn result_exchange(ctx: &WorkerContext, recorded: &Exchange, mut request: Recorded, outcome: Outcome) -> Exchange {
-    // The request body is the recorded one; keep a reference, not a second copy.
-    request.body.data = recorded.request.body.data.clone();
-    let start_ns = outcome.sent_at.saturating_duration_since(ctx.clock.0).as_nanos() as u64;
-    let response = outcome.status.map(|s| RecordedResponse {
+fn response_of(outcome: &Outcome) -> Option<RecordedResponse> {
+    outcome.status.map(|s| RecordedResponse {
         status: s.as_u16(),
         version: version_of(outcome.version),
         headers: headers_of(&outcome.headers),
@@ -299,7 +404,14 @@ fn result_exchange(ctx: &WorkerContext, recorded: &Exchange, mut request: Record
             len: outcome.body_len,
             decoded_from: None,
         },
-    });
+    })
+}
+
+/// The results tape's exchange, without its response (moved in once compared).
+fn result_exchange(ctx: &WorkerContext, recorded: &Exchange, mut request: Recorded, outcome: &Outcome) -> Exchange {
+    // The request body is the recorded one; keep a reference, not a second copy.
+    request.body.data = recorded.request.body.data.clone();
+    let start_ns = outcome.sent_at.saturating_duration_since(ctx.clock.0).as_nanos() as u64;
     Exchange {
         id: ExchangeId(ctx.ids.next()),
         connection: ConnectionId(recorded.connection.0),
@@ -312,7 +424,7 @@ fn result_exchange(ctx: &WorkerContext, recorded: &Exchange, mut request: Record
             end_ns: outcome.end.map(|d| d.as_nanos() as u64),
         },
         request,
-        response,
+        response: None,
         error: outcome.error,
         scrub: Vec::new(),
         replay_of: Some(recorded.id),

@@ -21,6 +21,7 @@ pub mod import;
 pub mod inspect;
 pub mod proxy;
 pub mod replay;
+pub mod report;
 pub mod scrub;
 
 use std::path::PathBuf;

@@ -177,7 +177,7 @@ fn socket_addr(flag: &str, value: &str) -> Result<SocketAddr> {
     full.parse().map_err(|_| anyhow!("--{flag} {value:?}: expected HOST:PORT such as 127.0.0.1:8080 or :8080"))
 }
 
-fn build_config(args: ProxyArgs) -> Result<ProxyConfig> {
+pub(crate) fn build_config(args: ProxyArgs) -> Result<ProxyConfig> {
     let listen = socket_addr(
         "listen",
         args.listen.as_deref().ok_or_else(|| anyhow!("--listen is required (e.g. --listen :8080)"))?,

@@ -13,9 +13,13 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use serde::Deserialize;
 use tapedeck_captures::filter::Filter;
+use tapedeck_replayer::compare::noise::NoiseModel;
+use tapedeck_replayer::report::REPORT_FILE;
 use tapedeck_replayer::rewrite::{parse_path_rule, parse_set_header};
 use tapedeck_replayer::schedule::Pacing;
 use tapedeck_replayer::{replay, Progress, ReplayConfig};
+
+use super::report::{parse_gates, Outputs};
 
 /// Flags of `tapedeck replay`, also the keys of its config file.
 #[derive(Debug, Default, Args, Deserialize)]
@@ -116,9 +120,41 @@ pub struct ReplayArgs {
     /// Response body bytes kept per response in the results [default: 1MiB].
     #[arg(long, value_name = "SIZE")]
     pub max_body: Option<String>,
-    /// Write the summary as JSON.
+    /// Write the report as JSON (schema: docs/report.md).
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
+    /// Write the report as one self-contained HTML file (charts, diffs side by side).
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
+    /// Write the report as JUnit XML (one test case per route, one per gate).
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+    /// Fail (exit 1) unless this holds: `[ROUTE:]METRIC OP NUMBER[%]`, e.g.
+    /// `diff_rate<=0.5%`, `p99_ratio<=1.25`, `errors==0`, `GET /search:p99_ratio<=2`.
+    /// Repeatable.
+    #[arg(long, value_name = "EXPR")]
+    pub gate: Vec<String>,
+    /// Compare settings (TOML): headers compared, ignore rules, correlation rules, latency
+    /// flag thresholds. See examples/compare.toml.
+    #[arg(long, value_name = "FILE")]
+    pub compare_config: Option<PathBuf>,
+    /// Never report this difference: `$.json.path`, `header:NAME`, optionally after a
+    /// route (`'GET /users/{id} $.updated_at'`). Repeatable.
+    #[arg(long, value_name = "RULE")]
+    pub ignore: Vec<String>,
+    /// Send a few safe (GET/HEAD) requests per route twice and treat what differs between
+    /// the two answers as noise.
+    #[arg(long)]
+    pub noise_probe: bool,
+    /// Noise model: read it if it exists, and write it back with what this run learned.
+    #[arg(long, value_name = "FILE")]
+    pub noise_model: Option<PathBuf>,
+    /// Only replay: do not compare responses (nor correlate sessions).
+    #[arg(long)]
+    pub no_compare: bool,
+    /// Do not substitute the target's generated values (ids, tokens) into later requests.
+    #[arg(long)]
+    pub no_correlate: bool,
     /// Routes listed in the summary [default: 20].
     #[arg(long, value_name = "N")]
     pub top: Option<usize>,
@@ -148,9 +184,13 @@ impl ReplayArgs {
         }
         prefer_flags!(self, file; target, speed, rate, concurrency, max_in_flight, filter, from, to, sample, limit,
             loops, duration, host_header, timeout, connections, connection_reuse, ca, workers, results, max_body, report,
-            top);
-        prefer_lists!(self, file; paths, method, route, status, host, set_header, remove_header, rewrite_path);
+            top, html, junit, compare_config, noise_model);
+        prefer_lists!(self, file; paths, method, route, status, host, set_header, remove_header, rewrite_path, gate,
+            ignore);
         self.insecure |= file.insecure;
+        self.noise_probe |= file.noise_probe;
+        self.no_compare |= file.no_compare;
+        self.no_correlate |= file.no_correlate;
         self.allow_production_target |= file.allow_production_target;
         self.no_progress |= file.no_progress;
         Ok(self)
@@ -230,6 +270,26 @@ fn config(args: &ReplayArgs) -> Result<ReplayConfig> {
     }
     c.results = args.results.clone();
     c.allow_production_target = args.allow_production_target;
+    c.compare = if args.no_compare {
+        if args.noise_probe || args.noise_model.is_some() || !args.ignore.is_empty() || args.compare_config.is_some() {
+            bail!("--no-compare turns comparison off; drop it to use --ignore, --noise-probe, --noise-model or --compare-config");
+        }
+        None
+    } else {
+        let mut compare = super::report::compare_config(args.compare_config.as_deref())?;
+        for rule in &args.ignore {
+            compare.add_ignore(rule).map_err(|e| anyhow!("--ignore: {e}"))?;
+        }
+        if args.no_correlate {
+            compare.auto_correlate = false;
+            compare.correlate.clear();
+        }
+        Some(compare)
+    };
+    c.noise_probe = args.noise_probe;
+    if let Some(path) = args.noise_model.as_deref().filter(|p| p.exists()) {
+        c.noise_model = NoiseModel::load(path).map_err(|e| anyhow!(e))?;
+    }
     Ok(c)
 }
 
@@ -300,6 +360,10 @@ fn show_progress(progress: Arc<Progress>, done: Arc<AtomicBool>, paced: bool) ->
 pub fn run(args: ReplayArgs) -> Result<ExitCode> {
     let args = args.merge_file()?;
     let config = config(&args)?;
+    let gates = parse_gates(&args.gate)?;
+    if !gates.is_empty() && config.compare.is_none() && gates.iter().any(|g| g.text.contains("diff")) {
+        bail!("--gate on differences needs the comparison; drop --no-compare");
+    }
     let stop = Arc::new(AtomicBool::new(false));
     watch_signals(stop.clone());
     let progress = Arc::new(Progress::default());
@@ -311,13 +375,23 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode> {
     if let Some(b) = bar {
         let _ = b.join();
     }
-    let report = result?;
+    let mut report = result?;
+    report.apply_gates(&gates);
     print!("{}", report.render(args.top.unwrap_or(20)));
-    if let Some(path) = &args.report {
-        let json = serde_json::to_string_pretty(&report)?;
-        std::fs::write(path, json).with_context(|| format!("cannot write the report to {}", path.display()))?;
-        println!("  report written to {}", path.display());
+    if let (Some(dir), Some(_)) = (&config.results, &report.results) {
+        // Beside the responses, so `tapedeck report DIR` can re-render without replaying.
+        if let Err(e) = report.save(&dir.join(REPORT_FILE)) {
+            eprintln!("tapedeck replay: {e}");
+        }
     }
+    if let Some(path) = &args.noise_model {
+        match report.noise.save(path) {
+            Ok(()) => println!("  noise model ({} noisy keys) written to {}", report.noise.len(), path.display()),
+            Err(e) => eprintln!("tapedeck replay: {e}"),
+        }
+    }
+    let outputs = Outputs { json: args.report.clone(), html: args.html.clone(), junit: args.junit.clone() };
+    outputs.write(&report)?;
     if report.results_failed > 0 {
         bail!(
             "{} of {} responses could not be written to {} (is the disk full?); the summary above is complete, \
@@ -335,7 +409,10 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode> {
             report.sent
         );
     }
-    Ok(if report.interrupted && stop.load(Ordering::Relaxed) { ExitCode::from(130) } else { ExitCode::SUCCESS })
+    if report.interrupted && stop.load(Ordering::Relaxed) {
+        return Ok(ExitCode::from(130));
+    }
+    Ok(if report.gates_passed() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
 #[cfg(test)]

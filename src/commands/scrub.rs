@@ -118,7 +118,7 @@ pub fn run(args: ScrubArgs) -> Result<ExitCode> {
 
 /// Scans tapes: every exchange scrubbing would still change is reported (rules and
 /// detectors by part, never the values).
-fn check(paths: &[PathBuf], scrubber: &Scrubber) -> Result<ExitCode> {
+pub(crate) fn check(paths: &[PathBuf], scrubber: &Scrubber) -> Result<ExitCode> {
     let mut reader = open_tapes(paths)?;
     let mut scanned = 0u64;
     let mut flagged = 0u64;

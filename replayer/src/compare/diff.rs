@@ -1,0 +1,459 @@
+//! What differs between a recorded response and a replayed one: status, chosen headers and
+//! the body — JSON by structure (path by path), text by normalised text, anything else by
+//! length and hash.
+//!
+//! A value the scrubber wrote into the recording (`[REDACTED]`, `tok_email_…`, a mask) is
+//! compared by type only: the target's real value cannot be expected to match it.
+
+use serde_json::Value;
+use tapedeck_captures::exchange::{Headers, Response};
+use tapedeck_captures::route;
+use tapedeck_captures::scrub::action::is_scrubbed;
+
+use super::generated::{self, Window};
+use super::CompareConfig;
+
+/// Differences kept per exchange at most (the first ones, in path order): enough to tell
+/// what differs, bounded for bodies where everything does.
+const MAX_DIFFS: usize = 256;
+/// Characters of a value shown in examples.
+const SHOWN: usize = 120;
+
+/// What kind of difference.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DiffKind {
+    /// Another status code.
+    Status,
+    /// A compared header has another value.
+    HeaderChanged,
+    /// A compared header is missing in the replay.
+    HeaderRemoved,
+    /// A compared header appeared in the replay.
+    HeaderAdded,
+    /// A JSON value changed.
+    ValueChanged,
+    /// A JSON value changed type (number → string, …).
+    TypeChanged,
+    /// A JSON key appeared.
+    KeyAdded,
+    /// A JSON key disappeared.
+    KeyRemoved,
+    /// A JSON array has another length.
+    ArrayLength,
+    /// A text body differs.
+    Text,
+    /// A binary body differs (length or hash).
+    Binary,
+    /// One body is JSON and the other is not.
+    Format,
+}
+
+impl DiffKind {
+    /// Stable name, as in reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DiffKind::Status => "status",
+            DiffKind::HeaderChanged => "header_changed",
+            DiffKind::HeaderRemoved => "header_removed",
+            DiffKind::HeaderAdded => "header_added",
+            DiffKind::ValueChanged => "value_changed",
+            DiffKind::TypeChanged => "type_changed",
+            DiffKind::KeyAdded => "key_added",
+            DiffKind::KeyRemoved => "key_removed",
+            DiffKind::ArrayLength => "array_length",
+            DiffKind::Text => "text",
+            DiffKind::Binary => "binary",
+            DiffKind::Format => "format",
+        }
+    }
+}
+
+/// One difference.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Diff {
+    /// What kind.
+    pub kind: DiffKind,
+    /// Where, as grouped across exchanges: `status`, `header:cache-control`,
+    /// `$.items[*].price`, `body`.
+    pub key: String,
+    /// Where exactly: `$.items[3].price`.
+    pub at: String,
+    /// The recorded value (shortened).
+    pub recorded: String,
+    /// The replayed value (shortened).
+    pub replayed: String,
+    /// Set when the values look generated (`uuid`, `timestamp`, `token`): noise.
+    pub generated: Option<&'static str>,
+}
+
+/// Compares `replayed` with `recorded` under `config`; `route` is the exchange's route key,
+/// for route-scoped ignore rules.
+pub fn compare(
+    recorded: &Response,
+    replayed: &Response,
+    route: &str,
+    config: &CompareConfig,
+    window: &Window,
+) -> Vec<Diff> {
+    let mut out = Out { diffs: Vec::new(), route, config, window };
+    if recorded.status != replayed.status {
+        out.push(
+            DiffKind::Status,
+            "status".into(),
+            "status".into(),
+            &recorded.status.to_string(),
+            &replayed.status.to_string(),
+        );
+        // Another status means another body: its differences would only repeat this one.
+        return out.diffs;
+    }
+    headers(&mut out, &recorded.headers, &replayed.headers);
+    body(&mut out, recorded, replayed);
+    out.diffs
+}
+
+struct Out<'a> {
+    diffs: Vec<Diff>,
+    route: &'a str,
+    config: &'a CompareConfig,
+    window: &'a Window,
+}
+
+impl Out<'_> {
+    fn push(&mut self, kind: DiffKind, key: String, at: String, recorded: &str, replayed: &str) {
+        if self.config.ignores(self.route, &key) || self.config.ignores_values(recorded, replayed) {
+            return;
+        }
+        if self.diffs.len() >= MAX_DIFFS {
+            return;
+        }
+        let generated = match kind {
+            DiffKind::ValueChanged | DiffKind::HeaderChanged => generated::both(recorded, replayed, self.window),
+            _ => None,
+        };
+        self.diffs.push(Diff { kind, key, at, recorded: shorten(recorded), replayed: shorten(replayed), generated });
+    }
+}
+
+fn shorten(s: &str) -> String {
+    match s.char_indices().nth(SHOWN) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_string(),
+    }
+}
+
+fn header_value(h: &Headers, name: &str) -> Option<String> {
+    let mut values = h.get_all(name).map(|v| String::from_utf8_lossy(v).into_owned()).peekable();
+    values.peek()?;
+    Some(match name {
+        // Cookies: their names (values are per-user and scrubbed).
+        "set-cookie" => {
+            let mut names: Vec<String> = values.map(|v| v.split('=').next().unwrap_or("").trim().to_string()).collect();
+            names.sort();
+            names.join(", ")
+        }
+        // Redirects: where to, as a route (ids in it are the target's own).
+        "location" => {
+            let v = values.next().unwrap_or_default();
+            let path = v.find("://").map_or(v.as_str(), |i| v[i + 3..].find('/').map_or("/", |p| &v[i + 3 + p..]));
+            route::template(path)
+        }
+        _ => values.map(|v| v.trim().to_string()).collect::<Vec<_>>().join(", "),
+    })
+}
+
+fn headers(out: &mut Out<'_>, recorded: &Headers, replayed: &Headers) {
+    for name in &out.config.headers {
+        let (a, b) = (header_value(recorded, name), header_value(replayed, name));
+        let key = format!("header:{name}");
+        match (a, b) {
+            (Some(a), Some(b)) if a != b && !is_scrubbed(&a) => {
+                out.push(DiffKind::HeaderChanged, key.clone(), key, &a, &b)
+            }
+            (Some(a), None) => out.push(DiffKind::HeaderRemoved, key.clone(), key, &a, ""),
+            (None, Some(b)) => out.push(DiffKind::HeaderAdded, key.clone(), key, "", &b),
+            _ => {}
+        }
+    }
+}
+
+/// The replayed body, decoded if the target compressed it (recordings are stored decoded).
+fn decoded(r: &Response) -> std::borrow::Cow<'_, [u8]> {
+    match r.headers.get_str("content-encoding").map(str::trim) {
+        Some(enc) if !enc.is_empty() && !enc.eq_ignore_ascii_case("identity") && r.body.decoded_from.is_none() => {
+            match tapedeck_captures::scrub::body::decode(enc, &r.body.data) {
+                Some((bytes, _)) => bytes.into(),
+                None => (&r.body.data[..]).into(),
+            }
+        }
+        _ => (&r.body.data[..]).into(),
+    }
+}
+
+fn is_text(r: &Response) -> bool {
+    let ct = r.headers.get_str("content-type").unwrap_or("").to_ascii_lowercase();
+    ct.starts_with("text/") || ct.contains("xml") || ct.contains("x-www-form-urlencoded") || ct.contains("javascript")
+}
+
+fn body(out: &mut Out<'_>, recorded: &Response, replayed: &Response) {
+    if recorded.body.truncated || replayed.body.truncated {
+        // Only a prefix of one of them is known: compare lengths, not content.
+        if recorded.body.len != replayed.body.len {
+            out.push(
+                DiffKind::Binary,
+                "body".into(),
+                "body".into(),
+                &format!("{} bytes", recorded.body.len),
+                &format!("{} bytes", replayed.body.len),
+            );
+        }
+        return;
+    }
+    let (a, b) = (decoded(recorded), decoded(replayed));
+    if a == b {
+        return;
+    }
+    let (ja, jb) = (serde_json::from_slice::<Value>(&a), serde_json::from_slice::<Value>(&b));
+    match (ja, jb) {
+        (Ok(ja), Ok(jb)) => json(out, &ja, &jb, &mut String::from("$"), &mut String::from("$")),
+        (Ok(_), Err(_)) | (Err(_), Ok(_)) if !a.is_empty() && !b.is_empty() => {
+            out.push(DiffKind::Format, "body".into(), "body".into(), &lossy(&a), &lossy(&b))
+        }
+        _ if is_text(recorded)
+            || is_text(replayed)
+            || (std::str::from_utf8(&a).is_ok() && std::str::from_utf8(&b).is_ok()) =>
+        {
+            text(out, &lossy(&a), &lossy(&b))
+        }
+        _ => out.push(DiffKind::Binary, "body".into(), "body".into(), &fingerprint(&a), &fingerprint(&b)),
+    }
+}
+
+fn lossy(b: &[u8]) -> String {
+    String::from_utf8_lossy(&b[..b.len().min(4 * SHOWN)]).into_owned()
+}
+
+fn fingerprint(b: &[u8]) -> String {
+    format!("{} bytes, hash {:016x}", b.len(), tapedeck_captures::convert::stable_hash(b))
+}
+
+/// Text compared with runs of whitespace collapsed; the first differing line is shown.
+fn text(out: &mut Out<'_>, a: &str, b: &str) {
+    let norm = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
+    if norm(a) == norm(b) {
+        return;
+    }
+    let (la, lb): (Vec<&str>, Vec<&str>) = (a.lines().collect(), b.lines().collect());
+    let line =
+        (0..la.len().max(lb.len())).find(|&i| la.get(i).map(|l| l.trim()) != lb.get(i).map(|l| l.trim())).unwrap_or(0);
+    out.push(
+        DiffKind::Text,
+        "body".into(),
+        format!("line {}", line + 1),
+        la.get(line).copied().unwrap_or(""),
+        lb.get(line).copied().unwrap_or(""),
+    );
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+fn scalar(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Array(a) => format!("[{} items]", a.len()),
+        Value::Object(o) => format!("{{{} keys}}", o.len()),
+        other => other.to_string(),
+    }
+}
+
+/// Walks both values; `at` is the exact path, `key` the path with array indices as `[*]`.
+fn json(out: &mut Out<'_>, a: &Value, b: &Value, at: &mut String, key: &mut String) {
+    if out.diffs.len() >= MAX_DIFFS {
+        return;
+    }
+    if let Value::String(s) = a {
+        if is_scrubbed(s) {
+            return;
+        }
+    }
+    match (a, b) {
+        (Value::Object(oa), Value::Object(ob)) => {
+            for (k, va) in oa {
+                let (al, kl) = (at.len(), key.len());
+                push_key(at, k);
+                push_key(key, k);
+                match ob.get(k) {
+                    Some(vb) => json(out, va, vb, at, key),
+                    None => out.push(DiffKind::KeyRemoved, key.clone(), at.clone(), &scalar(va), ""),
+                }
+                at.truncate(al);
+                key.truncate(kl);
+            }
+            for (k, vb) in ob.iter().filter(|(k, _)| !oa.contains_key(*k)) {
+                let (al, kl) = (at.len(), key.len());
+                push_key(at, k);
+                push_key(key, k);
+                out.push(DiffKind::KeyAdded, key.clone(), at.clone(), "", &scalar(vb));
+                at.truncate(al);
+                key.truncate(kl);
+            }
+        }
+        (Value::Array(xa), Value::Array(xb)) => {
+            if xa.len() != xb.len() {
+                let (n, m) = (format!("{} items", xa.len()), format!("{} items", xb.len()));
+                out.push(DiffKind::ArrayLength, key.clone(), at.clone(), &n, &m);
+            }
+            let kl = key.len();
+            key.push_str("[*]");
+            for (i, (va, vb)) in xa.iter().zip(xb).enumerate() {
+                let al = at.len();
+                at.push_str(&format!("[{i}]"));
+                json(out, va, vb, at, key);
+                at.truncate(al);
+            }
+            key.truncate(kl);
+        }
+        _ if std::mem::discriminant(a) != std::mem::discriminant(b) => {
+            let (ta, tb) = (format!("{} ({})", scalar(a), type_name(a)), format!("{} ({})", scalar(b), type_name(b)));
+            out.push(DiffKind::TypeChanged, key.clone(), at.clone(), &ta, &tb);
+        }
+        _ if a != b => out.push(DiffKind::ValueChanged, key.clone(), at.clone(), &scalar(a), &scalar(b)),
+        _ => {}
+    }
+}
+
+fn push_key(path: &mut String, k: &str) {
+    if !k.is_empty() && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        path.push('.');
+        path.push_str(k);
+    } else {
+        path.push_str(&format!("[{}]", serde_json::Value::String(k.to_string())));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tapedeck_captures::exchange::Body;
+
+    fn response(status: u16, headers: &[(&str, &str)], body: &str) -> Response {
+        let mut h = Headers::new();
+        for (n, v) in headers {
+            h.push(*n, *v);
+        }
+        Response { status, headers: h, body: Body::full(body.as_bytes().to_vec()), ..Default::default() }
+    }
+
+    fn diffs(a: &Response, b: &Response, config: &CompareConfig) -> Vec<(DiffKind, String, String, String)> {
+        compare(a, b, "GET /x", config, &Window::default())
+            .into_iter()
+            .map(|d| (d.kind, d.at, d.recorded, d.replayed))
+            .collect()
+    }
+
+    fn json_body(s: &str) -> Response {
+        response(200, &[("content-type", "application/json")], s)
+    }
+
+    #[test]
+    fn json_differences_are_found_by_path() {
+        let a = json_body(r#"{"user":{"email":"a@b.c","age":30},"items":[{"p":1},{"p":2}],"n":1}"#);
+        let b = json_body(r#"{"user":{"email_address":"a@b.c","age":"30"},"items":[{"p":1},{"p":3},{"p":4}],"n":1}"#);
+        let got = diffs(&a, &b, &CompareConfig::default());
+        // Keys are walked in sorted order.
+        let want = [
+            (DiffKind::ArrayLength, "$.items", "2 items", "3 items"),
+            (DiffKind::ValueChanged, "$.items[1].p", "2", "3"),
+            (DiffKind::TypeChanged, "$.user.age", "30 (number)", "30 (string)"),
+            (DiffKind::KeyRemoved, "$.user.email", "a@b.c", ""),
+            (DiffKind::KeyAdded, "$.user.email_address", "", "a@b.c"),
+        ];
+        let got: Vec<_> = got.iter().map(|(k, at, a, b)| (*k, at.as_str(), a.as_str(), b.as_str())).collect();
+        assert_eq!(got, want);
+        // Grouping keys use [*] for array indices.
+        let keys: Vec<String> = compare(&a, &b, "GET /x", &CompareConfig::default(), &Window::default())
+            .into_iter()
+            .map(|d| d.key)
+            .collect();
+        assert!(keys.contains(&"$.items[*].p".to_string()), "{keys:?}");
+    }
+
+    #[test]
+    fn equal_json_in_another_key_order_or_spacing_is_equal() {
+        let a = json_body(r#"{"a":1,"b":[1,2]}"#);
+        let b = json_body("{ \"b\": [1, 2],\n \"a\": 1 }");
+        assert!(diffs(&a, &b, &CompareConfig::default()).is_empty());
+    }
+
+    #[test]
+    fn scrubbed_recorded_values_are_not_differences() {
+        let a = json_body(r#"{"email":"[REDACTED]","card":"************4242","t":"tok_email_0123456789abcdef"}"#);
+        let b = json_body(r#"{"email":"jane@example.com","card":"4242424242424242","t":"x"}"#);
+        assert!(diffs(&a, &b, &CompareConfig::default()).is_empty());
+    }
+
+    #[test]
+    fn status_and_headers() {
+        let a = response(200, &[("content-type", "text/plain"), ("cache-control", "max-age=60")], "ok");
+        let b = response(500, &[("content-type", "text/plain")], "boom");
+        let got = diffs(&a, &b, &CompareConfig::default());
+        assert_eq!(got, [(DiffKind::Status, "status".into(), "200".into(), "500".into())]);
+        let b =
+            response(200, &[("content-type", "text/plain"), ("cache-control", "no-store"), ("location", "/o/9")], "ok");
+        let got = diffs(&a, &b, &CompareConfig::default());
+        assert_eq!(
+            got[0],
+            (DiffKind::HeaderChanged, "header:cache-control".into(), "max-age=60".into(), "no-store".into())
+        );
+        assert_eq!(got[1], (DiffKind::HeaderAdded, "header:location".into(), "".into(), "/o/{id}".into()));
+        // Locations compare as routes: other ids are not differences.
+        let a = response(201, &[("location", "http://prod/orders/12")], "");
+        let b = response(201, &[("location", "/orders/9913")], "");
+        assert!(diffs(&a, &b, &CompareConfig::default()).is_empty());
+    }
+
+    #[test]
+    fn ignore_rules_apply_by_path_route_and_value() {
+        let a = json_body(r#"{"meta":{"request_id":"r1"},"total":3,"etag":"v-1"}"#);
+        let b = json_body(r#"{"meta":{"request_id":"r2"},"total":4,"etag":"v-2"}"#);
+        let mut config = CompareConfig::default();
+        config.add_ignore("$.meta.request_id").unwrap();
+        config.add_ignore("GET /other $.total").unwrap();
+        config.add_ignore_value("^v-[0-9]+$").unwrap();
+        let got = diffs(&a, &b, &config);
+        assert_eq!(got, [(DiffKind::ValueChanged, "$.total".into(), "3".into(), "4".into())]);
+        config.add_ignore("GET /x $.total").unwrap();
+        assert!(diffs(&a, &b, &config).is_empty());
+    }
+
+    #[test]
+    fn text_and_binary_bodies() {
+        let a = response(200, &[("content-type", "text/html")], "<p>hello</p>\n<p>world</p>");
+        let b = response(200, &[("content-type", "text/html")], "<p>hello</p>   \n<p>there</p>");
+        let got = diffs(&a, &b, &CompareConfig::default());
+        assert_eq!(got, [(DiffKind::Text, "line 2".into(), "<p>world</p>".into(), "<p>there</p>".into())]);
+        let a = response(200, &[("content-type", "image/png")], "\u{0}\u{1}");
+        let mut b = a.clone();
+        b.body = Body::full(vec![0u8, 0xff, 0xfe]);
+        assert_eq!(diffs(&a, &b, &CompareConfig::default())[0].0, DiffKind::Binary);
+    }
+
+    #[test]
+    fn generated_values_are_marked() {
+        let a = json_body(r#"{"id":"0b6f4a8e-2f55-4c3e-9a51-2b8e6f6c1d11","n":"a"}"#);
+        let b = json_body(r#"{"id":"7d3f1c2a-9b8e-4f6a-8c5d-1e2f3a4b5c6d","n":"b"}"#);
+        let d = compare(&a, &b, "GET /x", &CompareConfig::default(), &Window::default());
+        assert_eq!(d[0].generated, Some("uuid"));
+        assert_eq!(d[1].generated, None);
+    }
+}

@@ -1,0 +1,294 @@
+//! The noise model: per route, the keys (`$.meta.request_id`, `header:etag`) whose values
+//! change by themselves. Learned, not written by hand:
+//!
+//! - from the recording: two recorded responses to identical requests (same method,
+//!   target, body and credentials) that differ in a key make that key noisy;
+//! - with `--noise-probe`: two replays of one request against the target (Diffy's
+//!   primary/secondary idea) that differ in a key make it noisy;
+//! - from a saved model (`--noise-model FILE`), which a run also updates.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tapedeck_captures::Exchange;
+
+use super::diff::{self, Diff};
+use super::generated::Window;
+use super::CompareConfig;
+
+/// Recorded requests remembered for finding duplicates, per worker.
+const REMEMBERED: usize = 20_000;
+/// JSON leaves fingerprinted per response at most.
+const LEAVES: usize = 256;
+
+/// Where a noisy key was learned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// Recorded responses to identical requests differed.
+    Recording,
+    /// Two replays of one request differed.
+    Probe,
+    /// A saved model said so.
+    Model,
+}
+
+/// Noisy keys by route.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct NoiseModel {
+    /// Layout version of the file.
+    pub version: u32,
+    /// Route → key → where it was learned.
+    pub routes: BTreeMap<String, BTreeMap<String, Source>>,
+}
+
+impl NoiseModel {
+    /// Reads a saved model; every key in it counts as [`Source::Model`].
+    pub fn load(path: &Path) -> Result<Self, String> {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| format!("cannot read noise model {}: {e}", path.display()))?;
+        let mut m: NoiseModel = serde_json::from_str(&text)
+            .map_err(|e| format!("{} is not a tapedeck noise model: {e}", path.display()))?;
+        if m.version != 1 {
+            return Err(format!(
+                "{}: noise model version {} (this tapedeck reads version 1)",
+                path.display(),
+                m.version
+            ));
+        }
+        for keys in m.routes.values_mut() {
+            keys.values_mut().for_each(|s| *s = Source::Model);
+        }
+        Ok(m)
+    }
+
+    /// Writes the model as JSON (atomically: a temporary file, then a rename).
+    pub fn save(&self, path: &Path) -> Result<(), String> {
+        let mut m = self.clone();
+        m.version = 1;
+        let text = serde_json::to_string_pretty(&m).map_err(|e| e.to_string())?;
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, text)
+            .and_then(|()| std::fs::rename(&tmp, path))
+            .map_err(|e| format!("cannot write noise model {}: {e}", path.display()))
+    }
+
+    /// Marks `key` of `route` noisy (the first source is kept).
+    pub fn add(&mut self, route: &str, key: &str, source: Source) {
+        if let Some(keys) = self.routes.get_mut(route) {
+            keys.entry(key.to_string()).or_insert(source);
+        } else {
+            self.routes.insert(route.to_string(), BTreeMap::from([(key.to_string(), source)]));
+        }
+    }
+
+    /// Folds `other` in.
+    pub fn merge(&mut self, other: NoiseModel) {
+        for (route, keys) in other.routes {
+            for (key, source) in keys {
+                self.add(&route, &key, source);
+            }
+        }
+    }
+
+    /// Why `key` of `route` is noise, if it is.
+    pub fn source(&self, route: &str, key: &str) -> Option<Source> {
+        self.routes.get(route)?.get(key).copied()
+    }
+
+    /// Noisy keys, counted.
+    pub fn len(&self) -> usize {
+        self.routes.values().map(BTreeMap::len).sum()
+    }
+
+    /// True when nothing is noisy.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A recorded response, reduced to what tells two of them apart.
+struct Fingerprint {
+    status: u16,
+    /// (key hash, value hash), sorted by key hash.
+    leaves: Vec<(u64, u64)>,
+}
+
+/// Learns noise from recorded responses to identical requests.
+#[derive(Default)]
+pub struct Learner {
+    seen: HashMap<u64, Fingerprint>,
+    /// What was learned.
+    pub model: NoiseModel,
+}
+
+fn hash(b: &[u8]) -> u64 {
+    tapedeck_captures::convert::stable_hash(b)
+}
+
+/// The request's identity: what a server's answer may depend on.
+fn request_key(ex: &Exchange) -> u64 {
+    let r = &ex.request;
+    let mut h =
+        hash(r.method.as_bytes()) ^ hash(r.target.as_bytes()).rotate_left(1) ^ hash(&r.body.data).rotate_left(2);
+    for name in ["authorization", "cookie", "accept", "accept-language"] {
+        for v in r.headers.get_all(name) {
+            h = h.rotate_left(5) ^ hash(v);
+        }
+    }
+    h
+}
+
+/// The leaves of a JSON body and the compared headers, as (key, value hash).
+fn leaves(ex: &Exchange, config: &CompareConfig) -> Option<(u16, Vec<(String, u64)>)> {
+    let resp = ex.response.as_ref()?;
+    if resp.body.truncated {
+        return None;
+    }
+    let mut out = Vec::new();
+    for name in &config.headers {
+        let v: Vec<&[u8]> = resp.headers.get_all(name).map(|b| &b[..]).collect();
+        if !v.is_empty() {
+            out.push((format!("header:{name}"), hash(&v.concat())));
+        }
+    }
+    if let Ok(json) = serde_json::from_slice::<Value>(&resp.body.data) {
+        walk(&json, &mut String::from("$"), &mut out);
+    } else if !resp.body.data.is_empty() {
+        out.push(("body".into(), hash(&resp.body.data)));
+    }
+    Some((resp.status, out))
+}
+
+fn walk(v: &Value, key: &mut String, out: &mut Vec<(String, u64)>) {
+    if out.len() >= LEAVES {
+        return;
+    }
+    match v {
+        Value::Object(o) => {
+            for (k, v) in o {
+                let len = key.len();
+                key.push('.');
+                key.push_str(k);
+                walk(v, key, out);
+                key.truncate(len);
+            }
+        }
+        Value::Array(a) => {
+            let len = key.len();
+            key.push_str("[*]");
+            // Element keys repeat: fold every element's value into one hash per key.
+            let mut inner = Vec::new();
+            for item in a {
+                walk(item, key, &mut inner);
+            }
+            let mut folded: BTreeMap<String, u64> = BTreeMap::new();
+            for (k, h) in inner {
+                let e = folded.entry(k).or_insert(0);
+                *e = e.rotate_left(7) ^ h;
+            }
+            out.extend(folded);
+            key.truncate(len);
+            out.push((format!("{key}.length"), a.len() as u64));
+        }
+        other => out.push((key.clone(), hash(other.to_string().as_bytes()))),
+    }
+}
+
+impl Learner {
+    /// Looks at one recorded exchange of `route`.
+    pub fn observe(&mut self, ex: &Exchange, route: &str, config: &CompareConfig) {
+        let Some((status, mut current)) = leaves(ex, config) else { return };
+        let id = request_key(ex);
+        let Some(earlier) = self.seen.get(&id) else {
+            if self.seen.len() < REMEMBERED {
+                let mut fp: Vec<(u64, u64)> = current.iter().map(|(k, v)| (hash(k.as_bytes()), *v)).collect();
+                fp.sort_unstable();
+                self.seen.insert(id, Fingerprint { status, leaves: fp });
+            }
+            return;
+        };
+        if earlier.status != status {
+            return;
+        }
+        current.sort_by_key(|(k, _)| hash(k.as_bytes()));
+        for (key, value) in &current {
+            let kh = hash(key.as_bytes());
+            match earlier.leaves.binary_search_by_key(&kh, |(k, _)| *k) {
+                Ok(i) if earlier.leaves[i].1 == *value => {}
+                // Changed, or present in only one of them.
+                _ => self.model.add(route, key.trim_end_matches(".length"), Source::Recording),
+            }
+        }
+    }
+}
+
+/// Keys that differ between two replays of one request (`--noise-probe`).
+pub fn probe(
+    first: &tapedeck_captures::exchange::Response,
+    second: &tapedeck_captures::exchange::Response,
+    route: &str,
+    config: &CompareConfig,
+    model: &mut NoiseModel,
+) {
+    for d in diff::compare(first, second, route, config, &Window::default()) {
+        let Diff { key, .. } = d;
+        model.add(route, &key, Source::Probe);
+    }
+}
+
+/// The set of noisy keys of one route, for quick lookups.
+pub fn keys_of<'a>(model: &'a NoiseModel, route: &str) -> BTreeSet<&'a str> {
+    model.routes.get(route).map(|k| k.keys().map(String::as_str).collect()).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tapedeck_captures::exchange::{Body, Headers, Request, Response};
+
+    fn exchange(target: &str, body: &str) -> Exchange {
+        Exchange {
+            request: Request { method: "GET".into(), target: target.into(), ..Default::default() },
+            response: Some(Response {
+                status: 200,
+                headers: Headers::new(),
+                body: Body::full(body.as_bytes().to_vec()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn identical_requests_teach_which_keys_are_noise() {
+        let config = CompareConfig::default();
+        let mut l = Learner::default();
+        let r = "GET /users/{id}";
+        l.observe(&exchange("/users/1", r#"{"name":"a","served_at":"t1","items":[{"n":1,"x":"p"}]}"#), r, &config);
+        l.observe(&exchange("/users/1", r#"{"name":"a","served_at":"t2","items":[{"n":1,"x":"q"}]}"#), r, &config);
+        // Another user's answer is not a duplicate: its other name teaches nothing.
+        l.observe(&exchange("/users/2", r#"{"name":"b","served_at":"t3","items":[]}"#), r, &config);
+        let keys: Vec<&str> = keys_of(&l.model, r).into_iter().collect();
+        assert_eq!(keys, ["$.items[*].x", "$.served_at"]);
+    }
+
+    #[test]
+    fn models_round_trip_and_merge() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut m = NoiseModel::default();
+        m.add("GET /a", "$.t", Source::Recording);
+        let path = dir.path().join("noise.json");
+        m.save(&path).unwrap();
+        let mut loaded = NoiseModel::load(&path).unwrap();
+        assert_eq!(loaded.source("GET /a", "$.t"), Some(Source::Model));
+        let mut other = NoiseModel::default();
+        other.add("GET /b", "header:etag", Source::Probe);
+        loaded.merge(other);
+        assert_eq!(loaded.len(), 2);
+        std::fs::write(&path, "{}").unwrap();
+        assert!(NoiseModel::load(&path).unwrap_err().contains("not a tapedeck noise model"));
+    }
+}

@@ -1,0 +1,238 @@
+//! Differences counted per route. Each exchange's differences are kept as a *signature*
+//! (the set of keys that differed), so that noise learned later in the run — or only at
+//! its end — can still be told apart per exchange: an exchange differs for real when its
+//! signature holds a key that is not noise.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::diff::{Diff, DiffKind};
+use super::noise::NoiseModel;
+
+/// Distinct signatures and keys kept per route; beyond, exchanges count as differing.
+const LIMIT: usize = 512;
+
+/// One example of a difference.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Example {
+    /// The request, `METHOD /path?query`.
+    pub request: String,
+    /// Where exactly.
+    pub at: String,
+    /// Recorded value.
+    pub recorded: String,
+    /// Replayed value.
+    pub replayed: String,
+}
+
+#[derive(Clone, Debug)]
+struct KeyTally {
+    kind: DiffKind,
+    count: u64,
+    example: Example,
+    generated: Option<&'static str>,
+}
+
+/// One route's differences.
+#[derive(Clone, Debug, Default)]
+pub struct RouteTally {
+    /// Exchanges compared (both sides answered).
+    pub compared: u64,
+    signatures: HashMap<Box<[String]>, u64>,
+    /// Exchanges with a difference whose signature did not fit.
+    overflow: u64,
+    keys: HashMap<String, KeyTally>,
+}
+
+impl RouteTally {
+    /// Adds one compared exchange.
+    pub fn add(&mut self, request: &str, diffs: Vec<Diff>) {
+        self.compared += 1;
+        let mut signature: Vec<String> = Vec::new();
+        for d in diffs {
+            if d.generated.is_none() && !signature.contains(&d.key) {
+                signature.push(d.key.clone());
+            }
+            if let Some(k) = self.keys.get_mut(&d.key) {
+                k.count += 1;
+                // A key is generated noise only while every difference in it is.
+                if d.generated.is_none() {
+                    k.generated = None;
+                }
+            } else if self.keys.len() < LIMIT {
+                let example =
+                    Example { request: request.to_string(), at: d.at, recorded: d.recorded, replayed: d.replayed };
+                self.keys.insert(d.key, KeyTally { kind: d.kind, count: 1, example, generated: d.generated });
+            }
+        }
+        if signature.is_empty() {
+            return;
+        }
+        signature.sort_unstable();
+        let signature = signature.into_boxed_slice();
+        if let Some(n) = self.signatures.get_mut(&signature) {
+            *n += 1;
+        } else if self.signatures.len() < LIMIT {
+            self.signatures.insert(signature, 1);
+        } else {
+            self.overflow += 1;
+        }
+    }
+
+    /// Folds another worker's tally in.
+    pub fn merge(&mut self, other: RouteTally) {
+        self.compared += other.compared;
+        self.overflow += other.overflow;
+        for (s, n) in other.signatures {
+            *self.signatures.entry(s).or_default() += n;
+        }
+        for (key, theirs) in other.keys {
+            match self.keys.get_mut(&key) {
+                Some(mine) => {
+                    mine.count += theirs.count;
+                    if theirs.generated.is_none() {
+                        mine.generated = None;
+                    }
+                }
+                None => {
+                    self.keys.insert(key, theirs);
+                }
+            }
+        }
+    }
+
+    /// The route's findings, with what `noise` (for `route`) says is noise set apart.
+    pub fn finish(&self, route: &str, noise: &NoiseModel) -> RouteDiffs {
+        let is_noise =
+            |key: &str| noise.source(route, key).is_some() || self.keys.get(key).is_some_and(|k| k.generated.is_some());
+        let mut differing = self.overflow;
+        for (signature, n) in &self.signatures {
+            if signature.iter().any(|k| !is_noise(k)) {
+                differing += n;
+            }
+        }
+        let mut findings = Vec::new();
+        let mut noisy = Vec::new();
+        for (key, k) in &self.keys {
+            let reason = match (k.generated, noise.source(route, key)) {
+                (Some(g), _) => Some(g.to_string()),
+                (None, Some(source)) => Some(format!("learned from {}", source_name(source))),
+                (None, None) => None,
+            };
+            match reason {
+                Some(reason) => noisy.push(NoiseEntry { key: key.clone(), reason, count: k.count }),
+                None => findings.push(Finding {
+                    kind: k.kind,
+                    key: key.clone(),
+                    count: k.count,
+                    example: k.example.clone(),
+                }),
+            }
+        }
+        findings.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.key.cmp(&b.key)));
+        noisy.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.key.cmp(&b.key)));
+        RouteDiffs {
+            compared: self.compared,
+            differing,
+            diff_rate: if self.compared > 0 { differing as f64 / self.compared as f64 } else { 0.0 },
+            findings,
+            noise: noisy,
+        }
+    }
+}
+
+fn source_name(s: super::noise::Source) -> &'static str {
+    match s {
+        super::noise::Source::Recording => "the recording",
+        super::noise::Source::Probe => "probes",
+        super::noise::Source::Model => "the noise model",
+    }
+}
+
+/// A route's comparison, as reported.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RouteDiffs {
+    /// Exchanges compared (both sides answered).
+    pub compared: u64,
+    /// Exchanges with at least one difference that is not noise.
+    pub differing: u64,
+    /// `differing / compared`.
+    pub diff_rate: f64,
+    /// Differences, most frequent first, each with its first example.
+    pub findings: Vec<Finding>,
+    /// Keys that differed but are noise, and why.
+    pub noise: Vec<NoiseEntry>,
+}
+
+/// A difference found on a route.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Finding {
+    /// What kind.
+    pub kind: DiffKind,
+    /// Where (`status`, `header:NAME`, `$.path`, `body`).
+    pub key: String,
+    /// Exchanges with it.
+    pub count: u64,
+    /// The first one.
+    pub example: Example,
+}
+
+/// A key set apart as noise.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NoiseEntry {
+    /// Where.
+    pub key: String,
+    /// Why: `uuid`, `timestamp`, `token`, `learned from the recording`, …
+    pub reason: String,
+    /// Exchanges in which it differed.
+    pub count: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compare::noise::Source;
+
+    fn diff(key: &str, generated: Option<&'static str>) -> Diff {
+        Diff {
+            kind: DiffKind::ValueChanged,
+            key: key.into(),
+            at: key.into(),
+            recorded: "a".into(),
+            replayed: "b".into(),
+            generated,
+        }
+    }
+
+    #[test]
+    fn noise_learned_late_still_clears_exchanges() {
+        let mut t = RouteTally::default();
+        t.add("GET /a", vec![diff("$.ts", None)]);
+        t.add("GET /a", vec![diff("$.ts", None), diff("$.total", None)]);
+        t.add("GET /a", vec![diff("$.id", Some("uuid"))]);
+        t.add("GET /a", vec![]);
+        let before = t.finish("GET /a", &NoiseModel::default());
+        assert_eq!((before.compared, before.differing), (4, 2));
+        let mut noise = NoiseModel::default();
+        noise.add("GET /a", "$.ts", Source::Recording);
+        let after = t.finish("GET /a", &noise);
+        assert_eq!(after.differing, 1);
+        assert_eq!(after.diff_rate, 0.25);
+        assert_eq!(after.findings.len(), 1);
+        assert_eq!(after.findings[0].key, "$.total");
+        let reasons: Vec<(&str, &str)> = after.noise.iter().map(|n| (n.key.as_str(), n.reason.as_str())).collect();
+        assert_eq!(reasons, [("$.ts", "learned from the recording"), ("$.id", "uuid")]);
+    }
+
+    #[test]
+    fn a_key_that_once_changed_for_real_is_not_generated_noise() {
+        let mut a = RouteTally::default();
+        a.add("GET /a", vec![diff("$.v", Some("token"))]);
+        let mut b = RouteTally::default();
+        b.add("GET /a", vec![diff("$.v", None)]);
+        a.merge(b);
+        let r = a.finish("GET /a", &NoiseModel::default());
+        assert_eq!((r.differing, r.findings.len()), (1, 1));
+    }
+}

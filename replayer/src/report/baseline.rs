@@ -1,0 +1,65 @@
+//! Two runs compared, for load-shape regression tests: `tapedeck report --baseline
+//! old.json new.json`. The result is a report of the new run whose "recorded" side is the
+//! baseline run's replayed side, so latency ratios, status mixes and gates read as
+//! "new against baseline". Response differences are the new run's own.
+
+use std::collections::HashMap;
+
+use super::{sort_by_severity, BaselineInfo, CompareSummary, ReplayReport};
+use crate::compare::CompareConfig;
+
+/// The new run against the baseline run.
+pub fn compare(old: &ReplayReport, old_path: &str, new: &ReplayReport, config: &CompareConfig) -> ReplayReport {
+    let before: HashMap<&str, &super::RouteReport> = old.routes.iter().map(|r| (r.route.as_str(), r)).collect();
+    let mut report = new.clone();
+    for r in &mut report.routes {
+        let Some(o) = before.get(r.route.as_str()) else {
+            r.recorded_ms = None;
+            r.recorded_status.clear();
+            r.p99_ratio = None;
+            r.p99_flagged = false;
+            continue;
+        };
+        r.recorded_ms = o.replayed_ms;
+        r.recorded_status = o.replayed_status.clone();
+        r.p99_ratio = match (r.recorded_ms, r.replayed_ms) {
+            (Some(a), Some(b)) if a.p99 > 0.0 => Some(b.p99 / a.p99),
+            _ => None,
+        };
+        r.p99_flagged = match (r.recorded_ms, r.replayed_ms, r.p99_ratio) {
+            (Some(a), Some(b), Some(x)) => {
+                r.count.min(o.count) >= config.min_count
+                    && x > config.p99_ratio_flag
+                    && b.p99 - a.p99 >= config.p99_min_delta_ms
+            }
+            _ => false,
+        };
+        if let (Some(mine), Some(theirs)) = (r.latency_buckets.as_mut(), o.latency_buckets.as_ref()) {
+            mine.recorded = theirs.replayed.clone();
+        }
+    }
+    sort_by_severity(&mut report.routes);
+    if let Some(c) = report.compare.as_mut() {
+        c.slower_routes = report.routes.iter().filter(|r| r.p99_flagged).count() as u64;
+    } else {
+        report.compare = Some(CompareSummary {
+            slower_routes: report.routes.iter().filter(|r| r.p99_flagged).count() as u64,
+            ..Default::default()
+        });
+    }
+    if let (Some(mine), Some(theirs)) = (report.timeline.as_mut(), old.timeline.as_ref()) {
+        if (mine.bucket_secs - theirs.bucket_secs).abs() < 1e-9 {
+            mine.recorded = theirs.replayed.clone();
+        }
+    }
+    report.intended_rps = old.achieved_rps;
+    report.gates.clear();
+    report.baseline = Some(BaselineInfo {
+        path: old_path.to_string(),
+        started_at: old.started_at.clone(),
+        achieved_rps: old.achieved_rps,
+        sent: old.sent,
+        errors: old.errors.values().sum(),
+    });
+    report
+}

@@ -1,0 +1,421 @@
+//! The replay's report: how faithfully the load shape was reproduced (throughput intended
+//! and achieved, lag against the schedule), how the target compares with the recording per
+//! route (status mix, latency, response differences with noise set apart) and the gates.
+//!
+//! The JSON form is stable: its layout is versioned by [`SCHEMA_VERSION`] and documented in
+//! `docs/report.md`; fields are only added (with defaults) within a version. Renderers:
+//! [`terminal`], [`html`] (one self-contained file), [`junit`]; [`baseline`] compares two
+//! runs.
+
+pub mod baseline;
+pub mod html;
+pub mod junit;
+pub mod terminal;
+
+use std::collections::BTreeMap;
+
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+
+use crate::compare::gate::{Gate, GateResult};
+use crate::compare::noise::NoiseModel;
+use crate::compare::tally::RouteDiffs;
+use crate::compare::CompareConfig;
+use crate::stats::Stats;
+
+/// Version of the JSON layout; bumped on incompatible changes.
+pub const SCHEMA_VERSION: u32 = 2;
+
+/// Upper bounds of the latency chart's buckets, ms (the last one is open).
+const BUCKETS_MS: &[f64] = &[0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0];
+
+/// Latency percentiles, ms.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Latency {
+    /// Median.
+    pub p50: f64,
+    /// 95th percentile.
+    pub p95: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// Maximum.
+    pub max: f64,
+}
+
+fn latency(h: &Histogram<u64>) -> Option<Latency> {
+    (!h.is_empty()).then(|| {
+        let ms = |v: u64| v as f64 / 1000.0;
+        Latency {
+            p50: ms(h.value_at_quantile(0.50)),
+            p95: ms(h.value_at_quantile(0.95)),
+            p99: ms(h.value_at_quantile(0.99)),
+            max: ms(h.max()),
+        }
+    })
+}
+
+fn owned(m: &BTreeMap<&'static str, u64>) -> BTreeMap<String, u64> {
+    m.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+}
+
+/// Latency distributions for charts: requests per bucket.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Buckets {
+    /// Upper bound of each bucket, ms; the last bucket (one more count) is open.
+    pub upper_ms: Vec<f64>,
+    /// Recorded requests per bucket.
+    pub recorded: Vec<u64>,
+    /// Replayed requests per bucket.
+    pub replayed: Vec<u64>,
+}
+
+fn buckets(recorded: &Histogram<u64>, replayed: &Histogram<u64>) -> Buckets {
+    let count = |h: &Histogram<u64>| {
+        let mut out = vec![0u64; BUCKETS_MS.len() + 1];
+        for v in h.iter_recorded() {
+            let ms = v.value_iterated_to() as f64 / 1000.0;
+            let i = BUCKETS_MS.iter().position(|b| ms <= *b).unwrap_or(BUCKETS_MS.len());
+            out[i] += v.count_at_value();
+        }
+        out
+    };
+    Buckets { upper_ms: BUCKETS_MS.to_vec(), recorded: count(recorded), replayed: count(replayed) }
+}
+
+/// One route.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RouteReport {
+    /// `METHOD /template`.
+    pub route: String,
+    /// Requests replayed.
+    pub count: u64,
+    /// Recorded status classes.
+    pub recorded_status: BTreeMap<String, u64>,
+    /// Replayed status classes.
+    pub replayed_status: BTreeMap<String, u64>,
+    /// Recorded latency (time to last byte).
+    pub recorded_ms: Option<Latency>,
+    /// Replayed latency.
+    pub replayed_ms: Option<Latency>,
+    /// Replayed p99 over recorded p99.
+    pub p99_ratio: Option<f64>,
+    /// Replay errors by kind.
+    pub errors: BTreeMap<String, u64>,
+    /// True when the p99 ratio is over the flag threshold (by enough ms, over enough
+    /// requests).
+    #[serde(default)]
+    pub p99_flagged: bool,
+    /// Response differences, when compared.
+    #[serde(default)]
+    pub diffs: Option<RouteDiffs>,
+    /// Latency distributions.
+    #[serde(default)]
+    pub latency_buckets: Option<Buckets>,
+}
+
+impl RouteReport {
+    /// Replayed 5xx beyond the recorded ones.
+    pub fn new_5xx(&self) -> u64 {
+        let n = |m: &BTreeMap<String, u64>| m.get("5xx").copied().unwrap_or(0);
+        n(&self.replayed_status).saturating_sub(n(&self.recorded_status))
+    }
+
+    /// Requests without a (complete) response.
+    pub fn error_count(&self) -> u64 {
+        self.errors.values().sum()
+    }
+
+    /// What is wrong with this route, in words; empty when nothing is.
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(d) = self.diffs.as_ref().filter(|d| d.differing > 0) {
+            out.push(format!("{} of {} responses differ ({:.1}%)", d.differing, d.compared, 100.0 * d.diff_rate));
+        }
+        if self.p99_flagged {
+            if let (Some(a), Some(b), Some(x)) = (self.recorded_ms, self.replayed_ms, self.p99_ratio) {
+                out.push(format!("p99 {x:.2}× the recording ({:.1} → {:.1} ms)", a.p99, b.p99));
+            }
+        }
+        if self.new_5xx() > 0 {
+            out.push(format!("{} more 5xx than recorded", self.new_5xx()));
+        }
+        if self.error_count() > 0 {
+            let kinds: Vec<String> = self.errors.iter().map(|(k, v)| format!("{k} {v}")).collect();
+            out.push(format!("{} requests without an answer ({})", self.error_count(), kinds.join(", ")));
+        }
+        out
+    }
+
+    fn severity(&self) -> (bool, u64, u64) {
+        let differing = self.diffs.as_ref().map_or(0, |d| d.differing);
+        (!self.problems().is_empty(), differing + self.new_5xx() + self.error_count(), self.count)
+    }
+}
+
+/// Lag of sends against the schedule.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct LagReport {
+    /// Percentiles, ms.
+    pub ms: Option<Latency>,
+    /// Sends more than 1 ms late.
+    pub late_over_1ms: u64,
+    /// Sends more than 10 ms late.
+    pub late_over_10ms: u64,
+}
+
+/// Requests over time, since the replay's start.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TimelineReport {
+    /// Width of a bucket, seconds.
+    pub bucket_secs: f64,
+    /// Requests due per bucket: the recording's shape at the replay's tempo.
+    pub recorded: Vec<u64>,
+    /// Requests sent per bucket.
+    pub replayed: Vec<u64>,
+}
+
+/// The comparison over all routes.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CompareSummary {
+    /// Responses compared (both sides answered).
+    pub compared: u64,
+    /// Responses with a difference that is not noise.
+    pub differing: u64,
+    /// `differing / compared`.
+    pub diff_rate: f64,
+    /// Keys set apart as noise (all routes).
+    pub noise_keys: u64,
+    /// Recorded values replaced by the target's own in later requests (correlation).
+    pub substitutions: u64,
+    /// Requests sent twice to learn the target's noise (`--noise-probe`).
+    pub probes: u64,
+    /// Routes whose p99 is flagged.
+    pub slower_routes: u64,
+}
+
+/// Where a baseline comparison's "recorded" side came from.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct BaselineInfo {
+    /// The baseline report.
+    pub path: String,
+    /// Its start.
+    pub started_at: String,
+    /// Its throughput.
+    pub achieved_rps: f64,
+    /// Its requests.
+    pub sent: u64,
+    /// Its requests without an answer.
+    pub errors: u64,
+}
+
+/// The whole replay.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ReplayReport {
+    /// [`SCHEMA_VERSION`].
+    pub schema_version: u32,
+    /// The target's origin.
+    pub target: String,
+    /// How it was paced (`1x`, `rate 500/s`, `max`).
+    pub pacing: String,
+    /// Wall-clock start, RFC 3339.
+    pub started_at: String,
+    /// Seconds from the first to the last send.
+    pub duration_secs: f64,
+    /// Requests sent.
+    pub sent: u64,
+    /// Requests answered completely.
+    pub completed: u64,
+    /// Requests without a complete answer, by kind.
+    pub errors: BTreeMap<String, u64>,
+    /// Requests per second the schedule asked for.
+    pub intended_rps: f64,
+    /// Requests per second actually sent.
+    pub achieved_rps: f64,
+    /// Lag against the schedule.
+    pub lag: LagReport,
+    /// Per route, the ones with problems first.
+    pub routes: Vec<RouteReport>,
+    /// Where the responses were written, if anywhere.
+    pub results: Option<String>,
+    /// Responses recorded in the results tape (fewer than completed only if the writer
+    /// fell behind or failed).
+    pub results_written: u64,
+    /// Responses that could not be written (disk full, …).
+    #[serde(default)]
+    pub results_failed: u64,
+    /// Responses that waited for the results writer (the sends behind them were delayed).
+    #[serde(default)]
+    pub results_waited: u64,
+    /// True when the replay was stopped early (Ctrl-C, --duration).
+    pub interrupted: bool,
+    /// Routes with fewer requests are not judged by latency (flags, global ratio gates).
+    #[serde(default = "default_min_count")]
+    pub min_count: u64,
+    /// The comparison, when responses were compared.
+    #[serde(default)]
+    pub compare: Option<CompareSummary>,
+    /// Requests over time.
+    #[serde(default)]
+    pub timeline: Option<TimelineReport>,
+    /// Gates and how they came out.
+    #[serde(default)]
+    pub gates: Vec<GateResult>,
+    /// Set when this report compares a run with an earlier one (`report --baseline`): the
+    /// "recorded" side is the baseline run.
+    #[serde(default)]
+    pub baseline: Option<BaselineInfo>,
+    /// The noise model the run ended with (what was known plus what was learned), for
+    /// `--noise-model FILE`; not part of the JSON report.
+    #[serde(skip)]
+    pub noise: NoiseModel,
+}
+
+fn default_min_count() -> u64 {
+    CompareConfig::default().min_count
+}
+
+impl ReplayReport {
+    /// Builds the report from merged stats; `compare` and `noise` (what was known plus
+    /// what was learned) when responses were compared.
+    pub fn new(
+        stats: &Stats,
+        target: String,
+        pacing: String,
+        started_at: String,
+        compare: Option<(&CompareConfig, &NoiseModel)>,
+    ) -> Self {
+        let secs =
+            |span: Option<(std::time::Instant, std::time::Instant)>| span.map_or(0.0, |(a, b)| (b - a).as_secs_f64());
+        let rate = |n: u64, s: f64| if s > 0.0 { n.saturating_sub(1) as f64 / s } else { 0.0 };
+        let defaults = CompareConfig::default();
+        let config = compare.map_or(&defaults, |(c, _)| c);
+        let mut routes: Vec<RouteReport> = stats
+            .routes
+            .iter()
+            .map(|(route, r)| {
+                let recorded_ms = latency(&r.recorded);
+                let replayed_ms = latency(&r.replayed);
+                let p99_ratio = match (recorded_ms, replayed_ms) {
+                    (Some(a), Some(b)) if a.p99 > 0.0 => Some(b.p99 / a.p99),
+                    _ => None,
+                };
+                let p99_flagged = match (recorded_ms, replayed_ms, p99_ratio) {
+                    (Some(a), Some(b), Some(x)) => {
+                        r.count >= config.min_count
+                            && x > config.p99_ratio_flag
+                            && b.p99 - a.p99 >= config.p99_min_delta_ms
+                    }
+                    _ => false,
+                };
+                RouteReport {
+                    route: route.clone(),
+                    count: r.count,
+                    recorded_status: owned(&r.recorded_status),
+                    replayed_status: owned(&r.replayed_status),
+                    recorded_ms,
+                    replayed_ms,
+                    p99_ratio,
+                    errors: owned(&r.errors),
+                    p99_flagged,
+                    diffs: compare.map(|(_, noise)| r.diffs.finish(route, noise)),
+                    latency_buckets: Some(buckets(&r.recorded, &r.replayed)),
+                }
+            })
+            .collect();
+        sort_by_severity(&mut routes);
+        let summary = compare.map(|_| {
+            let diffs = || routes.iter().filter_map(|r| r.diffs.as_ref());
+            let (compared, differing) =
+                (diffs().map(|d| d.compared).sum::<u64>(), diffs().map(|d| d.differing).sum::<u64>());
+            CompareSummary {
+                compared,
+                differing,
+                diff_rate: if compared > 0 { differing as f64 / compared as f64 } else { 0.0 },
+                noise_keys: diffs().map(|d| d.noise.len() as u64).sum(),
+                substitutions: stats.substitutions,
+                probes: stats.probes,
+                slower_routes: routes.iter().filter(|r| r.p99_flagged).count() as u64,
+            }
+        });
+        let sent_secs = secs(stats.sends);
+        let t = &stats.timeline;
+        ReplayReport {
+            schema_version: SCHEMA_VERSION,
+            target,
+            pacing,
+            started_at,
+            duration_secs: sent_secs,
+            sent: stats.sent,
+            completed: stats.completed,
+            errors: owned(&stats.errors),
+            intended_rps: rate(stats.sent, secs(stats.dues)),
+            achieved_rps: rate(stats.sent, sent_secs),
+            lag: LagReport { ms: latency(&stats.lag), late_over_1ms: stats.late_1ms, late_over_10ms: stats.late_10ms },
+            routes,
+            results: None,
+            results_written: 0,
+            results_failed: 0,
+            results_waited: 0,
+            interrupted: false,
+            min_count: config.min_count,
+            compare: summary,
+            timeline: Some(TimelineReport {
+                bucket_secs: t.bucket_ms as f64 / 1000.0,
+                recorded: t.due.clone(),
+                replayed: t.sent.clone(),
+            }),
+            gates: Vec::new(),
+            baseline: None,
+            noise: NoiseModel::default(),
+        }
+    }
+
+    /// Evaluates `gates` and keeps their results; true when all pass.
+    pub fn apply_gates(&mut self, gates: &[Gate]) -> bool {
+        self.gates = gates.iter().map(|g| g.evaluate(self)).collect();
+        self.gates.iter().all(|g| g.passed)
+    }
+
+    /// True when every gate passed (or there are none).
+    pub fn gates_passed(&self) -> bool {
+        self.gates.iter().all(|g| g.passed)
+    }
+
+    /// Reads a report written by `--report` (or a results directory's `report.json`).
+    pub fn load(path: &std::path::Path) -> Result<Self, String> {
+        let file = if path.is_dir() { path.join(REPORT_FILE) } else { path.to_path_buf() };
+        let text = std::fs::read_to_string(&file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+        let value: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| format!("{} is not JSON: {e}", file.display()))?;
+        match value.get("schema_version").and_then(|v| v.as_u64()) {
+            Some(v) if v == u64::from(SCHEMA_VERSION) => {}
+            Some(v) => {
+                return Err(format!(
+                    "{}: report schema version {v}; this tapedeck reads version {SCHEMA_VERSION}",
+                    file.display()
+                ))
+            }
+            None => return Err(format!("{} is not a tapedeck replay report (no schema_version)", file.display())),
+        }
+        serde_json::from_value(value).map_err(|e| format!("{} is not a tapedeck replay report: {e}", file.display()))
+    }
+
+    /// Writes the report as pretty JSON.
+    pub fn save(&self, path: &std::path::Path) -> Result<(), String> {
+        let text = serde_json::to_string_pretty(self).map_err(|e| e.to_string())?;
+        std::fs::write(path, text + "\n").map_err(|e| format!("cannot write {}: {e}", path.display()))
+    }
+
+    /// The terminal summary, with at most `top` routes in the table.
+    pub fn render(&self, top: usize) -> String {
+        terminal::render(self, top)
+    }
+}
+
+/// The report's name inside a results directory.
+pub const REPORT_FILE: &str = "report.json";
+
+/// Routes with problems first (most differing first), then the busiest.
+pub fn sort_by_severity(routes: &mut [RouteReport]) {
+    routes.sort_by(|a, b| b.severity().cmp(&a.severity()).then_with(|| a.route.cmp(&b.route)));
+}

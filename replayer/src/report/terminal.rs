@@ -1,0 +1,231 @@
+//! The report as text for a terminal: the load shape, a route table (problems first), the
+//! differences with one example each, slower routes, noise set apart, and the gates.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use super::ReplayReport;
+
+/// Findings shown per route.
+const FINDINGS_SHOWN: usize = 6;
+
+fn ms(v: Option<f64>) -> String {
+    v.map_or("-".to_string(), |v| if v < 10.0 { format!("{v:.2}") } else { format!("{v:.1}") })
+}
+
+fn mix(m: &BTreeMap<String, u64>) -> String {
+    m.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ")
+}
+
+/// Renders `report` with at most `top` routes in the table.
+pub fn render(report: &ReplayReport, top: usize) -> String {
+    let mut out = String::new();
+    header(&mut out, report);
+    table(&mut out, report, top);
+    differences(&mut out, report);
+    results(&mut out, report);
+    gates(&mut out, report);
+    out
+}
+
+fn header(out: &mut String, r: &ReplayReport) {
+    let _ = writeln!(
+        out,
+        "replayed {} requests against {} ({}){}",
+        r.sent,
+        r.target,
+        r.pacing,
+        if r.interrupted { ", stopped early" } else { "" }
+    );
+    if let Some(b) = &r.baseline {
+        let _ = writeln!(
+            out,
+            "  baseline      {} ({}): {} requests, {:.1} requests/s, {} without an answer",
+            b.path, b.started_at, b.sent, b.achieved_rps, b.errors
+        );
+    }
+    let failed: u64 = r.errors.values().sum();
+    let errors = if r.errors.is_empty() { "none".to_string() } else { mix(&r.errors) };
+    let _ =
+        writeln!(out, "  answered      {} of {} ({} without a complete answer: {errors})", r.completed, r.sent, failed);
+    // Unpaced (`--speed max`): nothing was due at a time, so there is no schedule to
+    // keep; the "lag" is how long requests waited for a free slot.
+    let paced = !r.pacing.starts_with("max");
+    if paced {
+        let _ = writeln!(
+            out,
+            "  throughput    {:.1} requests/s sent, {:.1} intended ({:.0}% of the schedule) over {:.1} s",
+            r.achieved_rps,
+            r.intended_rps,
+            if r.intended_rps > 0.0 { 100.0 * r.achieved_rps / r.intended_rps } else { 100.0 },
+            r.duration_secs
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "  throughput    {:.1} requests/s sent, as fast as the target answered, over {:.1} s",
+            r.achieved_rps, r.duration_secs
+        );
+    }
+    if let Some(l) = r.lag.ms.filter(|_| paced) {
+        let _ = writeln!(
+            out,
+            "  schedule lag  p50 {} ms  p99 {} ms  max {} ms; late: {} over 1 ms, {} over 10 ms",
+            ms(Some(l.p50)),
+            ms(Some(l.p99)),
+            ms(Some(l.max)),
+            r.lag.late_over_1ms,
+            r.lag.late_over_10ms
+        );
+    }
+    if let Some(c) = &r.compare {
+        let _ = writeln!(
+            out,
+            "  responses     {} of {} compared differ ({:.2}%), noise excluded; {} slower route(s); {} correlated value(s) substituted{}",
+            c.differing,
+            c.compared,
+            100.0 * c.diff_rate,
+            c.slower_routes,
+            c.substitutions,
+            if c.probes > 0 { format!("; {} noise probe(s)", c.probes) } else { String::new() }
+        );
+    }
+    let _ = writeln!(out);
+}
+
+fn table(out: &mut String, r: &ReplayReport, top: usize) {
+    let shown = &r.routes[..top.min(r.routes.len())];
+    let width = shown.iter().map(|r| r.route.chars().count()).max().unwrap_or(5).clamp(5, 48);
+    let (a, b) = if r.baseline.is_some() { ("base", "new") } else { ("rec", "replay") };
+    let diff_col = r.compare.is_some();
+    let _ = writeln!(
+        out,
+        "  {:>7}  {:>19}  {:>19}  {:>6}  {}{:<width$}  status {a} → {b}",
+        "count",
+        format!("p50 ms {a} → {b}"),
+        format!("p99 ms {a} → {b}"),
+        "p99 ×",
+        if diff_col { format!("{:>7}  ", "differ") } else { String::new() },
+        "route"
+    );
+    for route in shown {
+        let (rp, pp) = (route.recorded_ms, route.replayed_ms);
+        let status = if route.recorded_status == route.replayed_status {
+            format!("same ({})", mix(&route.replayed_status))
+        } else {
+            format!("{} → {}", mix(&route.recorded_status), mix(&route.replayed_status))
+        };
+        let ratio =
+            route.p99_ratio.map_or("-".to_string(), |x| format!("{x:.2}{}", if route.p99_flagged { "!" } else { "" }));
+        let differ = match (&route.diffs, diff_col) {
+            (Some(d), true) if d.compared > 0 => format!("{:>6.1}%  ", 100.0 * d.diff_rate),
+            (_, true) => format!("{:>7}  ", "-"),
+            _ => String::new(),
+        };
+        let _ = writeln!(
+            out,
+            "  {:>7}  {:>8} → {:>8}  {:>8} → {:>8}  {:>6}  {differ}{:<width$}  {status}",
+            route.count,
+            ms(rp.map(|l| l.p50)),
+            ms(pp.map(|l| l.p50)),
+            ms(rp.map(|l| l.p99)),
+            ms(pp.map(|l| l.p99)),
+            ratio,
+            route.route
+        );
+    }
+    if r.routes.len() > top {
+        let _ = writeln!(out, "  … {} more routes", r.routes.len() - top);
+    }
+}
+
+fn differences(out: &mut String, r: &ReplayReport) {
+    let troubled: Vec<_> = r.routes.iter().filter(|route| !route.problems().is_empty()).collect();
+    if r.compare.is_none() && troubled.is_empty() {
+        return;
+    }
+    let _ = writeln!(out);
+    if troubled.is_empty() {
+        let _ = writeln!(out, "no differences: every route answered as recorded (noise excluded)");
+    } else {
+        let _ = writeln!(
+            out,
+            "{} route(s) differ from the {}:",
+            troubled.len(),
+            if r.baseline.is_some() { "baseline" } else { "recording" }
+        );
+    }
+    for route in troubled {
+        let _ = writeln!(out, "\n  {}: {}", route.route, route.problems().join("; "));
+        let Some(d) = &route.diffs else { continue };
+        for f in d.findings.iter().take(FINDINGS_SHOWN) {
+            let e = &f.example;
+            let _ = writeln!(out, "    {} {} in {} response(s), e.g. {}", f.kind.as_str(), f.key, f.count, e.request);
+            let _ = writeln!(
+                out,
+                "        at {}: recorded {} → replayed {}",
+                e.at,
+                quoted(&e.recorded),
+                quoted(&e.replayed)
+            );
+        }
+        if d.findings.len() > FINDINGS_SHOWN {
+            let _ = writeln!(
+                out,
+                "    … {} more kinds of difference (see the JSON or HTML report)",
+                d.findings.len() - FINDINGS_SHOWN
+            );
+        }
+    }
+    let noise: Vec<String> = r
+        .routes
+        .iter()
+        .filter_map(|route| route.diffs.as_ref().map(|d| (route, d)))
+        .flat_map(|(route, d)| d.noise.iter().map(move |n| format!("{} {} ({})", route.route, n.key, n.reason)))
+        .collect();
+    if !noise.is_empty() {
+        let shown: Vec<&str> = noise.iter().take(8).map(String::as_str).collect();
+        let more = if noise.len() > 8 { format!(", … {} more", noise.len() - 8) } else { String::new() };
+        let _ = writeln!(out, "\n  noise set apart (not counted): {}{more}", shown.join("; "));
+    }
+}
+
+fn quoted(v: &str) -> String {
+    if v.is_empty() {
+        "(absent)".into()
+    } else {
+        format!("`{v}`")
+    }
+}
+
+fn results(out: &mut String, r: &ReplayReport) {
+    if let Some(dir) = &r.results {
+        let _ = writeln!(out, "\n  responses written to {dir} ({} exchanges)", r.results_written);
+        if r.results_failed > 0 {
+            let _ = writeln!(
+                out,
+                "  {} responses could NOT be written (see the warnings above: disk full?)",
+                r.results_failed
+            );
+        }
+        if r.results_waited > 0 {
+            let _ = writeln!(
+                out,
+                "  the results writer fell behind {} times; sends waited for it (counted in the lag)",
+                r.results_waited
+            );
+        }
+    }
+}
+
+fn gates(out: &mut String, r: &ReplayReport) {
+    if r.gates.is_empty() {
+        return;
+    }
+    let failed = r.gates.iter().filter(|g| !g.passed).count();
+    let _ =
+        writeln!(out, "\ngates: {}", if failed == 0 { "all passed".to_string() } else { format!("{failed} FAILED") });
+    for g in &r.gates {
+        let _ = writeln!(out, "  {} {}  ({})", if g.passed { "pass" } else { "FAIL" }, g.gate, g.detail);
+    }
+}

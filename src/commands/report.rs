@@ -1,0 +1,115 @@
+//! `tapedeck report`: re-renders a replay's report from its saved results without
+//! replaying (terminal, JSON, HTML, JUnit, gates), or compares two runs for load-shape
+//! regression tests (`--baseline OLD NEW`). Also the report outputs `replay` shares.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::Args;
+use tapedeck_replayer::compare::gate::Gate;
+use tapedeck_replayer::compare::{CompareConfig, CompareFile};
+use tapedeck_replayer::report::{baseline, html, junit, ReplayReport};
+
+/// Flags of `tapedeck report`.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// A results directory written by `replay --results DIR`, or a report written by
+    /// `replay --report FILE.json`.
+    #[arg(value_name = "RESULTS")]
+    pub results: Option<PathBuf>,
+    /// Compare two runs: `--baseline OLD NEW` (or `--baseline OLD` with RESULTS as the
+    /// new run). Latency ratios, status mixes and gates then read "new against old".
+    #[arg(long, num_args = 1..=2, value_names = ["OLD", "NEW"])]
+    pub baseline: Vec<PathBuf>,
+    /// Write the report as JSON.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+    /// Write the report as one self-contained HTML file.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
+    /// Write the report as JUnit XML.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+    /// Fail (exit 1) unless this holds (see `tapedeck replay --help`). Repeatable.
+    #[arg(long, value_name = "EXPR")]
+    pub gate: Vec<String>,
+    /// Latency flag thresholds for --baseline (TOML, as for replay).
+    #[arg(long, value_name = "FILE")]
+    pub compare_config: Option<PathBuf>,
+    /// Routes listed in the table.
+    #[arg(long, default_value_t = 20)]
+    pub top: usize,
+}
+
+/// Where a report goes besides the terminal.
+#[derive(Debug, Default)]
+pub struct Outputs {
+    pub json: Option<PathBuf>,
+    pub html: Option<PathBuf>,
+    pub junit: Option<PathBuf>,
+}
+
+impl Outputs {
+    /// Writes every requested form, saying where.
+    pub fn write(&self, report: &ReplayReport) -> Result<()> {
+        if let Some(path) = &self.json {
+            report.save(path).map_err(|e| anyhow!(e))?;
+            println!("  JSON report written to {}", path.display());
+        }
+        if let Some(path) = &self.html {
+            std::fs::write(path, html::render(report))
+                .with_context(|| format!("cannot write the HTML report to {}", path.display()))?;
+            println!("  HTML report written to {} (open it in a browser)", path.display());
+        }
+        if let Some(path) = &self.junit {
+            std::fs::write(path, junit::render(report))
+                .with_context(|| format!("cannot write the JUnit report to {}", path.display()))?;
+            println!("  JUnit report written to {}", path.display());
+        }
+        Ok(())
+    }
+}
+
+/// Parses `--gate` expressions.
+pub fn parse_gates(gates: &[String]) -> Result<Vec<Gate>> {
+    gates.iter().map(|g| g.parse::<Gate>().map_err(|e| anyhow!(e))).collect()
+}
+
+/// The compare settings: defaults, or a TOML file on top of them.
+pub fn compare_config(path: Option<&Path>) -> Result<CompareConfig> {
+    let Some(path) = path else { return Ok(CompareConfig::default()) };
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read compare config {}", path.display()))?;
+    let file: CompareFile = toml::from_str(&text).map_err(|e| anyhow!("compare config {}: {e}", path.display()))?;
+    CompareConfig::from_file(file).map_err(|e| anyhow!("compare config {}: {e}", path.display()))
+}
+
+fn load(path: &Path) -> Result<ReplayReport> {
+    ReplayReport::load(path).map_err(|e| {
+        anyhow!(
+            "{e}\n(give a directory written by `tapedeck replay --results DIR`, or a file from `--report FILE.json`)"
+        )
+    })
+}
+
+pub fn run(args: ReportArgs) -> Result<ExitCode> {
+    let gates = parse_gates(&args.gate)?;
+    let mut report = match (&args.results, &args.baseline[..]) {
+        (None, []) => bail!("which run? give a results directory or a report JSON (or --baseline OLD NEW)"),
+        (Some(_), [_, _]) => bail!("--baseline OLD NEW already names both runs; drop RESULTS or NEW"),
+        (None, [_]) => bail!("--baseline OLD compares with a new run: give it as RESULTS or as --baseline OLD NEW"),
+        (Some(path), []) => load(path)?,
+        (results, [old, rest @ ..]) => {
+            let new = results.as_ref().or(rest.first()).expect("matched above");
+            let mut config = compare_config(args.compare_config.as_deref())?;
+            let (old_report, new_report) = (load(old)?, load(new)?);
+            config.min_count = new_report.min_count;
+            baseline::compare(&old_report, &old.display().to_string(), &new_report, &config)
+        }
+    };
+    report.apply_gates(&gates);
+    print!("{}", report.render(args.top));
+    Outputs { json: args.report, html: args.html, junit: args.junit }.write(&report)?;
+    Ok(if report.gates_passed() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
