@@ -100,7 +100,7 @@ fn captured_sessions_replay_in_order_against_staging_and_never_production() {
     let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
     assert_eq!(
         (json["schema_version"].as_u64(), json["sent"].as_u64(), json["completed"].as_u64()),
-        (Some(1), Some(30), Some(30))
+        (Some(2), Some(30), Some(30))
     );
     assert!(json["lag"]["ms"]["p99"].as_f64().is_some(), "{json}");
     let inspect = ok(&["inspect", s(&results)]);

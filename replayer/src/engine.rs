@@ -116,6 +116,7 @@ pub(crate) fn run(config: &ReplayConfig, stop: &AtomicBool, progress: Arc<Progre
             probe: config.noise_probe,
         })
     });
+    let mut comparers = Vec::new();
     let mut lanes = Vec::with_capacity(workers);
     let mut handles = Vec::with_capacity(workers);
     for i in 0..workers {
@@ -141,6 +142,15 @@ pub(crate) fn run(config: &ReplayConfig, stop: &AtomicBool, progress: Arc<Progre
             lane: lane.clone(),
             limit,
             compare: comparing.clone(),
+            comparer: match &comparing {
+                Some(c) => {
+                    let (sink, handle) = crate::comparer::start(&format!("tapedeck-compare-{i}"), c.clone())
+                        .map_err(|e| ReplayError::Config(format!("cannot start a thread: {e}")))?;
+                    comparers.push(handle);
+                    Some(sink)
+                }
+                None => None,
+            },
         };
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Job>();
         lanes.push(Lane { tx, state: lane });
@@ -159,6 +169,15 @@ pub(crate) fn run(config: &ReplayConfig, stop: &AtomicBool, progress: Arc<Progre
     for h in handles {
         if let Ok(stats) = h.join() {
             merged.merge(stats);
+        }
+    }
+    // The workers are gone, and with them the comparers' sinks: they finish their queues.
+    for h in comparers {
+        if let Ok(compared) = h.join() {
+            merged.noise.merge(compared.noise);
+            for (route, tally) in compared.routes {
+                merged.route(&route).diffs.merge(tally);
+            }
         }
     }
     let (results_written, results_failed, results_waited) = match results {

@@ -22,8 +22,10 @@
 //! ```
 #![deny(missing_docs)]
 
+mod budget;
 pub mod client;
 pub mod compare;
+mod comparer;
 pub mod engine;
 pub mod report;
 mod results;

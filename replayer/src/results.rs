@@ -1,10 +1,9 @@
 //! The results tape: every response, as an [`Exchange`] linked to the recorded one, written
 //! by its own thread so that compression and disk never sit on a request's path.
 //!
-//! Memory is bounded by bytes, not count — responses may be large: results queued for the
-//! writer hold a share of a fixed budget until written. When the writer falls behind, a
-//! finished request waits for room (and with it the sends behind it, which then show as
-//! lag): results are the product of a replay, so they are not dropped to keep pace.
+//! Memory is bounded by bytes (a [`budget`](crate::budget) channel): when the writer falls
+//! behind, a finished request waits for room (and with it the sends behind it, which then
+//! show as lag): results are the product of a replay, so they are not dropped to keep pace.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
@@ -12,7 +11,8 @@ use std::time::Duration;
 
 use tapedeck_captures::tape::TapeWriter;
 use tapedeck_captures::{Exchange, TapeError};
-use tokio::sync::Semaphore;
+
+use crate::budget;
 
 /// Bytes of results queued for the writer at most, in KiB.
 const BUDGET_KIB: u32 = 64 * 1024;
@@ -20,8 +20,7 @@ const BUDGET_KIB: u32 = 64 * 1024;
 /// Where workers put results (cheap to clone).
 #[derive(Clone)]
 pub(crate) struct ResultsSink {
-    tx: mpsc::Sender<(Exchange, u32)>,
-    budget: Arc<Semaphore>,
+    tx: budget::Sender<Exchange>,
     counters: Arc<Counters>,
 }
 
@@ -33,39 +32,14 @@ pub(crate) struct Counters {
     /// Results that could not be written: disk full, … (set when the writer is done).
     pub failed: AtomicU64,
     /// Results that waited for the writer.
-    pub waited: AtomicU64,
-}
-
-fn kib(ex: &Exchange) -> u32 {
-    let headers: usize = ex
-        .request
-        .headers
-        .iter()
-        .chain(ex.response.iter().flat_map(|r| r.headers.iter()))
-        .map(|h| h.name.len() + h.value.len())
-        .sum();
-    let bytes = ex.request.body.data.len() + ex.response.as_ref().map_or(0, |r| r.body.data.len()) + headers + 256;
-    (bytes.div_ceil(1024) as u32).clamp(1, BUDGET_KIB)
+    pub waited: Arc<AtomicU64>,
 }
 
 impl ResultsSink {
     /// Hands `ex` to the writer, first waiting for room in the budget.
     pub async fn send(&self, ex: Exchange) {
-        let n = kib(&ex);
-        let permit = match self.budget.try_acquire_many(n) {
-            Ok(p) => p,
-            Err(_) => {
-                self.counters.waited.fetch_add(1, Ordering::Relaxed);
-                match self.budget.acquire_many(n).await {
-                    Ok(p) => p,
-                    Err(_) => return,
-                }
-            }
-        };
-        // The writer gives the budget back once the result is on disk.
-        permit.forget();
-        if self.tx.send((ex, n)).is_err() {
-            self.budget.add_permits(n as usize);
+        let kib = budget::kib(&ex);
+        if !self.tx.send(ex, kib).await {
             self.counters.failed.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -73,17 +47,16 @@ impl ResultsSink {
 
 /// Starts the writer thread; it runs until every sink is dropped.
 pub(crate) fn start(writer: TapeWriter) -> std::io::Result<(ResultsSink, Arc<Counters>, std::thread::JoinHandle<()>)> {
-    let (tx, rx) = mpsc::channel::<(Exchange, u32)>();
-    let budget = Arc::new(Semaphore::new(BUDGET_KIB as usize));
-    let counters = Arc::new(Counters::default());
-    let sink = ResultsSink { tx, budget: budget.clone(), counters: counters.clone() };
+    let (tx, rx) = budget::channel::<Exchange>(BUDGET_KIB);
+    let counters = Arc::new(Counters { waited: tx.waited.clone(), ..Default::default() });
+    let sink = ResultsSink { tx, counters: counters.clone() };
     let c = counters.clone();
-    let handle =
-        std::thread::Builder::new().name("tapedeck-results".into()).spawn(move || write(writer, rx, &budget, &c))?;
+    let handle = std::thread::Builder::new().name("tapedeck-results".into()).spawn(move || write(writer, rx, &c))?;
     Ok((sink, counters, handle))
 }
 
-fn write(mut writer: TapeWriter, rx: mpsc::Receiver<(Exchange, u32)>, budget: &Semaphore, counters: &Counters) {
+fn write(mut writer: TapeWriter, rx: budget::Receiver<Exchange>, counters: &Counters) {
+    budget::background_priority();
     let mut errors = 0u64;
     let mut unencodable = 0u64;
     let mut warn = |e: &TapeError| {
@@ -94,13 +67,13 @@ fn write(mut writer: TapeWriter, rx: mpsc::Receiver<(Exchange, u32)>, budget: &S
     };
     loop {
         match rx.recv_timeout(Duration::from_millis(250)) {
-            Ok((ex, n)) => {
+            Ok((ex, kib)) => {
                 if let Err(e) = writer.append(&ex) {
                     // A block that cannot be written counts its records as lost.
                     unencodable += u64::from(matches!(e, TapeError::Encode(_)));
                     warn(&e);
                 }
-                budget.add_permits(n as usize);
+                rx.done(kib);
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 if let Err(e) = writer.tick() {

@@ -22,8 +22,9 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use crate::client::{Outcome, Pool};
 use crate::compare::correlate::Vars;
 use crate::compare::generated::Window;
-use crate::compare::noise::{self, Learner};
-use crate::compare::{diff, CompareConfig};
+use crate::compare::noise;
+use crate::compare::CompareConfig;
+use crate::comparer;
 use crate::engine::Progress;
 use crate::results::ResultsSink;
 use crate::rewrite::Rewrite;
@@ -84,6 +85,8 @@ pub(crate) struct WorkerContext {
     pub limit: usize,
     /// Set when responses are compared with the recording.
     pub compare: Option<Arc<Comparing>>,
+    /// This worker's comparer, when comparing.
+    pub comparer: Option<comparer::Sink>,
 }
 
 /// How responses are compared.
@@ -106,8 +109,6 @@ struct Queues {
     ready: VecDeque<Job>,
     in_flight: usize,
     stats: Stats,
-    /// Learns noise from recorded responses to identical requests.
-    learner: Learner,
     /// Correlation values per session.
     vars: HashMap<SessionKey, Vars>,
     /// Probes sent per route.
@@ -179,9 +180,7 @@ pub(crate) fn run(mut rx: UnboundedReceiver<Job>, pool: Pool, ctx: WorkerContext
         }
     });
     drop(local);
-    let mut q = queues.borrow_mut();
-    let mut stats = std::mem::take(&mut q.stats);
-    stats.noise.merge(std::mem::take(&mut q.learner.model));
+    let stats = std::mem::take(&mut queues.borrow_mut().stats);
     stats
 }
 
@@ -218,9 +217,9 @@ fn start_ready(queues: &Rc<RefCell<Queues>>, shared: &Rc<(Pool, WorkerContext)>)
                 None => 0,
             };
             let mut sample = send(&job, pool, ctx).await;
-            let probe = match &ctx.compare {
-                Some(c) => compare(&queues, &job, &route, &sample, c),
-                None => false,
+            let (vars, probe) = match &ctx.compare {
+                Some(c) => learn(&queues, &job, &route, &sample, c),
+                None => (None, false),
             };
             if probe {
                 let again = send_again(&job, pool, ctx).await;
@@ -236,7 +235,12 @@ fn start_ready(queues: &Rc<RefCell<Queues>>, shared: &Rc<(Pool, WorkerContext)>)
                 q.release(&job.key);
             }
             if let Some(ex) = sample.result.as_mut() {
-                ex.response = sample.response.take();
+                ex.response = if ctx.comparer.is_some() { sample.response.clone() } else { sample.response.take() };
+            }
+            if let Some(sink) = &ctx.comparer {
+                let job = comparer::Job { route, recorded: job.exchange, replayed: sample.response.take(), vars };
+                let kib = comparer::kib(&job);
+                sink.send(job, kib).await;
             }
             if let (Some(ex), Some(sink)) = (sample.result, &ctx.results) {
                 sink.send(ex).await;
@@ -263,39 +267,36 @@ fn correlate(queues: &Rc<RefCell<Queues>>, job: &mut Job) -> usize {
     q.vars.get(&job.key).map_or(0, |vars| vars.apply(&mut job.exchange.request))
 }
 
-/// Compares the answer with the recording, learns noise and correlation values; returns
-/// whether to probe the request (send it once more).
-fn compare(queues: &Rc<RefCell<Queues>>, job: &Job, route: &str, sent: &Sent, c: &Comparing) -> bool {
+/// Learns the session's correlation values from the answer; returns them (for the
+/// comparer) and whether to probe the request (send it once more).
+fn learn(queues: &Rc<RefCell<Queues>>, job: &Job, route: &str, sent: &Sent, c: &Comparing) -> (Option<Vars>, bool) {
     let recorded = &job.exchange;
+    let (Some(a), Some(b)) = (&recorded.response, &sent.response) else { return (None, false) };
     let mut q = queues.borrow_mut();
     let q = &mut *q;
-    q.learner.observe(recorded, route, &c.config);
-    let (Some(a), Some(b)) = (&recorded.response, &sent.response) else { return false };
-    let mut diffs = diff::compare(a, b, route, &c.config, &c.window);
     let correlating = c.config.auto_correlate || !c.config.correlate.is_empty();
+    let mut snapshot = None;
     if correlating && !matches!(job.key, SessionKey::Single(_)) {
         if !q.vars.contains_key(&job.key) && q.vars.len() >= SESSIONS_WITH_VARS {
             // Crude but bounded: forget every session's values rather than grow.
             q.vars.clear();
         }
         let vars = q.vars.entry(job.key.clone()).or_default();
-        vars.learn(a, b, route, &c.config.correlate, c.config.auto_correlate);
-        // The target's own ids in place of the recorded ones are expected, not differences
-        // (generated values stay: they are reported as noise).
-        diffs.retain(|d| d.generated.is_some() || !vars.maps(&d.recorded, &d.replayed));
+        let creates = !matches!(recorded.request.method.as_str(), "GET" | "HEAD" | "OPTIONS");
+        vars.learn(a, b, route, creates, &c.config.correlate, c.config.auto_correlate);
         if vars.is_empty() {
             q.vars.remove(&job.key);
+        } else {
+            snapshot = Some(vars.clone());
         }
     }
-    let request = format!("{} {}", recorded.request.method, recorded.request.target);
-    q.stats.route(route).diffs.add(&request, diffs);
     let safe = matches!(recorded.request.method.as_str(), "GET" | "HEAD");
     if !(c.probe && safe && (200..300).contains(&b.status)) {
-        return false;
+        return (snapshot, false);
     }
     let n = q.probed.entry(route.to_string()).or_default();
     *n += 1;
-    *n <= PROBES_PER_ROUTE
+    (snapshot, *n <= PROBES_PER_ROUTE)
 }
 
 /// A finished request.

@@ -37,6 +37,8 @@ pub struct Rule {
 #[derive(Clone, Debug, Default)]
 pub struct Vars {
     map: HashMap<String, String>,
+    /// Keys for which [`has_delimiter`] holds.
+    delimited: usize,
 }
 
 impl Vars {
@@ -52,7 +54,10 @@ impl Vars {
         if self.map.len() >= PER_SESSION && !self.map.contains_key(&recorded) {
             return false;
         }
-        self.map.insert(recorded, replayed).is_none()
+        let delimited = has_delimiter(&recorded);
+        let new = self.map.insert(recorded, replayed).is_none();
+        self.delimited += usize::from(new && delimited);
+        new
     }
 
     /// True when `recorded` was learned to be `replayed` on the target.
@@ -61,12 +66,15 @@ impl Vars {
     }
 
     /// Learns from one exchange of `route`: the recorded response against the replayed
-    /// one. Returns how many new values were learned.
+    /// one. Ids in JSON bodies are learned from answers to requests that change state
+    /// (`creates`: POST, PUT, …) — where new resources come from —, tokens from any answer.
+    /// Returns how many new values were learned.
     pub fn learn(
         &mut self,
         recorded: &Response,
         replayed: &Response,
         route: &str,
+        creates: bool,
         rules: &[Rule],
         auto: bool,
     ) -> usize {
@@ -86,8 +94,11 @@ impl Vars {
                 let _ = name;
                 learned += usize::from(self.insert(a, b));
             }
-            if let (Some(a), Some(b)) = (json_of(recorded), json_of(replayed)) {
-                learned += self.ids(&a, &b, "");
+            // Parsing costs time on the worker's event loop: only bodies with such keys.
+            if may_hold_ids(&recorded.body.data, creates) {
+                if let (Some(a), Some(b)) = (json_of(recorded), json_of(replayed)) {
+                    learned += self.ids(&a, &b, "", creates);
+                }
             }
         }
         for rule in rules.iter().filter(|r| r.route.as_deref().is_none_or(|r| r == route)) {
@@ -114,17 +125,19 @@ impl Vars {
         learned
     }
 
-    /// Id-like values at the same place in both bodies.
-    fn ids(&mut self, a: &Value, b: &Value, key: &str) -> usize {
+    /// Id-like values at the same place in both bodies (only tokens unless `creates`).
+    fn ids(&mut self, a: &Value, b: &Value, key: &str, creates: bool) -> usize {
         match (a, b) {
             (Value::Object(oa), Value::Object(ob)) => {
-                oa.iter().filter_map(|(k, va)| ob.get(k).map(|vb| self.ids(va, vb, k))).sum()
+                oa.iter().filter_map(|(k, va)| ob.get(k).map(|vb| self.ids(va, vb, k, creates))).sum()
             }
-            (Value::Array(xa), Value::Array(xb)) => xa.iter().zip(xb).map(|(x, y)| self.ids(x, y, key)).sum(),
-            (Value::String(x), Value::String(y)) if is_id_key(key) || (is_uuid(x) && is_uuid(y)) => {
+            (Value::Array(xa), Value::Array(xb)) => xa.iter().zip(xb).map(|(x, y)| self.ids(x, y, key, creates)).sum(),
+            (Value::String(x), Value::String(y))
+                if is_token_key(key) || (creates && (is_id_key(key) || (is_uuid(x) && is_uuid(y)))) =>
+            {
                 usize::from(self.insert(x.clone(), y.clone()))
             }
-            (Value::Number(x), Value::Number(y)) if is_id_key(key) => {
+            (Value::Number(x), Value::Number(y)) if creates && is_id_key(key) => {
                 usize::from(self.insert(x.to_string(), y.to_string()))
             }
             _ => 0,
@@ -165,39 +178,80 @@ impl Vars {
 
     /// `s` with every whole occurrence of a recorded value replaced; `None` if unchanged.
     fn replace(&self, s: &str) -> Option<String> {
-        let is_word = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
-        let mut out = String::with_capacity(s.len());
-        let mut changed = false;
-        let mut rest = s;
-        while !rest.is_empty() {
-            let start = rest.find(is_word).unwrap_or(rest.len());
-            out.push_str(&rest[..start]);
-            rest = &rest[start..];
-            let end = rest.find(|c: char| !is_word(c)).unwrap_or(rest.len());
-            let word = &rest[..end];
-            match self.map.get(word) {
-                Some(v) => {
-                    out.push_str(v);
-                    changed = true;
+        let is_word = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b'-';
+        let bytes = s.as_bytes();
+        let mut out: Option<String> = None;
+        let (mut i, mut copied) = (0, 0);
+        while i < bytes.len() {
+            if !is_word(bytes[i]) {
+                i += 1;
+                continue;
+            }
+            let start = i;
+            while i < bytes.len() && is_word(bytes[i]) {
+                i += 1;
+            }
+            // Word boundaries are ASCII, so `start..i` is on character boundaries.
+            if let Some(v) = self.map.get(&s[start..i]) {
+                let o = out.get_or_insert_with(|| String::with_capacity(s.len() + 16));
+                o.push_str(&s[copied..start]);
+                o.push_str(v);
+                copied = i;
+            }
+        }
+        if let Some(o) = out.as_mut() {
+            o.push_str(&s[copied..]);
+        }
+        if self.delimited > 0 {
+            // Values with delimiters inside (tokens with dots, JWTs): whole-string matches.
+            for (from, to) in self.map.iter().filter(|(k, _)| has_delimiter(k)) {
+                let current = out.as_deref().unwrap_or(s);
+                if current.contains(from.as_str()) {
+                    out = Some(current.replace(from.as_str(), to));
                 }
-                None => out.push_str(word),
-            }
-            rest = &rest[end..];
-        }
-        // Values with delimiters inside (tokens with dots, JWTs): whole-string matches.
-        for (from, to) in self.map.iter().filter(|(k, _)| k.len() >= 8 && k.contains(|c: char| !is_word(c))) {
-            if out.contains(from.as_str()) {
-                out = out.replace(from.as_str(), to);
-                changed = true;
             }
         }
-        changed.then_some(out)
+        out
     }
 }
 
+/// Values of 8+ characters with a delimiter inside are matched as substrings.
+fn has_delimiter(v: &str) -> bool {
+    v.len() >= 8 && v.bytes().any(|b| !(b.is_ascii_alphanumeric() || b == b'_' || b == b'-'))
+}
+
+/// True when a JSON body may have a key [`is_id_key`] (with `creates`) or
+/// [`is_token_key`] accepts, or a UUID value.
+fn may_hold_ids(body: &[u8], creates: bool) -> bool {
+    type Re = std::sync::OnceLock<regex::bytes::Regex>;
+    static IDS: Re = Re::new();
+    static TOKENS: Re = Re::new();
+    let re = if creates {
+        IDS.get_or_init(|| {
+            regex::bytes::Regex::new(r#"(?i:id|token|csrf[a-z_]*|uuid)"\s*:|"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-"#)
+                .expect("constant regex")
+        })
+    } else {
+        TOKENS.get_or_init(|| regex::bytes::Regex::new(r#"(?i:token|csrf[a-z_]*)"\s*:"#).expect("constant regex"))
+    };
+    re.is_match(body)
+}
+
+/// Keys of values that identify something a later request may name. Tracing ids
+/// (`request_id`, `trace_id`…) are per answer and never named again.
 fn is_id_key(key: &str) -> bool {
+    let k = key.to_ascii_lowercase().replace('-', "_");
+    let tracing = ["request_id", "requestid", "trace_id", "traceid", "span_id", "spanid", "correlation_id"];
+    if tracing.contains(&k.as_str()) {
+        return false;
+    }
+    k == "id" || k.ends_with("_id") || key.ends_with("Id") || k == "uuid" || is_token_key(key)
+}
+
+/// Keys of tokens a later request must send back (CSRF, session or API tokens).
+fn is_token_key(key: &str) -> bool {
     let k = key.to_ascii_lowercase();
-    k == "id" || k.ends_with("_id") || key.ends_with("Id") || k == "uuid" || k.contains("token") || k.contains("csrf")
+    k.contains("token") || k.contains("csrf")
 }
 
 fn path_of(location: &str) -> &str {
@@ -282,7 +336,7 @@ mod tests {
             r#"{"order":{"id":5001,"ref":"B9"}}"#,
         );
         let rules = [Rule { json: Some("$.order.ref".into()), ..Default::default() }];
-        assert!(vars.learn(&rec, &rep, "POST /orders", &rules, true) >= 3);
+        assert!(vars.learn(&rec, &rep, "POST /orders", true, &rules, true) >= 3);
         let mut req = Request {
             method: "GET".into(),
             target: "/orders/1042?ref=A7&page=10420".into(),
@@ -305,10 +359,16 @@ mod tests {
     #[test]
     fn scrubbed_and_equal_values_are_not_learned() {
         let mut vars = Vars::default();
-        let rec = response(&[("set-cookie", "sid=[REDACTED]")], r#"{"id":"7","user_id":"u-1"}"#);
-        let rep = response(&[("set-cookie", "sid=real")], r#"{"id":"8","user_id":"u-1"}"#);
-        // "7" is too short to substitute safely; u-1 is unchanged; the cookie was scrubbed.
-        assert_eq!(vars.learn(&rec, &rep, "POST /x", &[], true), 0);
+        let rec = response(&[("set-cookie", "sid=[REDACTED]")], r#"{"id":"7","user_id":"u-1","request_id":"r-1"}"#);
+        let rep = response(&[("set-cookie", "sid=real")], r#"{"id":"8","user_id":"u-1","request_id":"r-2"}"#);
+        // "7" is too short to substitute safely; u-1 is unchanged; the cookie was scrubbed;
+        // a request id is tracing, not a resource.
+        assert_eq!(vars.learn(&rec, &rep, "POST /x", true, &[], true), 0);
         assert!(vars.is_empty());
+        // Answers to reads teach tokens, not ids.
+        let rec = response(&[], r#"{"id":"1001","csrf_token":"abc123"}"#);
+        let rep = response(&[], r#"{"id":"5001","csrf_token":"xyz789"}"#);
+        assert_eq!(vars.learn(&rec, &rep, "GET /form", false, &[], true), 1);
+        assert!(vars.maps("abc123", "xyz789") && !vars.maps("1001", "5001"));
     }
 }

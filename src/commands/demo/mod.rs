@@ -130,7 +130,7 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
 
     println!("2/4 scrub check: is anything personal left in the capture?");
     print!("    ");
-    crate::commands::scrub::check(&[capture.clone()], &Scrubber::with_defaults(None))?;
+    crate::commands::scrub::check(std::slice::from_ref(&capture), &Scrubber::with_defaults(None))?;
     println!();
 
     println!("3/4 replay against staging at 2x, comparing every response with production's\n");

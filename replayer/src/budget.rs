@@ -1,0 +1,106 @@
+//! A channel from the workers' event loops to a thread, bounded by bytes rather than
+//! count (what is queued may be large responses). A sender waits for room; the receiver
+//! gives the room back once an item is dealt with. Waiting delays the request that waits
+//! (and the sends behind it, which then show as lag) — nothing is dropped to keep pace.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
+
+use tapedeck_captures::Exchange;
+use tokio::sync::Semaphore;
+
+/// The sending side (cheap to clone).
+pub(crate) struct Sender<T> {
+    tx: mpsc::Sender<(T, u32)>,
+    budget: Arc<Semaphore>,
+    capacity: u32,
+    /// Items that had to wait for room.
+    pub waited: Arc<AtomicU64>,
+}
+
+impl<T> Clone for Sender<T> {
+    fn clone(&self) -> Self {
+        Sender {
+            tx: self.tx.clone(),
+            budget: self.budget.clone(),
+            capacity: self.capacity,
+            waited: self.waited.clone(),
+        }
+    }
+}
+
+/// The receiving side.
+pub(crate) struct Receiver<T> {
+    rx: mpsc::Receiver<(T, u32)>,
+    budget: Arc<Semaphore>,
+}
+
+/// A channel holding at most `kib` KiB of items.
+pub(crate) fn channel<T>(kib: u32) -> (Sender<T>, Receiver<T>) {
+    let (tx, rx) = mpsc::channel();
+    let budget = Arc::new(Semaphore::new(kib as usize));
+    (Sender { tx, budget: budget.clone(), capacity: kib.max(1), waited: Arc::default() }, Receiver { rx, budget })
+}
+
+impl<T> Sender<T> {
+    /// Sends `item`, which holds about `kib` KiB, once there is room. Returns false when
+    /// the receiver is gone.
+    pub async fn send(&self, item: T, kib: u32) -> bool {
+        // An item larger than the whole budget waits for all of it.
+        let kib = kib.clamp(1, self.capacity);
+        let permit = match self.budget.try_acquire_many(kib) {
+            Ok(p) => p,
+            Err(_) => {
+                self.waited.fetch_add(1, Ordering::Relaxed);
+                match self.budget.acquire_many(kib).await {
+                    Ok(p) => p,
+                    Err(_) => return false,
+                }
+            }
+        };
+        // The receiver gives the room back once it is done with the item.
+        permit.forget();
+        if self.tx.send((item, kib)).is_err() {
+            self.budget.add_permits(kib as usize);
+            return false;
+        }
+        true
+    }
+}
+
+impl<T> Receiver<T> {
+    /// The next item and its size, waiting at most `timeout`.
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<(T, u32), mpsc::RecvTimeoutError> {
+        self.rx.recv_timeout(timeout)
+    }
+
+    /// Gives back the room of an item dealt with.
+    pub fn done(&self, kib: u32) {
+        self.budget.add_permits(kib as usize);
+    }
+}
+
+/// Lowers the calling thread's CPU priority (nice 10): a thread that digests what the
+/// workers hand it yields the CPU to them, so that on a busy machine request timing, not
+/// background work, comes first. Best effort.
+pub(crate) fn background_priority() {
+    // SAFETY: plain syscalls on the calling thread; failure only leaves the priority as is.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        let _ = libc::setpriority(libc::PRIO_PROCESS, tid, 10);
+    }
+}
+
+/// About how many KiB an exchange holds in memory.
+pub(crate) fn kib(ex: &Exchange) -> u32 {
+    let headers: usize = ex
+        .request
+        .headers
+        .iter()
+        .chain(ex.response.iter().flat_map(|r| r.headers.iter()))
+        .map(|h| h.name.len() + h.value.len())
+        .sum();
+    let bytes = ex.request.body.data.len() + ex.response.as_ref().map_or(0, |r| r.body.data.len()) + headers + 256;
+    bytes.div_ceil(1024).min(u32::MAX as usize) as u32
+}

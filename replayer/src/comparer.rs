@@ -1,0 +1,86 @@
+//! The comparer threads: each worker hands its answered exchanges to one, so that parsing
+//! and diffing bodies never delays the worker's event loop — which would show up as
+//! latency the target did not cause, and as lag. A comparer learns noise from the recorded
+//! responses it sees and counts differences per route; the engine merges them at the end.
+
+use std::collections::HashMap;
+use std::sync::mpsc::RecvTimeoutError;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tapedeck_captures::exchange::Response;
+use tapedeck_captures::Exchange;
+
+use crate::budget;
+use crate::compare::correlate::Vars;
+use crate::compare::diff;
+use crate::compare::noise::{Learner, NoiseModel};
+use crate::compare::tally::RouteTally;
+use crate::worker::Comparing;
+
+/// Bytes of exchanges queued for a comparer at most, in KiB.
+const BUDGET_KIB: u32 = 32 * 1024;
+
+/// One answered exchange to compare.
+pub(crate) struct Job {
+    pub route: String,
+    pub recorded: Exchange,
+    /// The target's answer, if any.
+    pub replayed: Option<Response>,
+    /// The session's correlation values when the answer came: differences they explain
+    /// are expected.
+    pub vars: Option<Vars>,
+}
+
+/// What a comparer found.
+#[derive(Default)]
+pub(crate) struct Compared {
+    pub routes: HashMap<String, RouteTally>,
+    pub noise: NoiseModel,
+}
+
+/// Where a worker puts jobs.
+pub(crate) type Sink = budget::Sender<Job>;
+
+/// Starts a comparer; it runs until its sink is dropped.
+pub(crate) fn start(
+    name: &str,
+    comparing: Arc<Comparing>,
+) -> std::io::Result<(Sink, std::thread::JoinHandle<Compared>)> {
+    let (tx, rx) = budget::channel::<Job>(BUDGET_KIB);
+    let handle = std::thread::Builder::new().name(name.into()).spawn(move || run(&rx, &comparing))?;
+    Ok((tx, handle))
+}
+
+/// About how many KiB a job holds.
+pub(crate) fn kib(job: &Job) -> u32 {
+    let replayed = job.replayed.as_ref().map_or(0, |r| r.body.data.len() + 64 * r.headers.len());
+    budget::kib(&job.recorded).saturating_add(replayed.div_ceil(1024) as u32)
+}
+
+fn run(rx: &budget::Receiver<Job>, c: &Comparing) -> Compared {
+    budget::background_priority();
+    let mut learner = Learner::default();
+    let mut out = Compared::default();
+    loop {
+        let (job, kib) = match rx.recv_timeout(Duration::from_millis(250)) {
+            Ok(item) => item,
+            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
+        learner.observe(&job.recorded, &job.route, &c.config);
+        if let (Some(a), Some(b)) = (&job.recorded.response, &job.replayed) {
+            let mut diffs = diff::compare(a, b, &job.route, &c.config, &c.window);
+            if let Some(vars) = &job.vars {
+                // The target's own ids in place of the recorded ones are expected, not
+                // differences (generated values stay: they are reported as noise).
+                diffs.retain(|d| d.generated.is_some() || !vars.maps(&d.recorded, &d.replayed));
+            }
+            let request = format!("{} {}", job.recorded.request.method, job.recorded.request.target);
+            out.routes.entry(job.route).or_default().add(&request, diffs);
+        }
+        rx.done(kib);
+    }
+    out.noise = learner.model;
+    out
+}
