@@ -235,3 +235,42 @@ fn the_report_round_trips_as_json_and_renders_as_one_self_contained_html_file() 
     assert_eq!(xml.matches("<testcase").count(), report.routes.len() + 2);
     assert!(xml.contains("name=\"GET /orders/{id}\""));
 }
+
+#[test]
+fn probes_learn_the_targets_own_noise_and_a_saved_model_carries_it_to_the_next_run() {
+    // Every answer carries a fresh `nonce` that looks like nothing generated; the recording
+    // has no duplicates to learn it from.
+    let nonce = Arc::new(std::sync::atomic::AtomicU64::new(1));
+    let target = serve(Arc::new(move |_, path: &str, _| {
+        let n = nonce.fetch_add(7, std::sync::atomic::Ordering::Relaxed);
+        (200, vec![], format!(r#"{{"path":"{path}","nonce":{n}}}"#))
+    }));
+    let exchanges: Vec<Exchange> = (0..30u64)
+        .map(|i| {
+            let mut ex = recorded(i, i as f64, "GET", &format!("/things/{i}"));
+            ex.response = json_response(200, &format!(r#"{{"path":"/things/{i}","nonce":0}}"#), &[]);
+            ex
+        })
+        .collect();
+    let differing = |r: &ReplayReport| r.compare.as_ref().unwrap().differing;
+
+    let (_dir, plain) = run(&exchanges, target, |_| {});
+    assert_eq!(differing(&plain), 30, "without probes the nonce looks like a change");
+
+    let (_dir, probed) = run(&exchanges, target, |c| c.noise_probe = true);
+    assert_eq!(differing(&probed), 0, "{:#?}", probed.routes);
+    let c = probed.compare.as_ref().unwrap();
+    assert!(c.probes >= 1 && c.probes <= 10, "five probes per route and worker at most: {c:?}");
+    let route = &probed.routes[0];
+    let noise = &route.diffs.as_ref().unwrap().noise;
+    assert_eq!((noise[0].key.as_str(), noise[0].reason.as_str()), ("$.nonce", "learned from probes"));
+
+    // Saved and loaded, the model needs no probes.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("noise.json");
+    probed.noise.save(&path).unwrap();
+    let model = tapedeck_replayer::compare::noise::NoiseModel::load(&path).unwrap();
+    let (_dir, again) = run(&exchanges, target, |c| c.noise_model = model);
+    assert_eq!(differing(&again), 0);
+    assert_eq!(again.routes[0].diffs.as_ref().unwrap().noise[0].reason, "learned from the noise model");
+}

@@ -214,6 +214,12 @@ fn body(out: &mut Out<'_>, recorded: &Response, replayed: &Response) {
     if a == b {
         return;
     }
+    if let Some(found) = super::lockstep::diff(&a, &b, MAX_DIFFS) {
+        for (kind, key, at, x, y) in found {
+            out.push(kind, key, at, &x, &y);
+        }
+        return;
+    }
     let (ja, jb) = (serde_json::from_slice::<Value>(&a), serde_json::from_slice::<Value>(&b));
     match (ja, jb) {
         (Ok(ja), Ok(jb)) => json(out, &ja, &jb, &mut String::from("$"), &mut String::from("$")),
@@ -332,7 +338,8 @@ fn json(out: &mut Out<'_>, a: &Value, b: &Value, at: &mut String, key: &mut Stri
     }
 }
 
-fn push_key(path: &mut String, k: &str) {
+/// Appends `.k` (or `["k"]` for keys that are not identifiers) to a path.
+pub(super) fn push_key(path: &mut String, k: &str) {
     if !k.is_empty() && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
         path.push('.');
         path.push_str(k);

@@ -15,6 +15,7 @@ pub mod correlate;
 pub mod diff;
 pub mod gate;
 pub mod generated;
+mod lockstep;
 pub mod noise;
 pub mod tally;
 

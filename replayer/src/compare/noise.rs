@@ -12,6 +12,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use tapedeck_captures::exchange::Response;
 use tapedeck_captures::Exchange;
 
 use super::diff::{self, Diff};
@@ -109,23 +110,34 @@ impl NoiseModel {
     }
 }
 
-/// A recorded response, reduced to what tells two of them apart.
-struct Fingerprint {
-    status: u16,
-    /// (key hash, value hash), sorted by key hash.
-    leaves: Vec<(u64, u64)>,
+/// The first recorded answer to a request.
+struct First {
+    /// Status, compared headers and body, hashed.
+    hash: u64,
+    /// The answer itself, kept (within [`KEPT_BYTES`]) to find *which* keys differ once
+    /// an identical request is answered differently.
+    response: Option<Response>,
 }
 
-/// Learns noise from recorded responses to identical requests.
+/// Bytes of first answers kept per learner at most.
+const KEPT_BYTES: usize = 16 << 20;
+
+/// Learns noise from recorded responses to identical requests. Cheap for the common case
+/// — a request seen once, or answered the same again — which only hashes; bodies are
+/// parsed only when an identical request was answered differently.
 #[derive(Default)]
 pub struct Learner {
-    seen: HashMap<u64, Fingerprint>,
+    seen: HashMap<u64, First>,
+    kept_bytes: usize,
     /// What was learned.
     pub model: NoiseModel,
 }
 
 fn hash(b: &[u8]) -> u64 {
-    tapedeck_captures::convert::stable_hash(b)
+    use std::hash::Hasher;
+    let mut h = rustc_hash::FxHasher::default();
+    h.write(b);
+    h.finish()
 }
 
 /// The request's identity: what a server's answer may depend on.
@@ -141,12 +153,19 @@ fn request_key(ex: &Exchange) -> u64 {
     h
 }
 
-/// The leaves of a JSON body and the compared headers, as (key, value hash).
-fn leaves(ex: &Exchange, config: &CompareConfig) -> Option<(u16, Vec<(String, u64)>)> {
-    let resp = ex.response.as_ref()?;
-    if resp.body.truncated {
-        return None;
+/// Status, compared headers and body, hashed.
+fn answer_hash(r: &Response, config: &CompareConfig) -> u64 {
+    let mut h = u64::from(r.status) ^ hash(&r.body.data).rotate_left(3);
+    for name in &config.headers {
+        for v in r.headers.get_all(name) {
+            h = h.rotate_left(5) ^ hash(v);
+        }
     }
+    h
+}
+
+/// The leaves of a JSON body and the compared headers, as (key, value hash).
+fn leaves(resp: &Response, config: &CompareConfig) -> Vec<(String, u64)> {
     let mut out = Vec::new();
     for name in &config.headers {
         let v: Vec<&[u8]> = resp.headers.get_all(name).map(|b| &b[..]).collect();
@@ -159,7 +178,7 @@ fn leaves(ex: &Exchange, config: &CompareConfig) -> Option<(u16, Vec<(String, u6
     } else if !resp.body.data.is_empty() {
         out.push(("body".into(), hash(&resp.body.data)));
     }
-    Some((resp.status, out))
+    out
 }
 
 fn walk(v: &Value, key: &mut String, out: &mut Vec<(String, u64)>) {
@@ -200,27 +219,54 @@ fn walk(v: &Value, key: &mut String, out: &mut Vec<(String, u64)>) {
 impl Learner {
     /// Looks at one recorded exchange of `route`.
     pub fn observe(&mut self, ex: &Exchange, route: &str, config: &CompareConfig) {
-        let Some((status, mut current)) = leaves(ex, config) else { return };
+        let Some(resp) = ex.response.as_ref().filter(|r| !r.body.truncated) else { return };
         let id = request_key(ex);
-        let Some(earlier) = self.seen.get(&id) else {
+        let answer = answer_hash(resp, config);
+        let size = resp.body.data.len() + 64 * resp.headers.len();
+        let Some(first) = self.seen.get_mut(&id) else {
             if self.seen.len() < REMEMBERED {
-                let mut fp: Vec<(u64, u64)> = current.iter().map(|(k, v)| (hash(k.as_bytes()), *v)).collect();
-                fp.sort_unstable();
-                self.seen.insert(id, Fingerprint { status, leaves: fp });
+                let keep = self.kept_bytes + size <= KEPT_BYTES;
+                self.kept_bytes += if keep { size } else { 0 };
+                self.seen.insert(id, First { hash: answer, response: keep.then(|| resp.clone()) });
             }
             return;
         };
-        if earlier.status != status {
+        if first.hash == answer {
             return;
         }
-        current.sort_by_key(|(k, _)| hash(k.as_bytes()));
-        for (key, value) in &current {
+        let Some(earlier) = first.response.as_ref() else {
+            // Not kept (over budget): keep this one, to learn from the next answer.
+            if self.kept_bytes + size <= KEPT_BYTES {
+                self.kept_bytes += size;
+                *first = First { hash: answer, response: Some(resp.clone()) };
+            }
+            return;
+        };
+        if earlier.status != resp.status {
+            // Another status is another kind of answer, not noise in the same one.
+            return;
+        }
+        let mut before: Vec<(u64, u64)> =
+            leaves(earlier, config).iter().map(|(k, v)| (hash(k.as_bytes()), *v)).collect();
+        before.sort_unstable();
+        let now = leaves(resp, config);
+        let now_keys: std::collections::HashSet<u64> = now.iter().map(|(k, _)| hash(k.as_bytes())).collect();
+        for (key, value) in &now {
             let kh = hash(key.as_bytes());
-            match earlier.leaves.binary_search_by_key(&kh, |(k, _)| *k) {
-                Ok(i) if earlier.leaves[i].1 == *value => {}
+            match before.binary_search_by_key(&kh, |(k, _)| *k) {
+                Ok(i) if before[i].1 == *value => {}
                 // Changed, or present in only one of them.
                 _ => self.model.add(route, key.trim_end_matches(".length"), Source::Recording),
             }
+        }
+        // Keys only the earlier answer had are noisy too (optional fields).
+        let earlier_only: Vec<String> = leaves(earlier, config)
+            .into_iter()
+            .filter(|(k, _)| !now_keys.contains(&hash(k.as_bytes())))
+            .map(|(k, _)| k)
+            .collect();
+        for key in earlier_only {
+            self.model.add(route, key.trim_end_matches(".length"), Source::Recording);
         }
     }
 }

@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# Comparison benchmark, against nginx on 127.0.0.1: how much of the replayer's max rate
+# comparing every response costs. The target answers a ~1 KiB JSON document; the tape
+# records the same document with one value changed, so every response is parsed on both
+# sides, diffed path by path and counted as a difference (the worst common case: equal
+# bodies take a byte-compare shortcut). Interleaved runs of `--no-compare` and the default
+# (compare on), medians over ROUNDS. Then peak RSS replaying a ~1 GB tape with comparison.
+#
+#   benches/compare_load.sh                (needs nginx: apt-get install nginx-light)
+#   ROUNDS=5 SECONDS_PER_RUN=5 CONNS=64 SKIP_MEMORY=1 benches/compare_load.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROUNDS=${ROUNDS:-5}
+SECS=${SECONDS_PER_RUN:-5}
+CONNS=${CONNS:-64}
+WORK=$(mktemp -d /tmp/tapedeck-compare-bench.XXXXXX)
+for tool in nginx python3; do
+    command -v "$tool" > /dev/null || { echo "needs $tool (apt-get install nginx-light)"; exit 2; }
+done
+cleanup() {
+    [ -f "$WORK/nginx.pid" ] && kill "$(cat "$WORK/nginx.pid")" 2> /dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+cargo build --release -q --bin tapedeck
+cargo build --release -q -p tapedeck-replayer --example bench_tape
+BIN=./target/release/tapedeck
+echo "machine: $(nproc) CPUs, $(uname -r); tapedeck $(git describe --always --dirty 2> /dev/null || echo "?")"
+
+# A product listing: 12 items of 8 fields, ~1 KiB; the recording says version 1.
+python3 - "$WORK" <<'PY'
+import json, sys
+items = [{"id": i, "sku": f"SKU-{i:05d}", "name": f"Item {i}", "price_cents": 999 + i, "in_stock": i % 3 != 0,
+          "tags": ["home", "office"], "rating": 4.5, "updated_at": "2025-06-01T12:00:00Z"} for i in range(12)]
+doc = {"version": 2, "page": 1, "items": items}
+open(f"{sys.argv[1]}/target.json", "w").write(json.dumps(doc, separators=(",", ":")))
+doc["version"] = 1
+open(f"{sys.argv[1]}/recorded.json", "w").write(json.dumps(doc, separators=(",", ":")))
+PY
+BODY=$(cat "$WORK/target.json")
+cat > "$WORK/nginx.conf" <<CONF
+worker_processes 1;
+pid $WORK/nginx.pid;
+error_log $WORK/error.log;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    keepalive_requests 1000000;
+    default_type application/json;
+    client_body_temp_path $WORK; proxy_temp_path $WORK; fastcgi_temp_path $WORK; uwsgi_temp_path $WORK; scgi_temp_path $WORK;
+    server { listen 127.0.0.1:18193; location / { return 200 '$BODY'; } }
+}
+CONF
+nginx -p "$WORK" -c "$WORK/nginx.conf"
+sleep 0.3
+./target/release/examples/bench_tape "$WORK/tape" 400000 5000 "$WORK/recorded.json" 2> /dev/null
+echo "response: $(wc -c < "$WORK/target.json") bytes of JSON, one value differs from the recording"
+
+echo
+echo "== max rate: $CONNS connections, ${SECS}s per run, $ROUNDS rounds =="
+for r in $(seq "$ROUNDS"); do
+    for mode in off on; do
+        flag=$([ "$mode" = off ] && echo "--no-compare" || true)
+        # shellcheck disable=SC2086
+        $BIN replay "$WORK/tape" --target http://127.0.0.1:18193 --speed max --concurrency "$CONNS" \
+            --limit $((SECS * 50000)) --no-progress --report "$WORK/max.json" $flag > /dev/null || true
+        python3 -c "import json; r = json.load(open('$WORK/max.json')); c = r.get('compare') or {}; print('$mode', $r, r['achieved_rps'], c.get('differing', 0))" >> "$WORK/max.txt"
+    done
+done
+python3 - "$WORK/max.txt" <<'PY'
+import statistics, sys
+runs = {}
+for line in open(sys.argv[1]):
+    mode, _, rps, differing = line.split()
+    runs.setdefault(mode, []).append((float(rps), int(differing)))
+med = {k: statistics.median(r for r, _ in v) for k, v in runs.items()}
+print("| comparison | requests/s (median) | runs | responses found differing (last run) |")
+print("|---|---:|---|---:|")
+for k in ["off", "on"]:
+    print(f"| {k} | {med[k]:,.0f} | {', '.join(f'{r:,.0f}' for r, _ in runs[k])} | {runs[k][-1][1]:,} |")
+print(f"\ncompare on / off: {med['on'] / med['off']:.3f} (a drop of {100 * (1 - med['on'] / med['off']):.1f}%)")
+PY
+
+if [ "${SKIP_MEMORY:-0}" != 1 ]; then
+    echo
+    echo "== memory: replaying a ~1 GB tape flat out, comparing =="
+    BIG=${BIG_TAPE:-/tmp/tapedeck-1g}
+    if [ ! -d "$BIG" ]; then
+        cargo build --release -q -p tapedeck-captures --example synth_tape
+        ./target/release/examples/synth_tape "$BIG" 2300000 2048
+    fi
+    du -sh "$BIG"
+    /usr/bin/time -f "%M KiB peak RSS, %e s wall" $BIN replay "$BIG" --target http://127.0.0.1:18193 \
+        --speed max --concurrency 256 --no-progress --report "$WORK/big.json" 2>&1 > /dev/null | tail -1
+    python3 -c "import json; r = json.load(open('$WORK/big.json')); c = r['compare']; print(f\"{r['sent']:,} requests, {c['compared']:,} compared, {len(r['routes'])} routes, {r['achieved_rps']:,.0f}/s\")"
+fi
