@@ -18,8 +18,9 @@ use crate::compare::noise::{Learner, NoiseModel};
 use crate::compare::tally::RouteTally;
 use crate::worker::Comparing;
 
-/// Bytes of exchanges queued for a comparer at most, in KiB.
-const BUDGET_KIB: u32 = 32 * 1024;
+/// Bytes of exchanges queued for a comparer at most, in KiB: enough to ride out bursts;
+/// a comparer that falls behind for longer slows the sends (shown as lag).
+const BUDGET_KIB: u32 = 8 * 1024;
 
 /// One answered exchange to compare.
 pub(crate) struct Job {

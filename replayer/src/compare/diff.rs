@@ -5,6 +5,8 @@
 //! A value the scrubber wrote into the recording (`[REDACTED]`, `tok_email_…`, a mask) is
 //! compared by type only: the target's real value cannot be expected to match it.
 
+use std::fmt::Write;
+
 use serde_json::Value;
 use tapedeck_captures::exchange::{Headers, Response};
 use tapedeck_captures::route;
@@ -323,7 +325,7 @@ fn json(out: &mut Out<'_>, a: &Value, b: &Value, at: &mut String, key: &mut Stri
             key.push_str("[*]");
             for (i, (va, vb)) in xa.iter().zip(xb).enumerate() {
                 let al = at.len();
-                at.push_str(&format!("[{i}]"));
+                let _ = write!(at, "[{i}]");
                 json(out, va, vb, at, key);
                 at.truncate(al);
             }

@@ -120,7 +120,7 @@ struct First {
 }
 
 /// Bytes of first answers kept per learner at most.
-const KEPT_BYTES: usize = 16 << 20;
+const KEPT_BYTES: usize = 8 << 20;
 
 /// Learns noise from recorded responses to identical requests. Cheap for the common case
 /// — a request seen once, or answered the same again — which only hashes; bodies are

@@ -39,7 +39,10 @@ struct KeyTally {
 pub struct RouteTally {
     /// Exchanges compared (both sides answered).
     pub compared: u64,
-    signatures: HashMap<Box<[String]>, u64>,
+    /// Sets of keys (hashed, sorted) that differed together, and how often.
+    signatures: HashMap<Box<[u64]>, u64>,
+    /// The key behind each hash.
+    names: HashMap<u64, String>,
     /// Exchanges with a difference whose signature did not fit.
     overflow: u64,
     keys: HashMap<String, KeyTally>,
@@ -49,10 +52,14 @@ impl RouteTally {
     /// Adds one compared exchange.
     pub fn add(&mut self, request: &str, diffs: Vec<Diff>) {
         self.compared += 1;
-        let mut signature: Vec<String> = Vec::new();
+        let mut signature: Vec<u64> = Vec::new();
         for d in diffs {
-            if d.generated.is_none() && !signature.contains(&d.key) {
-                signature.push(d.key.clone());
+            if d.generated.is_none() {
+                let h = key_hash(&d.key);
+                if !self.names.contains_key(&h) && self.names.len() < LIMIT {
+                    self.names.insert(h, d.key.clone());
+                }
+                signature.push(h);
             }
             if let Some(k) = self.keys.get_mut(&d.key) {
                 k.count += 1;
@@ -70,6 +77,7 @@ impl RouteTally {
             return;
         }
         signature.sort_unstable();
+        signature.dedup();
         let signature = signature.into_boxed_slice();
         if let Some(n) = self.signatures.get_mut(&signature) {
             *n += 1;
@@ -86,6 +94,9 @@ impl RouteTally {
         self.overflow += other.overflow;
         for (s, n) in other.signatures {
             *self.signatures.entry(s).or_default() += n;
+        }
+        for (h, name) in other.names {
+            self.names.entry(h).or_insert(name);
         }
         for (key, theirs) in other.keys {
             match self.keys.get_mut(&key) {
@@ -107,8 +118,10 @@ impl RouteTally {
         let is_noise =
             |key: &str| noise.source(route, key).is_some() || self.keys.get(key).is_some_and(|k| k.generated.is_some());
         let mut differing = self.overflow;
+        // A key whose name was not kept (over the limit) counts as a real difference.
+        let real = |h: &u64| self.names.get(h).is_none_or(|k| !is_noise(k));
         for (signature, n) in &self.signatures {
-            if signature.iter().any(|k| !is_noise(k)) {
+            if signature.iter().any(real) {
                 differing += n;
             }
         }
@@ -140,6 +153,13 @@ impl RouteTally {
             noise: noisy,
         }
     }
+}
+
+fn key_hash(key: &str) -> u64 {
+    use std::hash::Hasher;
+    let mut h = rustc_hash::FxHasher::default();
+    h.write(key.as_bytes());
+    h.finish()
 }
 
 fn source_name(s: super::noise::Source) -> &'static str {
