@@ -177,4 +177,10 @@ fn the_demo_finds_every_planted_drift_and_nothing_else() {
     assert!(noise.contains(&"$.request_id") && noise.contains(&"$.served_at"), "{noise:?}");
     let page = std::fs::read_to_string(out_dir.join("report.html")).unwrap();
     assert!(page.contains("<svg") && page.contains("email_address"));
+
+    // What was replayed is what the proxy captured, and the capture holds nothing personal.
+    let inspect: serde_json::Value =
+        serde_json::from_str(&ok(&["inspect", s(&out_dir.join("capture")), "--json"])).unwrap();
+    assert_eq!(inspect["total"]["exchanges"], report["sent"]);
+    assert_eq!(run(&["scrub", "--check", s(&out_dir.join("capture"))]).status.code(), Some(0));
 }
