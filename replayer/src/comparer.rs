@@ -16,6 +16,7 @@ use crate::compare::correlate::Vars;
 use crate::compare::diff;
 use crate::compare::noise::{Learner, NoiseModel};
 use crate::compare::tally::RouteTally;
+use crate::stats::{MAX_ROUTES, OTHER_ROUTES};
 use crate::worker::Comparing;
 
 /// Bytes of exchanges queued for a comparer at most, in KiB: enough to ride out bursts;
@@ -78,7 +79,13 @@ fn run(rx: &budget::Receiver<Job>, c: &Comparing) -> Compared {
                 diffs.retain(|d| d.generated.is_some() || !vars.maps(&d.recorded, &d.replayed));
             }
             let request = format!("{} {}", job.recorded.request.method, job.recorded.request.target);
-            out.routes.entry(job.route).or_default().add(&request, diffs);
+            // As many routes as the stats keep; the rest together, as there.
+            let route = if out.routes.len() < MAX_ROUTES || out.routes.contains_key(&job.route) {
+                job.route
+            } else {
+                OTHER_ROUTES.to_string()
+            };
+            out.routes.entry(route).or_default().add(&request, diffs);
         }
         rx.done(kib);
     }

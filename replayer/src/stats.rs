@@ -12,7 +12,7 @@ use crate::compare::noise::NoiseModel;
 use crate::compare::tally::RouteTally;
 
 /// Distinct routes tracked; more are counted under [`OTHER_ROUTES`].
-const MAX_ROUTES: usize = 2_000;
+pub(crate) const MAX_ROUTES: usize = 2_000;
 /// Where routes beyond the limit are counted.
 pub const OTHER_ROUTES: &str = "(other routes)";
 

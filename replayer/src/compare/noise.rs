@@ -246,6 +246,9 @@ impl Learner {
             // Another status is another kind of answer, not noise in the same one.
             return;
         }
+        if !self.model.routes.contains_key(route) && self.model.routes.len() >= crate::stats::MAX_ROUTES {
+            return;
+        }
         let mut before: Vec<(u64, u64)> =
             leaves(earlier, config).iter().map(|(k, v)| (hash(k.as_bytes()), *v)).collect();
         before.sort_unstable();
