@@ -66,7 +66,7 @@ impl Default for CompareConfig {
             correlate: Vec::new(),
             auto_correlate: true,
             p99_ratio_flag: 1.5,
-            p99_min_delta_ms: 5.0,
+            p99_min_delta_ms: 10.0,
             min_count: 20,
         }
     }
@@ -94,7 +94,7 @@ pub struct CompareFile {
     pub auto_correlate: Option<bool>,
     /// Flag routes whose p99 ratio exceeds this (default 1.5).
     pub p99_ratio_flag: Option<f64>,
-    /// …by at least this many ms (default 5).
+    /// …by at least this many ms (default 10).
     pub p99_min_delta_ms: Option<f64>,
     /// …over at least this many requests (default 20).
     pub min_count: Option<u64>,

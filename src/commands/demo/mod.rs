@@ -26,6 +26,10 @@ use crate::commands::replay::ReplayArgs;
 /// Marks a directory as the demo's own, so re-running may clear it.
 const MARKER: &str = ".tapedeck-demo";
 
+/// The demo's scrub key, so `hash` rules write joinable tokens. Public on purpose: never
+/// use it for real captures.
+const DEMO_KEY: &[u8] = b"tapedeck demo key - public, not a secret\n";
+
 /// A drift planted in staging and how the report must show it.
 struct Planted {
     what: &'static str,
@@ -94,6 +98,8 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
     println!("tapedeck demo: a JSON API (users, orders, products, search) as production, and a staging copy with planted drift");
     println!("  production  http://{}\n  staging     http://{}\n", production.addr, staging.addr);
 
+    let key_file = out.join("demo-scrub.key");
+    write_private(&key_file, DEMO_KEY)?;
     let proxy_args = ProxyArgs {
         listen: Some("127.0.0.1:0".into()),
         upstream: Some(format!("http://{}", production.addr)),
@@ -101,6 +107,7 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
         admin: Some("127.0.0.1:0".into()),
         sample_key: Some("header:x-user-id".into()),
         instance: Some("demo".into()),
+        scrub_key_file: Some(key_file),
         ..Default::default()
     };
     let proxy_config = crate::commands::proxy::build_config(proxy_args)?;
@@ -205,6 +212,20 @@ fn verdict(report: &ReplayReport) -> (usize, usize) {
         }
     }
     (missed, unexpected.len())
+}
+
+/// Writes `bytes` to a new file only its owner can read.
+fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    f.write_all(bytes).with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// Creates the demo directory, or clears what a previous demo run wrote in it. Refuses to
