@@ -83,12 +83,14 @@ impl<'a> Cursor<'a> {
         let start = self.i;
         self.eat(b'"')?;
         loop {
-            self.i += memchr::memchr2(b'"', b'\\', self.s.get(self.i..)?)?;
-            if self.s[self.i] == b'"' {
-                self.i += 1;
-                return Some(&self.s[start..self.i]);
+            match self.s.get(self.i)? {
+                b'"' => {
+                    self.i += 1;
+                    return Some(&self.s[start..self.i]);
+                }
+                b'\\' => self.i += 2,
+                _ => self.i += 1,
             }
-            self.i += 2;
         }
     }
 
@@ -111,6 +113,35 @@ impl<'a> Cursor<'a> {
         }
         (self.i > start).then(|| &self.s[start..self.i])
     }
+}
+
+/// Two string tokens read side by side: one pass while they agree, which is the usual
+/// case (keys, unchanged values). Returns both tokens, quotes included.
+fn strings<'a, 'b>(x: &mut Cursor<'a>, y: &mut Cursor<'b>) -> Option<(&'a [u8], &'b [u8])> {
+    x.peek()?;
+    y.peek()?;
+    let (sa, sb) = (&x.s[x.i..], &y.s[y.i..]);
+    if sa.first() != Some(&b'"') || sb.first() != Some(&b'"') {
+        return None;
+    }
+    let mut i = 1;
+    while let (Some(&ca), Some(&cb)) = (sa.get(i), sb.get(i)) {
+        if ca != cb {
+            break;
+        }
+        match ca {
+            b'"' => {
+                x.i += i + 1;
+                y.i += i + 1;
+                return Some((&sa[..=i], &sb[..=i]));
+            }
+            // An escape: the escaped byte must agree too.
+            b'\\' if sa.get(i + 1) == sb.get(i + 1) => i += 2,
+            b'\\' => break,
+            _ => i += 1,
+        }
+    }
+    Some((x.string()?, y.string()?))
 }
 
 fn decode(token: &[u8], kind: Scalar) -> Option<String> {
@@ -144,7 +175,7 @@ fn value<'a>(
                 return (x.eat(b'}').is_some() && y.eat(b'}').is_some()).then_some(());
             }
             loop {
-                let (ka, kb) = (x.string()?, y.string()?);
+                let (ka, kb) = strings(x, y)?;
                 // Another key, or one needing unescaping: the full diff names it properly.
                 if ka != kb || ka.contains(&b'\\') {
                     return None;
@@ -195,36 +226,51 @@ fn value<'a>(
             }
         }
         (b'{' | b'[', _) | (_, b'{' | b'[') => None,
+        (b'"', b'"') => {
+            let (ra, rb) = strings(x, y)?;
+            scalars(path, out, limit, (Scalar::String, ra), (Scalar::String, rb))
+        }
         _ => {
-            let ((ta, ra), (tb, rb)) = (x.scalar()?, y.scalar()?);
-            if ta == tb && ra == rb {
-                return Some(());
-            }
-            let (va, vb) = (decode(ra, ta)?, decode(rb, tb)?);
-            if ta == Scalar::String && tapedeck_captures::scrub::action::is_scrubbed(&va) {
-                return Some(());
-            }
-            if out.len() >= limit {
-                return Some(());
-            }
-            if ta != tb || type_name(ta, ra) != type_name(tb, rb) {
-                let (sa, sb) = (format!("{va} ({})", type_name(ta, ra)), format!("{vb} ({})", type_name(tb, rb)));
-                let (key, at) = render(path);
-                out.push((DiffKind::TypeChanged, key, at, sa, sb));
-            } else if ta == Scalar::Number {
-                // `1.50` and `1.5` are one number to a JSON parser.
-                let parse = |raw: &[u8]| serde_json::from_slice::<serde_json::Value>(raw).ok();
-                if parse(ra)? != parse(rb)? {
-                    let (key, at) = render(path);
-                    out.push((DiffKind::ValueChanged, key, at, va, vb));
-                }
-            } else if va != vb {
-                let (key, at) = render(path);
-                out.push((DiffKind::ValueChanged, key, at, va, vb));
-            }
-            Some(())
+            let (a, b) = (x.scalar()?, y.scalar()?);
+            scalars(path, out, limit, a, b)
         }
     }
+}
+
+/// Compares two scalar tokens at `path`.
+fn scalars(
+    path: &[Step<'_>],
+    out: &mut Vec<Found>,
+    limit: usize,
+    (ta, ra): (Scalar, &[u8]),
+    (tb, rb): (Scalar, &[u8]),
+) -> Option<()> {
+    if ta == tb && ra == rb {
+        return Some(());
+    }
+    let (va, vb) = (decode(ra, ta)?, decode(rb, tb)?);
+    if ta == Scalar::String && tapedeck_captures::scrub::action::is_scrubbed(&va) {
+        return Some(());
+    }
+    if out.len() >= limit {
+        return Some(());
+    }
+    if ta != tb || type_name(ta, ra) != type_name(tb, rb) {
+        let (sa, sb) = (format!("{va} ({})", type_name(ta, ra)), format!("{vb} ({})", type_name(tb, rb)));
+        let (key, at) = render(path);
+        out.push((DiffKind::TypeChanged, key, at, sa, sb));
+    } else if ta == Scalar::Number {
+        // `1.50` and `1.5` are one number to a JSON parser.
+        let parse = |raw: &[u8]| serde_json::from_slice::<serde_json::Value>(raw).ok();
+        if parse(ra)? != parse(rb)? {
+            let (key, at) = render(path);
+            out.push((DiffKind::ValueChanged, key, at, va, vb));
+        }
+    } else if va != vb {
+        let (key, at) = render(path);
+        out.push((DiffKind::ValueChanged, key, at, va, vb));
+    }
+    Some(())
 }
 
 #[cfg(test)]
