@@ -51,7 +51,16 @@ fn header(out: &mut String, r: &ReplayReport) {
     // Unpaced (`--speed max`): nothing was due at a time, so there is no schedule to
     // keep; the "lag" is how long requests waited for a free slot.
     let paced = !r.pacing.starts_with("max");
-    if paced {
+    if let Some(b) = &r.baseline {
+        let _ = writeln!(
+            out,
+            "  throughput    {:.1} requests/s, baseline {:.1} ({:+.1}%) over {:.1} s",
+            r.achieved_rps,
+            b.achieved_rps,
+            if b.achieved_rps > 0.0 { 100.0 * (r.achieved_rps / b.achieved_rps - 1.0) } else { 0.0 },
+            r.duration_secs
+        );
+    } else if paced {
         let _ = writeln!(
             out,
             "  throughput    {:.1} requests/s sent, {:.1} intended ({:.0}% of the schedule) over {:.1} s",
