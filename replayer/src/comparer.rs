@@ -78,7 +78,8 @@ fn run(rx: &budget::Receiver<Job>, c: &Comparing) -> Compared {
                 // differences (generated values stay: they are reported as noise).
                 diffs.retain(|d| d.generated.is_some() || !vars.maps(&d.recorded, &d.replayed));
             }
-            let request = format!("{} {}", job.recorded.request.method, job.recorded.request.target);
+            let r = &job.recorded.request;
+            let request = || format!("{} {}", r.method, r.target);
             // As many routes as the stats keep; the rest together, as there.
             let route = if out.routes.len() < MAX_ROUTES || out.routes.contains_key(&job.route) {
                 job.route

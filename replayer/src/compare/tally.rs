@@ -49,9 +49,13 @@ pub struct RouteTally {
 }
 
 impl RouteTally {
-    /// Adds one compared exchange.
-    pub fn add(&mut self, request: &str, diffs: Vec<Diff>) {
+    /// Adds one compared exchange; `request` (`METHOD /path?query`) names it in examples.
+    pub fn add(&mut self, request: impl FnOnce() -> String, diffs: Vec<Diff>) {
         self.compared += 1;
+        if diffs.is_empty() {
+            return;
+        }
+        let request = request();
         let mut signature: Vec<u64> = Vec::new();
         for d in diffs {
             if d.generated.is_none() {
@@ -228,10 +232,10 @@ mod tests {
     #[test]
     fn noise_learned_late_still_clears_exchanges() {
         let mut t = RouteTally::default();
-        t.add("GET /a", vec![diff("$.ts", None)]);
-        t.add("GET /a", vec![diff("$.ts", None), diff("$.total", None)]);
-        t.add("GET /a", vec![diff("$.id", Some("uuid"))]);
-        t.add("GET /a", vec![]);
+        t.add(|| "GET /a".into(), vec![diff("$.ts", None)]);
+        t.add(|| "GET /a".into(), vec![diff("$.ts", None), diff("$.total", None)]);
+        t.add(|| "GET /a".into(), vec![diff("$.id", Some("uuid"))]);
+        t.add(|| "GET /a".into(), vec![]);
         let before = t.finish("GET /a", &NoiseModel::default());
         assert_eq!((before.compared, before.differing), (4, 2));
         let mut noise = NoiseModel::default();
@@ -248,9 +252,9 @@ mod tests {
     #[test]
     fn a_key_that_once_changed_for_real_is_not_generated_noise() {
         let mut a = RouteTally::default();
-        a.add("GET /a", vec![diff("$.v", Some("token"))]);
+        a.add(|| "GET /a".into(), vec![diff("$.v", Some("token"))]);
         let mut b = RouteTally::default();
-        b.add("GET /a", vec![diff("$.v", None)]);
+        b.add(|| "GET /a".into(), vec![diff("$.v", None)]);
         a.merge(b);
         let r = a.finish("GET /a", &NoiseModel::default());
         assert_eq!((r.differing, r.findings.len()), (1, 1));
