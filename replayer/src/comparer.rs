@@ -86,7 +86,7 @@ fn run(rx: &budget::Receiver<Job>, c: &Comparing) -> Compared {
             } else {
                 OTHER_ROUTES.to_string()
             };
-            out.routes.entry(route).or_default().add(&request, diffs);
+            out.routes.entry(route).or_default().add(request, diffs);
         }
         rx.done(kib);
     }
