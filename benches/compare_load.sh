@@ -11,6 +11,7 @@
 #   ROUNDS=5 SECONDS_PER_RUN=5 CONNS=64 SKIP_MEMORY=1 benches/compare_load.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benches/lib.sh
 ROUNDS=${ROUNDS:-5}
 SECS=${SECONDS_PER_RUN:-5}
 CONNS=${CONNS:-64}
@@ -89,11 +90,7 @@ PY
 if [ "${SKIP_MEMORY:-0}" != 1 ]; then
     echo
     echo "== memory: replaying a ~1 GB tape flat out, comparing =="
-    BIG=${BIG_TAPE:-/tmp/tapedeck-1g}
-    if [ ! -d "$BIG" ]; then
-        cargo build --release -q -p tapedeck-captures --example synth_tape
-        ./target/release/examples/synth_tape "$BIG" 2300000 2048
-    fi
+    BIG=$(big_tape)
     du -sh "$BIG"
     /usr/bin/time -f "%M KiB peak RSS, %e s wall" $BIN replay "$BIG" --target http://127.0.0.1:18193 \
         --speed max --concurrency 256 --no-progress --report "$WORK/big.json" 2>&1 > /dev/null | tail -1

@@ -17,6 +17,7 @@
 #   ROUNDS=5 SECONDS_PER_RUN=5 CONNS=64 SKIP_MEMORY=1 benches/replay_load.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benches/lib.sh
 ROUNDS=${ROUNDS:-3}
 SECS=${SECONDS_PER_RUN:-5}
 CONNS=${CONNS:-64}
@@ -127,11 +128,7 @@ PY
 if [ "${SKIP_MEMORY:-0}" != 1 ]; then
     echo
     echo "== memory: replaying a ~1 GB tape flat out =="
-    BIG=${BIG_TAPE:-/tmp/tapedeck-1g}
-    if [ ! -d "$BIG" ]; then
-        cargo build --release -q -p tapedeck-captures --example synth_tape
-        ./target/release/examples/synth_tape "$BIG" 2300000 2048
-    fi
+    BIG=$(big_tape)
     du -sh "$BIG"
     for extra in "" "--results $WORK/results"; do
         echo "replay $BIG --speed max --concurrency 256 $extra"
