@@ -31,7 +31,7 @@ pub(crate) struct Job {
     pub replayed: Option<Response>,
     /// The session's correlation values when the answer came: differences they explain
     /// are expected.
-    pub vars: Option<Vars>,
+    pub vars: Option<Arc<Vars>>,
 }
 
 /// What a comparer found.

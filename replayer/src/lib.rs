@@ -10,8 +10,11 @@
 //!   guard against replaying at production.
 //! - [`client`]: per-worker connection pools (HTTP/1.1, h2, TLS) recording each outcome.
 //! - [`engine`]: the dispatcher keeping the schedule; workers (each keeping its sessions'
-//!   order) and the results tape.
-//! - [`stats`] and [`report`]: per-route latency and status, recorded against replayed.
+//!   order and correlating their values), comparer threads and the results tape.
+//! - [`compare`]: each answer against the recorded one — structural diff, learned noise,
+//!   correlation, gates.
+//! - [`stats`] and [`report`]: per-route latency, status and differences, recorded
+//!   against replayed; rendered for terminals, JSON, HTML and JUnit.
 //!
 //! ```no_run
 //! use std::sync::atomic::AtomicBool;

@@ -109,8 +109,8 @@ struct Queues {
     ready: VecDeque<Job>,
     in_flight: usize,
     stats: Stats,
-    /// Correlation values per session.
-    vars: HashMap<SessionKey, Vars>,
+    /// Correlation values per session (shared with the comparer; copied on write).
+    vars: HashMap<SessionKey, Arc<Vars>>,
     /// Probes sent per route.
     probed: HashMap<String, u32>,
 }
@@ -269,7 +269,13 @@ fn correlate(queues: &Rc<RefCell<Queues>>, job: &mut Job) -> usize {
 
 /// Learns the session's correlation values from the answer; returns them (for the
 /// comparer) and whether to probe the request (send it once more).
-fn learn(queues: &Rc<RefCell<Queues>>, job: &Job, route: &str, sent: &Sent, c: &Comparing) -> (Option<Vars>, bool) {
+fn learn(
+    queues: &Rc<RefCell<Queues>>,
+    job: &Job,
+    route: &str,
+    sent: &Sent,
+    c: &Comparing,
+) -> (Option<Arc<Vars>>, bool) {
     let recorded = &job.exchange;
     let (Some(a), Some(b)) = (&recorded.response, &sent.response) else { return (None, false) };
     let mut q = queues.borrow_mut();
@@ -283,7 +289,11 @@ fn learn(queues: &Rc<RefCell<Queues>>, job: &Job, route: &str, sent: &Sent, c: &
         }
         let vars = q.vars.entry(job.key.clone()).or_default();
         let creates = !matches!(recorded.request.method.as_str(), "GET" | "HEAD" | "OPTIONS");
-        vars.learn(a, b, route, creates, &c.config.correlate, c.config.auto_correlate);
+        // Copies the values only when the comparer still holds them and there is
+        // something to learn.
+        if (c.config.auto_correlate && Vars::would_learn(a, b, creates)) || !c.config.correlate.is_empty() {
+            Arc::make_mut(vars).learn(a, b, route, creates, &c.config.correlate, c.config.auto_correlate);
+        }
         if vars.is_empty() {
             q.vars.remove(&job.key);
         } else {

@@ -60,6 +60,13 @@ impl Vars {
         new
     }
 
+    /// True when the automatic rules may learn something from this pair of answers (a
+    /// cheap test: headers present, id-like keys in the body).
+    pub fn would_learn(recorded: &Response, replayed: &Response, creates: bool) -> bool {
+        let both = |name: &str| recorded.headers.get(name).is_some() && replayed.headers.get(name).is_some();
+        both("location") || both("set-cookie") || may_hold_ids(&recorded.body.data, creates)
+    }
+
     /// True when `recorded` was learned to be `replayed` on the target.
     pub fn maps(&self, recorded: &str, replayed: &str) -> bool {
         self.map.get(recorded).is_some_and(|v| v == replayed)
