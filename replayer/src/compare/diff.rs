@@ -521,15 +521,20 @@ mod properties {
     }
 
     proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
         #[test]
         fn lockstep_matches_the_full_diff(a in document(), picks in prop::collection::vec((any::<bool>(), leaf()), 0..40)) {
             let b = mutate(&a, &mut picks.into_iter());
-            // Serialised with sorted keys on both sides, as the full diff walks them.
-            let (ta, tb) = (serde_json::to_vec(&a).unwrap(), serde_json::to_vec_pretty(&b).unwrap());
-            // Same shape, plain keys: the fast path always applies.
-            let fast = crate::compare::lockstep::diff(&ta, &tb, MAX_DIFFS).expect("same shape");
-            let fast: Vec<_> = fast.into_iter().map(|(k, _, at, x, y)| (k, at, shorten(&x), shorten(&y))).collect();
-            prop_assert_eq!(fast, full(&a, &b));
+            // Serialised with sorted keys on both sides, as the full diff walks them; once
+            // compact on both sides (common tails end the walk early), once not.
+            let ta = serde_json::to_vec(&a).unwrap();
+            for tb in [serde_json::to_vec(&b).unwrap(), serde_json::to_vec_pretty(&b).unwrap()] {
+                // Same shape, plain keys: the fast path always applies.
+                let fast = crate::compare::lockstep::diff(&ta, &tb, MAX_DIFFS).expect("same shape");
+                let fast: Vec<_> = fast.into_iter().map(|(k, _, at, x, y)| (k, at, shorten(&x), shorten(&y))).collect();
+                prop_assert_eq!(fast, full(&a, &b));
+            }
         }
 
         #[test]

@@ -14,9 +14,42 @@ pub(super) type Found = (DiffKind, String, String, String, String);
 /// The differences between two JSON documents of the same shape, or `None`.
 pub(super) fn diff(a: &[u8], b: &[u8], limit: usize) -> Option<Vec<Found>> {
     let (mut x, mut y) = (Cursor { s: a, i: 0 }, Cursor { s: b, i: 0 });
-    let mut out = Vec::new();
-    value(&mut x, &mut y, &mut Vec::new(), &mut out, limit)?;
-    (x.end() && y.end()).then_some(out)
+    let mut walk = Walk { out: Vec::new(), limit, tail: common_suffix(a, b), done: false };
+    value(&mut x, &mut y, &mut Vec::new(), &mut walk)?;
+    (walk.done || (x.end() && y.end())).then_some(walk.out)
+}
+
+/// The state of one walk.
+struct Walk {
+    out: Vec<Found>,
+    limit: usize,
+    /// Bytes at the end both documents share.
+    tail: usize,
+    /// Set once the rest of both documents is the same bytes: nothing more to find.
+    done: bool,
+}
+
+impl Walk {
+    /// True (and done) when what is left of both documents is their common tail.
+    fn rest_is_equal(&mut self, x: &Cursor<'_>, y: &Cursor<'_>) -> bool {
+        let (rx, ry) = (x.s.len() - x.i, y.s.len() - y.i);
+        self.done = rx == ry && rx <= self.tail;
+        self.done
+    }
+}
+
+/// How many bytes `a` and `b` share at their ends (compared in blocks, then bytes).
+fn common_suffix(a: &[u8], b: &[u8]) -> usize {
+    const BLOCK: usize = 64;
+    let mut n = 0;
+    let max = a.len().min(b.len());
+    while n + BLOCK <= max && a[a.len() - n - BLOCK..a.len() - n] == b[b.len() - n - BLOCK..b.len() - n] {
+        n += BLOCK;
+    }
+    while n < max && a[a.len() - n - 1] == b[b.len() - n - 1] {
+        n += 1;
+    }
+    n
 }
 
 /// One step of the path to a value: kept as slices, rendered only for a difference.
@@ -160,13 +193,7 @@ fn type_name(kind: Scalar, token: &[u8]) -> &'static str {
     }
 }
 
-fn value<'a>(
-    x: &mut Cursor<'a>,
-    y: &mut Cursor<'_>,
-    path: &mut Vec<Step<'a>>,
-    out: &mut Vec<Found>,
-    limit: usize,
-) -> Option<()> {
+fn value<'a>(x: &mut Cursor<'a>, y: &mut Cursor<'_>, path: &mut Vec<Step<'a>>, walk: &mut Walk) -> Option<()> {
     match (x.peek()?, y.peek()?) {
         (b'{', b'{') => {
             x.i += 1;
@@ -183,8 +210,11 @@ fn value<'a>(
                 x.eat(b':')?;
                 y.eat(b':')?;
                 path.push(Step::Key(&ka[1..ka.len() - 1]));
-                value(x, y, path, out, limit)?;
+                value(x, y, path, walk)?;
                 path.pop();
+                if walk.done || walk.rest_is_equal(x, y) {
+                    return Some(());
+                }
                 match (x.peek()?, y.peek()?) {
                     (b',', b',') => {
                         x.i += 1;
@@ -208,8 +238,11 @@ fn value<'a>(
             let mut n = 0usize;
             loop {
                 path.push(Step::Index(n));
-                value(x, y, path, out, limit)?;
+                value(x, y, path, walk)?;
                 path.pop();
+                if walk.done || walk.rest_is_equal(x, y) {
+                    return Some(());
+                }
                 n += 1;
                 match (x.peek()?, y.peek()?) {
                     (b',', b',') => {
@@ -228,11 +261,11 @@ fn value<'a>(
         (b'{' | b'[', _) | (_, b'{' | b'[') => None,
         (b'"', b'"') => {
             let (ra, rb) = strings(x, y)?;
-            scalars(path, out, limit, (Scalar::String, ra), (Scalar::String, rb))
+            scalars(path, &mut walk.out, walk.limit, (Scalar::String, ra), (Scalar::String, rb))
         }
         _ => {
             let (a, b) = (x.scalar()?, y.scalar()?);
-            scalars(path, out, limit, a, b)
+            scalars(path, &mut walk.out, walk.limit, a, b)
         }
     }
 }
