@@ -30,14 +30,15 @@ cargo build --release -q -p tapedeck-replayer --example bench_tape
 BIN=./target/release/tapedeck
 echo "machine: $(nproc) CPUs, $(uname -r); tapedeck $(git describe --always --dirty 2> /dev/null || echo "?")"
 
-# A product listing: 12 items of 8 fields, ~1 KiB; the recording says version 1.
+# A product listing: 12 items of 8 fields, ~2 KiB; the recording has another price for the
+# middle item (a difference halfway through the document: the walk covers half of it).
 python3 - "$WORK" <<'PY'
 import json, sys
 items = [{"id": i, "sku": f"SKU-{i:05d}", "name": f"Item {i}", "price_cents": 999 + i, "in_stock": i % 3 != 0,
           "tags": ["home", "office"], "rating": 4.5, "updated_at": "2025-06-01T12:00:00Z"} for i in range(12)]
 doc = {"version": 2, "page": 1, "items": items}
 open(f"{sys.argv[1]}/target.json", "w").write(json.dumps(doc, separators=(",", ":")))
-doc["version"] = 1
+doc["items"][6]["price_cents"] += 100
 open(f"{sys.argv[1]}/recorded.json", "w").write(json.dumps(doc, separators=(",", ":")))
 PY
 BODY=$(cat "$WORK/target.json")
@@ -58,7 +59,7 @@ nginx -p "$WORK" -c "$WORK/nginx.conf"
 sleep 0.3
 ./target/release/examples/bench_tape "$WORK/tape" 400000 5000 "$WORK/recorded.json" 2> /dev/null
 ./target/release/examples/bench_tape "$WORK/tape-equal" 400000 5000 "$WORK/target.json" 2> /dev/null
-echo "response: $(wc -c < "$WORK/target.json") bytes of JSON, one value differs from the recording"
+echo "response: $(wc -c < "$WORK/target.json") bytes of JSON; in the 'differs' tape one value halfway through differs"
 
 echo
 echo "== max rate: $CONNS connections, ${SECS}s per run, $ROUNDS rounds =="
