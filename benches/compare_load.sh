@@ -41,21 +41,7 @@ open(f"{sys.argv[1]}/target.json", "w").write(json.dumps(doc, separators=(",", "
 doc["items"][6]["price_cents"] += 100
 open(f"{sys.argv[1]}/recorded.json", "w").write(json.dumps(doc, separators=(",", ":")))
 PY
-BODY=$(cat "$WORK/target.json")
-cat > "$WORK/nginx.conf" <<CONF
-worker_processes 1;
-pid $WORK/nginx.pid;
-error_log $WORK/error.log;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    keepalive_requests 1000000;
-    default_type application/json;
-    client_body_temp_path $WORK; proxy_temp_path $WORK; fastcgi_temp_path $WORK; uwsgi_temp_path $WORK; scgi_temp_path $WORK;
-    server { listen 127.0.0.1:18193; location / { return 200 '$BODY'; } }
-}
-CONF
-nginx -p "$WORK" -c "$WORK/nginx.conf"
+start_nginx "$WORK" 18193 "$(cat "$WORK/target.json")" application/json
 sleep 0.3
 ./target/release/examples/bench_tape "$WORK/tape" 400000 5000 "$WORK/recorded.json" 2> /dev/null
 ./target/release/examples/bench_tape "$WORK/tape-equal" 400000 5000 "$WORK/target.json" 2> /dev/null

@@ -10,3 +10,24 @@ big_tape() {
     fi
     echo "$big"
 }
+
+# start_nginx DIR PORT BODY [CONTENT_TYPE]: nginx on 127.0.0.1:PORT answering every request
+# `200 BODY`, one worker, keep-alive without limit, no access log; pid and temp files in
+# DIR (kill "$(cat DIR/nginx.pid)" to stop it).
+start_nginx() {
+    local dir=$1 port=$2 body=$3 type=${4:-text/plain}
+    cat > "$dir/nginx.conf" <<CONF
+worker_processes 1;
+pid $dir/nginx.pid;
+error_log $dir/error.log;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    keepalive_requests 1000000;
+    default_type $type;
+    client_body_temp_path $dir; proxy_temp_path $dir; fastcgi_temp_path $dir; uwsgi_temp_path $dir; scgi_temp_path $dir;
+    server { listen 127.0.0.1:$port; location / { return 200 '$body'; } }
+}
+CONF
+    nginx -p "$dir" -c "$dir/nginx.conf"
+}

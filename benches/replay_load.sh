@@ -38,19 +38,7 @@ cargo build --release -q -p tapedeck-replayer --example bench_tape --example arr
 BIN=./target/release/tapedeck
 echo "machine: $(nproc) CPUs, $(uname -r); tapedeck $(git describe --always --dirty 2> /dev/null || echo "?")"
 
-cat > "$WORK/nginx.conf" <<CONF
-worker_processes 1;
-pid $WORK/nginx.pid;
-error_log $WORK/error.log;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    keepalive_requests 1000000;
-    client_body_temp_path $WORK; proxy_temp_path $WORK; fastcgi_temp_path $WORK; uwsgi_temp_path $WORK; scgi_temp_path $WORK;
-    server { listen 127.0.0.1:18191; location / { return 200 '{"ok":true}'; } }
-}
-CONF
-nginx -p "$WORK" -c "$WORK/nginx.conf"
+start_nginx "$WORK" 18191 '{"ok":true}'
 ./target/release/examples/arrival_log 127.0.0.1:18192 2> /dev/null &
 PIDS+=($!)
 sleep 0.5
