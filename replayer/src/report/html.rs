@@ -150,6 +150,25 @@ fn routes_table(o: &mut String, r: &ReplayReport, a: &str, b: &str) {
 }
 
 fn differences(o: &mut String, r: &ReplayReport, a: &str, b: &str) {
+    let slower: Vec<&RouteReport> = r.routes.iter().filter(|x| x.p99_flagged).collect();
+    if !slower.is_empty() {
+        o.push_str("<h2>Slower routes</h2><ul>");
+        for route in slower {
+            if let (Some(x), Some(y), Some(ratio)) = (route.recorded_ms, route.replayed_ms, route.p99_ratio) {
+                let _ = write!(
+                    o,
+                    "<li><code>{}</code>: p99 {:.1} ms {a} → {:.1} ms {b} ({ratio:.2}×), p50 {:.1} → {:.1} ms, over {} requests</li>",
+                    escape(&route.route),
+                    x.p99,
+                    y.p99,
+                    x.p50,
+                    y.p50,
+                    route.count
+                );
+            }
+        }
+        o.push_str("</ul>");
+    }
     let with: Vec<&RouteReport> =
         r.routes.iter().filter(|x| x.diffs.as_ref().is_some_and(|d| !d.findings.is_empty())).collect();
     if with.is_empty() && r.compare.is_some() {
