@@ -218,30 +218,39 @@ impl<'i> Rewriter<'_, '_, 'i> {
                 return Ok(());
             }
             let mark = self.out.len();
-            let kept = match self.member(ws, first, depth) {
-                Ok(kept) => kept,
-                Err(Stop::Eof) if self.truncated => {
-                    self.out.truncate(mark);
-                    return Err(Stop::Cut);
-                }
-                Err(e) => return Err(e),
-            };
-            first &= !kept;
-            let trailing = self.pos;
-            self.skip_ws();
-            let sep = self.peek()?;
-            if kept {
-                self.out.extend_from_slice(&self.input[trailing..self.pos]);
+            let result = self.member(ws, first, depth);
+            if self.item_done(result, mark, &mut first, b'}')? {
+                return Ok(());
             }
-            self.pos += 1;
-            match sep {
-                b',' => {}
-                b'}' => {
-                    self.out.push(b'}');
-                    return Ok(());
-                }
-                _ => return Err(Stop::Invalid(self.pos - 1)),
+        }
+    }
+
+    /// After an object member or array element (`result`: kept or dropped; its output
+    /// starts at `mark`): the separator. Returns true when `close` ended the container.
+    fn item_done(&mut self, result: R<bool>, mark: usize, first: &mut bool, close: u8) -> R<bool> {
+        let kept = match result {
+            Ok(kept) => kept,
+            Err(Stop::Eof) if self.truncated => {
+                self.out.truncate(mark);
+                return Err(Stop::Cut);
             }
+            Err(e) => return Err(e),
+        };
+        *first &= !kept;
+        let trailing = self.pos;
+        self.skip_ws();
+        let sep = self.peek()?;
+        if kept {
+            self.out.extend_from_slice(&self.input[trailing..self.pos]);
+        }
+        self.pos += 1;
+        match sep {
+            b',' => Ok(false),
+            c if c == close => {
+                self.out.push(close);
+                Ok(true)
+            }
+            _ => Err(Stop::Invalid(self.pos - 1)),
         }
     }
 
@@ -322,30 +331,9 @@ impl<'i> Rewriter<'_, '_, 'i> {
                 }
             };
             self.path.pop();
-            let kept = match result {
-                Ok(kept) => kept,
-                Err(Stop::Eof) if self.truncated => {
-                    self.out.truncate(mark);
-                    return Err(Stop::Cut);
-                }
-                Err(e) => return Err(e),
-            };
-            first &= !kept;
             index += 1;
-            let trailing = self.pos;
-            self.skip_ws();
-            let sep = self.peek()?;
-            if kept {
-                self.out.extend_from_slice(&self.input[trailing..self.pos]);
-            }
-            self.pos += 1;
-            match sep {
-                b',' => {}
-                b']' => {
-                    self.out.push(b']');
-                    return Ok(());
-                }
-                _ => return Err(Stop::Invalid(self.pos - 1)),
+            if self.item_done(result, mark, &mut first, b']')? {
+                return Ok(());
             }
         }
     }
