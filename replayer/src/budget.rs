@@ -70,6 +70,11 @@ impl<T> Sender<T> {
 }
 
 impl<T> Receiver<T> {
+    /// The next item and its size; `None` once every sender is gone.
+    pub fn recv(&self) -> Option<(T, u32)> {
+        self.rx.recv().ok()
+    }
+
     /// The next item and its size, waiting at most `timeout`.
     pub fn recv_timeout(&self, timeout: Duration) -> Result<(T, u32), mpsc::RecvTimeoutError> {
         self.rx.recv_timeout(timeout)

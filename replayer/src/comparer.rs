@@ -4,9 +4,7 @@
 //! responses it sees and counts differences per route; the engine merges them at the end.
 
 use std::collections::HashMap;
-use std::sync::mpsc::RecvTimeoutError;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tapedeck_captures::exchange::Response;
 use tapedeck_captures::Exchange;
@@ -16,7 +14,6 @@ use crate::compare::correlate::Vars;
 use crate::compare::diff;
 use crate::compare::noise::{Learner, NoiseModel};
 use crate::compare::tally::RouteTally;
-use crate::stats::{MAX_ROUTES, OTHER_ROUTES};
 use crate::worker::Comparing;
 
 /// Bytes of exchanges queued for a comparer at most, in KiB: enough to ride out bursts;
@@ -64,12 +61,7 @@ fn run(rx: &budget::Receiver<Job>, c: &Comparing) -> Compared {
     budget::background_priority();
     let mut learner = Learner::default();
     let mut out = Compared::default();
-    loop {
-        let (job, kib) = match rx.recv_timeout(Duration::from_millis(250)) {
-            Ok(item) => item,
-            Err(RecvTimeoutError::Timeout) => continue,
-            Err(RecvTimeoutError::Disconnected) => break,
-        };
+    while let Some((job, kib)) = rx.recv() {
         learner.observe(&job.recorded, &job.route, &c.config);
         if let (Some(a), Some(b)) = (&job.recorded.response, &job.replayed) {
             let mut diffs = diff::compare(a, b, &job.route, &c.config, &c.window);
@@ -81,12 +73,11 @@ fn run(rx: &budget::Receiver<Job>, c: &Comparing) -> Compared {
             let r = &job.recorded.request;
             let request = || format!("{} {}", r.method, r.target);
             // As many routes as the stats keep; the rest together, as there.
-            let route = if out.routes.len() < MAX_ROUTES || out.routes.contains_key(&job.route) {
-                job.route
-            } else {
-                OTHER_ROUTES.to_string()
-            };
-            out.routes.entry(route).or_default().add(request, diffs);
+            let route = crate::stats::capped(&out.routes, &job.route);
+            if !out.routes.contains_key(route) {
+                out.routes.insert(route.to_string(), RouteTally::default());
+            }
+            out.routes.get_mut(route).expect("inserted above").add(request, diffs);
         }
         rx.done(kib);
     }

@@ -16,6 +16,16 @@ pub(crate) const MAX_ROUTES: usize = 2_000;
 /// Where routes beyond the limit are counted.
 pub const OTHER_ROUTES: &str = "(other routes)";
 
+/// The key `route` is counted under in `map`: itself, or [`OTHER_ROUTES`] once the map
+/// holds [`MAX_ROUTES`] others.
+pub(crate) fn capped<'a, V>(map: &HashMap<String, V>, route: &'a str) -> &'a str {
+    if map.len() < MAX_ROUTES || map.contains_key(route) {
+        route
+    } else {
+        OTHER_ROUTES
+    }
+}
+
 fn histogram() -> Histogram<u64> {
     // 1 µs .. 1 h at 3 significant digits: constant, valid bounds.
     Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("constant histogram bounds are valid")
@@ -242,7 +252,7 @@ impl Stats {
 
     /// The stats of `route` (or of `(other routes)` beyond the limit).
     pub fn route(&mut self, route: &str) -> &mut RouteStats {
-        let key = if self.routes.contains_key(route) || self.routes.len() < MAX_ROUTES { route } else { OTHER_ROUTES };
+        let key = capped(&self.routes, route);
         if !self.routes.contains_key(key) {
             self.routes.insert(key.to_string(), RouteStats::default());
         }

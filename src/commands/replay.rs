@@ -402,7 +402,7 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode> {
         );
     }
     if report.sent > 0 && report.completed == 0 {
-        let why = report.errors.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ");
+        let why = tapedeck_replayer::report::mix(&report.errors);
         bail!(
             "the target {} answered none of {} requests ({why}); is it running and reachable?",
             report.target,

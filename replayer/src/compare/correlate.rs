@@ -89,7 +89,7 @@ impl Vars {
         if auto {
             // Redirects to a created resource.
             if let (Some(a), Some(b)) = (recorded.headers.get_str("location"), replayed.headers.get_str("location")) {
-                let (a, b) = (path_of(a), path_of(b));
+                let (a, b) = (super::location_path(a), super::location_path(b));
                 let (sa, sb): (Vec<&str>, Vec<&str>) = (a.split('/').collect(), b.split('/').collect());
                 if sa.len() == sb.len() {
                     for (x, y) in sa.iter().zip(&sb) {
@@ -259,14 +259,6 @@ fn is_id_key(key: &str) -> bool {
 fn is_token_key(key: &str) -> bool {
     let k = key.to_ascii_lowercase();
     k.contains("token") || k.contains("csrf")
-}
-
-fn path_of(location: &str) -> &str {
-    let p = match location.find("://") {
-        Some(i) => location[i + 3..].find('/').map_or("/", |j| &location[i + 3 + j..]),
-        None => location,
-    };
-    p.split(['?', '#']).next().unwrap_or(p)
 }
 
 fn json_of(r: &Response) -> Option<Value> {

@@ -158,8 +158,7 @@ fn header_value(h: &Headers, name: &str) -> Option<String> {
         // Redirects: where to, as a route (ids in it are the target's own).
         "location" => {
             let v = values.next().unwrap_or_default();
-            let path = v.find("://").map_or(v.as_str(), |i| v[i + 3..].find('/').map_or("/", |p| &v[i + 3 + p..]));
-            route::template(path)
+            route::template(super::location_path(&v))
         }
         _ => values.map(|v| v.trim().to_string()).collect::<Vec<_>>().join(", "),
     })

@@ -117,15 +117,6 @@ fn ratio_of(r: &RouteReport, q: &str) -> Option<f64> {
     (a > 0.0).then(|| b / a)
 }
 
-fn new_5xx(r: &RouteReport) -> f64 {
-    let n = |m: &std::collections::BTreeMap<String, u64>| m.get("5xx").copied().unwrap_or(0);
-    n(&r.replayed_status).saturating_sub(n(&r.recorded_status)) as f64
-}
-
-fn errors(r: &RouteReport) -> f64 {
-    r.errors.values().sum::<u64>() as f64
-}
-
 impl Gate {
     /// Evaluates the gate on `report`.
     pub fn evaluate(&self, report: &ReplayReport) -> GateResult {
@@ -155,9 +146,9 @@ impl Gate {
         match self.metric.as_str() {
             "diff_rate" => diffs.map(|d| d.diff_rate),
             "diffs" => diffs.map(|d| d.differing as f64),
-            "errors" => Some(errors(r)),
-            "error_rate" => (r.count > 0).then(|| errors(r) / r.count as f64),
-            "new_5xx" => Some(new_5xx(r)),
+            "errors" => Some(r.error_count() as f64),
+            "error_rate" => (r.count > 0).then(|| r.error_count() as f64 / r.count as f64),
+            "new_5xx" => Some(r.new_5xx() as f64),
             q => ratio_of(r, q),
         }
     }
@@ -171,7 +162,7 @@ impl Gate {
             "diffs" => (compared > 0).then_some(differing as f64),
             "errors" => Some(errors),
             "error_rate" => (report.sent > 0).then(|| errors / report.sent as f64),
-            "new_5xx" => Some(report.routes.iter().map(new_5xx).sum()),
+            "new_5xx" => Some(report.routes.iter().map(RouteReport::new_5xx).sum::<u64>() as f64),
             "lag_p99_ms" => report.lag.ms.map(|l| l.p99),
             q => report
                 .routes

@@ -22,6 +22,23 @@ pub mod tally;
 use regex::Regex;
 use serde::Deserialize;
 
+/// A fast in-process hash (not stable across versions; never stored).
+pub(crate) fn fx_hash(bytes: &[u8]) -> u64 {
+    use std::hash::Hasher;
+    let mut h = rustc_hash::FxHasher::default();
+    h.write(bytes);
+    h.finish()
+}
+
+/// The path of a `Location` value (absolute URL or path), without query or fragment.
+pub(crate) fn location_path(location: &str) -> &str {
+    let p = match location.find("://") {
+        Some(i) => location[i + 3..].find('/').map_or("/", |j| &location[i + 3 + j..]),
+        None => location,
+    };
+    p.split(['?', '#']).next().unwrap_or(p)
+}
+
 /// Headers compared by default: the ones a client acts on.
 pub const DEFAULT_HEADERS: &[&str] = &[
     "content-type",

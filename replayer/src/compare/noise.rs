@@ -16,6 +16,7 @@ use tapedeck_captures::exchange::Response;
 use tapedeck_captures::Exchange;
 
 use super::diff::{self, Diff};
+use super::fx_hash as hash;
 use super::generated::Window;
 use super::CompareConfig;
 
@@ -133,13 +134,6 @@ pub struct Learner {
     pub model: NoiseModel,
 }
 
-fn hash(b: &[u8]) -> u64 {
-    use std::hash::Hasher;
-    let mut h = rustc_hash::FxHasher::default();
-    h.write(b);
-    h.finish()
-}
-
 /// The request's identity: what a server's answer may depend on.
 fn request_key(ex: &Exchange) -> u64 {
     let r = &ex.request;
@@ -249,8 +243,8 @@ impl Learner {
         if !self.model.routes.contains_key(route) && self.model.routes.len() >= crate::stats::MAX_ROUTES {
             return;
         }
-        let mut before: Vec<(u64, u64)> =
-            leaves(earlier, config).iter().map(|(k, v)| (hash(k.as_bytes()), *v)).collect();
+        let earlier_leaves = leaves(earlier, config);
+        let mut before: Vec<(u64, u64)> = earlier_leaves.iter().map(|(k, v)| (hash(k.as_bytes()), *v)).collect();
         before.sort_unstable();
         let now = leaves(resp, config);
         let now_keys: std::collections::HashSet<u64> = now.iter().map(|(k, _)| hash(k.as_bytes())).collect();
@@ -263,7 +257,7 @@ impl Learner {
             }
         }
         // Keys only the earlier answer had are noisy too (optional fields).
-        let earlier_only: Vec<String> = leaves(earlier, config)
+        let earlier_only: Vec<String> = earlier_leaves
             .into_iter()
             .filter(|(k, _)| !now_keys.contains(&hash(k.as_bytes())))
             .map(|(k, _)| k)

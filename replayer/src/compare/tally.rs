@@ -59,7 +59,7 @@ impl RouteTally {
         let mut signature: Vec<u64> = Vec::new();
         for d in diffs {
             if d.generated.is_none() {
-                let h = key_hash(&d.key);
+                let h = super::fx_hash(d.key.as_bytes());
                 if !self.names.contains_key(&h) && self.names.len() < LIMIT {
                     self.names.insert(h, d.key.clone());
                 }
@@ -157,13 +157,6 @@ impl RouteTally {
             noise: noisy,
         }
     }
-}
-
-fn key_hash(key: &str) -> u64 {
-    use std::hash::Hasher;
-    let mut h = rustc_hash::FxHasher::default();
-    h.write(key.as_bytes());
-    h.finish()
 }
 
 fn source_name(s: super::noise::Source) -> &'static str {

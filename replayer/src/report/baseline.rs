@@ -22,18 +22,7 @@ pub fn compare(old: &ReplayReport, old_path: &str, new: &ReplayReport, config: &
         };
         r.recorded_ms = o.replayed_ms;
         r.recorded_status = o.replayed_status.clone();
-        r.p99_ratio = match (r.recorded_ms, r.replayed_ms) {
-            (Some(a), Some(b)) if a.p99 > 0.0 => Some(b.p99 / a.p99),
-            _ => None,
-        };
-        r.p99_flagged = match (r.recorded_ms, r.replayed_ms, r.p99_ratio) {
-            (Some(a), Some(b), Some(x)) => {
-                r.count.min(o.count) >= config.min_count
-                    && x > config.p99_ratio_flag
-                    && b.p99 - a.p99 >= config.p99_min_delta_ms
-            }
-            _ => false,
-        };
+        (r.p99_ratio, r.p99_flagged) = super::p99_verdict(r.recorded_ms, r.replayed_ms, r.count.min(o.count), config);
         if let (Some(mine), Some(theirs)) = (r.latency_buckets.as_mut(), o.latency_buckets.as_ref()) {
             mine.recorded = theirs.replayed.clone();
         }

@@ -4,7 +4,7 @@
 use std::fmt::Write;
 
 use super::junit::escape;
-use super::{Buckets, ReplayReport, RouteReport, TimelineReport};
+use super::{mix, Buckets, ReplayReport, RouteReport, TimelineReport};
 
 /// Routes with a latency chart at most.
 const CHARTS: usize = 12;
@@ -124,9 +124,6 @@ fn routes_table(o: &mut String, r: &ReplayReport, a: &str, b: &str) {
         "<h2>Routes</h2><table><tr><th class=\"l\">route</th><th>count</th><th>differ</th><th>p50 ms {a}</th><th>p50 ms {b}</th><th>p99 ms {a}</th><th>p99 ms {b}</th><th>p99 ×</th><th class=\"l\">status {a} → {b}</th><th class=\"l\">problems</th></tr>"
     );
     let f = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2}"));
-    let mix = |m: &std::collections::BTreeMap<String, u64>| {
-        m.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ")
-    };
     for route in &r.routes {
         let problems = route.problems();
         let _ = write!(

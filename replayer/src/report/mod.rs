@@ -140,8 +140,7 @@ impl RouteReport {
             out.push(format!("{} more 5xx than recorded", self.new_5xx()));
         }
         if self.error_count() > 0 {
-            let kinds: Vec<String> = self.errors.iter().map(|(k, v)| format!("{k} {v}")).collect();
-            out.push(format!("{} requests without an answer ({})", self.error_count(), kinds.join(", ")));
+            out.push(format!("{} requests without an answer ({})", self.error_count(), mix(&self.errors)));
         }
         out
     }
@@ -295,18 +294,7 @@ impl ReplayReport {
             .map(|(route, r)| {
                 let recorded_ms = latency(&r.recorded);
                 let replayed_ms = latency(&r.replayed);
-                let p99_ratio = match (recorded_ms, replayed_ms) {
-                    (Some(a), Some(b)) if a.p99 > 0.0 => Some(b.p99 / a.p99),
-                    _ => None,
-                };
-                let p99_flagged = match (recorded_ms, replayed_ms, p99_ratio) {
-                    (Some(a), Some(b), Some(x)) => {
-                        r.count >= config.min_count
-                            && x > config.p99_ratio_flag
-                            && b.p99 - a.p99 >= config.p99_min_delta_ms
-                    }
-                    _ => false,
-                };
+                let (p99_ratio, p99_flagged) = p99_verdict(recorded_ms, replayed_ms, r.count, config);
                 RouteReport {
                     route: route.clone(),
                     count: r.count,
@@ -410,6 +398,29 @@ impl ReplayReport {
     pub fn render(&self, top: usize) -> String {
         terminal::render(self, top)
     }
+}
+
+/// The p99 ratio (replayed over recorded) and whether it flags the route as slower: over
+/// the ratio threshold, by at least the minimum ms, over at least the minimum count.
+pub(crate) fn p99_verdict(
+    recorded: Option<Latency>,
+    replayed: Option<Latency>,
+    count: u64,
+    config: &CompareConfig,
+) -> (Option<f64>, bool) {
+    let (Some(a), Some(b)) = (recorded, replayed) else { return (None, false) };
+    if a.p99 <= 0.0 {
+        return (None, false);
+    }
+    let ratio = b.p99 / a.p99;
+    let flagged =
+        count >= config.min_count && ratio > config.p99_ratio_flag && b.p99 - a.p99 >= config.p99_min_delta_ms;
+    (Some(ratio), flagged)
+}
+
+/// A status or error mix as text: `2xx 10, 5xx 2`.
+pub fn mix(m: &BTreeMap<String, u64>) -> String {
+    m.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ")
 }
 
 /// The report's name inside a results directory.

@@ -1,20 +1,15 @@
 //! The report as text for a terminal: the load shape, a route table (problems first), the
 //! differences with one example each, slower routes, noise set apart, and the gates.
 
-use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use super::ReplayReport;
+use super::{mix, ReplayReport};
 
 /// Findings shown per route.
 const FINDINGS_SHOWN: usize = 6;
 
 fn ms(v: Option<f64>) -> String {
     v.map_or("-".to_string(), |v| if v < 10.0 { format!("{v:.2}") } else { format!("{v:.1}") })
-}
-
-fn mix(m: &BTreeMap<String, u64>) -> String {
-    m.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ")
 }
 
 /// Renders `report` with at most `top` routes in the table.
