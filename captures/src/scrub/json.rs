@@ -227,6 +227,8 @@ impl<'i> Rewriter<'_, '_, 'i> {
 
     /// After an object member or array element (`result`: kept or dropped; its output
     /// starts at `mark`): the separator. Returns true when `close` ended the container.
+    // Inlined into both loops: as a call it cost ~4% of scrub throughput (cargo bench).
+    #[inline(always)]
     fn item_done(&mut self, result: R<bool>, mark: usize, first: &mut bool, close: u8) -> R<bool> {
         let kept = match result {
             Ok(kept) => kept,
