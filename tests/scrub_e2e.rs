@@ -322,7 +322,7 @@ fn no_planted_value_reaches_the_tape_and_the_rest_survives() {
     assert_eq!(check.status.code(), Some(1));
     let report = String::from_utf8_lossy(&check.stdout);
     assert!(report.contains("PII found: 24 of 24 exchanges"), "{report}");
-    for rule in ["detect:email", "header:authorization", "cookie:*", "json-key:password", "multipart:file"] {
+    for rule in ["email", "header:authorization", "cookie:sid", "key:password", "file"] {
         assert!(report.contains(rule), "{rule} in {report}");
     }
     assert_eq!(leaks(report.as_bytes(), &planted), Vec::<&str>::new(), "the check never prints values");

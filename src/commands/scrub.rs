@@ -116,8 +116,8 @@ pub fn run(args: ScrubArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Scans tapes: every exchange scrubbing would still change is reported (rules and
-/// detectors by part, never the values).
+/// Audits tapes ([`Scrubber::audit`]): every exchange that still holds anything personal
+/// is reported with the category and location of each finding, never the value.
 pub(crate) fn check(paths: &[PathBuf], scrubber: &Scrubber) -> Result<ExitCode> {
     let mut reader = open_tapes(paths)?;
     let mut scanned = 0u64;
@@ -125,20 +125,20 @@ pub(crate) fn check(paths: &[PathBuf], scrubber: &Scrubber) -> Result<ExitCode> 
     let mut totals: std::collections::BTreeMap<String, u64> = Default::default();
     for ex in reader.by_ref() {
         scanned += 1;
-        let found = scrubber.check(&ex);
+        let found = scrubber.audit(&ex);
         if found.is_empty() {
             continue;
         }
         flagged += 1;
         if flagged <= 50 {
-            let parts: Vec<String> = found
-                .iter()
-                .map(|(part, hits)| {
-                    let rules: Vec<String> =
-                        hits.iter().map(|(r, n)| if *n > 1 { format!("{r} ×{n}") } else { r.clone() }).collect();
-                    format!("{part}: {}", rules.join(", "))
-                })
-                .collect();
+            let mut by_location: Vec<(String, Vec<&str>)> = Vec::new();
+            for f in &found {
+                match by_location.iter_mut().find(|(l, _)| *l == f.location) {
+                    Some((_, cats)) => cats.push(&f.category),
+                    None => by_location.push((f.location.clone(), vec![&f.category])),
+                }
+            }
+            let parts: Vec<String> = by_location.iter().map(|(l, c)| format!("{l}: {}", c.join(", "))).collect();
             println!(
                 "{} {} {}  {}",
                 ex.id,
@@ -147,16 +147,16 @@ pub(crate) fn check(paths: &[PathBuf], scrubber: &Scrubber) -> Result<ExitCode> 
                 parts.join("; ")
             );
         }
-        for (_, hits) in found {
-            for (rule, n) in hits {
-                *totals.entry(rule).or_default() += u64::from(n);
-            }
+        let categories: std::collections::BTreeSet<&str> = found.iter().map(|f| f.category.as_str()).collect();
+        for c in categories {
+            *totals.entry(c.to_string()).or_default() += 1;
         }
     }
     warn_damage(&reader);
     if flagged == 0 {
         println!(
-            "clean: none of {} exchanges holds anything the policy or the detectors would change",
+            "clean: none of {} exchanges holds anything personal the audit recognises (all detectors over \
+             every decoding, key rules over every embedded document)",
             human::count(scanned)
         );
         return Ok(ExitCode::SUCCESS);
@@ -164,7 +164,7 @@ pub(crate) fn check(paths: &[PathBuf], scrubber: &Scrubber) -> Result<ExitCode> 
     if flagged > 50 {
         println!("… and {} more", human::count(flagged - 50));
     }
-    let summary: Vec<String> = totals.iter().map(|(r, n)| format!("{r} {}", human::count(*n))).collect();
+    let summary: Vec<String> = totals.iter().map(|(r, n)| format!("{r} in {}", human::count(*n))).collect();
     println!("PII found: {} of {} exchanges ({})", human::count(flagged), human::count(scanned), summary.join(", "));
     Ok(ExitCode::from(1))
 }

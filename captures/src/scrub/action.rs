@@ -88,8 +88,18 @@ impl Keyer {
     }
 }
 
-/// True for values a scrubber already wrote (so scrubbing twice changes nothing).
+/// True for values a scrubber already wrote (so scrubbing twice changes nothing),
+/// including a credential that keeps its scheme (`Bearer tok_…`).
 pub fn is_scrubbed(value: &str) -> bool {
+    if let Some((scheme, rest)) = value.split_once(' ') {
+        if !scheme.is_empty()
+            && scheme.bytes().all(|b| b.is_ascii_alphabetic())
+            && !rest.contains(' ')
+            && is_scrubbed(rest)
+        {
+            return true;
+        }
+    }
     value == REDACTED
         || value.contains("***")
         || value.strip_prefix("tok_").is_some_and(|rest| {
@@ -127,14 +137,21 @@ pub fn mask(kind: &str, value: &str) -> String {
             None => value.chars().map(star).collect(),
         },
         "card" | "iban" | "phone" => {
-            let total = value.chars().filter(|c| c.is_alphanumeric()).count();
+            // At most the last four digits of the number itself: an extension or any
+            // other suffix after it (`x3554`, `ext. 12`) is masked whole.
+            let number_end = match kind {
+                "phone" => value.find(|c: char| c.is_alphabetic() || c == '#').unwrap_or(value.len()),
+                _ => value.len(),
+            };
+            let number = &value[..number_end];
+            let total = number.chars().filter(|c| c.is_alphanumeric()).count();
             let mut seen = 0;
-            value
+            let mut out: String = number
                 .chars()
                 .map(|c| {
                     if c.is_alphanumeric() {
                         seen += 1;
-                        if seen > total.saturating_sub(4) {
+                        if seen > total.saturating_sub(4) && c.is_ascii_digit() {
                             return c;
                         }
                         '*'
@@ -142,7 +159,9 @@ pub fn mask(kind: &str, value: &str) -> String {
                         c
                     }
                 })
-                .collect()
+                .collect();
+            out.extend(value[number_end..].chars().map(star));
+            out
         }
         _ => value.chars().map(star).collect(),
     }
@@ -180,6 +199,10 @@ mod tests {
         assert_eq!(mask("email", "jane.doe@mail.example.com"), "j***.***@****.*******.com");
         assert_eq!(mask("phone", "+44 20 7946 0958"), "+** ** **** 0958");
         assert_eq!(mask("other", "secret-42"), "******-**");
+        // Nothing after the number survives: no extension, no suffix.
+        assert_eq!(mask("phone", "792-291-3465x3554"), "***-***-3465*****");
+        assert_eq!(mask("phone", "+1-792-291-0590x90009"), "+*-***-***-0590******");
+        assert_eq!(mask("phone", "(415) 555-2671 ext. 12"), "(***) ***-2671 ***. **");
         for m in ["**** **** **** 4242", "j***.***@****.*******.com"] {
             assert!(is_scrubbed(m));
         }

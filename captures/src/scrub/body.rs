@@ -11,7 +11,7 @@ use std::io::Read;
 use crate::blob::Blob;
 use crate::exchange::{Body, Headers};
 use crate::scrub::action::Action;
-use crate::scrub::{json, PairsOf, Pass};
+use crate::scrub::{json, xml, PairsOf, Pass};
 
 /// Largest body decoded from its `Content-Encoding`; bigger ones count as unparseable
 /// (a decompression bomb must not exhaust the capture writer).
@@ -23,6 +23,8 @@ enum Content {
     Json,
     Form,
     Multipart,
+    Xml,
+    GraphQl,
     Text,
     Other,
 }
@@ -55,14 +57,9 @@ fn classify(media: &str, data: &[u8]) -> Content {
         }
         "application/x-www-form-urlencoded" => Content::Form,
         "multipart/form-data" => Content::Multipart,
-        m if m.starts_with("text/")
-            || m.ends_with("+xml")
-            || m.ends_with("/xml")
-            || m == "application/javascript"
-            || m == "application/graphql" =>
-        {
-            Content::Text
-        }
+        m if m.ends_with("+xml") || m.ends_with("/xml") => Content::Xml,
+        "application/graphql" | "application/graphql+json" => Content::GraphQl,
+        m if m.starts_with("text/") || m == "application/javascript" => Content::Text,
         _ => Content::Other,
     }
 }
@@ -105,8 +102,18 @@ pub(crate) fn scrub(pass: &mut Pass<'_>, headers: &mut Headers, body: &mut Body)
                 None => return unparsed(pass, headers, body, "body:unparsed"),
             }
         }
+        Content::Xml => match xml::scrub(pass, &body.data, body.truncated) {
+            Ok(new) => new,
+            Err(_) => return unparsed(pass, headers, body, "body:unparsed"),
+        },
+        Content::GraphQl => match std::str::from_utf8(&body.data) {
+            Ok(text) => {
+                crate::scrub::graphql::scrub(pass, text).or_else(|| pass.detect_text(text)).map(String::into_bytes)
+            }
+            Err(_) => return unparsed(pass, headers, body, "body:unparsed"),
+        },
         Content::Text => match std::str::from_utf8(&body.data) {
-            Ok(text) => pass.detect_text(text).map(String::into_bytes),
+            Ok(text) => pass.free_value(None, text).map(String::into_bytes),
             // A cut can fall inside a UTF-8 sequence: scrub the valid prefix.
             Err(e) if body.truncated && e.error_len().is_none() => {
                 let valid = &body.data[..e.valid_up_to()];
@@ -311,14 +318,21 @@ fn multipart(pass: &mut Pass<'_>, data: &[u8], boundary: &str, truncated: bool) 
                     Some(Vec::new())
                 }
             }
-        } else if let Some(action) = pass.scrubber.policy.form.get(&field).copied() {
+        } else if let Some((action, rule)) = pass
+            .scrubber
+            .policy
+            .form
+            .get(&field)
+            .map(|a| (*a, format!("form:{field}")))
+            .or_else(|| pass.key_rule(&field))
+        {
             let text = String::from_utf8_lossy(content).into_owned();
-            pass.apply(action, &field, &text, &format!("form:{field}")).map(String::into_bytes)
+            pass.apply(action, &field, &text, &rule).map(String::into_bytes)
         } else if classify(part_type.split(';').next().unwrap_or(""), content) == Content::Json {
             json::scrub(pass, content, false).ok()?
         } else {
             match std::str::from_utf8(content) {
-                Ok(text) => pass.detect_text(text).map(String::into_bytes),
+                Ok(text) => pass.free_value(Some(&field), text).map(String::into_bytes),
                 Err(_) => {
                     pass.hit("multipart:unparsed");
                     Some(Vec::new())

@@ -1,10 +1,15 @@
-//! Value detectors: find personal data inside free text — e-mail addresses, phone numbers,
-//! payment cards (Luhn-checked, so order numbers survive), IBANs (mod-97 checked), JWTs,
-//! bearer and API tokens, IPv4/IPv6 addresses, and user regexes.
+//! Value detectors: find personal data inside free text — e-mail addresses, phone numbers
+//! (with extensions; US, UK, DE, FR, NL, ES and international formats), payment cards
+//! (every major issuer range, 12–19 digits, Luhn-checked, so order numbers survive), IBANs
+//! (mod-97 checked), national identifiers with their check rules (US SSN, UK NINO, NL BSN,
+//! ES DNI/NIE, FR NIR, DE tax id, IT codice fiscale), JWTs, bearer and API tokens,
+//! IPv4/IPv6 addresses, and user regexes.
 //!
 //! Each detector has a cheap prefilter over one pass of the text (an `@` for e-mail,
 //! enough digits for cards and phones, `eyJ` for JWTs…), so most strings cost one scan
-//! and no regex at all.
+//! and no regex at all. Identifiers that are bare digits (a BSN, a German tax id, an
+//! unformatted SSN) look like any order number, so in free text they count only after a
+//! label that names them ("BSN: …"); under a key that names them the key rules take them.
 
 use regex::Regex;
 
@@ -21,6 +26,8 @@ pub enum Kind {
     Card,
     /// An IBAN.
     Iban,
+    /// A national identifier: SSN, NINO, BSN, DNI/NIE, NIR, Steuer-IdNr, codice fiscale.
+    NationalId,
     /// A phone number.
     Phone,
     /// An IPv4 or IPv6 address.
@@ -29,10 +36,13 @@ pub enum Kind {
     Custom(usize),
 }
 
+/// How many built-in detectors there are.
+pub const BUILT_IN_COUNT: usize = 8;
+
 impl Kind {
     /// The built-in kinds, in priority order (earlier wins an overlap).
-    pub const BUILT_IN: [Kind; 7] =
-        [Kind::Jwt, Kind::Token, Kind::Email, Kind::Card, Kind::Iban, Kind::Phone, Kind::Ip];
+    pub const BUILT_IN: [Kind; BUILT_IN_COUNT] =
+        [Kind::Jwt, Kind::Token, Kind::Email, Kind::Card, Kind::Iban, Kind::NationalId, Kind::Phone, Kind::Ip];
 
     /// The name used in policies, rule names and tokens.
     pub fn name(self) -> &'static str {
@@ -42,6 +52,7 @@ impl Kind {
             Kind::Email => "email",
             Kind::Card => "card",
             Kind::Iban => "iban",
+            Kind::NationalId => "national_id",
             Kind::Phone => "phone",
             Kind::Ip => "ip",
             Kind::Custom(_) => "custom",
@@ -63,7 +74,7 @@ pub struct Finding {
 /// The compiled detectors.
 #[derive(Clone, Debug)]
 pub struct Detectors {
-    enabled: [bool; 7],
+    enabled: [bool; BUILT_IN_COUNT],
     email: Regex,
     card: Regex,
     iban: Regex,
@@ -73,6 +84,10 @@ pub struct Detectors {
     ipv6: Regex,
     phone: Regex,
     date: Regex,
+    /// Formatted national identifiers (SSN, NINO, DNI/NIE, NIR, codice fiscale).
+    national: Regex,
+    /// Bare-digit identifiers after a label that names them.
+    labelled: Regex,
     custom: Vec<Regex>,
 }
 
@@ -144,19 +159,27 @@ fn re(pattern: &str) -> Regex {
     Regex::new(pattern).expect("built-in detector pattern is valid")
 }
 
+/// A phone extension: `x3554`, ` ext. 12`, ` extension 7`, `#12`. Part of the match, so
+/// masking removes it too.
+macro_rules! ext {
+    () => {
+        r"(?:\s?(?:x|ext\.?|extension|#)\s?\d{1,6})?"
+    };
+}
+
 impl Detectors {
     /// All built-in detectors, plus `custom` regexes (already validated).
-    pub fn new(enabled: [bool; 7], custom: Vec<Regex>) -> Self {
+    pub fn new(enabled: [bool; BUILT_IN_COUNT], custom: Vec<Regex>) -> Self {
         Detectors {
             enabled,
             email: re(
                 r"(?i)\b[a-z0-9][a-z0-9._%+\-]{0,63}@[a-z0-9](?:[a-z0-9\-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9\-]{0,61}[a-z0-9])?)*\.[a-z]{2,24}\b",
             ),
-            card: re(r"\b\d(?:[ \-]?\d){12,18}\b"),
+            card: re(r"\b\d(?:[ \-]?\d){11,18}\b"),
             iban: re(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?\b"),
             jwt: re(r"\beyJ[A-Za-z0-9_\-]{4,}\.[A-Za-z0-9_\-]{4,}\.[A-Za-z0-9_\-]*"),
             token: re(concat!(
-                r"(?i:\b(?:bearer|basic|token)\s+[A-Za-z0-9\-._~+/]{8,}=*)",
+                r"(?i:\b(?:bearer|basic|token|digest|negotiate|apikey|api-key)\s+[A-Za-z0-9\-._~+/]{8,}=*)",
                 r"|\b(?:sk|pk|rk)_(?:live|test)_[A-Za-z0-9]{10,}\b",
                 r"|\bAKIA[0-9A-Z]{16}\b",
                 r"|\bgh[pousr]_[A-Za-z0-9]{30,}\b",
@@ -166,12 +189,44 @@ impl Detectors {
             ipv4: re(r"\b(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\b"),
             ipv6: re(r"(?i)(?:[0-9a-f]{0,4}:){2,7}[0-9a-f]{0,4}"),
             phone: re(concat!(
-                r"\+\d{1,3}(?:[ .\-]?\(?\d{1,4}\)?){2,6}",
-                r"|\(\d{2,4}\) ?\d{3,4}[ .\-]?\d{3,4}",
-                r"|\b0\d{1,4}[ .\-]\d{2,4}(?:[ .\-]\d{2,4}){1,3}\b",
-                r"|\b\d{3}[\-.]\d{3}[\-.]\d{4}\b",
+                // International: +44 20 7946 0958, 0049 30 901820, +1-792-291-3465x3554,
+                // +49(0)30 12345678, +33 (0)1 42 68 53 00.
+                r"(?:\+|\b00)\d{1,3}(?:[ .\-/]?\(?\d{1,5}\)?){2,6}",
+                ext!(),
+                // A trunk prefix in parentheses: (415) 555-2671, (020) 7946 0958, (09841) 15318.
+                r"|\(\d{2,5}\)[ \-]?\d{2,8}(?:[ .\-/]\d{2,8}){0,3}",
+                ext!(),
+                // National with a leading 0: 020 7946 0958, 030/901820, 06-12345678, 01 42 68 53 00,
+                // 07700 900123, 0201234567.
+                r"|\b0[1-9]\d{0,4}(?:[ .\-/]?\d{2,8}){1,4}",
+                ext!(),
+                r"\b",
+                // North American: 792-291-3465, 792.291.3465, 792 291 3465, 1-800-555-0199,
+                // 001-792-291-3465x3554.
+                r"|\b(?:1[\-. ])?\d{3}[\-. ]\d{3}[\-. ]\d{4}",
+                ext!(),
+                r"\b",
+                // Spanish: 912 345 678, 612 34 56 78.
+                r"|\b[6-9]\d{2} \d{3} \d{3}\b|\b[6-9]\d{2} \d{2} \d{2} \d{2}\b",
             )),
-            date: re(r"^\d{1,4}[\-./]\d{1,2}[\-./]\d{1,4}$"),
+            date: re(r"^\d{1,4}[\-./ ]\d{1,2}[\-./ ]\d{1,4}$"),
+            national: re(concat!(
+                // US SSN: 078-05-1120, 078 05 1120.
+                r"\b\d{3}[\- ]\d{2}[\- ]\d{4}\b",
+                // UK NINO: QQ 12 34 56 C.
+                r"|\b[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z] ?\d{2} ?\d{2} ?\d{2} ?[A-D]\b",
+                // ES DNI and NIE: 12345678Z, X1234567L.
+                r"|\b[XYZ]?-?\d{7,8}-?[A-Z]\b",
+                // FR NIR: 1 84 12 76 451 089 46, 184127645108946 (Corsica: 2A/2B).
+                r"|\b[1-478] ?\d{2} ?\d{2} ?(?:\d{2}|2[AB]) ?\d{3} ?\d{3} ?\d{2}\b",
+                // IT codice fiscale: RSSMRA85T10A562S (digits may be letters: omocodia).
+                r"|\b[A-Z]{6}[0-9LMNP-V]{2}[A-EHLMPR-T][0-9LMNP-V]{2}[A-Z][0-9LMNP-V]{3}[A-Z]\b",
+            )),
+            labelled: re(concat!(
+                r"(?i)\b(?:bsn|burgerservicenummer|sofi-?nummer|ssn|social security(?: number| no\.?)?",
+                r"|steuer-?id(?:nr|entifikationsnummer)?|idnr|tax[ _\-]?id|tin|national[ _\-]?id)",
+                r"\W{0,4}(?:no\.?|nr\.?|number|#)?\W{0,3}(\d[\d .]{7,14}\d)\b",
+            )),
             custom,
         }
     }
@@ -210,13 +265,16 @@ impl Detectors {
         if s.at {
             add(Kind::Email, &self.email, &|_| true);
         }
-        if s.digits >= 13 {
+        if s.digits >= 12 {
             add(Kind::Card, &self.card, &is_card);
         }
         if s.upper && s.digits >= 4 {
             add(Kind::Iban, &self.iban, &is_iban);
         }
-        if s.digits >= 8 && (s.plus_or_paren || text.contains(['-', ' ', '.'])) {
+        if s.digits >= 6 {
+            add(Kind::NationalId, &self.national, &is_national_id);
+        }
+        if s.digits >= 8 && (s.plus_or_paren || text.contains(['-', ' ', '.', '/']) || text.starts_with('0')) {
             let date = &self.date;
             add(Kind::Phone, &self.phone, &|m| is_phone(m) && !date.is_match(m));
         }
@@ -225,6 +283,13 @@ impl Detectors {
         }
         if s.colon {
             add(Kind::Ip, &self.ipv6, &is_ipv6);
+        }
+        if s.digits >= 8 && self.is_enabled(Kind::NationalId) {
+            for c in self.labelled.captures_iter(text) {
+                if let Some(m) = c.get(1).filter(|m| is_labelled_id(m.as_str())) {
+                    out.push(Finding { kind: Kind::NationalId, start: m.start(), end: m.end() });
+                }
+            }
         }
         for (i, re) in self.custom.iter().enumerate() {
             for m in re.find_iter(text) {
@@ -264,10 +329,45 @@ pub fn luhn(digits: &[u8]) -> bool {
     sum % 10 == 0
 }
 
+fn digits_of(m: &str) -> Vec<u8> {
+    m.bytes().filter(u8::is_ascii_digit).map(|b| b - b'0').collect()
+}
+
+/// The number made of the first `n` digits.
+fn prefix(digits: &[u8], n: usize) -> u32 {
+    digits.iter().take(n).fold(0, |acc, d| acc * 10 + u32::from(*d))
+}
+
+/// True when `digits` (already a valid Luhn length) start an issuer range of that length:
+/// Visa, Mastercard (51–55, 2221–2720), Amex, Discover, JCB, Diners, Maestro, UnionPay, Mir.
+pub fn is_card_number(digits: &[u8]) -> bool {
+    let len = digits.len();
+    if !(12..=19).contains(&len) || !luhn(digits) {
+        return false;
+    }
+    let (p2, p3, p4, p6) = (prefix(digits, 2), prefix(digits, 3), prefix(digits, 4), prefix(digits, 6));
+    let brand_lengths: &[std::ops::RangeInclusive<usize>] = match () {
+        _ if digits[0] == 4 => &[13..=13, 16..=16, 19..=19],
+        _ if (51..=55).contains(&p2) || (2221..=2720).contains(&p4) || (2200..=2204).contains(&p4) => &[16..=16],
+        _ if p2 == 34 || p2 == 37 => &[15..=15],
+        _ if (3528..=3589).contains(&p4) => &[16..=19],
+        _ if p4 == 2131 || p4 == 1800 => &[15..=15],
+        _ if (300..=305).contains(&p3) || p4 == 3095 || p2 == 36 || p2 == 38 || p2 == 39 => &[14..=19],
+        _ if p4 == 6011 || (644..=649).contains(&p3) || p2 == 65 || (622_126..=622_925).contains(&p6) => &[16..=19],
+        _ if p2 == 50
+            || (56..=58).contains(&p2)
+            || matches!(p4, 5893 | 6304 | 6390 | 604 | 6759 | 6761 | 6762 | 6763) =>
+        {
+            &[12..=19]
+        }
+        _ if p2 == 62 || p2 == 81 => &[16..=19],
+        _ => &[],
+    };
+    brand_lengths.iter().any(|r| r.contains(&len))
+}
+
 fn is_card(m: &str) -> bool {
-    let digits: Vec<u8> = m.bytes().filter(u8::is_ascii_digit).map(|b| b - b'0').collect();
-    // Issuer identification: cards start with 2–6 (Mastercard 2/5, Amex 3, Visa 4, Discover 6).
-    (13..=19).contains(&digits.len()) && (2..=6).contains(&digits[0]) && luhn(&digits)
+    is_card_number(&digits_of(m))
 }
 
 /// IBAN check: length and the mod-97 checksum (ISO 13616).
@@ -289,7 +389,9 @@ pub fn is_iban(m: &str) -> bool {
 }
 
 fn is_phone(m: &str) -> bool {
-    let digits = m.bytes().filter(u8::is_ascii_digit).count();
+    // The extension is not part of the number's length.
+    let main = m.find(['x', 'e', '#']).map_or(m, |i| &m[..i]);
+    let digits = main.bytes().filter(u8::is_ascii_digit).count();
     (8..=15).contains(&digits)
 }
 
@@ -299,12 +401,164 @@ fn is_ipv6(m: &str) -> bool {
     m.split(':').filter(|g| !g.is_empty()).count() >= 3 && m.parse::<std::net::Ipv6Addr>().is_ok()
 }
 
+/// A formatted national identifier whose check rule holds.
+pub fn is_national_id(m: &str) -> bool {
+    let compact: String = m.chars().filter(|c| !matches!(c, ' ' | '-')).collect();
+    let b = compact.as_bytes();
+    let all_digits = b.iter().all(u8::is_ascii_digit);
+    match b.len() {
+        // US SSN (formatted): area not 000, 666 or 9xx; group not 00; serial not 0000.
+        9 if all_digits && m.len() == 11 => is_ssn(b),
+        // UK NINO: two letters, six digits, a letter A–D; some prefixes are never issued.
+        9 if b[0].is_ascii_uppercase() && b[1].is_ascii_uppercase() && b[8].is_ascii_uppercase() => {
+            !matches!(&compact[..2], "BG" | "GB" | "NK" | "KN" | "TN" | "NT" | "ZZ")
+        }
+        // ES DNI (8 digits + letter) or NIE (X/Y/Z + 7 digits + letter).
+        9 => is_dni(&compact),
+        // FR NIR: 13 digits (2A/2B counted as 19/18) and a two-digit key.
+        15 => is_nir(&compact),
+        // IT codice fiscale.
+        16 => is_codice_fiscale(b),
+        _ => false,
+    }
+}
+
+fn is_ssn(d: &[u8]) -> bool {
+    let area = &d[..3];
+    area != b"000" && area != b"666" && area[0] != b'9' && &d[3..5] != b"00" && &d[5..9] != b"0000"
+}
+
+fn is_dni(s: &str) -> bool {
+    const LETTERS: &[u8] = b"TRWAGMYFPDXBNJZSQVHLCKE";
+    let b = s.as_bytes();
+    let (digits, letter) = (&s[..8], b[8]);
+    let lead = match b[0] {
+        b'X' => "0",
+        b'Y' => "1",
+        b'Z' => "2",
+        c if c.is_ascii_digit() => "",
+        _ => return false,
+    };
+    let number = format!("{lead}{}", if lead.is_empty() { digits } else { &digits[1..] });
+    match number.parse::<u32>() {
+        Ok(n) if number.bytes().all(|c| c.is_ascii_digit()) => LETTERS[(n % 23) as usize] == letter,
+        _ => false,
+    }
+}
+
+fn is_nir(s: &str) -> bool {
+    let corsica = s.replacen("2A", "19", 1).replacen("2B", "18", 1);
+    if !corsica.bytes().all(|b| b.is_ascii_digit()) {
+        return false;
+    }
+    // Corsican departments count as 19 (2A) and 18 (2B) in the key (INSEE).
+    let (Ok(n), Ok(key)) = (corsica[..13].parse::<u64>(), corsica[13..].parse::<u64>()) else { return false };
+    (1..=97).contains(&key) && 97 - n % 97 == key
+}
+
+fn is_codice_fiscale(b: &[u8]) -> bool {
+    const ODD: [u32; 36] = [
+        1, 0, 5, 7, 9, 13, 15, 17, 19, 21, // 0-9
+        1, 0, 5, 7, 9, 13, 15, 17, 19, 21, 2, 4, 18, 20, 11, 3, 6, 8, 12, 14, 16, 10, 22, 25, 24, 23, // A-Z
+    ];
+    let value = |c: u8| -> Option<usize> {
+        match c {
+            b'0'..=b'9' => Some(usize::from(c - b'0')),
+            b'A'..=b'Z' => Some(usize::from(c - b'A') + 10),
+            _ => None,
+        }
+    };
+    let mut sum = 0u32;
+    for (i, &c) in b[..15].iter().enumerate() {
+        let Some(v) = value(c) else { return false };
+        sum += if i % 2 == 0 {
+            ODD[v]
+        } else if v < 10 {
+            v as u32
+        } else {
+            (v - 10) as u32
+        };
+    }
+    b[15] == b'A' + (sum % 26) as u8
+}
+
+/// A bare-digit identifier after a label: NL BSN (11-check), DE Steuer-IdNr (ISO 7064
+/// MOD 11,10), or an unformatted US SSN.
+fn is_labelled_id(m: &str) -> bool {
+    let d = digits_of(m);
+    match d.len() {
+        9 => is_bsn(&d) || is_ssn(&d.iter().map(|x| x + b'0').collect::<Vec<_>>()),
+        11 => is_de_tax_id(&d),
+        _ => false,
+    }
+}
+
+/// NL BSN: 9·d1 + 8·d2 + … + 2·d8 − d9 is a multiple of 11.
+pub fn is_bsn(d: &[u8]) -> bool {
+    if d.len() != 9 {
+        return false;
+    }
+    let sum: i32 =
+        d[..8].iter().enumerate().map(|(i, x)| (9 - i as i32) * i32::from(*x)).sum::<i32>() - i32::from(d[8]);
+    sum % 11 == 0 && d.iter().any(|x| *x != 0)
+}
+
+/// DE Steuerliche Identifikationsnummer: 11 digits, no leading 0, ISO 7064 MOD 11,10.
+pub fn is_de_tax_id(d: &[u8]) -> bool {
+    if d.len() != 11 || d[0] == 0 {
+        return false;
+    }
+    let mut product = 10u32;
+    for x in &d[..10] {
+        let mut sum = (u32::from(*x) + product) % 10;
+        if sum == 0 {
+            sum = 10;
+        }
+        product = (sum * 2) % 11;
+    }
+    let check = (11 - product) % 10;
+    check == u32::from(d[10])
+}
+
+/// True for a value that looks like a secret: at least 20 characters of one token alphabet
+/// (hex, base64, base64url, base62) with enough variety, and not a UUID (request ids and
+/// record ids are UUIDs; they must survive).
+pub fn is_secretish(value: &str) -> bool {
+    let v = value.trim_end_matches('=');
+    if v.len() < 20 || v.len() > 4096 {
+        return false;
+    }
+    if !v.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'-' | b'_' | b'.' | b'%')) {
+        return false;
+    }
+    if is_uuid(v) {
+        return false;
+    }
+    let digits = v.bytes().filter(u8::is_ascii_digit).count();
+    let letters = v.bytes().filter(u8::is_ascii_alphabetic).count();
+    let mut seen = [false; 128];
+    for b in v.bytes() {
+        seen[usize::from(b & 0x7f)] = true;
+    }
+    let distinct = seen.iter().filter(|s| **s).count();
+    digits > 0 && letters > 0 && distinct >= 10
+}
+
+/// `8-4-4-4-12` hex digits.
+pub fn is_uuid(v: &str) -> bool {
+    let b = v.as_bytes();
+    b.len() == 36
+        && b.iter()
+            .enumerate()
+            .all(|(i, c)| if matches!(i, 8 | 13 | 18 | 23) { *c == b'-' } else { c.is_ascii_hexdigit() })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn detectors() -> Detectors {
-        Detectors::new([true; 7], vec![Regex::new(r"EMP-\d{6}").unwrap()])
+        Detectors::new([true; BUILT_IN_COUNT], vec![Regex::new(r"EMP-\d{6}").unwrap()])
     }
 
     fn kinds(text: &str) -> Vec<(Kind, String)> {
@@ -408,6 +662,114 @@ mod tests {
         // An e-mail inside a JWT-looking string is reported once, as the longer match.
         let found = kinds("x eyJhbGciOiJub25lIn0.eyJzdWIiOiJhIn0. y");
         assert_eq!(found.len(), 1);
+    }
+
+    #[test]
+    fn phones_with_extensions_and_national_formats() {
+        for (text, phone) in [
+            ("call 792-291-3465x3554 now", "792-291-3465x3554"),
+            ("tel 001-792-291-3465x3554", "001-792-291-3465x3554"),
+            ("tel +1-792-291-0590x90009", "+1-792-291-0590x90009"),
+            ("desk (415) 555-2671 ext. 12", "(415) 555-2671 ext. 12"),
+            ("us 792.291.3465", "792.291.3465"),
+            ("us 792 291 3465", "792 291 3465"),
+            ("us 1-800-555-0199", "1-800-555-0199"),
+            ("uk 07700 900123", "07700 900123"),
+            ("uk +44 (0)20 7946 0958", "+44 (0)20 7946 0958"),
+            ("uk (020) 7946 0958", "(020) 7946 0958"),
+            ("de 030/901820", "030/901820"),
+            ("de +49(0)8347 88452", "+49(0)8347 88452"),
+            ("de (09841) 15318", "(09841) 15318"),
+            ("de 0049 30 901820", "0049 30 901820"),
+            ("fr 0142685300", "0142685300"),
+            ("fr +33 (0)1 42 68 53 00", "+33 (0)1 42 68 53 00"),
+            ("nl 06-12345678", "06-12345678"),
+            ("nl 020-1234567", "020-1234567"),
+            ("nl +31 20 123 4567", "+31 20 123 4567"),
+            ("es 912 345 678", "912 345 678"),
+            ("es 612 34 56 78", "612 34 56 78"),
+            ("es +34912345678", "+34912345678"),
+        ] {
+            finds(text, Kind::Phone, phone);
+        }
+    }
+
+    #[test]
+    fn cards_of_every_brand_and_length() {
+        for card in [
+            "4222000000006",       // Visa 13
+            "4111000000000000001", // Visa 19
+            "2223000000000007",    // Mastercard 2-series
+            "6011000000000004",    // Discover
+            "64400000000000002",   // Discover 17
+            "3530000000000003",    // JCB
+            "213100000000001",     // JCB 15
+            "30569300000005",      // Diners 14
+            "36000000000008",      // Diners 14
+            "340000000000009",     // Amex
+            "501800000009",        // Maestro 12
+            "5893000000003",       // Maestro 13
+            "501800000000000009",  // Maestro 18
+            "6759000000000000",    // Maestro 16
+            "6200000000000005",    // UnionPay 16
+            "6200000000000000000", // UnionPay 19
+            "6011 0000 0000 0004", // with separators
+            "3530-0000-0000-0003",
+        ] {
+            finds(&format!("pay {card} ok"), Kind::Card, card);
+        }
+        clean("order 600000000001"); // 12 digits, no 12-digit brand at 60
+        clean("sku 100000000000009");
+    }
+
+    #[test]
+    fn national_identifiers_with_their_check_rules() {
+        finds("ssn 078-05-1120", Kind::NationalId, "078-05-1120");
+        finds("ssn 219 09 9999", Kind::NationalId, "219 09 9999");
+        clean("ref 000-12-3456"); // area 000 is never issued
+        clean("ref 666-12-3456");
+        finds("nino AB 12 34 56 C", Kind::NationalId, "AB 12 34 56 C");
+        finds("nino AB123456C", Kind::NationalId, "AB123456C");
+        finds("dni 12345678Z", Kind::NationalId, "12345678Z");
+        finds("nie X1234567L", Kind::NationalId, "X1234567L");
+        clean("part 12345678A"); // wrong check letter
+        finds("nir 1 84 01 76 451 089 64", Kind::NationalId, "1 84 01 76 451 089 64");
+        finds("nir 269029934173285", Kind::NationalId, "269029934173285");
+        clean("nir 269029934173286");
+        finds("cf RSSMRA85T10A562S", Kind::NationalId, "RSSMRA85T10A562S");
+        clean("cf RSSMRA85T10A562T");
+        // Bare digits only after a label.
+        finds("BSN: 123456782", Kind::NationalId, "123456782");
+        finds("Steuer-IdNr. 86095742719", Kind::NationalId, "86095742719");
+        finds("SSN 078051120", Kind::NationalId, "078051120");
+        clean("order 123456782 shipped");
+        clean("invoice 86095742719");
+    }
+
+    #[test]
+    fn ids_skus_uuids_timestamps_and_prices_survive() {
+        for text in [
+            "order 100234 total 129.90 EUR",
+            "sku KB-2231-BLK qty 2",
+            "request 3f2b8c1e-9a4d-4e6f-8b1a-2c3d4e5f6a7b",
+            "at 2024-03-05T10:15:00.123Z (1709633700123)",
+            "tracking 1Z999AA10123456784",
+            "price 1299.00 and 2024-01-31",
+            "build 20240131.1052",
+            "port 8080 pid 12345",
+        ] {
+            clean(text);
+        }
+    }
+
+    #[test]
+    fn secrets_and_uuids() {
+        assert!(is_secretish("c2VjcmV0LXNlc3Npb24tdmFsdWUtOTk4Nw"));
+        assert!(is_secretish("9f86d081884c7d659a2feaa0c55ad015a3bf4f1b"));
+        assert!(!is_secretish("3f2b8c1e-9a4d-4e6f-8b1a-2c3d4e5f6a7b"));
+        assert!(!is_secretish("short1234"));
+        assert!(!is_secretish("the quick brown fox jumps"));
+        assert!(!is_secretish("aaaaaaaaaaaaaaaaaaaaaaaaa1"));
     }
 
     #[test]

@@ -10,9 +10,10 @@
 use std::borrow::Cow;
 
 use crate::scrub::action::{is_scrubbed, Action};
+use crate::scrub::embedded::{is_person_name_key, is_person_parent, is_person_sibling};
 use crate::scrub::jsonpath::Step;
 use crate::scrub::policy::{normalize_key, normalize_key_ascii};
-use crate::scrub::Pass;
+use crate::scrub::{HeaderOutcome, Pass};
 
 /// Deepest nesting accepted.
 pub const MAX_DEPTH: usize = 128;
@@ -46,6 +47,7 @@ pub(crate) fn scrub(pass: &mut Pass<'_>, input: &[u8], truncated: bool) -> Resul
         pos: 0,
         out: Vec::with_capacity(input.len()),
         path: Vec::new(),
+        objects: Vec::new(),
         changed: false,
         truncated,
     };
@@ -66,6 +68,8 @@ struct Rewriter<'p, 'a, 'i> {
     pos: usize,
     out: Vec<u8>,
     path: Vec<Step<'i>>,
+    /// Where each open object starts (to look at a member's siblings).
+    objects: Vec<usize>,
     changed: bool,
     truncated: bool,
 }
@@ -149,7 +153,11 @@ impl<'i> Rewriter<'_, '_, 'i> {
             b'[' => self.array(depth + 1),
             b'"' => {
                 let (raw, text) = self.string()?;
-                match self.pass.detect_text(&text) {
+                let key = match self.path.last() {
+                    Some(Step::Key(k)) => Some(k.clone()),
+                    _ => None,
+                };
+                match self.pass.free_value(key.as_deref(), &text) {
                     Some(new) => self.emit_string(&new),
                     None => self.out.extend_from_slice(raw),
                 }
@@ -206,6 +214,13 @@ impl<'i> Rewriter<'_, '_, 'i> {
     }
 
     fn object(&mut self, depth: usize) -> R<()> {
+        self.objects.push(self.pos);
+        let result = self.object_members(depth);
+        self.objects.pop();
+        result
+    }
+
+    fn object_members(&mut self, depth: usize) -> R<()> {
         self.expect(b'{')?;
         self.out.push(b'{');
         let mut first = true;
@@ -270,6 +285,12 @@ impl<'i> Rewriter<'_, '_, 'i> {
         let value_start = self.pos;
         self.path.push(Step::Key(key.clone()));
         let rule = self.rule();
+        // A string under a credential header's name is that header (`"Cookie": "sid=…"`),
+        // unless a JSON path says otherwise; `name` in a person's object is a person's name.
+        let by_path = matches!(&rule, Some((_, label)) if label.starts_with("json-path:"));
+        let string = self.input.get(value_start) == Some(&b'"');
+        let header = if string && !by_path { self.pass.header_like(&key) } else { None };
+        let person = string && rule.is_none() && header.is_none() && self.is_person_name(&key);
         let result = match rule {
             Some((Action::Drop, label)) => {
                 self.pass.hit(&label);
@@ -287,15 +308,73 @@ impl<'i> Rewriter<'_, '_, 'i> {
                     None => self.out.extend_from_slice(raw_key),
                 }
                 self.out.extend_from_slice(&self.input[key_end..value_start]);
-                match rule {
-                    Some((action, label)) => self.ruled_value(action, &label, depth),
-                    None => self.value(depth),
+                match (rule, header) {
+                    (_, Some(header)) => self.header_member(&header),
+                    (Some((action, label)), None) => self.ruled_value(action, &label, depth),
+                    (None, None) if person => self.ruled_value(Action::Hash, "json-person:name", depth),
+                    (None, None) => self.value(depth),
                 }
                 .map(|()| true)
             }
         };
         self.path.pop();
         result
+    }
+
+    /// A string member named like a credential header, scrubbed as that header.
+    fn header_member(&mut self, header: &str) -> R<()> {
+        let (raw, text) = self.string()?;
+        match self.pass.header_value(header, &text) {
+            HeaderOutcome::Keep => match self.pass.detect_text(&text) {
+                Some(new) => self.emit_string(&new),
+                None => self.out.extend_from_slice(raw),
+            },
+            HeaderOutcome::Drop => self.emit_string(""),
+            HeaderOutcome::Replace(new) => self.emit_string(&new),
+        }
+        Ok(())
+    }
+
+    /// True when `key` is a name member (`name`, `full_name`, `display_name` …) of an
+    /// object that describes a person: its parent names one (`user`, `customers[*]` …) or
+    /// a sibling does (an e-mail, phone, address or birth date beside it). A product's
+    /// `name` has neither.
+    fn is_person_name(&mut self, key: &str) -> bool {
+        let mut buf = [0u8; 64];
+        if !normalize_key_ascii(key, &mut buf).is_some_and(is_person_name_key) {
+            return false;
+        }
+        let parent = self.path.iter().rev().skip(1).find_map(|s| match s {
+            Step::Key(k) => Some(k),
+            Step::Index(_) => None,
+        });
+        if parent.is_some_and(|p| is_person_parent(&normalize_key(p))) {
+            return true;
+        }
+        let Some(&start) = self.objects.last() else { return false };
+        // Read the object's member names from its start, then come back.
+        let resume = self.pos;
+        self.pos = start + 1;
+        let mut person = false;
+        while !person {
+            self.skip_ws();
+            let Ok((_, name)) = self.string() else { break };
+            person = is_person_sibling(&normalize_key(&name));
+            self.skip_ws();
+            if self.expect(b':').is_err() {
+                break;
+            }
+            self.skip_ws();
+            if self.skip_value(0).is_err() {
+                break;
+            }
+            self.skip_ws();
+            if self.expect(b',').is_err() {
+                break;
+            }
+        }
+        self.pos = resume;
+        person
     }
 
     fn array(&mut self, depth: usize) -> R<()> {
@@ -492,7 +571,7 @@ pub fn write_json_string(out: &mut Vec<u8>, text: &str) {
 }
 
 /// Decodes the inside of a JSON string literal; `None` if it is malformed.
-fn decode_string(inner: &[u8]) -> Option<String> {
+pub(crate) fn decode_string(inner: &[u8]) -> Option<String> {
     let text = std::str::from_utf8(inner).ok()?;
     let mut out = String::with_capacity(text.len());
     let mut chars = text.chars();

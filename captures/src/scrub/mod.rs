@@ -14,11 +14,16 @@
 //! recognised and left alone, so scrubbing a scrubbed tape changes nothing.
 
 pub mod action;
+pub mod audit;
 pub mod body;
+pub mod decode;
 pub mod detect;
+mod embedded;
+pub mod graphql;
 pub mod json;
 pub mod jsonpath;
 pub mod policy;
+pub mod xml;
 
 use std::collections::BTreeMap;
 
@@ -67,34 +72,6 @@ impl Scrubber {
         pass.exchange(exchange);
         merge_hits(&mut exchange.scrub, pass.hits);
     }
-
-    /// What scrubbing would still change in `exchange`, by part; empty when the exchange
-    /// holds nothing the policy or the detectors would touch. The exchange is not changed.
-    pub fn check(&self, exchange: &Exchange) -> Vec<(&'static str, Hits)> {
-        let mut found = Vec::new();
-        let mut ex = exchange.clone();
-        let mut part = |name: &'static str, f: &mut dyn FnMut(&mut Pass<'_>, &mut Exchange)| {
-            let mut pass = Pass::new(self);
-            f(&mut pass, &mut ex);
-            if !pass.hits.is_empty() {
-                found.push((name, pass.hits));
-            }
-        };
-        part("request target", &mut |p, ex| p.target(&mut ex.request.target));
-        part("request headers", &mut |p, ex| p.headers(&mut ex.request.headers));
-        part("request body", &mut |p, ex| body::scrub(p, &mut ex.request.headers, &mut ex.request.body));
-        part("response headers", &mut |p, ex| {
-            if let Some(r) = ex.response.as_mut() {
-                p.headers(&mut r.headers);
-            }
-        });
-        part("response body", &mut |p, ex| {
-            if let Some(r) = ex.response.as_mut() {
-                body::scrub(p, &mut r.headers, &mut r.body);
-            }
-        });
-        found
-    }
 }
 
 fn merge_hits(into: &mut Vec<ScrubHit>, hits: Hits) {
@@ -111,11 +88,13 @@ pub(crate) struct Pass<'a> {
     pub(crate) scrubber: &'a Scrubber,
     pub(crate) hits: Hits,
     findings: Vec<Finding>,
+    /// How many documents deep inside a value the pass is ([`embedded`]).
+    depth: u8,
 }
 
 impl<'a> Pass<'a> {
     fn new(scrubber: &'a Scrubber) -> Self {
-        Pass { scrubber, hits: Hits::new(), findings: Vec::new() }
+        Pass { scrubber, hits: Hits::new(), findings: Vec::new(), depth: 0 }
     }
 
     pub(crate) fn hit(&mut self, rule: &str) {
@@ -137,40 +116,63 @@ impl<'a> Pass<'a> {
         Some(self.scrubber.keyer.apply(action, kind, value).unwrap_or_default())
     }
 
-    /// Runs the detectors over `text`; the scrubbed text if anything was found.
+    /// Runs the detectors over `text` and over its decoded views ([`decode`]: percent,
+    /// form, HTML references, backslash escapes); the scrubbed text if anything was found.
+    /// A finding in a decoded view is replaced in the raw text, in that encoding.
     ///
     /// Repeats until nothing more is found: a replacement can form a new match with the
     /// text beside it (`a@b.ca@b.co` → `tok_email_…@b.co`), and scrubbing must be
     /// idempotent. Only text that changed is scanned again.
     pub(crate) fn detect_text(&mut self, text: &str) -> Option<String> {
-        let mut current = self.detect_once(text)?;
+        let mut current: Option<String> = None;
         for _ in 0..8 {
-            match self.detect_once(&current) {
-                Some(next) => current = next,
+            let base = current.as_deref().unwrap_or(text);
+            let mut next = self.detect_once(base, None);
+            if next.is_none() {
+                for encoding in decode::Encoding::ALL {
+                    if let Some(view) = decode::view(base, encoding) {
+                        next = self.detect_once(base, Some(&view));
+                        if next.is_some() {
+                            break;
+                        }
+                    }
+                }
+            }
+            match next {
+                Some(n) => current = Some(n),
                 None => break,
             }
         }
-        Some(current)
+        current
     }
 
-    fn detect_once(&mut self, text: &str) -> Option<String> {
+    /// One scan of `raw` (or of `view`, a decoding of it); the replaced raw text.
+    fn detect_once(&mut self, raw: &str, view: Option<&decode::View>) -> Option<String> {
         let policy = &self.scrubber.policy;
-        policy.detectors.find(text, &mut self.findings);
+        let scan = view.map_or(raw, |v| v.text.as_str());
+        policy.detectors.find(scan, &mut self.findings);
         if self.findings.is_empty() {
             return None;
         }
-        let mut out = String::with_capacity(text.len());
+        let mut out = String::with_capacity(raw.len());
         let mut last = 0;
         let mut changed = false;
         let findings = std::mem::take(&mut self.findings);
         for f in &findings {
             let action = policy.detect_actions.get(&f.kind).copied().unwrap_or(Action::Keep);
-            let value = &text[f.start..f.end];
+            let value = &scan[f.start..f.end];
+            let (start, end) = view.map_or((f.start, f.end), |v| v.raw_span(f.start, f.end));
+            if start < last || !raw.is_char_boundary(start) || !raw.is_char_boundary(end) {
+                continue;
+            }
             let kind = policy.kind_name(f.kind).to_string();
             if let Some(new) = self.apply(action, &kind, value, &format!("detect:{kind}")) {
-                out.push_str(&text[last..f.start]);
-                out.push_str(&new);
-                last = f.end;
+                out.push_str(&raw[last..start]);
+                match view {
+                    Some(v) => out.push_str(&v.encode(&new)),
+                    None => out.push_str(&new),
+                }
+                last = end;
                 changed = true;
             }
         }
@@ -178,7 +180,7 @@ impl<'a> Pass<'a> {
         if !changed {
             return None;
         }
-        out.push_str(&text[last..]);
+        out.push_str(&raw[last..]);
         Some(out)
     }
 
@@ -250,14 +252,15 @@ impl<'a> Pass<'a> {
                 PairsOf::Form => "form",
             };
             let lower = name.to_ascii_lowercase();
-            let replacement = match rules.get(&lower).copied() {
-                Some(Action::Drop) if !value.is_empty() => {
-                    self.hit(&format!("{prefix}:{lower}"));
+            let rule = rules.get(&lower).map(|a| (*a, format!("{prefix}:{lower}"))).or_else(|| self.key_rule(&name));
+            let replacement = match rule {
+                Some((Action::Drop, rule)) if !value.is_empty() => {
+                    self.hit(&rule);
                     changed = true;
                     continue;
                 }
-                Some(action) => self.apply(action, &lower, &value, &format!("{prefix}:{lower}")),
-                None => self.detect_text(&value),
+                Some((action, rule)) => self.apply(action, &lower, &value, &rule),
+                None => self.free_value(Some(&name), &value),
             };
             match replacement {
                 Some(new) => {
@@ -303,7 +306,7 @@ impl<'a> Pass<'a> {
         }
     }
 
-    fn header_value(&mut self, name: &str, value: &str) -> HeaderOutcome {
+    pub(crate) fn header_value(&mut self, name: &str, value: &str) -> HeaderOutcome {
         let policy = &self.scrubber.policy;
         let rule = policy.headers.get(name).map(|a| (*a, format!("header:{name}"))).or_else(|| {
             policy
@@ -333,13 +336,13 @@ impl<'a> Pass<'a> {
             "cookie" => self.cookies(value, "; ", false),
             "set-cookie" => self.cookies(value, "; ", true),
             _ if policy.detect_skip.contains(name) => HeaderOutcome::Keep,
-            _ => self.detect_text(value).map_or(HeaderOutcome::Keep, HeaderOutcome::Replace),
+            _ => self.free_value(None, value).map_or(HeaderOutcome::Keep, HeaderOutcome::Replace),
         }
     }
 
     /// `a=1; b=2` (Cookie) or `a=1; Path=/; HttpOnly` (Set-Cookie: only the first pair is a
     /// cookie, the rest are attributes).
-    fn cookies(&mut self, value: &str, sep: &str, set_cookie: bool) -> HeaderOutcome {
+    pub(crate) fn cookies(&mut self, value: &str, sep: &str, set_cookie: bool) -> HeaderOutcome {
         let mut parts = Vec::new();
         let mut changed = false;
         for (n, part) in value.split(';').map(str::trim).enumerate() {
@@ -376,7 +379,7 @@ impl<'a> Pass<'a> {
     }
 }
 
-enum HeaderOutcome {
+pub(crate) enum HeaderOutcome {
     Keep,
     Drop,
     Replace(String),
@@ -390,7 +393,7 @@ pub(crate) enum PairsOf {
 }
 
 /// `name` lower-cased into `buf` when it is short ASCII.
-fn lowercase_ascii<'b>(name: &[u8], buf: &'b mut [u8; 64]) -> Option<&'b str> {
+pub(crate) fn lowercase_ascii<'b>(name: &[u8], buf: &'b mut [u8; 64]) -> Option<&'b str> {
     let out = buf.get_mut(..name.len())?;
     for (o, b) in out.iter_mut().zip(name) {
         if !b.is_ascii() {
@@ -429,5 +432,7 @@ const PATH_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
     .add(b'|')
     .add(b'}');
 
+#[cfg(test)]
+mod embedded_tests;
 #[cfg(test)]
 mod tests;

@@ -234,7 +234,7 @@ impl Compiled {
     pub fn new(policy: &Policy) -> Compiled {
         let lower = |m: &BTreeMap<String, Action>| m.iter().map(|(k, v)| (k.to_ascii_lowercase(), *v)).collect();
         let mut detect_actions = HashMap::default();
-        let mut enabled = [false; 7];
+        let mut enabled = [false; crate::scrub::detect::BUILT_IN_COUNT];
         for (i, kind) in Kind::BUILT_IN.iter().enumerate() {
             let action =
                 policy.detect.iter().find(|(k, _)| k.get_ref() == kind.name()).map_or(Action::Keep, |(_, a)| *a);
