@@ -93,9 +93,10 @@ pub(crate) fn run(config: &ReplayConfig, stop: &AtomicBool, progress: Arc<Progre
             wc.kind = TapeKind::Replay;
             wc.tape_start_unix_ns = clock.1;
             wc.labels.push(("target".into(), rewrite.origin()));
+            wc.scrub_fingerprint = config.scrub.as_ref().map(|s| s.fingerprint());
             let writer = TapeWriter::new(wc).map_err(|e| ReplayError::Results(e.to_string()))?;
             Some(
-                crate::results::start(writer)
+                crate::results::start(writer, config.scrub.clone())
                     .map_err(|e| ReplayError::Config(format!("cannot start a thread: {e}")))?,
             )
         }
@@ -110,8 +111,10 @@ pub(crate) fn run(config: &ReplayConfig, stop: &AtomicBool, progress: Arc<Progre
     let draining = Arc::new(AtomicBool::new(false));
     let ids = Arc::new(IdGenerator::new());
     let comparing = config.compare.as_ref().map(|c| {
+        let mut c = c.clone();
+        c.scrub = config.scrub.clone();
         Arc::new(crate::worker::Comparing {
-            config: c.clone(),
+            config: c,
             window: Window::since(clock.1 / 1_000_000_000),
             probe: config.noise_probe,
         })

@@ -43,6 +43,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tapedeck_captures::scrub::Scrubber;
 use tapedeck_captures::{Exchange, HttpVersion};
 
 pub use engine::Progress;
@@ -102,6 +103,9 @@ pub struct ReplayConfig {
     pub noise_probe: bool,
     /// Noise known before the run (`--noise-model FILE`).
     pub noise_model: compare::noise::NoiseModel,
+    /// Scrubs the results tape and every value the reports show (`None`:
+    /// `--no-scrub-results`). Defaults to the built-in policy without a key.
+    pub scrub: Option<Arc<Scrubber>>,
 }
 
 impl ReplayConfig {
@@ -130,6 +134,7 @@ impl ReplayConfig {
             compare: Some(compare::CompareConfig::default()),
             noise_probe: false,
             noise_model: Default::default(),
+            scrub: Some(Arc::new(Scrubber::with_defaults(None))),
         })
     }
 
@@ -193,6 +198,9 @@ pub fn replay(config: &ReplayConfig, stop: &AtomicBool, progress: Arc<Progress>)
     let mut report =
         ReplayReport::new(&outcome.stats, config.rewrite.origin(), config.pacing_label(), started_at, compare);
     report.noise = noise;
+    if let Some(s) = &config.scrub {
+        report.scrub_examples(s);
+    }
     report.interrupted = outcome.interrupted;
     report.results = config.results.as_ref().map(|p| p.display().to_string());
     report.results_written = outcome.results_written;

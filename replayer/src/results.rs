@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
+use tapedeck_captures::scrub::Scrubber;
 use tapedeck_captures::tape::TapeWriter;
 use tapedeck_captures::{Exchange, TapeError};
 
@@ -45,17 +46,24 @@ impl ResultsSink {
     }
 }
 
-/// Starts the writer thread; it runs until every sink is dropped.
-pub(crate) fn start(writer: TapeWriter) -> std::io::Result<(ResultsSink, Arc<Counters>, std::thread::JoinHandle<()>)> {
+/// Starts the writer thread; it runs until every sink is dropped. With `scrubber`, every
+/// result is scrubbed on that thread before it is encoded (staging's answers hold
+/// personal data too, and the requests as sent hold staging's credentials).
+pub(crate) fn start(
+    writer: TapeWriter,
+    scrubber: Option<Arc<Scrubber>>,
+) -> std::io::Result<(ResultsSink, Arc<Counters>, std::thread::JoinHandle<()>)> {
     let (tx, rx) = budget::channel::<Exchange>(BUDGET_KIB);
     let counters = Arc::new(Counters { waited: tx.waited.clone(), ..Default::default() });
     let sink = ResultsSink { tx, counters: counters.clone() };
     let c = counters.clone();
-    let handle = std::thread::Builder::new().name("tapedeck-results".into()).spawn(move || write(writer, rx, &c))?;
+    let handle = std::thread::Builder::new()
+        .name("tapedeck-results".into())
+        .spawn(move || write(writer, rx, &c, scrubber.as_deref()))?;
     Ok((sink, counters, handle))
 }
 
-fn write(mut writer: TapeWriter, rx: budget::Receiver<Exchange>, counters: &Counters) {
+fn write(mut writer: TapeWriter, rx: budget::Receiver<Exchange>, counters: &Counters, scrubber: Option<&Scrubber>) {
     budget::background_priority();
     let mut errors = 0u64;
     let mut unencodable = 0u64;
@@ -67,7 +75,10 @@ fn write(mut writer: TapeWriter, rx: budget::Receiver<Exchange>, counters: &Coun
     };
     loop {
         match rx.recv_timeout(Duration::from_millis(250)) {
-            Ok((ex, kib)) => {
+            Ok((mut ex, kib)) => {
+                if let Some(s) = scrubber {
+                    s.scrub(&mut ex);
+                }
                 if let Err(e) = writer.append(&ex) {
                     // A block that cannot be written counts its records as lost.
                     unencodable += u64::from(matches!(e, TapeError::Encode(_)));

@@ -117,6 +117,18 @@ pub struct ReplayArgs {
     /// Write the responses as a tape into this directory (linked to the recorded exchanges).
     #[arg(long, value_name = "DIR")]
     pub results: Option<PathBuf>,
+    /// Scrub policy (TOML) for the results tape and the reports' examples, extending the
+    /// built-in defaults; use the proxy's, so both agree.
+    #[arg(long, value_name = "FILE")]
+    pub scrub_policy: Option<PathBuf>,
+    /// Key for `hash` rules in results and reports (else $TAPEDECK_SCRUB_KEY); use the
+    /// proxy's key, so staging's tokens join the capture's.
+    #[arg(long, value_name = "FILE")]
+    pub scrub_key_file: Option<PathBuf>,
+    /// Write staging's answers and the reports' examples unscrubbed (they may hold
+    /// personal data and the credentials sent to staging).
+    #[arg(long, conflicts_with_all = ["scrub_policy", "scrub_key_file"])]
+    pub no_scrub_results: bool,
     /// Response body bytes kept per response in the results [default: 1MiB].
     #[arg(long, value_name = "SIZE")]
     pub max_body: Option<String>,
@@ -184,13 +196,14 @@ impl ReplayArgs {
         }
         prefer_flags!(self, file; target, speed, rate, concurrency, max_in_flight, filter, from, to, sample, limit,
             loops, duration, host_header, timeout, connections, connection_reuse, ca, workers, results, max_body, report,
-            top, html, junit, compare_config, noise_model);
+            top, html, junit, compare_config, noise_model, scrub_policy, scrub_key_file);
         prefer_lists!(self, file; paths, method, route, status, host, set_header, remove_header, rewrite_path, gate,
             ignore);
         self.insecure |= file.insecure;
         self.noise_probe |= file.noise_probe;
         self.no_compare |= file.no_compare;
         self.no_correlate |= file.no_correlate;
+        self.no_scrub_results |= file.no_scrub_results;
         self.allow_production_target |= file.allow_production_target;
         self.no_progress |= file.no_progress;
         Ok(self)
@@ -285,6 +298,22 @@ fn config(args: &ReplayArgs) -> Result<ReplayConfig> {
             compare.correlate.clear();
         }
         Some(compare)
+    };
+    c.scrub = if args.no_scrub_results {
+        if args.scrub_policy.is_some() || args.scrub_key_file.is_some() {
+            bail!("--no-scrub-results turns scrubbing off; drop --scrub-policy and --scrub-key-file with it");
+        }
+        eprintln!(
+            "WARNING: --no-scrub-results: staging's answers (--results) and the reports' examples are written \
+             UNSCRUBBED and may hold personal data and credentials"
+        );
+        None
+    } else {
+        let scrubber = super::scrub::load_scrubber(args.scrub_policy.as_deref(), args.scrub_key_file.as_deref())?;
+        if args.results.is_some() && !scrubber.has_key() {
+            eprintln!("note: results are scrubbed; {}", super::scrub::NO_KEY_NOTICE);
+        }
+        Some(std::sync::Arc::new(scrubber))
     };
     c.noise_probe = args.noise_probe;
     if let Some(path) = args.noise_model.as_deref().filter(|p| p.exists()) {

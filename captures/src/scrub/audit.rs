@@ -109,7 +109,10 @@ impl Audit<'_> {
             let name = h.name.to_str_lossy().to_ascii_lowercase();
             let value = h.value.to_str_lossy();
             let location = format!("{side} header {name}");
-            self.text(&value, &location);
+            // Headers the policy says hold nothing personal (Host, Content-Type …).
+            if !self.scrubber.policy.detect_skip.contains(&name) {
+                self.text(&value, &location);
+            }
             self.header(&name, &value, &location, 0);
         }
     }

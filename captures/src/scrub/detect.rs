@@ -272,7 +272,13 @@ impl Detectors {
             add(Kind::Iban, &self.iban, &is_iban);
         }
         if s.digits >= 6 {
-            add(Kind::NationalId, &self.national, &is_national_id);
+            // Digits right after a `.` or `,` are a fraction (`…:16.75182571Z` is a
+            // timestamp, not a DNI with its check letter).
+            let fraction = |m: &str| {
+                let start = m.as_ptr() as usize - text.as_ptr() as usize;
+                matches!(text.as_bytes().get(start.wrapping_sub(1)), Some(b'.' | b','))
+            };
+            add(Kind::NationalId, &self.national, &|m| is_national_id(m) && !fraction(m));
         }
         if s.digits >= 8 && (s.plus_or_paren || text.contains(['-', ' ', '.', '/']) || text.starts_with('0')) {
             let date = &self.date;
@@ -757,6 +763,7 @@ mod tests {
             "price 1299.00 and 2024-01-31",
             "build 20240131.1052",
             "port 8080 pid 12345",
+            "served 2026-12-02T06:56:16.75182575Z",
         ] {
             clean(text);
         }

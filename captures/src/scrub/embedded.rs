@@ -160,7 +160,7 @@ pub(crate) fn looks_like_cookie(text: &str) -> Option<bool> {
         let token = !name.is_empty()
             && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
             && part.contains('=');
-        if !token && !(part.is_empty() && i > 0) {
+        if !(token || part.is_empty() && i > 0) {
             return None;
         }
     }

@@ -139,7 +139,7 @@ fn literal_text(raw: &str, block: bool) -> Option<String> {
     if block {
         Some(raw[3..raw.len() - 3].replace("\\\"\"\"", "\"\"\""))
     } else {
-        decode_string(raw[1..raw.len() - 1].as_bytes())
+        decode_string(&raw.as_bytes()[1..raw.len() - 1])
     }
 }
 

@@ -29,6 +29,21 @@ struct Segment {
     selector: Selector,
 }
 
+/// The last member name of a concrete path such as `$.user.emails[0]` (`emails`), or
+/// `$['odd key']`; `None` for `$` or a path ending in a wildcard.
+pub fn last_member(path: &str) -> Option<&str> {
+    let mut p = path.trim_end();
+    while let Some(open) = p.strip_suffix(']').and_then(|q| q.rfind('[')) {
+        let inner = &p[open + 1..p.len() - 1];
+        if let Some(quoted) = inner.strip_prefix('\'').and_then(|q| q.strip_suffix('\'')) {
+            return Some(quoted);
+        }
+        p = &p[..open];
+    }
+    let name = p.rsplit('.').next()?;
+    (!name.is_empty() && name != "$" && name != "*").then_some(name)
+}
+
 /// A compiled JSON path.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct JsonPath {
@@ -148,6 +163,16 @@ fn match_from(segments: &[Segment], path: &[Step<'_>]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn last_members() {
+        assert_eq!(last_member("$.user.email"), Some("email"));
+        assert_eq!(last_member("$.users[3].phones[0]"), Some("phones"));
+        assert_eq!(last_member("$['odd key']"), Some("odd key"));
+        assert_eq!(last_member("$"), None);
+        assert_eq!(last_member("$[0]"), None);
+        assert_eq!(last_member("$.a.*"), None);
+    }
 
     fn path(steps: &[&'static str]) -> Vec<Step<'static>> {
         steps.iter().map(|s| s.parse::<usize>().map_or_else(|_| Step::Key((*s).into()), Step::Index)).collect()

@@ -66,6 +66,42 @@ impl Scrubber {
         format!("policy:{} key:{}", self.policy.fingerprint, self.keyer.fingerprint().unwrap_or("none"))
     }
 
+    /// Scrubs one value shown out of its exchange (a report's example) the way it would
+    /// be scrubbed in place. `at` says where it was: a JSON path (`$.user.email`: its last
+    /// member name's rules apply), `header:NAME`, or anything else (the value is then read
+    /// as what it is: a document, a URL, free text).
+    pub fn scrub_value(&self, at: &str, value: &str) -> String {
+        let mut pass = Pass::new(self);
+        let out = if let Some(name) = at.strip_prefix("header:") {
+            match pass.header_value(&name.to_ascii_lowercase(), value) {
+                HeaderOutcome::Keep => None,
+                HeaderOutcome::Drop => Some(action::REDACTED.to_string()),
+                HeaderOutcome::Replace(new) => Some(new),
+            }
+        } else if at.starts_with('$') {
+            let key = jsonpath::last_member(at);
+            match key.and_then(|k| pass.key_rule(k)) {
+                Some((a, rule)) => {
+                    let a = if a == Action::Drop { Action::Redact } else { a };
+                    let kind = rule.rsplit(':').next().unwrap_or("value").to_string();
+                    pass.apply(a, &kind, value, &rule)
+                }
+                None => pass.free_value(key, value),
+            }
+        } else {
+            pass.free_value(None, value)
+        };
+        out.unwrap_or_else(|| value.to_string())
+    }
+
+    /// Scrubs a request target (`/path?query`) the way a capture's is scrubbed.
+    pub fn scrub_target(&self, target: &str) -> String {
+        let mut pass = Pass::new(self);
+        let mut t = target.to_string();
+        pass.target(&mut t);
+        t
+    }
+
     /// Scrubs `exchange` in place and records the rules that fired.
     pub fn scrub(&self, exchange: &mut Exchange) {
         let mut pass = Pass::new(self);

@@ -134,7 +134,12 @@ impl Out<'_> {
             DiffKind::ValueChanged | DiffKind::HeaderChanged => generated::both(recorded, replayed, self.window),
             _ => None,
         };
-        self.diffs.push(Diff { kind, key, at, recorded: shorten(recorded), replayed: shorten(replayed), generated });
+        // Values are scrubbed before they are shortened: a cut value hides from the detectors.
+        let (recorded, replayed) = match &self.config.scrub {
+            Some(s) => (shorten(&s.scrub_value(&at, recorded)), shorten(&s.scrub_value(&at, replayed))),
+            None => (shorten(recorded), shorten(replayed)),
+        };
+        self.diffs.push(Diff { kind, key, at, recorded, replayed, generated });
     }
 }
 

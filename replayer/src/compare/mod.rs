@@ -72,6 +72,8 @@ pub struct CompareConfig {
     pub p99_min_delta_ms: f64,
     /// …over at least this many requests.
     pub min_count: u64,
+    /// Scrubs the values examples show (set from the replay's scrub settings).
+    pub scrub: Option<std::sync::Arc<tapedeck_captures::scrub::Scrubber>>,
 }
 
 impl Default for CompareConfig {
@@ -85,6 +87,7 @@ impl Default for CompareConfig {
             p99_ratio_flag: 1.5,
             p99_min_delta_ms: 10.0,
             min_count: 20,
+            scrub: None,
         }
     }
 }

@@ -274,6 +274,20 @@ fn default_min_count() -> u64 {
 }
 
 impl ReplayReport {
+    /// Scrubs what the examples show: the request's target and both values, so no report
+    /// prints a value a rule would have scrubbed (recordings made with `--no-scrub`,
+    /// staging's own answers).
+    pub fn scrub_examples(&mut self, scrubber: &tapedeck_captures::scrub::Scrubber) {
+        for finding in self.routes.iter_mut().filter_map(|r| r.diffs.as_mut()).flat_map(|d| d.findings.iter_mut()) {
+            let e = &mut finding.example;
+            if let Some((method, target)) = e.request.split_once(' ') {
+                e.request = format!("{method} {}", scrubber.scrub_target(target));
+            }
+            e.recorded = scrubber.scrub_value(&e.at, &e.recorded);
+            e.replayed = scrubber.scrub_value(&e.at, &e.replayed);
+        }
+    }
+
     /// Builds the report from merged stats; `compare` and `noise` (what was known plus
     /// what was learned) when responses were compared.
     pub fn new(

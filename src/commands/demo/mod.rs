@@ -107,7 +107,7 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
         admin: Some("127.0.0.1:0".into()),
         sample_key: Some("header:x-user-id".into()),
         instance: Some("demo".into()),
-        scrub_key_file: Some(key_file),
+        scrub_key_file: Some(key_file.clone()),
         ..Default::default()
     };
     let proxy_config = crate::commands::proxy::build_config(proxy_args)?;
@@ -150,6 +150,8 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
         report: Some(out.join("report.json")),
         html: Some(out.join("report.html")),
         junit: Some(out.join("junit.xml")),
+        // Staging's answers are scrubbed with the proxy's key, so their tokens join the capture's.
+        scrub_key_file: Some(key_file.clone()),
         gate: gates.iter().map(|g| g.to_string()).collect(),
         top: Some(12),
         ..Default::default()
