@@ -1,6 +1,8 @@
 //! Helpers shared by the end-to-end tests: run the real `tapedeck` binary, make tapes.
 #![allow(dead_code)]
 
+pub mod echo;
+pub mod pii;
 pub mod proxy;
 pub mod upstream;
 

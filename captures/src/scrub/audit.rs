@@ -193,7 +193,7 @@ impl Audit<'_> {
         }
         if media.ends_with("/xml") || media.contains("+xml") || (media.is_empty() && text.trim_start().starts_with('<'))
         {
-            return self.xml(&text, location);
+            return self.xml(&text, location, 0);
         }
         self.value(None, &text, location, 0);
     }
@@ -242,6 +242,9 @@ impl Audit<'_> {
         }
         if graphql::looks_like(v) && depth == 0 {
             return self.graphql(v, location);
+        }
+        if first == b'<' && last == b'>' {
+            return self.xml(v, location, depth + 1);
         }
         if looks_like_url(v) {
             return self.url(v, location, depth);
@@ -339,7 +342,7 @@ impl Audit<'_> {
         }
     }
 
-    fn xml(&mut self, text: &str, location: &str) {
+    fn xml(&mut self, text: &str, location: &str, depth: u8) {
         use quick_xml::events::Event;
         let mut reader = quick_xml::Reader::from_str(text);
         reader.config_mut().trim_text(true);
@@ -357,7 +360,7 @@ impl Audit<'_> {
                         let key = String::from_utf8_lossy(a.key.local_name().as_ref()).into_owned();
                         let raw = String::from_utf8_lossy(&a.value);
                         let value = quick_xml::escape::unescape(&raw).map(|v| v.into_owned()).unwrap_or_default();
-                        self.value(Some(&key), &value, &format!("{location} <{name} {key}>"), 1);
+                        self.value(Some(&key), &value, &format!("{location} <{name} {key}>"), depth + 1);
                     }
                     if opens {
                         stack.push(name);
@@ -368,18 +371,18 @@ impl Audit<'_> {
                 }
                 Event::Text(t) => {
                     let value = t.xml10_content().map(|v| v.into_owned()).unwrap_or_default();
-                    self.xml_text(&stack, &value, location);
+                    self.xml_text(&stack, &value, location, depth);
                 }
                 Event::CData(c) => {
                     let value = String::from_utf8_lossy(&c).into_owned();
-                    self.xml_text(&stack, &value, location);
+                    self.xml_text(&stack, &value, location, depth);
                 }
                 _ => {}
             }
         }
     }
 
-    fn xml_text(&mut self, stack: &[String], value: &str, location: &str) {
+    fn xml_text(&mut self, stack: &[String], value: &str, location: &str, depth: u8) {
         let Some(element) = stack.last() else { return };
         let at = format!("{location} <{element}>");
         let norm = normalize_key(element);
@@ -391,7 +394,7 @@ impl Audit<'_> {
         if is_person_name_key(&norm) && parent.as_deref().is_some_and(is_person_parent) {
             return self.ruled(Action::Hash, value, "name".into(), &at);
         }
-        self.value(Some(element), value, &at, 1);
+        self.value(Some(element), value, &at, depth + 1);
     }
 }
 

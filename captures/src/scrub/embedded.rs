@@ -1,7 +1,7 @@
 //! Values that are documents of their own. Answers echo requests (debug endpoints, webhook
 //! delivery logs, gateways' request inspectors, error pages), so a JSON string may hold a
-//! whole JSON document, a form, a URL with a query, a cookie string or an `Authorization`
-//! value. Each such value is parsed and scrubbed with its format's rules, recursively (to
+//! whole JSON or XML document, a form, a URL with a query, a cookie string or an
+//! `Authorization` value. Each such value is parsed and scrubbed with its format's rules, recursively (to
 //! [`MAX_EMBED_DEPTH`]), and written back in the same format; anything else meets the
 //! detectors. Values under a name get that name's meaning too: a member named like a
 //! credential header is treated as that header, a GraphQL document under `query` as
@@ -252,6 +252,12 @@ impl Pass<'_> {
                 return Some(self.nested(|p| graphql::scrub(p, text)));
             }
             return None;
+        }
+        if first == b'<' && last == b'>' {
+            // An XML document quoted in a value (an echoed SOAP request, a logged payload).
+            if let Ok(result) = self.nested(|p| crate::scrub::xml::scrub(p, text.as_bytes(), false)) {
+                return Some(result.and_then(|v| String::from_utf8(v).ok()));
+            }
         }
         if looks_like_url(t) {
             return Some(self.nested(|p| p.url(text)));
