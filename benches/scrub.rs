@@ -38,6 +38,61 @@ fn bodies() -> Vec<Vec<u8>> {
     out
 }
 
+/// Echo-shaped answers (httpbin `/anything`, webhook delivery logs): the request quoted
+/// back — headers with cookies and credentials, the raw body as a JSON string, the parsed
+/// body, the URL with its query — 2–6 KiB each.
+fn echo_bodies() -> Vec<Vec<u8>> {
+    (0..50)
+        .map(|i| {
+            let inner = serde_json::json!({
+                "customer": {"first_name": "Ada", "last_name": format!("Lovelace{i}"), "email": format!("ada{i}@example.com"),
+                             "phone": format!("+44 20 7946 {:04}", i), "address": {"street": format!("{i} Harbour Road"), "city": "Lisbon"}},
+                "order": {"id": format!("ORD-{}", 10_000 + i), "items": (0..(i % 8 + 2)).map(|n| serde_json::json!({"sku": format!("SKU-{n}"), "qty": 1, "price": 12.5})).collect::<Vec<_>>()},
+                "password": "hunter2!#",
+            });
+            let doc = serde_json::json!({
+                "args": {"email": format!("ada{i}@example.com"), "page": "2"},
+                "data": inner.to_string(),
+                "files": {},
+                "form": {},
+                "headers": {
+                    "Accept": "application/json",
+                    "Authorization": "Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NSJ9.c2lnbmF0dXJlLXZhbHVlLTk4NzY1",
+                    "Cookie": format!("session_id=c2VjcmV0LXNlc3Npb24tdmFsdWUt{i:04}; csrftoken=Zk3pQ9xLm2Rt7Vb1Nc8Wd4Ye6Uf0Ah{i:02}"),
+                    "Content-Type": "application/json",
+                    "User-Agent": "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36",
+                    "X-Forwarded-For": format!("203.0.113.{}", i % 250),
+                    "X-Request-Id": format!("3f2b8c1e-9a4d-4e6f-8b1a-{i:012x}"),
+                },
+                "json": inner,
+                "method": "POST",
+                "origin": format!("203.0.113.{}", i % 250),
+                "url": format!("https://api.example.com/anything?email=ada{i}%40example.com&page=2"),
+            });
+            if i % 2 == 0 { serde_json::to_vec_pretty(&doc) } else { serde_json::to_vec(&doc) }.unwrap()
+        })
+        .collect()
+}
+
+/// `bodies` as JSON answers.
+fn as_answers(bodies: &[Vec<u8>]) -> Vec<Exchange> {
+    let mut headers = Headers::new();
+    headers.push("content-type", "application/json");
+    bodies
+        .iter()
+        .map(|b| Exchange {
+            request: Request { method: "POST".into(), target: "/anything".into(), ..Default::default() },
+            response: Some(tapedeck_captures::exchange::Response {
+                status: 200,
+                headers: headers.clone(),
+                body: Body::full(b.clone()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .collect()
+}
+
 fn bench(c: &mut Criterion) {
     let bodies = bodies();
     let total: u64 = bodies.iter().map(|b| b.len() as u64).sum();
@@ -75,6 +130,35 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             let mut n = 0;
             for body in &bodies {
+                let v: serde_json::Value = serde_json::from_slice(body).unwrap();
+                n += serde_json::to_vec(&v).unwrap().len();
+            }
+            n
+        })
+    });
+    g.finish();
+
+    let echo = echo_bodies();
+    let echo_total: u64 = echo.iter().map(|b| b.len() as u64).sum();
+    let echo_answers = as_answers(&echo);
+    let mut g = c.benchmark_group("scrub_echo");
+    g.throughput(Throughput::Bytes(echo_total));
+    g.bench_function("tapedeck scrub", |b| {
+        b.iter_batched(
+            || echo_answers.clone(),
+            |mut exs| {
+                for ex in &mut exs {
+                    scrubber.scrub(ex);
+                }
+                exs
+            },
+            criterion::BatchSize::LargeInput,
+        )
+    });
+    g.bench_function("serde_json parse + serialize", |b| {
+        b.iter(|| {
+            let mut n = 0;
+            for body in &echo {
                 let v: serde_json::Value = serde_json::from_slice(body).unwrap();
                 n += serde_json::to_vec(&v).unwrap().len();
             }

@@ -1,13 +1,24 @@
-//! The scrubber must never panic or hang on any body, header or target, and scrubbing
-//! twice must change nothing.
+//! The scrubber and the auditor must never panic or hang on any body, header or target,
+//! also when the input is a document quoted inside another (JSON in a JSON string, XML,
+//! GraphQL, forms, cookies), and scrubbing twice must change nothing.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use tapedeck_captures::exchange::{Body, Exchange, Headers, Request};
 use tapedeck_captures::scrub::Scrubber;
 
-const TYPES: [&str; 7] =
-    ["application/json", "text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=b", "", "application/x-ndjson", "image/png"];
+const TYPES: [&str; 10] = [
+    "application/json",
+    "text/plain",
+    "application/x-www-form-urlencoded",
+    "multipart/form-data; boundary=b",
+    "",
+    "application/x-ndjson",
+    "image/png",
+    "application/soap+xml",
+    "application/graphql",
+    "text/xml",
+];
 const ENCODINGS: [&str; 6] = ["", "gzip", "br", "deflate", "zstd", "gzip, br"];
 
 fuzz_target!(|data: &[u8]| {
@@ -26,7 +37,15 @@ fuzz_target!(|data: &[u8]| {
     }
     headers.push("cookie", text.as_ref());
     headers.push("x-note", text.as_ref());
-    let mut body = Body::full(body.to_vec());
+    // Bit 6: the body quoted as a string inside a JSON document (an echoed request).
+    let body = if selector & 0x40 != 0 {
+        serde_json::json!({ "data": String::from_utf8_lossy(body), "headers": { "Cookie": text.as_ref() } })
+            .to_string()
+            .into_bytes()
+    } else {
+        body.to_vec()
+    };
+    let mut body = Body::full(body);
     body.truncated = selector & 0x80 != 0;
     let mut ex = Exchange {
         request: Request { method: "POST".into(), target: format!("/{text}"), headers, body, ..Default::default() },
@@ -39,4 +58,6 @@ fuzz_target!(|data: &[u8]| {
     scrubber.scrub(&mut ex);
     assert_eq!(ex.request.target, once.request.target);
     assert_eq!(ex.request.headers, once.request.headers);
+    assert_eq!(ex.request.body.data, once.request.body.data);
+    let _ = scrubber.audit(&ex);
 });

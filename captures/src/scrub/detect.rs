@@ -191,7 +191,7 @@ impl Detectors {
             phone: re(concat!(
                 // International: +44 20 7946 0958, 0049 30 901820, +1-792-291-3465x3554,
                 // +49(0)30 12345678, +33 (0)1 42 68 53 00.
-                r"(?:\+|\b00)\d{1,3}(?:[ .\-/]?\(?\d{1,5}\)?){2,6}",
+                r"(?:\+|\b00)[1-9]\d{0,2}(?:[ .\-/]?\(?\d{1,5}\)?){2,6}",
                 ext!(),
                 // A trunk prefix in parentheses: (415) 555-2671, (020) 7946 0958, (09841) 15318.
                 r"|\(\d{2,5}\)[ \-]?\d{2,8}(?:[ .\-/]\d{2,8}){0,3}",
@@ -274,13 +274,7 @@ impl Detectors {
             add(Kind::Iban, &self.iban, &is_iban);
         }
         if s.digits >= 6 {
-            // Digits right after a `.` or `,` are a fraction (`…:16.75182571Z` is a
-            // timestamp, not a DNI with its check letter).
-            let fraction = |m: &str| {
-                let start = m.as_ptr() as usize - text.as_ptr() as usize;
-                matches!(text.as_bytes().get(start.wrapping_sub(1)), Some(b'.' | b','))
-            };
-            add(Kind::NationalId, &self.national, &|m| is_national_id(m) && !fraction(m));
+            add(Kind::NationalId, &self.national, &is_national_id);
         }
         if s.digits >= 8 && (s.plus_or_paren || text.contains(['-', ' ', '.', '/']) || text.starts_with('0')) {
             let date = &self.date;
@@ -306,6 +300,24 @@ impl Detectors {
                 }
             }
         }
+        // Numbers that are parts of something else: a fraction (`…:16.0095254Z`), an
+        // identifier (`ORD-0989784056`, `inv_4111…`), a UUID's groups.
+        let b = text.as_bytes();
+        let uuids =
+            if s.digits >= 8 && memchr::memchr_iter(b'-', b).nth(3).is_some() { uuid_spans(text) } else { Vec::new() };
+        out.retain(|f| {
+            if !matches!(f.kind, Kind::Phone | Kind::Card | Kind::NationalId) {
+                return true;
+            }
+            let before = |i: usize| f.start.checked_sub(i).and_then(|j| b.get(j)).copied();
+            let part_of_number = b[f.start].is_ascii_digit()
+                && match before(1) {
+                    Some(b'.' | b',') => before(2).is_some_and(|c| c.is_ascii_digit()),
+                    Some(b'-' | b'_' | b'#') => before(2).is_some_and(|c| c.is_ascii_alphanumeric()),
+                    _ => false,
+                };
+            !part_of_number && !uuids.iter().any(|(s, e)| f.start < *e && *s < f.end)
+        });
         if out.len() > 1 {
             // Earlier start first; at the same start, the longer (then higher-priority) one.
             out.sort_by(|a, b| a.start.cmp(&b.start).then(b.end.cmp(&a.end)).then(a.kind.cmp(&b.kind)));
@@ -398,9 +410,12 @@ pub fn is_iban(m: &str) -> bool {
 
 fn is_phone(m: &str) -> bool {
     // The extension is not part of the number's length.
-    let main = m.find(['x', 'e', '#']).map_or(m, |i| &m[..i]);
+    let main = m.find(['x', 'e', '#']).map_or(m, |i| &m[..i]).trim_end();
     let digits = main.bytes().filter(u8::is_ascii_digit).count();
-    (8..=15).contains(&digits)
+    // Unformatted national numbers have 10 or 11 digits (`0142685300`, `02079460958`);
+    // shorter runs of digits are ids (`05961272`).
+    let unformatted = main.bytes().all(|b| b.is_ascii_digit());
+    (8..=15).contains(&digits) && (!unformatted || (10..=11).contains(&digits))
 }
 
 /// A valid IPv6 address with at least three groups (so `std::ba…` or `::1` in prose is
@@ -550,6 +565,27 @@ pub fn is_secretish(value: &str) -> bool {
     }
     let distinct = seen.iter().filter(|s| **s).count();
     digits > 0 && letters > 0 && distinct >= 10
+}
+
+/// Where `text` holds UUIDs.
+fn uuid_spans(text: &str) -> Vec<(usize, usize)> {
+    let b = text.as_bytes();
+    let mut spans = Vec::new();
+    let mut i = 0;
+    while i + 36 <= b.len() {
+        let bounded = i == 0 || !b[i - 1].is_ascii_alphanumeric();
+        if bounded
+            && b[i].is_ascii_hexdigit()
+            && text.get(i..i + 36).is_some_and(is_uuid)
+            && b.get(i + 36).is_none_or(|c| !c.is_ascii_alphanumeric())
+        {
+            spans.push((i, i + 36));
+            i += 36;
+        } else {
+            i += 1;
+        }
+    }
+    spans
 }
 
 /// `8-4-4-4-12` hex digits.
