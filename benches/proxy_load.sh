@@ -13,6 +13,8 @@
 #
 #   benches/proxy_load.sh                      (needs nginx and wrk: apt-get install nginx-light wrk)
 #   ROUNDS=7 DURATION=10s CONNS=32 benches/proxy_load.sh
+#   BODY_KIND=echo benches/proxy_load.sh       (answers: a 2.5 KiB httpbin-shaped JSON echo of a
+#                                               request with personal data, instead of 1 KiB of x)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-5}
@@ -20,6 +22,7 @@ DURATION=${DURATION:-10s}
 CONNS=${CONNS:-32}
 THREADS=${THREADS:-2}
 EXTRA=${EXTRA:-}   # extra flags for the capturing tapedecks
+BODY_KIND=${BODY_KIND:-text}
 for tool in nginx wrk python3; do
     command -v "$tool" > /dev/null || { echo "needs $tool (apt-get install nginx-light wrk)"; exit 2; }
 done
@@ -37,7 +40,28 @@ trap cleanup EXIT
 cargo build --release -q --bin tapedeck
 BIN=./target/release/tapedeck
 BODY=$(head -c 1024 < /dev/zero | tr '\0' 'x')
-mkdir -p "$WORK/logs"
+mkdir -p "$WORK/logs" "$WORK/www"
+UPSTREAM_LOCATION="location / { default_type text/plain; return 200 \"$BODY\"; }"
+if [ "$BODY_KIND" = echo ]; then
+    # What a debug endpoint or webhook log answers: the request quoted back, credentials,
+    # cookies and personal data included, with the raw body as a JSON string.
+    python3 - "$WORK/www/echo.json" <<'PY'
+import json, sys
+inner = {"customer": {"first_name": "Ada", "last_name": "Lovelace", "email": "ada.lovelace@example.com",
+         "phone": "+44 20 7946 0958", "address": {"street": "12 Harbour Road", "city": "Lisbon"}},
+         "order": {"id": "ORD-10042", "items": [{"sku": f"SKU-{n}", "qty": 1, "price": 12.5} for n in range(6)]},
+         "password": "hunter2!#"}
+doc = {"args": {"email": "ada.lovelace@example.com", "page": "2"}, "data": json.dumps(inner), "files": {}, "form": {},
+       "headers": {"Accept": "application/json", "Authorization": "Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NSJ9.c2lnbmF0dXJl",
+                   "Cookie": "session_id=c2VjcmV0LXNlc3Npb24tdmFsdWUt0042; csrftoken=Zk3pQ9xLm2Rt7Vb1Nc8Wd4Ye6Uf0Ah42",
+                   "Content-Type": "application/json", "User-Agent": "Mozilla/5.0 (X11; Linux x86_64)",
+                   "X-Forwarded-For": "203.0.113.195", "X-Request-Id": "3f2b8c1e-9a4d-4e6f-8b1a-2c3d4e5f6a7b"},
+       "json": inner, "method": "POST", "origin": "203.0.113.195",
+       "url": "https://api.example.com/anything?email=ada.lovelace%40example.com&page=2"}
+open(sys.argv[1], "w").write(json.dumps(doc, indent=2))
+PY
+    UPSTREAM_LOCATION="location / { default_type application/json; root $WORK/www; try_files /echo.json =404; }"
+fi
 cat > "$WORK/nginx.conf" <<CONF
 worker_processes auto;
 pid $WORK/nginx.pid;
@@ -46,7 +70,7 @@ events { worker_connections 4096; }
 http {
     access_log off;
     upstream backend { server 127.0.0.1:18081; keepalive 64; }
-    server { listen 127.0.0.1:18081; location / { default_type text/plain; return 200 "$BODY"; } }
+    server { listen 127.0.0.1:18081; $UPSTREAM_LOCATION }
     server {
         listen 127.0.0.1:18082;
         location / {

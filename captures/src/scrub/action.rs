@@ -101,12 +101,34 @@ pub fn is_scrubbed(value: &str) -> bool {
         }
     }
     value == REDACTED
-        || value.contains("***")
+        || is_mask(value)
         || value.strip_prefix("tok_").is_some_and(|rest| {
             rest.rsplit_once('_').is_some_and(|(kind, hex)| {
                 !kind.is_empty() && hex.len() == 16 && hex.bytes().all(|b| b.is_ascii_hexdigit())
             })
         })
+}
+
+/// True for what [`mask`] writes, and only that: stars where letters and digits were,
+/// separators as they were, at most the last four digits of a number, or an e-mail's
+/// first letter and top-level domain. `Tr0ub4dor***x` is not a mask.
+pub fn is_mask(value: &str) -> bool {
+    let stars = value.bytes().filter(|b| *b == b'*').count();
+    if stars == 0 {
+        return false;
+    }
+    if let Some((local, domain)) = value.rsplit_once('@') {
+        let mut local = local.chars();
+        let first_ok = local.next().is_some_and(|c| c.is_alphanumeric() || c == '*');
+        let (host, tld) = domain.rsplit_once('.').unwrap_or((domain, ""));
+        return first_ok
+            && local.all(|c| c == '*' || !c.is_alphanumeric())
+            && host.chars().all(|c| c == '*' || !c.is_alphanumeric())
+            && tld.chars().all(|c| c.is_ascii_alphabetic());
+    }
+    // Kept characters: at most four digits (a number's last four).
+    let mut kept = value.chars().filter(|c| c.is_alphanumeric());
+    kept.clone().count() <= 4 && kept.all(|c| c.is_ascii_digit())
 }
 
 /// Keeps the shape of `value`: separators stay, letters and digits become `*`, except the
@@ -207,6 +229,20 @@ mod tests {
             assert!(is_scrubbed(m));
         }
         assert!(!is_scrubbed("jane@example.com"));
+        for m in [
+            "*",
+            "**-**",
+            "*.**",
+            "***-***-3465*****",
+            "+** ** **** 0958",
+            "**************4300",
+            "j***.***@****.*******.com",
+        ] {
+            assert!(is_scrubbed(m), "{m}");
+        }
+        for not_mask in ["Tr0ub4dor***x", "12 Main St *** ring twice", "abc***def-long-session-value", "***abc"] {
+            assert!(!is_scrubbed(not_mask), "{not_mask}");
+        }
         assert!(!is_scrubbed("tok_nothex_zzzzzzzzzzzzzzzz"));
     }
 }

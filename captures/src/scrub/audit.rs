@@ -20,8 +20,9 @@ use crate::scrub::action::{is_scrubbed, Action};
 use crate::scrub::decode::{self, Encoding};
 use crate::scrub::detect::{is_secretish, Finding as Match};
 use crate::scrub::embedded::{
-    auth_value, is_person_name_key, is_person_parent, is_person_sibling, is_secret_name, looks_like_cookie,
-    looks_like_form, looks_like_url,
+    auth_value, is_pair_name_key, is_pair_value_key, is_person_name_key, is_person_parent, is_person_sibling,
+    is_secret_name, labelled_value, leaf_name, looks_like_cookie, looks_like_form, looks_like_url, matching_brace,
+    url_in_text,
 };
 use crate::scrub::policy::normalize_key;
 use crate::scrub::{body, graphql, Scrubber};
@@ -50,7 +51,12 @@ impl Scrubber {
     pub fn audit(&self, exchange: &Exchange) -> Vec<Finding> {
         let mut a = Audit { scrubber: self, found: BTreeSet::new(), matches: Vec::new() };
         let req = &exchange.request;
-        a.text(&req.target, "request target");
+        // Path segments one by one (as the scrubber reads them), then the query.
+        let (path, query) = req.target.split_once('?').unwrap_or((&req.target, ""));
+        for segment in path.split('/') {
+            a.text(segment, "request target");
+        }
+        a.text(query, "request target");
         a.url(&req.target, "request target", 0);
         a.headers(&req.headers, "request");
         a.body(&req.headers, &req.body.data, "request body");
@@ -196,6 +202,37 @@ impl Audit<'_> {
             return self.xml(&text, location, 0);
         }
         self.value(None, &text, location, 0);
+        let structured = text.trim_start().starts_with(['{', '[', '<']) || looks_like_form(text.trim());
+        if !structured && !media.contains("form") {
+            self.prose(&text, location);
+        }
+    }
+
+    /// Free text: JSON objects in it, `name: value` pairs by the name's rules, URLs.
+    fn prose(&mut self, text: &str, location: &str) {
+        let b = text.as_bytes();
+        let mut i = 0;
+        while let Some(open) = memchr::memchr(b'{', &b[i..]).map(|p| i + p) {
+            let Some(close) = matching_brace(b, open) else { break };
+            match serde_json::from_str::<serde_json::Value>(&text[open..=close]) {
+                Ok(doc) => {
+                    self.json(&doc, "$", None, location, 1);
+                    i = close + 1;
+                }
+                Err(_) => i = open + 1,
+            }
+        }
+        for c in labelled_value().captures_iter(text) {
+            let (Some(name), Some(value)) = (c.get(1), c.get(2)) else { continue };
+            let v = value.as_str().trim_matches(['"', '\'']);
+            let norm = normalize_key(leaf_name(name.as_str()));
+            if let Some((action, _)) = self.scrubber.policy.key_action(&norm) {
+                self.ruled(action, v, format!("key:{norm}"), &format!("{location} {}=", name.as_str()));
+            }
+        }
+        for m in url_in_text().find_iter(text) {
+            self.url(m.as_str(), location, 1);
+        }
     }
 
     /// A value (under `key`, if named): its name's rules, then what it is as a document.
@@ -208,18 +245,18 @@ impl Audit<'_> {
             return;
         }
         if let Some(key) = key {
-            let norm = normalize_key(key);
+            let norm = normalize_key(leaf_name(key));
             let lower = key.to_ascii_lowercase();
             let policy = &self.scrubber.policy;
-            if let Some(action) = policy.json_keys.get(&norm).copied() {
-                return self.ruled(action, v, format!("key:{norm}"), location);
-            }
             let header_like = lower == "cookie"
                 || lower == "set-cookie"
                 || policy.headers.contains_key(&lower)
                 || policy.header_patterns.iter().any(|(re, _, _)| re.is_match(&lower));
             if header_like {
                 return self.header(&lower, v, location, depth + 1);
+            }
+            if let Some((action, _)) = policy.key_action(&norm) {
+                return self.ruled(action, v, format!("key:{norm}"), location);
             }
             if is_secret_name(key) && is_secretish(v) && !is_scrubbed(v) {
                 self.flag("secret", location);
@@ -262,7 +299,7 @@ impl Audit<'_> {
     fn pairs(&mut self, text: &str, of: Pairs, location: &str, depth: u8) {
         for (name, value) in form_urlencoded::parse(text.as_bytes()) {
             let at = format!("{location} {name}=");
-            let lower = name.to_ascii_lowercase();
+            let lower = leaf_name(&name).to_ascii_lowercase();
             let policy = &self.scrubber.policy;
             let table = match of {
                 Pairs::Query => &policy.query,
@@ -299,6 +336,18 @@ impl Audit<'_> {
         use serde_json::Value;
         match v {
             Value::Object(map) => {
+                // `{"name": "password", "value": "…"}`: the value under its name's rule.
+                let named = map.iter().find_map(|(k, v)| match v {
+                    Value::String(s) if is_pair_name_key(&normalize_key(k)) => Some(s.as_str()),
+                    _ => None,
+                });
+                if let Some(rule) = named.and_then(|n| self.scrubber.policy.key_action(&normalize_key(leaf_name(n)))) {
+                    for (k, v) in map {
+                        if let (true, Value::String(s)) = (is_pair_value_key(&normalize_key(k)), v) {
+                            self.ruled(rule.0, s, rule.1.clone(), &format!("{location} {path}.{k}"));
+                        }
+                    }
+                }
                 let parent = key.map(normalize_key);
                 let person = parent.as_deref().is_some_and(is_person_parent)
                     || map.keys().any(|k| is_person_sibling(&normalize_key(k)));
@@ -327,7 +376,7 @@ impl Audit<'_> {
                 self.text(&text, &at);
                 if let Some(k) = key {
                     let policy = &self.scrubber.policy;
-                    if let Some(action) = policy.json_keys.get(&normalize_key(k)).copied() {
+                    if let Some((action, _)) = policy.key_action(&normalize_key(leaf_name(k))) {
                         self.ruled(action, &text, format!("key:{}", normalize_key(k)), &at);
                     }
                 }
@@ -386,7 +435,7 @@ impl Audit<'_> {
         let Some(element) = stack.last() else { return };
         let at = format!("{location} <{element}>");
         let norm = normalize_key(element);
-        let ruled = stack.iter().rev().find_map(|e| self.scrubber.policy.json_keys.get(&normalize_key(e)).copied());
+        let ruled = stack.iter().rev().find_map(|e| self.scrubber.policy.key_action(&normalize_key(e)).map(|(a, _)| a));
         if let Some(action) = ruled {
             return self.ruled(action, value, format!("key:{norm}"), &at);
         }

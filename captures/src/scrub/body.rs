@@ -38,6 +38,7 @@ fn media_type(headers: &Headers) -> (String, String) {
 fn classify(media: &str, data: &[u8]) -> Content {
     match media {
         "" => {
+            let data = data.strip_prefix("\u{feff}".as_bytes()).unwrap_or(data);
             let first = data.iter().find(|b| !b.is_ascii_whitespace());
             if matches!(first, Some(b'{' | b'[')) {
                 Content::Json
@@ -93,6 +94,11 @@ pub(crate) fn scrub(pass: &mut Pass<'_>, headers: &mut Headers, body: &mut Body)
             Err(_) => return unparsed(pass, headers, body, "body:unparsed"),
         },
         Content::Form => match std::str::from_utf8(&body.data) {
+            // A cut falls inside the last pair: it is dropped, half a value cannot be judged.
+            Ok(text) if body.truncated => {
+                let whole = text.rfind('&').map_or("", |i| &text[..i]);
+                Some(pass.pairs(whole, PairsOf::Form).unwrap_or_else(|| whole.to_string()).into_bytes())
+            }
             Ok(text) => pass.pairs(text.trim_end_matches(['\r', '\n']), PairsOf::Form).map(String::into_bytes),
             Err(_) => return unparsed(pass, headers, body, "body:unparsed"),
         },
@@ -113,12 +119,18 @@ pub(crate) fn scrub(pass: &mut Pass<'_>, headers: &mut Headers, body: &mut Body)
             Err(_) => return unparsed(pass, headers, body, "body:unparsed"),
         },
         Content::Text => match std::str::from_utf8(&body.data) {
-            Ok(text) => pass.free_value(None, text).map(String::into_bytes),
+            Ok(text) if body.truncated => Some(cut_text(pass, text)),
+            Ok(text) => pass.text_body(text.strip_prefix('\u{feff}').unwrap_or(text)).map(|new| {
+                if text.starts_with('\u{feff}') {
+                    format!("\u{feff}{new}").into_bytes()
+                } else {
+                    new.into_bytes()
+                }
+            }),
             // A cut can fall inside a UTF-8 sequence: scrub the valid prefix.
             Err(e) if body.truncated && e.error_len().is_none() => {
-                let valid = &body.data[..e.valid_up_to()];
-                let text = std::str::from_utf8(valid).unwrap_or_default();
-                Some(pass.detect_text(text).unwrap_or_else(|| text.to_string()).into_bytes())
+                let text = std::str::from_utf8(&body.data[..e.valid_up_to()]).unwrap_or_default();
+                Some(cut_text(pass, text))
             }
             Err(_) => return unparsed(pass, headers, body, "body:unparsed"),
         },
@@ -130,6 +142,15 @@ pub(crate) fn scrub(pass: &mut Pass<'_>, headers: &mut Headers, body: &mut Body)
     if body.data.len() != original_len || body.decoded_from.is_some() {
         fix_length(headers, body);
     }
+}
+
+/// A text body cut at `--max-body`: the word the cut fell in is dropped (half an e-mail
+/// address or card number no longer looks like one), the rest scrubbed.
+fn cut_text(pass: &mut Pass<'_>, text: &str) -> Vec<u8> {
+    let whole = text.rfind(|c: char| c.is_whitespace()).map_or("", |i| &text[..i]);
+    // A number cut short may span several groups (`4111 1111 1111 11`): drop them all.
+    let whole = whole.trim_end_matches(|c: char| c.is_ascii_digit() || " -.()+/".contains(c));
+    pass.prose(whole, true).unwrap_or_else(|| whole.to_string()).into_bytes()
 }
 
 /// Applies the policy's `unparsed` action to a body it cannot look into.
@@ -277,7 +298,7 @@ fn multipart(pass: &mut Pass<'_>, data: &[u8], boundary: &str, truncated: bool) 
                 (k.trim().eq_ignore_ascii_case(name)).then(|| v.trim().trim_matches('"').to_string())
             })
         };
-        let field = param("name").unwrap_or_default().to_ascii_lowercase();
+        let field = crate::scrub::embedded::leaf_name(&param("name").unwrap_or_default()).to_ascii_lowercase();
         let part_type = head
             .lines()
             .find_map(|l| {

@@ -80,6 +80,8 @@ pub struct Detectors {
     iban: Regex,
     jwt: Regex,
     token: Regex,
+    /// The password in `scheme://user:password@host`.
+    userinfo: Regex,
     ipv4: Regex,
     ipv6: Regex,
     phone: Regex,
@@ -163,7 +165,7 @@ fn re(pattern: &str) -> Regex {
 /// masking removes it too.
 macro_rules! ext {
     () => {
-        r"(?:\s?(?:x|ext\.?|extension|#)\s?\d{1,6})?"
+        r"(?:[ \t]?(?:x|ext\.?|extension|#)[ \t]?\d{1,6})?"
     };
 }
 
@@ -179,13 +181,23 @@ impl Detectors {
             iban: re(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?\b"),
             jwt: re(r"\beyJ[A-Za-z0-9_\-]{4,}\.[A-Za-z0-9_\-]{4,}\.[A-Za-z0-9_\-]*"),
             token: re(concat!(
-                r"(?i:\b(?:bearer|basic|token|digest|negotiate|apikey|api-key)\s+[A-Za-z0-9\-._~+/]{8,}=*)",
+                r"(?i:\b(?:bearer|basic|token|digest|negotiate|apikey|api-key)[ \t]+[A-Za-z0-9\-._~+/]{8,}=*)",
                 r"|\b(?:sk|pk|rk)_(?:live|test)_[A-Za-z0-9]{10,}\b",
                 r"|\bAKIA[0-9A-Z]{16}\b",
                 r"|\bgh[pousr]_[A-Za-z0-9]{30,}\b",
                 r"|\bxox[abposr]-[A-Za-z0-9\-]{10,}\b",
                 r"|\bAIza[0-9A-Za-z_\-]{35}\b",
+                r"|\bgithub_pat_[A-Za-z0-9_]{22,}",
+                r"|\bglpat-[A-Za-z0-9_\-]{20,}",
+                r"|\bsk-(?:proj-|ant-)?[A-Za-z0-9_\-]{20,}",
+                r"|\b(?:AKIA|ASIA)[0-9A-Z]{16}\b",
+                r"|\bwhsec_[A-Za-z0-9+/=]{20,}",
+                r"|\bSG\.[A-Za-z0-9_\-]{16,}\.[A-Za-z0-9_\-]{16,}",
+                r"|\bxapp-[A-Za-z0-9\-]{10,}",
+                r"|\bnpm_[A-Za-z0-9]{36}\b",
+                r"|-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?(?:-----END [A-Z ]*PRIVATE KEY-----|$)",
             )),
+            userinfo: re(r"(?i)\b[a-z][a-z0-9+.\-]{1,15}://[^\s:/@?#\x22'<>]*:([^\s/@?#\x22'<>]+)@"),
             ipv4: re(r"\b(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\b"),
             ipv6: re(r"(?i)(?:[0-9a-f]{0,4}:){2,7}[0-9a-f]{0,4}"),
             phone: re(concat!(
@@ -211,12 +223,14 @@ impl Detectors {
                 ext!(),
                 r"\b",
             )),
-            date: re(r"^\d{1,4}[\-./ ]\d{1,2}[\-./ ]\d{1,4}$"),
+            date: re(
+                r"^(?:\d{1,2}[\-./]\d{1,2}[\-./]\d{2,4}|\d{4}[\-./]\d{1,2}[\-./]\d{1,2}|\d{1,4} \d{1,2} \d{1,4}$)",
+            ),
             national: re(concat!(
                 // US SSN: 078-05-1120, 078 05 1120.
                 r"\b\d{3}[\- ]\d{2}[\- ]\d{4}\b",
                 // UK NINO: QQ 12 34 56 C.
-                r"|\b[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z] ?\d{2} ?\d{2} ?\d{2} ?[A-D]\b",
+                r"|\b[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z] \d{2} \d{2} \d{2} [A-D]\b",
                 // ES DNI and NIE: 12345678Z, X1234567L.
                 r"|\b[XYZ]?-?\d{7,8}-?[A-Z]\b",
                 // FR NIR: 1 84 12 76 451 089 46, 184127645108946 (Corsica: 2A/2B).
@@ -248,6 +262,29 @@ impl Detectors {
             return;
         }
         let s = sketch(text);
+        if s.at && self.is_enabled(Kind::Email) {
+            for m in self.email.find_iter(text) {
+                let (start, mut end) = (m.start(), m.end());
+                // `git@github.com:acme/shop.git` is a remote, not an address.
+                if m.as_str().starts_with("git@") && text.as_bytes().get(end) == Some(&b':') {
+                    continue;
+                }
+                // `logo@2x.png` is an asset; `ada@example.com.pdf` still holds an address.
+                if let Some(ext) = file_extension(m.as_str()) {
+                    end -= ext.len() + 1;
+                    let domain = text[start..end].rsplit_once('@').map_or("", |(_, d)| d);
+                    if !domain.contains('.')
+                        || !domain
+                            .rsplit('.')
+                            .next()
+                            .is_some_and(|t| t.len() >= 2 && t.bytes().all(|b| b.is_ascii_alphabetic()))
+                    {
+                        continue;
+                    }
+                }
+                out.push(Finding { kind: Kind::Email, start, end });
+            }
+        }
         let mut add = |kind: Kind, re: &Regex, check: &dyn Fn(&str) -> bool| {
             if !self.is_enabled(kind) {
                 return;
@@ -262,10 +299,7 @@ impl Detectors {
             add(Kind::Jwt, &self.jwt, &|_| true);
         }
         if text.len() >= 10 && (s.token_sep || s.upper) {
-            add(Kind::Token, &self.token, &|_| true);
-        }
-        if s.at {
-            add(Kind::Email, &self.email, &|_| true);
+            add(Kind::Token, &self.token, &is_token);
         }
         if s.digits >= 12 {
             add(Kind::Card, &self.card, &is_card);
@@ -273,7 +307,8 @@ impl Detectors {
         if s.upper && s.digits >= 4 {
             add(Kind::Iban, &self.iban, &is_iban);
         }
-        if s.digits >= 6 {
+        // Every national format has 9+ digits, or 6+ beside capital letters.
+        if s.digits >= 9 || (s.upper && s.digits >= 6) {
             add(Kind::NationalId, &self.national, &is_national_id);
         }
         if s.digits >= 8 && (s.plus_or_paren || text.contains(['-', ' ', '.', '/']) || text.starts_with('0')) {
@@ -281,12 +316,25 @@ impl Detectors {
             add(Kind::Phone, &self.phone, &|m| is_phone(m) && !date.is_match(m));
         }
         if s.dot && s.digits >= 4 {
-            add(Kind::Ip, &self.ipv4, &|_| true);
+            // `Chrome/120.0.0.0`, `v4.18.2.0`, `Version=4.0.0.0`: versions, not addresses.
+            let version = |m: &str| {
+                let start = m.as_ptr() as usize - text.as_ptr() as usize;
+                matches!(text.as_bytes().get(start.wrapping_sub(1)), Some(b'/' | b'v' | b'V' | b'='))
+            };
+            add(Kind::Ip, &self.ipv4, &|m| !version(m));
         }
         if s.colon {
             add(Kind::Ip, &self.ipv6, &is_ipv6);
         }
-        if s.digits >= 8 && self.is_enabled(Kind::NationalId) {
+        if s.at && s.colon && self.is_enabled(Kind::Token) {
+            for c in self.userinfo.captures_iter(text) {
+                if let Some(m) = c.get(1) {
+                    out.push(Finding { kind: Kind::Token, start: m.start(), end: m.end() });
+                }
+            }
+        }
+        // Labels are rare: a quick yes/no before the slower search with captures.
+        if s.digits >= 8 && self.is_enabled(Kind::NationalId) && self.labelled.is_match(text) {
             for c in self.labelled.captures_iter(text) {
                 if let Some(m) = c.get(1).filter(|m| is_labelled_id(m.as_str())) {
                     out.push(Finding { kind: Kind::NationalId, start: m.start(), end: m.end() });
@@ -388,6 +436,27 @@ pub fn is_card_number(digits: &[u8]) -> bool {
 
 fn is_card(m: &str) -> bool {
     is_card_number(&digits_of(m))
+}
+
+/// A token match that is a credential: a scheme word must be followed by something
+/// random-looking ("Token verification failed", "digest delivered" are prose).
+fn is_token(m: &str) -> bool {
+    let Some((scheme, credential)) = m.split_once([' ', '\t']) else { return true };
+    if !scheme.bytes().all(|b| b.is_ascii_alphabetic() || b == b'-') {
+        return true;
+    }
+    let credential = credential.trim();
+    let digits = credential.bytes().any(|b| b.is_ascii_digit());
+    let upper = credential.bytes().any(|b| b.is_ascii_uppercase());
+    let lower = credential.bytes().any(|b| b.is_ascii_lowercase());
+    (digits && (upper || lower)) || (credential.len() >= 16 && upper && lower) || credential.ends_with('=')
+}
+
+/// The file extension an e-mail-shaped match ends in (`logo@2x.png`), if any.
+fn file_extension(m: &str) -> Option<&str> {
+    let ext = m.rsplit('.').next()?;
+    let known = ["png", "jpg", "jpeg", "gif", "svg", "webp", "avif", "ico", "css", "js", "pdf", "mp4", "txt", "csv"];
+    known.iter().any(|k| k.eq_ignore_ascii_case(ext)).then_some(ext)
 }
 
 /// IBAN check: length and the mod-97 checksum (ISO 13616).
@@ -665,6 +734,8 @@ mod tests {
         finds("India +91 98765 43210", Kind::Phone, "+91 98765 43210");
         clean("on 2024-01-31 at 10:15:00");
         clean("born 01-02-1990");
+        clean("am 05.03.2024 10:15 Uhr");
+        clean("on 03/05/2024 09:30");
         clean("version 10.2.3 build 4");
         clean("id 1234567890"); // bare digits are ids, not phones
     }
@@ -687,6 +758,26 @@ mod tests {
         finds("key sk_live_51HqLyjWDarjtT1zdp7dc", Kind::Token, "sk_live_51HqLyjWDarjtT1zdp7dc");
         finds("aws AKIAIOSFODNN7EXAMPLE", Kind::Token, "AKIAIOSFODNN7EXAMPLE");
         clean("a token of appreciation");
+        clean("The access token provided is expired");
+        clean("Weekly digest delivered every Monday");
+        clean("Basic T-Shirt");
+        finds(
+            "key github_pat_11ABCDEFG0123456789_abcdefghijklmnop",
+            Kind::Token,
+            "github_pat_11ABCDEFG0123456789_abcdefghijklmnop",
+        );
+        finds("glpat-abcdefghij0123456789", Kind::Token, "glpat-abcdefghij0123456789");
+        finds("k ASIAIOSFODNN7EXAMPLE", Kind::Token, "ASIAIOSFODNN7EXAMPLE");
+        finds(
+            "-----BEGIN RSA PRIVATE KEY-----\nMIIEow\n-----END RSA PRIVATE KEY-----",
+            Kind::Token,
+            "-----BEGIN RSA PRIVATE KEY-----\nMIIEow\n-----END RSA PRIVATE KEY-----",
+        );
+        finds("db postgres://app:PgS3cretPw@db:5432/prod", Kind::Token, "PgS3cretPw");
+        finds("retrying http://admin:HttpS3cret@10.0.0.5:8080/health", Kind::Token, "HttpS3cret");
+        clean("asset logo@2x.png and hero@3x.jpg");
+        clean("git@github.com:acme/shop.git");
+        clean("Chrome/120.0.0.0 Safari/537.36 Version=4.0.0.0");
     }
 
     #[test]
@@ -774,7 +865,8 @@ mod tests {
         clean("ref 000-12-3456"); // area 000 is never issued
         clean("ref 666-12-3456");
         finds("nino AB 12 34 56 C", Kind::NationalId, "AB 12 34 56 C");
-        finds("nino AB123456C", Kind::NationalId, "AB123456C");
+        clean("sku TS123456A"); // unspaced: a product code as often as a NINO
+        clean("ref PR240315C");
         finds("dni 12345678Z", Kind::NationalId, "12345678Z");
         finds("nie X1234567L", Kind::NationalId, "X1234567L");
         clean("part 12345678A"); // wrong check letter

@@ -20,8 +20,32 @@ pub const MAX_EMBED_DEPTH: u8 = 4;
 const AUTH_SCHEMES: &[&str] =
     &["bearer", "basic", "digest", "token", "negotiate", "apikey", "api-key", "hoba", "mutual", "dpop", "ntlm"];
 
-/// Words in a name that make a random-looking value under it a secret.
-const SECRET_WORDS: &[&str] = &["session", "token", "secret", "key", "csrf", "xsrf", "auth", "sid", "passw", "cred"];
+/// Words of a name that make a random-looking value under it a secret.
+const SECRET_WORDS: &[&str] = &[
+    "session",
+    "sessionid",
+    "sid",
+    "token",
+    "secret",
+    "csrf",
+    "xsrf",
+    "auth",
+    "authorization",
+    "credential",
+    "credentials",
+    "passwd",
+    "password",
+    "apikey",
+    "cookie",
+    "jwt",
+    "bearer",
+    "signature",
+    "nonce",
+];
+
+/// Words that make a following `key` a secret's name (`api_key`, `accessKey`).
+const KEY_QUALIFIERS: &[&str] =
+    &["api", "access", "secret", "private", "auth", "session", "signing", "encryption", "master", "client"];
 
 /// Person parents: a `name` directly under one of these (or in a list of them) is a
 /// person's name.
@@ -95,10 +119,33 @@ const PERSON_SIBLINGS: &[&str] = &[
     "nationality",
 ];
 
+/// The innermost name of a structured field name: `password` for `user[password]`,
+/// `user.password` or `users[0][password]`.
+pub(crate) fn leaf_name(name: &str) -> &str {
+    if !name.contains(['[', '.']) {
+        return name;
+    }
+    name.split(['[', ']', '.'])
+        .filter(|s| !s.is_empty() && !s.bytes().all(|b| b.is_ascii_digit()))
+        .last()
+        .unwrap_or(name)
+}
+
 /// True when a member named `name` (normalised) under `parent` (normalised; lists count as
 /// their singular) is a person's name.
 pub(crate) fn is_person_name_key(name: &str) -> bool {
     matches!(name, "name" | "fullname" | "displayname" | "realname" | "legalname" | "nickname")
+}
+
+/// Members that name another member's meaning in name/value pairs:
+/// `{"name": "password", "value": "…"}`, `{"type": "password", "value": "…"}`.
+pub(crate) fn is_pair_name_key(name: &str) -> bool {
+    matches!(name, "name" | "type" | "key" | "field" | "fieldname" | "param" | "parameter" | "attribute" | "property")
+}
+
+/// Members holding the value of a name/value pair.
+pub(crate) fn is_pair_value_key(name: &str) -> bool {
+    matches!(name, "value" | "values" | "val" | "fieldvalue" | "data")
 }
 
 /// True when `parent` (a normalised key) names a person.
@@ -112,17 +159,56 @@ pub(crate) fn is_person_sibling(key: &str) -> bool {
     PERSON_SIBLINGS.contains(&key)
 }
 
-/// True when a random-looking value under `name` is a secret.
+/// True when a random-looking value under `name` is a secret: a word of the name says
+/// session, token, secret, csrf, auth … (`X-Session-Id`, `csrftoken`), or `key` follows
+/// a qualifier (`api_key`, `accessKey`). `sortKey`, `keyword`, `authorId` and an S3 `Key`
+/// are not.
 pub(crate) fn is_secret_name(name: &str) -> bool {
-    let lower = name.to_ascii_lowercase();
-    SECRET_WORDS.iter().any(|w| lower.contains(w))
+    let words = words(name);
+    words.iter().enumerate().any(|(i, w)| {
+        SECRET_WORDS.contains(&w.as_str())
+            || SECRET_WORDS.iter().any(|s| s.len() >= 5 && w.ends_with(s))
+            || (w == "key" && i > 0 && KEY_QUALIFIERS.contains(&words[i - 1].as_str()))
+    })
+}
+
+/// The words of a name, lower case: `X-Session-Id` → x, session, id; `accessKey` → access,
+/// key; `csrftoken` → csrftoken.
+fn words(name: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut current = String::new();
+    let mut previous_lower = false;
+    for c in name.chars() {
+        if !c.is_alphanumeric() {
+            if !current.is_empty() {
+                out.push(std::mem::take(&mut current));
+            }
+            previous_lower = false;
+            continue;
+        }
+        if c.is_uppercase() && previous_lower && !current.is_empty() {
+            out.push(std::mem::take(&mut current));
+        }
+        previous_lower = c.is_lowercase() || c.is_ascii_digit();
+        current.extend(c.to_lowercase());
+    }
+    if !current.is_empty() {
+        out.push(current);
+    }
+    out
 }
 
 /// `Bearer abc…`: the scheme and the credential.
 pub(crate) fn auth_value(text: &str) -> Option<(&str, &str)> {
     let (scheme, credential) = text.split_once(' ')?;
-    (AUTH_SCHEMES.iter().any(|s| s.eq_ignore_ascii_case(scheme)) && credential.trim().len() >= 4)
-        .then_some((scheme, credential))
+    let credential_shaped = if scheme.eq_ignore_ascii_case("digest") {
+        // `Digest username="…", realm="…", response="…"`
+        credential.contains('=') && credential.contains(',')
+    } else {
+        // One token: "Basic plan includes 5 users" is prose, not a credential.
+        credential.len() >= 8 && !credential.contains(char::is_whitespace)
+    };
+    (credential_shaped && AUTH_SCHEMES.iter().any(|s| s.eq_ignore_ascii_case(scheme))).then_some((scheme, credential))
 }
 
 /// True for `a=1&b=2`: names of URL-ish characters, no white space.
@@ -178,40 +264,145 @@ impl Pass<'_> {
     /// A value no rule took, under `key` when it has one: by what its name says, else as
     /// the document it is, else through the detectors. `None` when it stays as it is.
     pub(crate) fn free_value(&mut self, key: Option<&str>, text: &str) -> Option<String> {
+        self.free_value_checked(key, text, false)
+    }
+
+    /// [`free_value`](Self::free_value), told whether `key` is already known not to be a
+    /// header's name (the JSON rewriter asks first).
+    pub(crate) fn free_value_checked(&mut self, key: Option<&str>, text: &str, not_header: bool) -> Option<String> {
         if let Some(key) = key {
-            if let Some(out) = self.named(key, text) {
+            if let Some(out) = self.named(key, text, not_header) {
                 return out;
             }
         }
         if let Some(out) = self.embedded(text) {
             return out;
         }
+        if memchr::memmem::find(text.as_bytes(), b"://").is_some() {
+            return self.prose(text, false);
+        }
         self.detect_text(text)
+    }
+
+    /// A text body: a document if it is one (JSON, XML, a form …), else prose with its
+    /// labelled values.
+    pub(crate) fn text_body(&mut self, text: &str) -> Option<String> {
+        if let Some(out) = self.embedded(text) {
+            return out;
+        }
+        self.prose(text, true)
+    }
+
+    /// Free text (a text body, a log line, a header): URLs in it are scrubbed as URLs;
+    /// with `labelled`, `name: value` and `name=value` pairs by the name's rule (logfmt,
+    /// YAML, `.env` dumps, Python reprs) and JSON objects in it as JSON (server-sent
+    /// events, JSONP, a page's embedded state); then the detectors.
+    pub(crate) fn prose(&mut self, text: &str, labelled: bool) -> Option<String> {
+        let mut edits: Vec<(usize, usize, String)> = Vec::new();
+        if memchr::memmem::find(text.as_bytes(), b"://").is_some() {
+            for m in url_in_text().find_iter(text) {
+                if let Some(new) = self.nested(|p| p.url(m.as_str())) {
+                    edits.push((m.start(), m.end(), new));
+                }
+            }
+        }
+        if labelled && self.depth < MAX_EMBED_DEPTH {
+            self.json_in_text(text, &mut edits);
+            for c in labelled_value().captures_iter(text) {
+                let (Some(name), Some(value)) = (c.get(1), c.get(2)) else { continue };
+                if edits.iter().any(|(s, e, _)| value.start() < *e && *s < value.end()) {
+                    continue;
+                }
+                let raw = value.as_str();
+                let quote =
+                    raw.chars().next().filter(|q| matches!(q, '"' | '\'') && raw.len() >= 2 && raw.ends_with(*q));
+                let inner = if quote.is_some() { &raw[1..raw.len() - 1] } else { raw };
+                let Some((action, rule)) = self.key_rule(name.as_str()) else { continue };
+                let action = if action == Action::Drop { Action::Redact } else { action };
+                let kind = rule.rsplit(':').next().unwrap_or("value").to_string();
+                if let Some(new) = self.apply(action, &kind, inner, &rule) {
+                    let new = match quote {
+                        Some(q) => format!("{q}{new}{q}"),
+                        None => new,
+                    };
+                    edits.push((value.start(), value.end(), new));
+                }
+            }
+        }
+        edits.sort_by_key(|e| e.0);
+        let mut out = String::with_capacity(text.len());
+        let mut last = 0;
+        for (start, end, new) in &edits {
+            if *start < last {
+                continue;
+            }
+            out.push_str(&text[last..*start]);
+            out.push_str(new);
+            last = *end;
+        }
+        out.push_str(&text[last..]);
+        let changed = !edits.is_empty();
+        match self.detect_text(&out) {
+            Some(new) => Some(new),
+            None => changed.then_some(out),
+        }
+    }
+
+    /// JSON objects inside free text, each scrubbed as JSON.
+    fn json_in_text(&mut self, text: &str, edits: &mut Vec<(usize, usize, String)>) {
+        let b = text.as_bytes();
+        let mut i = 0;
+        let mut found = 0;
+        while let Some(open) = memchr::memchr(b'{', &b[i..]).map(|p| i + p) {
+            let Some(close) = matching_brace(b, open) else { break };
+            let candidate = &text[open..=close];
+            if let Ok(result) = self.nested(|p| json::scrub(p, candidate.as_bytes(), false)) {
+                if let Some(new) = result.and_then(|v| String::from_utf8(v).ok()) {
+                    edits.push((open, close + 1, new));
+                }
+                found += 1;
+                i = close + 1;
+            } else {
+                i = open + 1;
+            }
+            if found > 1000 {
+                break;
+            }
+        }
     }
 
     /// The rule the key tables give `name` (JSON keys apply to every named value: form
     /// fields, XML elements and attributes, GraphQL arguments).
-    pub(crate) fn key_rule(&self, name: &str) -> Option<(Action, String)> {
-        let norm = normalize_key(name);
-        self.scrubber.policy.json_keys.get(&norm).map(|a| (*a, format!("json-key:{norm}")))
+    pub(crate) fn key_rule(&mut self, name: &str) -> Option<(Action, String)> {
+        let norm = normalize_key(leaf_name(name));
+        self.key_action(&norm)
     }
 
     /// The header `name` is named like, if a header rule or the cookie parsing applies to
     /// it: `Cookie`, `Authorization`, `X-Api-Key`, `x-…-token` …
-    pub(crate) fn header_like(&self, name: &str) -> Option<String> {
+    pub(crate) fn header_like(&mut self, name: &str) -> Option<String> {
+        if let Some(known) = self.header_names.get(name) {
+            return known.as_deref().map(str::to_string);
+        }
         let mut buf = [0u8; 64];
-        let lower = crate::scrub::lowercase_ascii(name.as_bytes(), &mut buf)?;
+        let lower = crate::scrub::lowercase_ascii(name.as_bytes(), &mut buf);
         let policy = &self.scrubber.policy;
-        let known = lower == "cookie"
-            || lower == "set-cookie"
-            || policy.headers.contains_key(lower)
-            || policy.header_patterns.iter().any(|(re, _, _)| re.is_match(lower));
-        known.then(|| lower.to_string())
+        let known = lower.filter(|lower| {
+            *lower == "cookie"
+                || *lower == "set-cookie"
+                || policy.headers.contains_key(*lower)
+                || policy.header_patterns.iter().any(|(re, _, _)| re.is_match(lower))
+        });
+        let known = known.map(Box::<str>::from);
+        if self.header_names.len() < 4096 {
+            self.header_names.insert(name.into(), known.clone());
+        }
+        known.map(String::from)
     }
 
     /// `text` under `key`: `Some(result)` when the name decides how it is scrubbed.
-    fn named(&mut self, key: &str, text: &str) -> Option<Option<String>> {
-        if let Some(header) = self.header_like(key) {
+    fn named(&mut self, key: &str, text: &str, not_header: bool) -> Option<Option<String>> {
+        if let Some(header) = (!not_header).then(|| self.header_like(key)).flatten() {
             return Some(match self.header_value(&header, text) {
                 HeaderOutcome::Keep => self.detect_text(text),
                 HeaderOutcome::Drop => Some(String::new()),
@@ -221,7 +412,7 @@ impl Pass<'_> {
         if key.eq_ignore_ascii_case("query") && graphql::looks_like(text) {
             return Some(self.nested(|p| graphql::scrub(p, text)));
         }
-        if text.len() >= 20 && is_secretish(text) && is_secret_name(key) {
+        if text.len() >= 20 && is_secret_name(key) && is_secretish(text) {
             let rule = format!("secret:{}", normalize_key(key));
             return Some(self.apply(Action::Hash, "secret", text, &rule));
         }
@@ -333,6 +524,49 @@ impl Pass<'_> {
     }
 }
 
+/// URLs in free text: `https://…`, `wss://…`, `ftp://…`, up to white space or a quote.
+pub(crate) fn url_in_text() -> &'static regex::Regex {
+    static RE: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+    RE.get_or_init(|| regex::Regex::new(r#"(?i)\b(?:https?|wss?|ftp)://[^\s<>"'\\`]+"#).expect("valid"))
+}
+
+/// `name: value`, `name=value`, `"name": "value"`, `'name': 'value'` in free text.
+pub(crate) fn labelled_value() -> &'static regex::Regex {
+    static RE: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+    RE.get_or_init(|| {
+        regex::Regex::new(
+            r#"(?m)(?:^|[\s{,;&?(\[])["']?([A-Za-z_][A-Za-z0-9_.\-\[\]]{0,48})["']?[ \t]*[:=][ \t]*("[^"\n]{1,512}"|'[^'\n]{1,512}'|[^\s,;&'"<>{}()\[\]]{1,512})"#,
+        )
+        .expect("valid")
+    })
+}
+
+/// The `}` closing the `{` at `open`, skipping strings; `None` if unbalanced.
+pub(crate) fn matching_brace(b: &[u8], open: usize) -> Option<usize> {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut i = open;
+    while i < b.len() {
+        match b[i] {
+            b'\\' if in_string => i += 1,
+            b'"' => in_string = !in_string,
+            b'{' if !in_string => depth += 1,
+            b'}' if !in_string => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some(i);
+                }
+            }
+            _ => {}
+        }
+        if depth > 128 {
+            return None;
+        }
+        i += 1;
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -354,7 +588,14 @@ mod tests {
         assert!(!looks_like_url("https://example.com and more"));
         assert_eq!(auth_value("Bearer abc.def.ghi"), Some(("Bearer", "abc.def.ghi")));
         assert_eq!(auth_value("Basically nothing"), None);
+        assert_eq!(auth_value("Basic plan includes 5 users"), None);
+        assert_eq!(auth_value("Token expired"), None);
+        assert!(auth_value("Digest username=\"jane\", realm=\"api\", response=\"6629fae4\"").is_some());
         assert!(is_person_parent("customers") && is_person_parent("user") && !is_person_parent("product"));
         assert!(is_secret_name("csrftoken") && is_secret_name("X-Session-Id") && !is_secret_name("request_id"));
+        assert!(is_secret_name("api_key") && is_secret_name("accessKey") && is_secret_name("sessionToken"));
+        for not_secret in ["Key", "sortKey", "keyword", "authorId", "sidebarWidget", "monkey"] {
+            assert!(!is_secret_name(not_secret), "{not_secret}");
+        }
     }
 }

@@ -105,7 +105,11 @@ fn lex(text: &str) -> Option<Vec<(Token, usize, usize)>> {
 /// True when `text` is a GraphQL executable document: it lexes, and starts with an
 /// operation keyword, `fragment`, or a selection set `{ field …`.
 pub fn looks_like(text: &str) -> bool {
-    let t = text.trim_start();
+    // Comments may come first (GraphiQL's default document starts with some).
+    let mut t = text.trim_start();
+    while let Some(rest) = t.strip_prefix('#') {
+        t = rest.split_once('\n').map_or("", |(_, r)| r).trim_start();
+    }
     let keyword = ["query", "mutation", "subscription", "fragment", "{"].iter().any(|k| t.starts_with(k));
     if !keyword || t.len() > 1 << 20 {
         return false;
@@ -240,6 +244,7 @@ mod tests {
         assert!(looks_like("query Q($id: ID!) { user(id: $id) { name } }"));
         assert!(looks_like("{ user(email: \"a@b.co\") { id } }"));
         assert!(looks_like("mutation { a }"));
+        assert!(looks_like("# Write your query\n# here\nmutation { login(password: \"x\") { ok } }"));
         assert!(!looks_like("{\"a\": 1}"));
         assert!(!looks_like("query about the weather"));
         assert!(!looks_like("queryX(\"unterminated) {"));

@@ -10,7 +10,9 @@
 use std::borrow::Cow;
 
 use crate::scrub::action::{is_scrubbed, Action};
-use crate::scrub::embedded::{is_person_name_key, is_person_parent, is_person_sibling};
+use crate::scrub::embedded::{
+    is_pair_name_key, is_pair_value_key, is_person_name_key, is_person_parent, is_person_sibling, leaf_name,
+};
 use crate::scrub::jsonpath::Step;
 use crate::scrub::policy::{normalize_key, normalize_key_ascii};
 use crate::scrub::{HeaderOutcome, Pass};
@@ -114,7 +116,7 @@ impl<'i> Rewriter<'_, '_, 'i> {
     }
 
     /// The rule for the value at the current path: paths first, then key names.
-    fn rule(&self) -> Option<(Action, String)> {
+    fn rule(&mut self) -> Option<(Action, String)> {
         let policy = &self.pass.scrubber.policy;
         let key = match self.path.last() {
             Some(Step::Key(k)) => Some(k.as_ref()),
@@ -131,16 +133,13 @@ impl<'i> Rewriter<'_, '_, 'i> {
                 return Some((*a, format!("json-path:{p}")));
             }
         }
-        let key = key.filter(|_| !policy.json_keys.is_empty())?;
+        let key = key?;
+        let leaf = leaf_name(key);
         let mut buf = [0u8; 64];
-        let action = match normalize_key_ascii(key, &mut buf) {
-            Some(norm) => policy.json_keys.get(norm).map(|a| (*a, norm.to_string())),
-            None => {
-                let norm = normalize_key(key);
-                policy.json_keys.get(&norm).map(|a| (*a, norm))
-            }
-        };
-        action.map(|(a, norm)| (a, format!("json-key:{norm}")))
+        match normalize_key_ascii(leaf, &mut buf) {
+            Some(norm) => self.pass.key_action(norm),
+            None => self.pass.key_action(&normalize_key(leaf)),
+        }
     }
 
     /// A value with no rule: containers recurse, strings and numbers meet the detectors.
@@ -157,7 +156,8 @@ impl<'i> Rewriter<'_, '_, 'i> {
                     Some(Step::Key(k)) => Some(k.clone()),
                     _ => None,
                 };
-                match self.pass.free_value(key.as_deref(), &text) {
+                // Object members were checked for header names in `member`.
+                match self.pass.free_value_checked(key.as_deref(), &text, key.is_some()) {
                     Some(new) => self.emit_string(&new),
                     None => self.out.extend_from_slice(raw),
                 }
@@ -291,6 +291,11 @@ impl<'i> Rewriter<'_, '_, 'i> {
         let string = self.input.get(value_start) == Some(&b'"');
         let header = if string && !by_path { self.pass.header_like(&key) } else { None };
         let person = string && rule.is_none() && header.is_none() && self.is_person_name(&key);
+        // `{"name": "password", "value": "…"}`: the value takes the rule its name has.
+        let rule = match rule {
+            None if !person && header.is_none() && is_pair_value(&key) => self.pair_rule(),
+            rule => rule,
+        };
         let result = match rule {
             Some((Action::Drop, label)) => {
                 self.pass.hit(&label);
@@ -335,6 +340,44 @@ impl<'i> Rewriter<'_, '_, 'i> {
         Ok(())
     }
 
+    /// The rule a name/value pair's name gives its value: the key rule of the string in a
+    /// sibling `name`, `type`, `key` or `field` member.
+    fn pair_rule(&mut self) -> Option<(Action, String)> {
+        let &start = self.objects.last()?;
+        let resume = self.pos;
+        self.pos = start + 1;
+        let mut named: Option<String> = None;
+        loop {
+            self.skip_ws();
+            let Ok((_, name)) = self.string() else { break };
+            let mut buf = [0u8; 64];
+            let is_name = normalize_key_ascii(&name, &mut buf).is_some_and(is_pair_name_key);
+            self.skip_ws();
+            if self.expect(b':').is_err() {
+                break;
+            }
+            self.skip_ws();
+            if is_name && self.peek() == Ok(b'"') {
+                match self.string() {
+                    Ok((_, v)) if v.len() <= 64 => named = Some(v.into_owned()),
+                    _ => break,
+                }
+            } else if self.skip_value(0).is_err() {
+                break;
+            }
+            if named.is_some() {
+                break;
+            }
+            self.skip_ws();
+            if self.expect(b',').is_err() {
+                break;
+            }
+        }
+        self.pos = resume;
+        let named = named?;
+        self.pass.key_rule(&named)
+    }
+
     /// True when `key` is a name member (`name`, `full_name`, `display_name` …) of an
     /// object that describes a person: its parent names one (`user`, `customers[*]` …) or
     /// a sibling does (an e-mail, phone, address or birth date beside it). A product's
@@ -348,7 +391,11 @@ impl<'i> Rewriter<'_, '_, 'i> {
             Step::Key(k) => Some(k),
             Step::Index(_) => None,
         });
-        if parent.is_some_and(|p| is_person_parent(&normalize_key(p))) {
+        let mut pbuf = [0u8; 64];
+        if parent.is_some_and(|p| match normalize_key_ascii(p, &mut pbuf) {
+            Some(n) => is_person_parent(n),
+            None => is_person_parent(&normalize_key(p)),
+        }) {
             return true;
         }
         let Some(&start) = self.objects.last() else { return false };
@@ -359,7 +406,8 @@ impl<'i> Rewriter<'_, '_, 'i> {
         while !person {
             self.skip_ws();
             let Ok((_, name)) = self.string() else { break };
-            person = is_person_sibling(&normalize_key(&name));
+            let mut sbuf = [0u8; 64];
+            person = normalize_key_ascii(&name, &mut sbuf).is_some_and(is_person_sibling);
             self.skip_ws();
             if self.expect(b':').is_err() {
                 break;
@@ -548,6 +596,12 @@ impl<'i> Rewriter<'_, '_, 'i> {
         self.changed = true;
         write_json_string(&mut self.out, text);
     }
+}
+
+/// True for a member that holds a name/value pair's value.
+fn is_pair_value(key: &str) -> bool {
+    let mut buf = [0u8; 64];
+    normalize_key_ascii(key, &mut buf).is_some_and(is_pair_value_key)
 }
 
 /// Writes `text` as a JSON string literal.

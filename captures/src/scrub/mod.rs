@@ -126,11 +126,35 @@ pub(crate) struct Pass<'a> {
     findings: Vec<Finding>,
     /// How many documents deep inside a value the pass is ([`embedded`]).
     depth: u8,
+    /// Names already looked up as header names ([`Pass::header_like`]): bodies repeat
+    /// their member names, and the header patterns are regular expressions.
+    header_names: rustc_hash::FxHashMap<Box<str>, Option<Box<str>>>,
+    /// Normalised names already looked up in the key rules and patterns.
+    key_rules: rustc_hash::FxHashMap<Box<str>, Option<(Action, Box<str>)>>,
 }
 
 impl<'a> Pass<'a> {
     fn new(scrubber: &'a Scrubber) -> Self {
-        Pass { scrubber, hits: Hits::new(), findings: Vec::new(), depth: 0 }
+        Pass {
+            scrubber,
+            hits: Hits::new(),
+            findings: Vec::new(),
+            depth: 0,
+            header_names: Default::default(),
+            key_rules: Default::default(),
+        }
+    }
+
+    /// The key rule for a normalised name (exact, else patterns), remembered for the pass.
+    pub(crate) fn key_action(&mut self, norm: &str) -> Option<(Action, String)> {
+        if let Some(known) = self.key_rules.get(norm) {
+            return known.as_ref().map(|(a, l)| (*a, l.to_string()));
+        }
+        let found = self.scrubber.policy.key_action(norm);
+        if self.key_rules.len() < 4096 {
+            self.key_rules.insert(norm.into(), found.as_ref().map(|(a, l)| (*a, l.as_str().into())));
+        }
+        found
     }
 
     pub(crate) fn hit(&mut self, rule: &str) {
@@ -164,7 +188,8 @@ impl<'a> Pass<'a> {
         for _ in 0..8 {
             let base = current.as_deref().unwrap_or(text);
             let mut next = self.detect_once(base, None);
-            if next.is_none() {
+            // One scan says whether any decoding can apply.
+            if next.is_none() && memchr::memchr3(b'%', b'&', b'\\', base.as_bytes()).is_some() {
                 for encoding in decode::Encoding::ALL {
                     if let Some(view) = decode::view(base, encoding) {
                         next = self.detect_once(base, Some(&view));
@@ -238,9 +263,15 @@ impl<'a> Pass<'a> {
             None => (target.as_str(), None),
         };
         let mut new_path: Option<String> = None;
+        let mut previous = "";
         for (i, seg) in path.split('/').enumerate() {
-            let replaced =
+            let mut replaced =
                 if seg.contains('%') { self.detect_text(&percent_decode(seg)) } else { self.detect_text(seg) };
+            // `/reset-password/9f86d0…`, `/verify/…`: a secret after a segment that says so.
+            if replaced.is_none() && detect::is_secretish(seg) && names_a_secret(previous) {
+                replaced = self.apply(Action::Hash, "secret", seg, "path:secret");
+            }
+            previous = seg;
             match (replaced, &mut new_path) {
                 (Some(new), slot) => {
                     let out = slot.get_or_insert_with(|| path.split('/').take(i).collect::<Vec<_>>().join("/"));
@@ -287,7 +318,8 @@ impl<'a> Pass<'a> {
                 PairsOf::Query => "query",
                 PairsOf::Form => "form",
             };
-            let lower = name.to_ascii_lowercase();
+            // `user[password]`, `user.password`: the innermost name says what it is.
+            let lower = embedded::leaf_name(&name).to_ascii_lowercase();
             let rule = rules.get(&lower).map(|a| (*a, format!("{prefix}:{lower}"))).or_else(|| self.key_rule(&name));
             let replacement = match rule {
                 Some((Action::Drop, rule)) if !value.is_empty() => {
@@ -387,7 +419,16 @@ impl<'a> Pass<'a> {
                 continue;
             }
             let Some((name, v)) = part.split_once('=') else {
-                parts.push(part.to_string());
+                // A value without a name: the default cookie rule.
+                let action = self.scrubber.policy.cookie_default;
+                match (set_cookie, self.apply(action, "cookie", part, "cookie:*")) {
+                    (false, Some(new)) if action != Action::Drop => {
+                        changed = true;
+                        parts.push(new);
+                    }
+                    (false, Some(_)) => changed = true,
+                    _ => parts.push(part.to_string()),
+                }
                 continue;
             };
             let policy = &self.scrubber.policy;
@@ -440,6 +481,28 @@ pub(crate) fn lowercase_ascii<'b>(name: &[u8], buf: &'b mut [u8; 64]) -> Option<
     std::str::from_utf8(out).ok()
 }
 
+/// True for a path segment after which a secret is expected.
+fn names_a_secret(segment: &str) -> bool {
+    const WORDS: [&str; 14] = [
+        "reset",
+        "token",
+        "verify",
+        "confirm",
+        "activat",
+        "magic",
+        "invite",
+        "unsubscribe",
+        "password",
+        "secret",
+        "session",
+        "otp",
+        "signin",
+        "apikey",
+    ];
+    let lower = segment.to_ascii_lowercase();
+    WORDS.iter().any(|w| lower.contains(w))
+}
+
 fn form_decode(s: &str) -> String {
     form_urlencoded::parse(format!("x={s}").as_bytes()).next().map(|(_, v)| v.into_owned()).unwrap_or_default()
 }
@@ -470,5 +533,7 @@ const PATH_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
 
 #[cfg(test)]
 mod embedded_tests;
+#[cfg(test)]
+mod hostile_tests;
 #[cfg(test)]
 mod tests;

@@ -73,6 +73,9 @@ pub struct Policy {
     pub form: BTreeMap<String, Action>,
     /// JSON key rules.
     pub json_keys: BTreeMap<String, Action>,
+    /// Key rules by regular expression over the normalised name (lower case, no `_` or
+    /// `-`), for names no exact key rule covers: `currentPassword`, `DATABASE_PASSWORD`.
+    pub json_key_patterns: BTreeMap<Spanned<String>, Action>,
     /// JSON path rules.
     pub json_paths: BTreeMap<Spanned<String>, Action>,
     /// Detector actions by detector name.
@@ -104,6 +107,9 @@ impl Policy {
         for pattern in policy.header_patterns.keys() {
             Regex::new(pattern.get_ref())
                 .map_err(|e| at(pattern.span().start, format!("invalid header pattern: {e}")))?;
+        }
+        for pattern in policy.json_key_patterns.keys() {
+            Regex::new(pattern.get_ref()).map_err(|e| at(pattern.span().start, format!("invalid key pattern: {e}")))?;
         }
         for path in policy.json_paths.keys() {
             path.get_ref().parse::<JsonPath>().map_err(|e| at(path.span().start, e))?;
@@ -148,6 +154,7 @@ impl Policy {
         merged.query.extend(self.query);
         merged.form.extend(self.form);
         merged.json_keys.extend(self.json_keys);
+        merged.json_key_patterns.extend(self.json_key_patterns);
         merged.json_paths.extend(self.json_paths);
         merged.detect.extend(self.detect);
         merged.custom.extend(self.custom);
@@ -174,6 +181,7 @@ impl Policy {
             "query": self.query,
             "form": self.form,
             "json_keys": self.json_keys,
+            "json_key_patterns": self.json_key_patterns.iter().map(|(k, v)| (k.get_ref().clone(), *v)).collect::<BTreeMap<_, _>>(),
             "json_paths": self.json_paths.iter().map(|(k, v)| (k.get_ref().clone(), *v)).collect::<BTreeMap<_, _>>(),
             "detect": self.detect.iter().map(|(k, v)| (k.get_ref().clone(), *v)).collect::<BTreeMap<_, _>>(),
             "custom": self.custom.iter().map(|c| (c.name.clone(), c.pattern.get_ref().clone(), c.action)).collect::<Vec<_>>(),
@@ -217,6 +225,8 @@ pub struct Compiled {
     pub(crate) query: HashMap<String, Action>,
     pub(crate) form: HashMap<String, Action>,
     pub(crate) json_keys: HashMap<String, Action>,
+    /// Key patterns, one set so a name is matched against all of them in one pass.
+    pub(crate) json_key_patterns: (regex::RegexSet, Vec<(String, Action)>),
     pub(crate) json_paths: Vec<(JsonPath, Action)>,
     /// Member names JSON paths end in; `None` if some path ends in `*` or an index.
     pub(crate) json_path_names: Option<HashSet<String>>,
@@ -267,6 +277,17 @@ impl Compiled {
             query: lower(&policy.query),
             form: lower(&policy.form),
             json_keys: policy.json_keys.iter().map(|(k, v)| (normalize_key(k), *v)).collect(),
+            json_key_patterns: {
+                let valid: Vec<(String, Action)> = policy
+                    .json_key_patterns
+                    .iter()
+                    .filter(|(p, _)| Regex::new(p.get_ref()).is_ok())
+                    .map(|(p, a)| (p.get_ref().clone(), *a))
+                    .collect();
+                let set = regex::RegexSet::new(valid.iter().map(|(p, _)| p.as_str()))
+                    .unwrap_or_else(|_| regex::RegexSet::empty());
+                (set, valid)
+            },
             json_paths: policy
                 .json_paths
                 .iter()
@@ -285,6 +306,30 @@ impl Compiled {
             detect_skip: policy.bodies.detect_skip_headers.iter().flatten().map(|h| h.to_ascii_lowercase()).collect(),
             fingerprint: policy.fingerprint(),
         }
+    }
+
+    /// The rule for a normalised key name: an exact key rule, else the strictest of the
+    /// key patterns it matches (drop, then redact, hash, mask). The label names the rule.
+    pub fn key_action(&self, norm: &str) -> Option<(Action, String)> {
+        if let Some(a) = self.json_keys.get(norm) {
+            return Some((*a, format!("json-key:{norm}")));
+        }
+        let (set, patterns) = &self.json_key_patterns;
+        if patterns.is_empty() {
+            return None;
+        }
+        let strictness = |a: Action| match a {
+            Action::Drop => 4,
+            Action::Redact => 3,
+            Action::Hash => 2,
+            Action::Mask => 1,
+            Action::Keep => 0,
+        };
+        set.matches(norm)
+            .into_iter()
+            .map(|i| &patterns[i])
+            .max_by_key(|(_, a)| strictness(*a))
+            .map(|(_, a)| (*a, format!("json-key:{norm}")))
     }
 
     /// The name of a detector kind, for tokens and rule names.

@@ -13,7 +13,7 @@ use quick_xml::events::{BytesStart, Event};
 use quick_xml::Reader;
 
 use crate::scrub::action::Action;
-use crate::scrub::embedded::{is_person_name_key, is_person_parent};
+use crate::scrub::embedded::{is_pair_name_key, is_person_name_key, is_person_parent};
 use crate::scrub::policy::normalize_key;
 use crate::scrub::Pass;
 
@@ -105,16 +105,30 @@ pub(crate) fn scrub(pass: &mut Pass<'_>, input: &[u8], truncated: bool) -> Resul
             _ => continue,
         };
         seen_element = true;
-        if let Some(tag) = tag(pass, &e, &stack, empty) {
+        let name = normalize_key(&String::from_utf8_lossy(e.local_name().as_ref()));
+        let person = is_person_name_key(&name) && stack.last().is_some_and(|p| is_person_parent(&p.name));
+        // `<field name="password">…</field>`, `<param name="ssn">`: the attribute names it.
+        let named = || {
+            e.attributes().with_checks(false).flatten().find_map(|a| {
+                let key = normalize_key(&String::from_utf8_lossy(a.key.local_name().as_ref()));
+                is_pair_name_key(&key).then(|| String::from_utf8_lossy(&a.value).into_owned())
+            })
+        };
+        let rule = match pass.key_rule(&name) {
+            Some(rule) => Some(rule),
+            None => match named() {
+                Some(n) => pass.key_rule(&n),
+                None => None,
+            },
+        }
+        .or_else(|| person.then(|| (Action::Hash, "xml-person:name".to_string())));
+        if let Some(tag) = tag(pass, &e, rule.as_ref(), &stack, empty) {
             out.push_str(&text[copied..start]);
             out.push_str(&tag);
             copied = end;
             changed = true;
         }
         if !empty {
-            let name = normalize_key(&String::from_utf8_lossy(e.local_name().as_ref()));
-            let person = is_person_name_key(&name) && stack.last().is_some_and(|p| is_person_parent(&p.name));
-            let rule = pass.key_rule(&name).or_else(|| person.then(|| (Action::Hash, "xml-person:name".to_string())));
             stack.push(Element { rule, name });
         }
     }
@@ -174,7 +188,13 @@ fn text_value(pass: &mut Pass<'_>, value: &str, stack: &[Element]) -> Option<Str
 }
 
 /// A start tag with its attributes scrubbed; `None` when none changed.
-fn tag(pass: &mut Pass<'_>, e: &BytesStart<'_>, stack: &[Element], empty: bool) -> Option<String> {
+fn tag(
+    pass: &mut Pass<'_>,
+    e: &BytesStart<'_>,
+    own: Option<&(Action, String)>,
+    stack: &[Element],
+    empty: bool,
+) -> Option<String> {
     let mut attributes = Vec::new();
     let mut changed = false;
     for attribute in e.attributes().with_checks(false) {
@@ -183,11 +203,15 @@ fn tag(pass: &mut Pass<'_>, e: &BytesStart<'_>, stack: &[Element], empty: bool) 
         let raw_value = String::from_utf8_lossy(&attribute.value).into_owned();
         let value = quick_xml::escape::unescape(&raw_value).map(|v| v.into_owned()).unwrap_or(raw_value.clone());
         let local = key.rsplit(':').next().unwrap_or(&key);
+        let naming = is_pair_name_key(&normalize_key(local));
         let new = if key.starts_with("xmlns") {
             None
+        } else if naming {
+            // The attribute that names the element (`name="password"`) stays readable.
+            pass.free_value(None, &value)
         } else if let Some((action, rule)) = pass.key_rule(local).or_else(|| {
-            // An attribute of a ruled element is under its rule too.
-            stack.iter().rev().find_map(|e| e.rule.clone())
+            // An attribute of a ruled element (`<Password Value="…"/>`) is under its rule.
+            own.cloned().or_else(|| stack.iter().rev().find_map(|e| e.rule.clone()))
         }) {
             let kind = rule.rsplit(':').next().unwrap_or("value").to_string();
             let action = if action == Action::Drop { Action::Redact } else { action };

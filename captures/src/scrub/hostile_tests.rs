@@ -1,0 +1,199 @@
+//! Shapes a security review found leaking (or wrongly scrubbed) after the first round of
+//! embedded-document work, one test per class. Each asserts the planted value is gone
+//! and the auditor agrees, or that a harmless value survives.
+
+use super::*;
+use crate::exchange::{Body, Request, Response};
+
+fn scrubber() -> &'static Scrubber {
+    static SCRUBBER: std::sync::OnceLock<Scrubber> = std::sync::OnceLock::new();
+    SCRUBBER.get_or_init(|| Scrubber::with_defaults(Some(b"hostile shapes test key")))
+}
+
+/// A request with `headers` and `body` of `content_type`; the scrubbed exchange.
+fn request(target: &str, content_type: &str, headers: &[(&str, &str)], body: &str) -> Exchange {
+    let mut h = Headers::new();
+    if !content_type.is_empty() {
+        h.push("Content-Type", content_type);
+    }
+    for (n, v) in headers {
+        h.push(*n, *v);
+    }
+    let mut ex = Exchange {
+        request: Request {
+            method: "POST".into(),
+            target: target.into(),
+            headers: h,
+            body: Body::full(body.as_bytes().to_vec()),
+            ..Default::default()
+        },
+        response: Some(Response { status: 200, ..Default::default() }),
+        ..Default::default()
+    };
+    let raw = ex.clone();
+    assert!(!scrubber().audit(&raw).is_empty() || body.is_empty(), "the auditor flags the raw request: {body}");
+    scrubber().scrub(&mut ex);
+    ex
+}
+
+fn text(ex: &Exchange) -> String {
+    let mut all = ex.request.target.clone();
+    for h in ex.request.headers.iter() {
+        all.push_str(&format!("\n{}: {}", h.name.to_str_lossy(), h.value.to_str_lossy()));
+    }
+    all.push('\n');
+    all.push_str(&String::from_utf8_lossy(&ex.request.body.data));
+    all
+}
+
+fn gone(ex: &Exchange, planted: &[&str]) {
+    let all = text(ex);
+    for p in planted {
+        assert!(!all.contains(p), "{p:?} survived:\n{all}");
+    }
+    assert!(scrubber().audit(ex).is_empty(), "{:?}\n{all}", scrubber().audit(ex));
+}
+
+#[test]
+fn passwords_under_any_name() {
+    let ex = request(
+        "/",
+        "application/json",
+        &[],
+        r#"{"currentPassword":"Cur!Pw1","newPassword":"New!Pw2","password_confirmation":"Conf!Pw3","DATABASE_PASSWORD":"DbPassw0rd!","SMTP_PASS":"SmtpP4ss","credentials":[{"type":"password","value":"Kc!Secret99"}],"properties":[{"name":"password","value":"Hs!Pw5"}],"clientSecret":"cs_9f8e7d6c5b4a","note":"Tr0ub4dor***x"}"#,
+    );
+    gone(
+        &ex,
+        &["Cur!Pw1", "New!Pw2", "Conf!Pw3", "DbPassw0rd!", "SmtpP4ss", "Kc!Secret99", "Hs!Pw5", "cs_9f8e7d6c5b4a"],
+    );
+}
+
+#[test]
+fn graphql_with_leading_comments_and_password_arguments() {
+    let ex = request(
+        "/graphql",
+        "application/json",
+        &[],
+        r##"{"query":"# Write your query\nmutation { changePassword(currentPassword: \"Gql!Old1\", newPassword: \"Gql!New2\") { ok } }"}"##,
+    );
+    gone(&ex, &["Gql!Old1", "Gql!New2"]);
+}
+
+#[test]
+fn structured_form_names() {
+    let ex = request(
+        "/",
+        "application/x-www-form-urlencoded",
+        &[],
+        "user%5Bpassword%5D=Rails%21Pw1&customer%5Bfirst_name%5D=Railsina&user.password=Dot%21Pw2&code=4f3a2b1c&code_verifier=dBjftJeZ4CVPmB92K27uhbUJU1p1r",
+    );
+    gone(&ex, &["Rails%21Pw1", "Railsina", "Dot%21Pw2", "4f3a2b1c", "dBjftJeZ4CVP"]);
+}
+
+#[test]
+fn credential_headers_outside_the_usual_names() {
+    let ex = request(
+        "/",
+        "",
+        &[
+            ("api-key", "azk_0123456789abcdef"),
+            ("Ocp-Apim-Subscription-Key", "apim0123456789abcdef"),
+            ("X-Auth-Key", "cfk_0123456789abcdef"),
+            ("Token", "tk_0123456789abcdef"),
+            ("Link", "<https://api.example.com/items?page=2&access_token=ya29.a0Af0123456789>; rel=\"next\""),
+        ],
+        "",
+    );
+    gone(
+        &ex,
+        &[
+            "azk_0123456789abcdef",
+            "apim0123456789abcdef",
+            "cfk_0123456789abcdef",
+            "tk_0123456789abcdef",
+            "ya29.a0Af0123456789",
+        ],
+    );
+}
+
+#[test]
+fn secrets_in_urls_keys_and_tokens() {
+    let ex = request(
+        "/reset-password/9f86d081884c7d659a2feaa0c55ad015?x=1",
+        "application/json",
+        &[],
+        r#"{"dsn":"postgres://app:PgS3cretPw@db:5432/prod","log":"retrying http://admin:HttpS3cret@10.0.0.5:8080/health in 5s","private_key":"-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n-----END PRIVATE KEY-----\n","cardCode":"123","securityCode":"4567","env":"GITHUB_TOKEN=github_pat_11ABCDEFG0123456789_abcdefghijklmnop"}"#,
+    );
+    gone(
+        &ex,
+        &[
+            "9f86d081884c7d659a2feaa0c55ad015",
+            "PgS3cretPw",
+            "HttpS3cret",
+            "MIIEvQIBADANBgkqhkiG9w0BAQEFAASC",
+            "\"123\"",
+            "4567",
+            "github_pat_11ABCDEFG",
+        ],
+    );
+}
+
+#[test]
+fn labelled_values_in_text_bodies() {
+    for (ct, body) in [
+        ("text/event-stream", "event: login\ndata: {\"user\":{\"name\":\"Sse Person\",\"email\":\"sse@example.com\"},\"password\":\"SsePw!1\"}\n\n"),
+        ("application/javascript", "cb({\"password\":\"JsonpPw!2\",\"access_token\":\"opaqueAccess0123\"})"),
+        ("text/plain", "login failed: {'username': 'pyuser', 'password': 'PyPw!77'}"),
+        ("text/plain", "level=error msg=\"login failed\" password=LogfmtPw!8 user_email=logfmt@example.com"),
+        ("text/yaml", "database:\n  password: YamlPw!9\n  host: db.internal\n"),
+    ] {
+        let ex = request("/", ct, &[], body);
+        gone(&ex, &["Sse Person", "sse@example.com", "SsePw!1", "JsonpPw!2", "opaqueAccess0123", "pyuser", "PyPw!77", "LogfmtPw!8", "YamlPw!9"]);
+        assert!(text(&ex).contains("db.internal") || !body.contains("db.internal"));
+    }
+}
+
+#[test]
+fn cookies_without_names_and_cut_text() {
+    let ex = request("/", "", &[("Cookie", "NoNameSessionValue0123456789")], "");
+    gone(&ex, &["NoNameSessionValue0123456789"]);
+    let mut h = Headers::new();
+    h.push("Content-Type", "text/plain");
+    let mut ex = Exchange {
+        request: Request {
+            method: "POST".into(),
+            target: "/".into(),
+            headers: h,
+            body: Body {
+                data: b"card 4111 1111 1111 11".to_vec().into(),
+                truncated: true,
+                len: 40,
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    scrubber().scrub(&mut ex);
+    assert!(!String::from_utf8_lossy(&ex.request.body.data).contains("1111 11"), "the cut word is dropped");
+}
+
+#[test]
+fn harmless_values_survive() {
+    let body = r#"{"product":"Basic T-Shirt","error":"The access token provided is expired","digest":"Weekly digest delivered every Monday","logo":"logo@2x.png","ua":"Chrome/120.0.0.0","sku":"TS123456A","when":"05.03.2024 10:15","region":{"displayName":"West Europe"},"Key":"reports/2024/q1/summary-final.pdf","sortKey":"c0ffee00c0ffee00c0ffee00","remote":"git@github.com:acme/shop.git","next_page_token":"CiAKGjBpNDd2Nmp2Zml2cXRwYjBpOXA0cTZtNhABGAE"}"#;
+    let mut h = Headers::new();
+    h.push("Content-Type", "application/json");
+    let mut ex = Exchange {
+        request: Request {
+            method: "POST".into(),
+            target: "/".into(),
+            headers: h,
+            body: Body::full(body.as_bytes().to_vec()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    assert_eq!(scrubber().audit(&ex), vec![], "the auditor raises no false alarm");
+    scrubber().scrub(&mut ex);
+    assert_eq!(String::from_utf8_lossy(&ex.request.body.data), body);
+}
