@@ -79,6 +79,12 @@ pub struct Detectors {
     card: Regex,
     iban: Regex,
     jwt: Regex,
+    /// `Bearer …`, `Basic …`: a scheme word and a credential.
+    scheme: Regex,
+    /// Scheme words and id labels, found case-insensitively in one pass before the
+    /// regular expressions that need them run.
+    words: aho_corasick::AhoCorasick,
+    /// Credentials of known formats (`sk_live_…`, `AKIA…`, PEM keys …).
     token: Regex,
     /// The password in `scheme://user:password@host`.
     userinfo: Regex,
@@ -161,6 +167,29 @@ fn re(pattern: &str) -> Regex {
     Regex::new(pattern).expect("built-in detector pattern is valid")
 }
 
+/// Words some detectors need before they run: scheme words first ([`SCHEMES`] of them),
+/// then the labels of bare-digit national ids.
+const WORDS: [&str; 17] = [
+    "bearer",
+    "basic",
+    "token",
+    "digest",
+    "negotiate",
+    "apikey",
+    "api-key",
+    "bsn",
+    "burgerservicenummer",
+    "sofi",
+    "ssn",
+    "social security",
+    "steuer",
+    "idnr",
+    "tax",
+    "tin",
+    "national",
+];
+const SCHEMES: usize = 7;
+
 /// A phone extension: `x3554`, ` ext. 12`, ` extension 7`, `#12`. Part of the match, so
 /// masking removes it too.
 macro_rules! ext {
@@ -180,9 +209,13 @@ impl Detectors {
             card: re(r"\b\d(?:[ \-]?\d){11,18}\b"),
             iban: re(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?\b"),
             jwt: re(r"\beyJ[A-Za-z0-9_\-]{4,}\.[A-Za-z0-9_\-]{4,}\.[A-Za-z0-9_\-]*"),
+            scheme: re(r"(?i:\b(?:bearer|basic|token|digest|negotiate|apikey|api-key)[ \t]+[A-Za-z0-9\-._~+/]{8,}=*)"),
+            words: aho_corasick::AhoCorasick::builder()
+                .ascii_case_insensitive(true)
+                .build(WORDS)
+                .expect("built-in words are valid"),
             token: re(concat!(
-                r"(?i:\b(?:bearer|basic|token|digest|negotiate|apikey|api-key)[ \t]+[A-Za-z0-9\-._~+/]{8,}=*)",
-                r"|\b(?:sk|pk|rk)_(?:live|test)_[A-Za-z0-9]{10,}\b",
+                r"\b(?:sk|pk|rk)_(?:live|test)_[A-Za-z0-9]{10,}\b",
                 r"|\bAKIA[0-9A-Z]{16}\b",
                 r"|\bgh[pousr]_[A-Za-z0-9]{30,}\b",
                 r"|\bxox[abposr]-[A-Za-z0-9\-]{10,}\b",
@@ -247,6 +280,12 @@ impl Detectors {
         }
     }
 
+    /// True when no user regex is configured (the built-in detectors' needs are known, see
+    /// [`inert`]).
+    pub fn built_in_only(&self) -> bool {
+        self.custom.is_empty()
+    }
+
     /// True when the detector for `kind` is on.
     pub fn is_enabled(&self, kind: Kind) -> bool {
         match Kind::BUILT_IN.iter().position(|k| *k == kind) {
@@ -298,8 +337,22 @@ impl Detectors {
         if s.eyj {
             add(Kind::Jwt, &self.jwt, &|_| true);
         }
+        // Which scheme words and id labels occur (one case-insensitive pass).
+        let (mut scheme_word, mut label_word) = (false, false);
+        if text.len() >= 10 {
+            for m in self.words.find_iter(text) {
+                if m.pattern().as_usize() < SCHEMES {
+                    scheme_word = true;
+                } else {
+                    label_word = true;
+                }
+            }
+        }
+        if scheme_word && s.token_sep {
+            add(Kind::Token, &self.scheme, &is_token);
+        }
         if text.len() >= 10 && (s.token_sep || s.upper) {
-            add(Kind::Token, &self.token, &is_token);
+            add(Kind::Token, &self.token, &|_| true);
         }
         if s.digits >= 12 {
             add(Kind::Card, &self.card, &is_card);
@@ -334,7 +387,7 @@ impl Detectors {
             }
         }
         // Labels are rare: a quick yes/no before the slower search with captures.
-        if s.digits >= 8 && self.is_enabled(Kind::NationalId) && self.labelled.is_match(text) {
+        if label_word && s.digits >= 8 && self.is_enabled(Kind::NationalId) {
             for c in self.labelled.captures_iter(text) {
                 if let Some(m) = c.get(1).filter(|m| is_labelled_id(m.as_str())) {
                     out.push(Finding { kind: Kind::NationalId, start: m.start(), end: m.end() });
@@ -379,6 +432,43 @@ impl Detectors {
             out.truncate(kept);
         }
     }
+}
+
+/// True for text no built-in detector or document parser can find anything in: lower-case
+/// words and punctuation (`leave at the door, ring twice`), or short text without digits
+/// (`Lisbon`, `created_at`). Every built-in format needs a digit, an `@`, a `:`, `=`, `%`,
+/// `&`, `\`, a bracket, or upper-case letters in a long run (keys such as `sk_live_…` mix
+/// cases and digits); most strings in a body have none of these, and skip every regular
+/// expression.
+pub fn inert(text: &str) -> bool {
+    const LOWER: u8 = 1;
+    const UPPER: u8 = 2;
+    const CLASSES: [u8; 256] = {
+        let mut t = [0u8; 256];
+        let mut c = 0;
+        while c < 256 {
+            t[c] = match c as u8 {
+                b'a'..=b'z' | b' ' | b'\t' | b'\n' | b'\r' | b',' | b'.' | b'!' | b'?' | b';' | b'\'' | b'"' | b'-' => {
+                    LOWER
+                }
+                b'(' | b')' | b'*' | b'/' | b'_' => LOWER,
+                0x80..=0xff => LOWER,
+                b'A'..=b'Z' => UPPER,
+                _ => 0,
+            };
+            c += 1;
+        }
+        t
+    };
+    let mut all = LOWER | UPPER;
+    let mut any = 0;
+    for &b in text.as_bytes() {
+        let class = CLASSES[usize::from(b)];
+        all &= if class == 0 { 0 } else { LOWER | UPPER };
+        any |= class;
+    }
+    // Tokens of known formats made of letters alone are 20 characters or more.
+    all != 0 && (any & UPPER == 0 || text.len() < 20)
 }
 
 /// Luhn checksum over the digits of `s`.
@@ -897,6 +987,24 @@ mod tests {
             "served 2026-12-02T06:56:16.75182575Z",
         ] {
             clean(text);
+        }
+    }
+
+    #[test]
+    fn inert_text_needs_no_detector() {
+        for t in ["leave at the door, ring twice", "Lisbon", "mechanical keyboard", "Chloé"] {
+            assert!(inert(t), "{t}");
+        }
+        for t in [
+            "jane@example.com",
+            "call 0142685300",
+            "AKIAIOSFODNNSEXAMPLE",
+            "a=b",
+            "x%40y",
+            "Bearer abcdefghij012",
+            "ftp://a",
+        ] {
+            assert!(!inert(t), "{t}");
         }
     }
 

@@ -126,8 +126,7 @@ pub(crate) fn leaf_name(name: &str) -> &str {
         return name;
     }
     name.split(['[', ']', '.'])
-        .filter(|s| !s.is_empty() && !s.bytes().all(|b| b.is_ascii_digit()))
-        .last()
+        .rfind(|s| !s.is_empty() && !s.bytes().all(|b| b.is_ascii_digit()))
         .unwrap_or(name)
 }
 
@@ -150,13 +149,16 @@ pub(crate) fn is_pair_value_key(name: &str) -> bool {
 
 /// True when `parent` (a normalised key) names a person.
 pub(crate) fn is_person_parent(parent: &str) -> bool {
+    static SET: std::sync::OnceLock<rustc_hash::FxHashSet<&'static str>> = std::sync::OnceLock::new();
+    let set = SET.get_or_init(|| PERSON_PARENTS.iter().copied().collect());
     let singular = parent.strip_suffix('s').unwrap_or(parent);
-    PERSON_PARENTS.contains(&parent) || PERSON_PARENTS.contains(&singular)
+    set.contains(parent) || set.contains(singular)
 }
 
 /// True when a sibling named `key` (normalised) says its object is a person.
 pub(crate) fn is_person_sibling(key: &str) -> bool {
-    PERSON_SIBLINGS.contains(&key)
+    static SET: std::sync::OnceLock<rustc_hash::FxHashSet<&'static str>> = std::sync::OnceLock::new();
+    SET.get_or_init(|| PERSON_SIBLINGS.iter().copied().collect()).contains(key)
 }
 
 /// True when a random-looking value under `name` is a secret: a word of the name says
@@ -270,6 +272,14 @@ impl Pass<'_> {
     /// [`free_value`](Self::free_value), told whether `key` is already known not to be a
     /// header's name (the JSON rewriter asks first).
     pub(crate) fn free_value_checked(&mut self, key: Option<&str>, text: &str, not_header: bool) -> Option<String> {
+        // Plain words: no document, no detector can find anything (header names excepted,
+        // whose rules take any value).
+        if (not_header || key.is_none())
+            && crate::scrub::detect::inert(text)
+            && self.scrubber.policy.detectors.built_in_only()
+        {
+            return None;
+        }
         if let Some(key) = key {
             if let Some(out) = self.named(key, text, not_header) {
                 return out;
@@ -278,7 +288,7 @@ impl Pass<'_> {
         if let Some(out) = self.embedded(text) {
             return out;
         }
-        if memchr::memmem::find(text.as_bytes(), b"://").is_some() {
+        if memchr::memchr(b':', text.as_bytes()).is_some() && text.contains("://") {
             return self.prose(text, false);
         }
         self.detect_text(text)
@@ -374,30 +384,15 @@ impl Pass<'_> {
     /// The rule the key tables give `name` (JSON keys apply to every named value: form
     /// fields, XML elements and attributes, GraphQL arguments).
     pub(crate) fn key_rule(&mut self, name: &str) -> Option<(Action, String)> {
-        let norm = normalize_key(leaf_name(name));
-        self.key_action(&norm)
+        let info = self.key_info(name);
+        info.rule.map(|(a, l)| (a, self.label_of(l).to_string()))
     }
 
     /// The header `name` is named like, if a header rule or the cookie parsing applies to
     /// it: `Cookie`, `Authorization`, `X-Api-Key`, `x-…-token` …
     pub(crate) fn header_like(&mut self, name: &str) -> Option<String> {
-        if let Some(known) = self.header_names.get(name) {
-            return known.as_deref().map(str::to_string);
-        }
-        let mut buf = [0u8; 64];
-        let lower = crate::scrub::lowercase_ascii(name.as_bytes(), &mut buf);
-        let policy = &self.scrubber.policy;
-        let known = lower.filter(|lower| {
-            *lower == "cookie"
-                || *lower == "set-cookie"
-                || policy.headers.contains_key(*lower)
-                || policy.header_patterns.iter().any(|(re, _, _)| re.is_match(lower))
-        });
-        let known = known.map(Box::<str>::from);
-        if self.header_names.len() < 4096 {
-            self.header_names.insert(name.into(), known.clone());
-        }
-        known.map(String::from)
+        let info = self.key_info(name);
+        info.header.map(|h| self.label_of(h).to_string())
     }
 
     /// `text` under `key`: `Some(result)` when the name decides how it is scrubbed.
@@ -412,7 +407,7 @@ impl Pass<'_> {
         if key.eq_ignore_ascii_case("query") && graphql::looks_like(text) {
             return Some(self.nested(|p| graphql::scrub(p, text)));
         }
-        if text.len() >= 20 && is_secret_name(key) && is_secretish(text) {
+        if text.len() >= 20 && is_secretish(text) && is_secret_name(key) {
             let rule = format!("secret:{}", normalize_key(key));
             return Some(self.apply(Action::Hash, "secret", text, &rule));
         }

@@ -10,9 +10,7 @@
 use std::borrow::Cow;
 
 use crate::scrub::action::{is_scrubbed, Action};
-use crate::scrub::embedded::{
-    is_pair_name_key, is_pair_value_key, is_person_name_key, is_person_parent, is_person_sibling, leaf_name,
-};
+use crate::scrub::embedded::{is_pair_name_key, is_person_parent};
 use crate::scrub::jsonpath::Step;
 use crate::scrub::policy::{normalize_key, normalize_key_ascii};
 use crate::scrub::{HeaderOutcome, Pass};
@@ -53,7 +51,9 @@ pub(crate) fn scrub(pass: &mut Pass<'_>, input: &[u8], truncated: bool) -> Resul
         changed: false,
         truncated,
     };
-    match w.document() {
+    let result = w.document();
+    w.finish_open();
+    match result {
         Ok(()) | Err(Stop::Cut) => {}
         Err(Stop::Eof) if truncated => {}
         Err(Stop::Eof) => return Err(JsonError::Invalid(input.len())),
@@ -64,14 +64,25 @@ pub(crate) fn scrub(pass: &mut Pass<'_>, input: &[u8], truncated: bool) -> Resul
     Ok(changed.then_some(w.out))
 }
 
+/// An object being rewritten.
+struct Open {
+    /// Where it starts in the input (to read a pair's name among its members).
+    start: usize,
+    /// A member so far says it describes a person (an e-mail, phone, address …).
+    person: bool,
+    /// `name` members written before the object was known to be a person's: their
+    /// place in the output and their text, hashed when the object turns out to be one.
+    names: Vec<(usize, usize, String)>,
+}
+
 struct Rewriter<'p, 'a, 'i> {
     pass: &'p mut Pass<'a>,
     input: &'i [u8],
     pos: usize,
     out: Vec<u8>,
     path: Vec<Step<'i>>,
-    /// Where each open object starts (to look at a member's siblings).
-    objects: Vec<usize>,
+    /// The open objects, innermost last.
+    objects: Vec<Open>,
     changed: bool,
     truncated: bool,
 }
@@ -115,9 +126,12 @@ impl<'i> Rewriter<'_, '_, 'i> {
         }
     }
 
-    /// The rule for the value at the current path: paths first, then key names.
-    fn rule(&mut self) -> Option<(Action, String)> {
+    /// The JSON path rule for the value at the current path.
+    fn path_rule(&self) -> Option<(Action, String)> {
         let policy = &self.pass.scrubber.policy;
+        if policy.json_paths.is_empty() {
+            return None;
+        }
         let key = match self.path.last() {
             Some(Step::Key(k)) => Some(k.as_ref()),
             _ => None,
@@ -128,18 +142,10 @@ impl<'i> Rewriter<'_, '_, 'i> {
             (Some(names), Some(k)) => names.contains(k),
             (Some(_), None) => false,
         };
-        if may_match {
-            if let Some((p, a)) = policy.json_paths.iter().find(|(p, _)| p.matches(&self.path)) {
-                return Some((*a, format!("json-path:{p}")));
-            }
+        if !may_match {
+            return None;
         }
-        let key = key?;
-        let leaf = leaf_name(key);
-        let mut buf = [0u8; 64];
-        match normalize_key_ascii(leaf, &mut buf) {
-            Some(norm) => self.pass.key_action(norm),
-            None => self.pass.key_action(&normalize_key(leaf)),
-        }
+        policy.json_paths.iter().find(|(p, _)| p.matches(&self.path)).map(|(p, a)| (*a, format!("json-path:{p}")))
     }
 
     /// A value with no rule: containers recurse, strings and numbers meet the detectors.
@@ -153,11 +159,11 @@ impl<'i> Rewriter<'_, '_, 'i> {
             b'"' => {
                 let (raw, text) = self.string()?;
                 let key = match self.path.last() {
-                    Some(Step::Key(k)) => Some(k.clone()),
+                    Some(Step::Key(k)) => Some(k.as_ref()),
                     _ => None,
                 };
                 // Object members were checked for header names in `member`.
-                match self.pass.free_value_checked(key.as_deref(), &text, key.is_some()) {
+                match self.pass.free_value_checked(key, &text, key.is_some()) {
                     Some(new) => self.emit_string(&new),
                     None => self.out.extend_from_slice(raw),
                 }
@@ -214,10 +220,41 @@ impl<'i> Rewriter<'_, '_, 'i> {
     }
 
     fn object(&mut self, depth: usize) -> R<()> {
-        self.objects.push(self.pos);
+        self.objects.push(Open { start: self.pos, person: false, names: Vec::new() });
         let result = self.object_members(depth);
-        self.objects.pop();
+        if result.is_ok() {
+            if let Some(open) = self.objects.pop() {
+                if open.person {
+                    self.hash_names(open.names);
+                }
+            }
+        }
+        // An object the input ended in stays open: `finish_open` deals with it.
         result
+    }
+
+    /// Replaces `name` members already written by their hash (last first, so the earlier
+    /// places stay valid).
+    fn hash_names(&mut self, mut names: Vec<(usize, usize, String)>) {
+        names.sort_by_key(|n| std::cmp::Reverse(n.0));
+        for (start, end, text) in names {
+            if end > self.out.len() {
+                continue;
+            }
+            if let Some(new) = self.pass.apply(Action::Hash, "name", &text, "json-person:name") {
+                let mut literal = Vec::with_capacity(new.len() + 2);
+                write_json_string(&mut literal, &new);
+                self.out.splice(start..end, literal);
+                self.changed = true;
+            }
+        }
+    }
+
+    /// After a cut: names in objects the input ended in are hashed, whatever followed them
+    /// (their siblings were never seen).
+    fn finish_open(&mut self) {
+        let names: Vec<_> = self.objects.drain(..).flat_map(|o| o.names).collect();
+        self.hash_names(names);
     }
 
     fn object_members(&mut self, depth: usize) -> R<()> {
@@ -284,16 +321,25 @@ impl<'i> Rewriter<'_, '_, 'i> {
         self.skip_ws();
         let value_start = self.pos;
         self.path.push(Step::Key(key.clone()));
-        let rule = self.rule();
+        let info = self.pass.key_info(&key);
+        // Paths first, then the key's rule.
+        let path_rule = if info.path_name { self.path_rule() } else { None };
+        let by_path = path_rule.is_some();
+        let rule = path_rule.or_else(|| info.rule.map(|(a, l)| (a, self.pass.label_of(l).to_string())));
         // A string under a credential header's name is that header (`"Cookie": "sid=…"`),
         // unless a JSON path says otherwise; `name` in a person's object is a person's name.
-        let by_path = matches!(&rule, Some((_, label)) if label.starts_with("json-path:"));
         let string = self.input.get(value_start) == Some(&b'"');
-        let header = if string && !by_path { self.pass.header_like(&key) } else { None };
-        let person = string && rule.is_none() && header.is_none() && self.is_person_name(&key);
+        let header = info.header.filter(|_| string && !by_path).map(|h| self.pass.label_of(h).to_string());
+        if info.person_sibling {
+            if let Some(open) = self.objects.last_mut() {
+                open.person = true;
+            }
+        }
+        let name_like = string && rule.is_none() && header.is_none() && info.person_name;
+        let person = name_like && self.is_person_object();
         // `{"name": "password", "value": "…"}`: the value takes the rule its name has.
         let rule = match rule {
-            None if !person && header.is_none() && is_pair_value(&key) => self.pair_rule(),
+            None if string && !name_like && header.is_none() && info.pair_value => self.pair_rule(),
             rule => rule,
         };
         let result = match rule {
@@ -317,6 +363,23 @@ impl<'i> Rewriter<'_, '_, 'i> {
                     (_, Some(header)) => self.header_member(&header),
                     (Some((action, label)), None) => self.ruled_value(action, &label, depth),
                     (None, None) if person => self.ruled_value(Action::Hash, "json-person:name", depth),
+                    (None, None) if name_like => {
+                        // A sibling after it may still say this is a person.
+                        let start = self.out.len();
+                        let result = self.value(depth);
+                        if result.is_ok() {
+                            let raw = &self.input[value_start + 1..self.pos - 1];
+                            let text = match std::str::from_utf8(raw) {
+                                Ok(t) if !t.contains('\\') => t.to_string(),
+                                _ => decode_string(raw).unwrap_or_default(),
+                            };
+                            let end = self.out.len();
+                            if let Some(open) = self.objects.last_mut() {
+                                open.names.push((start, end, text));
+                            }
+                        }
+                        result
+                    }
                     (None, None) => self.value(depth),
                 }
                 .map(|()| true)
@@ -343,7 +406,7 @@ impl<'i> Rewriter<'_, '_, 'i> {
     /// The rule a name/value pair's name gives its value: the key rule of the string in a
     /// sibling `name`, `type`, `key` or `field` member.
     fn pair_rule(&mut self) -> Option<(Action, String)> {
-        let &start = self.objects.last()?;
+        let start = self.objects.last()?.start;
         let resume = self.pos;
         self.pos = start + 1;
         let mut named: Option<String> = None;
@@ -378,51 +441,22 @@ impl<'i> Rewriter<'_, '_, 'i> {
         self.pass.key_rule(&named)
     }
 
-    /// True when `key` is a name member (`name`, `full_name`, `display_name` …) of an
-    /// object that describes a person: its parent names one (`user`, `customers[*]` …) or
-    /// a sibling does (an e-mail, phone, address or birth date beside it). A product's
-    /// `name` has neither.
-    fn is_person_name(&mut self, key: &str) -> bool {
-        let mut buf = [0u8; 64];
-        if !normalize_key_ascii(key, &mut buf).is_some_and(is_person_name_key) {
-            return false;
+    /// True when the current object describes a person: its parent names one (`user`,
+    /// `customers[*]` …) or a sibling does (an e-mail, phone, address or birth date beside
+    /// it). A product's `name` has neither.
+    fn is_person_object(&mut self) -> bool {
+        if self.objects.last().is_some_and(|o| o.person) {
+            return true;
         }
         let parent = self.path.iter().rev().skip(1).find_map(|s| match s {
             Step::Key(k) => Some(k),
             Step::Index(_) => None,
         });
         let mut pbuf = [0u8; 64];
-        if parent.is_some_and(|p| match normalize_key_ascii(p, &mut pbuf) {
+        parent.is_some_and(|p| match normalize_key_ascii(p, &mut pbuf) {
             Some(n) => is_person_parent(n),
             None => is_person_parent(&normalize_key(p)),
-        }) {
-            return true;
-        }
-        let Some(&start) = self.objects.last() else { return false };
-        // Read the object's member names from its start, then come back.
-        let resume = self.pos;
-        self.pos = start + 1;
-        let mut person = false;
-        while !person {
-            self.skip_ws();
-            let Ok((_, name)) = self.string() else { break };
-            let mut sbuf = [0u8; 64];
-            person = normalize_key_ascii(&name, &mut sbuf).is_some_and(is_person_sibling);
-            self.skip_ws();
-            if self.expect(b':').is_err() {
-                break;
-            }
-            self.skip_ws();
-            if self.skip_value(0).is_err() {
-                break;
-            }
-            self.skip_ws();
-            if self.expect(b',').is_err() {
-                break;
-            }
-        }
-        self.pos = resume;
-        person
+        })
     }
 
     fn array(&mut self, depth: usize) -> R<()> {
@@ -440,7 +474,7 @@ impl<'i> Rewriter<'_, '_, 'i> {
             }
             let mark = self.out.len();
             self.path.push(Step::Index(index));
-            let rule = self.rule();
+            let rule = self.path_rule();
             let result = match rule {
                 Some((Action::Drop, label)) => {
                     self.pass.hit(&label);
@@ -596,12 +630,6 @@ impl<'i> Rewriter<'_, '_, 'i> {
         self.changed = true;
         write_json_string(&mut self.out, text);
     }
-}
-
-/// True for a member that holds a name/value pair's value.
-fn is_pair_value(key: &str) -> bool {
-    let mut buf = [0u8; 64];
-    normalize_key_ascii(key, &mut buf).is_some_and(is_pair_value_key)
 }
 
 /// Writes `text` as a JSON string literal.

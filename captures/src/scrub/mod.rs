@@ -119,6 +119,23 @@ fn merge_hits(into: &mut Vec<ScrubHit>, hits: Hits) {
     }
 }
 
+/// What a member name means, cached per pass ([`Pass::key_info`]).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct KeyInfo {
+    /// The key rule: its action and label ([`Pass::label_of`]).
+    pub rule: Option<(Action, u32)>,
+    /// The header it is named like, lower case ([`Pass::label_of`]).
+    pub header: Option<u32>,
+    /// `name`, `full_name` …: a person's name in a person's object.
+    pub person_name: bool,
+    /// `value`, `data` …: the value of a name/value pair.
+    pub pair_value: bool,
+    /// `email`, `phone`, `address` …: its object describes a person.
+    pub person_sibling: bool,
+    /// Some JSON path rule may end at a member of this name.
+    pub path_name: bool,
+}
+
 /// One scrubbing pass over one exchange.
 pub(crate) struct Pass<'a> {
     pub(crate) scrubber: &'a Scrubber,
@@ -126,11 +143,11 @@ pub(crate) struct Pass<'a> {
     findings: Vec<Finding>,
     /// How many documents deep inside a value the pass is ([`embedded`]).
     depth: u8,
-    /// Names already looked up as header names ([`Pass::header_like`]): bodies repeat
-    /// their member names, and the header patterns are regular expressions.
-    header_names: rustc_hash::FxHashMap<Box<str>, Option<Box<str>>>,
-    /// Normalised names already looked up in the key rules and patterns.
-    key_rules: rustc_hash::FxHashMap<Box<str>, Option<(Action, Box<str>)>>,
+    /// What each member name means ([`Pass::key_info`]), looked up once per pass: bodies
+    /// repeat their names, and key patterns and header patterns are regular expressions.
+    keys: rustc_hash::FxHashMap<Box<str>, KeyInfo>,
+    /// Rule labels and header names the cached [`KeyInfo`]s point to.
+    labels: Vec<Box<str>>,
 }
 
 impl<'a> Pass<'a> {
@@ -140,21 +157,59 @@ impl<'a> Pass<'a> {
             hits: Hits::new(),
             findings: Vec::new(),
             depth: 0,
-            header_names: Default::default(),
-            key_rules: Default::default(),
+            keys: Default::default(),
+            labels: Vec::new(),
         }
     }
 
-    /// The key rule for a normalised name (exact, else patterns), remembered for the pass.
-    pub(crate) fn key_action(&mut self, norm: &str) -> Option<(Action, String)> {
-        if let Some(known) = self.key_rules.get(norm) {
-            return known.as_ref().map(|(a, l)| (*a, l.to_string()));
+    /// What the name `key` means (its key rule, the header it is named like, whether it
+    /// names a person or a pair's value), remembered for the pass.
+    pub(crate) fn key_info(&mut self, key: &str) -> KeyInfo {
+        if let Some(info) = self.keys.get(key) {
+            return *info;
         }
-        let found = self.scrubber.policy.key_action(norm);
-        if self.key_rules.len() < 4096 {
-            self.key_rules.insert(norm.into(), found.as_ref().map(|(a, l)| (*a, l.as_str().into())));
+        let policy = &self.scrubber.policy;
+        let leaf = embedded::leaf_name(key);
+        let mut buf = [0u8; 64];
+        let owned;
+        let norm = match policy::normalize_key_ascii(leaf, &mut buf) {
+            Some(n) => n,
+            None => {
+                owned = policy::normalize_key(leaf);
+                &owned
+            }
+        };
+        let rule = policy.key_action(norm);
+        let mut lower_buf = [0u8; 64];
+        let header = lowercase_ascii(key.as_bytes(), &mut lower_buf).filter(|lower| {
+            *lower == "cookie"
+                || *lower == "set-cookie"
+                || policy.headers.contains_key(*lower)
+                || policy.header_patterns.iter().any(|(re, _, _)| re.is_match(lower))
+        });
+        let header = header.map(|h| h.to_string());
+        let info = KeyInfo {
+            person_name: embedded::is_person_name_key(norm),
+            pair_value: embedded::is_pair_value_key(norm),
+            person_sibling: embedded::is_person_sibling(norm),
+            path_name: policy.json_path_names.as_ref().is_none_or(|names| names.contains(key)),
+            rule: rule.map(|(a, label)| (a, self.label(label))),
+            header: header.map(|h| self.label(h)),
+        };
+        if self.keys.len() < 4096 {
+            self.keys.insert(key.into(), info);
         }
-        found
+        info
+    }
+
+    fn label(&mut self, text: String) -> u32 {
+        self.labels.push(text.into());
+        (self.labels.len() - 1) as u32
+    }
+
+    /// A label or header name a [`KeyInfo`] points to.
+    pub(crate) fn label_of(&self, i: u32) -> &str {
+        &self.labels[i as usize]
     }
 
     pub(crate) fn hit(&mut self, rule: &str) {
@@ -184,6 +239,9 @@ impl<'a> Pass<'a> {
     /// text beside it (`a@b.ca@b.co` → `tok_email_…@b.co`), and scrubbing must be
     /// idempotent. Only text that changed is scanned again.
     pub(crate) fn detect_text(&mut self, text: &str) -> Option<String> {
+        if detect::inert(text) && self.scrubber.policy.detectors.built_in_only() {
+            return None;
+        }
         let mut current: Option<String> = None;
         for _ in 0..8 {
             let base = current.as_deref().unwrap_or(text);
