@@ -125,9 +125,7 @@ pub(crate) fn leaf_name(name: &str) -> &str {
     if !name.contains(['[', '.']) {
         return name;
     }
-    name.split(['[', ']', '.'])
-        .rfind(|s| !s.is_empty() && !s.bytes().all(|b| b.is_ascii_digit()))
-        .unwrap_or(name)
+    name.split(['[', ']', '.']).rfind(|s| !s.is_empty() && !s.bytes().all(|b| b.is_ascii_digit())).unwrap_or(name)
 }
 
 /// True when a member named `name` (normalised) under `parent` (normalised; lists count as
