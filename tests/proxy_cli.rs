@@ -66,9 +66,12 @@ fn config_file_sets_flags_and_flags_override_it() {
     let captured = read_all(&[&caps]);
     assert_eq!(captured.len(), 1, "the file's exclude rule applies");
     let body = &captured[0].request.body;
+    // At most the first 4 bytes are kept; the scrubber then drops the word the cut fell in
+    // (half a card number or e-mail address must not reach the disk), here all of it.
+    assert!(b"0123".starts_with(&body.data[..]), "--max-body from the command line: {:?}", body.data);
     assert_eq!(
-        (&body.data[..], body.len, body.truncated),
-        (&b"0123"[..], 10, true),
+        (body.len, body.truncated),
+        (10, true),
         "--max-body from the command line"
     );
 }
