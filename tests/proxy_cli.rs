@@ -69,11 +69,7 @@ fn config_file_sets_flags_and_flags_override_it() {
     // At most the first 4 bytes are kept; the scrubber then drops the word the cut fell in
     // (half a card number or e-mail address must not reach the disk), here all of it.
     assert!(b"0123".starts_with(&body.data[..]), "--max-body from the command line: {:?}", body.data);
-    assert_eq!(
-        (body.len, body.truncated),
-        (10, true),
-        "--max-body from the command line"
-    );
+    assert_eq!((body.len, body.truncated), (10, true), "--max-body from the command line");
 }
 
 #[test]

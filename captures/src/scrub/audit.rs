@@ -224,6 +224,19 @@ impl Audit<'_> {
         }
         for c in labelled_value().captures_iter(text) {
             let (Some(name), Some(value)) = (c.get(1), c.get(2)) else { continue };
+            let lower = name.as_str().to_ascii_lowercase();
+            let policy = &self.scrubber.policy;
+            let header_like = lower == "cookie"
+                || lower == "set-cookie"
+                || policy.headers.contains_key(&lower)
+                || policy.header_patterns.iter().any(|(re, _, _)| re.is_match(&lower));
+            if header_like {
+                // `Authorization: Bearer …`: the rest of the line is the header's value.
+                let line_end = text[value.start()..].find(['\n', '\r']).map_or(text.len(), |i| value.start() + i);
+                let line = text[value.start()..line_end].trim_end_matches(['"', '\'', ',', ';', '<']);
+                self.header(&lower, line, &format!("{location} {}:", name.as_str()), 1);
+                continue;
+            }
             let v = value.as_str().trim_matches(['"', '\'']);
             let norm = normalize_key(leaf_name(name.as_str()));
             if let Some((action, _)) = self.scrubber.policy.key_action(&norm) {
@@ -396,6 +409,9 @@ impl Audit<'_> {
         let mut reader = quick_xml::Reader::from_str(text);
         reader.config_mut().trim_text(true);
         let mut stack: Vec<String> = Vec::new();
+        // Per open element: the rule a `<name>` child gave its pair, and the rule its own
+        // text is under as a pair's `<value>`.
+        let mut pairs: Vec<(Option<Action>, Option<Action>)> = Vec::new();
         loop {
             let event = match reader.read_event() {
                 Ok(Event::Eof) | Err(_) => break,
@@ -412,14 +428,30 @@ impl Audit<'_> {
                         self.value(Some(&key), &value, &format!("{location} <{name} {key}>"), depth + 1);
                     }
                     if opens {
+                        let value_rule = is_pair_value_key(&normalize_key(&name))
+                            .then(|| pairs.last().and_then(|p| p.0))
+                            .flatten()
+                            .or_else(|| pairs.last().and_then(|p| p.1));
                         stack.push(name);
+                        pairs.push((None, value_rule));
                     }
                 }
                 Event::End(_) => {
                     stack.pop();
+                    pairs.pop();
                 }
                 Event::Text(t) => {
                     let value = t.xml10_content().map(|v| v.into_owned()).unwrap_or_default();
+                    let n = stack.len();
+                    if n >= 2 && is_pair_name_key(&normalize_key(&stack[n - 1])) {
+                        let rule = self.scrubber.policy.key_action(&normalize_key(value.trim())).map(|(a, _)| a);
+                        pairs[n - 2].0 = rule;
+                    }
+                    if let Some(action) = pairs.last().and_then(|p| p.1) {
+                        let at = format!("{location} <{}>", stack.last().map_or("", String::as_str));
+                        self.ruled(action, &value, "key:pair".into(), &at);
+                        continue;
+                    }
                     self.xml_text(&stack, &value, location, depth);
                 }
                 Event::CData(c) => {

@@ -369,10 +369,10 @@ impl Detectors {
             add(Kind::Phone, &self.phone, &|m| is_phone(m) && !date.is_match(m));
         }
         if s.dot && s.digits >= 4 {
-            // `Chrome/120.0.0.0`, `v4.18.2.0`, `Version=4.0.0.0`: versions, not addresses.
+            // `Chrome/120.0.0.0`, `v4.18.2.0`: versions, not addresses.
             let version = |m: &str| {
                 let start = m.as_ptr() as usize - text.as_ptr() as usize;
-                matches!(text.as_bytes().get(start.wrapping_sub(1)), Some(b'/' | b'v' | b'V' | b'='))
+                matches!(text.as_bytes().get(start.wrapping_sub(1)), Some(b'/' | b'v' | b'V'))
             };
             add(Kind::Ip, &self.ipv4, &|m| !version(m));
         }
@@ -469,6 +469,18 @@ pub fn inert(text: &str) -> bool {
     }
     // Tokens of known formats made of letters alone are 20 characters or more.
     all != 0 && (any & UPPER == 0 || text.len() < 20)
+}
+
+/// True when `value` is one e-mail address, nothing around it.
+pub fn is_email(value: &str) -> bool {
+    static RE: std::sync::OnceLock<Regex> = std::sync::OnceLock::new();
+    value.contains('@')
+        && value.len() <= 254
+        && RE
+            .get_or_init(|| {
+                re(r"(?i)^[a-z0-9][a-z0-9._%+\-]{0,63}@[a-z0-9](?:[a-z0-9\-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9\-]{0,61}[a-z0-9])?)*\.[a-z]{2,24}$")
+            })
+            .is_match(value)
 }
 
 /// Luhn checksum over the digits of `s`.
@@ -867,7 +879,7 @@ mod tests {
         finds("retrying http://admin:HttpS3cret@10.0.0.5:8080/health", Kind::Token, "HttpS3cret");
         clean("asset logo@2x.png and hero@3x.jpg");
         clean("git@github.com:acme/shop.git");
-        clean("Chrome/120.0.0.0 Safari/537.36 Version=4.0.0.0");
+        clean("Chrome/120.0.0.0 Safari/537.36 v4.0.0.0");
     }
 
     #[test]

@@ -59,7 +59,6 @@ const PERSON_PARENTS: &[&str] = &[
     "account",
     "owner",
     "author",
-    "member",
     "employee",
     "patient",
     "recipient",
@@ -71,10 +70,8 @@ const PERSON_PARENTS: &[&str] = &[
     "shipping",
     "passenger",
     "guest",
-    "driver",
     "applicant",
     "beneficiary",
-    "client",
     "payer",
     "payee",
     "cardholder",
@@ -83,11 +80,13 @@ const PERSON_PARENTS: &[&str] = &[
     "attendee",
     "student",
     "teacher",
-    "from",
-    "to",
-    "cc",
-    "bcc",
-    "replyto",
+    "assignee",
+    "reporter",
+    "emergencycontact",
+    "spouse",
+    "guardian",
+    "participant",
+    "recipients",
 ];
 
 /// Sibling names that say an object describes a person.
@@ -122,10 +121,10 @@ const PERSON_SIBLINGS: &[&str] = &[
 /// The innermost name of a structured field name: `password` for `user[password]`,
 /// `user.password` or `users[0][password]`.
 pub(crate) fn leaf_name(name: &str) -> &str {
-    if !name.contains(['[', '.']) {
+    if !name.contains(['[', '.', '/']) {
         return name;
     }
-    name.split(['[', ']', '.']).rfind(|s| !s.is_empty() && !s.bytes().all(|b| b.is_ascii_digit())).unwrap_or(name)
+    name.split(['[', ']', '.', '/']).rfind(|s| !s.is_empty() && !s.bytes().all(|b| b.is_ascii_digit())).unwrap_or(name)
 }
 
 /// True when a member named `name` (normalised) under `parent` (normalised; lists count as
@@ -137,12 +136,26 @@ pub(crate) fn is_person_name_key(name: &str) -> bool {
 /// Members that name another member's meaning in name/value pairs:
 /// `{"name": "password", "value": "…"}`, `{"type": "password", "value": "…"}`.
 pub(crate) fn is_pair_name_key(name: &str) -> bool {
-    matches!(name, "name" | "type" | "key" | "field" | "fieldname" | "param" | "parameter" | "attribute" | "property")
+    matches!(
+        name,
+        "name"
+            | "type"
+            | "key"
+            | "k"
+            | "field"
+            | "fieldname"
+            | "param"
+            | "parameter"
+            | "attribute"
+            | "property"
+            | "path"
+            | "label"
+    )
 }
 
 /// Members holding the value of a name/value pair.
 pub(crate) fn is_pair_value_key(name: &str) -> bool {
-    matches!(name, "value" | "values" | "val" | "fieldvalue" | "data")
+    matches!(name, "value" | "values" | "val" | "v" | "fieldvalue" | "data" | "content" | "text")
 }
 
 /// True when `parent` (a normalised key) names a person.
@@ -286,8 +299,22 @@ impl Pass<'_> {
         if let Some(out) = self.embedded(text) {
             return out;
         }
-        if memchr::memchr(b':', text.as_bytes()).is_some() && text.contains("://") {
-            return self.prose(text, false);
+        // `/reset-password/9f86…`: a path is read as a request target.
+        if text.starts_with('/') && text.len() > 1 && !text.contains(char::is_whitespace) {
+            let mut t = text.to_string();
+            self.target(&mut t);
+            return match self.detect_text(&t) {
+                Some(new) => Some(new),
+                None => (t != text).then_some(t),
+            };
+        }
+        // Log lines, echoed headers and connection strings: `Authorization: Bearer …`,
+        // `Password=…;`, URLs.
+        let b = text.as_bytes();
+        let labelled = memchr::memchr(b'=', b).is_some()
+            || memchr::memchr_iter(b':', b).any(|i| matches!(b.get(i + 1), Some(b' ' | b'\t' | b'"' | b'\'')));
+        if labelled || (memchr::memchr(b':', b).is_some() && text.contains("://")) {
+            return self.prose(text, labelled);
         }
         self.detect_text(text)
     }
@@ -321,11 +348,41 @@ impl Pass<'_> {
                 if edits.iter().any(|(s, e, _)| value.start() < *e && *s < value.end()) {
                     continue;
                 }
+                // `Authorization: Bearer …`, `Cookie: a=1; b=2`: the rest of the line is the
+                // header's value.
+                if let Some(header) = self.header_like(name.as_str()) {
+                    let line_end = text[value.start()..].find(['\n', '\r']).map_or(text.len(), |i| value.start() + i);
+                    let line = text[value.start()..line_end].trim_end_matches(['"', '\'', ',', ';', '<']);
+                    let end = value.start() + line.len();
+                    if edits.iter().any(|(s, e, _)| value.start() < *e && *s < end) {
+                        continue;
+                    }
+                    let new = match self.header_value(&header, line) {
+                        HeaderOutcome::Keep => None,
+                        HeaderOutcome::Drop => Some(crate::scrub::action::REDACTED.to_string()),
+                        HeaderOutcome::Replace(new) => Some(new),
+                    };
+                    if let Some(new) = new {
+                        edits.push((value.start(), end, new));
+                    }
+                    continue;
+                }
                 let raw = value.as_str();
                 let quote =
                     raw.chars().next().filter(|q| matches!(q, '"' | '\'') && raw.len() >= 2 && raw.ends_with(*q));
                 let inner = if quote.is_some() { &raw[1..raw.len() - 1] } else { raw };
-                let Some((action, rule)) = self.key_rule(name.as_str()) else { continue };
+                let Some((action, rule)) = self.key_rule(name.as_str()) else {
+                    // `url=/login?token=…`: a path with a query.
+                    if inner.starts_with('/') && inner.contains('?') {
+                        let mut t = inner.to_string();
+                        self.target(&mut t);
+                        if t != inner {
+                            let start = value.start() + usize::from(quote.is_some());
+                            edits.push((start, start + inner.len(), t));
+                        }
+                    }
+                    continue;
+                };
                 let action = if action == Action::Drop { Action::Redact } else { action };
                 let kind = rule.rsplit(':').next().unwrap_or("value").to_string();
                 if let Some(new) = self.apply(action, &kind, inner, &rule) {
@@ -520,7 +577,7 @@ impl Pass<'_> {
 /// URLs in free text: `https://…`, `wss://…`, `ftp://…`, up to white space or a quote.
 pub(crate) fn url_in_text() -> &'static regex::Regex {
     static RE: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
-    RE.get_or_init(|| regex::Regex::new(r#"(?i)\b(?:https?|wss?|ftp)://[^\s<>"'\\`]+"#).expect("valid"))
+    RE.get_or_init(|| regex::Regex::new(r#"(?i)\b[a-z][a-z0-9+.\-]{1,15}://[^\s<>"'\\`]+"#).expect("valid"))
 }
 
 /// `name: value`, `name=value`, `"name": "value"`, `'name': 'value'` in free text.

@@ -111,7 +111,7 @@ fn echoed_requests_are_scrubbed_in_every_embedded_shape() {
         let url = v["url"].as_str().unwrap();
         assert!(url.starts_with("https://api.example.com/anything?email=tok_") && url.ends_with("&page=2"), "{url}");
         let note = v["form"]["note"].as_str().unwrap();
-        assert!(note.starts_with("user=jane&pw=%5BREDACTED%5D&mail=tok_mail_"), "{note}");
+        assert!(note.starts_with("user=jane&pw=%5BREDACTED%5D&mail=tok_email_"), "{note}");
         assert!(scrubber().audit(&ex).is_empty(), "{:?}", scrubber().audit(&ex));
         // Idempotent.
         let (again, _) = scrub("application/json", &out);

@@ -197,3 +197,54 @@ fn harmless_values_survive() {
     scrubber().scrub(&mut ex);
     assert_eq!(String::from_utf8_lossy(&ex.request.body.data), body);
 }
+
+#[test]
+fn second_review_shapes() {
+    let ex = request(
+        "/",
+        "text/plain",
+        &[],
+        "GET /me HTTP/1.1\nAuthorization: Bearer AuthTextTok0123456789abcdef\nCookie: session=EchoSess0123456789; theme=dark\n",
+    );
+    gone(&ex, &["AuthTextTok0123456789abcdef", "EchoSess0123456789"]);
+    let ex = request(
+        "/",
+        "application/json",
+        &[],
+        r#"{"patch":[{"op":"replace","path":"/password","value":"PatchPw9!zz"}],"pairs":[{"k":"password","v":"KvPw!42"}],"conn":"Server=db;User Id=sa;Password=AdoPw!123;","jdbc":"jdbc:mysql://db/app?user=root&password=JdbcPw456","path":"/reset-password/RegResetTok0123456789abcdef","log":"request headers: Authorization: Bearer LogTok0123456789abcdef"}"#,
+    );
+    gone(
+        &ex,
+        &["PatchPw9!zz", "KvPw!42", "AdoPw!123", "JdbcPw456", "RegResetTok0123456789abcdef", "LogTok0123456789abcdef"],
+    );
+    let ex = request(
+        "/RPC2",
+        "text/xml",
+        &[],
+        "<methodCall><params><param><value><struct><member><name>password</name><value><string>XmlRpcPw2</string></value></member><member><name>user</name><value><string>bob</string></value></member></struct></value></param></params></methodCall>",
+    );
+    gone(&ex, &["XmlRpcPw2"]);
+    assert!(text(&ex).contains("<name>password</name>") && text(&ex).contains("<string>bob</string>"), "{}", text(&ex));
+}
+
+#[test]
+fn second_review_false_positives() {
+    let body = r#"{"className":"btn-primary","businessName":"Acme GmbH","syntaxId":"js","license":"MIT","secretary":"Ms Moneypenny","max_tokens":1024,"usage":{"prompt_tokens":12,"total_tokens":40}}"#;
+    let mut h = Headers::new();
+    h.push("Content-Type", "application/json");
+    h.push("Forwarded", "for=198.51.100.17;proto=https;by=203.0.113.43");
+    let mut ex = Exchange {
+        request: Request {
+            method: "POST".into(),
+            target: "/".into(),
+            headers: h,
+            body: Body::full(body.as_bytes().to_vec()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    scrubber().scrub(&mut ex);
+    assert_eq!(String::from_utf8_lossy(&ex.request.body.data), body);
+    let fwd = ex.request.headers.get_str("forwarded").unwrap();
+    assert!(fwd.contains(";proto=https;by=") && !fwd.contains("198.51.100.17"), "{fwd}");
+}

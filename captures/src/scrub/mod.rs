@@ -228,6 +228,9 @@ impl<'a> Pass<'a> {
             return None;
         }
         self.hit(rule);
+        // An e-mail address is the same token whichever rule took it (`email`, `userEmail`,
+        // the detector), so joins across places survive.
+        let kind = if action == Action::Hash && kind != "email" && detect::is_email(value) { "email" } else { kind };
         Some(self.scrubber.keyer.apply(action, kind, value).unwrap_or_default())
     }
 
@@ -460,7 +463,9 @@ impl<'a> Pass<'a> {
         }
         match name {
             "cookie" => self.cookies(value, "; ", false),
-            "set-cookie" => self.cookies(value, "; ", true),
+            "set-cookie" | "set-cookie2" => self.cookies(value, "; ", true),
+            // `for=…;proto=https`: parameters, not cookies; addresses meet the detectors.
+            "forwarded" => self.detect_text(value).map_or(HeaderOutcome::Keep, HeaderOutcome::Replace),
             _ if policy.detect_skip.contains(name) => HeaderOutcome::Keep,
             _ => self.free_value(None, value).map_or(HeaderOutcome::Keep, HeaderOutcome::Replace),
         }

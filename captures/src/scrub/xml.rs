@@ -13,7 +13,7 @@ use quick_xml::events::{BytesStart, Event};
 use quick_xml::Reader;
 
 use crate::scrub::action::Action;
-use crate::scrub::embedded::{is_pair_name_key, is_person_name_key, is_person_parent};
+use crate::scrub::embedded::{is_pair_name_key, is_pair_value_key, is_person_name_key, is_person_parent};
 use crate::scrub::policy::normalize_key;
 use crate::scrub::Pass;
 
@@ -26,6 +26,9 @@ struct Element {
     rule: Option<(Action, String)>,
     /// Its name, normalised.
     name: String,
+    /// In a name/value pair (`<member><name>password</name><value>…`), the rule the
+    /// name child gave the value child.
+    pair: Option<(Action, String)>,
 }
 
 /// Rewrites an XML document; `Ok(None)` when nothing changed. A truncated body is kept up
@@ -68,6 +71,15 @@ pub(crate) fn scrub(pass: &mut Pass<'_>, input: &[u8], truncated: bool) -> Resul
             continue;
         }
         if let Some((s, e)) = run.take() {
+            // `<name>password</name>` inside a pair: the sibling `<value>` takes its rule.
+            if stack.len() >= 2 && stack.last().is_some_and(|el| is_pair_name_key(&el.name)) {
+                let named = quick_xml::escape::unescape(&text[s..e]).map(|v| v.trim().to_string()).unwrap_or_default();
+                if named.len() <= 64 {
+                    let rule = pass.key_rule(&named);
+                    let parent = stack.len() - 2;
+                    stack[parent].pair = rule;
+                }
+            }
             changed |= text_run(pass, text, s, e, &stack, &mut out, &mut copied);
         }
         let (e, empty) = match event {
@@ -121,7 +133,11 @@ pub(crate) fn scrub(pass: &mut Pass<'_>, input: &[u8], truncated: bool) -> Resul
                 None => None,
             },
         }
-        .or_else(|| person.then(|| (Action::Hash, "xml-person:name".to_string())));
+        .or_else(|| person.then(|| (Action::Hash, "xml-person:name".to_string())))
+        .or_else(|| {
+            // The value of a name/value pair whose name has a rule.
+            is_pair_value_key(&name).then(|| stack.last().and_then(|p| p.pair.clone())).flatten()
+        });
         if let Some(tag) = tag(pass, &e, rule.as_ref(), &stack, empty) {
             out.push_str(&text[copied..start]);
             out.push_str(&tag);
@@ -129,7 +145,7 @@ pub(crate) fn scrub(pass: &mut Pass<'_>, input: &[u8], truncated: bool) -> Resul
             changed = true;
         }
         if !empty {
-            stack.push(Element { rule, name });
+            stack.push(Element { rule, name, pair: None });
         }
     }
     if !seen_element {
