@@ -60,6 +60,10 @@ doc = {"args": {"email": "ada.lovelace@example.com", "page": "2"}, "data": json.
        "url": "https://api.example.com/anything?email=ada.lovelace%40example.com&page=2"}
 open(sys.argv[1], "w").write(json.dumps(doc, indent=2))
 PY
+    # nginx's workers run as another user: let them reach the file.
+    chmod o+x "$WORK"
+    chmod o+rx "$WORK/www"
+    chmod o+r "$WORK/www/echo.json"
     UPSTREAM_LOCATION="location / { default_type application/json; root $WORK/www; try_files /echo.json =404; }"
 fi
 cat > "$WORK/nginx.conf" <<CONF
