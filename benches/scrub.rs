@@ -93,9 +93,39 @@ fn as_answers(bodies: &[Vec<u8>]) -> Vec<Exchange> {
         .collect()
 }
 
+/// Scrubbing `exchanges` (holding `bodies`) against serde_json parsing and re-serialising
+/// the same bodies, in one group.
+fn against_serde_json(c: &mut Criterion, group: &str, scrubber: &Scrubber, bodies: &[Vec<u8>], exchanges: &[Exchange]) {
+    let total: u64 = bodies.iter().map(|b| b.len() as u64).sum();
+    let mut g = c.benchmark_group(group);
+    g.throughput(Throughput::Bytes(total));
+    g.bench_function("tapedeck scrub", |b| {
+        b.iter_batched(
+            || exchanges.to_vec(),
+            |mut exs| {
+                for ex in &mut exs {
+                    scrubber.scrub(ex);
+                }
+                exs
+            },
+            criterion::BatchSize::LargeInput,
+        )
+    });
+    g.bench_function("serde_json parse + serialize", |b| {
+        b.iter(|| {
+            let mut n = 0;
+            for body in bodies {
+                let v: serde_json::Value = serde_json::from_slice(body).unwrap();
+                n += serde_json::to_vec(&v).unwrap().len();
+            }
+            n
+        })
+    });
+    g.finish();
+}
+
 fn bench(c: &mut Criterion) {
     let bodies = bodies();
-    let total: u64 = bodies.iter().map(|b| b.len() as u64).sum();
     let scrubber = Scrubber::with_defaults(Some(b"benchmark scrub key 0123456789"));
     let mut headers = Headers::new();
     headers.push("content-type", "application/json");
@@ -112,60 +142,9 @@ fn bench(c: &mut Criterion) {
             ..Default::default()
         })
         .collect();
-    let mut g = c.benchmark_group("scrub_json");
-    g.throughput(Throughput::Bytes(total));
-    g.bench_function("tapedeck scrub", |b| {
-        b.iter_batched(
-            || exchanges.clone(),
-            |mut exs| {
-                for ex in &mut exs {
-                    scrubber.scrub(ex);
-                }
-                exs
-            },
-            criterion::BatchSize::LargeInput,
-        )
-    });
-    g.bench_function("serde_json parse + serialize", |b| {
-        b.iter(|| {
-            let mut n = 0;
-            for body in &bodies {
-                let v: serde_json::Value = serde_json::from_slice(body).unwrap();
-                n += serde_json::to_vec(&v).unwrap().len();
-            }
-            n
-        })
-    });
-    g.finish();
-
+    against_serde_json(c, "scrub_json", &scrubber, &bodies, &exchanges);
     let echo = echo_bodies();
-    let echo_total: u64 = echo.iter().map(|b| b.len() as u64).sum();
-    let echo_answers = as_answers(&echo);
-    let mut g = c.benchmark_group("scrub_echo");
-    g.throughput(Throughput::Bytes(echo_total));
-    g.bench_function("tapedeck scrub", |b| {
-        b.iter_batched(
-            || echo_answers.clone(),
-            |mut exs| {
-                for ex in &mut exs {
-                    scrubber.scrub(ex);
-                }
-                exs
-            },
-            criterion::BatchSize::LargeInput,
-        )
-    });
-    g.bench_function("serde_json parse + serialize", |b| {
-        b.iter(|| {
-            let mut n = 0;
-            for body in &echo {
-                let v: serde_json::Value = serde_json::from_slice(body).unwrap();
-                n += serde_json::to_vec(&v).unwrap().len();
-            }
-            n
-        })
-    });
-    g.finish();
+    against_serde_json(c, "scrub_echo", &scrubber, &echo, &as_answers(&echo));
 
     // The load benchmark's exchange: a tiny GET and a 1 KiB text/plain answer.
     let mut req_headers = Headers::new();

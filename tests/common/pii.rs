@@ -369,18 +369,8 @@ impl Pii {
 }
 
 pub fn luhn(digits: &str) -> bool {
-    let mut sum = 0;
-    for (i, c) in digits.bytes().rev().enumerate() {
-        let mut v = u32::from(c - b'0');
-        if i % 2 == 1 {
-            v *= 2;
-            if v > 9 {
-                v -= 9;
-            }
-        }
-        sum += v;
-    }
-    sum % 10 == 0
+    let d: Vec<u8> = digits.bytes().map(|b| b - b'0').collect();
+    tapedeck_captures::scrub::detect::luhn(&d)
 }
 
 /// Which of `planted` occur in `haystack`, as written or URL-, percent- or JSON-encoded,

@@ -225,12 +225,7 @@ impl Audit<'_> {
         for c in labelled_value().captures_iter(text) {
             let (Some(name), Some(value)) = (c.get(1), c.get(2)) else { continue };
             let lower = name.as_str().to_ascii_lowercase();
-            let policy = &self.scrubber.policy;
-            let header_like = lower == "cookie"
-                || lower == "set-cookie"
-                || policy.headers.contains_key(&lower)
-                || policy.header_patterns.iter().any(|(re, _, _)| re.is_match(&lower));
-            if header_like {
+            if self.scrubber.policy.is_header_name(&lower) {
                 // `Authorization: Bearer …`: the rest of the line is the header's value.
                 let line_end = text[value.start()..].find(['\n', '\r']).map_or(text.len(), |i| value.start() + i);
                 let line = text[value.start()..line_end].trim_end_matches(['"', '\'', ',', ';', '<']);
@@ -261,11 +256,7 @@ impl Audit<'_> {
             let norm = normalize_key(leaf_name(key));
             let lower = key.to_ascii_lowercase();
             let policy = &self.scrubber.policy;
-            let header_like = lower == "cookie"
-                || lower == "set-cookie"
-                || policy.headers.contains_key(&lower)
-                || policy.header_patterns.iter().any(|(re, _, _)| re.is_match(&lower));
-            if header_like {
+            if policy.is_header_name(&lower) {
                 return self.header(&lower, v, location, depth + 1);
             }
             if let Some((action, _)) = policy.key_action(&norm) {

@@ -36,6 +36,25 @@ fn request(target: &str, content_type: &str, headers: &[(&str, &str)], body: &st
     ex
 }
 
+/// A request of `content_type` with `headers` and `body`, not scrubbed yet.
+fn unscrubbed(content_type: &str, headers: &[(&str, &str)], body: &str) -> Exchange {
+    let mut h = Headers::new();
+    h.push("Content-Type", content_type);
+    for (n, v) in headers {
+        h.push(*n, *v);
+    }
+    Exchange {
+        request: Request {
+            method: "POST".into(),
+            target: "/".into(),
+            headers: h,
+            body: Body::full(body.as_bytes().to_vec()),
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
 fn text(ex: &Exchange) -> String {
     let mut all = ex.request.target.clone();
     for h in ex.request.headers.iter() {
@@ -181,18 +200,7 @@ fn cookies_without_names_and_cut_text() {
 #[test]
 fn harmless_values_survive() {
     let body = r#"{"product":"Basic T-Shirt","error":"The access token provided is expired","digest":"Weekly digest delivered every Monday","logo":"logo@2x.png","ua":"Chrome/120.0.0.0","sku":"TS123456A","when":"05.03.2024 10:15","region":{"displayName":"West Europe"},"Key":"reports/2024/q1/summary-final.pdf","sortKey":"c0ffee00c0ffee00c0ffee00","remote":"git@github.com:acme/shop.git","next_page_token":"CiAKGjBpNDd2Nmp2Zml2cXRwYjBpOXA0cTZtNhABGAE"}"#;
-    let mut h = Headers::new();
-    h.push("Content-Type", "application/json");
-    let mut ex = Exchange {
-        request: Request {
-            method: "POST".into(),
-            target: "/".into(),
-            headers: h,
-            body: Body::full(body.as_bytes().to_vec()),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
+    let mut ex = unscrubbed("application/json", &[], body);
     assert_eq!(scrubber().audit(&ex), vec![], "the auditor raises no false alarm");
     scrubber().scrub(&mut ex);
     assert_eq!(String::from_utf8_lossy(&ex.request.body.data), body);
@@ -230,19 +238,8 @@ fn second_review_shapes() {
 #[test]
 fn second_review_false_positives() {
     let body = r#"{"className":"btn-primary","businessName":"Acme GmbH","syntaxId":"js","license":"MIT","secretary":"Ms Moneypenny","max_tokens":1024,"usage":{"prompt_tokens":12,"total_tokens":40}}"#;
-    let mut h = Headers::new();
-    h.push("Content-Type", "application/json");
-    h.push("Forwarded", "for=198.51.100.17;proto=https;by=203.0.113.43");
-    let mut ex = Exchange {
-        request: Request {
-            method: "POST".into(),
-            target: "/".into(),
-            headers: h,
-            body: Body::full(body.as_bytes().to_vec()),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
+    let mut ex =
+        unscrubbed("application/json", &[("Forwarded", "for=198.51.100.17;proto=https;by=203.0.113.43")], body);
     scrubber().scrub(&mut ex);
     assert_eq!(String::from_utf8_lossy(&ex.request.body.data), body);
     let fwd = ex.request.headers.get_str("forwarded").unwrap();

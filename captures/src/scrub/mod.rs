@@ -181,12 +181,7 @@ impl<'a> Pass<'a> {
         };
         let rule = policy.key_action(norm);
         let mut lower_buf = [0u8; 64];
-        let header = lowercase_ascii(key.as_bytes(), &mut lower_buf).filter(|lower| {
-            *lower == "cookie"
-                || *lower == "set-cookie"
-                || policy.headers.contains_key(*lower)
-                || policy.header_patterns.iter().any(|(re, _, _)| re.is_match(lower))
-        });
+        let header = lowercase_ascii(key.as_bytes(), &mut lower_buf).filter(|lower| policy.is_header_name(lower));
         let header = header.map(|h| h.to_string());
         let info = KeyInfo {
             person_name: embedded::is_person_name_key(norm),

@@ -308,6 +308,15 @@ impl Compiled {
         }
     }
 
+    /// True when `lower` (a lower-case name) is a header the policy or the cookie parsing
+    /// has something to say about: `cookie`, `authorization`, `x-…-token` …
+    pub fn is_header_name(&self, lower: &str) -> bool {
+        lower == "cookie"
+            || lower == "set-cookie"
+            || self.headers.contains_key(lower)
+            || self.header_patterns.iter().any(|(re, _, _)| re.is_match(lower))
+    }
+
     /// The rule for a normalised key name: an exact key rule, else the strictest of the
     /// key patterns it matches (drop, then redact, hash, mask). The label names the rule.
     pub fn key_action(&self, norm: &str) -> Option<(Action, String)> {
