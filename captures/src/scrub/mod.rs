@@ -16,12 +16,14 @@
 pub mod action;
 pub mod audit;
 pub mod body;
+pub mod checks;
 pub mod decode;
 pub mod detect;
 mod embedded;
 pub mod graphql;
 pub mod json;
 pub mod jsonpath;
+mod names;
 pub mod policy;
 pub mod xml;
 

@@ -1,0 +1,194 @@
+//! What names mean: which member, field, element or argument names make the value under
+//! them a person's name, a secret, or one half of a name/value pair, and the innermost
+//! name of a structured one (`user[password]`). The scrubber and the auditor share these.
+
+/// Words of a name that make a random-looking value under it a secret.
+const SECRET_WORDS: &[&str] = &[
+    "session",
+    "sessionid",
+    "sid",
+    "token",
+    "secret",
+    "csrf",
+    "xsrf",
+    "auth",
+    "authorization",
+    "credential",
+    "credentials",
+    "passwd",
+    "password",
+    "apikey",
+    "cookie",
+    "jwt",
+    "bearer",
+    "signature",
+    "nonce",
+];
+
+/// Words that make a following `key` a secret's name (`api_key`, `accessKey`).
+const KEY_QUALIFIERS: &[&str] =
+    &["api", "access", "secret", "private", "auth", "session", "signing", "encryption", "master", "client"];
+
+/// Person parents: a `name` directly under one of these (or in a list of them) is a
+/// person's name.
+const PERSON_PARENTS: &[&str] = &[
+    "user",
+    "customer",
+    "person",
+    "people",
+    "contact",
+    "holder",
+    "account",
+    "owner",
+    "author",
+    "employee",
+    "patient",
+    "recipient",
+    "sender",
+    "buyer",
+    "seller",
+    "profile",
+    "billing",
+    "shipping",
+    "passenger",
+    "guest",
+    "applicant",
+    "beneficiary",
+    "payer",
+    "payee",
+    "cardholder",
+    "accountholder",
+    "signer",
+    "attendee",
+    "student",
+    "teacher",
+    "assignee",
+    "reporter",
+    "emergencycontact",
+    "spouse",
+    "guardian",
+    "participant",
+    "recipients",
+];
+
+/// Sibling names that say an object describes a person.
+const PERSON_SIBLINGS: &[&str] = &[
+    "email",
+    "emailaddress",
+    "mail",
+    "phone",
+    "phonenumber",
+    "mobile",
+    "telephone",
+    "tel",
+    "address",
+    "streetaddress",
+    "street",
+    "dob",
+    "dateofbirth",
+    "birthdate",
+    "birthday",
+    "firstname",
+    "lastname",
+    "surname",
+    "givenname",
+    "familyname",
+    "ssn",
+    "nationalid",
+    "gender",
+    "salutation",
+    "nationality",
+];
+
+/// The innermost name of a structured field name: `password` for `user[password]`,
+/// `user.password` or `users[0][password]`.
+pub(crate) fn leaf_name(name: &str) -> &str {
+    if !name.contains(['[', '.', '/']) {
+        return name;
+    }
+    name.split(['[', ']', '.', '/']).rfind(|s| !s.is_empty() && !s.bytes().all(|b| b.is_ascii_digit())).unwrap_or(name)
+}
+
+/// True when a member named `name` (normalised) under `parent` (normalised; lists count as
+/// their singular) is a person's name.
+pub(crate) fn is_person_name_key(name: &str) -> bool {
+    matches!(name, "name" | "fullname" | "displayname" | "realname" | "legalname" | "nickname")
+}
+
+/// Members that name another member's meaning in name/value pairs:
+/// `{"name": "password", "value": "…"}`, `{"type": "password", "value": "…"}`.
+pub(crate) fn is_pair_name_key(name: &str) -> bool {
+    matches!(
+        name,
+        "name"
+            | "type"
+            | "key"
+            | "k"
+            | "field"
+            | "fieldname"
+            | "param"
+            | "parameter"
+            | "attribute"
+            | "property"
+            | "path"
+            | "label"
+    )
+}
+
+/// Members holding the value of a name/value pair.
+pub(crate) fn is_pair_value_key(name: &str) -> bool {
+    matches!(name, "value" | "values" | "val" | "v" | "fieldvalue" | "data" | "content" | "text")
+}
+
+/// True when `parent` (a normalised key) names a person.
+pub(crate) fn is_person_parent(parent: &str) -> bool {
+    static SET: std::sync::OnceLock<rustc_hash::FxHashSet<&'static str>> = std::sync::OnceLock::new();
+    let set = SET.get_or_init(|| PERSON_PARENTS.iter().copied().collect());
+    let singular = parent.strip_suffix('s').unwrap_or(parent);
+    set.contains(parent) || set.contains(singular)
+}
+
+/// True when a sibling named `key` (normalised) says its object is a person.
+pub(crate) fn is_person_sibling(key: &str) -> bool {
+    static SET: std::sync::OnceLock<rustc_hash::FxHashSet<&'static str>> = std::sync::OnceLock::new();
+    SET.get_or_init(|| PERSON_SIBLINGS.iter().copied().collect()).contains(key)
+}
+
+/// True when a random-looking value under `name` is a secret: a word of the name says
+/// session, token, secret, csrf, auth … (`X-Session-Id`, `csrftoken`), or `key` follows
+/// a qualifier (`api_key`, `accessKey`). `sortKey`, `keyword`, `authorId` and an S3 `Key`
+/// are not.
+pub(crate) fn is_secret_name(name: &str) -> bool {
+    let words = words(name);
+    words.iter().enumerate().any(|(i, w)| {
+        SECRET_WORDS.contains(&w.as_str())
+            || SECRET_WORDS.iter().any(|s| s.len() >= 5 && w.ends_with(s))
+            || (w == "key" && i > 0 && KEY_QUALIFIERS.contains(&words[i - 1].as_str()))
+    })
+}
+
+/// The words of a name, lower case: `X-Session-Id` → x, session, id; `accessKey` → access,
+/// key; `csrftoken` → csrftoken.
+fn words(name: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut current = String::new();
+    let mut previous_lower = false;
+    for c in name.chars() {
+        if !c.is_alphanumeric() {
+            if !current.is_empty() {
+                out.push(std::mem::take(&mut current));
+            }
+            previous_lower = false;
+            continue;
+        }
+        if c.is_uppercase() && previous_lower && !current.is_empty() {
+            out.push(std::mem::take(&mut current));
+        }
+        previous_lower = c.is_lowercase() || c.is_ascii_digit();
+        current.extend(c.to_lowercase());
+    }
+    if !current.is_empty() {
+        out.push(current);
+    }
+    out
+}
