@@ -222,8 +222,22 @@ impl Audit<'_> {
                 Err(_) => i = open + 1,
             }
         }
+        let mut paired: Option<(Action, usize)> = None;
         for c in labelled_value().captures_iter(text) {
             let (Some(name), Some(value)) = (c.get(1), c.get(2)) else { continue };
+            // `<input name="password" value="…">`: the name gives the next value its rule.
+            let norm = normalize_key(name.as_str());
+            let v = value.as_str().trim_matches(['"', '\'']);
+            if is_pair_name_key(&norm) {
+                paired = self.scrubber.policy.key_action(&normalize_key(leaf_name(v))).map(|(a, _)| (a, value.end()));
+                continue;
+            }
+            if let Some((action, at)) = paired.take() {
+                if is_pair_value_key(&norm) && value.start() - at < 200 {
+                    self.ruled(action, v, "key:pair".into(), &format!("{location} {}=", name.as_str()));
+                    continue;
+                }
+            }
             let lower = name.as_str().to_ascii_lowercase();
             if self.scrubber.policy.is_header_name(&lower) {
                 // `Authorization: Bearer …`: the rest of the line is the header's value.

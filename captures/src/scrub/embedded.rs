@@ -157,8 +157,30 @@ impl Pass<'_> {
         }
         if labelled && self.depth < MAX_EMBED_DEPTH {
             self.json_in_text(text, &mut edits);
+            // `<input name="password" value="…">`, `<meta name="csrf-token" content="…">`:
+            // a pair's name gives the next value its rule.
+            let mut paired: Option<(Action, String, usize)> = None;
             for c in labelled_value().captures_iter(text) {
                 let (Some(name), Some(value)) = (c.get(1), c.get(2)) else { continue };
+                let norm = crate::scrub::policy::normalize_key(name.as_str());
+                if is_pair_name_key(&norm) {
+                    let named = value.as_str().trim_matches(['"', '\'']);
+                    paired = self.key_rule(named).map(|(a, l)| (a, l, value.end()));
+                    continue;
+                }
+                if let Some((action, rule, at)) = paired.take() {
+                    if is_pair_value_key(&norm) && value.start() - at < 200 {
+                        let raw = value.as_str();
+                        let inner = raw.trim_matches(['"', '\'']);
+                        let action = if action == Action::Drop { Action::Redact } else { action };
+                        let kind = rule.rsplit(':').next().unwrap_or("value").to_string();
+                        if let Some(new) = self.apply(action, &kind, inner, &rule) {
+                            let start = value.start() + raw.find(inner).unwrap_or(0);
+                            edits.push((start, start + inner.len(), new));
+                        }
+                        continue;
+                    }
+                }
                 if edits.iter().any(|(s, e, _)| value.start() < *e && *s < value.end()) {
                     continue;
                 }

@@ -245,3 +245,24 @@ fn second_review_false_positives() {
     let fwd = ex.request.headers.get_str("forwarded").unwrap();
     assert!(fwd.contains(";proto=https;by=") && !fwd.contains("198.51.100.17"), "{fwd}");
 }
+
+#[test]
+fn third_round_shapes() {
+    let ex = request(
+        "/cart;jsessionid=1A2B3C4D5E6F7A8B9C0D1E2F3A4B5C6D/view",
+        "text/html",
+        &[],
+        "<form><input type=\"hidden\" name=\"authenticity_token\" value=\"Rails0123456789abcdefXYZ\"><input name=\"password\" value=\"HtmlPw!9\"></form><meta name=\"csrf-token\" content=\"MetaCsrf0123456789abcdef\">\nkeys: ya29.a0AfH6SMBx0123456789abcdefghij hf_abcdefghijklmnopqrstuvwxyz0123456789\n",
+    );
+    gone(
+        &ex,
+        &[
+            "1A2B3C4D5E6F7A8B9C0D1E2F3A4B5C6D",
+            "Rails0123456789abcdefXYZ",
+            "HtmlPw!9",
+            "MetaCsrf0123456789abcdef",
+            "ya29.a0AfH6SMBx",
+            "hf_abcdefghij",
+        ],
+    );
+}

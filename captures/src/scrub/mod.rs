@@ -329,6 +329,14 @@ impl<'a> Pass<'a> {
             if replaced.is_none() && detect::is_secretish(seg) && names_a_secret(previous) {
                 replaced = self.apply(Action::Hash, "secret", seg, "path:secret");
             }
+            // Matrix parameters: `/cart;jsessionid=1A2B…/view`.
+            if replaced.is_none() {
+                if let Some((head, params)) = seg.split_once(';').filter(|(_, p)| p.contains('=')) {
+                    replaced = self
+                        .pairs(&params.replace(';', "&"), PairsOf::Query)
+                        .map(|p| format!("{head};{}", p.replace('&', ";")));
+                }
+            }
             previous = seg;
             match (replaced, &mut new_path) {
                 (Some(new), slot) => {
@@ -543,7 +551,7 @@ pub(crate) fn lowercase_ascii<'b>(name: &[u8], buf: &'b mut [u8; 64]) -> Option<
 
 /// True for a path segment after which a secret is expected.
 fn names_a_secret(segment: &str) -> bool {
-    const WORDS: [&str; 14] = [
+    const WORDS: [&str; 17] = [
         "reset",
         "token",
         "verify",
@@ -558,6 +566,9 @@ fn names_a_secret(segment: &str) -> bool {
         "otp",
         "signin",
         "apikey",
+        "login",
+        "link",
+        "auth",
     ];
     let lower = segment.to_ascii_lowercase();
     WORDS.iter().any(|w| lower.contains(w))
