@@ -197,6 +197,22 @@ impl Audit<'_> {
             }
             return;
         }
+        if media.contains("csv") || media.contains("tab-separated") {
+            // Each cell under its column's name.
+            let delimiter = if media.contains("tab") { '\t' } else { ',' };
+            let mut lines = text.lines();
+            let columns: Vec<String> = lines
+                .next()
+                .map(|h| body::cells(h, delimiter).into_iter().map(|c| c.trim_matches('"').to_string()).collect())
+                .unwrap_or_default();
+            for line in lines {
+                for (i, cell) in body::cells(line, delimiter).into_iter().enumerate() {
+                    let at = format!("{location} column {}", columns.get(i).map_or("?", String::as_str));
+                    self.value(columns.get(i).map(String::as_str), cell.trim_matches('"'), &at, 1);
+                }
+            }
+            return;
+        }
         if media.ends_with("/xml") || media.contains("+xml") || (media.is_empty() && text.trim_start().starts_with('<'))
         {
             return self.xml(&text, location, 0);

@@ -25,6 +25,7 @@ enum Content {
     Multipart,
     Xml,
     GraphQl,
+    Csv,
     Text,
     Other,
 }
@@ -60,6 +61,7 @@ fn classify(media: &str, data: &[u8]) -> Content {
         "multipart/form-data" => Content::Multipart,
         m if m.ends_with("+xml") || m.ends_with("/xml") => Content::Xml,
         "application/graphql" | "application/graphql+json" => Content::GraphQl,
+        "text/csv" | "application/csv" | "text/tab-separated-values" => Content::Csv,
         m if m.starts_with("text/") || m == "application/javascript" => Content::Text,
         _ => Content::Other,
     }
@@ -118,6 +120,10 @@ pub(crate) fn scrub(pass: &mut Pass<'_>, headers: &mut Headers, body: &mut Body)
             }
             Err(_) => return unparsed(pass, headers, body, "body:unparsed"),
         },
+        Content::Csv => match std::str::from_utf8(&body.data) {
+            Ok(text) => csv(pass, text, if media.contains("tab") { '\t' } else { ',' }, body.truncated),
+            Err(_) => return unparsed(pass, headers, body, "body:unparsed"),
+        },
         Content::Text => match std::str::from_utf8(&body.data) {
             Ok(text) if body.truncated => Some(cut_text(pass, text)),
             Ok(text) => pass.text_body(text.strip_prefix('\u{feff}').unwrap_or(text)).map(|new| {
@@ -142,6 +148,71 @@ pub(crate) fn scrub(pass: &mut Pass<'_>, headers: &mut Headers, body: &mut Body)
     if body.data.len() != original_len || body.decoded_from.is_some() {
         fix_length(headers, body);
     }
+}
+
+/// A CSV (or TSV) table: the header row names the columns, and each cell gets its
+/// column's key rule (`email`, `password`, `dob` …), or the detectors. A cut body loses its
+/// last, partial row.
+fn csv(pass: &mut Pass<'_>, text: &str, delimiter: char, truncated: bool) -> Option<Vec<u8>> {
+    let text = if truncated { text.rfind('\n').map_or("", |i| &text[..=i]) } else { text };
+    let mut lines = text.split_inclusive('\n');
+    let header_line = lines.next()?;
+    let columns: Vec<String> = cells(header_line.trim_end_matches(['\r', '\n']), delimiter)
+        .into_iter()
+        .map(|c| c.trim_matches('"').to_string())
+        .collect();
+    let mut out = String::with_capacity(text.len());
+    out.push_str(header_line);
+    let mut changed = false;
+    for line in lines {
+        let body = line.trim_end_matches(['\r', '\n']);
+        let ending = &line[body.len()..];
+        let mut row = Vec::new();
+        for (i, cell) in cells(body, delimiter).into_iter().enumerate() {
+            let quoted = cell.len() >= 2 && cell.starts_with('"') && cell.ends_with('"');
+            let value = if quoted { cell[1..cell.len() - 1].replace("\"\"", "\"") } else { cell.to_string() };
+            let column = columns.get(i).map(String::as_str);
+            let new = match column.and_then(|c| pass.key_rule(c)) {
+                Some((action, rule)) => {
+                    let action = if action == Action::Drop { Action::Redact } else { action };
+                    let kind = rule.rsplit(':').next().unwrap_or("value").to_string();
+                    pass.apply(action, &kind, &value, &rule)
+                }
+                None => pass.free_value(column, &value),
+            };
+            match new {
+                Some(new) => {
+                    changed = true;
+                    if new.contains([delimiter, '"', '\n']) || quoted {
+                        row.push(format!("\"{}\"", new.replace('"', "\"\"")));
+                    } else {
+                        row.push(new);
+                    }
+                }
+                None => row.push(cell.to_string()),
+            }
+        }
+        out.push_str(&row.join(&delimiter.to_string()));
+        out.push_str(ending);
+    }
+    (changed || out.len() != text.len()).then(|| out.into_bytes())
+}
+
+/// The cells of one CSV row, quotes kept (a quoted cell may hold the delimiter).
+pub(crate) fn cells(row: &str, delimiter: char) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut quoted = false;
+    for (i, c) in row.char_indices() {
+        if c == '"' {
+            quoted = !quoted;
+        } else if c == delimiter && !quoted {
+            out.push(&row[start..i]);
+            start = i + c.len_utf8();
+        }
+    }
+    out.push(&row[start..]);
+    out
 }
 
 /// A text body cut at `--max-body`: the word the cut fell in is dropped (half an e-mail

@@ -266,3 +266,35 @@ fn third_round_shapes() {
         ],
     );
 }
+
+#[test]
+fn csv_columns_by_header() {
+    let ex = request(
+        "/export",
+        "text/csv; charset=utf-8",
+        &[],
+        "id,full_name,email,password,dob,postcode,sku\r\n1,Kvinta Labelworth,kvinta@example.com,CsvPw!1,1980-02-03,SW1A 1AA,KB-2231\r\n2,\"Doe, Jane\",jane@example.org,\"Pw,2\",1975-06-07,10115,MS-77\r\n",
+    );
+    gone(
+        &ex,
+        &[
+            "Kvinta Labelworth",
+            "kvinta@example.com",
+            "CsvPw!1",
+            "1980-02-03",
+            "SW1A 1AA",
+            "Doe, Jane",
+            "jane@example.org",
+            "Pw,2",
+            "1975-06-07",
+            "10115",
+        ],
+    );
+    let out = text(&ex);
+    assert!(
+        out.contains("id,full_name,email,password,dob,postcode,sku\r\n1,tok_")
+            && out.contains(",KB-2231\r\n2,")
+            && out.contains(",MS-77\r\n"),
+        "{out}"
+    );
+}
