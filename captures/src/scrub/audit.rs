@@ -20,9 +20,9 @@ use crate::scrub::action::{is_scrubbed, Action};
 use crate::scrub::decode::{self, Encoding};
 use crate::scrub::detect::{is_secretish, Finding as Match};
 use crate::scrub::embedded::{
-    auth_value, is_pair_name_key, is_pair_value_key, is_person_name_key, is_person_parent, is_person_sibling,
-    is_secret_name, labelled_value, leaf_name, looks_like_cookie, looks_like_form, looks_like_url, matching_brace,
-    url_in_text,
+    auth_value, base64_json, is_pair_name_key, is_pair_value_key, is_person_name_key, is_person_parent,
+    is_person_sibling, is_secret_name, labelled_value, leaf_name, looks_like_cookie, looks_like_form, looks_like_url,
+    matching_brace, url_in_text,
 };
 use crate::scrub::policy::normalize_key;
 use crate::scrub::{body, graphql, Scrubber};
@@ -299,6 +299,14 @@ impl Audit<'_> {
                 return self.graphql(v, location);
             }
         }
+        if let Some((decoded, _)) = base64_json(v) {
+            if let Some(docs) = json_documents(&String::from_utf8_lossy(&decoded)) {
+                for doc in docs {
+                    self.json(&doc, "$", None, &format!("{location} (base64)"), depth + 1);
+                }
+                return;
+            }
+        }
         let (first, last) = (v.as_bytes()[0], v.as_bytes()[v.len() - 1]);
         if matches!((first, last), (b'{', b'}') | (b'[', b']')) {
             if let Some(docs) = json_documents(v) {
@@ -379,6 +387,15 @@ impl Audit<'_> {
                     for (k, v) in map {
                         if let (true, Value::String(s)) = (is_pair_value_key(&normalize_key(k)), v) {
                             self.ruled(rule.0, s, rule.1.clone(), &format!("{location} {path}.{k}"));
+                        }
+                    }
+                }
+                // GraphQL `variables` passed under other names (`login(password: $p)`).
+                if let (Some(Value::String(q)), Some(Value::Object(vars))) = (map.get("query"), map.get("variables")) {
+                    let aliases = graphql::variable_arguments(q);
+                    for (var, v) in vars {
+                        if let Some(arg) = aliases.get(var) {
+                            self.json(v, &format!("{path}.variables.{var}"), Some(arg), location, depth);
                         }
                     }
                 }

@@ -8,6 +8,8 @@
 //! GraphQL, and a random-looking value under a name that says session, token, secret,
 //! key, csrf, auth or sid as a secret.
 
+use base64::Engine as _;
+
 use crate::scrub::action::Action;
 use crate::scrub::detect::is_secretish;
 use crate::scrub::policy::normalize_key;
@@ -320,6 +322,12 @@ impl Pass<'_> {
         }
         let t = text.trim();
         let (first, last) = (*t.as_bytes().first()?, *t.as_bytes().last()?);
+        // A JSON document in base64 (`eyJ…`, `W3s…`): Pub/Sub pushes, webhook envelopes.
+        if let Some((decoded, engine)) = base64_json(t) {
+            if let Ok(result) = self.nested(|p| json::scrub(p, &decoded, false)) {
+                return Some(result.map(|new| engine.encode(new)));
+            }
+        }
         if (first == b'{' && last == b'}') || (first == b'[' && last == b']') {
             if let Ok(result) = self.nested(|p| json::scrub(p, text.as_bytes(), false)) {
                 return Some(result.and_then(|v| String::from_utf8(v).ok()));
@@ -408,6 +416,31 @@ impl Pass<'_> {
         }
         Some(out)
     }
+}
+
+/// `text` decoded when it is base64 (standard or URL-safe, padded or not) of a JSON object
+/// or array, with the engine that decodes it (to encode the scrubbed document back alike).
+pub(crate) fn base64_json(text: &str) -> Option<(Vec<u8>, &'static base64::engine::GeneralPurpose)> {
+    use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+    use base64::Engine as _;
+    // `eyJ` / `eyAi` / `W3s` / `WyJ` …: `{"`, `{ "`, `[{`, `["` encoded.
+    if text.len() < 16 || !(text.starts_with("ey") || text.starts_with('W')) || text.contains('.') {
+        return None;
+    }
+    if !text.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'-' | b'_' | b'=')) {
+        return None;
+    }
+    let engine = match (text.contains(['-', '_']), text.ends_with('=')) {
+        (false, true) => &STANDARD,
+        (false, false) if text.len() % 4 == 0 => &STANDARD,
+        (false, false) => &STANDARD_NO_PAD,
+        (true, true) => &URL_SAFE,
+        (true, false) => &URL_SAFE_NO_PAD,
+    };
+    let decoded = engine.decode(text).ok()?;
+    let first = decoded.iter().find(|b| !b.is_ascii_whitespace())?;
+    (matches!(first, b'{' | b'[') && serde_json::from_slice::<serde_json::Value>(&decoded).is_ok())
+        .then_some((decoded, engine))
 }
 
 /// URLs in free text: `https://…`, `wss://…`, `ftp://…`, up to white space or a quote.

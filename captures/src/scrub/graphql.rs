@@ -187,6 +187,22 @@ pub fn literals(text: &str) -> Vec<(Option<String>, String)> {
         .collect()
 }
 
+/// The argument each variable is passed as, where the names differ:
+/// `login(password: $p)` gives `p` → `password`.
+pub(crate) fn variable_arguments(text: &str) -> rustc_hash::FxHashMap<String, String> {
+    let mut out = rustc_hash::FxHashMap::default();
+    let Some(tokens) = keyed(text) else { return out };
+    for pair in tokens.windows(2) {
+        if let [(Some(arg), Token::Punct(b'$'), ..), (_, Token::Name, s, e)] = pair {
+            let var = &text[*s..*e];
+            if var != *arg {
+                out.insert(var.to_string(), arg.to_string());
+            }
+        }
+    }
+    out
+}
+
 /// Scrubs a GraphQL document; `None` when nothing changed (or it does not lex).
 pub(crate) fn scrub(pass: &mut Pass<'_>, text: &str) -> Option<String> {
     let mut out = String::with_capacity(text.len());

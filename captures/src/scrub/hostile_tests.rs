@@ -298,3 +298,32 @@ fn csv_columns_by_header() {
         "{out}"
     );
 }
+
+#[test]
+fn base64_wrapped_json() {
+    use base64::Engine as _;
+    let inner = r#"{"email":"pubsub@example.com","password":"B64Pw!7","order":"ORD-77"}"#;
+    let data = base64::engine::general_purpose::STANDARD.encode(inner);
+    let ex =
+        request("/push", "application/json", &[], &format!(r#"{{"message":{{"data":"{data}","messageId":"123"}}}}"#));
+    let body: serde_json::Value = serde_json::from_slice(&ex.request.body.data).unwrap();
+    let decoded = base64::engine::general_purpose::STANDARD.decode(body["message"]["data"].as_str().unwrap()).unwrap();
+    let decoded = String::from_utf8(decoded).unwrap();
+    assert!(
+        !decoded.contains("pubsub@example.com") && !decoded.contains("B64Pw!7") && decoded.contains("ORD-77"),
+        "{decoded}"
+    );
+    assert!(scrubber().audit(&ex).is_empty());
+}
+
+#[test]
+fn graphql_variables_under_other_names() {
+    let ex = request(
+        "/graphql",
+        "application/json",
+        &[],
+        r#"{"variables":{"p":"GqlVarPw31","u":"gqluser","n":3},"query":"mutation Login($u: String!, $p: String!) { login(username: $u, password: $p) { token } }"}"#,
+    );
+    gone(&ex, &["GqlVarPw31", "gqluser"]);
+    assert!(text(&ex).contains("\"n\":3"));
+}

@@ -48,6 +48,7 @@ pub(crate) fn scrub(pass: &mut Pass<'_>, input: &[u8], truncated: bool) -> Resul
         out: Vec::with_capacity(input.len()),
         path: Vec::new(),
         objects: Vec::new(),
+        aliases: None,
         changed: false,
         truncated,
     };
@@ -83,6 +84,9 @@ struct Rewriter<'p, 'a, 'i> {
     path: Vec<Step<'i>>,
     /// The open objects, innermost last.
     objects: Vec<Open>,
+    /// GraphQL `variables` being rewritten: at which object depth, and the argument each
+    /// variable is passed as (`login(password: $p)`: `p` → `password`).
+    aliases: Option<(usize, rustc_hash::FxHashMap<String, String>)>,
     changed: bool,
     truncated: bool,
 }
@@ -321,7 +325,24 @@ impl<'i> Rewriter<'_, '_, 'i> {
         self.skip_ws();
         let value_start = self.pos;
         self.path.push(Step::Key(key.clone()));
-        let info = self.pass.key_info(&key);
+        // Inside GraphQL `variables`, a variable's name is the argument it is passed as.
+        let alias = match &self.aliases {
+            Some((depth, names)) if *depth == self.objects.len() => names.get(key.as_ref()).cloned(),
+            _ => None,
+        };
+        let info = self.pass.key_info(alias.as_deref().unwrap_or(&key));
+        // `"variables": {…}` beside a GraphQL `"query"`: learn which argument each variable is.
+        let graphql_variables = self.input.get(value_start) == Some(&b'{')
+            && key.eq_ignore_ascii_case("variables")
+            && self.aliases.is_none();
+        if graphql_variables {
+            if let Some(query) = self.sibling_string(|k| k == "query", 1 << 20) {
+                let names = crate::scrub::graphql::variable_arguments(&query);
+                if !names.is_empty() {
+                    self.aliases = Some((self.objects.len() + 1, names));
+                }
+            }
+        }
         // Paths first, then the key's rule.
         let path_rule = if info.path_name { self.path_rule() } else { None };
         let by_path = path_rule.is_some();
@@ -385,6 +406,9 @@ impl<'i> Rewriter<'_, '_, 'i> {
                 .map(|()| true)
             }
         };
+        if graphql_variables {
+            self.aliases = None;
+        }
         self.path.pop();
         result
     }
@@ -406,29 +430,36 @@ impl<'i> Rewriter<'_, '_, 'i> {
     /// The rule a name/value pair's name gives its value: the key rule of the string in a
     /// sibling `name`, `type`, `key` or `field` member.
     fn pair_rule(&mut self) -> Option<(Action, String)> {
+        let named = self.sibling_string(is_pair_name_key, 64)?;
+        self.pass.key_rule(&named)
+    }
+
+    /// The first string member of the current object whose normalised name `wanted`
+    /// accepts (and no longer than `max`), read from the object's start.
+    fn sibling_string(&mut self, wanted: fn(&str) -> bool, max: usize) -> Option<String> {
         let start = self.objects.last()?.start;
         let resume = self.pos;
         self.pos = start + 1;
-        let mut named: Option<String> = None;
+        let mut found: Option<String> = None;
         loop {
             self.skip_ws();
             let Ok((_, name)) = self.string() else { break };
             let mut buf = [0u8; 64];
-            let is_name = normalize_key_ascii(&name, &mut buf).is_some_and(is_pair_name_key);
+            let is_wanted = normalize_key_ascii(&name, &mut buf).is_some_and(wanted);
             self.skip_ws();
             if self.expect(b':').is_err() {
                 break;
             }
             self.skip_ws();
-            if is_name && self.peek() == Ok(b'"') {
+            if is_wanted && self.peek() == Ok(b'"') {
                 match self.string() {
-                    Ok((_, v)) if v.len() <= 64 => named = Some(v.into_owned()),
+                    Ok((_, v)) if v.len() <= max => found = Some(v.into_owned()),
                     _ => break,
                 }
             } else if self.skip_value(0).is_err() {
                 break;
             }
-            if named.is_some() {
+            if found.is_some() {
                 break;
             }
             self.skip_ws();
@@ -437,8 +468,7 @@ impl<'i> Rewriter<'_, '_, 'i> {
             }
         }
         self.pos = resume;
-        let named = named?;
-        self.pass.key_rule(&named)
+        found
     }
 
     /// True when the current object describes a person: its parent names one (`user`,
