@@ -209,7 +209,9 @@ impl Detectors {
             email: re(
                 r"(?i)\b[a-z0-9][a-z0-9._%+\-]{0,63}@[a-z0-9](?:[a-z0-9\-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9\-]{0,61}[a-z0-9])?)*\.[a-z]{2,24}\b",
             ),
-            card: re(r"\b\d(?:[ \-]?\d){11,18}\b"),
+            // No leading `\b`: `ref_5500005555555559` holds a card (checked below: not inside
+            // a longer number).
+            card: re(r"\d(?:[ \-]?\d){11,18}\b"),
             iban: re(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?\b"),
             jwt: re(r"\beyJ[A-Za-z0-9_\-]{4,}\.[A-Za-z0-9_\-]{4,}\.[A-Za-z0-9_\-]*"),
             scheme: re(r"(?i:\b(?:bearer|basic|token|digest|negotiate|apikey|api-key)[ \t]+[A-Za-z0-9\-._~+/]{8,}=*)"),
@@ -362,7 +364,13 @@ impl Detectors {
             add(Kind::Token, &self.token, &|_| true);
         }
         if s.digits >= 12 {
-            add(Kind::Card, &self.card, &is_card);
+            // Not inside a longer number or a word (`1Z5784…` is a tracking number); after
+            // `_` it may be (`ref_5500…`).
+            let inside_number = |m: &str| {
+                let start = m.as_ptr() as usize - text.as_ptr() as usize;
+                text.as_bytes().get(start.wrapping_sub(1)).is_some_and(u8::is_ascii_alphanumeric)
+            };
+            add(Kind::Card, &self.card, &|m| !inside_number(m) && is_card(m));
         }
         if s.upper && s.digits >= 4 {
             add(Kind::Iban, &self.iban, &is_iban);
@@ -421,7 +429,10 @@ impl Detectors {
             let part_of_number = b[f.start].is_ascii_digit()
                 && match before(1) {
                     Some(b'.' | b',') => before(2).is_some_and(|c| c.is_ascii_digit()),
-                    Some(b'-' | b'_' | b'#') => before(2).is_some_and(|c| c.is_ascii_alphanumeric()),
+                    // Luhn and the issuer ranges make a card glued to a name still a card.
+                    Some(b'-' | b'_' | b'#') if f.kind != Kind::Card => {
+                        before(2).is_some_and(|c| c.is_ascii_alphanumeric())
+                    }
                     _ => false,
                 };
             !part_of_number && !uuids.iter().any(|(s, e)| f.start < *e && *s < f.end)
@@ -731,6 +742,8 @@ mod tests {
             "6011 0000 0000 0004", // with separators
             "3530-0000-0000-0003",
         ] {
+            finds(&format!("statement-{card}.pdf"), Kind::Card, card);
+            finds(&format!("ref_{card}"), Kind::Card, card);
             finds(&format!("pay {card} ok"), Kind::Card, card);
         }
         clean("order 600000000001"); // 12 digits, no 12-digit brand at 60
