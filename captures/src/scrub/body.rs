@@ -98,7 +98,8 @@ pub(crate) fn scrub(pass: &mut Pass<'_>, headers: &mut Headers, body: &mut Body)
         Content::Form => match std::str::from_utf8(&body.data) {
             // A cut falls inside the last pair: it is dropped, half a value cannot be judged.
             Ok(text) if body.truncated => {
-                let whole = text.rfind('&').map_or("", |i| &text[..i]);
+                // The `&` stays, so a second pass finds the same end (scrubbing is idempotent).
+                let whole = text.rfind('&').map_or("", |i| &text[..=i]);
                 Some(pass.pairs(whole, PairsOf::Form).unwrap_or_else(|| whole.to_string()).into_bytes())
             }
             Ok(text) => pass.pairs(text.trim_end_matches(['\r', '\n']), PairsOf::Form).map(String::into_bytes),
@@ -218,9 +219,21 @@ pub(crate) fn cells(row: &str, delimiter: char) -> Vec<&str> {
 /// A text body cut at `--max-body`: the word the cut fell in is dropped (half an e-mail
 /// address or card number no longer looks like one), the rest scrubbed.
 fn cut_text(pass: &mut Pass<'_>, text: &str) -> Vec<u8> {
-    let whole = text.rfind(|c: char| c.is_whitespace()).map_or("", |i| &text[..i]);
-    // A number cut short may span several groups (`4111 1111 1111 11`): drop them all.
-    let whole = whole.trim_end_matches(|c: char| c.is_ascii_digit() || " -.()+/".contains(c));
+    // Up to and with the last white space, so a second pass finds the same end.
+    let mut end = text.char_indices().rev().find(|(_, c)| c.is_whitespace()).map_or(0, |(i, c)| i + c.len_utf8());
+    // A number cut short may span several groups (`4111 1111 1111 11`): drop every
+    // trailing word made of number characters only.
+    loop {
+        let stem = text[..end].trim_end();
+        let word_start =
+            stem.char_indices().rev().find(|(_, c)| c.is_whitespace()).map_or(0, |(i, c)| i + c.len_utf8());
+        let word = &stem[word_start..];
+        if word.is_empty() || !word.chars().all(|c| c.is_ascii_digit() || "-.()+/".contains(c)) {
+            break;
+        }
+        end = word_start;
+    }
+    let whole = &text[..end];
     pass.prose(whole, true).unwrap_or_else(|| whole.to_string()).into_bytes()
 }
 
