@@ -56,7 +56,7 @@ pub(crate) fn scrub(pass: &mut Pass<'_>, input: &[u8], truncated: bool) -> Resul
         let end = reader.buffer_position() as usize;
         let event = match event {
             Ok(e) => e,
-            Err(_) if truncated => {
+            Err(_) if truncated && seen_element => {
                 // The cut fell inside this piece: keep what came before it.
                 if let Some((s, e)) = run.take() {
                     text_run(pass, text, s, e, &stack, &mut out, &mut copied);
