@@ -92,8 +92,8 @@ impl Keyer {
 /// including a credential that keeps its scheme (`Bearer tok_…`).
 pub fn is_scrubbed(value: &str) -> bool {
     if let Some((scheme, rest)) = value.split_once(' ') {
-        if !scheme.is_empty()
-            && scheme.bytes().all(|b| b.is_ascii_alphabetic())
+        // Only a real scheme: `Sunshine *` is not `Bearer tok_…`.
+        if crate::scrub::embedded::AUTH_SCHEMES.iter().any(|k| k.eq_ignore_ascii_case(scheme))
             && !rest.contains(' ')
             && is_scrubbed(rest)
         {

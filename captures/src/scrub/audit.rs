@@ -20,7 +20,7 @@ use crate::scrub::action::{is_scrubbed, Action};
 use crate::scrub::decode::{self, Encoding};
 use crate::scrub::detect::{is_secretish, Finding as Match};
 use crate::scrub::embedded::{
-    auth_value, base64_json, is_pair_name_key, is_pair_value_key, is_person_name_key, is_person_parent,
+    auth_value, base64_json, header_line, is_pair_name_key, is_pair_value_key, is_person_name_key, is_person_parent,
     is_person_sibling, is_secret_name, labelled_value, leaf_name, looks_like_cookie, looks_like_form, looks_like_url,
     matching_brace, url_in_text,
 };
@@ -257,8 +257,7 @@ impl Audit<'_> {
             let lower = name.as_str().to_ascii_lowercase();
             if self.scrubber.policy.is_header_name(&lower) {
                 // `Authorization: Bearer …`: the rest of the line is the header's value.
-                let line_end = text[value.start()..].find(['\n', '\r']).map_or(text.len(), |i| value.start() + i);
-                let line = text[value.start()..line_end].trim_end_matches(['"', '\'', ',', ';', '<']);
+                let (_, line) = header_line(text, value.start());
                 self.header(&lower, line, &format!("{location} {}:", name.as_str()), 1);
                 continue;
             }

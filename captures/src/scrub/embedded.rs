@@ -12,7 +12,6 @@ use base64::Engine as _;
 
 use crate::scrub::action::Action;
 use crate::scrub::detect::is_secretish;
-use crate::scrub::policy::normalize_key;
 use crate::scrub::{graphql, json, HeaderOutcome, PairsOf, Pass};
 
 pub(crate) use crate::scrub::names::{
@@ -24,7 +23,7 @@ pub(crate) use crate::scrub::names::{
 pub const MAX_EMBED_DEPTH: u8 = 4;
 
 /// `Authorization` schemes whose credential follows a space.
-const AUTH_SCHEMES: &[&str] =
+pub(crate) const AUTH_SCHEMES: &[&str] =
     &["bearer", "basic", "digest", "token", "negotiate", "apikey", "api-key", "hoba", "mutual", "dpop", "ntlm"];
 
 /// `Bearer abc…`: the scheme and the credential.
@@ -189,10 +188,9 @@ impl Pass<'_> {
                 // `Authorization: Bearer …`, `Cookie: a=1; b=2`: the rest of the line is the
                 // header's value.
                 if let Some(header) = self.header_like(name.as_str()) {
-                    let line_end = text[value.start()..].find(['\n', '\r']).map_or(text.len(), |i| value.start() + i);
-                    let line = text[value.start()..line_end].trim_end_matches(['"', '\'', ',', ';', '<']);
-                    let end = value.start() + line.len();
-                    if edits.iter().any(|(s, e, _)| value.start() < *e && *s < end) {
+                    let (start, line) = header_line(text, value.start());
+                    let end = start + line.len();
+                    if edits.iter().any(|(s, e, _)| start < *e && *s < end) {
                         continue;
                     }
                     let new = match self.header_value(&header, line) {
@@ -201,7 +199,7 @@ impl Pass<'_> {
                         HeaderOutcome::Replace(new) => Some(new),
                     };
                     if let Some(new) = new {
-                        edits.push((value.start(), end, new));
+                        edits.push((start, end, new));
                     }
                     continue;
                 }
@@ -301,7 +299,7 @@ impl Pass<'_> {
             return Some(self.nested(|p| graphql::scrub(p, text)));
         }
         if text.len() >= 20 && is_secretish(text) && is_secret_name(key) {
-            let rule = format!("secret:{}", normalize_key(key));
+            let rule = "secret:key".to_string();
             return Some(self.apply(Action::Hash, "secret", text, &rule));
         }
         None
@@ -441,6 +439,20 @@ pub(crate) fn base64_json(text: &str) -> Option<(Vec<u8>, &'static base64::engin
     let first = decoded.iter().find(|b| !b.is_ascii_whitespace())?;
     (matches!(first, b'{' | b'[') && serde_json::from_slice::<serde_json::Value>(&decoded).is_ok())
         .then_some((decoded, engine))
+}
+
+/// The value of a header written as a line (`Authorization: Bearer …`) starting at `at`:
+/// to the end of the line, or inside the quotes it opens with (`"Cookie": "a=1"`). Its
+/// start and text.
+pub(crate) fn header_line(text: &str, at: usize) -> (usize, &str) {
+    let rest = &text[at..];
+    if let Some(q) = rest.chars().next().filter(|c| matches!(c, '"' | '\'')) {
+        let inner = &rest[1..];
+        let end = inner.find([q, '\n', '\r']).unwrap_or(inner.len());
+        return (at + 1, &inner[..end]);
+    }
+    let end = rest.find(['\n', '\r']).unwrap_or(rest.len());
+    (at, rest[..end].trim_end_matches(['"', '\'', ',', ';', '<']))
 }
 
 /// URLs in free text: `https://…`, `wss://…`, `ftp://…`, up to white space or a quote.

@@ -357,3 +357,51 @@ fn cut_bodies_are_scrubbed_idempotently() {
         assert!(!text.contains("1111") && !text.contains("jane"), "{text:?}");
     }
 }
+
+#[test]
+fn code_review_findings() {
+    // Many `value` members and `variables` keys: each object is read for its pair name and
+    // its query once, not once per member (this took minutes when it was quadratic).
+    let many: String = (0..20_000).map(|_| r#""value":"a","#).collect::<String>();
+    let ex = request("/", "application/json", &[], &format!(r#"{{{many}"email":"many@example.com"}}"#));
+    gone(&ex, &["many@example.com"]);
+    let many: String = (0..8_000).map(|_| r#""variables":{},"#).collect::<String>();
+    let body = format!(r#"{{{many}"query":"mutation {{ login(password: $p) {{ ok }} }}","email":"q@example.com"}}"#);
+    gone(&request("/", "application/json", &[], &body), &["q@example.com"]);
+    // A malformed attribute does not keep the tag's other attributes as they were.
+    let ex = request("/", "application/xml", &[], r#"<user email="jane.doe@example.com" flag><x/></user>"#);
+    assert!(!text(&ex).contains("jane.doe@example.com"), "{}", text(&ex));
+    // Matrix parameters are encoded once.
+    let ex = request("/a;password=hunter2;x=1/b", "", &[], "");
+    assert_eq!(ex.request.target, "/a;password=%5BREDACTED%5D;x=1/b");
+    // Rule names come from the policy, never from the body's keys.
+    let ex = request("/", "application/json", &[], r#"{"user_jane_doe_1970_password":"y1!zzz"}"#);
+    assert!(ex.scrub.iter().all(|h| !h.rule.contains("jane")), "{:?}", ex.scrub);
+    // Only a real scheme makes `Scheme <mask>` a scrubbed value.
+    let ex = request("/", "application/json", &[], r#"{"password":"Sunshine *"}"#);
+    gone(&ex, &["Sunshine"]);
+}
+
+#[test]
+fn xml_cut_inside_text_drops_the_cut_text() {
+    let mut h = Headers::new();
+    h.push("Content-Type", "application/xml");
+    let mut ex = Exchange {
+        request: Request {
+            method: "POST".into(),
+            target: "/".into(),
+            headers: h,
+            body: Body {
+                data: b"<r><id>7</id><note>call jane.doe@exam".to_vec().into(),
+                truncated: true,
+                len: 99,
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    scrubber().scrub(&mut ex);
+    let out = String::from_utf8_lossy(&ex.request.body.data).into_owned();
+    assert!(out.starts_with("<r><id>7</id><note>") && !out.contains("jane"), "{out}");
+}

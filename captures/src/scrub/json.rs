@@ -74,7 +74,15 @@ struct Open {
     /// `name` members written before the object was known to be a person's: their
     /// place in the output and their text, hashed when the object turns out to be one.
     names: Vec<(usize, usize, String)>,
+    /// Read once per object (re-reading it for every member would be quadratic): the
+    /// string of its pair-naming member (`name`, `type` …) …
+    pair_name: Option<Option<String>>,
+    /// … and the argument of each GraphQL variable, from its `query` member.
+    aliases: Option<Option<rustc_hash::FxHashMap<String, String>>>,
 }
+
+/// Names deferred per object at most; past that they are hashed at once.
+const MAX_DEFERRED_NAMES: usize = 64;
 
 struct Rewriter<'p, 'a, 'i> {
     pass: &'p mut Pass<'a>,
@@ -224,7 +232,7 @@ impl<'i> Rewriter<'_, '_, 'i> {
     }
 
     fn object(&mut self, depth: usize) -> R<()> {
-        self.objects.push(Open { start: self.pos, person: false, names: Vec::new() });
+        self.objects.push(Open { start: self.pos, person: false, names: Vec::new(), pair_name: None, aliases: None });
         let result = self.object_members(depth);
         if result.is_ok() {
             if let Some(open) = self.objects.pop() {
@@ -336,11 +344,22 @@ impl<'i> Rewriter<'_, '_, 'i> {
             && key.eq_ignore_ascii_case("variables")
             && self.aliases.is_none();
         if graphql_variables {
-            if let Some(query) = self.sibling_string(|k| k == "query", 1 << 20) {
-                let names = crate::scrub::graphql::variable_arguments(&query);
-                if !names.is_empty() {
-                    self.aliases = Some((self.objects.len() + 1, names));
+            let known = self.objects.last().and_then(|o| o.aliases.clone());
+            let names = match known {
+                Some(names) => names,
+                None => {
+                    let names = self
+                        .sibling_string(|k| k == "query", 1 << 20)
+                        .map(|q| crate::scrub::graphql::variable_arguments(&q))
+                        .filter(|n| !n.is_empty());
+                    if let Some(open) = self.objects.last_mut() {
+                        open.aliases = Some(names.clone());
+                    }
+                    names
                 }
+            };
+            if let Some(names) = names {
+                self.aliases = Some((self.objects.len() + 1, names));
             }
         }
         // Paths first, then the key's rule.
@@ -357,7 +376,10 @@ impl<'i> Rewriter<'_, '_, 'i> {
             }
         }
         let name_like = string && rule.is_none() && header.is_none() && info.person_name;
-        let person = name_like && self.is_person_object();
+        // Past a few deferred names in one object, a name is hashed at once (deferring
+        // thousands would make the output splices quadratic).
+        let crowded = self.objects.last().is_some_and(|o| o.names.len() >= MAX_DEFERRED_NAMES);
+        let person = name_like && (crowded || self.is_person_object());
         // `{"name": "password", "value": "…"}`: the value takes the rule its name has.
         let rule = match rule {
             None if string && !name_like && header.is_none() && info.pair_value => self.pair_rule(),
@@ -430,7 +452,14 @@ impl<'i> Rewriter<'_, '_, 'i> {
     /// The rule a name/value pair's name gives its value: the key rule of the string in a
     /// sibling `name`, `type`, `key` or `field` member.
     fn pair_rule(&mut self) -> Option<(Action, String)> {
-        let named = self.sibling_string(is_pair_name_key, 64)?;
+        let named = match self.objects.last()?.pair_name.clone() {
+            Some(known) => known,
+            None => {
+                let found = self.sibling_string(is_pair_name_key, 64);
+                self.objects.last_mut()?.pair_name = Some(found.clone());
+                found
+            }
+        }?;
         self.pass.key_rule(&named)
     }
 

@@ -332,9 +332,10 @@ impl<'a> Pass<'a> {
             // Matrix parameters: `/cart;jsessionid=1A2B…/view`.
             if replaced.is_none() {
                 if let Some((head, params)) = seg.split_once(';').filter(|(_, p)| p.contains('=')) {
+                    // Decoded here: the segment is percent-encoded once, below.
                     replaced = self
                         .pairs(&params.replace(';', "&"), PairsOf::Query)
-                        .map(|p| format!("{head};{}", p.replace('&', ";")));
+                        .map(|p| percent_decode(&format!("{head};{}", p.replace('&', ";"))));
                 }
             }
             previous = seg;

@@ -193,6 +193,19 @@ impl Policy {
     }
 }
 
+/// A short name for a key pattern: its first run of letters (`password` for
+/// `password|passwd|…`, `first` for `^(first|last)name$`).
+fn pattern_word(pattern: &str) -> &str {
+    let start = pattern.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(pattern.len());
+    let rest = &pattern[start..];
+    let end = rest.find(|c: char| !c.is_ascii_alphanumeric()).unwrap_or(rest.len());
+    if end == 0 {
+        "pattern"
+    } else {
+        &rest[..end]
+    }
+}
+
 /// Lower-cases `key` and drops `_` and `-`, so `first_name` matches `firstName`.
 pub fn normalize_key(key: &str) -> String {
     key.chars().filter(|c| *c != '_' && *c != '-').flat_map(char::to_lowercase).collect()
@@ -338,7 +351,9 @@ impl Compiled {
             .into_iter()
             .map(|i| &patterns[i])
             .max_by_key(|(_, a)| strictness(*a))
-            .map(|(_, a)| (*a, format!("json-key:{norm}")))
+            // Labelled by the pattern's first word, not the body's key: rule names and
+            // token kinds come from the policy, never from the data.
+            .map(|(p, a)| (*a, format!("json-key-pattern:{}", pattern_word(p))))
     }
 
     /// The name of a detector kind, for tokens and rule names.

@@ -17,6 +17,9 @@ use crate::scrub::embedded::{is_pair_name_key, is_pair_value_key, is_person_name
 use crate::scrub::policy::normalize_key;
 use crate::scrub::Pass;
 
+/// Deepest element nesting accepted (deeper is refused, as JSON's depth bombs are).
+pub const MAX_DEPTH: usize = 256;
+
 /// Why a body is not XML this rewriter accepts.
 #[derive(Debug, PartialEq, Eq)]
 pub struct XmlError;
@@ -70,6 +73,14 @@ pub(crate) fn scrub(pass: &mut Pass<'_>, input: &[u8], truncated: bool) -> Resul
             run = Some((run.map_or(start, |r| r.0), end));
             continue;
         }
+        // The text a cut ends in is dropped whole: half a value cannot be judged.
+        if matches!(event, Event::Eof) && truncated && seen_element {
+            if let Some((s, _)) = run.take() {
+                out.push_str(&text[copied..s]);
+                copied = text.len();
+                changed = true;
+            }
+        }
         if let Some((s, e)) = run.take() {
             // `<name>password</name>` inside a pair: the sibling `<value>` takes its rule.
             if stack.len() >= 2 && stack.last().is_some_and(|el| is_pair_name_key(&el.name)) {
@@ -106,7 +117,14 @@ pub(crate) fn scrub(pass: &mut Pass<'_>, input: &[u8], truncated: bool) -> Resul
                 if let Some(new) = pass.detect_text(&value) {
                     out.push_str(&text[copied..start]);
                     out.push_str("<!--");
-                    out.push_str(&new.replace("--", "- -"));
+                    let mut safe = new;
+                    while safe.contains("--") {
+                        safe = safe.replace("--", "- -");
+                    }
+                    if safe.ends_with('-') {
+                        safe.push(' ');
+                    }
+                    out.push_str(&safe);
                     out.push_str("-->");
                     copied = end;
                     changed = true;
@@ -145,6 +163,9 @@ pub(crate) fn scrub(pass: &mut Pass<'_>, input: &[u8], truncated: bool) -> Resul
             changed = true;
         }
         if !empty {
+            if stack.len() >= MAX_DEPTH {
+                return Err(XmlError);
+            }
             stack.push(Element { rule, name, pair: None });
         }
     }
@@ -214,7 +235,12 @@ fn tag(
     let mut attributes = Vec::new();
     let mut changed = false;
     for attribute in e.attributes().with_checks(false) {
-        let attribute = attribute.ok()?;
+        // A malformed attribute ends the list: the tag is rewritten without it (and
+        // without what follows), never left as it was.
+        let Ok(attribute) = attribute else {
+            changed = true;
+            break;
+        };
         let key = String::from_utf8_lossy(attribute.key.as_ref()).into_owned();
         let raw_value = String::from_utf8_lossy(&attribute.value).into_owned();
         let value = quick_xml::escape::unescape(&raw_value).map(|v| v.into_owned()).unwrap_or(raw_value.clone());
