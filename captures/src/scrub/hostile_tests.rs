@@ -55,6 +55,14 @@ fn unscrubbed(content_type: &str, headers: &[(&str, &str)], body: &str) -> Excha
     }
 }
 
+/// A request of `content_type` whose body `data` was cut at `--max-body`, not scrubbed yet.
+fn cut(content_type: &str, data: &str) -> Exchange {
+    let mut ex = unscrubbed(content_type, &[], data);
+    ex.request.body.truncated = true;
+    ex.request.body.len = data.len() as u64 + 100;
+    ex
+}
+
 fn text(ex: &Exchange) -> String {
     let mut all = ex.request.target.clone();
     for h in ex.request.headers.iter() {
@@ -176,23 +184,7 @@ fn labelled_values_in_text_bodies() {
 fn cookies_without_names_and_cut_text() {
     let ex = request("/", "", &[("Cookie", "NoNameSessionValue0123456789")], "");
     gone(&ex, &["NoNameSessionValue0123456789"]);
-    let mut h = Headers::new();
-    h.push("Content-Type", "text/plain");
-    let mut ex = Exchange {
-        request: Request {
-            method: "POST".into(),
-            target: "/".into(),
-            headers: h,
-            body: Body {
-                data: b"card 4111 1111 1111 11".to_vec().into(),
-                truncated: true,
-                len: 40,
-                ..Default::default()
-            },
-            ..Default::default()
-        },
-        ..Default::default()
-    };
+    let mut ex = cut("text/plain", "card 4111 1111 1111 11");
     scrubber().scrub(&mut ex);
     assert!(!String::from_utf8_lossy(&ex.request.body.data).contains("1111 11"), "the cut word is dropped");
 }
@@ -337,18 +329,7 @@ fn cut_bodies_are_scrubbed_idempotently() {
         ("text/plain", "nospace"),
         ("application/x-www-form-urlencoded", "a=1&email=jane%40example.com&b=2&c=tru"),
     ] {
-        let mut h = Headers::new();
-        h.push("Content-Type", ct);
-        let mut ex = Exchange {
-            request: Request {
-                method: "POST".into(),
-                target: "/".into(),
-                headers: h,
-                body: Body { data: data.as_bytes().to_vec().into(), truncated: true, len: 999, ..Default::default() },
-                ..Default::default()
-            },
-            ..Default::default()
-        };
+        let mut ex = cut(ct, data);
         scrubber().scrub(&mut ex);
         let once = ex.request.body.data.clone();
         scrubber().scrub(&mut ex);
@@ -384,23 +365,7 @@ fn code_review_findings() {
 
 #[test]
 fn xml_cut_inside_text_drops_the_cut_text() {
-    let mut h = Headers::new();
-    h.push("Content-Type", "application/xml");
-    let mut ex = Exchange {
-        request: Request {
-            method: "POST".into(),
-            target: "/".into(),
-            headers: h,
-            body: Body {
-                data: b"<r><id>7</id><note>call jane.doe@exam".to_vec().into(),
-                truncated: true,
-                len: 99,
-                ..Default::default()
-            },
-            ..Default::default()
-        },
-        ..Default::default()
-    };
+    let mut ex = cut("application/xml", "<r><id>7</id><note>call jane.doe@exam");
     scrubber().scrub(&mut ex);
     let out = String::from_utf8_lossy(&ex.request.body.data).into_owned();
     assert!(out.starts_with("<r><id>7</id><note>") && !out.contains("jane"), "{out}");

@@ -274,17 +274,16 @@ fn default_min_count() -> u64 {
 }
 
 impl ReplayReport {
-    /// Scrubs what the examples show: the request's target and both values, so no report
-    /// prints a value a rule would have scrubbed (recordings made with `--no-scrub`,
-    /// staging's own answers).
+    /// Scrubs the request targets the examples name, so no report prints a value a rule
+    /// would have scrubbed (recordings made with `--no-scrub`). The example values were
+    /// scrubbed when the difference was found, before they were shortened
+    /// ([`CompareConfig::scrub`](crate::compare::CompareConfig)).
     pub fn scrub_examples(&mut self, scrubber: &tapedeck_captures::scrub::Scrubber) {
         for finding in self.routes.iter_mut().filter_map(|r| r.diffs.as_mut()).flat_map(|d| d.findings.iter_mut()) {
             let e = &mut finding.example;
             if let Some((method, target)) = e.request.split_once(' ') {
                 e.request = format!("{method} {}", scrubber.scrub_target(target));
             }
-            e.recorded = scrubber.scrub_value(&e.at, &e.recorded);
-            e.replayed = scrubber.scrub_value(&e.at, &e.replayed);
         }
     }
 
