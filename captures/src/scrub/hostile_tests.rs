@@ -370,3 +370,18 @@ fn xml_cut_inside_text_drops_the_cut_text() {
     let out = String::from_utf8_lossy(&ex.request.body.data).into_owned();
     assert!(out.starts_with("<r><id>7</id><note>") && !out.contains("jane"), "{out}");
 }
+
+#[test]
+fn xml_depth_bombs_are_refused_and_compressed_xml_is_scrubbed() {
+    let bomb = format!("{}jane@example.com{}", "<a>".repeat(300), "</a>".repeat(300));
+    let ex = request("/", "application/xml", &[], &bomb);
+    assert!(!text(&ex).contains("jane@example.com"), "a depth bomb is not kept");
+    let xml = r#"<user email="deflated@example.com"><name>x</name></user>"#;
+    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut z, xml.as_bytes()).unwrap();
+    let mut ex = unscrubbed("text/xml", &[("Content-Encoding", "deflate")], "");
+    ex.request.body = Body::full(z.finish().unwrap());
+    scrubber().scrub(&mut ex);
+    let out = String::from_utf8_lossy(&ex.request.body.data).into_owned();
+    assert!(out.starts_with("<user email=\"tok_email_") && !out.contains("deflated@"), "{out}");
+}
