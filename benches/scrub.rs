@@ -124,6 +124,50 @@ fn against_serde_json(c: &mut Criterion, group: &str, scrubber: &Scrubber, bodie
     g.finish();
 }
 
+/// `INTERLEAVED_ROUNDS=N cargo bench --bench scrub`: the scrubber and serde_json timed in
+/// alternation, a fifth of a second each per round, and the median of the per-round ratios — on a
+/// shared machine whose load drifts, a ratio of neighbours is steadier than two criterion
+/// groups measured a minute apart.
+fn interleaved(group: &str, rounds: usize, scrubber: &Scrubber, bodies: &[Vec<u8>], exchanges: &[Exchange]) {
+    let total: usize = bodies.iter().map(Vec::len).sum();
+    let mib_s = |mut run: Box<dyn FnMut() + '_>| {
+        let start = std::time::Instant::now();
+        let mut n = 0;
+        while start.elapsed() < std::time::Duration::from_millis(200) {
+            run();
+            n += 1;
+        }
+        (n * total) as f64 / start.elapsed().as_secs_f64() / (1 << 20) as f64
+    };
+    let mut rows = Vec::new();
+    for _ in 0..rounds {
+        let ours = mib_s(Box::new(|| {
+            for ex in &mut exchanges.to_vec() {
+                scrubber.scrub(ex);
+            }
+        }));
+        let peer = mib_s(Box::new(|| {
+            for body in bodies {
+                let v: serde_json::Value = serde_json::from_slice(body).unwrap();
+                std::hint::black_box(serde_json::to_vec(&v).unwrap());
+            }
+        }));
+        println!("{group}: tapedeck {ours:.0} MiB/s, serde_json {peer:.0} MiB/s, ratio {:.2}", ours / peer);
+        rows.push((ours, peer, ours / peer));
+    }
+    let median = |i: usize| {
+        let mut v: Vec<f64> = rows.iter().map(|r| [r.0, r.1, r.2][i]).collect();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    println!(
+        "{group}: median tapedeck {:.0} MiB/s, serde_json {:.0} MiB/s, ratio {:.2}",
+        median(0),
+        median(1),
+        median(2)
+    );
+}
+
 fn bench(c: &mut Criterion) {
     let bodies = bodies();
     let scrubber = Scrubber::with_defaults(Some(b"benchmark scrub key 0123456789"));
@@ -142,8 +186,13 @@ fn bench(c: &mut Criterion) {
             ..Default::default()
         })
         .collect();
-    against_serde_json(c, "scrub_json", &scrubber, &bodies, &exchanges);
     let echo = echo_bodies();
+    if let Some(rounds) = std::env::var("INTERLEAVED_ROUNDS").ok().and_then(|r| r.parse().ok()) {
+        interleaved("scrub_json", rounds, &scrubber, &bodies, &exchanges);
+        interleaved("scrub_echo", rounds, &scrubber, &echo, &as_answers(&echo));
+        return;
+    }
+    against_serde_json(c, "scrub_json", &scrubber, &bodies, &exchanges);
     against_serde_json(c, "scrub_echo", &scrubber, &echo, &as_answers(&echo));
 
     // The load benchmark's exchange: a tiny GET and a 1 KiB text/plain answer.

@@ -18,7 +18,7 @@ use std::collections::BTreeSet;
 use crate::exchange::{Exchange, Headers};
 use crate::scrub::action::{is_scrubbed, Action};
 use crate::scrub::decode::{self, Encoding};
-use crate::scrub::detect::{is_secretish, Finding as Match};
+use crate::scrub::detect::{is_secretish, Finding as Match, Kind};
 use crate::scrub::embedded::{
     auth_value, base64_json, header_line, is_pair_name_key, is_pair_value_key, is_person_name_key, is_person_parent,
     is_person_sibling, is_secret_name, labelled_value, leaf_name, looks_like_cookie, looks_like_form, looks_like_url,
@@ -44,12 +44,14 @@ struct Audit<'a> {
     scrubber: &'a Scrubber,
     found: BTreeSet<Finding>,
     matches: Vec<Match>,
+    /// Scanning a header the policy's skip list names: only e-mail addresses count.
+    only_email: bool,
 }
 
 impl Scrubber {
     /// Audits `exchange`: everything in it that still looks personal; empty when clean.
     pub fn audit(&self, exchange: &Exchange) -> Vec<Finding> {
-        let mut a = Audit { scrubber: self, found: BTreeSet::new(), matches: Vec::new() };
+        let mut a = Audit { scrubber: self, found: BTreeSet::new(), matches: Vec::new(), only_email: false };
         let req = &exchange.request;
         // Path segments one by one (as the scrubber reads them), then the query.
         let (path, query) = req.target.split_once('?').unwrap_or((&req.target, ""));
@@ -91,9 +93,11 @@ impl Audit<'_> {
     fn scan(&mut self, text: &str, location: &str) {
         let policy = &self.scrubber.policy;
         policy.detectors.find(text, &mut self.matches);
+        let only_email = self.only_email;
         let hits: Vec<String> = self
             .matches
             .iter()
+            .filter(|m| !only_email || m.kind == Kind::Email)
             .filter(|m| policy.detect_actions.get(&m.kind).is_some_and(|a| *a != Action::Keep))
             .filter(|m| !is_scrubbed(&text[m.start..m.end]))
             .map(|m| policy.kind_name(m.kind).to_string())
@@ -116,9 +120,11 @@ impl Audit<'_> {
             let value = h.value.to_str_lossy();
             let location = format!("{side} header {name}");
             // Headers the policy says hold nothing personal (Host, Content-Type …).
-            if !self.scrubber.policy.detect_skip.contains(&name) {
-                self.text(&value, &location);
-            }
+            // Headers the policy says hold nothing personal (Host, User-Agent …) may still
+            // quote an e-mail address (`MyBot/1.0 (+mailto:ops@…)`).
+            self.only_email = self.scrubber.policy.detect_skip.contains(&name);
+            self.text(&value, &location);
+            self.only_email = false;
             self.header(&name, &value, &location, 0);
         }
     }

@@ -99,8 +99,21 @@ pub struct Detectors {
     national: Regex,
     /// Bare-digit identifiers after a label that names them.
     labelled: Regex,
+    /// `token`, `card`, `iban`, `national`, `phone`, `ipv4`, `ipv6` in one set: which of
+    /// them match anywhere, in one scan, before each one that does is run for its
+    /// places (most values with digits — timestamps, tracking numbers, ids — match none).
+    prefilter: regex::RegexSet,
     custom: Vec<Regex>,
 }
+
+/// The order of [`Detectors::prefilter`].
+const PRE_TOKEN: usize = 0;
+const PRE_CARD: usize = 1;
+const PRE_IBAN: usize = 2;
+const PRE_NATIONAL: usize = 3;
+const PRE_PHONE: usize = 4;
+const PRE_IPV4: usize = 5;
+const PRE_IPV6: usize = 6;
 
 /// One pass over the text: which detectors could possibly match.
 struct Sketch {
@@ -204,14 +217,16 @@ macro_rules! ext {
 impl Detectors {
     /// All built-in detectors, plus `custom` regexes (already validated).
     pub fn new(enabled: [bool; BUILT_IN_COUNT], custom: Vec<Regex>) -> Self {
-        Detectors {
+        let mut d = Detectors {
+            prefilter: regex::RegexSet::empty(),
             enabled,
             email: re(
                 r"(?i)\b[a-z0-9][a-z0-9._%+\-]{0,63}@[a-z0-9](?:[a-z0-9\-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9\-]{0,61}[a-z0-9])?)*\.[a-z]{2,24}\b",
             ),
             // No leading `\b`: `ref_5500005555555559` holds a card (checked below: not inside
             // a longer number).
-            card: re(r"\d(?:[ \-]?\d){11,18}\b"),
+            // Digits in groups by spaces or dashes, or 4-4-4-4 by dots (`4111.1111.…`).
+            card: re(r"\d(?:[ \-]?\d){11,18}\b|\b\d{4}\.\d{4}\.\d{4}\.\d{1,7}\b"),
             iban: re(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?\b"),
             jwt: re(r"\beyJ[A-Za-z0-9_\-]{4,}\.[A-Za-z0-9_\-]{4,}\.[A-Za-z0-9_\-]*"),
             scheme: re(r"(?i:\b(?:bearer|basic|token|digest|negotiate|apikey|api-key)[ \t]+[A-Za-z0-9\-._~+/]{8,}=*)"),
@@ -286,7 +301,10 @@ impl Detectors {
                 r"\W{0,4}(?:no\.?|nr\.?|number|#)?\W{0,3}(\d[\d .]{7,14}\d)\b",
             )),
             custom,
-        }
+        };
+        let set = [&d.token, &d.card, &d.iban, &d.national, &d.phone, &d.ipv4, &d.ipv6].map(Regex::as_str);
+        d.prefilter = regex::RegexSet::new(set).expect("built-in detector patterns are valid");
+        d
     }
 
     /// True when no user regex is configured (the built-in detectors' needs are known, see
@@ -360,10 +378,28 @@ impl Detectors {
         if scheme_word && s.token_sep {
             add(Kind::Token, &self.scheme, &is_token);
         }
-        if text.len() >= 10 && (s.token_sep || s.upper) {
+        // Which of the set's detectors the sketch allows; past one, the set says which
+        // of those match at all.
+        let mut wanted = [false; 7];
+        wanted[PRE_TOKEN] = text.len() >= 10 && (s.token_sep || s.upper);
+        wanted[PRE_CARD] = s.digits >= 12;
+        wanted[PRE_IBAN] = s.upper && s.digits >= 4;
+        // Every national format has 9+ digits, or 6+ beside capital letters.
+        wanted[PRE_NATIONAL] = s.digits >= 9 || (s.upper && s.digits >= 6);
+        wanted[PRE_PHONE] =
+            s.digits >= 8 && (s.plus_or_paren || text.contains(['-', ' ', '.', '/']) || text.starts_with('0'));
+        wanted[PRE_IPV4] = s.dot && s.digits >= 4;
+        wanted[PRE_IPV6] = s.colon;
+        if wanted.iter().filter(|w| **w).count() > 1 {
+            let matched = self.prefilter.matches(text);
+            for (i, w) in wanted.iter_mut().enumerate() {
+                *w &= matched.matched(i);
+            }
+        }
+        if wanted[PRE_TOKEN] {
             add(Kind::Token, &self.token, &|_| true);
         }
-        if s.digits >= 12 {
+        if wanted[PRE_CARD] {
             // Not inside a longer number or a word (`1Z5784…` is a tracking number); after
             // `_` it may be (`ref_5500…`).
             let inside_number = |m: &str| {
@@ -372,18 +408,17 @@ impl Detectors {
             };
             add(Kind::Card, &self.card, &|m| !inside_number(m) && is_card(m));
         }
-        if s.upper && s.digits >= 4 {
+        if wanted[PRE_IBAN] {
             add(Kind::Iban, &self.iban, &is_iban);
         }
-        // Every national format has 9+ digits, or 6+ beside capital letters.
-        if s.digits >= 9 || (s.upper && s.digits >= 6) {
+        if wanted[PRE_NATIONAL] {
             add(Kind::NationalId, &self.national, &is_national_id);
         }
-        if s.digits >= 8 && (s.plus_or_paren || text.contains(['-', ' ', '.', '/']) || text.starts_with('0')) {
+        if wanted[PRE_PHONE] {
             let date = &self.date;
             add(Kind::Phone, &self.phone, &|m| is_phone(m) && !date.is_match(m));
         }
-        if s.dot && s.digits >= 4 {
+        if wanted[PRE_IPV4] {
             // `Chrome/120.0.0.0`, `v4.18.2.0`: versions, not addresses.
             let version = |m: &str| {
                 let start = m.as_ptr() as usize - text.as_ptr() as usize;
@@ -391,7 +426,7 @@ impl Detectors {
             };
             add(Kind::Ip, &self.ipv4, &|m| !version(m));
         }
-        if s.colon {
+        if wanted[PRE_IPV6] {
             add(Kind::Ip, &self.ipv6, &is_ipv6);
         }
         if s.at && s.colon && self.is_enabled(Kind::Token) {

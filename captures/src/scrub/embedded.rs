@@ -276,14 +276,14 @@ impl Pass<'_> {
     /// fields, XML elements and attributes, GraphQL arguments).
     pub(crate) fn key_rule(&mut self, name: &str) -> Option<(Action, String)> {
         let info = self.key_info(name);
-        info.rule.map(|(a, l)| (a, self.label_of(l).to_string()))
+        info.rule.map(|(a, l)| (a, l.to_string()))
     }
 
     /// The header `name` is named like, if a header rule or the cookie parsing applies to
     /// it: `Cookie`, `Authorization`, `X-Api-Key`, `x-…-token` …
     pub(crate) fn header_like(&mut self, name: &str) -> Option<String> {
         let info = self.key_info(name);
-        info.header.map(|h| self.label_of(h).to_string())
+        info.header.map(|h| h.to_string())
     }
 
     /// `text` under `key`: `Some(result)` when the name decides how it is scrubbed.

@@ -44,6 +44,10 @@ pub(crate) fn scrub(pass: &mut Pass<'_>, input: &[u8], truncated: bool) -> Resul
     let mut w = Rewriter {
         pass,
         input,
+        text: match std::str::from_utf8(input) {
+            Ok(text) => text,
+            Err(e) => std::str::from_utf8(&input[..e.valid_up_to()]).unwrap_or_default(),
+        },
         pos: 0,
         out: Vec::with_capacity(input.len()),
         path: Vec::new(),
@@ -87,6 +91,9 @@ const MAX_DEFERRED_NAMES: usize = 64;
 struct Rewriter<'p, 'a, 'i> {
     pass: &'p mut Pass<'a>,
     input: &'i [u8],
+    /// The longest prefix of `input` that is valid UTF-8 (all of it, but for a body cut
+    /// in a character or holding invalid bytes).
+    text: &'i str,
     pos: usize,
     out: Vec<u8>,
     path: Vec<Step<'i>>,
@@ -144,15 +151,11 @@ impl<'i> Rewriter<'_, '_, 'i> {
         if policy.json_paths.is_empty() {
             return None;
         }
-        let key = match self.path.last() {
-            Some(Step::Key(k)) => Some(k.as_ref()),
-            _ => None,
-        };
-        // Most values cannot match any path: skip them by the name the paths end in.
-        let may_match = match (&policy.json_path_names, key) {
-            (None, _) => true,
-            (Some(names), Some(k)) => names.contains(k),
-            (Some(_), None) => false,
+        // Most values cannot match any path: skip them by the name the paths end in
+        // (members asked [`KeyInfo::path_name`] before calling).
+        let may_match = match self.path.last() {
+            Some(Step::Key(_)) => true,
+            _ => policy.json_path_names.is_none(),
         };
         if !may_match {
             return None;
@@ -365,11 +368,11 @@ impl<'i> Rewriter<'_, '_, 'i> {
         // Paths first, then the key's rule.
         let path_rule = if info.path_name { self.path_rule() } else { None };
         let by_path = path_rule.is_some();
-        let rule = path_rule.or_else(|| info.rule.map(|(a, l)| (a, self.pass.label_of(l).to_string())));
+        let rule = path_rule.or_else(|| info.rule.as_ref().map(|(a, l)| (*a, l.to_string())));
         // A string under a credential header's name is that header (`"Cookie": "sid=…"`),
         // unless a JSON path says otherwise; `name` in a person's object is a person's name.
         let string = self.input.get(value_start) == Some(&b'"');
-        let header = info.header.filter(|_| string && !by_path).map(|h| self.pass.label_of(h).to_string());
+        let header = info.header.as_ref().filter(|_| string && !by_path).map(|h| h.to_string());
         if info.person_sibling {
             if let Some(open) = self.objects.last_mut() {
                 open.person = true;
@@ -397,7 +400,8 @@ impl<'i> Rewriter<'_, '_, 'i> {
                 }
                 self.out.extend_from_slice(&self.input[ws..key_start]);
                 // Keys can be personal too: maps keyed by e-mail address.
-                match self.pass.detect_text(&key) {
+                let inert = alias.is_none() && info.inert;
+                match if inert { None } else { self.pass.detect_text(&key) } {
                     Some(new) => self.emit_string(&new),
                     None => self.out.extend_from_slice(raw_key),
                 }
@@ -608,28 +612,39 @@ impl<'i> Rewriter<'_, '_, 'i> {
         let start = self.pos;
         self.expect(b'"')?;
         let mut escaped = false;
+        // To the next quote or backslash at memchr's speed; control characters between
+        // are checked in one vectorised pass.
         loop {
-            match self.input.get(self.pos) {
-                None => return Err(Stop::Eof),
-                Some(b'"') => break,
-                Some(b'\\') => {
-                    escaped = true;
-                    self.pos += 2;
-                }
-                Some(c) if *c < 0x20 => return Err(Stop::Invalid(self.pos)),
-                Some(_) => self.pos += 1,
+            let rest = &self.input[self.pos..];
+            let Some(i) = memchr::memchr2(b'"', b'\\', rest) else {
+                return match rest.iter().position(|c| *c < 0x20) {
+                    Some(c) => Err(Stop::Invalid(self.pos + c)),
+                    None => Err(Stop::Eof),
+                };
+            };
+            if rest[..i].iter().any(|c| *c < 0x20) {
+                let c = rest.iter().position(|c| *c < 0x20).unwrap_or(i);
+                return Err(Stop::Invalid(self.pos + c));
             }
-        }
-        if self.pos >= self.input.len() {
-            return Err(Stop::Eof);
+            self.pos += i;
+            if rest[i] == b'"' {
+                break;
+            }
+            escaped = true;
+            self.pos += 2;
+            if self.pos > self.input.len() {
+                return Err(Stop::Eof);
+            }
         }
         self.pos += 1;
         let raw = &self.input[start..self.pos];
-        let inner = &raw[1..raw.len() - 1];
         let text = if escaped {
-            Cow::Owned(decode_string(inner).ok_or(Stop::Invalid(start))?)
+            Cow::Owned(decode_string(&raw[1..raw.len() - 1]).ok_or(Stop::Invalid(start))?)
+        } else if self.pos <= self.text.len() {
+            // Inside the body's valid UTF-8 prefix (checked once): a slice, no second check.
+            Cow::Borrowed(self.text.get(start + 1..self.pos - 1).ok_or(Stop::Invalid(start))?)
         } else {
-            Cow::Borrowed(std::str::from_utf8(inner).map_err(|_| Stop::Invalid(start))?)
+            Cow::Borrowed(std::str::from_utf8(&raw[1..raw.len() - 1]).map_err(|_| Stop::Invalid(start))?)
         };
         Ok((raw, text))
     }

@@ -132,11 +132,18 @@ impl JsonPath {
 
     /// True when a value at `path` is selected.
     pub fn matches(&self, path: &[Step<'_>]) -> bool {
-        // Cheap rejection: the last segment must select the last step.
-        match (self.segments.last(), path.last()) {
-            (Some(seg), Some(step)) if !selects(&seg.selector, step) => return false,
-            (_, None) => return false,
-            _ => {}
+        // Cheap rejection: the segments after the last descendant one are anchored at the
+        // path's end (`$..user.name`: `user` right before `name`), and most paths fail there.
+        let mut at = path.len();
+        for seg in self.segments.iter().rev() {
+            let Some(before) = at.checked_sub(1) else { return false };
+            at = before;
+            if !selects(&seg.selector, &path[at]) {
+                return false;
+            }
+            if seg.descendant {
+                break;
+            }
         }
         match_from(&self.segments, path)
     }

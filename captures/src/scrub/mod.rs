@@ -23,6 +23,7 @@ mod embedded;
 pub mod graphql;
 pub mod json;
 pub mod jsonpath;
+mod keys;
 mod names;
 pub mod policy;
 pub mod xml;
@@ -33,6 +34,7 @@ use crate::blob::Blob;
 use crate::exchange::{Exchange, Headers, ScrubHit};
 use action::{is_scrubbed, Action, Keyer};
 use detect::Finding;
+use keys::{KeyCache, KeyInfo, ShortKey};
 use policy::{Compiled, Policy};
 
 /// Applies a compiled policy. Cheap to share between threads.
@@ -40,6 +42,7 @@ use policy::{Compiled, Policy};
 pub struct Scrubber {
     pub(crate) policy: Compiled,
     keyer: Keyer,
+    keys: KeyCache,
 }
 
 /// Rule names and how often each fired.
@@ -49,7 +52,7 @@ impl Scrubber {
     /// A scrubber for `policy` (already merged over the defaults as wanted) with an
     /// optional key for `hash`.
     pub fn new(policy: &Policy, key: Option<&[u8]>) -> Scrubber {
-        Scrubber { policy: Compiled::new(policy), keyer: Keyer::new(key) }
+        Scrubber { policy: Compiled::new(policy), keyer: Keyer::new(key), keys: KeyCache::default() }
     }
 
     /// The built-in policy.
@@ -121,23 +124,6 @@ fn merge_hits(into: &mut Vec<ScrubHit>, hits: Hits) {
     }
 }
 
-/// What a member name means, cached per pass ([`Pass::key_info`]).
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct KeyInfo {
-    /// The key rule: its action and label ([`Pass::label_of`]).
-    pub rule: Option<(Action, u32)>,
-    /// The header it is named like, lower case ([`Pass::label_of`]).
-    pub header: Option<u32>,
-    /// `name`, `full_name` …: a person's name in a person's object.
-    pub person_name: bool,
-    /// `value`, `data` …: the value of a name/value pair.
-    pub pair_value: bool,
-    /// `email`, `phone`, `address` …: its object describes a person.
-    pub person_sibling: bool,
-    /// Some JSON path rule may end at a member of this name.
-    pub path_name: bool,
-}
-
 /// One scrubbing pass over one exchange.
 pub(crate) struct Pass<'a> {
     pub(crate) scrubber: &'a Scrubber,
@@ -148,8 +134,11 @@ pub(crate) struct Pass<'a> {
     /// What each member name means ([`Pass::key_info`]), looked up once per pass: bodies
     /// repeat their names, and key patterns and header patterns are regular expressions.
     keys: rustc_hash::FxHashMap<Box<str>, KeyInfo>,
-    /// Rule labels and header names the cached [`KeyInfo`]s point to.
-    labels: Vec<Box<str>>,
+    /// The same for names of up to 23 bytes, packed into three words: compared and
+    /// hashed without a call (most names are short; this lookup runs for every member).
+    short_keys: rustc_hash::FxHashMap<ShortKey, KeyInfo>,
+    /// Detecting in a header the skip list names: e-mail addresses only.
+    only_email: bool,
 }
 
 impl<'a> Pass<'a> {
@@ -160,53 +149,32 @@ impl<'a> Pass<'a> {
             findings: Vec::new(),
             depth: 0,
             keys: Default::default(),
-            labels: Vec::new(),
+            short_keys: Default::default(),
+            only_email: false,
         }
     }
 
     /// What the name `key` means (its key rule, the header it is named like, whether it
-    /// names a person or a pair's value), remembered for the pass.
+    /// names a person or a pair's value): remembered for the pass, and by the scrubber
+    /// for every pass (the rules behind it are regular expressions; a service's bodies
+    /// use the same few hundred names).
     pub(crate) fn key_info(&mut self, key: &str) -> KeyInfo {
-        if let Some(info) = self.keys.get(key) {
-            return *info;
+        let short = ShortKey::new(key);
+        let cached = match &short {
+            Some(short) => self.short_keys.get(short),
+            None => self.keys.get(key),
+        };
+        if let Some(info) = cached {
+            return info.clone();
         }
-        let policy = &self.scrubber.policy;
-        let leaf = embedded::leaf_name(key);
-        let mut buf = [0u8; 64];
-        let owned;
-        let norm = match policy::normalize_key_ascii(leaf, &mut buf) {
-            Some(n) => n,
-            None => {
-                owned = policy::normalize_key(leaf);
-                &owned
-            }
-        };
-        let rule = policy.key_action(norm);
-        let mut lower_buf = [0u8; 64];
-        let header = lowercase_ascii(key.as_bytes(), &mut lower_buf).filter(|lower| policy.is_header_name(lower));
-        let header = header.map(|h| h.to_string());
-        let info = KeyInfo {
-            person_name: embedded::is_person_name_key(norm),
-            pair_value: embedded::is_pair_value_key(norm),
-            person_sibling: embedded::is_person_sibling(norm),
-            path_name: policy.json_path_names.as_ref().is_none_or(|names| names.contains(key)),
-            rule: rule.map(|(a, label)| (a, self.label(label))),
-            header: header.map(|h| self.label(h)),
-        };
-        if self.keys.len() < 4096 {
-            self.keys.insert(key.into(), info);
+        let info = self.scrubber.keys.get_or_insert(key, |key| keys::meaning(&self.scrubber.policy, key));
+        if self.keys.len() + self.short_keys.len() < keys::PASS_CAPACITY {
+            match short {
+                Some(short) => self.short_keys.insert(short, info.clone()),
+                None => self.keys.insert(key.into(), info.clone()),
+            };
         }
         info
-    }
-
-    fn label(&mut self, text: String) -> u32 {
-        self.labels.push(text.into());
-        (self.labels.len() - 1) as u32
-    }
-
-    /// A label or header name a [`KeyInfo`] points to.
-    pub(crate) fn label_of(&self, i: u32) -> &str {
-        &self.labels[i as usize]
     }
 
     pub(crate) fn hit(&mut self, rule: &str) {
@@ -270,6 +238,9 @@ impl<'a> Pass<'a> {
         let policy = &self.scrubber.policy;
         let scan = view.map_or(raw, |v| v.text.as_str());
         policy.detectors.find(scan, &mut self.findings);
+        if self.only_email {
+            self.findings.retain(|f| f.kind == detect::Kind::Email);
+        }
         if self.findings.is_empty() {
             return None;
         }
@@ -472,7 +443,15 @@ impl<'a> Pass<'a> {
             "set-cookie" | "set-cookie2" => self.cookies(value, "; ", true),
             // `for=…;proto=https`: parameters, not cookies; addresses meet the detectors.
             "forwarded" => self.detect_text(value).map_or(HeaderOutcome::Keep, HeaderOutcome::Replace),
-            _ if policy.detect_skip.contains(name) => HeaderOutcome::Keep,
+            // Headers that hold nothing personal (User-Agent, X-Request-Id …) but may quote
+            // an e-mail address (`MyBot/1.0 (+mailto:ops@…)`); their versions and ids
+            // are not phone numbers or addresses.
+            _ if policy.detect_skip.contains(name) => {
+                self.only_email = true;
+                let out = self.detect_text(value);
+                self.only_email = false;
+                out.map_or(HeaderOutcome::Keep, HeaderOutcome::Replace)
+            }
             _ => self.free_value(None, value).map_or(HeaderOutcome::Keep, HeaderOutcome::Replace),
         }
     }

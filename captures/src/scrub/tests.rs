@@ -419,3 +419,28 @@ fn replacements_that_form_new_matches_are_scrubbed_in_the_same_pass() {
         assert_eq!(ex.request.target, once);
     }
 }
+
+#[test]
+fn skip_listed_headers_still_lose_email_addresses_but_keep_their_versions() {
+    let ua = "MyBot/1.0 (+mailto:ops.lead@example.com; build 10.0.19045.3693)";
+    let mut ex = exchange("/", &[("user-agent", ua), ("x-request-id", "ada@example.org")], b"", &[], b"");
+    assert!(!scrubber().audit(&ex).is_empty(), "the auditor flags an e-mail in a skip-listed header");
+    scrubber().scrub(&mut ex);
+    let ua_after = ex.request.headers.get("user-agent").unwrap().to_str_lossy().to_string();
+    assert!(!ua_after.contains("ops.lead@example.com"), "{ua_after}");
+    assert!(ua_after.starts_with("MyBot/1.0 (+mailto:") && ua_after.contains("10.0.19045.3693"), "{ua_after}");
+    assert!(!ex.request.headers.get("x-request-id").unwrap().to_str_lossy().contains("ada@"));
+    assert!(scrubber().audit(&ex).is_empty(), "{:?}", scrubber().audit(&ex));
+    // A plain User-Agent is left as it was.
+    let plain = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/120.0.6099.129";
+    let mut ex = exchange("/", &[("user-agent", plain)], b"", &[], b"");
+    scrubber().scrub(&mut ex);
+    assert_eq!(ex.request.headers.get("user-agent").unwrap().to_str_lossy(), plain);
+}
+
+#[test]
+fn card_numbers_grouped_by_dots_are_found() {
+    let (out, _) = json_body(r#"{"note": "card 4111.1111.1111.1111 exp 12/29", "version": "2024.1001.1203.7"}"#);
+    assert!(!out.contains("4111.1111.1111.1111"), "{out}");
+    assert!(out.contains("2024.1001.1203.7"), "{out}");
+}
