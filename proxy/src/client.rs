@@ -21,13 +21,14 @@ use tapedeck_captures::ErrorKind;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
+use crate::client_body::{BodyState, ClientBody};
 use crate::config::ProxyConfig;
 use crate::forward::Upstream;
 use crate::tee::TeeBody;
 use crate::ProxyError;
 
 /// Body type of requests sent upstream.
-pub type UpBody = TeeBody<Incoming>;
+pub type UpBody = TeeBody<ClientBody<Incoming>>;
 
 /// Why an upstream request failed.
 #[derive(Debug)]
@@ -84,11 +85,23 @@ enum Conn {
 pub struct Lease {
     tx: Option<http1::SendRequest<UpBody>>,
     pool: Arc<UpstreamPool>,
+    request: Option<Arc<BodyState>>,
 }
 
 impl Lease {
-    /// Returns the connection to the pool: its response body was read to the end.
+    /// The connection is reusable only once `request`'s body has been sent whole.
+    pub fn after_body(mut self, request: Arc<BodyState>) -> Self {
+        self.request = Some(request);
+        self
+    }
+
+    /// Returns the connection to the pool: its response body was read to the end. If the
+    /// request body is still on its way (the upstream answered before reading it all),
+    /// the connection is closed instead: the next request would wait behind that body.
     pub fn release(mut self) {
+        if self.request.as_ref().is_some_and(|r| !r.sent()) {
+            return;
+        }
         if let Some(tx) = self.tx.take() {
             self.pool.put(tx);
         }
@@ -180,7 +193,7 @@ impl UpstreamPool {
                 continue;
             }
             match tx.try_send_request(req).await {
-                Ok(resp) => return Ok((resp, Some(Lease { tx: Some(tx), pool: self.clone() }))),
+                Ok(resp) => return Ok((resp, Some(Lease { tx: Some(tx), pool: self.clone(), request: None }))),
                 Err(mut e) => match e.take_message() {
                     Some(unsent) => req = unsent,
                     None => return Err(UpstreamError::request(e.into_error())),
@@ -189,7 +202,7 @@ impl UpstreamPool {
         }
         match self.connect().await? {
             Conn::H1(mut tx) => match tx.send_request(req).await {
-                Ok(resp) => Ok((resp, Some(Lease { tx: Some(tx), pool: self.clone() }))),
+                Ok(resp) => Ok((resp, Some(Lease { tx: Some(tx), pool: self.clone(), request: None }))),
                 Err(e) => Err(UpstreamError::request(e)),
             },
             Conn::H2(mut tx) => {

@@ -76,6 +76,11 @@ pub struct Timeouts {
     pub upstream_connect: Duration,
     /// From sending the request to the upstream's response head.
     pub upstream_response: Duration,
+    /// A request body must arrive within this (zero: no limit), extended by a second for
+    /// every `body_min_rate` bytes received; else the client gets a 408.
+    pub body: Duration,
+    /// Bytes per second that extend `body` (0: a fixed deadline).
+    pub body_min_rate: u64,
     /// A client connection with no request in flight is closed after this.
     pub idle: Duration,
     /// On shutdown, in-flight requests get this long to finish.
@@ -88,6 +93,8 @@ impl Default for Timeouts {
             header_read: Duration::from_secs(30),
             upstream_connect: Duration::from_secs(5),
             upstream_response: Duration::from_secs(60),
+            body: Duration::from_secs(60),
+            body_min_rate: 500,
             idle: Duration::from_secs(75),
             drain: Duration::from_secs(25),
         }

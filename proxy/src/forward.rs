@@ -19,7 +19,8 @@ use hyper_util::rt::TokioIo;
 use tapedeck_captures::{ConnectionId, ErrorKind, Exchange, ExchangeId, IdGenerator};
 
 use crate::capture::CaptureQueue;
-use crate::client::{Lease, UpstreamPool};
+use crate::client::{Lease, UpBody, UpstreamPool};
+use crate::client_body::{BodyLimit, ClientBody, ClientFailure};
 use crate::config::Forwarding;
 use crate::metrics::Metrics;
 use crate::sample::{Decision, Sampler};
@@ -119,6 +120,7 @@ pub struct Shared {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) max_body: usize,
     pub(crate) response_timeout: Duration,
+    pub(crate) body_limit: BodyLimit,
     pub(crate) forwarding: Forwarding,
 }
 
@@ -268,6 +270,7 @@ impl Forwarder {
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
 
         let (parts, body) = req.into_parts();
+        let (body, body_state) = ClientBody::new(body, self.body_limit, started.into());
         let body = match &recording {
             Some(r) => TeeBody::capture(body, r.clone(), Part::Request),
             None => TeeBody::plain(body),
@@ -284,12 +287,18 @@ impl Forwarder {
         let outcome = tokio::time::timeout(self.response_timeout, self.pool.send(upstream_req)).await;
         let (mut resp, lease) = match outcome {
             Ok(Ok(sent)) => sent,
+            // The request failed because the client's body did: the client's error.
+            Ok(Err(_)) | Err(_) if body_state.failure().is_some() => {
+                return self
+                    .client_failed(body_state.failure().unwrap_or(ClientFailure::Aborted), recording.as_deref());
+            }
             Ok(Err(e)) => {
                 tracing::debug!(error = %e.detail, kind = %e.kind, "upstream request failed");
                 return self.fail(e.kind, recording.as_deref());
             }
             Err(_) => return self.fail(ErrorKind::ResponseTimeout, recording.as_deref()),
         };
+        let lease = lease.map(|l| l.after_body(body_state));
         let head_at = Instant::now();
         self.metrics.upstream_latency.observe(head_at.duration_since(sent).as_secs_f64());
         let status = resp.status();
@@ -373,10 +382,10 @@ impl Forwarder {
     fn upstream_request(
         &self,
         mut parts: http::request::Parts,
-        body: TeeBody<Incoming>,
+        body: UpBody,
         conn: &ConnInfo,
         upgrade: bool,
-    ) -> Result<Request<TeeBody<Incoming>>, http::Error> {
+    ) -> Result<Request<UpBody>, http::Error> {
         let original_host = parts
             .headers
             .get(header::HOST)
@@ -425,6 +434,28 @@ impl Forwarder {
         parts.uri = uri;
         parts.version = Version::HTTP_11;
         Ok(Request::from_parts(parts, body))
+    }
+
+    /// The answer when the client's body failed: 408 when it was too slow, 400 when it
+    /// was malformed (or the client left: nobody reads that answer). Counted as the
+    /// client's error, so one client cannot inflate the service's 5xx and upstream-error
+    /// figures.
+    fn client_failed(&self, failure: ClientFailure, recording: Option<&Recording>) -> Response<ProxyBody> {
+        tracing::debug!(kind = failure.as_str(), "request body failed");
+        self.metrics.client_error(failure);
+        if let Some(r) = recording {
+            r.error(ErrorKind::ClientAborted);
+        }
+        let (status, text) = match failure {
+            ClientFailure::TimedOut => (StatusCode::REQUEST_TIMEOUT, "request body timed out\n"),
+            ClientFailure::Malformed => (StatusCode::BAD_REQUEST, "malformed request body\n"),
+            ClientFailure::Aborted => (StatusCode::BAD_REQUEST, "request body incomplete\n"),
+        };
+        self.metrics.request(status.as_u16());
+        let mut resp = plain(status, text, None);
+        // The rest of the body is not read: the connection cannot carry another request.
+        resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        resp
     }
 
     fn fail(&self, kind: ErrorKind, recording: Option<&Recording>) -> Response<ProxyBody> {

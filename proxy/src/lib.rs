@@ -27,6 +27,7 @@
 pub mod admin;
 pub mod capture;
 pub mod client;
+pub mod client_body;
 pub mod config;
 pub mod forward;
 pub mod metrics;

@@ -4,6 +4,7 @@
 //! Labelled counters on the request path are resolved once at start-up into plain handles
 //! (`requests_2xx` …), so counting a request is an atomic add, not a map lookup.
 
+use crate::client_body::ClientFailure;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -102,6 +103,7 @@ pub struct Metrics {
     /// Client connections accepted.
     pub connections_total: Counter,
     conn_errors: [Counter; 5],
+    client_errors: [Counter; 3],
     scrub_hits: Family<RuleLabel, Counter>,
 }
 
@@ -161,6 +163,14 @@ impl Metrics {
         let conn_errors = ["protocol", "header_timeout", "tls", "overload", "io"]
             .map(|r| conn_family.get_or_create(&ReasonLabel { reason: r }).clone());
         registry.register("connection_errors", "Client connections that ended in an error, by reason", conn_family);
+        let client_family = Family::<KindLabel, Counter>::default();
+        let client_errors =
+            ClientFailure::ALL.map(|f| client_family.get_or_create(&KindLabel { kind: f.as_str() }).clone());
+        registry.register(
+            "client_errors",
+            "Requests that failed because of the client's body (not the upstream), by kind",
+            client_family,
+        );
         let scrub_hits = Family::<RuleLabel, Counter>::default();
         registry.register("scrub_hits", "Values changed by the scrubber, by rule", scrub_hits.clone());
 
@@ -180,6 +190,7 @@ impl Metrics {
             connections,
             connections_total,
             conn_errors,
+            client_errors,
             scrub_hits,
         }
     }
@@ -203,6 +214,13 @@ impl Metrics {
     /// Total dropped captures for `reason`.
     pub fn dropped_count(&self, reason: DropReason) -> u64 {
         self.dropped[reason as usize].get()
+    }
+
+    /// Counts a request that failed because of its client's body.
+    pub fn client_error(&self, failure: ClientFailure) {
+        if let Some(i) = ClientFailure::ALL.iter().position(|f| *f == failure) {
+            self.client_errors[i].inc();
+        }
     }
 
     /// Counts an upstream failure.

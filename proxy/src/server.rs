@@ -21,6 +21,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify};
 
 use crate::capture::{CaptureReport, CaptureWriter};
+use crate::client_body::BodyLimit;
 use crate::config::{Limits, ProxyConfig, Timeouts};
 use crate::forward::{ConnInfo, Forwarder, Shared, Upstream};
 use crate::metrics::{ConnError, Metrics};
@@ -121,6 +122,7 @@ pub async fn start(mut config: ProxyConfig) -> Result<Proxy, ProxyError> {
         metrics: metrics.clone(),
         max_body,
         response_timeout: config.timeouts.upstream_response,
+        body_limit: BodyLimit { timeout: config.timeouts.body, min_rate: config.timeouts.body_min_rate },
         forwarding: config.forwarding,
     });
 

@@ -269,3 +269,161 @@ async fn https_upstreams_are_reached_over_tls_with_h2_or_http1() {
     assert_eq!(headers.get("x-tapedeck-error").unwrap(), "tls");
     assert_eq!(proxy.finish().await[0].error, Some(tapedeck_captures::ErrorKind::Tls));
 }
+
+/// An upstream that answers `POST /early` at once, before reading the body (nginx
+/// `return 401`, an auth check, a 413), then reads and discards the body as it arrives
+/// and keeps the connection alive; other requests get 200 after their body.
+async fn early_answering_upstream() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else { continue };
+            tokio::spawn(async move {
+                while let Some(head) = read_head(&mut stream).await {
+                    let text = String::from_utf8_lossy(&head).to_ascii_lowercase();
+                    let len: usize = text
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
+                        .unwrap_or(0);
+                    let early = text.starts_with("post /early");
+                    if early
+                        && stream.write_all(b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n\r\n").await.is_err()
+                    {
+                        return;
+                    }
+                    let mut body = vec![0; len];
+                    if stream.read_exact(&mut body).await.is_err() {
+                        return;
+                    }
+                    if !early && stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, task)
+}
+
+/// A client that sends a POST head announcing `len` bytes, then trickles one byte every
+/// `every` until told to stop; returns what it read back.
+fn trickler(
+    addr: std::net::SocketAddr,
+    path: &str,
+    len: usize,
+    every: Duration,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<Vec<u8>> {
+    let head = format!("POST {path} HTTP/1.1\r\nHost: a\r\nContent-Length: {len}\r\n\r\n");
+    tokio::spawn(async move {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(head.as_bytes()).await.unwrap();
+        let mut reply = Vec::new();
+        for _ in 0..len {
+            if stop.load(std::sync::atomic::Ordering::Relaxed) || s.write_all(b"x").await.is_err() {
+                break;
+            }
+            let mut buf = [0u8; 1024];
+            match tokio::time::timeout(every, s.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => break,
+                Ok(Ok(n)) => reply.extend_from_slice(&buf[..n]),
+                Err(_) => {}
+            }
+        }
+        reply
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_still_streaming_never_holds_up_another_clients_request() {
+    let (upstream, task) = early_answering_upstream().await;
+    // One worker, one pool: every request would share the connections the slow bodies hold.
+    let proxy = TestProxy::start(&format!("http://{upstream}"), |c| {
+        c.workers = 1;
+        c.timeouts.upstream_response = Duration::from_secs(3);
+    })
+    .await;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let slow: Vec<_> =
+        (0..8).map(|_| trickler(proxy.addr, "/early", 10_000, Duration::from_millis(50), stop.clone())).collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Ordinary requests meanwhile, on one keep-alive client: all answered, none waits.
+    let client = client();
+    let mut slowest = Duration::ZERO;
+    for i in 0..20 {
+        let started = Instant::now();
+        let (status, _, body) = get(&client, &proxy.url(&format!("/probe/{i}"))).await;
+        assert_eq!((status, &body[..]), (StatusCode::OK, &b"ok"[..]), "probe {i}");
+        slowest = slowest.max(started.elapsed());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for s in slow {
+        let reply = s.await.unwrap();
+        assert!(reply.starts_with(b"HTTP/1.1 401"), "{}", String::from_utf8_lossy(&reply));
+    }
+    // Before the fix every probe waited out the 3 s upstream timeout behind a slow body.
+    assert!(slowest < Duration::from_millis(1500), "slowest probe took {slowest:?}");
+    let text = metrics_text(proxy.admin).await;
+    assert_eq!(metric(&text, "tapedeck_upstream_errors_total{kind=\"response_timeout\"}"), 0.0);
+    task.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trickled_body_gets_a_408_and_counts_as_the_clients_error() {
+    let upstream = Upstream::start().await;
+    let proxy = TestProxy::start(&upstream.url(), |c| {
+        c.timeouts.body = Duration::from_millis(600);
+        c.timeouts.body_min_rate = 500;
+    })
+    .await;
+    // 1 byte per 50 ms: the deadline moves 2 ms per byte, so the client is cut off a
+    // little after 0.6 s.
+    let started = Instant::now();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reply = trickler(proxy.addr, "/upload", 1_000, Duration::from_millis(50), stop).await.unwrap();
+    let took = started.elapsed();
+    assert!(reply.starts_with(b"HTTP/1.1 408"), "{}", String::from_utf8_lossy(&reply));
+    assert!(took < Duration::from_secs(20), "cut off after {took:?}");
+    let counted = wait_for_metric(proxy.admin, "tapedeck_client_errors_total{kind=\"body_timeout\"}", 1.0).await;
+    assert_eq!(counted, 1.0);
+    let text = metrics_text(proxy.admin).await;
+    for kind in ["reset", "response_timeout", "other"] {
+        assert_eq!(metric(&text, &format!("tapedeck_upstream_errors_total{{kind=\"{kind}\"}}")), 0.0, "{kind}");
+    }
+    assert_eq!(metric(&text, "tapedeck_requests_total{class=\"5xx\"}"), 0.0);
+    // A steady upload larger than the base allowance still goes through.
+    let body = vec![b'y'; 200_000];
+    let (status, _, answer) =
+        send(&client(), http::Request::post(proxy.url("/upload")).body(Full::new(Bytes::from(body))).unwrap()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(answer.starts_with(b"200000 "), "{}", String::from_utf8_lossy(&answer));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broken_and_abandoned_bodies_are_client_errors_not_upstream_errors() {
+    let upstream = Upstream::start().await;
+    let proxy = TestProxy::start(&upstream.url(), |_| {}).await;
+    // A chunk size that is not hex, after a valid chunk.
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    s.write_all(b"POST /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\nzz\r\n")
+        .await
+        .unwrap();
+    let (reply, _) = read_to_close(&mut s, Duration::from_secs(5)).await;
+    assert!(reply.is_empty() || reply.starts_with(b"HTTP/1.1 400"), "{}", String::from_utf8_lossy(&reply));
+    // A client that leaves mid-body.
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    s.write_all(b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 1000\r\n\r\nonly a few bytes").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    drop(s);
+    let malformed = wait_for_metric(proxy.admin, "tapedeck_client_errors_total{kind=\"malformed_body\"}", 1.0).await;
+    let aborted = wait_for_metric(proxy.admin, "tapedeck_client_errors_total{kind=\"aborted\"}", 1.0).await;
+    assert_eq!((malformed, aborted), (1.0, 1.0));
+    let text = metrics_text(proxy.admin).await;
+    for kind in ["reset", "protocol", "other", "client_aborted"] {
+        assert_eq!(metric(&text, &format!("tapedeck_upstream_errors_total{{kind=\"{kind}\"}}")), 0.0, "{kind}");
+    }
+    assert_eq!(metric(&text, "tapedeck_requests_total{class=\"5xx\"}"), 0.0);
+    still_serves_and_counted(&proxy, "protocol", 0.0).await;
+}

@@ -94,6 +94,15 @@ pub struct ProxyArgs {
     /// Time for the upstream to start its response [default: 60s].
     #[arg(long, value_name = "DURATION")]
     pub upstream_timeout: Option<String>,
+    /// Time for a client to send its request body, extended by a second for every
+    /// `--body-min-rate` bytes received; slower clients get a 408 [default: 60s; 0 for no
+    /// limit].
+    #[arg(long, value_name = "DURATION")]
+    pub body_timeout: Option<String>,
+    /// Bytes per second that extend `--body-timeout`, so slow but steady uploads finish
+    /// while trickling clients are cut off [default: 500; 0 for a fixed deadline].
+    #[arg(long, value_name = "SIZE")]
+    pub body_min_rate: Option<String>,
     /// Close client connections idle this long [default: 75s].
     #[arg(long, value_name = "DURATION")]
     pub idle_timeout: Option<String>,
@@ -144,7 +153,7 @@ impl ProxyArgs {
         let mut file: ProxyArgs = toml::from_str(&text).map_err(|e| anyhow!("config file {}: {e}", path.display()))?;
         prefer_flags!(self, file; listen, upstream, capture_dir, admin, sample, sample_key, sample_salt, max_capture_rps,
             max_body, tls_cert, tls_key, upstream_ca, host_header, forwarded_headers, header_timeout, connect_timeout,
-            upstream_timeout, idle_timeout, drain_timeout, queue_max, queue_max_bytes, segment_max_size, segment_max_age,
+            upstream_timeout, body_timeout, body_min_rate, idle_timeout, drain_timeout, queue_max, queue_max_bytes, segment_max_size, segment_max_age,
             instance, max_connections, max_header_size, workers, scrub_policy, scrub_key_file);
         self.preserve_header_case |= file.preserve_header_case;
         self.no_scrub |= file.no_scrub;
@@ -229,6 +238,8 @@ pub(crate) fn build_config(args: ProxyArgs) -> Result<ProxyConfig> {
     t.header_read = duration("header-timeout", args.header_timeout.as_deref(), t.header_read)?;
     t.upstream_connect = duration("connect-timeout", args.connect_timeout.as_deref(), t.upstream_connect)?;
     t.upstream_response = duration("upstream-timeout", args.upstream_timeout.as_deref(), t.upstream_response)?;
+    t.body = duration("body-timeout", args.body_timeout.as_deref(), t.body)?;
+    t.body_min_rate = size("body-min-rate", args.body_min_rate.as_deref(), t.body_min_rate)?;
     t.idle = duration("idle-timeout", args.idle_timeout.as_deref(), t.idle)?;
     t.drain = duration("drain-timeout", args.drain_timeout.as_deref(), t.drain)?;
     config.forwarding.preserve_header_case = args.preserve_header_case;
