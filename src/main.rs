@@ -18,6 +18,7 @@ use crate::cli::{Cli, Command, LogFormat};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    exit_quietly_on_broken_pipe();
     let cli = Cli::parse();
     // A long-running service logs what it does; one-shot commands only warn.
     let quiet = !matches!(cli.command, Command::Proxy(_));
@@ -41,6 +42,26 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// `tapedeck inspect … | head` closes the pipe early; that is not an error. Output that
+/// goes through `print!` panics on the closed pipe (Rust ignores SIGPIPE): such a panic
+/// ends the process quietly with 0, as `cat` and `grep` would end; every other panic is
+/// reported as usual.
+fn exit_quietly_on_broken_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        default(info);
+    }));
 }
 
 /// `tapedeck cat … | head` closes the pipe early; that is not an error.

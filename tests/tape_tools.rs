@@ -256,3 +256,31 @@ fn help_shows_examples_for_every_command() {
         assert!(help.contains("Examples:"), "{cmd} --help has examples:\n{help}");
     }
 }
+
+#[test]
+fn every_command_ends_quietly_with_0_when_its_output_pipe_is_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let capture = dir.path().join("capture");
+    let mut exchanges = synth(300);
+    // Something personal, so the audit has a verdict to keep.
+    exchanges[7].request.target = "/api/users?email=ada.lovelace@example.com".into();
+    write_tape(&capture, &exchanges);
+    let runs: [&[&str]; 5] = [
+        &["inspect", s(&capture)],
+        &["inspect", s(&capture), "--json"],
+        &["cat", s(&capture)],
+        &["scrub", "--check", s(&capture)],
+        &["scrub", "--print-default-policy"],
+    ];
+    for args in runs {
+        // A pipe nobody reads any more: every write fails with EPIPE, as under `| head`.
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = tapedeck().args(args).stdout(writer).stderr(std::process::Stdio::piped()).output().unwrap();
+        let err = stderr(&out);
+        // The audit's verdict is its exit code, pipe or no pipe.
+        let expected = if args[0] == "scrub" && args[1] == "--check" { Some(1) } else { Some(0) };
+        assert_eq!(out.status.code(), expected, "{args:?}\n{err}");
+        assert!(!err.contains("panicked") && !err.contains("Broken pipe"), "{args:?}: {err}");
+    }
+}

@@ -3,6 +3,7 @@
 //! personal (`--check`, exit code 1 when found), or print the default policy. Also the
 //! one place that loads a policy and key, for `tapedeck proxy` too.
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -119,6 +120,14 @@ pub fn run(args: ScrubArgs) -> Result<ExitCode> {
 /// Audits tapes ([`Scrubber::audit`]): every exchange that still holds anything personal
 /// is reported with the category and location of each finding, never the value.
 pub(crate) fn check(paths: &[PathBuf], scrubber: &Scrubber) -> Result<ExitCode> {
+    // The verdict is the exit code: a closed output pipe (`| head`) stops the listing,
+    // never the audit, so `set -o pipefail` still sees 1 when something was found.
+    let mut out = std::io::stdout().lock();
+    macro_rules! say {
+        ($out:expr, $($arg:tt)*) => {{
+            let _ = writeln!($out, $($arg)*);
+        }};
+    }
     let mut reader = open_tapes(paths)?;
     let mut scanned = 0u64;
     let mut flagged = 0u64;
@@ -139,7 +148,8 @@ pub(crate) fn check(paths: &[PathBuf], scrubber: &Scrubber) -> Result<ExitCode> 
                 }
             }
             let parts: Vec<String> = by_location.iter().map(|(l, c)| format!("{l}: {}", c.join(", "))).collect();
-            println!(
+            say!(
+                out,
                 "{} {} {}  {}",
                 ex.id,
                 ex.request.method,
@@ -154,7 +164,8 @@ pub(crate) fn check(paths: &[PathBuf], scrubber: &Scrubber) -> Result<ExitCode> 
     }
     warn_damage(&reader);
     if flagged == 0 {
-        println!(
+        say!(
+            out,
             "clean: none of {} exchanges holds anything personal the audit recognises (all detectors over \
              every decoding, key rules over every embedded document)",
             human::count(scanned)
@@ -162,9 +173,9 @@ pub(crate) fn check(paths: &[PathBuf], scrubber: &Scrubber) -> Result<ExitCode> 
         return Ok(ExitCode::SUCCESS);
     }
     if flagged > 50 {
-        println!("… and {} more", human::count(flagged - 50));
+        say!(out, "… and {} more", human::count(flagged - 50));
     }
     let summary: Vec<String> = totals.iter().map(|(r, n)| format!("{r} in {}", human::count(*n))).collect();
-    println!("PII found: {} of {} exchanges ({})", human::count(flagged), human::count(scanned), summary.join(", "));
+    say!(out, "PII found: {} of {} exchanges ({})", human::count(flagged), human::count(scanned), summary.join(", "));
     Ok(ExitCode::from(1))
 }

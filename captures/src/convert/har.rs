@@ -41,7 +41,7 @@ pub fn write_entry(out: &mut impl Write, ex: &Exchange, first: bool) -> io::Resu
         out.write_all(b",")?;
     }
     out.write_all(b"\n")?;
-    serde_json::to_writer(&mut *out, &entry(ex)).map_err(io::Error::other)
+    serde_json::to_writer(&mut *out, &entry(ex)).map_err(io::Error::from)
 }
 
 fn name_values(headers: &Headers) -> Vec<Value> {

@@ -8,7 +8,8 @@ use crate::exchange::Exchange;
 
 /// Writes one exchange as a JSON line.
 pub fn write_exchange(out: &mut impl Write, ex: &Exchange) -> io::Result<()> {
-    serde_json::to_writer(&mut *out, ex).map_err(io::Error::other)?;
+    // `From` keeps an I/O error as it was (a closed pipe stays `BrokenPipe`).
+    serde_json::to_writer(&mut *out, ex).map_err(io::Error::from)?;
     out.write_all(b"\n")
 }
 
