@@ -210,3 +210,36 @@ fn a_full_disk_for_results_is_reported_and_the_replay_goes_on() {
     assert!(stderr(&out).contains("is the disk full?"), "{}", stderr(&out));
     assert_eq!(staging.seen().len(), 2000);
 }
+
+#[test]
+fn duration_bounds_a_flat_out_run() {
+    let staging = Upstream::start();
+    let dir = tempfile::tempdir().unwrap();
+    let caps = dir.path().join("caps");
+    // 3,000 requests of 100 ms each on 4 connections: 75 s of work.
+    let mut exchanges = synth(3000);
+    for ex in &mut exchanges {
+        ex.request.target = "/delay/100".into();
+        ex.request.method = "GET".into();
+    }
+    write_tape(&caps, &exchanges);
+    let started = Instant::now();
+    let out = run(&[
+        "replay",
+        s(&caps),
+        "--target",
+        &staging.url(),
+        "--speed",
+        "max",
+        "--concurrency",
+        "4",
+        "--duration",
+        "1s",
+        "--no-compare",
+    ]);
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(15), "ran {took:?}: {}", stderr(&out));
+    let seen = staging.seen().len();
+    assert!(seen > 0 && seen < 1000, "sent {seen}");
+    assert_ne!(out.status.code(), Some(130), "ending at --duration is not an interruption: {}", stderr(&out));
+}

@@ -266,11 +266,13 @@ impl Dispatcher {
                     break 'passes;
                 }
                 let due = schedule.due(ex.wall_start_ns());
-                if deadline.is_some_and(|d| due >= d) {
+                // Paced, a request due after the deadline ends the run; flat out
+                // (`--speed max`), everything is due at once and the clock decides.
+                if deadline.is_some_and(|d| due >= d || Instant::now() >= d) {
                     interrupted = true;
                     break 'passes;
                 }
-                if !wait_until(due, stop) || !self.hand_over(ex, due, stop) {
+                if !wait_until(due, stop) || !self.hand_over(ex, due, deadline, stop) {
                     interrupted = true;
                     break 'passes;
                 }
@@ -294,6 +296,12 @@ impl Dispatcher {
             if until.is_some_and(|u| Instant::now() >= u) {
                 break;
             }
+            // At `--duration`, what is queued but not sent is not sent (flat out, the
+            // queues hold thousands); requests in flight finish.
+            if deadline.is_some_and(|d| Instant::now() >= d) && !draining.load(Ordering::Relaxed) {
+                draining.store(true, Ordering::Relaxed);
+                interrupted = true;
+            }
             if !stopped && stop.load(Ordering::Relaxed) {
                 return self.run_out(draining);
             }
@@ -313,8 +321,8 @@ impl Dispatcher {
     }
 
     /// Hands `ex` to its worker, first waiting for room in that worker's lane; false if
-    /// stopped while waiting.
-    fn hand_over(&mut self, exchange: Exchange, due: Instant, stop: &AtomicBool) -> bool {
+    /// stopped, or past `deadline`, while waiting.
+    fn hand_over(&mut self, exchange: Exchange, due: Instant, deadline: Option<Instant>, stop: &AtomicBool) -> bool {
         let key = session_key(&exchange);
         let lane = match key {
             // Independent: the least busy worker.
@@ -333,7 +341,8 @@ impl Dispatcher {
                     self.wake.waiting.store(false, Ordering::Release);
                     break;
                 }
-                if stop.load(Ordering::Relaxed) {
+                if stop.load(Ordering::Relaxed) || deadline.is_some_and(|d| Instant::now() >= d) {
+                    self.wake.waiting.store(false, Ordering::Release);
                     return false;
                 }
                 std::thread::park_timeout(Duration::from_millis(5));

@@ -467,7 +467,7 @@ fn connections_can_be_reused_as_recorded() {
     let mut exchanges = Vec::new();
     for k in 0..4u64 {
         for c in 1..=5u64 {
-            let mut e = recorded(c * 100 + k, (k * 5 + c) as f64 * 2.0, "GET", &format!("/c/{c}/{k}"));
+            let mut e = recorded(c * 100 + k, (k * 5 + c) as f64 * 10.0, "GET", &format!("/c/{c}/{k}"));
             e.connection = tapedeck_captures::ConnectionId(c);
             exchanges.push(e);
         }
@@ -490,11 +490,12 @@ fn connections_can_be_reused_as_recorded() {
     let distinct: std::collections::HashSet<_> = map.values().flatten().collect();
     assert_eq!(distinct.len(), 5, "one target connection per recorded connection");
 
-    // Pooled, one worker: the requests, 2 ms apart, share far fewer connections.
+    // Pooled, one worker: the requests, 10 ms apart, share far fewer connections (a
+    // margin of one more for a busy machine, where an answer can take longer than 10 ms).
     let target = Target::start(Duration::ZERO);
     let mut c = config(&path, &target, Pacing::Recorded { speed: 1.0 });
     c.workers = 1;
     assert_eq!(run(&c).completed, 20);
     let distinct: std::collections::HashSet<_> = target.arrivals().iter().map(|a| a.peer).collect();
-    assert!(distinct.len() <= 2, "{} connections", distinct.len());
+    assert!(distinct.len() <= 3, "{} connections", distinct.len());
 }
