@@ -263,6 +263,10 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
 impl Forwarder {
     /// Handles one request from `conn`.
     pub async fn handle(&self, mut req: Request<Incoming>, conn: &ConnInfo) -> Response<ProxyBody> {
+        if let Some(refusal) = refuse(&req) {
+            self.metrics.request(refusal.status().as_u16());
+            return refusal;
+        }
         let started = Instant::now();
         let sequence = conn.sequence.fetch_add(1, Ordering::Relaxed);
         let upgrade = is_upgrade(req.headers(), req.version());
@@ -477,6 +481,39 @@ impl Forwarder {
         self.metrics.request(status.as_u16());
         plain(status, text, Some(kind))
     }
+}
+
+/// Requests a reverse proxy must not forward (RFC 9112 §3.2, RFC 9110 §9.3.6): an
+/// HTTP/1.1 request without exactly one valid `Host` is a 400; `CONNECT` (a forward
+/// proxy's method: forwarded, it would reach the service as `CONNECT /`) is a 405.
+fn refuse(req: &Request<Incoming>) -> Option<Response<ProxyBody>> {
+    if req.method() == http::Method::CONNECT {
+        let mut resp = plain(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not served: this is a reverse proxy\n", None);
+        resp.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"));
+        // What follows a CONNECT is tunnel bytes, not a request.
+        resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return Some(resp);
+    }
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    let (first, second) = (hosts.next(), hosts.next());
+    let valid = |h: &HeaderValue| {
+        h.to_str()
+            .ok()
+            .filter(|h| !h.is_empty() && !h.contains('@'))
+            .is_some_and(|h| h.parse::<http::uri::Authority>().is_ok())
+    };
+    let bad_host = match (first, second) {
+        (_, Some(_)) => Some("more than one Host header\n"),
+        (Some(h), None) if !valid(h) => Some("invalid Host header\n"),
+        (None, None) if req.version() == Version::HTTP_11 => Some("HTTP/1.1 requests need a Host header\n"),
+        _ => None,
+    };
+    bad_host.map(|text| {
+        let mut resp = plain(StatusCode::BAD_REQUEST, text, None);
+        resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        resp
+    })
 }
 
 fn plain(status: StatusCode, text: &'static str, kind: Option<ErrorKind>) -> Response<ProxyBody> {

@@ -427,3 +427,30 @@ async fn broken_and_abandoned_bodies_are_client_errors_not_upstream_errors() {
     assert_eq!(metric(&text, "tapedeck_requests_total{class=\"5xx\"}"), 0.0);
     still_serves_and_counted(&proxy, "protocol", 0.0).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_a_reverse_proxy_must_not_forward_are_refused_not_passed_on() {
+    let upstream = Upstream::start().await;
+    let proxy = TestProxy::start(&upstream.url(), |_| {}).await;
+    let cases: [(&[u8], &str); 6] = [
+        (b"GET /echo HTTP/1.1\r\n\r\n", "HTTP/1.1 400"),
+        (b"GET /echo HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", "HTTP/1.1 400"),
+        (b"GET /echo HTTP/1.1\r\nHost: a\", for=1.2.3.4\r\n\r\n", "HTTP/1.1 400"),
+        (b"GET /echo HTTP/1.1\r\nHost: user@a\r\n\r\n", "HTTP/1.1 400"),
+        (b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n", "HTTP/1.1 405"),
+        // HTTP/1.0 has no Host requirement.
+        (b"GET /echo HTTP/1.0\r\n\r\n", "HTTP/1.0 200"),
+    ];
+    for (request, expected) in cases {
+        let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+        s.write_all(request).await.unwrap();
+        let (reply, _) = read_to_close(&mut s, Duration::from_secs(5)).await;
+        let reply = String::from_utf8_lossy(&reply);
+        assert!(reply.starts_with(expected), "{:?}: {reply}", String::from_utf8_lossy(request));
+    }
+    // None of the refused ones reached the service.
+    let captured = proxy.captured();
+    assert!(captured.iter().all(|e| e.request.method != "CONNECT"));
+    let text = metrics_text(proxy.admin).await;
+    assert_eq!(metric(&text, "tapedeck_requests_total{class=\"4xx\"}"), 5.0);
+}
