@@ -342,3 +342,89 @@ proptest! {
         }
     }
 }
+
+/// The one `.tape.partial` in `dir`.
+fn the_partial(dir: &Path) -> PathBuf {
+    let partials: Vec<_> = files_in(dir).into_iter().filter(|p| p.to_string_lossy().ends_with(".partial")).collect();
+    assert_eq!(partials.len(), 1, "{partials:?}");
+    partials[0].clone()
+}
+
+#[test]
+fn a_deleted_open_segment_is_noticed_counted_and_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let exchanges = synth(60);
+    let mut w = TapeWriter::new(config(dir.path())).unwrap();
+    for ex in &exchanges[..20] {
+        w.append(ex).unwrap();
+    }
+    w.flush().unwrap();
+    // Someone cleans up the directory while the writer works.
+    fs::remove_file(the_partial(dir.path())).unwrap();
+    let err = w.tick().expect_err("the loss is reported");
+    assert!(err.to_string().contains("deleted or replaced"), "{err}");
+    assert_eq!(w.stats().records_lost, 20, "what the deleted file held is counted as lost");
+    // Reported once, not on every tick; writing goes on into a new segment.
+    assert!(w.tick().is_ok());
+    for ex in &exchanges[20..] {
+        w.append(ex).unwrap();
+    }
+    let segments = w.finish().unwrap();
+    assert_eq!(segments.len(), 1);
+    let (read, _) = read_segment(&segments[0]);
+    assert_eq!(read.len(), 40);
+    assert_eq!(read[0].id, exchanges[20].id);
+}
+
+#[test]
+fn a_segment_replaced_under_the_same_name_is_noticed_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let exchanges = synth(10);
+    let mut w = TapeWriter::new(config(dir.path())).unwrap();
+    for ex in &exchanges[..5] {
+        w.append(ex).unwrap();
+    }
+    w.flush().unwrap();
+    let partial = the_partial(dir.path());
+    fs::remove_file(&partial).unwrap();
+    fs::write(&partial, b"someone else's file").unwrap();
+    let mut errors: Vec<String> =
+        exchanges[5..].iter().filter_map(|ex| w.append(ex).err()).map(|e| e.to_string()).collect();
+    errors.extend(w.flush().err().map(|e| e.to_string()));
+    assert_eq!(errors.len(), 1, "the loss is reported once: {errors:?}");
+    assert!(errors[0].contains("deleted or replaced"), "{errors:?}");
+    assert_eq!(w.stats().records_lost, 5);
+    assert_eq!(w.stats().records, 10, "the block that was due went to a new segment");
+    assert_eq!(fs::read(&partial).unwrap(), b"someone else's file", "the other file is left alone");
+}
+
+#[test]
+fn a_failed_rename_is_retried_and_a_restart_renames_what_was_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let exchanges = synth(10);
+    let mut w = TapeWriter::new(config(dir.path())).unwrap();
+    for ex in &exchanges {
+        w.append(ex).unwrap();
+    }
+    w.flush().unwrap();
+    // A directory where the segment's final name should go makes the rename fail.
+    let partial = the_partial(dir.path());
+    let final_path = PathBuf::from(partial.to_string_lossy().trim_end_matches(".partial"));
+    fs::create_dir(&final_path).unwrap();
+    assert!(w.rotate().is_err());
+    assert!(w.finished_segments().is_empty());
+    fs::remove_dir(&final_path).unwrap();
+    w.tick().unwrap();
+    assert_eq!(w.finished_segments(), std::slice::from_ref(&final_path));
+    assert_eq!(read_segment(&final_path).0.len(), 10);
+    drop(w);
+
+    // A closed segment left as `.partial` by an earlier run is renamed by the next one;
+    // an unclosed one (a crash, another writer) is left as it is.
+    fs::rename(&final_path, &partial).unwrap();
+    let crashed = dir.path().join("capture-other-20260101T000000Z-000001.tape.partial");
+    fs::write(&crashed, &fs::read(&partial).unwrap()[..200]).unwrap();
+    let mut w = TapeWriter::new(config(dir.path())).unwrap();
+    assert_eq!(w.recover_closed_partials(), std::slice::from_ref(&final_path));
+    assert!(final_path.exists() && crashed.exists() && !partial.exists());
+}

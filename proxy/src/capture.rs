@@ -134,8 +134,13 @@ impl CaptureWriter {
 
 /// Creates the tape directory, checks it is writable, and starts the writer thread.
 pub fn start(mut config: CaptureConfig, metrics: Arc<Metrics>) -> Result<(CaptureQueue, CaptureWriter), TapeError> {
-    let writer = TapeWriter::new(config.writer.clone())?;
+    let mut writer = TapeWriter::new(config.writer.clone())?;
     check_writable(&config.writer.dir)?;
+    let renamed = writer.recover_closed_partials();
+    if !renamed.is_empty() {
+        let names: Vec<String> = renamed.iter().map(|p| p.display().to_string()).collect();
+        tracing::warn!(segments = %names.join(", "), "renamed segments an earlier run closed but could not rename");
+    }
     let (tx, rx) = mpsc::sync_channel::<Exchange>(config.queue_max_exchanges.max(1));
     let depth = Arc::new(AtomicI64::new(0));
     let bytes = Arc::new(AtomicUsize::new(0));
@@ -190,7 +195,10 @@ struct WriterLoop {
     bytes: Arc<AtomicUsize>,
     closed: Arc<AtomicBool>,
     reported: WriterStats,
-    failing_since: Option<Instant>,
+    /// Since when writing fails, and how many blocks had reached the disk then: writing
+    /// has resumed only when a block reaches the disk again (an append that only
+    /// buffered proves nothing).
+    failing_since: Option<(Instant, u64)>,
 }
 
 impl WriterLoop {
@@ -263,8 +271,11 @@ impl WriterLoop {
         self.account(&stats, result.as_ref().err());
         match result {
             Ok(()) => {
-                if let Some(since) = self.failing_since.take() {
-                    tracing::warn!(after_secs = since.elapsed().as_secs(), "capture writing resumed");
+                if let Some((since, blocks)) = self.failing_since {
+                    if stats.blocks > blocks {
+                        self.failing_since = None;
+                        tracing::warn!(after_secs = since.elapsed().as_secs(), "capture writing resumed");
+                    }
                 }
             }
             Err(TapeError::Encode(e)) => {
@@ -273,7 +284,7 @@ impl WriterLoop {
             }
             Err(e) => {
                 if self.failing_since.is_none() {
-                    self.failing_since = Some(Instant::now());
+                    self.failing_since = Some((Instant::now(), stats.blocks));
                     tracing::error!(error = %e, "cannot write captures; dropping them (requests are unaffected) until writing works again");
                 }
             }

@@ -173,3 +173,36 @@ async fn admin_endpoints_report_health_readiness_and_metrics() {
     }
     assert_eq!(metric(&m, "tapedeck_requests_total{class=\"5xx\"}"), 1.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_the_open_segment_loses_only_what_it_held_and_counts_it() {
+    let upstream = Upstream::start().await;
+    let mut proxy = TestProxy::start(&upstream.url(), |c| {
+        c.capture.as_mut().unwrap().writer.block_max_age = Duration::from_millis(50);
+    })
+    .await;
+    let client = client();
+    let send = |n: usize| {
+        let (client, url) = (client.clone(), proxy.url("/echo"));
+        async move {
+            for _ in 0..n {
+                assert_eq!(get(&client, &url).await.0, StatusCode::OK);
+            }
+        }
+    };
+    send(30).await;
+    // Every capture so far is in the open segment's blocks.
+    let written = wait_for_metric(proxy.admin, "tapedeck_capture_written_total", 30.0).await;
+    assert_eq!(written, 30.0);
+    let partial = std::fs::read_dir(proxy.tape_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with(".tape.partial"))
+        .expect("an open segment");
+    std::fs::remove_file(&partial).unwrap();
+    send(20).await;
+    let lost = wait_for_metric(proxy.admin, "tapedeck_capture_dropped_total{reason=\"write_error\"}", 30.0).await;
+    assert_eq!(lost, 30.0, "what the deleted file held is counted as dropped");
+    let after = proxy.finish().await;
+    assert_eq!(after.len(), 20, "later captures go to a new segment");
+}

@@ -153,6 +153,9 @@ struct SegmentWriter {
     footer: Footer,
     /// Running maximum request start of this segment, for lateness.
     frontier: i64,
+    /// The file's device and inode: if the path stops naming this file (deleted,
+    /// replaced), what is written goes nowhere.
+    identity: Option<(u64, u64)>,
 }
 
 impl SegmentWriter {
@@ -182,6 +185,7 @@ impl SegmentWriter {
             let _ = fs::remove_file(&partial);
             return Err(TapeError::io(&partial, "writing segment header", e));
         }
+        let identity = file_identity(&file.metadata().map_err(|e| TapeError::io(&partial, "creating segment", e))?);
         Ok(SegmentWriter {
             file,
             partial,
@@ -190,7 +194,21 @@ impl SegmentWriter {
             opened,
             footer: Footer::default(),
             frontier: i64::MIN,
+            identity,
         })
+    }
+
+    /// True while the `.partial` path still names the file being written.
+    fn still_linked(&self) -> bool {
+        match fs::metadata(&self.partial) {
+            Ok(meta) => self.identity.is_none() || file_identity(&meta) == self.identity,
+            Err(e) => e.kind() != std::io::ErrorKind::NotFound,
+        }
+    }
+
+    /// Records in the blocks written so far.
+    fn records(&self) -> u64 {
+        self.footer.blocks.iter().map(|b| u64::from(b.records)).sum()
     }
 
     /// Writes one block; on failure the file is cut back to the last complete block.
@@ -222,7 +240,7 @@ impl SegmentWriter {
     }
 
     /// Writes the footer and trailer, fsyncs and renames to `.tape`.
-    fn close(mut self) -> Result<(PathBuf, u64), TapeError> {
+    fn close(mut self) -> Result<(PathBuf, u64), Closing> {
         self.footer.closed_unix_ns = now_unix_ns();
         let body = codec::encode_footer(&self.footer);
         let mut buf = Vec::with_capacity(FOOTER_HEADER_LEN + body.len() + TRAILER_LEN);
@@ -234,17 +252,57 @@ impl SegmentWriter {
         buf.extend_from_slice(TRAILER_MAGIC);
         if let Err(e) = self.file.write_all(&buf).and_then(|()| self.file.sync_all()) {
             self.rewind();
-            return Err(TapeError::io(&self.partial, "closing segment", e));
+            return Err(Closing::Unclosed(TapeError::io(&self.partial, "closing segment", e)));
         }
-        fs::rename(&self.partial, &self.final_path).map_err(|e| TapeError::io(&self.partial, "renaming segment", e))?;
-        if let Some(dir) = self.final_path.parent() {
-            // Make the rename itself durable.
-            if let Ok(d) = File::open(dir) {
-                let _ = d.sync_all();
-            }
+        let written = buf.len() as u64;
+        match publish(&self.partial, &self.final_path) {
+            Ok(()) => Ok((self.final_path, written)),
+            Err(e) => Err(Closing::Unrenamed { partial: self.partial, final_path: self.final_path, written, error: e }),
         }
-        Ok((self.final_path, buf.len() as u64))
     }
+}
+
+/// Why [`SegmentWriter::close`] did not finish.
+enum Closing {
+    /// The footer could not be written: the segment stays a readable `.partial`.
+    Unclosed(TapeError),
+    /// Closed (footer written, synced) but not renamed: retried later.
+    Unrenamed { partial: PathBuf, final_path: PathBuf, written: u64, error: TapeError },
+}
+
+/// Renames a closed `.partial` to its final name and makes the rename durable.
+fn publish(partial: &Path, final_path: &Path) -> Result<(), TapeError> {
+    fs::rename(partial, final_path).map_err(|e| TapeError::io(partial, "renaming segment", e))?;
+    if let Some(dir) = final_path.parent() {
+        if let Ok(d) = File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+    Ok(())
+}
+
+/// A file's device and inode number, where the platform has them.
+fn file_identity(meta: &fs::Metadata) -> Option<(u64, u64)> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        Some((meta.dev(), meta.ino()))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = meta;
+        None
+    }
+}
+
+/// True for a `.partial` that was closed (it ends in the trailer) but never renamed.
+fn is_closed_partial(path: &Path) -> bool {
+    let Ok(mut file) = File::open(path) else { return false };
+    let mut trailer = [0u8; TRAILER_LEN];
+    let read = file
+        .seek(SeekFrom::End(-(TRAILER_LEN as i64)))
+        .and_then(|_| std::io::Read::read_exact(&mut file, &mut trailer));
+    read.is_ok() && &trailer[TRAILER_LEN - TRAILER_MAGIC.len()..] == TRAILER_MAGIC
 }
 
 /// Appends exchanges to rotating `.tape` segments in one directory.
@@ -256,6 +314,8 @@ pub struct TapeWriter {
     compressor: zstd::bulk::Compressor<'static>,
     payload: Vec<u8>,
     finished: Vec<PathBuf>,
+    /// Closed segments whose rename failed, retried on every tick and rotation.
+    unrenamed: Vec<(PathBuf, PathBuf)>,
     stats: WriterStats,
 }
 
@@ -278,8 +338,29 @@ impl TapeWriter {
             compressor,
             payload: Vec::new(),
             finished: Vec::new(),
+            unrenamed: Vec::new(),
             stats: WriterStats::default(),
         })
+    }
+
+    /// Renames `.partial` segments in the directory that were closed but never renamed
+    /// (a rename that failed before a restart); returns the segments renamed. A
+    /// `.partial` without its trailer (a crash, or another writer's open segment) is left
+    /// as it is: it is readable, and may still be written.
+    pub fn recover_closed_partials(&mut self) -> Vec<PathBuf> {
+        let Ok(entries) = fs::read_dir(&self.config.dir) else { return Vec::new() };
+        let mut renamed = Vec::new();
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Some(name) = path.file_name().and_then(|n| n.to_str()) else { continue };
+            let Some(base) = name.strip_suffix(".tape.partial") else { continue };
+            let final_path = path.with_file_name(format!("{base}.tape"));
+            if !final_path.exists() && is_closed_partial(&path) && publish(&path, &final_path).is_ok() {
+                renamed.push(final_path);
+            }
+        }
+        renamed.sort();
+        renamed
     }
 
     /// The configuration in use.
@@ -326,6 +407,10 @@ impl TapeWriter {
     /// Cuts the current block if it is older than `block_max_age` and rotates the segment
     /// if it is older than `segment_max_age`. Call it about once per `block_max_age`.
     pub fn tick(&mut self) -> Result<(), TapeError> {
+        self.retry_renames()?;
+        if let Some(gone) = self.drop_segment_if_gone() {
+            return Err(gone);
+        }
         if self.block.opened.is_some_and(|t| t.elapsed() >= self.config.block_max_age) {
             self.flush()?;
         }
@@ -408,7 +493,11 @@ impl TapeWriter {
                 Err(TapeError::Io { source, .. }) if source.kind() == std::io::ErrorKind::AlreadyExists => {
                     last_err = Some(source);
                 }
-                Err(e) => return Err(e),
+                Err(e) => {
+                    // No file was made: the number is free for the next attempt.
+                    self.seq -= 1;
+                    return Err(e);
+                }
             }
         }
         Err(TapeError::io(
@@ -423,25 +512,66 @@ impl TapeWriter {
     pub fn rotate(&mut self) -> Result<(), TapeError> {
         self.flush_block_only()?;
         if let Some(segment) = self.segment.take() {
-            let (path, written) = segment.close()?;
-            self.stats.bytes_on_disk += written;
+            match segment.close() {
+                Ok((path, written)) => {
+                    self.stats.bytes_on_disk += written;
+                    self.stats.segments += 1;
+                    self.finished.push(path);
+                }
+                Err(Closing::Unclosed(e)) => return Err(e),
+                Err(Closing::Unrenamed { partial, final_path, written, error }) => {
+                    // Complete on disk and readable as it is; renamed when possible.
+                    self.stats.bytes_on_disk += written;
+                    self.unrenamed.push((partial, final_path));
+                    return Err(error);
+                }
+            }
+        }
+        self.retry_renames()
+    }
+
+    /// Renames closed segments whose rename failed before.
+    fn retry_renames(&mut self) -> Result<(), TapeError> {
+        while let Some((partial, final_path)) = self.unrenamed.first().cloned() {
+            publish(&partial, &final_path)?;
+            self.unrenamed.remove(0);
             self.stats.segments += 1;
-            self.finished.push(path);
+            self.finished.push(final_path);
         }
         Ok(())
     }
 
+    /// If the open segment's file was deleted or replaced, what was written to it is
+    /// lost: counts its records as lost and forgets it (the next block starts a new
+    /// segment); the error says what happened.
+    fn drop_segment_if_gone(&mut self) -> Option<TapeError> {
+        if self.segment.as_ref().is_none_or(SegmentWriter::still_linked) {
+            return None;
+        }
+        let segment = self.segment.take()?;
+        self.stats.records_lost += segment.records();
+        Some(TapeError::io(
+            &segment.partial,
+            "writing segment (the open file was deleted or replaced by someone else; its captures are lost and a new segment is started)",
+            std::io::ErrorKind::NotFound.into(),
+        ))
+    }
+
     // `flush` may itself rotate; rotation must only write the block.
     fn flush_block_only(&mut self) -> Result<(), TapeError> {
+        let gone = self.drop_segment_if_gone();
         if self.block.records == 0 {
-            return Ok(());
+            return gone.map_or(Ok(()), Err);
         }
         let result = self.write_block();
         if result.is_err() {
             self.stats.records_lost += u64::from(self.block.records);
         }
         self.block.reset();
-        result
+        match (result, gone) {
+            (Err(e), _) | (Ok(()), Some(e)) => Err(e),
+            (Ok(()), None) => Ok(()),
+        }
     }
 
     /// Writes everything and closes the current segment; returns every segment closed by
