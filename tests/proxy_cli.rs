@@ -83,7 +83,11 @@ fn bad_settings_fail_at_start_with_one_clear_line() {
     std::fs::write(&bad_policy, "[json-keys]\npassword = \"obliterate\"\n").unwrap();
     let policy_error = format!("{}, line 2: unknown variant `obliterate`", s(&bad_policy));
     let cases: Vec<(Vec<&str>, &str)> = vec![
-        (vec!["--listen", &busy, "--upstream", "http://127.0.0.1:1"], "cannot listen on"),
+        (vec!["--listen", &busy, "--upstream", "http://127.0.0.1:1"], "cannot open the proxy listener (--listen) on"),
+        (
+            vec!["--listen", "127.0.0.1:0", "--upstream", "http://127.0.0.1:1", "--admin", &busy],
+            "cannot open the admin listener (--admin) on",
+        ),
         (vec!["--listen", "127.0.0.1:0", "--upstream", "ftp://x"], "only http and https"),
         (
             vec!["--listen", "127.0.0.1:0", "--upstream", "http://127.0.0.1:1", "--capture-dir", "/proc/no-such/dir"],
@@ -136,7 +140,23 @@ fn bad_settings_fail_at_start_with_one_clear_line() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
         assert!(err.contains(expected), "{args:?}: expected {expected:?} in {err}");
+        assert_eq!(err.matches("(os error").count().min(1), err.matches("(os error").count(), "said once: {err}");
     }
+
+    // A second proxy on the port of a running one (both would set SO_REUSEPORT and the
+    // kernel would split the connections between them) is refused.
+    let upstream = Upstream::start();
+    let first =
+        ProxyProcess::spawn(&["--listen", "127.0.0.1:0", "--upstream", &upstream.url(), "--admin", "none"], None);
+    let second = first.addr.to_string();
+    let out = tapedeck()
+        .args(["proxy", "--listen", &second, "--upstream", &upstream.url(), "--admin", "none"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("another process listens there"), "{err}");
+    drop(first);
 }
 
 /// A write failure (here: the file-size limit, RLIMIT_FSIZE) makes the writer drop
@@ -192,4 +212,30 @@ fn write_failures_drop_captures_not_requests_and_capture_recovers() {
     assert_eq!(count("capture writing resumed"), 1, "and the recovery once: {stderr:?}");
     let captured = read_all(&[&caps]);
     assert!(captured.len() as f64 >= written_before + 10.0);
+}
+
+#[test]
+fn json_logs_are_json_on_every_line() {
+    let upstream = Upstream::start();
+    let dir = tempfile::tempdir().unwrap();
+    let caps = dir.path().join("caps");
+    let child = tapedeck()
+        .args(["--log-format", "json", "proxy", "--listen", "127.0.0.1:0", "--upstream", &upstream.url()])
+        .args(["--capture-dir", s(&caps), "--admin", "none"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    // SAFETY: kill(2) on our own child.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let lines: Vec<serde_json::Value> =
+        err.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))).collect();
+    let messages: Vec<&str> = lines.iter().filter_map(|l| l["fields"]["message"].as_str()).collect();
+    assert!(messages.iter().any(|m| m.starts_with("listening on")), "{messages:?}");
+    assert!(messages.iter().any(|m| m.starts_with("wrote ")), "{messages:?}");
+    let started = lines.iter().find(|l| l["fields"]["message"] == "proxy started").expect("start event");
+    assert_eq!(started["fields"]["admin"], "off");
 }

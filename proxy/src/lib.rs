@@ -44,10 +44,14 @@ pub use server::{start, Proxy, ShutdownReport};
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
     /// A listener could not bind.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot open {what} on {addr}: {source}{hint}")]
     Bind {
+        /// Which listener: the proxy's (`--listen`) or the admin one (`--admin`).
+        what: &'static str,
         /// The address.
         addr: SocketAddr,
+        /// What to do, starting with "; " (or empty).
+        hint: &'static str,
         /// Why.
         #[source]
         source: std::io::Error,

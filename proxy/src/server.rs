@@ -89,11 +89,22 @@ pub async fn start(mut config: ProxyConfig) -> Result<Proxy, ProxyError> {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
     };
-    let listeners =
-        bind_reuseport(config.listen, workers).map_err(|e| ProxyError::Bind { addr: config.listen, source: e })?;
-    let local_addr = listeners[0].local_addr().map_err(|e| ProxyError::Bind { addr: config.listen, source: e })?;
+    let bind_error = |what, addr, e: io::Error| {
+        let hint = match (e.kind(), what) {
+            (io::ErrorKind::AddrInUse, LISTENER) => {
+                "; another process listens there (two proxies sharing a port would split its connections): stop it or choose another --listen"
+            }
+            (io::ErrorKind::AddrInUse, _) => "; another process listens there: choose another --admin, or --admin none",
+            _ => "",
+        };
+        ProxyError::Bind { what, addr, hint, source: e }
+    };
+    let listeners = bind_reuseport(config.listen, workers).map_err(|e| bind_error(LISTENER, config.listen, e))?;
+    let local_addr = listeners[0].local_addr().map_err(|e| bind_error(LISTENER, config.listen, e))?;
     let admin_listener = match config.admin {
-        Some(addr) => Some(TcpListener::bind(addr).await.map_err(|e| ProxyError::Bind { addr, source: e })?),
+        Some(addr) => {
+            Some(TcpListener::bind(addr).await.map_err(|e| bind_error("the admin listener (--admin)", addr, e))?)
+        }
         None => None,
     };
     let admin_addr = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
@@ -162,13 +173,27 @@ pub async fn start(mut config: ProxyConfig) -> Result<Proxy, ProxyError> {
     let coordinator =
         Coordinator { shared, connections, timeouts: config.timeouts, workers: worker_threads, writer, admin_task };
     let task = tokio::spawn(coordinator.run(stop.clone(), stop_rx, ready));
-    tracing::info!(listen = %local_addr, admin = ?admin_addr, workers, "proxy started");
+    let admin = admin_addr.map_or_else(|| "off".to_string(), |a| a.to_string());
+    tracing::info!(listen = %local_addr, %admin, workers, "proxy started");
     Ok(Proxy { local_addr, admin_addr, metrics, tls, stop, task })
 }
 
 /// Binds `n` listening sockets to one address with SO_REUSEPORT, so the kernel spreads
 /// connections over the workers. Port 0 picks a port for the first; the rest share it.
+///
+/// SO_REUSEPORT would also let another process bind the same port and silently take part
+/// of the connections; a probe bound without it first fails if anyone listens there.
 fn bind_reuseport(addr: SocketAddr, n: usize) -> io::Result<Vec<std::net::TcpListener>> {
+    if addr.port() != 0 {
+        let probe = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::STREAM,
+            Some(socket2::Protocol::TCP),
+        )?;
+        probe.set_reuse_address(true)?;
+        probe.bind(&addr.into())?;
+        probe.listen(1)?;
+    }
     fn one(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
         let socket = socket2::Socket::new(
             socket2::Domain::for_address(addr),
@@ -190,6 +215,9 @@ fn bind_reuseport(addr: SocketAddr, n: usize) -> io::Result<Vec<std::net::TcpLis
     }
     Ok(all)
 }
+
+/// The proxy listener, as errors name it.
+const LISTENER: &str = "the proxy listener (--listen)";
 
 /// Where the proxy is in its life; connections watch it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]

@@ -36,6 +36,21 @@ use crate::human;
 
 /// Opens `paths` for time-ordered reading. Segments that cannot be opened are warned about;
 /// if none can, that is an error.
+/// Set when logs are JSON (`--log-format json`): then every line on stderr is a JSON
+/// event, the proxy's own status lines included.
+pub static JSON_LOGS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// A status line of a long-running command (`tapedeck proxy: listening on …`): plain on
+/// stderr, or an INFO event when logs are JSON, so a log shipper never meets a line it
+/// cannot parse.
+pub fn status(command: &str, line: std::fmt::Arguments<'_>) {
+    if JSON_LOGS.load(std::sync::atomic::Ordering::Relaxed) {
+        tracing::info!(target: "tapedeck", command, "{line}");
+    } else {
+        eprintln!("tapedeck {command}: {line}");
+    }
+}
+
 pub fn open_tapes(paths: &[PathBuf]) -> Result<TapeReader> {
     let reader = TapeReader::open(paths)?;
     let failed: Vec<_> = reader.reports().iter().filter_map(|r| r.error.as_deref()).collect();

@@ -309,32 +309,41 @@ async fn serve(config: ProxyConfig) -> Result<ExitCode> {
         None => "capture off".to_string(),
     };
     let admin = proxy.admin_addr().map_or("admin off".to_string(), |a| format!("metrics at http://{a}/metrics"));
-    eprintln!("tapedeck proxy: listening on {} -> {upstream}; {capture}; {admin}", proxy.local_addr());
+    super::status("proxy", format_args!("listening on {} -> {upstream}; {capture}; {admin}", proxy.local_addr()));
     wait_for_stop(&proxy).await;
-    eprintln!("tapedeck proxy: stopping; draining in-flight requests (Ctrl-C again to stop at once)");
+    super::status("proxy", format_args!("stopping; draining in-flight requests (Ctrl-C again to stop at once)"));
     let shutdown = proxy.shutdown();
     tokio::pin!(shutdown);
     let report = tokio::select! {
         r = &mut shutdown => r,
         _ = tokio::signal::ctrl_c() => {
-            eprintln!("tapedeck proxy: stopped without draining; the open segment stays as .partial (still readable)");
+            super::status(
+                "proxy",
+                format_args!("stopped without draining; the open segment stays as .partial (still readable)"),
+            );
             return Ok(ExitCode::from(130));
         }
     };
     if report.connections_cut > 0 {
-        eprintln!(
-            "tapedeck proxy: {} connection(s) were still open at the drain deadline and were closed",
-            report.connections_cut
+        super::status(
+            "proxy",
+            format_args!(
+                "{} connection(s) were still open at the drain deadline and were closed",
+                report.connections_cut
+            ),
         );
     }
     if let Some(c) = report.capture {
         let s = c.stats;
-        eprintln!(
-            "tapedeck proxy: wrote {} exchanges ({} on disk) in {} segment(s); {} lost to write errors",
-            human::count(s.records),
-            human::bytes(s.bytes_on_disk),
-            c.segments.len(),
-            human::count(s.records_lost)
+        super::status(
+            "proxy",
+            format_args!(
+                "wrote {} exchanges ({} on disk) in {} segment(s); {} lost to write errors",
+                human::count(s.records),
+                human::bytes(s.bytes_on_disk),
+                c.segments.len(),
+                human::count(s.records_lost)
+            ),
         );
         if let Some(e) = c.close_error {
             bail!("closing the capture: {e}");
