@@ -243,3 +243,27 @@ fn duration_bounds_a_flat_out_run() {
     assert!(seen > 0 && seen < 1000, "sent {seen}");
     assert_ne!(out.status.code(), Some(130), "ending at --duration is not an interruption: {}", stderr(&out));
 }
+
+#[test]
+fn results_written_beside_a_capture_are_never_read_as_traffic() {
+    let staging = Upstream::start();
+    let dir = tempfile::tempdir().unwrap();
+    let caps = dir.path().join("caps");
+    write_tape(&caps, &synth(200));
+    let results = caps.join("results");
+    ok(&["replay", s(&caps), "--target", &staging.url(), "--speed", "max", "--results", s(&results)]);
+    assert_eq!(staging.seen().len(), 200);
+
+    let out = run(&["inspect", s(&caps), "--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["total"]["exchanges"], 200, "the results are not counted as traffic");
+    assert!(stderr(&out).contains("skipping 1 segment(s) of replay results"), "{}", stderr(&out));
+    let out = run(&["replay", s(&caps), "--target", &staging.url(), "--speed", "max", "--no-compare"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("skipping 1 segment(s) of replay results"), "{}", stderr(&out));
+    assert_eq!(staging.seen().len(), 400, "only the recording is replayed again");
+    // Named, the results are read.
+    let json: serde_json::Value = serde_json::from_str(&ok(&["inspect", s(&results), "--json"])).unwrap();
+    assert_eq!(json["total"]["exchanges"], 200);
+    assert_eq!(ok(&["cat", s(&caps)]).lines().count(), 200);
+}

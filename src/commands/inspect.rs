@@ -23,7 +23,10 @@ struct Segment {
 }
 
 pub fn run(args: InspectArgs) -> Result<ExitCode> {
-    let files = tape::discover(&args.paths)?;
+    let (files, skipped) = tape::discover_recordings(&args.paths)?;
+    for s in &skipped {
+        eprintln!("note: {s}");
+    }
     let segments: Vec<Segment> = files.into_iter().map(inspect_segment).collect();
     let readable = segments.iter().filter(|s| s.header.is_some()).count();
     if readable == 0 {

@@ -34,8 +34,6 @@ use tapedeck_captures::Exchange;
 use crate::cli::Selection;
 use crate::human;
 
-/// Opens `paths` for time-ordered reading. Segments that cannot be opened are warned about;
-/// if none can, that is an error.
 /// Set when logs are JSON (`--log-format json`): then every line on stderr is a JSON
 /// event, the proxy's own status lines included.
 pub static JSON_LOGS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
@@ -51,8 +49,16 @@ pub fn status(command: &str, line: std::fmt::Arguments<'_>) {
     }
 }
 
+/// Opens `paths` for time-ordered reading. Segments that cannot be opened are warned about;
+/// if none can, that is an error.
+///
+/// A directory holding both recordings and replay results is read for its recordings,
+/// with a note ([`tapedeck_captures::tape::discover_recordings`]).
 pub fn open_tapes(paths: &[PathBuf]) -> Result<TapeReader> {
     let reader = TapeReader::open(paths)?;
+    for skipped in reader.skipped_results() {
+        eprintln!("note: {skipped}");
+    }
     let failed: Vec<_> = reader.reports().iter().filter_map(|r| r.error.as_deref()).collect();
     if reader.readable_segments() == 0 {
         match failed.as_slice() {

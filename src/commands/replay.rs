@@ -389,6 +389,11 @@ fn show_progress(progress: Arc<Progress>, done: Arc<AtomicBool>, paced: bool) ->
 pub fn run(args: ReplayArgs) -> Result<ExitCode> {
     let args = args.merge_file()?;
     let config = config(&args)?;
+    if let Ok((_, skipped)) = tapedeck_captures::tape::discover_recordings(&args.paths) {
+        for s in skipped {
+            eprintln!("note: {s}");
+        }
+    }
     let gates = parse_gates(&args.gate)?;
     if !gates.is_empty() && config.compare.is_none() && gates.iter().any(|g| g.text.contains("diff")) {
         bail!("--gate on differences needs the comparison; drop --no-compare");

@@ -184,6 +184,7 @@ pub struct TapeReader {
     open: Vec<Option<Ordered>>,
     heads: BinaryHeap<Reverse<Head>>,
     reports: Vec<SegmentReport>,
+    skipped: Vec<crate::tape::SkippedResults>,
 }
 
 impl TapeReader {
@@ -212,12 +213,20 @@ impl TapeReader {
         // Latest first, so the next segment to open is at the end.
         pending.sort_by_key(|p| Reverse((p.earliest, p.index)));
         let open = (0..reports.len()).map(|_| None).collect();
-        TapeReader { pending, open, heads: BinaryHeap::new(), reports }
+        TapeReader { pending, open, heads: BinaryHeap::new(), reports, skipped: Vec::new() }
     }
 
-    /// Discovers the segments under `paths` and prepares to read them.
+    /// Discovers the segments under `paths` (recordings only, where a directory also
+    /// holds replay results: [`discover_recordings`](crate::tape::discover_recordings))
+    /// and prepares to read them.
     pub fn open(paths: &[impl AsRef<Path>]) -> Result<Self, TapeError> {
-        Ok(TapeReader::new(crate::tape::discover(paths)?))
+        let (segments, skipped) = crate::tape::discover_recordings(paths)?;
+        Ok(TapeReader { skipped, ..TapeReader::new(segments) })
+    }
+
+    /// Replay results left out of directories that also hold recordings.
+    pub fn skipped_results(&self) -> &[crate::tape::SkippedResults] {
+        &self.skipped
     }
 
     /// Per-segment reports. Complete once the stream is exhausted.

@@ -26,6 +26,54 @@ pub fn is_segment_name(path: &Path) -> bool {
     name.ends_with(".tape") || name.ends_with(".tape.partial")
 }
 
+/// Replay results [`discover_recordings`] left out of a directory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SkippedResults {
+    /// The directory given.
+    pub dir: PathBuf,
+    /// How many segments of replay results it holds.
+    pub segments: usize,
+}
+
+/// [`discover`], but a directory that holds both recordings and replay results (the
+/// demo's directory, a capture with `--results` written beside it) gives only its
+/// recordings, so results are never replayed or summarised as traffic by mistake; what
+/// was left out is returned for a note. Results named directly (their files, or a
+/// directory of results only) are taken.
+pub fn discover_recordings(paths: &[impl AsRef<Path>]) -> Result<(Vec<PathBuf>, Vec<SkippedResults>), TapeError> {
+    let mut segments = Vec::new();
+    let mut skipped = Vec::new();
+    for path in paths {
+        let path = path.as_ref();
+        let found = discover(&[path])?;
+        if !path.is_dir() {
+            segments.extend(found);
+            continue;
+        }
+        let is_results =
+            |p: &PathBuf| reader::SegmentReader::open(p).is_ok_and(|r| r.header().kind == TapeKind::Replay);
+        let (results, recorded): (Vec<PathBuf>, Vec<PathBuf>) = found.into_iter().partition(is_results);
+        if !results.is_empty() && !recorded.is_empty() {
+            skipped.push(SkippedResults { dir: path.to_path_buf(), segments: results.len() });
+            segments.extend(recorded);
+        } else {
+            segments.extend(results.into_iter().chain(recorded));
+        }
+    }
+    Ok((segments, skipped))
+}
+
+impl std::fmt::Display for SkippedResults {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: skipping {} segment(s) of replay results (name their files or directory to read them)",
+            self.dir.display(),
+            self.segments
+        )
+    }
+}
+
 /// Expands `paths` into segment files: files are taken as given (whatever their name, so
 /// the reader can say what they are instead), directories are searched recursively for
 /// `*.tape` and `*.tape.partial`. The result is sorted within each directory.
