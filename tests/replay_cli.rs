@@ -121,13 +121,25 @@ fn captured_sessions_replay_in_order_against_staging_and_never_production() {
 #[test]
 fn a_dead_target_fails_the_run_with_a_summary() {
     let dir = tempfile::tempdir().unwrap();
-    write_tape(dir.path(), &synth(40));
+    write_tape(dir.path(), &synth(10));
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let out = run(&["replay", s(dir.path()), "--target", &format!("http://127.0.0.1:{port}"), "--speed", "max"]);
+    let target = format!("http://127.0.0.1:{port}");
+    let out = run(&["replay", s(dir.path()), "--target", &target, "--speed", "max"]);
     assert_eq!(out.status.code(), Some(2));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("connect_refused 40"), "{stdout}");
-    assert!(stderr(&out).contains("answered none of 40 requests"), "{}", stderr(&out));
+    assert!(stdout.contains("connect_refused 10"), "{stdout}");
+    assert!(stderr(&out).contains("answered none of 10 requests"), "{}", stderr(&out));
+
+    // A long schedule (20,000 requests over 2 minutes, paced) is given up after the first
+    // refusals, not played out; the message names the address.
+    let long = tempfile::tempdir().unwrap();
+    write_tape(long.path(), &synth(20_000));
+    let started = std::time::Instant::now();
+    let out = run(&["replay", s(long.path()), "--target", &target]);
+    assert!(started.elapsed() < Duration::from_secs(30), "gave up after {:?}", started.elapsed());
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains(&format!("the target {target}")) && err.contains("unreachable"), "{err}");
 }
 
 #[test]

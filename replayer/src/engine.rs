@@ -40,7 +40,15 @@ pub struct Progress {
     pub max_lag_us: AtomicU64,
     /// Exchanges the tapes hold, when known from their footers (0 if not).
     pub total_hint: AtomicU64,
+    /// Requests the target answered (any status).
+    pub answered: AtomicU64,
+    /// Requests whose connection the target refused (or whose address did not resolve).
+    pub unreachable: AtomicU64,
 }
+
+/// A target that refused this many connections and answered nothing is not there: the
+/// run stops instead of playing the whole schedule into it.
+pub const DEAD_TARGET_AFTER: u64 = 20;
 
 /// Requests handed over and not finished, at most, across workers, when paced: room for
 /// sessions held behind a slow response without reading the tapes without bound.
@@ -164,7 +172,7 @@ pub(crate) fn run(config: &ReplayConfig, stop: &AtomicBool, progress: Arc<Progre
         (counters, handle)
     });
 
-    let mut d = Dispatcher { lanes, wake, refused: None };
+    let mut d = Dispatcher { lanes, wake, refused: None, progress: progress.clone() };
     let interrupted = d.run(config, &mut source, stop, &draining);
     let refused = d.refused.take();
     drop(d);
@@ -243,6 +251,7 @@ struct Dispatcher {
     wake: Arc<DispatcherWake>,
     /// Set when a recorded request addresses the target itself.
     refused: Option<String>,
+    progress: Arc<Progress>,
 }
 
 impl Dispatcher {
@@ -269,6 +278,11 @@ impl Dispatcher {
                 // Paced, a request due after the deadline ends the run; flat out
                 // (`--speed max`), everything is due at once and the clock decides.
                 if deadline.is_some_and(|d| due >= d || Instant::now() >= d) {
+                    interrupted = true;
+                    break 'passes;
+                }
+                if self.target_is_dead() {
+                    draining.store(true, Ordering::Relaxed);
                     interrupted = true;
                     break 'passes;
                 }
@@ -308,6 +322,12 @@ impl Dispatcher {
             std::thread::sleep(Duration::from_millis(2));
         }
         interrupted
+    }
+
+    /// True once the target refused [`DEAD_TARGET_AFTER`] connections and answered none.
+    fn target_is_dead(&self) -> bool {
+        let p = &self.progress;
+        p.answered.load(Ordering::Relaxed) == 0 && p.unreachable.load(Ordering::Relaxed) >= DEAD_TARGET_AFTER
     }
 
     /// Ctrl-C while waiting for the last requests: drop what has not started, wait briefly.

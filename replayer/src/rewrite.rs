@@ -28,6 +28,47 @@ pub struct Rewrite {
     pub set: Vec<(HeaderName, HeaderValue)>,
     /// Regex rewrites of the path and query, applied in order.
     pub paths: Vec<(Regex, String)>,
+    guard: std::sync::Arc<TargetGuard>,
+}
+
+/// Decides whether a recorded authority is the target under another spelling
+/// (`localhost` for `127.0.0.1`, `127.1`, `[::ffff:127.0.0.1]`, a DNS name of the same
+/// address): both are resolved and their addresses compared. Each recorded authority is
+/// resolved once.
+#[derive(Debug, Default)]
+struct TargetGuard {
+    target: std::sync::OnceLock<Vec<std::net::SocketAddr>>,
+    decided: std::sync::Mutex<std::collections::HashMap<String, bool>>,
+}
+
+/// The addresses `host:port` resolves to, IPv4-mapped IPv6 written as IPv4; empty if it
+/// does not resolve within two seconds (a production name the replay host cannot
+/// resolve is not the target it can reach).
+fn resolve(host: &str, port: u16) -> Vec<std::net::SocketAddr> {
+    use std::net::ToSocketAddrs as _;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let host = host.strip_suffix('.').unwrap_or(host).to_string();
+    let (tx, rx) = std::sync::mpsc::channel();
+    // getaddrinfo cannot be given a timeout: a thread that may outlive the wait.
+    std::thread::spawn(move || {
+        let _ = tx.send((host.as_str(), port).to_socket_addrs().map(Iterator::collect::<Vec<_>>));
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(2))
+        .ok()
+        .and_then(Result::ok)
+        .map(|addrs| {
+            addrs
+                .into_iter()
+                .map(|a| match a.ip() {
+                    std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                        Some(v4) => std::net::SocketAddr::new(v4.into(), a.port()),
+                        None => a,
+                    },
+                    _ => a,
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Fields never sent as recorded: connection-level, or recomputed from the body.
@@ -91,6 +132,7 @@ impl Rewrite {
             remove: Vec::new(),
             set: Vec::new(),
             paths: Vec::new(),
+            guard: Default::default(),
         })
     }
 
@@ -115,11 +157,28 @@ impl Rewrite {
     }
 
     /// True when `authority` (as recorded, e.g. `api.example.com` or `10.0.0.1:8080`)
-    /// names the target — replaying there would hit the recorded service.
+    /// names the target — replaying there would hit the recorded service. Spelled
+    /// differently (`localhost`, `127.0.0.01`, a name for the same address), it is
+    /// recognised by resolving both sides once.
     pub fn is_target(&self, authority: &str, recorded_scheme: &str) -> bool {
         let Ok(a) = authority.parse::<http::uri::Authority>() else { return false };
         let default = if recorded_scheme.eq_ignore_ascii_case("https") { 443 } else { 80 };
-        a.host().eq_ignore_ascii_case(self.authority.host()) && a.port_u16().unwrap_or(default) == self.port()
+        let port = a.port_u16().unwrap_or(default);
+        if a.host().eq_ignore_ascii_case(self.authority.host()) {
+            return port == self.port();
+        }
+        let key = format!("{}:{port}", a.host().to_ascii_lowercase());
+        let mut decided = self.guard.decided.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(known) = decided.get(&key) {
+            return *known;
+        }
+        let target = self.guard.target.get_or_init(|| resolve(self.authority.host(), self.port()));
+        let same = resolve(a.host(), port).iter().any(|addr| target.contains(addr));
+        // Bounded: a tape with ever new authorities is decided again, not remembered.
+        if decided.len() < 1024 {
+            decided.insert(key, same);
+        }
+        same
     }
 
     /// The request to send for `ex`.
@@ -222,6 +281,16 @@ mod tests {
         assert!(!rw.is_target("api.shop.example", "http"), "port 80 is another listener");
         let local = Rewrite::new(&"http://127.0.0.1:9000".parse().unwrap()).unwrap();
         assert!(!local.is_target("127.0.0.1:8000", "http"), "same host, other port: fine");
+        // The same address spelled otherwise is still the recorded service.
+        for spelling in
+            ["localhost:9000", "LOCALHOST.:9000", "127.1:9000", "127.0.0.01:9000", "[::ffff:127.0.0.1]:9000"]
+        {
+            assert!(local.is_target(spelling, "http"), "{spelling}");
+        }
+        assert!(!local.is_target("localhost:8000", "http"));
+        assert!(!local.is_target("127.0.0.2:9000", "http"));
+        let by_name = Rewrite::new(&"http://localhost:9000".parse().unwrap()).unwrap();
+        assert!(by_name.is_target("127.0.0.1:9000", "http"));
     }
 
     #[test]

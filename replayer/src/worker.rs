@@ -359,6 +359,11 @@ async fn send(job: &Job, pool: &Pool, ctx: &WorkerContext) -> Sent {
     if outcome.error.is_some() {
         p.errors.fetch_add(1, Ordering::Relaxed);
     }
+    if outcome.status.is_some() {
+        p.answered.fetch_add(1, Ordering::Relaxed);
+    } else if matches!(outcome.error, Some(ErrorKind::ConnectRefused | ErrorKind::Dns)) {
+        p.unreachable.fetch_add(1, Ordering::Relaxed);
+    }
     let response = (ctx.compare.is_some() || request.is_some()).then(|| response_of(&outcome)).flatten();
     Sent {
         sent_at: outcome.sent_at,

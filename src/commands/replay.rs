@@ -437,8 +437,14 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode> {
     }
     if report.sent > 0 && report.completed == 0 {
         let why = tapedeck_replayer::report::mix(&report.errors);
+        let unreachable: u64 = ["connect_refused", "dns"].iter().filter_map(|k| report.errors.get(*k)).sum();
+        let gave_up = if report.interrupted && unreachable >= tapedeck_replayer::engine::DEAD_TARGET_AFTER {
+            format!("; stopped after {unreachable} unreachable, the rest of the schedule not sent")
+        } else {
+            String::new()
+        };
         bail!(
-            "the target {} answered none of {} requests ({why}); is it running and reachable?",
+            "the target {} answered none of {} requests ({why}{gave_up}); is it running and reachable?",
             report.target,
             report.sent
         );
