@@ -279,3 +279,31 @@ fn results_written_beside_a_capture_are_never_read_as_traffic() {
     assert_eq!(json["total"]["exchanges"], 200);
     assert_eq!(ok(&["cat", s(&caps)]).lines().count(), 200);
 }
+
+#[test]
+fn tls_failures_say_why_and_what_to_do() {
+    let staging = Upstream::start();
+    let dir = tempfile::tempdir().unwrap();
+    let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    let (cert, key) = (dir.path().join("staging.crt"), dir.path().join("staging.key"));
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.key_pair.serialize_pem()).unwrap();
+    // An https staging: a TLS-terminating proxy in front of the plain one.
+    let tls = common::proxy::ProxyProcess::spawn(
+        &["--listen", "127.0.0.1:0", "--upstream", &staging.url(), "--admin", "none", "--tls-cert", s(&cert)]
+            .into_iter()
+            .chain(["--tls-key", s(&key)])
+            .collect::<Vec<_>>(),
+        None,
+    );
+    let caps = dir.path().join("caps");
+    write_tape(&caps, &synth(10));
+    let target = format!("https://{}", tls.addr);
+    let out = run(&["replay", s(&caps), "--target", &target, "--speed", "max"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains("tls: invalid peer certificate: UnknownIssuer") && err.contains("--ca FILE"), "{err}");
+    // With its CA trusted, the same target answers.
+    let out = run(&["replay", s(&caps), "--target", &target, "--speed", "max", "--ca", s(&cert)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}

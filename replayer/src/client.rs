@@ -99,6 +99,8 @@ struct Inner {
     state: Mutex<PoolState>,
     h2: Mutex<Option<http2::SendRequest<Full<Bytes>>>>,
     permits: Arc<Semaphore>,
+    /// Where the first cause of each error kind is kept for the report.
+    progress: Arc<crate::engine::Progress>,
 }
 
 #[derive(Default)]
@@ -217,6 +219,7 @@ impl Pool {
         port: u16,
         tls: Option<Arc<rustls::ClientConfig>>,
         config: ClientConfig,
+        progress: Arc<crate::engine::Progress>,
     ) -> Result<Pool, String> {
         let tls = match tls {
             Some(c) => {
@@ -235,6 +238,7 @@ impl Pool {
             state: Mutex::new(PoolState::default()),
             h2: Mutex::new(None),
             permits,
+            progress,
         };
         Ok(Pool { inner: Arc::new(inner) })
     }
@@ -500,7 +504,13 @@ impl Pool {
                     tokio::time::timeout(self.inner.config.connect_timeout, connector.connect(name.clone(), stream))
                         .await
                         .map_err(|_| ErrorKind::ConnectTimeout)?
-                        .map_err(|_| ErrorKind::Tls)?;
+                        .map_err(|e| {
+                            let host = &self.inner.host;
+                            self.inner
+                                .progress
+                                .note_cause(ErrorKind::Tls, || crate::engine::explain_tls(&e.to_string(), host));
+                            ErrorKind::Tls
+                        })?;
                 if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
                     let (tx, conn) = http2::Builder::new(TokioExecutor::new())
                         .timer(TokioTimer::new())

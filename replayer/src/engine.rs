@@ -44,6 +44,39 @@ pub struct Progress {
     pub answered: AtomicU64,
     /// Requests whose connection the target refused (or whose address did not resolve).
     pub unreachable: AtomicU64,
+    /// The first cause of each error kind that has one ([`Progress::note_cause`]).
+    pub causes: std::sync::Mutex<std::collections::BTreeMap<String, String>>,
+}
+
+impl Progress {
+    /// Keeps the first cause of an error of `kind` (later ones are mostly the same).
+    pub fn note_cause(&self, kind: tapedeck_captures::ErrorKind, cause: impl FnOnce() -> String) {
+        let mut causes = self.causes.lock().unwrap_or_else(|p| p.into_inner());
+        if causes.len() < 16 && !causes.contains_key(kind.as_str()) {
+            causes.insert(kind.as_str().to_string(), cause());
+        }
+    }
+}
+
+/// What a TLS handshake failure means and what to do about it, from rustls' error text.
+pub fn explain_tls(error: &str, host: &str) -> String {
+    let advice = if error.contains("UnknownIssuer") {
+        "the target's certificate is signed by a CA this machine does not trust: give that CA with --ca FILE (PEM), or --insecure for a test target".to_string()
+    } else if error.contains("CaUsedAsEndEntity") {
+        "the target presents a CA certificate (CA:TRUE) as its own: it needs a server certificate signed by that CA; --ca with the CA then trusts it".to_string()
+    } else if error.contains("NotValidForName") {
+        format!("the certificate is not issued for {host}: target a name it covers (--target), give a matching certificate, or --insecure for a test target")
+    } else if error.contains("Expired") {
+        "the target's certificate has expired (or this machine's clock is wrong)".to_string()
+    } else if error.contains("NotValidYet") {
+        "the target's certificate is not valid yet (or this machine's clock is wrong)".to_string()
+    } else if error.contains("InvalidContentType") || error.contains("CorruptMessage") {
+        "the target does not speak TLS on that port: use http:// in --target".to_string()
+    } else {
+        "check the target's certificate; --ca FILE trusts a private CA, --insecure skips verification for a test target"
+            .to_string()
+    };
+    format!("{error} — {advice}")
 }
 
 /// A target that refused this many connections and answered nothing is not there: the
@@ -143,7 +176,8 @@ pub(crate) fn run(config: &ReplayConfig, stop: &AtomicBool, progress: Arc<Progre
         });
         let mut client = config.client.clone();
         client.connections = share(config.client.connections.max(workers), i);
-        let pool = Pool::new(rewrite.host(), rewrite.port(), tls.clone(), client).map_err(ReplayError::Config)?;
+        let pool = Pool::new(rewrite.host(), rewrite.port(), tls.clone(), client, progress.clone())
+            .map_err(ReplayError::Config)?;
         let ctx = WorkerContext {
             rewrite: rewrite.clone(),
             results: results.as_ref().map(|(sink, _, _)| sink.clone()),

@@ -191,7 +191,7 @@ pub fn session_key(ex: &Exchange) -> SessionKey {
 /// Replays `config` until done or `stop` is set; `progress` is updated live.
 pub fn replay(config: &ReplayConfig, stop: &AtomicBool, progress: Arc<Progress>) -> Result<ReplayReport, ReplayError> {
     let started_at = jiff::Timestamp::now().to_string();
-    let outcome = engine::run(config, stop, progress)?;
+    let outcome = engine::run(config, stop, progress.clone())?;
     let mut noise = config.noise_model.clone();
     noise.merge(outcome.stats.noise.clone());
     let compare = config.compare.as_ref().map(|c| (c, &noise));
@@ -202,6 +202,7 @@ pub fn replay(config: &ReplayConfig, stop: &AtomicBool, progress: Arc<Progress>)
         report.scrub_examples(s);
     }
     report.interrupted = outcome.interrupted;
+    report.error_causes = progress.causes.lock().map(|c| c.clone()).unwrap_or_default();
     report.results = config.results.as_ref().map(|p| p.display().to_string());
     report.results_written = outcome.results_written;
     report.results_failed = outcome.results_failed;

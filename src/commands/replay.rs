@@ -443,8 +443,9 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode> {
         } else {
             String::new()
         };
+        let causes: String = report.error_causes.iter().map(|(k, c)| format!("; {k}: {c}")).collect();
         bail!(
-            "the target {} answered none of {} requests ({why}{gave_up}); is it running and reachable?",
+            "the target {} answered none of {} requests ({why}{gave_up}){causes}; is it running and reachable?",
             report.target,
             report.sent
         );

@@ -226,6 +226,10 @@ pub struct ReplayReport {
     pub completed: u64,
     /// Requests without a complete answer, by kind.
     pub errors: BTreeMap<String, u64>,
+    /// The first cause seen for error kinds that have one worth reading (`tls`:
+    /// `invalid peer certificate: UnknownIssuer`), and what to do about it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub error_causes: BTreeMap<String, String>,
     /// Requests per second the schedule asked for.
     pub intended_rps: f64,
     /// Requests per second actually sent.
@@ -349,6 +353,7 @@ impl ReplayReport {
             sent: stats.sent,
             completed: stats.completed,
             errors: owned(&stats.errors),
+            error_causes: BTreeMap::new(),
             intended_rps: rate(stats.sent, secs(stats.dues)),
             achieved_rps: rate(stats.sent, sent_secs),
             lag: LagReport { ms: latency(&stats.lag), late_over_1ms: stats.late_1ms, late_over_10ms: stats.late_10ms },

@@ -43,6 +43,9 @@ fn header(out: &mut String, r: &ReplayReport) {
     let errors = if r.errors.is_empty() { "none".to_string() } else { mix(&r.errors) };
     let _ =
         writeln!(out, "  answered      {} of {} ({} without a complete answer: {errors})", r.completed, r.sent, failed);
+    for (kind, cause) in &r.error_causes {
+        let _ = writeln!(out, "    {kind}: {cause}");
+    }
     // Unpaced (`--speed max`): nothing was due at a time, so there is no schedule to
     // keep; the "lag" is how long requests waited for a free slot.
     let paced = !r.pacing.starts_with("max");
