@@ -307,3 +307,21 @@ fn tls_failures_say_why_and_what_to_do() {
     let out = run(&["replay", s(&caps), "--target", &target, "--speed", "max", "--ca", s(&cert)]);
     assert!(out.status.success(), "{}", stderr(&out));
 }
+
+#[test]
+fn short_runs_and_tiny_tapes_are_described_sensibly() {
+    let staging = Upstream::start();
+    let dir = tempfile::tempdir().unwrap();
+    let caps = dir.path().join("caps");
+    write_tape(&caps, &synth(200));
+    let out = ok(&["replay", s(&caps), "--target", &staging.url(), "--limit", "2", "--no-compare"]);
+    assert!(out.contains("too short a run to compare with the schedule"), "{out}");
+    let tiny = dir.path().join("tiny");
+    let mut one = synth(1);
+    one[0].request.headers = Default::default();
+    one[0].request.body = Default::default();
+    one[0].response = None;
+    write_tape(&tiny, &one);
+    let out = ok(&["inspect", s(&tiny)]);
+    assert!(out.contains("larger") && !out.contains("× smaller"), "{out}");
+}

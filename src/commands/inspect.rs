@@ -293,10 +293,14 @@ fn print_human(segments: &[Segment], total: &Summary, damage: &Damage, top: usiz
     row(
         "size",
         format!(
-            "{} as HTTP/1.1 → {} on disk ({:.1}× smaller)",
+            "{} as HTTP/1.1 → {} on disk ({})",
             human::bytes(total.http_bytes),
             human::bytes(damage.bytes_on_disk),
-            ratio(total.http_bytes, damage.bytes_on_disk)
+            match ratio(total.http_bytes, damage.bytes_on_disk) {
+                r if r >= 1.0 => format!("{r:.1}× smaller"),
+                r if r > 0.0 => format!("{:.1}× larger: tiny exchanges and the file's index", 1.0 / r),
+                _ => "nothing on disk".to_string(),
+            }
         ),
     );
     row(

@@ -59,14 +59,27 @@ fn header(out: &mut String, r: &ReplayReport) {
             r.duration_secs
         );
     } else if paced {
+        // A share of the schedule means something only over a run long enough to have
+        // one (two requests a millisecond apart "ran at 115,018%").
+        let share = r.achieved_rps / r.intended_rps;
+        let comparable = r.sent >= 20 && r.duration_secs >= 1.0 && share.is_finite();
+        let of_schedule = if comparable {
+            format!("{:.1} intended ({:.0}% of the schedule)", r.intended_rps, 100.0 * share.min(9.99))
+        } else {
+            "too short a run to compare with the schedule".to_string()
+        };
         let _ = writeln!(
             out,
-            "  throughput    {:.1} requests/s sent, {:.1} intended ({:.0}% of the schedule) over {:.1} s",
-            r.achieved_rps,
-            r.intended_rps,
-            if r.intended_rps > 0.0 { 100.0 * r.achieved_rps / r.intended_rps } else { 100.0 },
-            r.duration_secs
+            "  throughput    {:.1} requests/s sent, {of_schedule} over {:.1} s",
+            r.achieved_rps, r.duration_secs
         );
+        if comparable && share < 0.8 {
+            let _ = writeln!(
+                out,
+                "    behind the schedule: a session's requests wait for its previous answer, so few \
+                 sessions or a slow target hold the pace down (the lag below says by how much)"
+            );
+        }
     } else {
         let _ = writeln!(
             out,
