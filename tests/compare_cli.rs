@@ -104,7 +104,7 @@ fn saved_results_are_reported_again_and_two_runs_compare() {
     let out = run(&["report", s(&results), "--html", s(&page), "--junit", s(&xml), "--gate", "diff_rate<=1%"]);
     let text = stdout(&out);
     assert_eq!(out.status.code(), Some(1), "{text}{}", stderr(&out));
-    assert!(text.contains("GET /size/{id}: 10 of 40 responses differ"), "{text}");
+    assert!(text.contains("GET /size/{id}: 10 of 40 responses differ from the recording"), "{text}");
     assert!(text.contains("FAIL diff_rate<=1%"), "{text}");
     assert!(std::fs::read_to_string(&page).unwrap().contains("<svg"));
     assert!(std::fs::read_to_string(&xml).unwrap().contains("<failure"));
@@ -118,6 +118,12 @@ fn saved_results_are_reported_again_and_two_runs_compare() {
     assert_eq!(out.status.code(), Some(0), "{text}{}", stderr(&out));
     assert!(text.contains("baseline") && text.contains("first.json"), "{text}");
     assert!(text.contains("p50 ms base → new"), "{text}");
+    // Each comparison says what it compares with: differences against the recording,
+    // latency and statuses against the baseline run; never "the recording" for the
+    // baseline's figures.
+    assert!(text.contains("responses against the recording"), "{text}");
+    assert!(text.contains("responses differ from the recording"), "{text}");
+    assert!(!text.contains("× the recording"), "{text}");
 
     let out = run(&["report", s(&dir.path().join("nothing-here"))]);
     assert_eq!(out.status.code(), Some(2));

@@ -430,7 +430,7 @@ pub(crate) fn base64_json(text: &str) -> Option<(Vec<u8>, &'static base64::engin
     }
     let engine = match (text.contains(['-', '_']), text.ends_with('=')) {
         (false, true) => &STANDARD,
-        (false, false) if text.len() % 4 == 0 => &STANDARD,
+        (false, false) if text.len().is_multiple_of(4) => &STANDARD,
         (false, false) => &STANDARD_NO_PAD,
         (true, true) => &URL_SAFE,
         (true, false) => &URL_SAFE_NO_PAD,

@@ -13,6 +13,7 @@ pub fn compare(old: &ReplayReport, old_path: &str, new: &ReplayReport, config: &
     let before: HashMap<&str, &super::RouteReport> = old.routes.iter().map(|r| (r.route.as_str(), r)).collect();
     let mut report = new.clone();
     for r in &mut report.routes {
+        r.against_baseline = true;
         let Some(o) = before.get(r.route.as_str()) else {
             r.recorded_ms = None;
             r.recorded_status.clear();

@@ -111,6 +111,10 @@ pub struct RouteReport {
     /// Latency distributions.
     #[serde(default)]
     pub latency_buckets: Option<Buckets>,
+    /// Latency and statuses are compared with a baseline run (`report --baseline`), not
+    /// with the recording; response differences stay against the recording.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub against_baseline: bool,
 }
 
 impl RouteReport {
@@ -128,16 +132,26 @@ impl RouteReport {
     /// What is wrong with this route, in words; empty when nothing is.
     pub fn problems(&self) -> Vec<String> {
         let mut out = Vec::new();
+        let (base, rate_base) = if self.against_baseline {
+            ("the baseline run", "in the baseline run")
+        } else {
+            ("the recording", "recorded")
+        };
         if let Some(d) = self.diffs.as_ref().filter(|d| d.differing > 0) {
-            out.push(format!("{} of {} responses differ ({:.1}%)", d.differing, d.compared, 100.0 * d.diff_rate));
+            out.push(format!(
+                "{} of {} responses differ from the recording ({:.1}%)",
+                d.differing,
+                d.compared,
+                100.0 * d.diff_rate
+            ));
         }
         if self.p99_flagged {
             if let (Some(a), Some(b), Some(x)) = (self.recorded_ms, self.replayed_ms, self.p99_ratio) {
-                out.push(format!("p99 {x:.2}× the recording ({:.1} → {:.1} ms)", a.p99, b.p99));
+                out.push(format!("p99 {x:.2}× {base} ({:.1} → {:.1} ms)", a.p99, b.p99));
             }
         }
         if self.new_5xx() > 0 {
-            out.push(format!("{} more 5xx than recorded", self.new_5xx()));
+            out.push(format!("{} more 5xx than {rate_base}", self.new_5xx()));
         }
         if self.error_count() > 0 {
             out.push(format!("{} requests without an answer ({})", self.error_count(), mix(&self.errors)));
@@ -324,6 +338,7 @@ impl ReplayReport {
                     p99_flagged,
                     diffs: compare.map(|(_, noise)| r.diffs.finish(route, noise)),
                     latency_buckets: Some(buckets(&r.recorded, &r.replayed)),
+                    against_baseline: false,
                 }
             })
             .collect();

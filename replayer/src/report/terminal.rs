@@ -168,12 +168,12 @@ fn differences(out: &mut String, r: &ReplayReport) {
     if troubled.is_empty() {
         let _ = writeln!(out, "no differences: every route answered as recorded (noise excluded)");
     } else {
-        let _ = writeln!(
-            out,
-            "{} route(s) differ from the {}:",
-            troubled.len(),
-            if r.baseline.is_some() { "baseline" } else { "recording" }
-        );
+        let what = if r.baseline.is_some() {
+            "with problems (latency and statuses against the baseline run, responses against the recording)"
+        } else {
+            "differ from the recording"
+        };
+        let _ = writeln!(out, "{} route(s) {what}:", troubled.len());
     }
     for route in troubled {
         let _ = writeln!(out, "\n  {}: {}", route.route, route.problems().join("; "));

@@ -68,7 +68,7 @@ fn user(id: u64) -> Value {
         "name": format!("{first} {last}"),
         "email": format!("{}.{}{id}@example.com", first.to_lowercase(), last.to_lowercase()),
         "phone": format!("+1 415 555 {:04}", 1000 + id * 37 % 9000),
-        "plan": if id % 3 == 0 { "pro" } else { "free" },
+        "plan": if id.is_multiple_of(3) { "pro" } else { "free" },
         "created_at": format!("2024-0{}-1{}T09:30:00Z", 1 + id % 9, id % 10),
     })
 }
@@ -78,7 +78,7 @@ fn product(id: u64) -> Value {
         "id": id,
         "name": format!("{} #{id}", PRODUCT[id as usize % PRODUCT.len()]),
         "price_cents": 999 + id * 250,
-        "in_stock": id % 7 != 0,
+        "in_stock": !id.is_multiple_of(7),
     })
 }
 
