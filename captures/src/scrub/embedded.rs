@@ -305,6 +305,27 @@ impl Pass<'_> {
         None
     }
 
+    /// The front of a value a capture limit cut: a document's front (JSON, XML) keeps
+    /// its complete parts, scrubbed as that document; other text meets everything a
+    /// free value meets. `None` when it stays as it is; `Some("")` when nothing of it
+    /// can be kept.
+    pub(crate) fn cut_value(&mut self, key: Option<&str>, text: &str) -> Option<String> {
+        let t = text.trim_start();
+        if self.depth < MAX_EMBED_DEPTH && (t.starts_with('{') || t.starts_with('[')) {
+            return match self.nested(|p| json::scrub(p, text.as_bytes(), true)) {
+                Ok(result) => result.map(|v| String::from_utf8(v).unwrap_or_default()),
+                Err(_) => Some(String::new()),
+            };
+        }
+        if self.depth < MAX_EMBED_DEPTH && t.starts_with('<') {
+            return match self.nested(|p| crate::scrub::xml::scrub(p, text.as_bytes(), true)) {
+                Ok(result) => result.map(|v| String::from_utf8(v).unwrap_or_default()),
+                Err(_) => Some(String::new()),
+            };
+        }
+        self.free_value(key, text)
+    }
+
     /// Runs `f` one document deeper.
     fn nested<T>(&mut self, f: impl FnOnce(&mut Self) -> T) -> T {
         self.depth += 1;

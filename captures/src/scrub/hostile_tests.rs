@@ -385,3 +385,50 @@ fn xml_depth_bombs_are_refused_and_compressed_xml_is_scrubbed() {
     let out = String::from_utf8_lossy(&ex.request.body.data).into_owned();
     assert!(out.starts_with("<user email=\"tok_email_") && !out.contains("deflated@"), "{out}");
 }
+
+/// A JSON body captured up to `limit` bytes (as `--max-body` does), scrubbed twice.
+fn cut_json(body: &str, limit: usize) -> (String, String) {
+    let once = cut_json_pass(&body.as_bytes()[..limit.min(body.len())]);
+    let twice = cut_json_pass(once.as_bytes());
+    (once, twice)
+}
+
+fn cut_json_pass(data: &[u8]) -> String {
+    let mut h = Headers::new();
+    h.push("content-type", "application/json");
+    let mut ex = Exchange {
+        request: Request {
+            method: "POST".into(),
+            target: "/".into(),
+            headers: h,
+            body: Body { truncated: true, data: data.to_vec().into(), len: 10_000, decoded_from: None },
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    scrubber().scrub(&mut ex);
+    String::from_utf8(ex.request.body.data.to_vec()).unwrap()
+}
+
+#[test]
+fn a_body_cut_inside_a_string_keeps_its_whole_words_and_nothing_half_read() {
+    let body = r#"{"data": "a fairly long string value that goes on and on past the limit of sixty four bytes"}"#;
+    let (once, twice) = cut_json(body, 64);
+    assert_eq!(once, r#"{"data": "a fairly long string value that goes on and on past""#);
+    assert_eq!(twice, once, "idempotent");
+    // The word the cut went through may be the front of something personal.
+    for (body, limit, gone) in [
+        (r#"{"note": "please write to ada.lovelace@example.com today"}"#, 38, "ada.lovelace"),
+        (r#"{"note": "card 4111 1111 1111 1111 expires soon"}"#, 28, "4111"),
+        (r#"{"password": "correct horse battery staple"}"#, 30, "correct"),
+        (r#"{"user": {"name": "Ada Lovelace"}}"#, 26, "Ada"),
+        (r#"{"data": "{\"password\": \"hunter two\", \"note\": \"hello there friend\"}"}"#, 60, "hunter"),
+    ] {
+        let (once, twice) = cut_json(body, limit);
+        assert!(!once.contains(gone), "{body} cut at {limit}: {once}");
+        assert_eq!(twice, once, "idempotent: {body}");
+    }
+    // Complete members before the cut stay as they were.
+    let (once, _) = cut_json(r#"{"id": 7, "status": "shipped", "note": "leave it at the door"}"#, 50);
+    assert!(once.starts_with(r#"{"id": 7, "status": "shipped", "note": "leave it"#), "{once}");
+}

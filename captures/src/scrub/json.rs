@@ -55,6 +55,7 @@ pub(crate) fn scrub(pass: &mut Pass<'_>, input: &[u8], truncated: bool) -> Resul
         aliases: None,
         changed: false,
         truncated,
+        keep_cut: false,
     };
     let result = w.document();
     w.finish_open();
@@ -104,6 +105,9 @@ struct Rewriter<'p, 'a, 'i> {
     aliases: Option<(usize, rustc_hash::FxHashMap<String, String>)>,
     changed: bool,
     truncated: bool,
+    /// The next value is a member's that no rule took: if the body was cut inside it
+    /// (a string), its words up to the cut are kept ([`Rewriter::cut_string`]).
+    keep_cut: bool,
 }
 
 impl<'i> Rewriter<'_, '_, 'i> {
@@ -128,6 +132,15 @@ impl<'i> Rewriter<'_, '_, 'i> {
 
     fn peek(&self) -> R<u8> {
         self.input.get(self.pos).copied().ok_or(Stop::Eof)
+    }
+
+    /// [`peek`](Self::peek) where a container's next member or element would start: a
+    /// cut body ending there keeps what came before (scrubbing it again keeps it too).
+    fn peek_or_cut(&self) -> R<u8> {
+        match self.peek() {
+            Err(Stop::Eof) if self.truncated => Err(Stop::Cut),
+            other => other,
+        }
     }
 
     fn skip_ws(&mut self) {
@@ -172,7 +185,12 @@ impl<'i> Rewriter<'_, '_, 'i> {
             b'{' => self.object(depth + 1),
             b'[' => self.array(depth + 1),
             b'"' => {
-                let (raw, text) = self.string()?;
+                let keep_cut = std::mem::take(&mut self.keep_cut);
+                let start = self.pos;
+                let (raw, text) = match self.string() {
+                    Err(Stop::Eof) if keep_cut && self.truncated => return self.cut_string(start),
+                    other => other?,
+                };
                 let key = match self.path.last() {
                     Some(Step::Key(k)) => Some(k.as_ref()),
                     _ => None,
@@ -279,7 +297,7 @@ impl<'i> Rewriter<'_, '_, 'i> {
         loop {
             let ws = self.pos;
             self.skip_ws();
-            if self.peek()? == b'}' {
+            if self.peek_or_cut()? == b'}' {
                 self.out.extend_from_slice(&self.input[ws..=self.pos]);
                 self.pos += 1;
                 return Ok(());
@@ -308,7 +326,14 @@ impl<'i> Rewriter<'_, '_, 'i> {
         *first &= !kept;
         let trailing = self.pos;
         self.skip_ws();
-        let sep = self.peek()?;
+        let sep = match self.peek() {
+            // A cut body that ends right after a complete string, object or array (or a
+            // dropped member) keeps it: scrubbing it again must not take more away.
+            Err(Stop::Eof) if self.truncated && (!kept || matches!(self.out.last(), Some(b'"' | b'}' | b']'))) => {
+                return Err(Stop::Cut);
+            }
+            other => other?,
+        };
         if kept {
             self.out.extend_from_slice(&self.input[trailing..self.pos]);
         }
@@ -427,7 +452,12 @@ impl<'i> Rewriter<'_, '_, 'i> {
                         }
                         result
                     }
-                    (None, None) => self.value(depth),
+                    (None, None) => {
+                        self.keep_cut = true;
+                        let result = self.value(depth);
+                        self.keep_cut = false;
+                        result
+                    }
                 }
                 .map(|()| true)
             }
@@ -437,6 +467,37 @@ impl<'i> Rewriter<'_, '_, 'i> {
         }
         self.path.pop();
         result
+    }
+
+    /// The body (captured up to `--max-body`) ends inside the string that starts at
+    /// `start`: its whole words are kept, through the detectors, and the string closed;
+    /// the word the cut went through, and groups of digits just before it, are dropped
+    /// (they may be the front of an address or a card number, which no detector would
+    /// recognise). Ends the document.
+    fn cut_string(&mut self, start: usize) -> R<()> {
+        let inner = &self.input[start + 1..];
+        let words = inner.iter().rposition(|b| *b == b' ').map_or(&inner[..0], |i| &inner[..i]);
+        let Some(mut text) = decode_string(words) else { return Err(Stop::Cut) };
+        // Groups of digits before the cut may be the front of a spaced card or phone
+        // number (`4111 1111 …`): they go too.
+        while let Some((front, last)) = text.trim_end().rsplit_once(' ') {
+            if !last.bytes().any(|b| b.is_ascii_digit() || b == b'@') {
+                break;
+            }
+            text.truncate(front.len());
+        }
+        if text.bytes().any(|b| b.is_ascii_digit()) && !text.contains(' ') {
+            text.clear();
+        }
+        let key = match self.path.last() {
+            Some(Step::Key(k)) => Some(k.to_string()),
+            _ => None,
+        };
+        let new = self.pass.cut_value(key.as_deref(), &text);
+        self.emit_string(new.as_deref().unwrap_or(&text));
+        self.changed = true;
+        self.pos = self.input.len();
+        Err(Stop::Cut)
     }
 
     /// A string member named like a credential header, scrubbed as that header.
@@ -530,7 +591,7 @@ impl<'i> Rewriter<'_, '_, 'i> {
         loop {
             let ws = self.pos;
             self.skip_ws();
-            if self.peek()? == b']' {
+            if self.peek_or_cut()? == b']' {
                 self.out.extend_from_slice(&self.input[ws..=self.pos]);
                 self.pos += 1;
                 return Ok(());
