@@ -239,3 +239,32 @@ fn json_logs_are_json_on_every_line() {
     let started = lines.iter().find(|l| l["fields"]["message"] == "proxy started").expect("start event");
     assert_eq!(started["fields"]["admin"], "off");
 }
+
+#[test]
+fn a_segment_deleted_just_before_shutdown_does_not_fail_the_shutdown() {
+    let upstream = Upstream::start();
+    let dir = tempfile::tempdir().unwrap();
+    let caps = dir.path().join("caps");
+    let proxy = ProxyProcess::capturing(&upstream, &caps, &[], None);
+    for _ in 0..5 {
+        assert_eq!(http(proxy.addr, "GET", "/a", b"").unwrap().0, 200);
+    }
+    std::thread::sleep(Duration::from_millis(1600)); // a block is cut after 1 s
+    for _ in 0..5 {
+        assert_eq!(http(proxy.addr, "GET", "/b", b"").unwrap().0, 200);
+    }
+    let partial = std::fs::read_dir(&caps)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with(".partial"))
+        .unwrap();
+    std::fs::remove_file(partial).unwrap();
+    proxy.signal(libc::SIGTERM);
+    let (code, stderr) = proxy.wait(Duration::from_secs(10));
+    assert_eq!(code, 0, "{stderr:?}");
+    assert!(stderr.iter().any(|l| l.contains("deleted by someone else")), "{stderr:?}");
+    assert!(!stderr.iter().any(|l| l.contains("could not close")), "{stderr:?}");
+    let kept = read_all(&[&caps]);
+    assert_eq!(kept.len(), 5, "the captures after the deleted block are in a new segment");
+    assert!(std::fs::read_dir(&caps).unwrap().all(|e| !e.unwrap().path().to_string_lossy().ends_with(".partial")));
+}

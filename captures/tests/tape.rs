@@ -362,8 +362,9 @@ fn a_deleted_open_segment_is_noticed_counted_and_replaced() {
     // Someone cleans up the directory while the writer works.
     fs::remove_file(the_partial(dir.path())).unwrap();
     let err = w.tick().expect_err("the loss is reported");
-    assert!(err.to_string().contains("deleted or replaced"), "{err}");
-    assert_eq!(w.stats().records_lost, 20, "what the deleted file held is counted as lost");
+    assert!(err.to_string().contains("deleted by someone else"), "{err}");
+    assert_eq!(w.stats().records_deleted, 20, "what the deleted file held is counted");
+    assert_eq!(w.stats().records_lost, 0, "nothing failed to be written");
     // Reported once, not on every tick; writing goes on into a new segment.
     assert!(w.tick().is_ok());
     for ex in &exchanges[20..] {
@@ -392,10 +393,34 @@ fn a_segment_replaced_under_the_same_name_is_noticed_too() {
         exchanges[5..].iter().filter_map(|ex| w.append(ex).err()).map(|e| e.to_string()).collect();
     errors.extend(w.flush().err().map(|e| e.to_string()));
     assert_eq!(errors.len(), 1, "the loss is reported once: {errors:?}");
-    assert!(errors[0].contains("deleted or replaced"), "{errors:?}");
-    assert_eq!(w.stats().records_lost, 5);
+    assert!(errors[0].contains("deleted by someone else"), "{errors:?}");
+    assert_eq!(w.stats().records_deleted, 5);
     assert_eq!(w.stats().records, 10, "the block that was due went to a new segment");
     assert_eq!(fs::read(&partial).unwrap(), b"someone else's file", "the other file is left alone");
+}
+
+#[test]
+fn a_segment_moved_away_is_closed_where_it_is_and_a_new_one_started() {
+    let dir = tempfile::tempdir().unwrap();
+    let exchanges = synth(30);
+    let mut w = TapeWriter::new(config(dir.path())).unwrap();
+    for ex in &exchanges[..10] {
+        w.append(ex).unwrap();
+    }
+    w.flush().unwrap();
+    let moved = dir.path().join("elsewhere.bin");
+    fs::rename(the_partial(dir.path()), &moved).unwrap();
+    let err = w.tick().expect_err("the move is reported");
+    assert!(err.to_string().contains("moved or replaced"), "{err}");
+    assert_eq!((w.stats().records_deleted, w.stats().records_lost), (0, 0), "nothing is lost");
+    for ex in &exchanges[10..] {
+        w.append(ex).unwrap();
+    }
+    let segments = w.finish().unwrap();
+    let (read, stats) = read_segment(&moved);
+    assert_eq!(read.len(), 10, "the moved file is complete and readable");
+    assert!(stats.is_clean(), "{stats:?}");
+    assert_eq!(read_segment(&segments[0]).0.len(), 20);
 }
 
 #[test]

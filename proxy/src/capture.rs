@@ -237,6 +237,9 @@ impl WriterLoop {
             }
         }
         let close = self.writer.rotate();
+        if let Some(e) = self.writer.take_lost() {
+            tracing::error!(error = %e, "capture segment lost");
+        }
         let stats = self.writer.stats().clone();
         self.account(&stats, close.as_ref().err());
         if let Err(e) = &close {
@@ -299,6 +302,7 @@ impl WriterLoop {
             self.metrics.dropped(reason, lost);
         }
         self.metrics.written.inc_by(stats.records - self.reported.records);
+        self.metrics.deleted.inc_by(stats.records_deleted - self.reported.records_deleted);
         self.metrics.bytes_written.inc_by(stats.bytes_on_disk - self.reported.bytes_on_disk);
         self.reported = stats.clone();
     }

@@ -90,13 +90,31 @@ impl ClientFailure {
 }
 
 /// How a request body's trip went, as far as it has gone.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct BodyState {
     sent: AtomicBool,
     failure: AtomicU8,
+    /// When the request started, and how long after it the body last moved (or ended).
+    start: std::time::Instant,
+    moved_ns: std::sync::atomic::AtomicU64,
 }
 
 impl BodyState {
+    fn new(start: std::time::Instant) -> Self {
+        BodyState { sent: AtomicBool::new(false), failure: AtomicU8::new(0), start, moved_ns: Default::default() }
+    }
+
+    /// When the body last moved towards the upstream, or was sent whole (the request's
+    /// start, if it has not moved yet). The upstream's response timeout counts from
+    /// here: an upload's own time is not the upstream's slowness.
+    pub fn last_moved(&self) -> std::time::Instant {
+        self.start + Duration::from_nanos(self.moved_ns.load(Ordering::Acquire))
+    }
+
+    fn moved(&self) {
+        self.moved_ns.store(self.start.elapsed().as_nanos() as u64, Ordering::Release);
+    }
+
     /// True once the whole body was handed to the upstream connection.
     pub fn sent(&self) -> bool {
         self.sent.load(Ordering::Acquire)
@@ -164,7 +182,7 @@ pin_project_lite::pin_project! {
 impl<B: Body<Data = Bytes, Error = hyper::Error>> ClientBody<B> {
     /// Wraps `inner`, whose request began at `start`.
     pub fn new(inner: B, limit: BodyLimit, start: Instant) -> (Self, Arc<BodyState>) {
-        let state = Arc::new(BodyState::default());
+        let state = Arc::new(BodyState::new(start.into_std()));
         if inner.is_end_stream() {
             state.sent.store(true, Ordering::Release);
         }
@@ -180,6 +198,7 @@ impl<B: Body<Data = Bytes, Error = hyper::Error>> Body for ClientBody<B> {
         let this = self.project();
         match this.inner.poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
+                this.state.moved();
                 if let Some(data) = frame.data_ref() {
                     *this.received += data.len() as u64;
                     if let Some(timer) = this.timer.as_mut() {
@@ -193,6 +212,7 @@ impl<B: Body<Data = Bytes, Error = hyper::Error>> Body for ClientBody<B> {
                 Poll::Ready(Some(Err(e.into())))
             }
             Poll::Ready(None) => {
+                this.state.moved();
                 this.state.sent.store(true, Ordering::Release);
                 Poll::Ready(None)
             }
@@ -239,7 +259,7 @@ mod tests {
 
     #[test]
     fn the_first_failure_is_the_one_kept() {
-        let s = BodyState::default();
+        let s = BodyState::new(std::time::Instant::now());
         assert_eq!(s.failure(), None);
         s.fail(ClientFailure::TimedOut);
         s.fail(ClientFailure::Aborted);

@@ -20,7 +20,7 @@ use tapedeck_captures::{ConnectionId, ErrorKind, Exchange, ExchangeId, IdGenerat
 
 use crate::capture::CaptureQueue;
 use crate::client::{Lease, UpBody, UpstreamPool};
-use crate::client_body::{BodyLimit, ClientBody, ClientFailure};
+use crate::client_body::{BodyLimit, BodyState, ClientBody, ClientFailure};
 use crate::config::Forwarding;
 use crate::metrics::Metrics;
 use crate::sample::{Decision, Sampler};
@@ -288,7 +288,7 @@ impl Forwarder {
             }
         };
         let sent = Instant::now();
-        let outcome = tokio::time::timeout(self.response_timeout, self.pool.send(upstream_req)).await;
+        let outcome = self.until_answered(self.pool.send(upstream_req), &body_state).await;
         let (mut resp, lease) = match outcome {
             Ok(Ok(sent)) => sent,
             // The request failed because the client's body did: the client's error.
@@ -438,6 +438,25 @@ impl Forwarder {
         parts.uri = uri;
         parts.version = Version::HTTP_11;
         Ok(Request::from_parts(parts, body))
+    }
+
+    /// Waits for `send` (the upstream's response head) at most the response timeout
+    /// after the request body last moved: an upload that takes longer than the timeout
+    /// is not the upstream being slow (nginx's `proxy_send_timeout` and
+    /// `proxy_read_timeout` together). `Err` when the time ran out.
+    async fn until_answered<F: std::future::Future>(&self, send: F, body: &BodyState) -> Result<F::Output, ()> {
+        tokio::pin!(send);
+        loop {
+            let deadline = body.last_moved() + self.response_timeout;
+            tokio::select! {
+                out = &mut send => return Ok(out),
+                () = tokio::time::sleep_until(deadline.into()) => {
+                    if body.last_moved() + self.response_timeout <= Instant::now() {
+                        return Err(());
+                    }
+                }
+            }
+        }
     }
 
     /// The answer when the client's body failed: 408 when it was too slow, 400 when it

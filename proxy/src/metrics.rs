@@ -89,6 +89,8 @@ pub struct Metrics {
     pub written: Counter,
     /// Bytes written to tape files.
     pub bytes_written: Counter,
+    /// Exchanges written to a segment someone else deleted afterwards.
+    pub deleted: Counter,
     /// Exchanges waiting for the writer.
     pub queue_depth: Gauge,
     /// Bytes waiting for the writer.
@@ -128,6 +130,12 @@ impl Metrics {
         registry.register("capture_dropped", "Captures dropped (the requests were served), by reason", dropped_family);
         let written = Counter::default();
         registry.register("capture_written", "Exchanges written to tape", written.clone());
+        let deleted = Counter::default();
+        registry.register(
+            "capture_deleted",
+            "Exchanges written to tape whose open segment someone else then deleted (counted in capture_written too)",
+            deleted.clone(),
+        );
         let bytes_written = Counter::default();
         registry.register("capture_written_bytes", "Bytes written to tape files", bytes_written.clone());
         let queue_depth = Gauge::default();
@@ -182,6 +190,7 @@ impl Metrics {
             dropped,
             written,
             bytes_written,
+            deleted,
             queue_depth,
             queue_bytes,
             upstream_errors,

@@ -201,8 +201,14 @@ async fn deleting_the_open_segment_loses_only_what_it_held_and_counts_it() {
         .expect("an open segment");
     std::fs::remove_file(&partial).unwrap();
     send(20).await;
-    let lost = wait_for_metric(proxy.admin, "tapedeck_capture_dropped_total{reason=\"write_error\"}", 30.0).await;
-    assert_eq!(lost, 30.0, "what the deleted file held is counted as dropped");
+    let lost = wait_for_metric(proxy.admin, "tapedeck_capture_deleted_total", 30.0).await;
+    assert_eq!(lost, 30.0, "what the deleted file held is counted");
+    let m = metrics_text(proxy.admin).await;
+    assert_eq!(
+        metric(&m, "tapedeck_capture_dropped_total{reason=\"write_error\"}"),
+        0.0,
+        "nothing failed to be written"
+    );
     let after = proxy.finish().await;
     assert_eq!(after.len(), 20, "later captures go to a new segment");
 }

@@ -454,3 +454,26 @@ async fn requests_a_reverse_proxy_must_not_forward_are_refused_not_passed_on() {
     let text = metrics_text(proxy.admin).await;
     assert_eq!(metric(&text, "tapedeck_requests_total{class=\"4xx\"}"), 5.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_longer_than_the_upstream_timeout_is_not_a_slow_upstream() {
+    let upstream = Upstream::start().await;
+    let proxy = TestProxy::start(&upstream.url(), |c| c.timeouts.upstream_response = Duration::from_millis(800)).await;
+    // 300 KB at about 100 KB/s: three seconds of upload, steady.
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    s.write_all(b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 300000\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    for _ in 0..30 {
+        s.write_all(&[b'u'; 10_000]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (reply, _) = read_to_close(&mut s, Duration::from_secs(10)).await;
+    let reply = String::from_utf8_lossy(&reply);
+    assert!(reply.starts_with("HTTP/1.1 200") && reply.contains("\r\n\r\n300000 "), "{reply}");
+    // An upstream that is slow once the body is in still times out.
+    let started = Instant::now();
+    let (status, _, _) = get(&client(), &proxy.url("/delay/3000")).await;
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
+    assert!(started.elapsed() < Duration::from_millis(2500), "{:?}", started.elapsed());
+}

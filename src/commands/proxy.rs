@@ -338,11 +338,16 @@ async fn serve(config: ProxyConfig) -> Result<ExitCode> {
         super::status(
             "proxy",
             format_args!(
-                "wrote {} exchanges ({} on disk) in {} segment(s); {} lost to write errors",
+                "wrote {} exchanges ({} on disk) in {} segment(s); {} lost to write errors{}",
                 human::count(s.records),
                 human::bytes(s.bytes_on_disk),
                 c.segments.len(),
-                human::count(s.records_lost)
+                human::count(s.records_lost),
+                if s.records_deleted > 0 {
+                    format!("; {} of those written were in a segment someone deleted", human::count(s.records_deleted))
+                } else {
+                    String::new()
+                }
             ),
         );
         if let Some(e) = c.close_error {

@@ -100,6 +100,9 @@ pub struct WriterStats {
     pub records: u64,
     /// Records lost because their block could not be written (disk full, I/O error).
     pub records_lost: u64,
+    /// Records written (counted in `records`) to a segment someone else deleted while it
+    /// was open: on disk once, gone now.
+    pub records_deleted: u64,
     /// Blocks written.
     pub blocks: u64,
     /// Segments closed.
@@ -198,11 +201,36 @@ impl SegmentWriter {
         })
     }
 
-    /// True while the `.partial` path still names the file being written.
-    fn still_linked(&self) -> bool {
-        match fs::metadata(&self.partial) {
+    /// Whether the `.partial` path still names the file being written, and if not,
+    /// whether the file still exists under another name.
+    fn fate(&self) -> Fate {
+        let linked = match fs::metadata(&self.partial) {
             Ok(meta) => self.identity.is_none() || file_identity(&meta) == self.identity,
             Err(e) => e.kind() != std::io::ErrorKind::NotFound,
+        };
+        if linked {
+            return Fate::Linked;
+        }
+        match self.file.metadata() {
+            Ok(meta) if link_count(&meta) == 0 => Fate::Deleted,
+            _ => Fate::Moved,
+        }
+    }
+
+    /// Closes a segment that was moved away: its footer is written where it is now.
+    fn close_in_place(mut self) -> u64 {
+        self.footer.closed_unix_ns = now_unix_ns();
+        let body = codec::encode_footer(&self.footer);
+        let mut buf = Vec::with_capacity(FOOTER_HEADER_LEN + body.len() + TRAILER_LEN);
+        buf.extend_from_slice(FOOTER_MAGIC);
+        buf.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        buf.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+        buf.extend_from_slice(&body);
+        buf.extend_from_slice(&self.offset.to_le_bytes());
+        buf.extend_from_slice(TRAILER_MAGIC);
+        match self.file.write_all(&buf).and_then(|()| self.file.sync_all()) {
+            Ok(()) => buf.len() as u64,
+            Err(_) => 0,
         }
     }
 
@@ -281,6 +309,28 @@ fn publish(partial: &Path, final_path: &Path) -> Result<(), TapeError> {
     Ok(())
 }
 
+/// What became of an open segment's file.
+enum Fate {
+    Linked,
+    /// Renamed or moved away by someone else: still on disk, still readable.
+    Moved,
+    /// Deleted: what it held is gone.
+    Deleted,
+}
+
+/// How many names a file has (0: deleted while open).
+fn link_count(meta: &fs::Metadata) -> u64 {
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::MetadataExt::nlink(meta)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = meta;
+        1
+    }
+}
+
 /// A file's device and inode number, where the platform has them.
 fn file_identity(meta: &fs::Metadata) -> Option<(u64, u64)> {
     #[cfg(unix)]
@@ -316,6 +366,9 @@ pub struct TapeWriter {
     finished: Vec<PathBuf>,
     /// Closed segments whose rename failed, retried on every tick and rotation.
     unrenamed: Vec<(PathBuf, PathBuf)>,
+    /// The open segment was deleted or moved by someone else: reported by the next
+    /// [`tick`](Self::tick) (or [`take_lost`](Self::take_lost)), once.
+    lost: Option<TapeError>,
     stats: WriterStats,
 }
 
@@ -339,6 +392,7 @@ impl TapeWriter {
             payload: Vec::new(),
             finished: Vec::new(),
             unrenamed: Vec::new(),
+            lost: None,
             stats: WriterStats::default(),
         })
     }
@@ -408,8 +462,9 @@ impl TapeWriter {
     /// if it is older than `segment_max_age`. Call it about once per `block_max_age`.
     pub fn tick(&mut self) -> Result<(), TapeError> {
         self.retry_renames()?;
-        if let Some(gone) = self.drop_segment_if_gone() {
-            return Err(gone);
+        self.drop_segment_if_gone();
+        if let Some(lost) = self.lost.take() {
+            return Err(lost);
         }
         if self.block.opened.is_some_and(|t| t.elapsed() >= self.config.block_max_age) {
             self.flush()?;
@@ -541,37 +596,47 @@ impl TapeWriter {
         Ok(())
     }
 
-    /// If the open segment's file was deleted or replaced, what was written to it is
-    /// lost: counts its records as lost and forgets it (the next block starts a new
-    /// segment); the error says what happened.
-    fn drop_segment_if_gone(&mut self) -> Option<TapeError> {
-        if self.segment.as_ref().is_none_or(SegmentWriter::still_linked) {
-            return None;
-        }
-        let segment = self.segment.take()?;
-        self.stats.records_lost += segment.records();
-        Some(TapeError::io(
-            &segment.partial,
-            "writing segment (the open file was deleted or replaced by someone else; its captures are lost and a new segment is started)",
-            std::io::ErrorKind::NotFound.into(),
-        ))
+    /// What happened to a segment someone else deleted or moved while it was open, if
+    /// that is not reported yet ([`tick`](Self::tick) reports it too).
+    pub fn take_lost(&mut self) -> Option<TapeError> {
+        self.drop_segment_if_gone();
+        self.lost.take()
+    }
+
+    /// If the open segment's file was deleted, what was written to it is gone: counts
+    /// its records as deleted and forgets it. If it was moved or renamed, it is closed
+    /// where it is now. Either way the next block starts a new segment, and the event
+    /// is kept for [`tick`](Self::tick) to report.
+    fn drop_segment_if_gone(&mut self) {
+        let Some(fate) = self.segment.as_ref().map(SegmentWriter::fate) else { return };
+        let Some(segment) = self.segment.take_if(|_| !matches!(fate, Fate::Linked)) else { return };
+        let partial = segment.partial.clone();
+        let what = match fate {
+            Fate::Deleted => {
+                self.stats.records_deleted += segment.records();
+                "writing segment (the open file was deleted by someone else: the captures it held are lost; a new segment is started)"
+            }
+            _ => {
+                self.stats.bytes_on_disk += segment.close_in_place();
+                self.stats.segments += 1;
+                "writing segment (the open file was moved or replaced by someone else: it was closed where it is now, readable; a new segment is started)"
+            }
+        };
+        self.lost.get_or_insert(TapeError::io(&partial, what, std::io::ErrorKind::NotFound.into()));
     }
 
     // `flush` may itself rotate; rotation must only write the block.
     fn flush_block_only(&mut self) -> Result<(), TapeError> {
-        let gone = self.drop_segment_if_gone();
+        self.drop_segment_if_gone();
         if self.block.records == 0 {
-            return gone.map_or(Ok(()), Err);
+            return Ok(());
         }
         let result = self.write_block();
         if result.is_err() {
             self.stats.records_lost += u64::from(self.block.records);
         }
         self.block.reset();
-        match (result, gone) {
-            (Err(e), _) | (Ok(()), Some(e)) => Err(e),
-            (Ok(()), None) => Ok(()),
-        }
+        result
     }
 
     /// Writes everything and closes the current segment; returns every segment closed by
