@@ -38,7 +38,11 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {}", describe(&e));
+            if commands::JSON_LOGS.load(std::sync::atomic::Ordering::Relaxed) {
+                tracing::error!(target: "tapedeck", "{}", describe(&e));
+            } else {
+                eprintln!("error: {}", describe(&e));
+            }
             ExitCode::from(2)
         }
     }
@@ -76,6 +80,11 @@ fn exit_quietly_on_broken_pipe() {
             .unwrap_or_default();
         if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
             std::process::exit(0);
+        }
+        // `> /dev/full`: the output could not be written; say so in one line.
+        if let Some(why) = message.strip_prefix("failed printing to stdout: ") {
+            eprintln!("error: writing output: {why}");
+            std::process::exit(2);
         }
         default(info);
     }));

@@ -90,6 +90,17 @@ fn bad_settings_fail_at_start_with_one_clear_line() {
         ),
         (vec!["--listen", "127.0.0.1:0", "--upstream", "ftp://x"], "only http and https"),
         (
+            vec![
+                "--listen",
+                "127.0.0.1:0",
+                "--upstream",
+                "http://127.0.0.1:1",
+                "--body-timeout",
+                "18446744073709551615s",
+            ],
+            "--body-timeout \"18446744073709551615s\": at most 30 days",
+        ),
+        (
             vec!["--listen", "127.0.0.1:0", "--upstream", "http://127.0.0.1:1", "--capture-dir", "/proc/no-such/dir"],
             "capture",
         ),

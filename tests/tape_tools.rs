@@ -283,4 +283,11 @@ fn every_command_ends_quietly_with_0_when_its_output_pipe_is_closed() {
         assert_eq!(out.status.code(), expected, "{args:?}\n{err}");
         assert!(!err.contains("panicked") && !err.contains("Broken pipe"), "{args:?}: {err}");
     }
+    // A full disk under the output is an error, said in one line.
+    if let Ok(full) = std::fs::OpenOptions::new().write(true).open("/dev/full") {
+        let out = tapedeck().args(["inspect", s(&capture)]).stdout(full).output().unwrap();
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.starts_with("error: writing output: No space left") && !err.contains("panicked"), "{err}");
+    }
 }

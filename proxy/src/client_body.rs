@@ -146,7 +146,9 @@ impl BodyLimit {
             0 => Duration::ZERO,
             rate => Duration::from_secs_f64(received as f64 / rate as f64),
         };
-        start + self.timeout + extra
+        // Saturating: a limit of years must not overflow the clock.
+        let far = start + Duration::from_secs(100 * 365 * 24 * 3600);
+        start.checked_add(self.timeout).and_then(|t| t.checked_add(extra)).unwrap_or(far).min(far)
     }
 }
 

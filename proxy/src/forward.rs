@@ -349,11 +349,10 @@ impl Forwarder {
         };
         self.metrics.captured.inc();
         let authority = req
-            .headers()
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .map(str::to_string)
-            .or_else(|| req.uri().authority().map(|a| a.to_string()))
+            .uri()
+            .authority()
+            .map(|a| a.to_string())
+            .or_else(|| req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).map(str::to_string))
             .unwrap_or_default();
         let mut headers = capture_headers(req.headers());
         if req.version() == Version::HTTP_2 && !req.headers().contains_key(header::HOST) && !authority.is_empty() {
@@ -390,11 +389,13 @@ impl Forwarder {
         conn: &ConnInfo,
         upgrade: bool,
     ) -> Result<Request<UpBody>, http::Error> {
+        // The target's authority (absolute form, HTTP/2's :authority) wins over Host
+        // (RFC 9112 §3.2.2): that is where the client meant to go.
         let original_host = parts
-            .headers
-            .get(header::HOST)
-            .cloned()
-            .or_else(|| parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+            .or_else(|| parts.headers.get(header::HOST).cloned());
         let uri = self.upstream.uri(parts.uri.path_and_query())?;
         let headers = &mut parts.headers;
         strip_hop_by_hop(headers, upgrade);
@@ -506,7 +507,9 @@ impl Forwarder {
 /// HTTP/1.1 request without exactly one valid `Host` is a 400; `CONNECT` (a forward
 /// proxy's method: forwarded, it would reach the service as `CONNECT /`) is a 405.
 fn refuse(req: &Request<Incoming>) -> Option<Response<ProxyBody>> {
-    if req.method() == http::Method::CONNECT {
+    // `connect` in any case: a method name is case-sensitive, but no service has a
+    // lower-case CONNECT of its own, and forwarded it would reach it as `connect /`.
+    if req.method().as_str().eq_ignore_ascii_case("CONNECT") {
         let mut resp = plain(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not served: this is a reverse proxy\n", None);
         resp.headers_mut()
             .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"));
@@ -516,16 +519,15 @@ fn refuse(req: &Request<Incoming>) -> Option<Response<ProxyBody>> {
     }
     let mut hosts = req.headers().get_all(header::HOST).iter();
     let (first, second) = (hosts.next(), hosts.next());
-    let valid = |h: &HeaderValue| {
-        h.to_str()
-            .ok()
-            .filter(|h| !h.is_empty() && !h.contains('@'))
-            .is_some_and(|h| h.parse::<http::uri::Authority>().is_ok())
-    };
+    let uri = req.uri();
     let bad_host = match (first, second) {
         (_, Some(_)) => Some("more than one Host header\n"),
-        (Some(h), None) if !valid(h) => Some("invalid Host header\n"),
+        (Some(h), None) if !h.to_str().is_ok_and(valid_host) => Some("invalid Host header\n"),
         (None, None) if req.version() == Version::HTTP_11 => Some("HTTP/1.1 requests need a Host header\n"),
+        // `GET host:443`: the authority form is CONNECT's alone.
+        _ if uri.scheme().is_none() && uri.authority().is_some() => Some("invalid request target\n"),
+        // HTTP/2's :authority, or an absolute-form target: the same rules as Host.
+        _ if uri.authority().is_some_and(|a| !valid_host(a.as_str())) => Some("invalid authority\n"),
         _ => None,
     };
     bad_host.map(|text| {
@@ -533,6 +535,17 @@ fn refuse(req: &Request<Incoming>) -> Option<Response<ProxyBody>> {
         resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
         resp
     })
+}
+
+/// A `Host` or authority a proxy may pass on: `host[:port]` with a real port, no user
+/// information, nothing a header parser downstream could split differently (quotes,
+/// commas, spaces).
+fn valid_host(h: &str) -> bool {
+    !h.is_empty()
+        && !h.contains(['@', ',', ';', '"', ' '])
+        && h.parse::<http::uri::Authority>().is_ok()
+        // A port, if any, is a real one (`a:99999999` parses as an authority).
+        && (h.ends_with(']') || h.rsplit_once(':').is_none_or(|(_, port)| port.parse::<u16>().is_ok()))
 }
 
 fn plain(status: StatusCode, text: &'static str, kind: Option<ErrorKind>) -> Response<ProxyBody> {

@@ -94,7 +94,7 @@ pub async fn start(mut config: ProxyConfig) -> Result<Proxy, ProxyError> {
             (io::ErrorKind::AddrInUse, LISTENER) => {
                 "; another process listens there (two proxies sharing a port would split its connections): stop it or choose another --listen"
             }
-            (io::ErrorKind::AddrInUse, _) => "; another process listens there: choose another --admin, or --admin none",
+            (io::ErrorKind::AddrInUse, _) => "; another process listens there: choose another --admin, or --admin off",
             _ => "",
         };
         ProxyError::Bind { what, addr, hint, source: e }

@@ -163,9 +163,14 @@ impl ProxyArgs {
 }
 
 fn duration(flag: &str, value: Option<&str>, default: Duration) -> Result<Duration> {
+    const MAX: Duration = Duration::from_secs(30 * 24 * 3600);
     match value {
         None => Ok(default),
-        Some(v) => humantime::parse_duration(v).map_err(|e| anyhow!("--{flag} {v:?}: {e} (examples: 500ms, 30s, 5m)")),
+        Some(v) => match humantime::parse_duration(v) {
+            Ok(d) if d > MAX => bail!("--{flag} {v:?}: at most 30 days"),
+            Ok(d) => Ok(d),
+            Err(e) => bail!("--{flag} {v:?}: {e} (examples: 500ms, 30s, 5m)"),
+        },
     }
 }
 

@@ -249,6 +249,9 @@ fn config(args: &ReplayArgs) -> Result<ReplayConfig> {
     s.limit = args.limit;
     c.loops = args.loops;
     c.duration = args.duration.as_deref().map(humantime::parse_duration).transpose().context("invalid --duration")?;
+    if c.duration.is_some_and(|d| d > Duration::from_secs(365 * 24 * 3600)) {
+        bail!("--duration: at most a year");
+    }
     c.rewrite.keep_host = match args.host_header.as_deref().unwrap_or("target") {
         "keep" => true,
         "target" => false,
@@ -265,6 +268,9 @@ fn config(args: &ReplayArgs) -> Result<ReplayConfig> {
     }
     if let Some(t) = &args.timeout {
         c.client.timeout = humantime::parse_duration(t).map_err(|e| anyhow!("--timeout {t:?}: {e}"))?;
+        if c.client.timeout > Duration::from_secs(30 * 24 * 3600) {
+            bail!("--timeout {t:?}: at most 30 days");
+        }
     }
     c.client.connections = args.connections.unwrap_or(1024).max(1);
     c.client.as_recorded = match args.connection_reuse.as_deref().unwrap_or("pooled") {
