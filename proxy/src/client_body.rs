@@ -125,8 +125,9 @@ impl BodyState {
         ClientFailure::of_code(self.failure.load(Ordering::Acquire))
     }
 
-    fn fail(&self, f: ClientFailure) {
-        let _ = self.failure.compare_exchange(0, f.code(), Ordering::AcqRel, Ordering::Acquire);
+    /// Records the body's failure; true the first time.
+    fn fail(&self, f: ClientFailure) -> bool {
+        self.failure.compare_exchange(0, f.code(), Ordering::AcqRel, Ordering::Acquire).is_ok()
     }
 }
 
@@ -178,17 +179,24 @@ pin_project_lite::pin_project! {
         received: u64,
         // Armed at the first poll that has to wait (most bodies never do).
         timer: Option<Pin<Box<Sleep>>>,
+        // Counts the failure, whether or not the upstream had answered already.
+        metrics: Arc<crate::metrics::Metrics>,
     }
 }
 
 impl<B: Body<Data = Bytes, Error = hyper::Error>> ClientBody<B> {
-    /// Wraps `inner`, whose request began at `start`.
-    pub fn new(inner: B, limit: BodyLimit, start: Instant) -> (Self, Arc<BodyState>) {
+    /// Wraps `inner`, whose request began at `start`; a failure is counted in `metrics`.
+    pub fn new(
+        inner: B,
+        limit: BodyLimit,
+        start: Instant,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> (Self, Arc<BodyState>) {
         let state = Arc::new(BodyState::new(start.into_std()));
         if inner.is_end_stream() {
             state.sent.store(true, Ordering::Release);
         }
-        (ClientBody { inner, state: state.clone(), limit, start, received: 0, timer: None }, state)
+        (ClientBody { inner, state: state.clone(), limit, start, received: 0, timer: None, metrics }, state)
     }
 }
 
@@ -210,7 +218,10 @@ impl<B: Body<Data = Bytes, Error = hyper::Error>> Body for ClientBody<B> {
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => {
-                this.state.fail(ClientFailure::of_hyper(&e));
+                let failure = ClientFailure::of_hyper(&e);
+                if this.state.fail(failure) {
+                    this.metrics.client_error(failure);
+                }
                 Poll::Ready(Some(Err(e.into())))
             }
             Poll::Ready(None) => {
@@ -226,7 +237,9 @@ impl<B: Body<Data = Bytes, Error = hyper::Error>> Body for ClientBody<B> {
                 let timer = this.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
                 match timer.as_mut().poll(cx) {
                     Poll::Ready(()) => {
-                        this.state.fail(ClientFailure::TimedOut);
+                        if this.state.fail(ClientFailure::TimedOut) {
+                            this.metrics.client_error(ClientFailure::TimedOut);
+                        }
                         Poll::Ready(Some(Err(Box::new(BodyTimedOut))))
                     }
                     Poll::Pending => Poll::Pending,
@@ -263,8 +276,8 @@ mod tests {
     fn the_first_failure_is_the_one_kept() {
         let s = BodyState::new(std::time::Instant::now());
         assert_eq!(s.failure(), None);
-        s.fail(ClientFailure::TimedOut);
-        s.fail(ClientFailure::Aborted);
+        assert!(s.fail(ClientFailure::TimedOut));
+        assert!(!s.fail(ClientFailure::Aborted));
         assert_eq!(s.failure(), Some(ClientFailure::TimedOut));
         assert!(!s.sent());
     }
@@ -275,6 +288,7 @@ mod tests {
             http_body_util::Empty::<Bytes>::new().map_err(|never| match never {}),
             limit(),
             Instant::now(),
+            Arc::new(crate::metrics::Metrics::new()),
         );
         assert!(state.sent());
         assert!(body.collect().await.is_ok());

@@ -274,7 +274,7 @@ impl Forwarder {
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
 
         let (parts, body) = req.into_parts();
-        let (body, body_state) = ClientBody::new(body, self.body_limit, started.into());
+        let (body, body_state) = ClientBody::new(body, self.body_limit, started.into(), self.metrics.clone());
         let body = match &recording {
             Some(r) => TeeBody::capture(body, r.clone(), Part::Request),
             None => TeeBody::plain(body),
@@ -465,8 +465,8 @@ impl Forwarder {
     /// client's error, so one client cannot inflate the service's 5xx and upstream-error
     /// figures.
     fn client_failed(&self, failure: ClientFailure, recording: Option<&Recording>) -> Response<ProxyBody> {
+        // Counted by the body when it failed.
         tracing::debug!(kind = failure.as_str(), "request body failed");
-        self.metrics.client_error(failure);
         if let Some(r) = recording {
             r.error(ErrorKind::ClientAborted);
         }

@@ -490,3 +490,19 @@ async fn an_upload_longer_than_the_upstream_timeout_is_not_a_slow_upstream() {
     assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
     assert!(started.elapsed() < Duration::from_millis(2500), "{:?}", started.elapsed());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_fails_after_an_early_answer_is_still_counted() {
+    let (upstream, task) = early_answering_upstream().await;
+    let proxy = TestProxy::start(&format!("http://{upstream}"), |c| {
+        c.timeouts.body = Duration::from_millis(400);
+        c.timeouts.body_min_rate = 0;
+    })
+    .await;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reply = trickler(proxy.addr, "/early", 100, Duration::from_millis(50), stop).await.unwrap();
+    assert!(reply.starts_with(b"HTTP/1.1 401"), "{}", String::from_utf8_lossy(&reply));
+    let counted = wait_for_metric(proxy.admin, "tapedeck_client_errors_total{kind=\"body_timeout\"}", 1.0).await;
+    assert_eq!(counted, 1.0, "the body timed out after the upstream had answered");
+    task.abort();
+}
