@@ -28,6 +28,7 @@ pre{margin:0;white-space:pre-wrap;word-break:break-all}
 .chart{background:#fff;border:1px solid #dde1e6;border-radius:8px;padding:8px}
 .legend span{display:inline-block;width:10px;height:10px;margin:0 4px 0 10px}
 svg text{font:10px system-ui,sans-serif;fill:#5b6570}
+.wide{overflow-x:auto}td code{word-break:break-all}
 ";
 
 const REC: &str = "#4e79a7";
@@ -43,13 +44,18 @@ pub fn render(report: &ReplayReport) -> String {
         escape(&title)
     );
     let (a, b) = if report.baseline.is_some() { ("baseline", "new run") } else { ("recorded", "replayed") };
+    // `2026-12-02T11:00:00.123456789Z` → `2026-12-02 11:00:00 UTC`.
+    let started = report
+        .started_at
+        .parse::<jiff::Timestamp>()
+        .map_or_else(|_| report.started_at.clone(), |t| t.strftime("%Y-%m-%d %H:%M:%S UTC").to_string());
     let _ = write!(
         o,
-        "<h1>{}</h1><div class=\"sub\">{} · paced {} · started {} · {:.1} s{}</div>",
+        "<h1>{}</h1><div class=\"sub\">{} requests · paced {} · started {} · lasted {:.1} s{}</div>",
         escape(&title),
         report.sent,
         escape(&report.pacing),
-        escape(&report.started_at),
+        escape(&started),
         report.duration_secs,
         if report.interrupted { " · stopped early" } else { "" }
     );
@@ -63,7 +69,7 @@ pub fn render(report: &ReplayReport) -> String {
     if !charted.is_empty() {
         let _ = write!(
             o,
-            "<h2>Latency by route ({a} vs {b}, requests per bucket)</h2>{}<div class=\"charts\">",
+            "<h2>Latency by route ({a} vs {b}: share of each side's requests per latency bucket)</h2>{}<div class=\"charts\">",
             legend(a, b)
         );
         for r in charted {
@@ -121,7 +127,7 @@ fn legend(a: &str, b: &str) -> String {
 fn routes_table(o: &mut String, r: &ReplayReport, a: &str, b: &str) {
     let _ = write!(
         o,
-        "<h2>Routes</h2><table><tr><th class=\"l\">route</th><th>count</th><th>differ</th><th>p50 ms {a}</th><th>p50 ms {b}</th><th>p99 ms {a}</th><th>p99 ms {b}</th><th>p99 ×</th><th class=\"l\">status {a} → {b}</th><th class=\"l\">problems</th></tr>"
+        "<h2>Routes</h2><div class=\"wide\"><table><tr><th class=\"l\">route</th><th>count</th><th>differ</th><th>p50 ms {a}</th><th>p50 ms {b}</th><th>p99 ms {a}</th><th>p99 ms {b}</th><th>p99 ×</th><th class=\"l\">status {a} → {b}</th><th class=\"l\">problems</th></tr>"
     );
     let f = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2}"));
     for route in &r.routes {
@@ -143,7 +149,7 @@ fn routes_table(o: &mut String, r: &ReplayReport, a: &str, b: &str) {
             escape(&problems.join("; "))
         );
     }
-    o.push_str("</table>");
+    o.push_str("</table></div>");
 }
 
 fn differences(o: &mut String, r: &ReplayReport, a: &str, b: &str) {
@@ -187,9 +193,8 @@ fn differences(o: &mut String, r: &ReplayReport, a: &str, b: &str) {
             let e = &f.example;
             let _ = write!(
                 o,
-                "<div><b>{}</b> <code>{}</code> in {} response(s) · e.g. <code>{}</code> at <code>{}</code></div><div class=\"pair\"><div class=\"rec\"><span class=\"sub\">{a}</span><pre>{}</pre></div><div class=\"rep\"><span class=\"sub\">{b}</span><pre>{}</pre></div></div>",
-                f.kind.as_str(),
-                escape(&f.key),
+                "<div><b>{}</b> in {} response(s) · e.g. <code>{}</code> at <code>{}</code></div><div class=\"pair\"><div class=\"rec\"><span class=\"sub\">{a}</span><pre>{}</pre></div><div class=\"rep\"><span class=\"sub\">{b}</span><pre>{}</pre></div></div>",
+                escape(&finding_name(f.kind.as_str(), &f.key)),
                 f.count,
                 escape(&e.request),
                 escape(&e.at),
@@ -202,6 +207,16 @@ fn differences(o: &mut String, r: &ReplayReport, a: &str, b: &str) {
                 d.noise.iter().map(|n| format!("{} ({}, {}×)", n.key, n.reason, n.count)).collect();
             let _ = write!(o, "<div class=\"sub\">noise set apart: {}</div>", escape(&noise.join("; ")));
         }
+    }
+}
+
+/// `status` for a status difference (not `status status`), `header x-version` for a
+/// header's, `json $.total` for a body member's.
+pub(crate) fn finding_name(kind: &str, key: &str) -> String {
+    if key.is_empty() || key.eq_ignore_ascii_case(kind) {
+        kind.to_string()
+    } else {
+        format!("{kind} {key}")
     }
 }
 
@@ -248,46 +263,66 @@ fn timeline(t: &TimelineReport) -> String {
     )
 }
 
-/// Grouped bars per latency bucket.
+/// Grouped bars per latency bucket: the share of each side's requests, on a log scale
+/// (0.1% to 100%) so a tail of a few requests stays visible beside the bulk; every bucket
+/// labelled, both axes titled; a bar's tooltip gives its count.
 fn histogram(b: &Buckets) -> String {
-    let (w, h, pad) = (360.0, 150.0, 18.0);
+    let (w, h) = (380.0, 190.0);
+    let (left, right, top, bottom) = (34.0, 8.0, 14.0, 46.0);
     let n = b.recorded.len().max(b.replayed.len()).max(1);
     let total = |s: &[u64]| s.iter().sum::<u64>().max(1) as f64;
     let (ta, tb) = (total(&b.recorded), total(&b.replayed));
-    // Shares, so that unequal counts (sampling, errors) still compare.
-    let peak = (0..n)
-        .flat_map(|i| {
-            [b.recorded.get(i).copied().unwrap_or(0) as f64 / ta, b.replayed.get(i).copied().unwrap_or(0) as f64 / tb]
-        })
-        .fold(0.01, f64::max);
-    let (left, slot) = (14.0, (w - 16.0) / n as f64);
+    let plot_h = h - top - bottom;
+    // log10 of a percentage, from -1 (0.1%) to 2 (100%).
+    let y = |pct: f64| top + plot_h * (1.0 - (pct.max(0.1).log10() + 1.0) / 3.0);
+    let slot = (w - left - right) / n as f64;
     let mut o = format!("<svg viewBox=\"0 0 {w} {h}\" width=\"100%\" role=\"img\">");
+    for (pct, label) in [(0.1, "0.1%"), (1.0, "1%"), (10.0, "10%"), (100.0, "100%")] {
+        let _ = write!(
+            o,
+            "<line x1=\"{left}\" y1=\"{yy:.1}\" x2=\"{x2:.1}\" y2=\"{yy:.1}\" stroke=\"#e3e6ea\"/><text x=\"{lx:.1}\" y=\"{ty:.1}\" text-anchor=\"end\">{label}</text>",
+            yy = y(pct),
+            x2 = w - right,
+            lx = left - 3.0,
+            ty = y(pct) + 3.0
+        );
+    }
     for i in 0..n {
         for (k, (series, t, color)) in [(&b.recorded, ta, REC), (&b.replayed, tb, REP)].into_iter().enumerate() {
-            let share = series.get(i).copied().unwrap_or(0) as f64 / t;
-            let bh = (h - 2.0 * pad) * share / peak;
+            let count = series.get(i).copied().unwrap_or(0);
+            if count == 0 {
+                continue;
+            }
+            let pct = 100.0 * count as f64 / t;
+            // Under 0.1% still shows as a sliver: one request of a million is a tail too.
+            let top_y = y(pct).min(top + plot_h - 1.5);
             let _ = write!(
                 o,
-                "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{bh:.1}\" fill=\"{color}\"><title>{:.1}%</title></rect>",
+                "<rect x=\"{:.1}\" y=\"{top_y:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"{color}\"><title>{count} requests ({pct:.2}%)</title></rect>",
                 left + slot * i as f64 + slot * 0.1 + k as f64 * slot * 0.4,
-                h - pad - bh,
                 slot * 0.4,
-                100.0 * share
+                top + plot_h - top_y
             );
         }
-        if i % 2 == 0 {
-            let label = match b.upper_ms.get(i) {
-                Some(v) if *v < 1.0 => format!("≤{v}"),
-                Some(v) => format!("≤{v:.0}"),
-                None => format!(">{:.0}", b.upper_ms.last().copied().unwrap_or(0.0)),
-            };
-            let _ = write!(
-                o,
-                "<text x=\"{:.1}\" y=\"{h}\" text-anchor=\"middle\">{label}</text>",
-                left + slot * (i as f64 + 0.5)
-            );
-        }
+        let label = match b.upper_ms.get(i) {
+            Some(v) if *v < 1.0 => format!("≤{v}"),
+            Some(v) => format!("≤{v:.0}"),
+            None => format!(">{:.0}", b.upper_ms.last().copied().unwrap_or(0.0)),
+        };
+        // Slanted, anchored at their end, so every label fits and none is cut.
+        let (lx, ly) = (left + slot * (i as f64 + 0.5), top + plot_h + 10.0);
+        let _ = write!(
+            o,
+            "<text x=\"{lx:.1}\" y=\"{ly:.1}\" text-anchor=\"end\" transform=\"rotate(-40 {lx:.1} {ly:.1})\">{label}</text>"
+        );
     }
-    o.push_str("<text x=\"2\" y=\"10\">ms buckets</text></svg>");
+    let _ = write!(
+        o,
+        "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">latency, ms (bucket upper bounds)</text><text x=\"10\" y=\"{:.1}\" text-anchor=\"middle\" transform=\"rotate(-90 10 {:.1})\">share of requests (log)</text></svg>",
+        left + (w - left - right) / 2.0,
+        h - 2.0,
+        top + plot_h / 2.0,
+        top + plot_h / 2.0
+    );
     o
 }

@@ -180,7 +180,8 @@ fn differences(out: &mut String, r: &ReplayReport) {
         let Some(d) = &route.diffs else { continue };
         for f in d.findings.iter().take(FINDINGS_SHOWN) {
             let e = &f.example;
-            let _ = writeln!(out, "    {} {} in {} response(s), e.g. {}", f.kind.as_str(), f.key, f.count, e.request);
+            let name = super::html::finding_name(f.kind.as_str(), &f.key);
+            let _ = writeln!(out, "    {name} in {} response(s), e.g. {}", f.count, e.request);
             let _ = writeln!(
                 out,
                 "        at {}: recorded {} → replayed {}",

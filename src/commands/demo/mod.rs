@@ -142,7 +142,13 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
 
     println!("3/4 replay against staging at 2x, comparing every response with production's\n");
     let gates = ["diff_rate<=0.5%", "errors==0", "GET /search:p99_ratio<=1.25"];
+    // A route is flagged slower only when its p99 grew by half a planted slowdown: CPU
+    // contention on a shared machine moves a p99 over a few dozen requests by tens of ms.
+    let compare_config = out.join("compare.toml");
+    std::fs::write(&compare_config, format!("p99_min_delta_ms = {}\n", api::SEARCH_MS))
+        .with_context(|| format!("writing {}", compare_config.display()))?;
     let replay_args = ReplayArgs {
+        compare_config: Some(compare_config),
         paths: vec![capture.clone()],
         target: Some(format!("http://{}", staging.addr)),
         speed: Some("2x".into()),
