@@ -106,7 +106,9 @@ fn saved_results_are_reported_again_and_two_runs_compare() {
     assert_eq!(out.status.code(), Some(1), "{text}{}", stderr(&out));
     assert!(text.contains("GET /size/{id}: 10 of 40 responses differ from the recording"), "{text}");
     assert!(text.contains("FAIL diff_rate<=1%"), "{text}");
-    assert!(std::fs::read_to_string(&page).unwrap().contains("<svg"));
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(html.contains("<svg") && html.contains("share of requests (log)") && html.contains("latency, ms"));
+    assert!(html.contains(" requests · paced ") && html.contains(" UTC · lasted "), "a readable header");
     assert!(std::fs::read_to_string(&xml).unwrap().contains("<failure"));
 
     // A second run against a slower target compares with the first.

@@ -28,7 +28,7 @@ pre{margin:0;white-space:pre-wrap;word-break:break-all}
 .chart{background:#fff;border:1px solid #dde1e6;border-radius:8px;padding:8px}
 .legend span{display:inline-block;width:10px;height:10px;margin:0 4px 0 10px}
 svg text{font:10px system-ui,sans-serif;fill:#5b6570}
-.wide{overflow-x:auto}td code{word-break:break-all}
+.wide{overflow-x:auto}.wide table{min-width:960px}td code{white-space:nowrap}td.problems{min-width:220px}
 ";
 
 const REC: &str = "#4e79a7";
@@ -134,7 +134,7 @@ fn routes_table(o: &mut String, r: &ReplayReport, a: &str, b: &str) {
         let problems = route.problems();
         let _ = write!(
             o,
-            "<tr{}><td class=\"l\"><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"l\">{} → {}</td><td class=\"l\">{}</td></tr>",
+            "<tr{}><td class=\"l\"><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"l\">{} → {}</td><td class=\"l problems\">{}</td></tr>",
             if problems.is_empty() { "" } else { " class=\"problem\"" },
             escape(&route.route),
             route.count,
@@ -268,7 +268,7 @@ fn timeline(t: &TimelineReport) -> String {
 /// labelled, both axes titled; a bar's tooltip gives its count.
 fn histogram(b: &Buckets) -> String {
     let (w, h) = (380.0, 190.0);
-    let (left, right, top, bottom) = (34.0, 8.0, 14.0, 46.0);
+    let (left, right, top, bottom) = (46.0, 8.0, 14.0, 46.0);
     let n = b.recorded.len().max(b.replayed.len()).max(1);
     let total = |s: &[u64]| s.iter().sum::<u64>().max(1) as f64;
     let (ta, tb) = (total(&b.recorded), total(&b.replayed));
@@ -318,7 +318,7 @@ fn histogram(b: &Buckets) -> String {
     }
     let _ = write!(
         o,
-        "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">latency, ms (bucket upper bounds)</text><text x=\"10\" y=\"{:.1}\" text-anchor=\"middle\" transform=\"rotate(-90 10 {:.1})\">share of requests (log)</text></svg>",
+        "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">latency, ms (bucket upper bounds)</text><text x=\"9\" y=\"{:.1}\" text-anchor=\"middle\" transform=\"rotate(-90 9 {:.1})\">share of requests (log)</text></svg>",
         left + (w - left - right) / 2.0,
         h - 2.0,
         top + plot_h / 2.0,
