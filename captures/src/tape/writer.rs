@@ -217,8 +217,8 @@ impl SegmentWriter {
         }
     }
 
-    /// Closes a segment that was moved away: its footer is written where it is now.
-    fn close_in_place(mut self) -> u64 {
+    /// The footer index and trailer that close the segment, stamped now.
+    fn footer_bytes(&mut self) -> Vec<u8> {
         self.footer.closed_unix_ns = now_unix_ns();
         let body = codec::encode_footer(&self.footer);
         let mut buf = Vec::with_capacity(FOOTER_HEADER_LEN + body.len() + TRAILER_LEN);
@@ -228,6 +228,12 @@ impl SegmentWriter {
         buf.extend_from_slice(&body);
         buf.extend_from_slice(&self.offset.to_le_bytes());
         buf.extend_from_slice(TRAILER_MAGIC);
+        buf
+    }
+
+    /// Closes a segment that was moved away: its footer is written where it is now.
+    fn close_in_place(mut self) -> u64 {
+        let buf = self.footer_bytes();
         match self.file.write_all(&buf).and_then(|()| self.file.sync_all()) {
             Ok(()) => buf.len() as u64,
             Err(_) => 0,
@@ -269,15 +275,7 @@ impl SegmentWriter {
 
     /// Writes the footer and trailer, fsyncs and renames to `.tape`.
     fn close(mut self) -> Result<(PathBuf, u64), Closing> {
-        self.footer.closed_unix_ns = now_unix_ns();
-        let body = codec::encode_footer(&self.footer);
-        let mut buf = Vec::with_capacity(FOOTER_HEADER_LEN + body.len() + TRAILER_LEN);
-        buf.extend_from_slice(FOOTER_MAGIC);
-        buf.extend_from_slice(&(body.len() as u32).to_le_bytes());
-        buf.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
-        buf.extend_from_slice(&body);
-        buf.extend_from_slice(&self.offset.to_le_bytes());
-        buf.extend_from_slice(TRAILER_MAGIC);
+        let buf = self.footer_bytes();
         if let Err(e) = self.file.write_all(&buf).and_then(|()| self.file.sync_all()) {
             self.rewind();
             return Err(Closing::Unclosed(TapeError::io(&self.partial, "closing segment", e)));
