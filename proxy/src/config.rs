@@ -74,7 +74,8 @@ pub struct Timeouts {
     pub header_read: Duration,
     /// Connecting to the upstream.
     pub upstream_connect: Duration,
-    /// From sending the request to the upstream's response head.
+    /// From the request body's last progress (its end, for a complete body) to the
+    /// upstream's response head.
     pub upstream_response: Duration,
     /// A request body must arrive within this (zero: no limit), extended by a second for
     /// every `body_min_rate` bytes received; else the client gets a 408.

@@ -91,7 +91,8 @@ pub struct ProxyArgs {
     /// Time to connect to the upstream [default: 5s].
     #[arg(long, value_name = "DURATION")]
     pub connect_timeout: Option<String>,
-    /// Time for the upstream to start its response [default: 60s].
+    /// Time for the upstream to start its response, counted from when the request body
+    /// was sent (or last moved: a long upload is not a slow upstream) [default: 60s].
     #[arg(long, value_name = "DURATION")]
     pub upstream_timeout: Option<String>,
     /// Time for a client to send its request body, extended by a second for every
