@@ -361,6 +361,7 @@ fn a_deleted_open_segment_is_noticed_counted_and_replaced() {
     w.flush().unwrap();
     // Someone cleans up the directory while the writer works.
     fs::remove_file(the_partial(dir.path())).unwrap();
+    std::thread::sleep(Duration::from_millis(250)); // the writer looks a few times a second
     let err = w.tick().expect_err("the loss is reported");
     assert!(err.to_string().contains("deleted by someone else"), "{err}");
     assert_eq!(w.stats().records_deleted, 20, "what the deleted file held is counted");
@@ -392,6 +393,7 @@ fn a_segment_replaced_under_the_same_name_is_noticed_too() {
     let mut errors: Vec<String> =
         exchanges[5..].iter().filter_map(|ex| w.append(ex).err()).map(|e| e.to_string()).collect();
     errors.extend(w.flush().err().map(|e| e.to_string()));
+    errors.extend(w.take_lost().map(|e| e.to_string()));
     assert_eq!(errors.len(), 1, "the loss is reported once: {errors:?}");
     assert!(errors[0].contains("deleted by someone else"), "{errors:?}");
     assert_eq!(w.stats().records_deleted, 5);
@@ -410,6 +412,7 @@ fn a_segment_moved_away_is_closed_where_it_is_and_a_new_one_started() {
     w.flush().unwrap();
     let moved = dir.path().join("elsewhere.bin");
     fs::rename(the_partial(dir.path()), &moved).unwrap();
+    std::thread::sleep(Duration::from_millis(250));
     let err = w.tick().expect_err("the move is reported");
     assert!(err.to_string().contains("moved or replaced"), "{err}");
     assert_eq!((w.stats().records_deleted, w.stats().records_lost), (0, 0), "nothing is lost");
@@ -439,6 +442,7 @@ fn a_failed_rename_is_retried_and_a_restart_renames_what_was_closed() {
     assert!(w.rotate().is_err());
     assert!(w.finished_segments().is_empty());
     fs::remove_dir(&final_path).unwrap();
+    std::thread::sleep(Duration::from_millis(250));
     w.tick().unwrap();
     assert_eq!(w.finished_segments(), std::slice::from_ref(&final_path));
     assert_eq!(read_segment(&final_path).0.len(), 10);

@@ -205,8 +205,8 @@ impl<B: Body<Data = Bytes, Error = hyper::Error>> Body for ClientBody<B> {
     type Error = BoxError;
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.project();
-        match this.inner.poll_frame(cx) {
+        let mut this = self.project();
+        match this.inner.as_mut().poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 this.state.moved();
                 if let Some(data) = frame.data_ref() {
@@ -214,6 +214,11 @@ impl<B: Body<Data = Bytes, Error = hyper::Error>> Body for ClientBody<B> {
                     if let Some(timer) = this.timer.as_mut() {
                         timer.as_mut().reset(this.limit.deadline(*this.start, *this.received));
                     }
+                }
+                // A body of known length ends with its last frame: hyper does not poll
+                // it again, so `Ready(None)` never comes.
+                if this.inner.is_end_stream() {
+                    this.state.sent.store(true, Ordering::Release);
                 }
                 Poll::Ready(Some(Ok(frame)))
             }

@@ -376,3 +376,20 @@ async fn connect_timeouts_give_504_and_host_can_be_the_upstreams() {
     );
     assert_eq!(headers.get("x-echo-x-forwarded-host").unwrap().to_str().unwrap(), proxy.addr.to_string());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_with_bodies_reuse_upstream_connections_too() {
+    let upstream = Upstream::start().await;
+    let proxy = TestProxy::start(&upstream.url(), |c| c.workers = 1).await;
+    let h1 = client();
+    for i in 0..10 {
+        let body = Bytes::from(format!("payload {i} ").repeat(100));
+        let (status, _, answer) =
+            send(&h1, http::Request::post(proxy.url("/upload")).body(Full::new(body.clone())).unwrap()).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(answer.starts_with(format!("{} ", body.len()).as_bytes()));
+    }
+    let opened = upstream.connections.load(std::sync::atomic::Ordering::SeqCst);
+    // Sent whole, a body of known length frees its connection for the next request.
+    assert!(opened <= 2, "10 POSTs opened {opened} upstream connections");
+}

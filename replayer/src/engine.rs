@@ -337,7 +337,8 @@ impl Dispatcher {
         // Let what was handed over finish; on Ctrl-C drop what has not started and give
         // requests in flight a few seconds.
         let stopped = stop.load(Ordering::Relaxed);
-        draining.store(stopped, Ordering::Relaxed);
+        // Ctrl-C, or a dead target: what is queued is not sent.
+        draining.store(stopped || self.target_is_dead(), Ordering::Relaxed);
         let grace = if stopped { Duration::from_secs(5) } else { Duration::MAX };
         let until = Instant::now().checked_add(grace);
         while self.lanes.iter().any(|l| l.state.outstanding.load(Ordering::Acquire) > 0) {

@@ -41,6 +41,14 @@ struct TargetGuard {
     decided: std::sync::Mutex<std::collections::HashMap<String, bool>>,
 }
 
+/// `localhost`, `*.localhost` or an address literal in any spelling getaddrinfo takes.
+fn local_spelling(host: &str) -> bool {
+    let h = host.trim_start_matches('[').trim_end_matches(']').trim_end_matches('.').to_ascii_lowercase();
+    h == "localhost"
+        || h.ends_with(".localhost")
+        || (!h.is_empty() && h.bytes().all(|b| b.is_ascii_hexdigit() || matches!(b, b'.' | b':' | b'x')))
+}
+
 /// The addresses `host:port` resolves to, IPv4-mapped IPv6 written as IPv4; empty if it
 /// does not resolve within two seconds (a production name the replay host cannot
 /// resolve is not the target it can reach).
@@ -166,6 +174,12 @@ impl Rewrite {
         let port = a.port_u16().unwrap_or(default);
         if a.host().eq_ignore_ascii_case(self.authority.host()) {
             return port == self.port();
+        }
+        // Only spellings of local names and address literals are resolved (`127.1`,
+        // `0x7f.1`, `[::ffff:127.0.0.1]`, `localhost.`): a production name is not looked
+        // up on the replay host (slow, and it could not be the target's spelling anyway).
+        if !local_spelling(a.host()) {
+            return false;
         }
         let key = format!("{}:{port}", a.host().to_ascii_lowercase());
         let mut decided = self.guard.decided.lock().unwrap_or_else(|p| p.into_inner());

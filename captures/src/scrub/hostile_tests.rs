@@ -432,3 +432,20 @@ fn a_body_cut_inside_a_string_keeps_its_whole_words_and_nothing_half_read() {
     let (once, _) = cut_json(r#"{"id": 7, "status": "shipped", "note": "leave it at the door"}"#, 50);
     assert!(once.starts_with(r#"{"id": 7, "status": "shipped", "note": "leave it"#), "{once}");
 }
+
+#[test]
+fn cut_bodies_keep_no_half_name_and_scrub_to_the_same_bytes_twice() {
+    // A name cut inside an object that is not (yet) known to be a person's.
+    let body = r#"{"results": [{"name": "Grace Hopper", "role": "admiral"}]}"#;
+    let cut = body.find("Hop").unwrap() + 3;
+    let (once, twice) = cut_json(body, cut);
+    assert!(!once.contains("Grace"), "{once}");
+    assert_eq!(twice, once);
+    // Numbers and literals before the cut could be cut themselves on a second pass.
+    for body in [r#"{"a": 1, "b": 2}"#, "[1, 2, 3]", r#"{"a": true, "b": false}"#, r#"{"a": 1 , "b": 2}"#] {
+        for limit in 1..body.len() {
+            let (once, twice) = cut_json(body, limit);
+            assert_eq!(twice, once, "{body} cut at {limit}");
+        }
+    }
+}

@@ -136,11 +136,22 @@ impl<'i> Rewriter<'_, '_, 'i> {
 
     /// [`peek`](Self::peek) where a container's next member or element would start: a
     /// cut body ending there keeps what came before (scrubbing it again keeps it too).
-    fn peek_or_cut(&self) -> R<u8> {
+    fn peek_or_cut(&mut self) -> R<u8> {
+        // `&mut`: a cut may mark the last value whole ([`Rewriter::cut_after_last_item`]).
         match self.peek() {
-            Err(Stop::Eof) if self.truncated => Err(Stop::Cut),
+            Err(Stop::Eof) if self.truncated => Err(self.cut_after_last_item()),
             other => other,
         }
+    }
+
+    /// The cut ends the output here, after the last complete item. A number or literal
+    /// that ends the output would read as cut when the output is scrubbed again (`12`
+    /// of `1234`): a space after it says it is whole, so a second pass keeps it too.
+    fn cut_after_last_item(&mut self) -> Stop {
+        if self.out.last().is_some_and(|b| !b.is_ascii_whitespace() && !b"\"}]{[,:".contains(b)) {
+            self.out.push(b' ');
+        }
+        Stop::Cut
     }
 
     fn skip_ws(&mut self) {
@@ -178,6 +189,8 @@ impl<'i> Rewriter<'_, '_, 'i> {
 
     /// A value with no rule: containers recurse, strings and numbers meet the detectors.
     fn value(&mut self, depth: usize) -> R<()> {
+        // For this value only, never for what a container holds.
+        let keep_cut = std::mem::take(&mut self.keep_cut);
         if depth > MAX_DEPTH {
             return Err(Stop::TooDeep);
         }
@@ -185,7 +198,6 @@ impl<'i> Rewriter<'_, '_, 'i> {
             b'{' => self.object(depth + 1),
             b'[' => self.array(depth + 1),
             b'"' => {
-                let keep_cut = std::mem::take(&mut self.keep_cut);
                 let start = self.pos;
                 let (raw, text) = match self.string() {
                     Err(Stop::Eof) if keep_cut && self.truncated => return self.cut_string(start),
@@ -319,7 +331,7 @@ impl<'i> Rewriter<'_, '_, 'i> {
             Ok(kept) => kept,
             Err(Stop::Eof) if self.truncated => {
                 self.out.truncate(mark);
-                return Err(Stop::Cut);
+                return Err(self.cut_after_last_item());
             }
             Err(e) => return Err(e),
         };
@@ -329,9 +341,7 @@ impl<'i> Rewriter<'_, '_, 'i> {
         let sep = match self.peek() {
             // A cut body that ends right after a complete string, object or array (or a
             // dropped member) keeps it: scrubbing it again must not take more away.
-            Err(Stop::Eof) if self.truncated && (!kept || matches!(self.out.last(), Some(b'"' | b'}' | b']'))) => {
-                return Err(Stop::Cut);
-            }
+            Err(Stop::Eof) if self.truncated => return Err(self.cut_after_last_item()),
             other => other?,
         };
         if kept {
@@ -477,7 +487,11 @@ impl<'i> Rewriter<'_, '_, 'i> {
     fn cut_string(&mut self, start: usize) -> R<()> {
         let inner = &self.input[start + 1..];
         let words = inner.iter().rposition(|b| *b == b' ').map_or(&inner[..0], |i| &inner[..i]);
-        let Some(mut text) = decode_string(words) else { return Err(Stop::Cut) };
+        let Some(mut text) = decode_string(words) else {
+            self.emit_string("");
+            self.changed = true;
+            return Err(Stop::Cut);
+        };
         // Groups of digits before the cut may be the front of a spaced card or phone
         // number (`4111 1111 …`): they go too.
         while let Some((front, last)) = text.trim_end().rsplit_once(' ') {

@@ -353,6 +353,9 @@ fn is_closed_partial(path: &Path) -> bool {
     read.is_ok() && &trailer[TRAILER_LEN - TRAILER_MAGIC.len()..] == TRAILER_MAGIC
 }
 
+/// How often [`TapeWriter::tick`] checks that the open segment is still there.
+const CHECK_EVERY: Duration = Duration::from_millis(200);
+
 /// Appends exchanges to rotating `.tape` segments in one directory.
 pub struct TapeWriter {
     config: WriterConfig,
@@ -367,6 +370,8 @@ pub struct TapeWriter {
     /// The open segment was deleted or moved by someone else: reported by the next
     /// [`tick`](Self::tick) (or [`take_lost`](Self::take_lost)), once.
     lost: Option<TapeError>,
+    /// When the open segment was last checked ([`CHECK_EVERY`]).
+    checked: Instant,
     stats: WriterStats,
 }
 
@@ -391,6 +396,7 @@ impl TapeWriter {
             finished: Vec::new(),
             unrenamed: Vec::new(),
             lost: None,
+            checked: Instant::now(),
             stats: WriterStats::default(),
         })
     }
@@ -459,8 +465,12 @@ impl TapeWriter {
     /// Cuts the current block if it is older than `block_max_age` and rotates the segment
     /// if it is older than `segment_max_age`. Call it about once per `block_max_age`.
     pub fn tick(&mut self) -> Result<(), TapeError> {
-        self.retry_renames()?;
-        self.drop_segment_if_gone();
+        if self.checked.elapsed() >= CHECK_EVERY {
+            // A rename retry and two `stat`s: a few times a second, not per append.
+            self.checked = Instant::now();
+            self.retry_renames();
+            self.drop_segment_if_gone();
+        }
         if let Some(lost) = self.lost.take() {
             return Err(lost);
         }
@@ -580,18 +590,32 @@ impl TapeWriter {
                 }
             }
         }
-        self.retry_renames()
+        self.retry_renames();
+        Ok(())
     }
 
     /// Renames closed segments whose rename failed before.
-    fn retry_renames(&mut self) -> Result<(), TapeError> {
-        while let Some((partial, final_path)) = self.unrenamed.first().cloned() {
-            publish(&partial, &final_path)?;
-            self.unrenamed.remove(0);
-            self.stats.segments += 1;
-            self.finished.push(final_path);
+    /// Renames closed segments whose rename failed before. Failures are not errors
+    /// again (the first was reported); a segment whose `.partial` is gone (renamed by
+    /// someone else, or by another writer's recovery) is forgotten.
+    fn retry_renames(&mut self) {
+        let mut still = Vec::new();
+        for (partial, final_path) in std::mem::take(&mut self.unrenamed) {
+            match publish(&partial, &final_path) {
+                Ok(()) => {
+                    self.stats.segments += 1;
+                    self.finished.push(final_path);
+                }
+                Err(TapeError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                    if final_path.exists() {
+                        self.stats.segments += 1;
+                        self.finished.push(final_path);
+                    }
+                }
+                Err(_) => still.push((partial, final_path)),
+            }
         }
-        Ok(())
+        self.unrenamed = still;
     }
 
     /// What happened to a segment someone else deleted or moved while it was open, if
