@@ -18,16 +18,8 @@ for tool in nginx wrk python3; do
 done
 [ "$(id -u)" = 0 ] || { echo "needs root (mounts a tmpfs)"; exit 2; }
 
-WORK=$(mktemp -d /tmp/tapedeck-chaos.XXXXXX)
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill -9 "$p" 2> /dev/null || true; done
-    [ -f "$WORK/nginx.pid" ] && kill "$(cat "$WORK/nginx.pid")" 2> /dev/null || true
-    sleep 0.5
-    mountpoint -q "$WORK/tmpfs" && umount "$WORK/tmpfs"
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
+start_work chaos
+on_exit() { if mountpoint -q "$WORK/tmpfs"; then umount "$WORK/tmpfs"; fi; }
 cargo build --release -q --bin tapedeck
 TD=./target/release/tapedeck
 UP=18451 PX=18452 ADMIN=18453

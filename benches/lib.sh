@@ -31,3 +31,20 @@ http {
 CONF
     nginx -p "$dir" -c "$dir/nginx.conf"
 }
+
+# start_work NAME: a fresh $WORK directory under /tmp and an empty $PIDS list. On exit the
+# processes in $PIDS and an nginx started in $WORK are stopped, the script's `on_exit`
+# runs if it defines one, and $WORK is removed (kept with KEEP_WORK=1).
+start_work() {
+    WORK=$(mktemp -d "/tmp/tapedeck-$1.XXXXXX")
+    PIDS=()
+    trap stop_work EXIT
+}
+
+stop_work() {
+    for p in "${PIDS[@]}"; do kill "$p" 2> /dev/null || true; done
+    [ -f "$WORK/nginx.pid" ] && kill "$(cat "$WORK/nginx.pid")" 2> /dev/null || true
+    sleep 0.5
+    if declare -F on_exit > /dev/null; then on_exit; fi
+    [ -n "${KEEP_WORK:-}" ] || rm -rf "$WORK"
+}

@@ -17,6 +17,7 @@
 #                                               request with personal data, instead of 1 KiB of x)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source benches/lib.sh
 ROUNDS=${ROUNDS:-5}
 DURATION=${DURATION:-10s}
 CONNS=${CONNS:-32}
@@ -27,15 +28,7 @@ for tool in nginx wrk python3; do
     command -v "$tool" > /dev/null || { echo "needs $tool (apt-get install nginx-light wrk)"; exit 2; }
 done
 
-WORK=$(mktemp -d /tmp/tapedeck-bench.XXXXXX)
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2> /dev/null || true; done
-    [ -f "$WORK/nginx.pid" ] && kill "$(cat "$WORK/nginx.pid")" 2> /dev/null || true
-    sleep 0.5
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
+start_work bench
 
 cargo build --release -q --bin tapedeck
 BIN=./target/release/tapedeck

@@ -19,15 +19,10 @@ for tool in nginx wrk; do
     command -v "$tool" > /dev/null || { echo "needs $tool (apt-get install nginx-light wrk)"; exit 2; }
 done
 
-WORK=$(mktemp -d /tmp/tapedeck-soak.XXXXXX)
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2> /dev/null || true; done
-    [ -f "$WORK/nginx.pid" ] && kill "$(cat "$WORK/nginx.pid")" 2> /dev/null || true
-    sleep 1
-    rm -rf "$WORK/caps"
-}
-trap cleanup EXIT
+# The samples and logs stay; the captures (GBs of them) go.
+KEEP_WORK=1
+start_work soak
+on_exit() { rm -rf "$WORK/caps"; }
 
 cargo build --release -q --bin tapedeck
 UP=18391 PX=18392 ADMIN=18393
