@@ -506,3 +506,31 @@ async fn a_body_that_fails_after_an_early_answer_is_still_counted() {
     assert_eq!(counted, 1.0, "the body timed out after the upstream had answered");
     task.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trickled_http2_body_gets_a_408_too() {
+    let upstream = Upstream::start().await;
+    let proxy = TestProxy::start(&upstream.url(), |c| {
+        c.timeouts.body = Duration::from_millis(400);
+        c.timeouts.body_min_rate = 0;
+    })
+    .await;
+    // A byte every 50 ms for 2 s, over HTTP/2.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<hyper::body::Frame<Bytes>, std::convert::Infallible>>(1);
+    tokio::spawn(async move {
+        for _ in 0..40 {
+            if tx.send(Ok(hyper::body::Frame::data(Bytes::from_static(b"a")))).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    let client: hyper_util::client::legacy::Client<_, http_body_util::StreamBody<ReceiverStream<_>>> =
+        hyper_util::client::legacy::Client::builder(TokioExecutor::new()).http2_only(true).build_http();
+    let req =
+        http::Request::post(proxy.url("/upload")).body(http_body_util::StreamBody::new(ReceiverStream(rx))).unwrap();
+    let resp = client.request(req).await.expect("an answer, then RST_STREAM(NO_ERROR) for the rest of the body");
+    assert_eq!(resp.status(), StatusCode::REQUEST_TIMEOUT);
+    let counted = wait_for_metric(proxy.admin, "tapedeck_client_errors_total{kind=\"body_timeout\"}", 1.0).await;
+    assert_eq!(counted, 1.0);
+}

@@ -134,7 +134,7 @@ impl<I: Iterator + Unpin> futures_core::Stream for IterStream<I> {
     }
 }
 
-pub struct ReceiverStream<T>(tokio::sync::mpsc::Receiver<T>);
+pub struct ReceiverStream<T>(pub tokio::sync::mpsc::Receiver<T>);
 
 impl<T> futures_core::Stream for ReceiverStream<T> {
     type Item = T;
