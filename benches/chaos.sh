@@ -7,8 +7,8 @@
 #                                   needs nginx, wrk, python3: apt-get install nginx-light wrk)
 #
 # Scenarios: kill -9 mid-load; disk full (tmpfs) and back; the open .partial deleted;
-# dead, garbage-speaking and slow upstreams; slowloris heads and trickled bodies beside
-# normal clients.
+# the capture directory read-only and back; dead, garbage-speaking and slow upstreams;
+# slowloris heads and trickled bodies beside normal clients.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source benches/lib.sh
@@ -86,6 +86,21 @@ awk '/requests in/ { r = $1 } /Non-2xx/ { n = $NF } END { printf "    clients: %
 capture_line
 stop_proxy
 echo "    readable afterwards: $($TD inspect "$WORK/del" --json 2> /dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["total"]["exchanges"])')"
+
+echo "== capture directory read-only (tmpfs remounted), then writable"
+# A remount needs no file open for writing: let the segment close (1 s old, idle), then
+# flip the mount and load again; new segments cannot be created.
+mkdir -p "$WORK/tmpfs/ro"
+proxy "$WORK/tmpfs/ro" --segment-max-age 1s
+load 2 > /dev/null
+for _ in $(seq 50); do mount -o remount,ro "$WORK/tmpfs" 2> /dev/null && break; sleep 0.2; done
+load "$SECS"
+capture_line
+mount -o remount,rw "$WORK/tmpfs"
+before=$(metric tapedeck_capture_written_total)
+load 3
+echo "    writable again: written grew by $(( $(metric tapedeck_capture_written_total) - before )) in the next 3 s"
+stop_proxy
 
 echo "== upstreams that fail"
 python3 - "$WORK" <<'PY' &
