@@ -103,7 +103,7 @@ impl Default for Timeouts {
 }
 
 /// Forwarding headers.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Forwarding {
     /// Keep the client's `Host` (default); otherwise send the upstream's authority.
     pub preserve_host: bool,
@@ -115,11 +115,64 @@ pub struct Forwarding {
     /// that wrongly treat names as case-sensitive). Costs about a microsecond per request;
     /// off by default since names are case-insensitive and HTTP/2 lower-cases them anyway.
     pub preserve_header_case: bool,
+    /// Which clients' own `X-Forwarded-For`, `Forwarded` and `X-Real-IP` are believed
+    /// (kept and appended to); everyone else's are replaced by what the proxy saw.
+    pub trust: Trust,
 }
 
 impl Default for Forwarding {
     fn default() -> Self {
-        Forwarding { preserve_host: true, x_forwarded: true, forwarded: false, preserve_header_case: false }
+        Forwarding {
+            preserve_host: true,
+            x_forwarded: true,
+            forwarded: false,
+            preserve_header_case: false,
+            trust: Trust::None,
+        }
+    }
+}
+
+/// Whose forwarding headers to believe (`--trust-forwarded`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Trust {
+    /// Nobody's: the proxy is the edge (the default).
+    None,
+    /// Everybody's: every client is a trusted proxy (a load balancer in front).
+    All,
+    /// Clients in these networks (the load balancers' addresses).
+    Networks(Vec<ipnet::IpNet>),
+}
+
+impl Trust {
+    /// Parses `none`, `all` or a comma-separated list of CIDRs or addresses.
+    pub fn parse(text: &str) -> Result<Trust, String> {
+        match text.trim() {
+            "none" => Ok(Trust::None),
+            "all" => Ok(Trust::All),
+            list => list
+                .split(',')
+                .map(|n| {
+                    let n = n.trim();
+                    n.parse::<ipnet::IpNet>()
+                        .or_else(|_| n.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                        .map_err(|_| format!("{n:?} is not none, all, an address or a CIDR (10.0.0.0/8)"))
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map(Trust::Networks),
+        }
+    }
+
+    /// True when headers from `peer` are believed.
+    pub fn trusts(&self, peer: std::net::IpAddr) -> bool {
+        let peer = match peer {
+            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(peer, std::net::IpAddr::V4),
+            v4 => v4,
+        };
+        match self {
+            Trust::None => false,
+            Trust::All => true,
+            Trust::Networks(nets) => nets.iter().any(|n| n.contains(&peer)),
+        }
     }
 }
 

@@ -218,9 +218,10 @@ impl Body for ProxyBody {
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
 /// Hop-by-hop fields (RFC 9110 §7.6.1), never forwarded.
-const HOP_BY_HOP: [HeaderName; 8] = [
+const HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -229,6 +230,8 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::TRANSFER_ENCODING,
     header::UPGRADE,
     header::PROXY_AUTHENTICATE,
+    // Credentials for this hop, not for the service behind it.
+    header::PROXY_AUTHORIZATION,
 ];
 
 fn is_upgrade(headers: &HeaderMap, version: Version) -> bool {
@@ -408,6 +411,14 @@ impl Forwarder {
         };
         headers.insert(header::HOST, host);
         let proto = if conn.tls { "https" } else { "http" };
+        // A client's own claims about where the request came from are believed only from
+        // a trusted proxy (`--trust-forwarded`); anyone else's are dropped, so the
+        // upstream's last, trusted element is always what this proxy saw.
+        if !self.forwarding.trust.trusts(conn.peer.ip()) {
+            for name in [X_FORWARDED_FOR, header::FORWARDED, X_REAL_IP] {
+                headers.remove(name);
+            }
+        }
         if self.forwarding.x_forwarded {
             let xff = match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
                 Some(prev) => HeaderValue::from_str(&format!("{prev}, {}", conn.peer.ip())).ok(),
@@ -416,10 +427,12 @@ impl Forwarder {
             if let Some(v) = xff {
                 headers.insert(X_FORWARDED_FOR, v);
             }
-            headers.entry(X_FORWARDED_PROTO).or_insert(HeaderValue::from_static(proto));
-            if let Some(h) = &original_host {
-                headers.entry(X_FORWARDED_HOST).or_insert(h.clone());
-            }
+            // What this proxy saw, whoever says otherwise.
+            headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+            match &original_host {
+                Some(h) => headers.insert(X_FORWARDED_HOST, h.clone()),
+                None => headers.remove(X_FORWARDED_HOST),
+            };
         }
         if self.forwarding.forwarded {
             let ip = conn.peer.ip();

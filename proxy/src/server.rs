@@ -134,7 +134,7 @@ pub async fn start(mut config: ProxyConfig) -> Result<Proxy, ProxyError> {
         max_body,
         response_timeout: config.timeouts.upstream_response,
         body_limit: BodyLimit { timeout: config.timeouts.body, min_rate: config.timeouts.body_min_rate },
-        forwarding: config.forwarding,
+        forwarding: config.forwarding.clone(),
     });
 
     let (stop, stop_rx) = watch::channel(Phase::Running);

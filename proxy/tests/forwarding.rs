@@ -75,6 +75,8 @@ async fn raw_header_case_hop_by_hop_and_forwarded() {
     let proxy = TestProxy::start(&upstream.url(), |c| {
         c.forwarding.forwarded = true;
         c.forwarding.preserve_header_case = true;
+        // The client here stands for a trusted load balancer: its X-Forwarded-For is kept.
+        c.forwarding.trust = tapedeck_proxy::config::Trust::parse("127.0.0.0/8").unwrap();
     })
     .await;
     let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
@@ -392,4 +394,49 @@ async fn requests_with_bodies_reuse_upstream_connections_too() {
     let opened = upstream.connections.load(std::sync::atomic::Ordering::SeqCst);
     // Sent whole, a body of known length frees its connection for the next request.
     assert!(opened <= 2, "10 POSTs opened {opened} upstream connections");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarding_headers_from_untrusted_clients_are_replaced_not_believed() {
+    let upstream = Upstream::start().await;
+    let forged = [
+        ("x-forwarded-for", "6.6.6.6"),
+        ("x-forwarded-proto", "https"),
+        ("x-forwarded-host", "admin.internal"),
+        ("x-real-ip", "6.6.6.6"),
+        ("forwarded", "for=6.6.6.6;proto=https"),
+        ("proxy-authorization", "Basic cHJveHk6c2VjcmV0"),
+    ];
+    let request = |proxy: &TestProxy| {
+        let mut req = Request::get(proxy.url("/echo"));
+        for (n, v) in forged {
+            req = req.header(n, v);
+        }
+        req.body(Full::new(Bytes::new())).unwrap()
+    };
+    // Default: this proxy is the edge; what it saw replaces what the client claims.
+    let proxy = TestProxy::start(&upstream.url(), |_| {}).await;
+    let (status, headers, _) = send(&client(), request(&proxy)).await;
+    assert_eq!(status, StatusCode::OK);
+    let seen = |name: &str| headers.get(format!("x-echo-{name}")).map(|v| v.to_str().unwrap().to_string());
+    assert_eq!(seen("x-forwarded-for").as_deref(), Some("127.0.0.1"));
+    assert_eq!(seen("x-forwarded-proto").as_deref(), Some("http"));
+    assert_eq!(seen("x-forwarded-host"), Some(proxy.addr.to_string()));
+    for gone in ["x-real-ip", "forwarded", "proxy-authorization"] {
+        assert_eq!(seen(gone), None, "{gone} must not reach the upstream");
+    }
+    // Behind a trusted load balancer: its chain is kept and extended; proto and host
+    // are still what this proxy saw.
+    let trusted = TestProxy::start(&upstream.url(), |c| {
+        c.forwarding.trust = tapedeck_proxy::config::Trust::parse("10.0.0.0/8, 127.0.0.1").unwrap();
+    })
+    .await;
+    let (_, headers, _) = send(&client(), request(&trusted)).await;
+    let seen = |name: &str| headers.get(format!("x-echo-{name}")).map(|v| v.to_str().unwrap().to_string());
+    assert_eq!(seen("x-forwarded-for").as_deref(), Some("6.6.6.6, 127.0.0.1"));
+    assert_eq!(seen("x-real-ip").as_deref(), Some("6.6.6.6"));
+    assert_eq!(seen("x-forwarded-proto").as_deref(), Some("http"));
+    assert_eq!(seen("proxy-authorization"), None);
+    assert!(tapedeck_proxy::config::Trust::parse("10.0.0.0/33").is_err());
+    assert!(tapedeck_proxy::config::Trust::parse("lan").is_err());
 }

@@ -85,6 +85,12 @@ pub struct ProxyArgs {
     /// or `none` [default: x-forwarded].
     #[arg(long, value_name = "MODE")]
     pub forwarded_headers: Option<String>,
+    /// Whose own X-Forwarded-For, Forwarded and X-Real-IP to believe: `none` (this proxy
+    /// is the edge), `all`, or the load balancers' addresses as CIDRs,
+    /// `10.0.0.0/8,192.168.1.7`; others' are replaced by what the proxy saw [default:
+    /// none].
+    #[arg(long, value_name = "WHO")]
+    pub trust_forwarded: Option<String>,
     /// Time for a client to send a request head [default: 30s].
     #[arg(long, value_name = "DURATION")]
     pub header_timeout: Option<String>,
@@ -153,7 +159,7 @@ impl ProxyArgs {
             std::fs::read_to_string(&path).with_context(|| format!("cannot read config file {}", path.display()))?;
         let mut file: ProxyArgs = toml::from_str(&text).map_err(|e| anyhow!("config file {}: {e}", path.display()))?;
         prefer_flags!(self, file; listen, upstream, capture_dir, admin, sample, sample_key, sample_salt, max_capture_rps,
-            max_body, tls_cert, tls_key, upstream_ca, host_header, forwarded_headers, header_timeout, connect_timeout,
+            max_body, tls_cert, tls_key, upstream_ca, host_header, forwarded_headers, trust_forwarded, header_timeout, connect_timeout,
             upstream_timeout, body_timeout, body_min_rate, idle_timeout, drain_timeout, queue_max, queue_max_bytes, segment_max_size, segment_max_age,
             instance, max_connections, max_header_size, workers, scrub_policy, scrub_key_file);
         self.preserve_header_case |= file.preserve_header_case;
@@ -249,6 +255,10 @@ pub(crate) fn build_config(args: ProxyArgs) -> Result<ProxyConfig> {
     t.idle = duration("idle-timeout", args.idle_timeout.as_deref(), t.idle)?;
     t.drain = duration("drain-timeout", args.drain_timeout.as_deref(), t.drain)?;
     config.forwarding.preserve_header_case = args.preserve_header_case;
+    if let Some(t) = &args.trust_forwarded {
+        config.forwarding.trust =
+            tapedeck_proxy::config::Trust::parse(t).map_err(|e| anyhow!("--trust-forwarded: {e}"))?;
+    }
     config.workers = args.workers.unwrap_or(0);
     if let Some(n) = args.max_connections {
         config.limits.max_connections = n;
