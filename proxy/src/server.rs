@@ -139,7 +139,15 @@ pub async fn start(mut config: ProxyConfig) -> Result<Proxy, ProxyError> {
 
     let (stop, stop_rx) = watch::channel(Phase::Running);
     let ready = Arc::new(AtomicBool::new(true));
-    let admin_task = admin_listener.map(|l| tokio::spawn(admin::serve(l, metrics.clone(), ready.clone())));
+    if let Some(addr) = admin_addr.filter(|a| !a.ip().is_loopback()) {
+        tracing::warn!(
+            admin = %addr,
+            "the admin listener is reachable from other hosts: /metrics shows traffic counts and capture state; keep it on 127.0.0.1 or firewall it"
+        );
+    }
+    let header_timeout = config.timeouts.header_read;
+    let admin_task =
+        admin_listener.map(|l| tokio::spawn(admin::serve(l, metrics.clone(), ready.clone(), header_timeout)));
     let connections = Arc::new(Connections::default());
     let conn_ids = Arc::new(IdGenerator::new());
     let mut worker_threads = Vec::with_capacity(workers);
