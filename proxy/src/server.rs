@@ -192,34 +192,28 @@ pub async fn start(mut config: ProxyConfig) -> Result<Proxy, ProxyError> {
 /// SO_REUSEPORT would also let another process bind the same port and silently take part
 /// of the connections; a probe bound without it first fails if anyone listens there.
 fn bind_reuseport(addr: SocketAddr, n: usize) -> io::Result<Vec<std::net::TcpListener>> {
-    if addr.port() != 0 {
-        let probe = socket2::Socket::new(
-            socket2::Domain::for_address(addr),
-            socket2::Type::STREAM,
-            Some(socket2::Protocol::TCP),
-        )?;
-        probe.set_reuse_address(true)?;
-        probe.bind(&addr.into())?;
-        probe.listen(1)?;
-    }
-    fn one(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    fn one(addr: SocketAddr, reuse_port: bool) -> io::Result<std::net::TcpListener> {
         let socket = socket2::Socket::new(
             socket2::Domain::for_address(addr),
             socket2::Type::STREAM,
             Some(socket2::Protocol::TCP),
         )?;
         socket.set_reuse_address(true)?;
-        socket.set_reuse_port(true)?;
+        socket.set_reuse_port(reuse_port)?;
         socket.set_nonblocking(true)?;
         socket.bind(&addr.into())?;
         socket.listen(1024)?;
         Ok(socket.into())
     }
-    let first = one(addr)?;
+    if addr.port() != 0 {
+        // The probe, closed at once.
+        one(addr, false)?;
+    }
+    let first = one(addr, true)?;
     let bound = first.local_addr()?;
     let mut all = vec![first];
     for _ in 1..n.max(1) {
-        all.push(one(bound)?);
+        all.push(one(bound, true)?);
     }
     Ok(all)
 }
