@@ -449,3 +449,14 @@ fn cut_bodies_keep_no_half_name_and_scrub_to_the_same_bytes_twice() {
         }
     }
 }
+
+#[test]
+fn a_cut_string_is_scrubbed_through_its_escapes() {
+    // The words before the cut hold an address written with a JSON escape.
+    let body = r#"{"note": "mail ada\u0040example.com or ring +44 20 7946 0958 today, thanks a lot"}"#;
+    let cut = body.find("thanks").unwrap() + 3;
+    let (once, twice) = cut_json(body, cut);
+    assert!(!once.contains("ada") && !once.contains("7946"), "{once}");
+    assert!(once.contains("mail") && once.contains("today"), "{once}");
+    assert_eq!(twice, once);
+}
