@@ -223,9 +223,14 @@ pub struct ImportArgs {
     /// Input file (`-` for standard input).
     #[arg(value_name = "FILE")]
     pub file: PathBuf,
-    /// Directory to write the tape into (created if missing).
+    /// Directory to write the tape into (created with mode 0700 if missing). Imported
+    /// tapes are not scrubbed: run `tapedeck scrub` on them before handing them on.
     #[arg(short, long, value_name = "DIR")]
     pub out: PathBuf,
+    /// Accept an --out directory that is a symlink, writable by group or others, or
+    /// owned by another user.
+    #[arg(long)]
+    pub allow_shared_dir: bool,
 }
 
 /// Formats `export` writes.
@@ -250,9 +255,13 @@ pub struct ExportArgs {
     /// Tape files or directories.
     #[arg(required = true, value_name = "TAPE_OR_DIR")]
     pub paths: Vec<PathBuf>,
-    /// Output file (`-` for standard output).
+    /// Output file (`-` for standard output). Written beside the target and renamed into
+    /// place, mode 0600; an existing file is replaced only with --force.
     #[arg(short, long, value_name = "FILE")]
     pub out: PathBuf,
+    /// Replace the output file if it exists.
+    #[arg(long)]
+    pub force: bool,
     #[command(flatten)]
     pub selection: Selection,
 }

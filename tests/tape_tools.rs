@@ -226,7 +226,11 @@ fn bad_input_gets_one_clear_line_and_exit_2() {
     write_tape(&tapes, &synth(10));
     let out = run(&["export", "--to", "har", s(&tapes), "-o", "/nonexistent-dir/out.har"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("cannot create /nonexistent-dir/out.har"), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("cannot write /nonexistent-dir/out.har") && err.contains("check that its directory exists"),
+        "{err}"
+    );
 
     let har_as_tape = run(&["inspect", s(&not_har)]);
     assert_eq!(har_as_tape.status.code(), Some(2));

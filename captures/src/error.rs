@@ -49,6 +49,9 @@ pub enum TapeError {
         /// Codec id found in the file.
         codec: u8,
     },
+    /// The directory may not hold tapes: it is shared with others or reached by a link.
+    #[error(transparent)]
+    SharedDir(#[from] crate::files::SharedDirError),
     /// A record could not be encoded (for example it is larger than a block may be).
     #[error("cannot encode exchange: {0}")]
     Encode(String),

@@ -28,6 +28,7 @@ pub mod codec;
 pub mod convert;
 pub mod error;
 pub mod exchange;
+pub mod files;
 pub mod filter;
 pub mod route;
 pub mod scrub;

@@ -179,8 +179,7 @@ pub fn start(mut config: CaptureConfig, metrics: Arc<Metrics>) -> Result<(Captur
 }
 
 fn check_writable(dir: &std::path::Path) -> Result<(), TapeError> {
-    let probe = dir.join(format!(".tapedeck-write-test-{}", std::process::id()));
-    std::fs::write(&probe, b"ok").and_then(|()| std::fs::remove_file(&probe)).map_err(|e| TapeError::Io {
+    tapedeck_captures::files::write_probe(dir).map_err(|e| TapeError::Io {
         path: dir.to_path_buf(),
         action: "checking that the capture directory is writable",
         source: e,

@@ -68,6 +68,13 @@ impl Upstream {
             return Err(format!("upstream {uri}: only http and https are supported"));
         }
         let authority = uri.authority().cloned().ok_or_else(|| format!("upstream {uri} needs a host"))?;
+        if authority.as_str().contains('@') {
+            return Err(tapedeck_captures::scrub::userinfo_refused(
+                "upstream",
+                &uri.to_string(),
+                "clients' own Authorization headers are forwarded",
+            ));
+        }
         let host_value = HeaderValue::from_str(authority.as_str()).map_err(|e| e.to_string())?;
         let prefix = uri.path().trim_end_matches('/').to_string();
         let port = authority.port_u16().unwrap_or(if scheme == http::uri::Scheme::HTTPS { 443 } else { 80 });
@@ -541,6 +548,14 @@ fn refuse(req: &Request<Incoming>) -> Option<Response<ProxyBody>> {
         _ if uri.scheme().is_none() && uri.authority().is_some() => Some("invalid request target\n"),
         // HTTP/2's :authority, or an absolute-form target: the same rules as Host.
         _ if uri.authority().is_some_and(|a| !valid_host(a.as_str())) => Some("invalid authority\n"),
+        // RFC 9113 §8.3.1: on HTTP/2 a Host that names another authority makes the request
+        // malformed (HTTP/1.1's absolute form instead overrides Host, RFC 9112 §3.2.2).
+        (Some(h), None)
+            if req.version() == Version::HTTP_2
+                && uri.authority().is_some_and(|a| !h.as_bytes().eq_ignore_ascii_case(a.as_str().as_bytes())) =>
+        {
+            Some("Host header differs from :authority\n")
+        }
         _ => None,
     };
     bad_host.map(|text| {

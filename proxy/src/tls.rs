@@ -1,11 +1,10 @@
 //! TLS: the listener's certificate (reloadable, e.g. on SIGHUP) and the upstream client's
 //! trust roots.
 
-use std::fs::File;
-use std::io::BufReader;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 
+use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::TlsAcceptor;
 
@@ -17,10 +16,9 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 }
 
 fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, ProxyError> {
-    let file = File::open(path).map_err(|e| ProxyError::Tls(format!("{}: {e}", path.display())))?;
-    let certs: Vec<_> = rustls_pemfile::certs(&mut BufReader::new(file))
-        .collect::<Result<_, _>>()
-        .map_err(|e| ProxyError::Tls(format!("{}: not a PEM certificate file: {e}", path.display())))?;
+    let certs: Vec<_> = CertificateDer::pem_file_iter(path)
+        .and_then(|certs| certs.collect::<Result<_, _>>())
+        .map_err(|e| ProxyError::Tls(pem_error(path, "certificate", e)))?;
     if certs.is_empty() {
         return Err(ProxyError::Tls(format!(
             "{}: no certificate found (expected PEM \"BEGIN CERTIFICATE\")",
@@ -31,12 +29,20 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, ProxyError> {
 }
 
 fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, ProxyError> {
-    let file = File::open(path).map_err(|e| ProxyError::Tls(format!("{}: {e}", path.display())))?;
-    rustls_pemfile::private_key(&mut BufReader::new(file))
-        .map_err(|e| ProxyError::Tls(format!("{}: not a PEM key file: {e}", path.display())))?
-        .ok_or_else(|| {
+    PrivateKeyDer::from_pem_file(path).map_err(|e| match e {
+        pem::Error::NoItemsFound => {
             ProxyError::Tls(format!("{}: no private key found (expected PEM \"BEGIN PRIVATE KEY\")", path.display()))
-        })
+        }
+        e => ProxyError::Tls(pem_error(path, "key", e)),
+    })
+}
+
+/// A PEM file that cannot be read, without its contents.
+pub(crate) fn pem_error(path: &Path, what: &str, e: pem::Error) -> String {
+    match e {
+        pem::Error::Io(e) => format!("{}: {e}", path.display()),
+        e => format!("{}: not a PEM {what} file: {e}", path.display()),
+    }
 }
 
 /// Builds the listener's TLS config (ALPN: h2, http/1.1).

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::StatusCode;
+use http::{Request, StatusCode};
 use http_body_util::Full;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -235,6 +235,50 @@ async fn junk_instead_of_a_handshake_is_counted_and_reload_swaps_the_certificate
     let _: PathBuf = certs.files.cert.clone();
 }
 
+/// TLS 1.0 and 1.1 and suites without AEAD are refused, tried with `openssl s_client`
+/// (skipped without it); TLS 1.2 with AES-GCM and TLS 1.3 are accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn old_tls_versions_and_non_aead_suites_are_refused() {
+    if std::process::Command::new("openssl").arg("version").output().is_err() {
+        eprintln!("skipped: no openssl command to try old TLS versions with");
+        return;
+    }
+    let upstream = Upstream::start().await;
+    let (certs, _) = certs("localhost");
+    let mut proxy = TestProxy::start(&upstream.url(), |c| c.tls = Some(certs.files.clone())).await;
+    let connect = format!("127.0.0.1:{}", proxy.addr.port());
+    let attempts: [(&[&str], bool); 5] = [
+        (&["-tls1_3"], true),
+        (&["-tls1_2", "-cipher", "ECDHE+AESGCM"], true),
+        (&["-tls1_2", "-cipher", "ECDHE+AES:!AESGCM:!AESCCM:@SECLEVEL=0"], false),
+        (&["-tls1_1", "-cipher", "DEFAULT:@SECLEVEL=0"], false),
+        (&["-tls1", "-cipher", "DEFAULT:@SECLEVEL=0"], false),
+    ];
+    for (args, accepted) in attempts {
+        let (connect, owned) = (connect.clone(), args.to_vec());
+        let out = tokio::task::spawn_blocking(move || {
+            std::process::Command::new("openssl")
+                .args(["s_client", "-connect", &connect, "-servername", "localhost"])
+                .args(&owned)
+                .stdin(std::process::Stdio::null())
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let negotiated = out.status.success() && text.contains("Cipher is") && !text.contains("Cipher is (NONE)");
+        assert_eq!(
+            negotiated,
+            accepted,
+            "openssl s_client {:?}:\n{text}\n{}",
+            args,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let _ = proxy.finish().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_upstreams_are_reached_over_tls_with_h2_or_http1() {
     for h2 in [true, false] {
@@ -426,6 +470,27 @@ async fn broken_and_abandoned_bodies_are_client_errors_not_upstream_errors() {
     }
     assert_eq!(metric(&text, "tapedeck_requests_total{class=\"5xx\"}"), 0.0);
     still_serves_and_counted(&proxy, "protocol", 0.0).await;
+}
+
+/// RFC 9113 §8.3.1: on HTTP/2 a `host` header naming another authority than `:authority`
+/// makes the request malformed; the same name in another case is the same authority.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_requests_whose_host_contradicts_their_authority_are_refused() {
+    let upstream = Upstream::start().await;
+    let mut proxy = TestProxy::start(&upstream.url(), |_| {}).await;
+    let h2 = h2c_client();
+    let with_host =
+        |host: &str| Request::get(proxy.url("/echo")).header("host", host).body(Full::new(Bytes::new())).unwrap();
+    let (status, _, body) = send(&h2, with_host("evil.example")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{}", String::from_utf8_lossy(&body));
+    assert!(String::from_utf8_lossy(&body).contains(":authority"));
+    let (status, headers, _) = send(&h2, with_host(&proxy.addr.to_string().to_uppercase())).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(headers["x-echo-host"].to_str().unwrap().eq_ignore_ascii_case(&proxy.addr.to_string()));
+    let (status, _, _) = get(&h2, &proxy.url("/echo")).await;
+    assert_eq!(status, StatusCode::OK);
+    let captured = proxy.finish().await;
+    assert_eq!(captured.len(), 2, "the refused request never reached the service");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -194,9 +194,10 @@ pub fn tls_config(config: &ClientConfig) -> Result<rustls::ClientConfig, String>
         let mut roots = rustls::RootCertStore::empty();
         match &config.ca {
             Some(path) => {
-                let pem = std::fs::read(path).map_err(|e| format!("--ca {}: {e}", path.display()))?;
-                for cert in rustls_pemfile::certs(&mut &pem[..]) {
-                    let cert = cert.map_err(|e| format!("--ca {}: {e}", path.display()))?;
+                use rustls::pki_types::{pem::PemObject, CertificateDer};
+                let certs = CertificateDer::pem_file_iter(path).map_err(|e| format!("--ca {}: {e}", path.display()))?;
+                for cert in certs {
+                    let cert = cert.map_err(|e| format!("--ca {}: not a PEM certificate file: {e}", path.display()))?;
                     roots.add(cert).map_err(|e| format!("--ca {}: {e}", path.display()))?;
                 }
             }

@@ -119,6 +119,7 @@ pub(crate) fn run(config: &ReplayConfig, stop: &AtomicBool, progress: Arc<Progre
         }
     }
     guard_production(config, &source)?;
+    guard_unscrubbed(config, &source)?;
     let rewrite = Arc::new(config.rewrite.clone());
     let tls = if rewrite.is_https() {
         Some(Arc::new(crate::client::tls_config(&config.client).map_err(ReplayError::Config)?))
@@ -132,6 +133,7 @@ pub(crate) fn run(config: &ReplayConfig, stop: &AtomicBool, progress: Arc<Progre
             let mut wc = WriterConfig::new(dir);
             wc.prefix = "replay".into();
             wc.kind = TapeKind::Replay;
+            wc.allow_shared_dir = config.allow_shared_dir;
             wc.tape_start_unix_ns = clock.1;
             wc.labels.push(("target".into(), rewrite.origin()));
             wc.scrub_fingerprint = config.scrub.as_ref().map(|s| s.fingerprint());
@@ -280,6 +282,27 @@ fn guard_production(config: &ReplayConfig, source: &Source) -> Result<(), Replay
     Ok(())
 }
 
+/// Tapes without a scrub fingerprint hold production's data as it was: warns, and refuses
+/// to send their credentials as recorded.
+fn guard_unscrubbed(config: &ReplayConfig, source: &Source) -> Result<(), ReplayError> {
+    let reports = source.reader().reports();
+    let unscrubbed: Vec<_> =
+        reports.iter().filter(|r| r.header.as_ref().is_some_and(|h| h.scrub_fingerprint.is_none())).collect();
+    let Some(first) = unscrubbed.first() else { return Ok(()) };
+    let which = format!("{} of {} tape segments (first: {})", unscrubbed.len(), reports.len(), first.path.display());
+    if config.rewrite.keep_credentials {
+        return Err(ReplayError::Config(format!(
+            "{which} were not scrubbed: --keep-credentials would send production's own credentials to the target; \
+             scrub them first (`tapedeck scrub TAPES -o DIR`) or drop --keep-credentials"
+        )));
+    }
+    tracing::warn!(
+        "{which} were not scrubbed: their bodies, paths and headers are sent to the target as production recorded \
+         them (credentials and client addresses excepted); scrub them first with `tapedeck scrub TAPES -o DIR`"
+    );
+    Ok(())
+}
+
 struct Dispatcher {
     lanes: Vec<Lane>,
     wake: Arc<DispatcherWake>,
@@ -404,7 +427,7 @@ impl Dispatcher {
             }
         }
         state.outstanding.fetch_add(1, Ordering::AcqRel);
-        if lane.tx.send(Job { exchange, due, key }).is_err() {
+        if lane.tx.send(Job { exchange, due, key, own_headers: Vec::new() }).is_err() {
             state.outstanding.fetch_sub(1, Ordering::AcqRel);
         }
         true

@@ -97,6 +97,9 @@ pub struct ReplayConfig {
     pub results: Option<PathBuf>,
     /// Replay even at the authority the tapes were recorded from.
     pub allow_production_target: bool,
+    /// Accept a results directory shared with others (see
+    /// [`tapedeck_captures::files::check_private_dir`]).
+    pub allow_shared_dir: bool,
     /// Compare responses with the recording (and correlate sessions); `None` only replays.
     pub compare: Option<compare::CompareConfig>,
     /// Send a few safe requests per route twice to learn the target's own noise.
@@ -131,6 +134,7 @@ impl ReplayConfig {
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
             results: None,
             allow_production_target: false,
+            allow_shared_dir: false,
             compare: Some(compare::CompareConfig::default()),
             noise_probe: false,
             noise_model: Default::default(),

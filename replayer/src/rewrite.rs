@@ -28,6 +28,10 @@ pub struct Rewrite {
     pub set: Vec<(HeaderName, HeaderValue)>,
     /// Regex rewrites of the path and query, applied in order.
     pub paths: Vec<(Regex, String)>,
+    /// Send recorded credentials and client addresses as recorded (see [`is_withheld`]).
+    pub keep_credentials: bool,
+    /// Requests sent without some recorded credential or client address (shared by clones).
+    pub withheld: std::sync::Arc<std::sync::atomic::AtomicU64>,
     guard: std::sync::Arc<TargetGuard>,
 }
 
@@ -93,6 +97,19 @@ const DROP: [&str; 10] = [
     "host",
 ];
 
+/// Fields naming the client's address: production's users, and a trust decision that is
+/// staging's own to make.
+const CLIENT_ADDRESS: [&str; 6] =
+    ["x-forwarded-for", "forwarded", "x-real-ip", "true-client-ip", "cf-connecting-ip", "x-client-ip"];
+
+/// True for a recorded field a replay does not send unless told to (`--keep-credentials`):
+/// credentials (`Authorization`, `Cookie`, API keys, session and CSRF tokens: production's
+/// own on an unscrubbed tape, useless pseudonyms on a scrubbed one; `--set-header` supplies
+/// staging's) and client addresses.
+pub fn is_withheld(name: &str) -> bool {
+    CLIENT_ADDRESS.iter().any(|a| name.eq_ignore_ascii_case(a)) || tapedeck_captures::scrub::is_credential_header(name)
+}
+
 /// Parses `K: V` for `--set-header`, expanding `${VAR}` from the environment so
 /// credentials need not appear on the command line.
 pub fn parse_set_header(s: &str) -> Result<(HeaderName, HeaderValue), String> {
@@ -130,6 +147,13 @@ impl Rewrite {
             return Err(format!("--target {target}: only http and https are supported"));
         }
         let authority = target.authority().cloned().ok_or_else(|| format!("--target {target}: needs a host"))?;
+        if authority.as_str().contains('@') {
+            return Err(tapedeck_captures::scrub::userinfo_refused(
+                "--target",
+                &target.to_string(),
+                "send staging's credentials with --set-header 'Authorization: Basic ${STAGING_BASIC}'",
+            ));
+        }
         let host_value = HeaderValue::from_str(authority.as_str()).map_err(|e| e.to_string())?;
         Ok(Rewrite {
             scheme,
@@ -140,6 +164,8 @@ impl Rewrite {
             remove: Vec::new(),
             set: Vec::new(),
             paths: Vec::new(),
+            keep_credentials: false,
+            withheld: Default::default(),
             guard: Default::default(),
         })
     }
@@ -197,6 +223,13 @@ impl Rewrite {
 
     /// The request to send for `ex`.
     pub fn request(&self, ex: &Exchange) -> Result<Request<Full<Bytes>>, String> {
+        self.request_keeping(ex, &[])
+    }
+
+    /// The request to send for `ex`, keeping the recorded headers at the indexes `own`
+    /// even if withheld otherwise: correlation put the target's own values there (a
+    /// session token staging issued in this run).
+    pub fn request_keeping(&self, ex: &Exchange, own: &[usize]) -> Result<Request<Full<Bytes>>, String> {
         let req = &ex.request;
         let method =
             Method::from_bytes(req.method.as_bytes()).map_err(|_| format!("invalid method {:?}", req.method))?;
@@ -215,9 +248,14 @@ impl Rewrite {
             .map_err(|e| format!("cannot build a URL from {pq:?}: {e}"))?;
         let mut builder = Request::builder().method(method).uri(uri);
         let headers = builder.headers_mut().ok_or("invalid request")?;
-        for h in &req.headers {
+        let mut withheld = false;
+        for (i, h) in req.headers.iter().enumerate() {
             let Ok(name) = HeaderName::from_bytes(&h.name) else { continue };
             if DROP.contains(&name.as_str()) || h.name.starts_with(b":") {
+                continue;
+            }
+            if !self.keep_credentials && !own.contains(&i) && is_withheld(name.as_str()) {
+                withheld = true;
                 continue;
             }
             if let Ok(value) = HeaderValue::from_bytes(&h.value) {
@@ -236,6 +274,9 @@ impl Rewrite {
         headers.insert(header::HOST, host);
         for name in &self.remove {
             headers.remove(name);
+        }
+        if withheld {
+            self.withheld.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         for (name, value) in &self.set {
             headers.insert(name.clone(), value.clone());
@@ -268,6 +309,30 @@ mod tests {
             },
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn recorded_credentials_are_withheld_unless_kept_or_issued_by_the_target() {
+        let mut rw = Rewrite::new(&"http://staging:8080".parse().unwrap()).unwrap();
+        let mut ex = recorded();
+        ex.request.headers.push("Cookie", "sid=abc");
+        ex.request.headers.push("X-Forwarded-For", "203.0.113.9");
+        let sent = rw.request(&ex).unwrap();
+        for name in ["authorization", "cookie", "x-forwarded-for"] {
+            assert!(sent.headers().get(name).is_none(), "{name}");
+        }
+        assert_eq!(sent.headers()["x-trace"], "1");
+        assert_eq!(rw.withheld.load(std::sync::atomic::Ordering::Relaxed), 1);
+        // Correlation put staging's own session into the cookie (index 5): it is sent.
+        let sent = rw.request_keeping(&ex, &[5]).unwrap();
+        assert_eq!(sent.headers()["cookie"], "sid=abc");
+        assert!(sent.headers().get("authorization").is_none());
+        rw.keep_credentials = true;
+        let sent = rw.request(&ex).unwrap();
+        assert!(sent.headers().contains_key("authorization") && sent.headers().contains_key("x-forwarded-for"));
+        assert_eq!(rw.withheld.load(std::sync::atomic::Ordering::Relaxed), 2);
+        let creds = Rewrite::new(&"http://u:pw-123@staging".parse().unwrap()).unwrap_err();
+        assert!(!creds.contains("pw-123") && creds.contains("--set-header"), "{creds}");
     }
 
     #[test]

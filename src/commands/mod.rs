@@ -54,6 +54,38 @@ pub fn status(command: &str, line: std::fmt::Arguments<'_>) {
 ///
 /// A directory holding both recordings and replay results is read for its recordings,
 /// with a note ([`tapedeck_captures::tape::discover_recordings`]).
+/// A TOML file that does not parse: its name, the line, and the parser's message, never
+/// the file's text (a key file given by mistake as `--config` must not be printed).
+pub fn toml_error(what: &str, path: &std::path::Path, text: &str, e: &toml::de::Error) -> anyhow::Error {
+    let line = e
+        .span()
+        .map_or(String::new(), |s| format!(", line {}", text[..s.start.min(text.len())].matches('\n').count() + 1));
+    let hint =
+        if text.contains('=') { "" } else { " (this does not look like a TOML settings file: is it the right one?)" };
+    anyhow::anyhow!("{what} {}{line}: {}{hint}", path.display(), e.message().trim_end())
+}
+
+/// A secret (key) file that group or others can read: a warning, or an error when `strict`.
+pub fn check_secret_file(path: &std::path::Path, what: &str, strict: bool) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::metadata(path) else { return Ok(()) }; // reading it will say why
+    let mode = meta.mode() & 0o777;
+    if mode & 0o077 == 0 {
+        return Ok(());
+    }
+    let problem = format!(
+        "{what} {} can be read by {} (mode {mode:o}); `chmod 600 {}`",
+        path.display(),
+        if mode & 0o007 != 0 { "everyone" } else { "its group" },
+        path.display()
+    );
+    if strict {
+        bail!("{problem} (refused: --strict-perms)");
+    }
+    tracing::warn!("{problem}");
+    Ok(())
+}
+
 pub fn open_tapes(paths: &[PathBuf]) -> Result<TapeReader> {
     let reader = TapeReader::open(paths)?;
     for skipped in reader.skipped_results() {

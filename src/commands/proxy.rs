@@ -29,9 +29,14 @@ pub struct ProxyArgs {
     /// The service to forward to: `http://host:port` or `https://host:port[/prefix]`.
     #[arg(long, value_name = "URL")]
     pub upstream: Option<String>,
-    /// Directory for capture tapes; without it the proxy only forwards.
+    /// Directory for capture tapes (created with mode 0700); without it the proxy only
+    /// forwards.
     #[arg(long, value_name = "DIR")]
     pub capture_dir: Option<PathBuf>,
+    /// Accept a --capture-dir that is a symlink, writable by group or others, or owned by
+    /// another user (others could then read, replace or plant tapes).
+    #[arg(long)]
+    pub allow_shared_dir: bool,
     /// Admin listener for /metrics, /healthz, /readyz (`off` to disable).
     #[arg(long, value_name = "ADDR")]
     pub admin: Option<String>,
@@ -75,6 +80,10 @@ pub struct ProxyArgs {
     /// TLS private key (PEM) for the listener.
     #[arg(long, value_name = "PEM", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// Refuse to start when the scrub key or TLS key file can be read by group or others
+    /// (without it, a warning).
+    #[arg(long)]
+    pub strict_perms: bool,
     /// CA certificates (PEM) to trust for an https upstream [default: the system's].
     #[arg(long, value_name = "PEM")]
     pub upstream_ca: Option<PathBuf>,
@@ -157,13 +166,16 @@ impl ProxyArgs {
         let Some(path) = self.config.clone() else { return Ok(self) };
         let text =
             std::fs::read_to_string(&path).with_context(|| format!("cannot read config file {}", path.display()))?;
-        let mut file: ProxyArgs = toml::from_str(&text).map_err(|e| anyhow!("config file {}: {e}", path.display()))?;
+        let mut file: ProxyArgs =
+            toml::from_str(&text).map_err(|e| super::toml_error("config file", &path, &text, &e))?;
         prefer_flags!(self, file; listen, upstream, capture_dir, admin, sample, sample_key, sample_salt, max_capture_rps,
             max_body, tls_cert, tls_key, upstream_ca, host_header, forwarded_headers, trust_forwarded, header_timeout, connect_timeout,
             upstream_timeout, body_timeout, body_min_rate, idle_timeout, drain_timeout, queue_max, queue_max_bytes, segment_max_size, segment_max_age,
             instance, max_connections, max_header_size, workers, scrub_policy, scrub_key_file);
         self.preserve_header_case |= file.preserve_header_case;
         self.no_scrub |= file.no_scrub;
+        self.allow_shared_dir |= file.allow_shared_dir;
+        self.strict_perms |= file.strict_perms;
         prefer_lists!(self, file; include, exclude);
         Ok(self)
     }
@@ -207,7 +219,9 @@ pub(crate) fn build_config(args: ProxyArgs) -> Result<ProxyConfig> {
         .upstream
         .as_deref()
         .ok_or_else(|| anyhow!("--upstream is required (e.g. --upstream http://127.0.0.1:3000)"))?;
-    let upstream: http::Uri = upstream_text.parse().map_err(|e| anyhow!("--upstream {upstream_text:?}: {e}"))?;
+    let upstream: http::Uri = upstream_text
+        .parse()
+        .map_err(|e| anyhow!("--upstream {:?}: {e}", tapedeck_captures::scrub::redact_userinfo(upstream_text)))?;
     let mut config = ProxyConfig::new(listen, upstream);
     config.admin = match args.admin.as_deref() {
         Some("off" | "none" | "") => None,
@@ -229,6 +243,7 @@ pub(crate) fn build_config(args: ProxyArgs) -> Result<ProxyConfig> {
         config.sampling.exclude.push(rule.parse().map_err(|e| anyhow!("--exclude {e}"))?);
     }
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        super::check_secret_file(key, "TLS key", args.strict_perms)?;
         config.tls = Some(TlsFiles { cert: cert.clone(), key: key.clone() });
     } else if args.tls_cert.is_some() != args.tls_key.is_some() {
         bail!("--tls-cert and --tls-key go together");
@@ -266,6 +281,7 @@ pub(crate) fn build_config(args: ProxyArgs) -> Result<ProxyConfig> {
     config.limits.max_header_bytes = size("max-header-size", args.max_header_size.as_deref(), 64 << 10)? as usize;
     if let Some(dir) = &args.capture_dir {
         let mut capture = CaptureConfig::new(dir);
+        capture.writer.allow_shared_dir = args.allow_shared_dir;
         capture.max_body = size("max-body", args.max_body.as_deref(), 1 << 20)? as usize;
         if capture.max_body > 100 << 20 {
             bail!("--max-body {}: at most 100MiB per body can be captured", human::bytes(capture.max_body as u64));
@@ -282,7 +298,8 @@ pub(crate) fn build_config(args: ProxyArgs) -> Result<ProxyConfig> {
         }
         capture.writer.producer = concat!("tapedeck ", env!("CARGO_PKG_VERSION")).into();
         if !args.no_scrub {
-            let scrubber = load_scrubber(args.scrub_policy.as_deref(), args.scrub_key_file.as_deref())?;
+            let scrubber =
+                load_scrubber(args.scrub_policy.as_deref(), args.scrub_key_file.as_deref(), args.strict_perms)?;
             if !scrubber.has_key() {
                 tracing::warn!("{NO_KEY_NOTICE}");
             }

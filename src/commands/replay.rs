@@ -173,6 +173,19 @@ pub struct ReplayArgs {
     /// Replay even at the service the tapes were recorded from.
     #[arg(long)]
     pub allow_production_target: bool,
+    /// Send recorded credentials (Authorization, Cookie, API-key and session-token
+    /// headers) and client addresses (X-Forwarded-For, Forwarded, X-Real-IP) as recorded.
+    /// Without it they are withheld: use --set-header for staging's own credentials.
+    /// Refused for tapes that were not scrubbed.
+    #[arg(long)]
+    pub keep_credentials: bool,
+    /// Replace report files, and an earlier run in the --results directory, that exist.
+    #[arg(long)]
+    pub force: bool,
+    /// Accept a --results directory that is a symlink, writable by group or others, or
+    /// owned by another user.
+    #[arg(long)]
+    pub allow_shared_dir: bool,
     /// No live progress bar.
     #[arg(long)]
     pub no_progress: bool,
@@ -188,7 +201,8 @@ impl ReplayArgs {
         let Some(path) = self.config.clone() else { return Ok(self) };
         let text =
             std::fs::read_to_string(&path).with_context(|| format!("cannot read config file {}", path.display()))?;
-        let mut file: ReplayArgs = toml::from_str(&text).map_err(|e| anyhow!("config file {}: {e}", path.display()))?;
+        let mut file: ReplayArgs =
+            toml::from_str(&text).map_err(|e| super::toml_error("config file", &path, &text, &e))?;
         // The tempo is one setting: a --speed or --rate flag replaces the file's.
         if self.speed.is_some() || self.rate.is_some() {
             file.speed = None;
@@ -205,9 +219,41 @@ impl ReplayArgs {
         self.no_correlate |= file.no_correlate;
         self.no_scrub_results |= file.no_scrub_results;
         self.allow_production_target |= file.allow_production_target;
+        self.keep_credentials |= file.keep_credentials;
+        self.force |= file.force;
+        self.allow_shared_dir |= file.allow_shared_dir;
         self.no_progress |= file.no_progress;
         Ok(self)
     }
+}
+
+/// A results directory holds one run: an earlier run's report and results tapes are
+/// refused, or removed with `force`.
+fn prepare_results(dir: &std::path::Path, force: bool) -> Result<()> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Ok(()) };
+    let earlier: Vec<_> = entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| {
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            name == REPORT_FILE || (name.starts_with("replay-") && name.contains(".tape"))
+        })
+        .collect();
+    if earlier.is_empty() {
+        return Ok(());
+    }
+    if !force {
+        bail!(
+            "{} holds an earlier run ({} files: {REPORT_FILE}, replay-*.tape): pass --force to replace it, or \
+             choose a new --results directory",
+            dir.display(),
+            earlier.len()
+        );
+    }
+    for p in earlier {
+        std::fs::remove_file(&p).with_context(|| format!("cannot remove the earlier run's {}", p.display()))?;
+    }
+    Ok(())
 }
 
 fn config(args: &ReplayArgs) -> Result<ReplayConfig> {
@@ -217,7 +263,8 @@ fn config(args: &ReplayArgs) -> Result<ReplayConfig> {
     let target = args.target.as_deref().ok_or_else(|| {
         anyhow!("--target is required: where to replay, e.g. --target http://staging:8080 (never production)")
     })?;
-    let target: http::Uri = target.parse().map_err(|e| anyhow!("--target {target:?}: {e}"))?;
+    let target: http::Uri =
+        target.parse().map_err(|e| anyhow!("--target {:?}: {e}", tapedeck_captures::scrub::redact_userinfo(target)))?;
     let mut c = ReplayConfig::new(args.paths.clone(), target)?;
     c.pacing = match args.rate {
         Some(r) if r > 0.0 && r.is_finite() => Pacing::Rate { per_sec: r },
@@ -289,6 +336,8 @@ fn config(args: &ReplayArgs) -> Result<ReplayConfig> {
     }
     c.results = args.results.clone();
     c.allow_production_target = args.allow_production_target;
+    c.allow_shared_dir = args.allow_shared_dir;
+    c.rewrite.keep_credentials = args.keep_credentials;
     c.compare = if args.no_compare {
         if args.noise_probe || args.noise_model.is_some() || !args.ignore.is_empty() || args.compare_config.is_some() {
             bail!("--no-compare turns comparison off; drop it to use --ignore, --noise-probe, --noise-model or --compare-config");
@@ -315,7 +364,8 @@ fn config(args: &ReplayArgs) -> Result<ReplayConfig> {
         );
         None
     } else {
-        let scrubber = super::scrub::load_scrubber(args.scrub_policy.as_deref(), args.scrub_key_file.as_deref())?;
+        let scrubber =
+            super::scrub::load_scrubber(args.scrub_policy.as_deref(), args.scrub_key_file.as_deref(), false)?;
         if args.results.is_some() && !scrubber.has_key() {
             eprintln!("note: results are scrubbed; {}", super::scrub::NO_KEY_NOTICE);
         }
@@ -401,6 +451,13 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode> {
         }
     }
     let gates = parse_gates(&args.gate)?;
+    // Outputs that cannot be written are refused before the replay, not after it.
+    let outputs =
+        Outputs { json: args.report.clone(), html: args.html.clone(), junit: args.junit.clone(), force: args.force };
+    outputs.check()?;
+    if let Some(dir) = &config.results {
+        prepare_results(dir, args.force)?;
+    }
     if !gates.is_empty() && config.compare.is_none() && gates.iter().any(|g| g.text.contains("diff")) {
         bail!("--gate on differences needs the comparison; drop --no-compare");
     }
@@ -420,7 +477,7 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode> {
     print!("{}", report.render(args.top.unwrap_or(20)));
     if let (Some(dir), Some(_)) = (&config.results, &report.results) {
         // Beside the responses, so `tapedeck report DIR` can re-render without replaying.
-        if let Err(e) = report.save(&dir.join(REPORT_FILE)) {
+        if let Err(e) = report.save(&dir.join(REPORT_FILE), args.force) {
             eprintln!("tapedeck replay: {e}");
         }
     }
@@ -430,7 +487,13 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode> {
             Err(e) => eprintln!("tapedeck replay: {e}"),
         }
     }
-    let outputs = Outputs { json: args.report.clone(), html: args.html.clone(), junit: args.junit.clone() };
+    let withheld = config.rewrite.withheld.load(Ordering::Relaxed);
+    if withheld > 0 {
+        println!(
+            "  note: {withheld} requests were sent without their recorded credentials or client addresses \
+             (--set-header supplies staging's own; --keep-credentials sends them as recorded)"
+        );
+    }
     outputs.write(&report)?;
     if report.results_failed > 0 {
         bail!(

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
+use tapedeck_captures::files;
 use tapedeck_replayer::compare::gate::Gate;
 use tapedeck_replayer::compare::{CompareConfig, CompareFile};
 use tapedeck_replayer::report::{baseline, html, junit, ReplayReport};
@@ -40,31 +41,48 @@ pub struct ReportArgs {
     /// Routes listed in the table.
     #[arg(long, default_value_t = 20)]
     pub top: usize,
+    /// Replace report files that exist.
+    #[arg(long)]
+    pub force: bool,
 }
 
-/// Where a report goes besides the terminal.
+/// Where a report goes besides the terminal. Each file is written new (mode 0600) and
+/// renamed into place; an existing one is replaced only with `force`.
 #[derive(Debug, Default)]
 pub struct Outputs {
     pub json: Option<PathBuf>,
     pub html: Option<PathBuf>,
     pub junit: Option<PathBuf>,
+    pub force: bool,
 }
 
 impl Outputs {
+    fn each(&self) -> impl Iterator<Item = &PathBuf> {
+        [&self.json, &self.html, &self.junit].into_iter().flatten()
+    }
+
+    /// Checks that every output can be written, before the work that produces them.
+    pub fn check(&self) -> Result<()> {
+        for path in self.each() {
+            files::check_output(path, self.force)?;
+        }
+        Ok(())
+    }
+
     /// Writes every requested form, saying where.
     pub fn write(&self, report: &ReplayReport) -> Result<()> {
         if let Some(path) = &self.json {
-            report.save(path).map_err(|e| anyhow!(e))?;
+            report.save(path, self.force).map_err(|e| anyhow!(e))?;
             println!("  JSON report written to {}", path.display());
         }
         if let Some(path) = &self.html {
-            std::fs::write(path, html::render(report))
-                .with_context(|| format!("cannot write the HTML report to {}", path.display()))?;
+            files::write_output_bytes(path, self.force, html::render(report).as_bytes())
+                .context("writing the HTML report")?;
             println!("  HTML report written to {} (open it in a browser)", path.display());
         }
         if let Some(path) = &self.junit {
-            std::fs::write(path, junit::render(report))
-                .with_context(|| format!("cannot write the JUnit report to {}", path.display()))?;
+            files::write_output_bytes(path, self.force, junit::render(report).as_bytes())
+                .context("writing the JUnit report")?;
             println!("  JUnit report written to {}", path.display());
         }
         Ok(())
@@ -81,7 +99,7 @@ pub fn compare_config(path: Option<&Path>) -> Result<CompareConfig> {
     let Some(path) = path else { return Ok(CompareConfig::default()) };
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read compare config {}", path.display()))?;
-    let file: CompareFile = toml::from_str(&text).map_err(|e| anyhow!("compare config {}: {e}", path.display()))?;
+    let file: CompareFile = toml::from_str(&text).map_err(|e| super::toml_error("compare config", path, &text, &e))?;
     CompareConfig::from_file(file).map_err(|e| anyhow!("compare config {}: {e}", path.display()))
 }
 
@@ -95,6 +113,8 @@ fn load(path: &Path) -> Result<ReplayReport> {
 
 pub fn run(args: ReportArgs) -> Result<ExitCode> {
     let gates = parse_gates(&args.gate)?;
+    let outputs = Outputs { json: args.report, html: args.html, junit: args.junit, force: args.force };
+    outputs.check()?;
     let mut report = match (&args.results, &args.baseline[..]) {
         (None, []) => bail!("which run? give a results directory or a report JSON (or --baseline OLD NEW)"),
         (Some(_), [_, _]) => bail!("--baseline OLD NEW already names both runs; drop RESULTS or NEW"),
@@ -110,6 +130,6 @@ pub fn run(args: ReportArgs) -> Result<ExitCode> {
     };
     report.apply_gates(&gates);
     print!("{}", report.render(args.top));
-    Outputs { json: args.report, html: args.html, junit: args.junit }.write(&report)?;
+    outputs.write(&report)?;
     Ok(if report.gates_passed() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }

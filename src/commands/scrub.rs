@@ -41,10 +41,15 @@ pub struct ScrubArgs {
     /// Print the built-in policy, with comments, and exit.
     #[arg(long)]
     pub print_default_policy: bool,
+    /// Accept an --out directory that is a symlink, writable by group or others, or
+    /// owned by another user.
+    #[arg(long)]
+    pub allow_shared_dir: bool,
 }
 
-/// Loads the policy file (over the defaults) and the key (file, else environment).
-pub fn load_scrubber(policy: Option<&Path>, key_file: Option<&Path>) -> Result<Scrubber> {
+/// Loads the policy file (over the defaults) and the key (file, else environment). A key
+/// file others can read is warned about, or refused with `strict_perms`.
+pub fn load_scrubber(policy: Option<&Path>, key_file: Option<&Path>, strict_perms: bool) -> Result<Scrubber> {
     let policy = match policy {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -54,19 +59,38 @@ pub fn load_scrubber(policy: Option<&Path>, key_file: Option<&Path>) -> Result<S
         None => Policy::defaults(),
     };
     let key = match key_file {
-        Some(path) => Some(std::fs::read(path).with_context(|| format!("cannot read scrub key {}", path.display()))?),
+        Some(path) => {
+            super::check_secret_file(path, "scrub key", strict_perms)?;
+            Some(std::fs::read(path).with_context(|| format!("cannot read scrub key {}", path.display()))?)
+        }
         None => std::env::var_os(KEY_ENV).map(|v| v.into_encoded_bytes()),
     };
     let key = key.map(|k| k.trim_ascii().to_vec());
     if let Some(k) = &key {
-        if k.len() < 16 {
-            bail!(
-                "the scrub key is {} bytes; use at least 16 random bytes (e.g. `head -c 32 /dev/urandom | base64`)",
-                k.len()
-            );
-        }
+        check_key_strength(k)?;
     }
     Ok(Scrubber::new(&policy, key.as_deref()))
+}
+
+/// How to make a good key, for messages.
+const KEY_ADVICE: &str = "use 32 random bytes, e.g. `head -c 32 /dev/urandom | base64 > scrub.key`";
+
+/// Refuses keys that could be guessed: tokens are HMACs under the key, so anyone holding a
+/// capture and one value they know (their own e-mail) can test guesses offline.
+fn check_key_strength(key: &[u8]) -> Result<()> {
+    if key.len() < 16 {
+        bail!("the scrub key is {} bytes; {KEY_ADVICE}", key.len());
+    }
+    let mut seen = [false; 256];
+    key.iter().for_each(|b| seen[usize::from(*b)] = true);
+    let distinct = seen.iter().filter(|s| **s).count();
+    if distinct < 10 {
+        bail!("the scrub key uses only {distinct} different bytes: it looks like a pattern, not a random key; {KEY_ADVICE}");
+    }
+    if key.len() < 32 {
+        tracing::warn!("the scrub key is {} bytes; {KEY_ADVICE}", key.len());
+    }
+    Ok(())
 }
 
 /// The notice printed when `hash` rules will redact for lack of a key.
@@ -78,7 +102,7 @@ pub fn run(args: ScrubArgs) -> Result<ExitCode> {
         print!("{DEFAULT_POLICY}");
         return Ok(ExitCode::SUCCESS);
     }
-    let scrubber = load_scrubber(args.policy.as_deref(), args.key_file.as_deref())?;
+    let scrubber = load_scrubber(args.policy.as_deref(), args.key_file.as_deref(), false)?;
     if args.check {
         return check(&args.paths, &scrubber);
     }
@@ -91,6 +115,7 @@ pub fn run(args: ScrubArgs) -> Result<ExitCode> {
     config.prefix = "scrubbed".into();
     config.kind = TapeKind::Scrubbed;
     config.scrub_fingerprint = Some(scrubber.fingerprint());
+    config.allow_shared_dir = args.allow_shared_dir;
     let mut writer = TapeWriter::new(config)?;
     let mut count = 0u64;
     let mut hits: std::collections::BTreeMap<String, u64> = Default::default();

@@ -8,7 +8,7 @@
 
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 
 /// The marker `redact` writes.
 pub const REDACTED: &str = "[REDACTED]";
@@ -49,9 +49,12 @@ impl Keyer {
         let key = key.filter(|k| !k.is_empty());
         Keyer {
             mac: key.and_then(|k| Hmac::<Sha256>::new_from_slice(k).ok()),
-            fingerprint: key.map(|k| {
-                let digest = Sha256::new().chain_update(b"tapedeck scrub key fingerprint\0").chain_update(k).finalize();
-                hex::encode(&digest[..6])
+            // Keyed (an HMAC of a fixed label under the key), so it can be compared with
+            // another run's without saying anything about the key but "the same".
+            fingerprint: key.and_then(|k| {
+                let mac = Hmac::<Sha256>::new_from_slice(k).ok()?;
+                let digest = mac.chain_update(b"tapedeck scrub key fingerprint v2").finalize().into_bytes();
+                Some(format!("h{}", hex::encode(&digest[..6])))
             }),
         }
     }

@@ -25,6 +25,29 @@ pub mod json;
 pub mod jsonpath;
 mod keys;
 mod names;
+
+pub use names::is_credential_header;
+
+/// `url` with its userinfo (`user:password@`) shown as `***@`, for messages: a URL given on
+/// the command line may carry credentials, which are never echoed.
+pub fn redact_userinfo(url: &str) -> std::borrow::Cow<'_, str> {
+    let start = url.find("://").map_or(0, |i| i + 3);
+    let end = url[start..].find(['/', '?', '#']).map_or(url.len(), |i| start + i);
+    match url[start..end].rfind('@') {
+        Some(at) => format!("{}***{}", &url[..start], &url[start + at..]).into(),
+        None => url.into(),
+    }
+}
+
+/// The error for a URL that carries credentials, which tapedeck neither sends nor stores:
+/// `flag` names where it came from, `instead` says what to do.
+pub fn userinfo_refused(flag: &str, url: &str, instead: &str) -> String {
+    format!(
+        "{flag} {}: credentials in the URL are not supported (they would be printed and recorded, and are never \
+         sent); {instead}",
+        redact_userinfo(url)
+    )
+}
 pub mod policy;
 pub mod xml;
 

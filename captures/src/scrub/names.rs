@@ -167,6 +167,16 @@ pub(crate) fn is_secret_name(name: &str) -> bool {
     })
 }
 
+/// True when a request header named `name` carries a credential: `Authorization`,
+/// `Proxy-Authorization`, `Cookie`, or a name that says secret (`X-Api-Key`,
+/// `X-Auth-Token`, `X-Session-Id`, `X-CSRF-Token`). A replay does not send these as
+/// recorded: they are production's (or their pseudonyms), never staging's.
+pub fn is_credential_header(name: &str) -> bool {
+    // Most names hold none of the words: decide those without splitting them.
+    let holds = |word: &str| name.as_bytes().windows(word.len()).any(|w| w.eq_ignore_ascii_case(word.as_bytes()));
+    (SECRET_WORDS.iter().any(|w| holds(w)) || holds("key")) && is_secret_name(name)
+}
+
 /// The words of a name, lower case: `X-Session-Id` → x, session, id; `accessKey` → access,
 /// key; `csrftoken` → csrftoken.
 fn words(name: &str) -> Vec<String> {
@@ -191,4 +201,42 @@ fn words(name: &str) -> Vec<String> {
         out.push(current);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credential_headers_are_told_from_ordinary_ones() {
+        for name in [
+            "authorization",
+            "Proxy-Authorization",
+            "cookie",
+            "X-Api-Key",
+            "x-auth-token",
+            "X-Session-Id",
+            "x-csrf-token",
+            "X-XSRF-TOKEN",
+            "x-amz-security-token",
+            "X-Access-Key",
+            "x-hub-signature-256",
+        ] {
+            assert!(is_credential_header(name), "{name}");
+        }
+        for name in [
+            "accept",
+            "content-type",
+            "user-agent",
+            "x-request-id",
+            "x-forwarded-proto",
+            "if-none-match",
+            "keep-alive",
+            "x-keyword",
+            "sec-fetch-site",
+            "x-author-id",
+        ] {
+            assert!(!is_credential_header(name), "{name}");
+        }
+    }
 }

@@ -444,3 +444,15 @@ fn card_numbers_grouped_by_dots_are_found() {
     assert!(!out.contains("4111.1111.1111.1111"), "{out}");
     assert!(out.contains("2024.1001.1203.7"), "{out}");
 }
+
+#[test]
+fn userinfo_is_never_echoed() {
+    use super::redact_userinfo;
+    assert_eq!(redact_userinfo("http://user:s3cret@db.internal:5432/x?y#z"), "http://***@db.internal:5432/x?y#z");
+    assert_eq!(redact_userinfo("https://a@b@host"), "https://***@host");
+    assert_eq!(redact_userinfo("user:s3cret@host:80"), "***@host:80");
+    assert_eq!(redact_userinfo("http://host/path@x"), "http://host/path@x");
+    assert_eq!(redact_userinfo("http://host:80"), "http://host:80");
+    let refused = super::userinfo_refused("--upstream", "http://u:hunter22@h", "drop them");
+    assert!(!refused.contains("hunter22") && refused.contains("http://***@h"), "{refused}");
+}

@@ -53,6 +53,9 @@ pub struct WriterConfig {
     /// fsync after every block (durable against power loss, slower); segments are always
     /// fsynced when closed.
     pub sync_every_block: bool,
+    /// Accept a directory that is a symlink, writable by group or others, or owned by
+    /// another user (see [`crate::files::check_private_dir`]).
+    pub allow_shared_dir: bool,
 }
 
 impl WriterConfig {
@@ -73,6 +76,7 @@ impl WriterConfig {
             segment_max_bytes: 256 << 20,
             segment_max_age: Duration::from_secs(3600),
             zstd_level: 3,
+            allow_shared_dir: false,
             sync_every_block: false,
         }
     }
@@ -384,6 +388,7 @@ impl TapeWriter {
         #[cfg(unix)]
         std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
         builder.create(&config.dir).map_err(|e| TapeError::io(&config.dir, "creating capture directory", e))?;
+        crate::files::check_private_dir(&config.dir, config.allow_shared_dir)?;
         let compressor = zstd::bulk::Compressor::new(config.zstd_level)
             .map_err(|e| TapeError::io(&config.dir, "initialising zstd", e))?;
         Ok(TapeWriter {

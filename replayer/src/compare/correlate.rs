@@ -151,8 +151,9 @@ impl Vars {
         }
     }
 
-    /// Puts the target's values into `request`; returns how many places changed.
-    pub fn apply(&self, request: &mut Request) -> usize {
+    /// Puts the target's values into `request`; returns how many places changed and adds
+    /// the indexes of the headers it changed to `headers`.
+    pub fn apply(&self, request: &mut Request, headers: &mut Vec<usize>) -> usize {
         if self.map.is_empty() {
             return 0;
         }
@@ -161,13 +162,14 @@ impl Vars {
             request.target = t;
             n += 1;
         }
-        for h in request.headers.0.iter_mut() {
+        for (i, h) in request.headers.0.iter_mut().enumerate() {
             let name = h.name.to_ascii_lowercase();
             if matches!(&name[..], b"host" | b"content-length") {
                 continue;
             }
             if let Some(v) = std::str::from_utf8(&h.value).ok().and_then(|v| self.replace(v)) {
                 h.value = v.into_bytes().into();
+                headers.push(i);
                 n += 1;
             }
         }
@@ -348,7 +350,9 @@ mod tests {
             body: Body::full(br#"{"order_id":1042}"#.to_vec()),
             ..Default::default()
         };
-        assert_eq!(vars.apply(&mut req), 3);
+        let mut headers = Vec::new();
+        assert_eq!(vars.apply(&mut req, &mut headers), 3);
+        assert_eq!(headers.len(), 1);
         assert_eq!(req.target, "/orders/5001?ref=B9&page=10420");
         assert_eq!(req.headers.get_str("x-csrf-token"), Some("zzz999"));
         assert_eq!(&req.body.data[..], br#"{"order_id":5001}"#);

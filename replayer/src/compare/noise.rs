@@ -66,15 +66,14 @@ impl NoiseModel {
         Ok(m)
     }
 
-    /// Writes the model as JSON (atomically: a temporary file, then a rename).
+    /// Writes the model as JSON: a new file (mode 0600) renamed over the old model, so a
+    /// failed write leaves the old one whole and a planted symlink is replaced, not followed.
     pub fn save(&self, path: &Path) -> Result<(), String> {
         let mut m = self.clone();
         m.version = 1;
         let text = serde_json::to_string_pretty(&m).map_err(|e| e.to_string())?;
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, text)
-            .and_then(|()| std::fs::rename(&tmp, path))
-            .map_err(|e| format!("cannot write noise model {}: {e}", path.display()))
+        tapedeck_captures::files::write_output_bytes(path, true, text.as_bytes())
+            .map_err(|e| format!("noise model: {e}"))
     }
 
     /// Marks `key` of `route` noisy (the first source is kept).

@@ -421,10 +421,11 @@ impl ReplayReport {
         serde_json::from_value(value).map_err(|e| format!("{} is not a tapedeck replay report: {e}", file.display()))
     }
 
-    /// Writes the report as pretty JSON.
-    pub fn save(&self, path: &std::path::Path) -> Result<(), String> {
-        let text = serde_json::to_string_pretty(self).map_err(|e| e.to_string())?;
-        std::fs::write(path, text + "\n").map_err(|e| format!("cannot write {}: {e}", path.display()))
+    /// Writes the report as pretty JSON: a new file (mode 0600) renamed into place, over an
+    /// existing one only when `replace` is true.
+    pub fn save(&self, path: &std::path::Path, replace: bool) -> Result<(), String> {
+        let text = serde_json::to_string_pretty(self).map_err(|e| e.to_string())? + "\n";
+        tapedeck_captures::files::write_output_bytes(path, replace, text.as_bytes()).map_err(|e| e.to_string())
     }
 
     /// The terminal summary, with at most `top` routes in the table.

@@ -160,6 +160,8 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
         scrub_key_file: Some(key_file.clone()),
         gate: gates.iter().map(|g| g.to_string()).collect(),
         top: Some(12),
+        // The demo's own directory: what an earlier demo wrote is replaced.
+        force: true,
         ..Default::default()
     };
     crate::commands::replay::run(replay_args)?;
@@ -239,6 +241,7 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
 /// Creates the demo directory, or clears what a previous demo run wrote in it. Refuses to
 /// touch a directory that holds tapes but is not the demo's own.
 fn prepare(root: &Path, dirs: &[&PathBuf]) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
     let marker = root.join(MARKER);
     for dir in dirs {
         if dir.exists() {
@@ -250,7 +253,11 @@ fn prepare(root: &Path, dirs: &[&PathBuf]) -> Result<()> {
                 fs::remove_file(&t).with_context(|| format!("cannot remove old demo tape {}", t.display()))?;
             }
         }
-        fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
     }
     fs::write(&marker, "This directory was written by `tapedeck demo` and is cleared when it runs again.\n")
         .with_context(|| format!("cannot write {}", marker.display()))?;

@@ -1,0 +1,271 @@
+//! Files tapedeck writes beside its tapes (exports, reports, the noise model, write probes)
+//! and the directories tapes go into.
+//!
+//! Every output is created new in its target's own directory (`O_EXCL`, a random name, mode
+//! 0600), written completely, then renamed into place. So a planted symlink is replaced,
+//! never followed; a failed write never leaves a half-written file under the requested name;
+//! and an existing file is replaced only when the user said so (`--force`). A directory that
+//! holds tapes must be the user's own: not a symlink, not writable by group or others, owned
+//! by the user (or root), unless they opt out (`--allow-shared-dir`), because whoever can
+//! write into it can plant files that tapedeck would read back as production traffic.
+
+use std::fs;
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+/// Why an output could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum OutputError {
+    /// The output exists and replacing it was not allowed.
+    #[error("{} already exists: pass --force to replace it, or choose another name", path.display())]
+    Exists {
+        /// The output.
+        path: PathBuf,
+    },
+    /// The output names a directory.
+    #[error("{} is a directory: name a file to write", path.display())]
+    IsDirectory {
+        /// The output.
+        path: PathBuf,
+    },
+    /// Creating, writing or renaming failed.
+    #[error("cannot write {}: {source}{hint}", path.display())]
+    Io {
+        /// The output.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+        /// What to do, starting with "; " (empty when there is nothing to say).
+        hint: &'static str,
+    },
+}
+
+impl OutputError {
+    fn io(path: &Path, source: io::Error) -> Self {
+        let hint = match source.kind() {
+            io::ErrorKind::NotFound => "; check that its directory exists",
+            io::ErrorKind::PermissionDenied => "; check that its directory is writable by this user",
+            _ => "",
+        };
+        OutputError::Io { path: path.to_path_buf(), source, hint }
+    }
+}
+
+/// Checks, before the work that produces it starts, that `path` can be written: it does not
+/// exist (or `force`), is not a directory, and its directory exists.
+pub fn check_output(path: &Path, force: bool) -> Result<(), OutputError> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => return Err(OutputError::IsDirectory { path: path.to_path_buf() }),
+        Ok(_) if !force => return Err(OutputError::Exists { path: path.to_path_buf() }),
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(OutputError::io(path, e)),
+    }
+    let dir = parent(path);
+    match fs::metadata(dir) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => {
+            Err(OutputError::io(path, io::Error::new(io::ErrorKind::NotADirectory, "its parent is not a directory")))
+        }
+        Err(e) => Err(OutputError::io(path, e)),
+    }
+}
+
+/// Writes `path` through `write` into a new private file beside it, then renames it into
+/// place: over an existing file only when `replace` is true. Returns what `write` returned.
+pub fn write_output<T>(
+    path: &Path,
+    replace: bool,
+    write: impl FnOnce(&mut dyn Write) -> io::Result<T>,
+) -> Result<T, OutputError> {
+    if fs::symlink_metadata(path).is_ok_and(|m| m.is_dir()) {
+        return Err(OutputError::IsDirectory { path: path.to_path_buf() });
+    }
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "output".into());
+    let tmp = tempfile::Builder::new()
+        .prefix(&format!(".{name}."))
+        .suffix(".tmp")
+        .tempfile_in(parent(path))
+        .map_err(|e| OutputError::io(path, e))?;
+    let mut out = BufWriter::with_capacity(256 << 10, tmp);
+    let value = write(&mut out).and_then(|v| out.flush().map(|()| v)).map_err(|e| OutputError::io(path, e))?;
+    let tmp = out.into_inner().map_err(|e| OutputError::io(path, e.into_error()))?;
+    // A write that failed left `tmp`, which removes itself when dropped.
+    let persisted = if replace { tmp.persist(path) } else { tmp.persist_noclobber(path) };
+    match persisted {
+        Ok(_) => Ok(value),
+        Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => {
+            Err(OutputError::Exists { path: path.to_path_buf() })
+        }
+        Err(e) => Err(OutputError::io(path, e.error)),
+    }
+}
+
+/// [`write_output`] of bytes already in memory.
+pub fn write_output_bytes(path: &Path, replace: bool, bytes: &[u8]) -> Result<(), OutputError> {
+    write_output(path, replace, |out| out.write_all(bytes))
+}
+
+fn parent(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+/// Why a directory may not hold tapes.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {problem}; {advice}", dir.display())]
+pub struct SharedDirError {
+    /// The directory.
+    pub dir: PathBuf,
+    /// What is wrong with it.
+    pub problem: String,
+    /// What to do.
+    pub advice: &'static str,
+}
+
+const SHARED_DIR_ADVICE: &str = "tapes there could be read, replaced or planted by others; make it yours \
+     (`chmod 700 DIR`), name a new directory (tapedeck creates it with mode 0700), or pass --allow-shared-dir if \
+     this is intended";
+
+/// Checks that `dir` (which exists) is private to this user: not a symlink, not writable by
+/// group or others, owned by this user or by root. `allow_shared` skips the check.
+pub fn check_private_dir(dir: &Path, allow_shared: bool) -> Result<(), SharedDirError> {
+    if allow_shared {
+        return Ok(());
+    }
+    let refuse = |problem: String| SharedDirError { dir: dir.to_path_buf(), problem, advice: SHARED_DIR_ADVICE };
+    // A trailing slash would make lstat follow the link: ask about the name itself.
+    let name = dir.components().as_path();
+    let meta = match fs::symlink_metadata(name) {
+        Ok(m) => m,
+        Err(e) => return Err(refuse(format!("cannot inspect it: {e}"))),
+    };
+    if meta.file_type().is_symlink() {
+        let target = fs::canonicalize(name).map(|t| format!(" (to {})", t.display())).unwrap_or_default();
+        return Err(refuse(format!("is a symbolic link{target}: name the real directory")));
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let mode = meta.mode() & 0o7777;
+        if mode & 0o022 != 0 {
+            let who = if mode & 0o002 != 0 { "everyone" } else { "its group" };
+            return Err(refuse(format!("is writable by {who} (mode {mode:o})")));
+        }
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let me = unsafe { libc::geteuid() };
+        if meta.uid() != me && meta.uid() != 0 {
+            return Err(refuse(format!("belongs to user id {}, not to this user ({me})", meta.uid())));
+        }
+    }
+    Ok(())
+}
+
+/// Proves that `dir` is writable by creating and removing a file with a random name
+/// (`O_EXCL`: never through a planted symlink, never over an existing file).
+pub fn write_probe(dir: &Path) -> io::Result<()> {
+    let mut probe = tempfile::Builder::new().prefix(".tapedeck-write-test-").tempfile_in(dir)?;
+    probe.write_all(b"ok")?;
+    probe.close()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn outputs_are_new_private_files_and_replace_only_when_told() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("report.json");
+        check_output(&out, false).unwrap();
+        write_output_bytes(&out, false, b"one").unwrap();
+        assert_eq!(fs::read(&out).unwrap(), b"one");
+        assert_eq!(fs::metadata(&out).unwrap().permissions().mode() & 0o777, 0o600);
+
+        let exists = check_output(&out, false).unwrap_err();
+        assert!(exists.to_string().contains("already exists: pass --force"), "{exists}");
+        assert!(matches!(write_output_bytes(&out, false, b"two"), Err(OutputError::Exists { .. })));
+        assert_eq!(fs::read(&out).unwrap(), b"one");
+        check_output(&out, true).unwrap();
+        write_output_bytes(&out, true, b"two").unwrap();
+        assert_eq!(fs::read(&out).unwrap(), b"two");
+        // Nothing but the output is left behind.
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_planted_symlink_is_replaced_never_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        fs::write(&victim, b"precious").unwrap();
+        let out = dir.path().join("out.html");
+        std::os::unix::fs::symlink(&victim, &out).unwrap();
+        assert!(matches!(check_output(&out, false), Err(OutputError::Exists { .. })));
+        assert!(matches!(write_output_bytes(&out, false, b"x"), Err(OutputError::Exists { .. })));
+        write_output_bytes(&out, true, b"report").unwrap();
+        assert_eq!(fs::read(&victim).unwrap(), b"precious");
+        assert!(!fs::symlink_metadata(&out).unwrap().file_type().is_symlink());
+        assert_eq!(fs::read(&out).unwrap(), b"report");
+        // A dangling link is refused the same way.
+        let dangling = dir.path().join("dangling");
+        std::os::unix::fs::symlink(dir.path().join("nowhere"), &dangling).unwrap();
+        assert!(matches!(check_output(&dangling, false), Err(OutputError::Exists { .. })));
+    }
+
+    #[test]
+    fn a_failed_write_leaves_neither_output_nor_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("export.har");
+        let err = write_output(&out, false, |w| {
+            w.write_all(b"half")?;
+            Err::<(), _>(io::Error::other("disk full"))
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("disk full"), "{err}");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+        let missing = check_output(&dir.path().join("no/such/dir/x"), false).unwrap_err();
+        assert!(missing.to_string().contains("check that its directory exists"), "{missing}");
+        assert!(matches!(check_output(dir.path(), true), Err(OutputError::IsDirectory { .. })));
+    }
+
+    #[test]
+    fn directories_shared_with_others_or_reached_by_a_link_are_refused() {
+        let root = tempfile::tempdir().unwrap();
+        let own = root.path().join("own");
+        fs::create_dir(&own).unwrap();
+        fs::set_permissions(&own, fs::Permissions::from_mode(0o700)).unwrap();
+        check_private_dir(&own, false).unwrap();
+
+        for (mode, who) in [(0o777, "everyone"), (0o770, "its group"), (0o1777, "everyone")] {
+            fs::set_permissions(&own, fs::Permissions::from_mode(mode)).unwrap();
+            let err = check_private_dir(&own, false).unwrap_err().to_string();
+            assert!(err.contains(who) && err.contains("--allow-shared-dir"), "{mode:o}: {err}");
+            check_private_dir(&own, true).unwrap();
+        }
+        fs::set_permissions(&own, fs::Permissions::from_mode(0o755)).unwrap();
+        check_private_dir(&own, false).unwrap();
+
+        let link = root.path().join("link");
+        std::os::unix::fs::symlink(&own, &link).unwrap();
+        for spelling in [link.clone(), PathBuf::from(format!("{}/", link.display()))] {
+            let err = check_private_dir(&spelling, false).unwrap_err().to_string();
+            assert!(err.contains("symbolic link") && err.contains("own"), "{err}");
+        }
+    }
+
+    #[test]
+    fn the_write_probe_never_touches_an_existing_name() {
+        let dir = tempfile::tempdir().unwrap();
+        write_probe(dir.path()).unwrap();
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o500)).unwrap();
+        // Root can write anyway; the probe must then still leave nothing behind.
+        let _ = write_probe(dir.path());
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o700)).unwrap();
+    }
+}

@@ -1,0 +1,313 @@
+//! SECURITY.md's promises, tried as an attacker would: planted symlinks for every file
+//! tapedeck writes, shared capture directories, production credentials on tapes replayed to
+//! staging, keys and URLs that must never be echoed, key files others can read.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::Path;
+use std::process::{Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::proxy::KillOnDrop;
+use common::upstream::Upstream;
+use common::*;
+use tapedeck_captures::exchange::{Body, Headers, Request, Response};
+use tapedeck_captures::Exchange;
+
+/// Runs `tapedeck ARGS` that is expected to stop by itself within `limit` (a proxy that
+/// should refuse to start); fails the test if it is still running then.
+fn run_briefly(args: &[&str], limit: Duration) -> Output {
+    let mut child =
+        KillOnDrop(tapedeck().args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("runs"));
+    let drain = |pipe: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = pipe.map(|mut p| p.read_to_end(&mut buf));
+            buf
+        })
+    };
+    let stdout = drain(child.0.stdout.take().map(|p| Box::new(p) as _));
+    let stderr = drain(child.0.stderr.take().map(|p| Box::new(p) as _));
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "tapedeck {args:?} did not stop by itself");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Output { status, stdout: stdout.join().unwrap(), stderr: stderr.join().unwrap() }
+}
+
+fn mode(path: &Path) -> u32 {
+    fs::symlink_metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+/// An exchange as production sent it: real credentials, a client address, an ordinary
+/// header.
+fn with_credentials(i: u64) -> Exchange {
+    let mut headers = Headers::new();
+    headers.push("host", "api.example");
+    headers.push("authorization", "Bearer prod-secret-token-0123456789");
+    headers.push("cookie", "sid=prod-session-abcdef0123456789");
+    headers.push("x-api-key", "prod-api-key-9876543210");
+    headers.push("x-forwarded-for", "203.0.113.77");
+    headers.push("x-trace", format!("trace-{i}"));
+    let mut ex = synth(1).remove(0);
+    ex.request = Request {
+        method: "GET".into(),
+        target: format!("/orders/{i}"),
+        authority: "api.example".into(),
+        headers,
+        body: Body::default(),
+        ..ex.request
+    };
+    ex.response = Some(Response { status: 200, ..ex.response.unwrap_or_default() });
+    ex
+}
+
+#[test]
+fn production_credentials_on_a_tape_never_reach_staging() {
+    let staging = Upstream::start();
+    let dir = tempfile::tempdir().unwrap();
+    let caps = dir.path().join("imported");
+    let exchanges: Vec<_> = (0..20).map(with_credentials).collect();
+    write_tape(&caps, &exchanges); // like `tapedeck import`: not scrubbed
+
+    let out = run(&["replay", s(&caps), "--target", &staging.url(), "--speed", "max", "--no-compare"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("were not scrubbed"), "a loud warning: {}", stderr(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("20 requests were sent without their recorded credentials"), "{stdout}");
+    let seen = staging.seen();
+    assert_eq!(seen.len(), 20);
+    for r in &seen {
+        for name in ["authorization", "cookie", "x-api-key", "x-forwarded-for"] {
+            assert_eq!(r.header(name), None, "{name} reached staging: {:?}", r.headers);
+        }
+        assert!(r.header("x-trace").is_some_and(|v| v.starts_with("trace-")), "ordinary headers are sent");
+    }
+
+    // Sending an unscrubbed tape's credentials is refused outright.
+    let out = run(&["replay", s(&caps), "--target", &staging.url(), "--speed", "max", "--keep-credentials"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("--keep-credentials would send production's own credentials"), "{}", stderr(&out));
+    assert_eq!(staging.seen().len(), 20, "nothing was sent");
+
+    // Staging's own credentials are given with --set-header.
+    let out = run(&[
+        "replay",
+        s(&caps),
+        "--target",
+        &staging.url(),
+        "--speed",
+        "max",
+        "--no-compare",
+        "--set-header",
+        "Authorization: Bearer staging-token",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(staging.seen()[20..].iter().all(|r| r.header("authorization") == Some("Bearer staging-token")));
+
+    // A scrubbed tape may be replayed with its pseudonyms, on request.
+    let key = dir.path().join("scrub.key");
+    fs::write(&key, "a scrub key for this test, 0123456789").unwrap();
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).unwrap();
+    let clean = dir.path().join("clean");
+    ok(&["scrub", s(&caps), "-o", s(&clean), "--key-file", s(&key)]);
+    let out = run(&["replay", s(&clean), "--target", &staging.url(), "--speed", "max", "--keep-credentials"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("not scrubbed"), "{}", stderr(&out));
+    let kept = &staging.seen()[40..];
+    assert_eq!(kept.len(), 20);
+    for r in kept {
+        let auth = r.header("authorization").expect("kept on request");
+        assert!(!auth.contains("prod-secret"), "pseudonymised: {auth}");
+        assert!(!r.header("cookie").unwrap_or("").contains("prod-session"), "{:?}", r.headers);
+    }
+}
+
+#[test]
+fn outputs_are_new_private_files_and_planted_symlinks_are_never_followed() {
+    let staging = Upstream::start();
+    let dir = tempfile::tempdir().unwrap();
+    let caps = dir.path().join("caps");
+    write_tape(&caps, &synth(30));
+    let victim = dir.path().join("victim");
+    fs::write(&victim, "precious").unwrap();
+    let plant = |name: &str| {
+        let p = dir.path().join(name);
+        symlink(&victim, &p).unwrap();
+        p
+    };
+
+    // export -o
+    let har = plant("out.har");
+    let out = run(&["export", s(&caps), "--to", "har", "-o", s(&har)]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("already exists: pass --force"), "{}", stderr(&out));
+    ok(&["export", s(&caps), "--to", "har", "-o", s(&har), "--force"]);
+    assert_eq!(fs::read_to_string(&victim).unwrap(), "precious");
+    assert!(!fs::symlink_metadata(&har).unwrap().file_type().is_symlink());
+    assert_eq!(mode(&har), 0o600, "an export of 0600 tapes is 0600");
+    assert!(fs::read_to_string(&har).unwrap().contains("\"entries\""));
+
+    // Every report file, refused before anything is sent.
+    let (json, html, junit) = (plant("report.json"), plant("report.html"), plant("junit.xml"));
+    // The noise model is read, then written back: through a link, the link is replaced.
+    let noise_target = dir.path().join("noise-target");
+    fs::write(&noise_target, r#"{"version": 1, "routes": {}}"#).unwrap();
+    let noise = dir.path().join("noise.json");
+    symlink(&noise_target, &noise).unwrap();
+    let target = staging.url();
+    let replay = |extra: &[&str]| {
+        let mut args = vec!["replay", s(&caps), "--target", &target, "--speed", "max"];
+        args.extend_from_slice(extra);
+        run(&args)
+    };
+    let out = replay(&["--report", s(&json), "--html", s(&html), "--junit", s(&junit)]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("report.json already exists"), "{}", stderr(&out));
+    assert!(staging.seen().is_empty(), "refused before the replay, not after it");
+    let results = dir.path().join("results");
+    let out = replay(&[
+        "--report",
+        s(&json),
+        "--html",
+        s(&html),
+        "--junit",
+        s(&junit),
+        "--force",
+        "--results",
+        s(&results),
+        "--noise-model",
+        s(&noise),
+    ]);
+    assert!(out.status.code().is_some_and(|c| c <= 1), "{}", stderr(&out));
+    assert_eq!(fs::read_to_string(&victim).unwrap(), "precious", "no write followed a link");
+    assert_eq!(fs::read_to_string(&noise_target).unwrap(), r#"{"version": 1, "routes": {}}"#);
+    for p in [&json, &html, &junit, &noise, &results.join("report.json")] {
+        assert!(!fs::symlink_metadata(p).unwrap().file_type().is_symlink(), "{}", p.display());
+        assert_eq!(mode(p), 0o600, "{}", p.display());
+    }
+
+    // A results directory holds one run.
+    let out = replay(&["--results", s(&results)]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("holds an earlier run"), "{}", stderr(&out));
+    let out = replay(&["--results", s(&results), "--force"]);
+    assert!(out.status.code().is_some_and(|c| c <= 1), "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_str(&ok(&["inspect", s(&results), "--json"])).unwrap();
+    assert_eq!(json["total"]["exchanges"], 30, "the earlier run's results were replaced");
+
+    // Nothing tapedeck wrote left a temporary file behind.
+    let leftovers: Vec<_> = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn capture_directories_others_can_write_or_reach_by_a_link_are_refused() {
+    let upstream = Upstream::start();
+    let dir = tempfile::tempdir().unwrap();
+    let shared = dir.path().join("shared");
+    fs::create_dir(&shared).unwrap();
+    fs::set_permissions(&shared, fs::Permissions::from_mode(0o777)).unwrap();
+    let real = dir.path().join("real");
+    fs::create_dir(&real).unwrap();
+    let link = dir.path().join("link");
+    symlink(&real, &link).unwrap();
+    let proxy = |caps: &Path| {
+        run_briefly(
+            &["proxy", "--listen", "127.0.0.1:0", "--upstream", &upstream.url(), "--capture-dir", s(caps)],
+            Duration::from_secs(20),
+        )
+    };
+    let out = proxy(&shared);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("writable by everyone") && stderr(&out).contains("chmod 700"), "{}", stderr(&out));
+    let out = proxy(&link);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("symbolic link"), "{}", stderr(&out));
+    assert_eq!(fs::read_dir(&shared).unwrap().count() + fs::read_dir(&real).unwrap().count(), 0);
+
+    // The same for every command that writes tapes, and the opt-out.
+    let har = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/browser.har");
+    let out = run(&["import", "--from", "har", s(&har), "-o", s(&shared)]);
+    assert!(!out.status.success() && stderr(&out).contains("--allow-shared-dir"), "{}", stderr(&out));
+    ok(&["import", "--from", "har", s(&har), "-o", s(&shared), "--allow-shared-dir"]);
+    // A directory tapedeck creates is its user's alone.
+    let fresh = dir.path().join("fresh/caps");
+    ok(&["import", "--from", "har", s(&har), "-o", s(&fresh)]);
+    assert_eq!(mode(&fresh), 0o700);
+}
+
+#[test]
+fn keys_and_credentials_in_urls_are_never_echoed_and_exposed_keys_are_flagged() {
+    let upstream = Upstream::start();
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("scrub.key");
+    let secret = "Zm9vYmFyYmF6cXV4MDEyMzQ1Njc4OWFiY2RlZmdo";
+    fs::write(&key, format!("{secret}\n")).unwrap();
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o644)).unwrap();
+    let caps = dir.path().join("caps");
+
+    // The key file given by mistake as the config file.
+    let out = run_briefly(&["proxy", "--config", s(&key)], Duration::from_secs(20));
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(!err.contains(secret) && !err.contains(&secret[..12]), "the key was echoed: {err}");
+    assert!(err.contains("line 1") && err.contains("right one"), "{err}");
+
+    // Credentials in URLs.
+    let out = run_briefly(
+        &["proxy", "--listen", "127.0.0.1:0", "--upstream", "http://admin:hunter2-pw@127.0.0.1:9", "--admin", "off"],
+        Duration::from_secs(20),
+    );
+    assert!(!out.status.success());
+    assert!(!stderr(&out).contains("hunter2") && stderr(&out).contains("***@"), "{}", stderr(&out));
+    let out = run(&["replay", s(&caps), "--target", "http://u:hunter2-pw@127.0.0.1:9"]);
+    assert!(!out.status.success());
+    assert!(!stderr(&out).contains("hunter2") && stderr(&out).contains("--set-header"), "{}", stderr(&out));
+
+    // A key others can read: refused with --strict-perms, else a warning and it runs.
+    let proxy_args = |strict: bool| {
+        let mut a = vec![
+            "proxy".to_string(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--upstream".into(),
+            upstream.url(),
+            "--capture-dir".into(),
+            s(&caps).into(),
+            "--admin".into(),
+            "off".into(),
+            "--scrub-key-file".into(),
+            s(&key).into(),
+        ];
+        if strict {
+            a.push("--strict-perms".into());
+        }
+        a
+    };
+    let strict = proxy_args(true);
+    let out = run_briefly(&strict.iter().map(String::as_str).collect::<Vec<_>>(), Duration::from_secs(20));
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("can be read by everyone") && stderr(&out).contains("chmod 600"), "{}", stderr(&out));
+    let lenient = proxy_args(false);
+    let p = common::proxy::ProxyProcess::spawn(&lenient[1..].iter().map(String::as_str).collect::<Vec<_>>(), None);
+    p.signal(libc::SIGTERM);
+    let (code, lines) = p.wait(Duration::from_secs(30));
+    assert_eq!(code, 0, "{lines:?}");
+
+    // Guessable keys are refused; the fingerprint in tapes is keyed.
+    fs::write(&key, "aaaaaaaabbbbbbbbaaaaaaaabbbbbbbb").unwrap();
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).unwrap();
+    let out = run(&["scrub", s(&caps), "--check", "--key-file", s(&key)]);
+    assert!(stderr(&out).contains("looks like a pattern"), "{}", stderr(&out));
+}
