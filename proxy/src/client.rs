@@ -1,5 +1,7 @@
-//! The upstream connection pool: keep-alive HTTP/1.1 connections (and one multiplexed
-//! HTTP/2 connection when an https upstream offers h2 by ALPN), owned by one worker.
+//! The upstream connection pool: keep-alive HTTP/1.1 connections, and one multiplexed
+//! HTTP/2 connection (an https upstream that offers h2 by ALPN takes every request on it;
+//! a plaintext one speaks h2c, with prior knowledge, for the requests that need HTTP/2:
+//! gRPC), owned by one worker.
 //!
 //! Each worker thread has its own pool, so taking and returning a connection is an
 //! uncontended lock, and the connection's task runs on the same thread as the request
@@ -22,7 +24,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use crate::client_body::{BodyState, ClientBody};
-use crate::config::ProxyConfig;
+use crate::config::{ProxyConfig, UpstreamProtocol};
 use crate::forward::Upstream;
 use crate::tee::TeeBody;
 use crate::ProxyError;
@@ -73,6 +75,8 @@ pub struct UpstreamPool {
     preserve_header_case: bool,
     idle: Mutex<Vec<Idle>>,
     h2: Mutex<Option<http2::SendRequest<UpBody>>>,
+    /// Held while an h2c connection is being made, so that concurrent requests share it.
+    h2c_connecting: tokio::sync::Mutex<()>,
 }
 
 enum Conn {
@@ -114,7 +118,16 @@ impl UpstreamPool {
         let host = upstream.host().to_string();
         let tls = if upstream.is_https() {
             let mut tls = crate::tls::client_config(config.upstream_ca.as_deref())?;
-            tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+            tls.alpn_protocols =
+                match config.upstream_protocol {
+                    UpstreamProtocol::Auto => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
+                    UpstreamProtocol::Http1 => vec![b"http/1.1".to_vec()],
+                    UpstreamProtocol::H2c => return Err(ProxyError::Config(
+                        "--upstream-protocol h2c is HTTP/2 over plaintext; an https upstream negotiates h2 by ALPN \
+                         (use auto)"
+                            .into(),
+                    )),
+                };
             let name =
                 ServerName::try_from(host.trim_start_matches('[').trim_end_matches(']').to_string()).map_err(|e| {
                     ProxyError::Config(format!("upstream host {host:?} is not a valid TLS server name: {e}"))
@@ -133,6 +146,7 @@ impl UpstreamPool {
             preserve_header_case: config.forwarding.preserve_header_case,
             idle: Mutex::new(Vec::new()),
             h2: Mutex::new(None),
+            h2c_connecting: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -168,23 +182,58 @@ impl UpstreamPool {
         }
     }
 
+    /// The h2c connection, made (once, however many requests wait for it) if there is
+    /// none or it closed.
+    async fn h2c_sender(&self) -> Result<http2::SendRequest<UpBody>, UpstreamError> {
+        if let Some(tx) = self.h2_sender() {
+            return Ok(tx);
+        }
+        let _connecting = self.h2c_connecting.lock().await;
+        if let Some(tx) = self.h2_sender() {
+            return Ok(tx);
+        }
+        let tx = self.http2(self.tcp().await?).await?;
+        *self.h2.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx.clone());
+        Ok(tx)
+    }
+
     /// Sends `req`, on an idle connection if there is one. HTTP/1.1 responses come with
-    /// the lease of their connection.
+    /// the lease of their connection. `h2c`: a plaintext upstream gets this request over
+    /// HTTP/2 with prior knowledge.
     pub async fn send(
         self: &Arc<Self>,
         mut req: Request<UpBody>,
+        h2c: bool,
     ) -> Result<(Response<Incoming>, Option<Lease>), UpstreamError> {
-        if let Some(mut h2) = self.h2_sender() {
-            match h2.try_send_request(req).await {
+        if self.tls.is_none() && h2c {
+            h2_form(&mut req);
+            // A connection that closed between the check and the send hands the request
+            // back: once more on a new one.
+            let mut h2 = self.h2c_sender().await?;
+            let req = match h2.try_send_request(req).await {
                 Ok(resp) => return Ok((resp, None)),
-                Err(mut e) => match e.take_message() {
-                    Some(unsent) => req = unsent,
-                    None => return Err(UpstreamError::request(e.into_error())),
-                },
+                Err(mut e) => e.take_message().ok_or_else(|| UpstreamError::request(e.into_error()))?,
+            };
+            let mut h2 = self.h2c_sender().await?;
+            return h2.send_request(req).await.map(|resp| (resp, None)).map_err(UpstreamError::request);
+        }
+        if self.tls.is_some() {
+            if let Some(mut h2) = self.h2_sender() {
+                let mut h2_req = req;
+                h2_form(&mut h2_req);
+                match h2.try_send_request(h2_req).await {
+                    Ok(resp) => return Ok((resp, None)),
+                    Err(mut e) => match e.take_message() {
+                        Some(unsent) => req = h1_form(unsent),
+                        None => return Err(UpstreamError::request(e.into_error())),
+                    },
+                }
+            } else {
+                req = h1_form(req);
             }
         }
-        // HTTP/1.1 requests go out in origin form (`GET /path HTTP/1.1`); HTTP/2 above
-        // needed the absolute form for its :scheme and :authority.
+        // HTTP/1.1 requests go out in origin form (`GET /path HTTP/1.1`); HTTP/2 needs the
+        // absolute form for its :scheme and :authority.
         let pq = req.uri().path_and_query().cloned().unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
         let absolute = std::mem::replace(req.uri_mut(), http::Uri::from(pq));
         // Idle connections first; a stale one hands the request back and we try the next.
@@ -207,13 +256,14 @@ impl UpstreamPool {
             },
             Conn::H2(mut tx) => {
                 *req.uri_mut() = absolute;
+                h2_form(&mut req);
                 *self.h2.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx.clone());
                 tx.send_request(req).await.map(|resp| (resp, None)).map_err(UpstreamError::request)
             }
         }
     }
 
-    async fn connect(&self) -> Result<Conn, UpstreamError> {
+    async fn tcp(&self) -> Result<TcpStream, UpstreamError> {
         let addrs: Vec<SocketAddr> = tokio::net::lookup_host((self.host.as_str(), self.port))
             .await
             .map_err(|e| UpstreamError::new(ErrorKind::Dns, format!("resolving {}: {e}", self.host)))?
@@ -237,6 +287,11 @@ impl UpstreamPool {
         }
         let stream = stream.ok_or(last)?;
         let _ = stream.set_nodelay(true);
+        Ok(stream)
+    }
+
+    async fn connect(&self) -> Result<Conn, UpstreamError> {
+        let stream = self.tcp().await?;
         match &self.tls {
             None => self.http1(stream).await,
             Some((connector, name)) => {
@@ -247,24 +302,31 @@ impl UpstreamPool {
                     })?
                     .map_err(|e| UpstreamError::new(ErrorKind::Tls, format!("TLS handshake with the upstream: {e}")))?;
                 if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
-                    let (tx, conn) = http2::Builder::new(TokioExecutor::new())
-                        .timer(TokioTimer::new())
-                        .keep_alive_interval(Duration::from_secs(20))
-                        .keep_alive_timeout(Duration::from_secs(20))
-                        .handshake(TokioIo::new(tls))
-                        .await
-                        .map_err(UpstreamError::request)?;
-                    tokio::spawn(async move {
-                        if let Err(e) = conn.await {
-                            tracing::debug!(error = %e, "upstream h2 connection ended");
-                        }
-                    });
-                    Ok(Conn::H2(tx))
+                    Ok(Conn::H2(self.http2(tls).await?))
                 } else {
                     self.http1(tls).await
                 }
             }
         }
+    }
+
+    async fn http2<T>(&self, io: T) -> Result<http2::SendRequest<UpBody>, UpstreamError>
+    where
+        T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let (tx, conn) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .keep_alive_interval(Duration::from_secs(20))
+            .keep_alive_timeout(Duration::from_secs(20))
+            .handshake(TokioIo::new(io))
+            .await
+            .map_err(UpstreamError::request)?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "upstream h2 connection ended");
+            }
+        });
+        Ok(tx)
     }
 
     async fn http1<T>(&self, io: T) -> Result<Conn, UpstreamError>
@@ -283,4 +345,30 @@ impl UpstreamPool {
         });
         Ok(Conn::H1(tx))
     }
+}
+
+/// An HTTP/2 request carries its host as `:authority`: the `Host` the proxy decided on
+/// becomes the URI's authority (an h2 server must refuse a `host` that differs from it,
+/// RFC 9113 §8.3.1), and the field itself is dropped.
+fn h2_form(req: &mut Request<UpBody>) {
+    let Some(host) = req.headers_mut().remove(http::header::HOST) else { return };
+    let mut parts = std::mem::take(req.uri_mut()).into_parts();
+    if let Ok(authority) = http::uri::Authority::try_from(host.as_bytes()) {
+        parts.authority = Some(authority);
+    }
+    if parts.scheme.is_none() {
+        parts.scheme = Some(http::uri::Scheme::HTTP);
+    }
+    if parts.path_and_query.is_none() {
+        parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+    }
+    *req.uri_mut() = http::Uri::from_parts(parts).unwrap_or_default();
+}
+
+/// An HTTP/2 request handed back unsent, for HTTP/1.1: its authority becomes `Host` again.
+fn h1_form(mut req: Request<UpBody>) -> Request<UpBody> {
+    if let Some(host) = req.uri().authority().and_then(|a| http::HeaderValue::from_str(a.as_str()).ok()) {
+        req.headers_mut().entry(http::header::HOST).or_insert(host);
+    }
+    req
 }

@@ -25,6 +25,8 @@ pub struct ProxyConfig {
     pub tls: Option<TlsFiles>,
     /// CA certificates (PEM) to trust for an https upstream instead of the system's.
     pub upstream_ca: Option<PathBuf>,
+    /// Which HTTP version requests reach the upstream in.
+    pub upstream_protocol: UpstreamProtocol,
     /// Timeouts.
     pub timeouts: Timeouts,
     /// Headers added or kept on the way to the upstream.
@@ -48,10 +50,36 @@ impl ProxyConfig {
             sampling: SamplingConfig::default(),
             tls: None,
             upstream_ca: None,
+            upstream_protocol: UpstreamProtocol::Auto,
             timeouts: Timeouts::default(),
             forwarding: Forwarding::default(),
             limits: Limits::default(),
             workers: 0,
+        }
+    }
+}
+
+/// The HTTP version spoken to the upstream (`--upstream-protocol`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum UpstreamProtocol {
+    /// HTTP/2 where HTTP/1.1 could not carry the request (it arrived over HTTP/2 as gRPC,
+    /// or asking for trailers), HTTP/1.1 otherwise; an https upstream chooses by ALPN.
+    #[default]
+    Auto,
+    /// HTTP/1.1 always (an https upstream is offered only `http/1.1`).
+    Http1,
+    /// HTTP/2 with prior knowledge to a plaintext upstream, for every request.
+    H2c,
+}
+
+impl UpstreamProtocol {
+    /// Parses `auto`, `http1` or `h2c`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        match text.trim() {
+            "auto" => Ok(UpstreamProtocol::Auto),
+            "http1" | "http1.1" | "h1" => Ok(UpstreamProtocol::Http1),
+            "h2c" => Ok(UpstreamProtocol::H2c),
+            other => Err(format!("{other:?}: expected auto, http1 or h2c")),
         }
     }
 }

@@ -21,7 +21,7 @@ use tapedeck_captures::{ConnectionId, ErrorKind, Exchange, ExchangeId, IdGenerat
 use crate::capture::CaptureQueue;
 use crate::client::{Lease, UpBody, UpstreamPool};
 use crate::client_body::{BodyLimit, BodyState, ClientBody, ClientFailure};
-use crate::config::Forwarding;
+use crate::config::{Forwarding, UpstreamProtocol};
 use crate::metrics::Metrics;
 use crate::sample::{Decision, Sampler};
 use crate::tee::{capture_headers, capture_version, Clock, Part, Recording, TeeBody};
@@ -129,6 +129,7 @@ pub struct Shared {
     pub(crate) response_timeout: Duration,
     pub(crate) body_limit: BodyLimit,
     pub(crate) forwarding: Forwarding,
+    pub(crate) protocol: UpstreamProtocol,
 }
 
 /// A worker's request handler: the shared state and the worker's own upstream pool.
@@ -241,6 +242,26 @@ const HOP_BY_HOP: [HeaderName; 9] = [
     header::PROXY_AUTHORIZATION,
 ];
 
+/// gRPC over HTTP/2 (`application/grpc`, `+proto`, `+json`…); gRPC-Web, made for
+/// HTTP/1.1, is not.
+fn is_grpc(headers: &HeaderMap) -> bool {
+    headers.get(header::CONTENT_TYPE).is_some_and(|v| {
+        let v = v.as_bytes();
+        v.len() >= 16
+            && v[..16].eq_ignore_ascii_case(b"application/grpc")
+            && !v[16..].get(..4).is_some_and(|w| w.eq_ignore_ascii_case(b"-web"))
+    })
+}
+
+/// The client accepts trailers (`TE: trailers`).
+fn wants_trailers(headers: &HeaderMap) -> bool {
+    headers.get_all(header::TE).iter().any(|v| {
+        v.to_str().is_ok_and(|s| {
+            s.split(',').any(|t| t.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("trailers"))
+        })
+    })
+}
+
 fn is_upgrade(headers: &HeaderMap, version: Version) -> bool {
     version == Version::HTTP_11
         && headers.contains_key(header::UPGRADE)
@@ -280,11 +301,22 @@ impl Forwarder {
         let started = Instant::now();
         let sequence = conn.sequence.fetch_add(1, Ordering::Relaxed);
         let upgrade = is_upgrade(req.headers(), req.version());
+        let grpc = is_grpc(req.headers());
+        let h2c = match self.protocol {
+            UpstreamProtocol::H2c => true,
+            UpstreamProtocol::Http1 => false,
+            // What HTTP/1.1 cannot carry: gRPC (trailers, full duplex) and requests
+            // that ask for trailers.
+            UpstreamProtocol::Auto => req.version() == Version::HTTP_2 && (grpc || wants_trailers(req.headers())),
+        };
         let recording = self.decide(&req, conn, sequence, started);
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
 
         let (parts, body) = req.into_parts();
-        let (body, body_state) = ClientBody::new(body, self.body_limit, started.into(), self.metrics.clone());
+        // A gRPC stream's body moves at the application's pace, not an upload's: its
+        // deadline is the client's (`grpc-timeout`), as it would be without the proxy.
+        let limit = if grpc { BodyLimit { timeout: Duration::ZERO, min_rate: 0 } } else { self.body_limit };
+        let (body, body_state) = ClientBody::new(body, limit, started.into(), self.metrics.clone());
         let body = match &recording {
             Some(r) => TeeBody::capture(body, r.clone(), Part::Request),
             None => TeeBody::plain(body),
@@ -298,7 +330,10 @@ impl Forwarder {
             }
         };
         let sent = Instant::now();
-        let outcome = self.until_answered(self.pool.send(upstream_req), &body_state).await;
+        let send = self.pool.send(upstream_req, h2c);
+        // A gRPC server may answer a client stream only at its end, however long: no
+        // response-head timeout of the proxy's own either.
+        let outcome = if grpc { Ok(send.await) } else { self.until_answered(send, &body_state).await };
         let (mut resp, lease) = match outcome {
             Ok(Ok(sent)) => sent,
             // The request failed because the client's body did: the client's error.
@@ -407,8 +442,14 @@ impl Forwarder {
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
             .or_else(|| parts.headers.get(header::HOST).cloned());
         let uri = self.upstream.uri(parts.uri.path_and_query())?;
+        let trailers = wants_trailers(&parts.headers);
         let headers = &mut parts.headers;
         strip_hop_by_hop(headers, upgrade);
+        // `TE: trailers` is hop-by-hop, but this hop takes trailers too: the upstream may
+        // send them (gRPC's status travels in them), and they are passed on.
+        if trailers {
+            headers.insert(header::TE, HeaderValue::from_static("trailers"));
+        }
         // hyper already answered `Expect: 100-continue` to the client when the body was
         // first read; the upstream gets the body without waiting.
         headers.remove(header::EXPECT);

@@ -135,6 +135,7 @@ pub async fn start(mut config: ProxyConfig) -> Result<Proxy, ProxyError> {
         response_timeout: config.timeouts.upstream_response,
         body_limit: BodyLimit { timeout: config.timeouts.body, min_rate: config.timeouts.body_min_rate },
         forwarding: config.forwarding.clone(),
+        protocol: config.upstream_protocol,
     });
 
     let (stop, stop_rx) = watch::channel(Phase::Running);

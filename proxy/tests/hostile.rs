@@ -141,15 +141,6 @@ struct Certs {
     files: TlsFiles,
 }
 
-fn write_certs(dir: &std::path::Path, name: &str) -> (TlsFiles, CertificateDer<'static>) {
-    let ck = rcgen::generate_simple_self_signed(vec![name.to_string(), "127.0.0.1".to_string()]).unwrap();
-    let cert = dir.join(format!("{name}.crt"));
-    let key = dir.join(format!("{name}.key"));
-    std::fs::write(&cert, ck.cert.pem()).unwrap();
-    std::fs::write(&key, ck.key_pair.serialize_pem()).unwrap();
-    (TlsFiles { cert, key }, ck.cert.der().clone())
-}
-
 fn certs(name: &str) -> (Certs, CertificateDer<'static>) {
     let dir = tempfile::tempdir().unwrap();
     let (files, der) = write_certs(dir.path(), name);

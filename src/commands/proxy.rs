@@ -87,6 +87,12 @@ pub struct ProxyArgs {
     /// CA certificates (PEM) to trust for an https upstream [default: the system's].
     #[arg(long, value_name = "PEM")]
     pub upstream_ca: Option<PathBuf>,
+    /// HTTP version to the upstream: `auto` (HTTP/2 for gRPC and requests asking for
+    /// trailers that arrived over HTTP/2 — h2c to a plaintext upstream — HTTP/1.1 for the
+    /// rest; an https upstream chooses by ALPN), `http1`, or `h2c` (HTTP/2 with prior
+    /// knowledge for every request) [default: auto].
+    #[arg(long, value_name = "PROTOCOL")]
+    pub upstream_protocol: Option<String>,
     /// `Host` sent upstream: `keep` the client's, or `upstream` [default: keep].
     #[arg(long, value_name = "MODE")]
     pub host_header: Option<String>,
@@ -169,7 +175,7 @@ impl ProxyArgs {
         let mut file: ProxyArgs =
             toml::from_str(&text).map_err(|e| super::toml_error("config file", &path, &text, &e))?;
         prefer_flags!(self, file; listen, upstream, capture_dir, admin, sample, sample_key, sample_salt, max_capture_rps,
-            max_body, tls_cert, tls_key, upstream_ca, host_header, forwarded_headers, trust_forwarded, header_timeout, connect_timeout,
+            max_body, tls_cert, tls_key, upstream_ca, upstream_protocol, host_header, forwarded_headers, trust_forwarded, header_timeout, connect_timeout,
             upstream_timeout, body_timeout, body_min_rate, idle_timeout, drain_timeout, queue_max, queue_max_bytes, segment_max_size, segment_max_age,
             instance, max_connections, max_header_size, workers, scrub_policy, scrub_key_file);
         self.preserve_header_case |= file.preserve_header_case;
@@ -249,6 +255,10 @@ pub(crate) fn build_config(args: ProxyArgs) -> Result<ProxyConfig> {
         bail!("--tls-cert and --tls-key go together");
     }
     config.upstream_ca = args.upstream_ca.clone();
+    if let Some(p) = &args.upstream_protocol {
+        config.upstream_protocol =
+            tapedeck_proxy::config::UpstreamProtocol::parse(p).map_err(|e| anyhow!("--upstream-protocol {e}"))?;
+    }
     config.forwarding.preserve_host = match args.host_header.as_deref() {
         None | Some("keep") => true,
         Some("upstream") => false,

@@ -2,6 +2,8 @@
 //! them capturing into a temporary directory, and real HTTP clients.
 #![allow(dead_code)]
 
+pub mod grpc;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -60,7 +62,11 @@ async fn route(req: Request<Incoming>) -> Response<BoxBody> {
         "echo" => {
             let method = req.method().to_string();
             let target = req.uri().path_and_query().map(|p| p.to_string()).unwrap_or_default();
-            let headers = req.headers().clone();
+            let mut headers = req.headers().clone();
+            // HTTP/2 carries the host as :authority: echoed as `x-echo-host` all the same.
+            if let Some(a) = req.uri().authority().filter(|_| !headers.contains_key(http::header::HOST)) {
+                headers.insert(http::header::HOST, a.as_str().parse().unwrap());
+            }
             let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
             let mut text = format!("{method} {target}\n").into_bytes();
             text.extend_from_slice(&body);
@@ -388,4 +394,17 @@ pub async fn wait_for_metric(admin: SocketAddr, name: &str, at_least: f64) -> f6
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// A self-signed certificate for `name` (and 127.0.0.1) and its key, written into `dir`.
+pub fn write_certs(
+    dir: &std::path::Path,
+    name: &str,
+) -> (tapedeck_proxy::config::TlsFiles, rustls::pki_types::CertificateDer<'static>) {
+    let ck = rcgen::generate_simple_self_signed(vec![name.to_string(), "127.0.0.1".to_string()]).unwrap();
+    let cert = dir.join(format!("{name}.crt"));
+    let key = dir.join(format!("{name}.key"));
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.key_pair.serialize_pem()).unwrap();
+    (tapedeck_proxy::config::TlsFiles { cert, key }, ck.cert.der().clone())
 }
