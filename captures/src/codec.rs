@@ -1,5 +1,6 @@
-//! The one place that turns model types into bytes and back for `.tape` files (codec id
-//! [`CODEC_BINCODE2_ZSTD`](crate::tape::format::CODEC_BINCODE2_ZSTD)): bincode 2 with its
+//! The one place that turns model types into bytes and back for `.tape` files (codec ids
+//! [`CODEC_BINCODE2_ZSTD`](crate::tape::format::CODEC_BINCODE2_ZSTD) and
+//! [`CODEC_BINCODE2_ZSTD_EXT`](crate::tape::format::CODEC_BINCODE2_ZSTD_EXT)): bincode 2 with its
 //! standard configuration (varints, little-endian) and a byte limit, so that a damaged
 //! length field fails cleanly instead of allocating without bound. Changing the codec means
 //! a new codec id here, nowhere else.
@@ -111,6 +112,7 @@ mod tests {
                 end_ns: Some(11),
             },
             request: Request {
+                trailers: Default::default(),
                 method: "POST".into(),
                 scheme: "http".into(),
                 authority: "api.example.com".into(),
@@ -120,6 +122,7 @@ mod tests {
                 body: Body::full(&b"{\"a\":1}"[..]),
             },
             response: Some(Response {
+                trailers: Default::default(),
                 status: 201,
                 version: HttpVersion::H2,
                 headers: Headers::new(),
@@ -154,5 +157,44 @@ mod tests {
         }
         assert!(decode_record(&[255, 255, 255, 255, 1]).is_err());
         assert!(decode_record(&[1]).is_err());
+    }
+
+    #[test]
+    fn trailers_travel_as_extensions_and_unknown_ones_are_skipped() {
+        let mut ex = sample();
+        ex.request.trailers.push("x-checksum", "abc");
+        ex.response.as_mut().unwrap().trailers.push("grpc-status", "5");
+        ex.response.as_mut().unwrap().trailers.push("grpc-message", "not found");
+        let mut buf = Vec::new();
+        encode_record(&ex, &mut buf).unwrap();
+        assert_eq!(decode_record(&buf).unwrap().0, ex);
+
+        // A later version's extension (tag 200) after the known ones: skipped, the rest read.
+        let mut inner = buf[4..].to_vec();
+        inner.push(200);
+        inner.extend(bincode::encode_to_vec(vec![1u8, 2, 3], config()).unwrap());
+        let mut framed = (inner.len() as u32).to_le_bytes().to_vec();
+        framed.extend(inner);
+        assert_eq!(decode_record(&framed).unwrap().0, ex);
+    }
+
+    #[test]
+    fn records_without_extensions_are_the_first_codecs_records() {
+        // The first codec encoded the fields in declaration order, nothing after them: a
+        // record without trailers is byte for byte what it wrote, so its tapes stay readable.
+        let ex = sample();
+        let (req, resp) = (&ex.request, ex.response.as_ref().unwrap());
+        let c = config();
+        let mut old = Vec::new();
+        let mut put = |b: Vec<u8>| old.extend(b);
+        put(bincode::encode_to_vec((ex.id, ex.connection, ex.session.clone(), ex.sequence, ex.timing), c).unwrap());
+        put(bincode::encode_to_vec((&req.method, &req.scheme, &req.authority, &req.target, req.version), c).unwrap());
+        put(bincode::encode_to_vec((&req.headers, &req.body), c).unwrap());
+        put(bincode::encode_to_vec(1u8, c).unwrap()); // Some(response)
+        put(bincode::encode_to_vec((resp.status, resp.version, &resp.headers, &resp.body), c).unwrap());
+        put(bincode::encode_to_vec((ex.error, &ex.scrub, ex.replay_of), c).unwrap());
+        let mut buf = Vec::new();
+        encode_record(&ex, &mut buf).unwrap();
+        assert_eq!(&buf[4..], &old[..]);
     }
 }

@@ -14,7 +14,12 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::blob::Blob;
 
 /// One request/response pair.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+///
+/// In a tape, a record holds the fields below in order (bincode), then zero or more
+/// extensions, each a tag and a length-prefixed payload, for what later versions added
+/// (trailers); a reader skips tags it does not know, and a record without extensions is
+/// a record of the first codec.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Exchange {
     /// Unique id of this exchange (unique across writers: see [`IdGenerator`]).
     pub id: ExchangeId,
@@ -365,7 +370,7 @@ impl Body {
 }
 
 /// The request half of an exchange.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Request {
     /// Method, e.g. `GET`.
     pub method: String,
@@ -381,6 +386,9 @@ pub struct Request {
     pub headers: Headers,
     /// Body as captured.
     pub body: Body,
+    /// Trailer fields that followed the body (HTTP/2, chunked HTTP/1.1).
+    #[serde(default, skip_serializing_if = "Headers::is_empty")]
+    pub trailers: Headers,
 }
 
 impl Request {
@@ -404,7 +412,7 @@ impl Request {
 }
 
 /// The response half of an exchange.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Response {
     /// Status code.
     pub status: u16,
@@ -414,6 +422,138 @@ pub struct Response {
     pub headers: Headers,
     /// Body as captured.
     pub body: Body,
+    /// Trailer fields that followed the body (gRPC's `grpc-status` travels here).
+    #[serde(default, skip_serializing_if = "Headers::is_empty")]
+    pub trailers: Headers,
+}
+
+/// The record encoding (see [`Exchange`]): the fields every codec has, in order; trailers
+/// travel as extensions of the exchange.
+mod record {
+    use bincode::de::read::Reader;
+    use bincode::de::Decoder;
+    use bincode::enc::Encoder;
+    use bincode::error::{DecodeError, EncodeError};
+    use bincode::{Decode, Encode};
+
+    use super::{Exchange, Headers, Request, Response};
+
+    /// Extension tags.
+    const REQUEST_TRAILERS: u8 = 1;
+    const RESPONSE_TRAILERS: u8 = 2;
+
+    impl Encode for Request {
+        fn encode<E: Encoder>(&self, e: &mut E) -> Result<(), EncodeError> {
+            self.method.encode(e)?;
+            self.scheme.encode(e)?;
+            self.authority.encode(e)?;
+            self.target.encode(e)?;
+            self.version.encode(e)?;
+            self.headers.encode(e)?;
+            self.body.encode(e)
+        }
+    }
+
+    impl<C> Decode<C> for Request {
+        fn decode<D: Decoder<Context = C>>(d: &mut D) -> Result<Self, DecodeError> {
+            Ok(Request {
+                method: Decode::decode(d)?,
+                scheme: Decode::decode(d)?,
+                authority: Decode::decode(d)?,
+                target: Decode::decode(d)?,
+                version: Decode::decode(d)?,
+                headers: Decode::decode(d)?,
+                body: Decode::decode(d)?,
+                trailers: Headers::default(),
+            })
+        }
+    }
+    bincode::impl_borrow_decode!(Request);
+
+    impl Encode for Response {
+        fn encode<E: Encoder>(&self, e: &mut E) -> Result<(), EncodeError> {
+            self.status.encode(e)?;
+            self.version.encode(e)?;
+            self.headers.encode(e)?;
+            self.body.encode(e)
+        }
+    }
+
+    impl<C> Decode<C> for Response {
+        fn decode<D: Decoder<Context = C>>(d: &mut D) -> Result<Self, DecodeError> {
+            Ok(Response {
+                status: Decode::decode(d)?,
+                version: Decode::decode(d)?,
+                headers: Decode::decode(d)?,
+                body: Decode::decode(d)?,
+                trailers: Headers::default(),
+            })
+        }
+    }
+    bincode::impl_borrow_decode!(Response);
+
+    fn extension<E: Encoder>(e: &mut E, tag: u8, value: &impl Encode) -> Result<(), EncodeError> {
+        let payload = bincode::encode_to_vec(value, bincode::config::standard())?;
+        tag.encode(e)?;
+        payload.encode(e)
+    }
+
+    impl Encode for Exchange {
+        fn encode<E: Encoder>(&self, e: &mut E) -> Result<(), EncodeError> {
+            self.id.encode(e)?;
+            self.connection.encode(e)?;
+            self.session.encode(e)?;
+            self.sequence.encode(e)?;
+            self.timing.encode(e)?;
+            self.request.encode(e)?;
+            self.response.encode(e)?;
+            self.error.encode(e)?;
+            self.scrub.encode(e)?;
+            self.replay_of.encode(e)?;
+            if !self.request.trailers.is_empty() {
+                extension(e, REQUEST_TRAILERS, &self.request.trailers)?;
+            }
+            if let Some(r) = self.response.as_ref().filter(|r| !r.trailers.is_empty()) {
+                extension(e, RESPONSE_TRAILERS, &r.trailers)?;
+            }
+            Ok(())
+        }
+    }
+
+    impl<C> Decode<C> for Exchange {
+        fn decode<D: Decoder<Context = C>>(d: &mut D) -> Result<Self, DecodeError> {
+            let mut ex = Exchange {
+                id: Decode::decode(d)?,
+                connection: Decode::decode(d)?,
+                session: Decode::decode(d)?,
+                sequence: Decode::decode(d)?,
+                timing: Decode::decode(d)?,
+                request: Decode::decode(d)?,
+                response: Decode::decode(d)?,
+                error: Decode::decode(d)?,
+                scrub: Decode::decode(d)?,
+                replay_of: Decode::decode(d)?,
+            };
+            // Extensions, until the record ends.
+            while d.reader().peek_read(1).is_some() {
+                let tag = u8::decode(d)?;
+                let payload: Vec<u8> = Decode::decode(d)?;
+                let headers =
+                    || bincode::decode_from_slice::<Headers, _>(&payload, bincode::config::standard()).map(|(h, _)| h);
+                match tag {
+                    REQUEST_TRAILERS => ex.request.trailers = headers()?,
+                    RESPONSE_TRAILERS => {
+                        if let Some(r) = ex.response.as_mut() {
+                            r.trailers = headers()?;
+                        }
+                    }
+                    _ => {} // a later version's: skipped
+                }
+            }
+            Ok(ex)
+        }
+    }
+    bincode::impl_borrow_decode!(Exchange);
 }
 
 /// Why an exchange has no (complete) response.

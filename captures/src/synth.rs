@@ -305,6 +305,7 @@ impl Iterator for Synth {
             sequence,
             timing,
             request: Request {
+                trailers: Default::default(),
                 method: method.into(),
                 scheme: "https".into(),
                 authority: "api.shop.example".into(),
@@ -314,6 +315,7 @@ impl Iterator for Synth {
                 body: Body::full(Blob::from(req_body)),
             },
             response: Some(Response {
+                trailers: Default::default(),
                 status,
                 version: HttpVersion::Http11,
                 headers: resp_headers,

@@ -411,6 +411,7 @@ impl Forwarder {
             sequence,
             timing: Default::default(),
             request: tapedeck_captures::Request {
+                trailers: Default::default(),
                 method: req.method().as_str().to_string(),
                 scheme: if conn.tls { "https" } else { "http" }.into(),
                 authority,

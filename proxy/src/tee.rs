@@ -129,11 +129,25 @@ impl Recording {
         self.with(|ex| {
             ex.timing.head_ns = Some(head_ns);
             ex.response = Some(tapedeck_captures::Response {
+                trailers: Default::default(),
                 status,
                 version: capture_version(version),
                 headers: capture_headers(headers),
                 body: Default::default(),
             });
+        });
+    }
+
+    /// Records the trailer fields that ended `part`'s body.
+    fn trailers(&self, part: Part, trailers: &http::HeaderMap) {
+        let trailers = capture_headers(trailers);
+        self.with(|ex| match part {
+            Part::Request => ex.request.trailers = trailers,
+            Part::Response => {
+                if let Some(r) = ex.response.as_mut() {
+                    r.trailers = trailers;
+                }
+            }
         });
     }
 
@@ -265,6 +279,8 @@ impl<B: Body<Data = Bytes>> Body for TeeBody<B> {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     sink.observe(data);
+                } else if let Some(trailers) = frame.trailers_ref() {
+                    sink.recording.trailers(sink.part, trailers);
                 }
                 // A body of known length may not be polled again after its last frame.
                 if this.inner.is_end_stream() {

@@ -53,8 +53,25 @@ async fn grpc_calls_behave_through_the_proxy_as_they_do_directly() {
     let calls = captured.iter().filter(|e| e.request.target.starts_with("/test.Echo/")).count();
     assert_eq!(calls, 28, "every call is captured");
     // gRPC answers 200 and puts its status in trailers (the call past its deadline may
-    // have been cancelled before any answer).
+    // have been cancelled before any answer): recorded with the exchange. (A call that
+    // fails before any message is "trailers-only": its status is in the head.)
     assert!(captured.iter().filter_map(|e| e.status()).all(|s| s == 200));
+    let field = |e: &tapedeck_captures::Exchange, name: &str| {
+        let r = e.response.as_ref()?;
+        r.trailers.get_str(name).or_else(|| r.headers.get_str(name)).map(str::to_string)
+    };
+    let call = |body: &[u8]| captured.iter().find(|e| e.request.body.data.ends_with(body)).unwrap();
+    assert_eq!(field(call(b"hello"), "grpc-status").as_deref(), Some("0"));
+    assert_eq!(call(b"hello").response.as_ref().unwrap().trailers.get_str("grpc-status"), Some("0"));
+    assert_eq!(field(call(b"fail"), "grpc-status").as_deref(), Some("5"), "NOT_FOUND");
+    // As on the wire: percent-encoded.
+    assert_eq!(field(call(b"fail"), "grpc-message").as_deref(), Some("no%20such%20thing:%20fail"));
+    let streamed = captured.iter().find(|e| e.request.target == "/test.Echo/ServerStream").unwrap();
+    assert_eq!(streamed.response.as_ref().unwrap().trailers.get_str("grpc-status"), Some("0"), "{streamed:?}");
+    // The capture survives the tape: trailers are in the records read back.
+    let on_tape = tapedeck_captures::tape::TapeReader::open(&[proxy.dir.path().join("tapes")]).unwrap();
+    let with_trailers = on_tape.filter(|e| e.response.as_ref().is_some_and(|r| !r.trailers.is_empty())).count();
+    assert!(with_trailers >= 25, "{with_trailers}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

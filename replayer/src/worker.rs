@@ -401,6 +401,7 @@ fn version_of(v: http::Version) -> HttpVersion {
 fn sent_request(req: &http::Request<http_body_util::Full<bytes::Bytes>>) -> Recorded {
     let body = http_body::Body::size_hint(req.body()).exact().unwrap_or(0);
     Recorded {
+        trailers: Default::default(),
         method: req.method().as_str().to_string(),
         scheme: req.uri().scheme_str().unwrap_or("http").to_string(),
         authority: req.uri().authority().map(|a| a.to_string()).unwrap_or_default(),
@@ -413,6 +414,7 @@ fn sent_request(req: &http::Request<http_body_util::Full<bytes::Bytes>>) -> Reco
 
 fn response_of(outcome: &Outcome) -> Option<RecordedResponse> {
     outcome.status.map(|s| RecordedResponse {
+        trailers: Default::default(),
         status: s.as_u16(),
         version: version_of(outcome.version),
         headers: headers_of(&outcome.headers),

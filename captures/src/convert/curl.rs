@@ -99,6 +99,7 @@ mod tests {
             sequence: 0,
             timing: Timing::default(),
             request: Request {
+                trailers: Default::default(),
                 method: "PUT".into(),
                 scheme: "http".into(),
                 authority: "api.test".into(),

@@ -171,6 +171,8 @@ fn entry(ex: &Exchange) -> Value {
         replay_of: ex.replay_of,
         request_body: BodyExtra::of(&req.body),
         response_body: ex.response.as_ref().map(|r| BodyExtra::of(&r.body)),
+        request_trailers: req.trailers.clone(),
+        response_trailers: ex.response.as_ref().map(|r| r.trailers.clone()).unwrap_or_default(),
     };
     json!({
         "startedDateTime": rfc3339(ex.wall_start_ns()),
@@ -203,6 +205,11 @@ struct Extra {
     request_body: BodyExtra,
     #[serde(default)]
     response_body: Option<BodyExtra>,
+    /// Trailer fields (HAR has no place for them).
+    #[serde(default, skip_serializing_if = "Headers::is_empty")]
+    request_trailers: Headers,
+    #[serde(default, skip_serializing_if = "Headers::is_empty")]
+    response_trailers: Headers,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -403,9 +410,13 @@ impl ImportState<'_> {
     fn exchange_from_extra(&mut self, extra: Extra, req: RequestIn, resp: Option<ResponseIn>, url: &str) -> Exchange {
         let mut request = build_request(req, url);
         apply_body_extra(&mut request.body, &extra.request_body);
+        request.trailers = extra.request_trailers;
         let (mut response, _) = build_response(resp);
         if let (Some(r), Some(b)) = (response.as_mut(), extra.response_body.as_ref()) {
             apply_body_extra(&mut r.body, b);
+        }
+        if let Some(r) = response.as_mut() {
+            r.trailers = extra.response_trailers;
         }
         Exchange {
             id: extra.id,
@@ -473,6 +484,7 @@ fn build_request(req: RequestIn, url: &str) -> Request {
         body.len = (size as u64).max(body.data.len() as u64);
     }
     Request {
+        trailers: Default::default(),
         method: req.method.unwrap_or_else(|| "GET".into()),
         scheme,
         authority,
@@ -502,7 +514,7 @@ fn build_response(resp: Option<ResponseIn>) -> (Option<Response>, Option<ErrorKi
     let decoded_from = headers.get_str("content-encoding").filter(|_| !data.is_empty()).map(str::to_string);
     let body = Body { data: Blob::from(data), len: size, truncated, decoded_from };
     let version = resp.http_version.as_deref().and_then(|v| v.parse().ok()).unwrap_or_default();
-    (Some(Response { status: status as u16, version, headers, body }), None)
+    (Some(Response { trailers: Default::default(), status: status as u16, version, headers, body }), None)
 }
 
 /// Maps a browser's network error (`net::ERR_…`) or a tapedeck kind to an [`ErrorKind`].

@@ -58,8 +58,19 @@ fn http1_version(v: HttpVersion) -> &'static str {
 /// Headers as they must be sent over HTTP/1.1 with `body` as the entity: framing fixed,
 /// pseudo-headers dropped.
 pub fn framed_headers(headers: &Headers, body: &Body) -> Headers {
+    framed(headers, body, &Headers::default())
+}
+
+/// As [`framed_headers`]; a message with trailers is chunked (the only HTTP/1.1 framing
+/// that carries them).
+fn framed(headers: &Headers, body: &Body, trailers: &Headers) -> Headers {
     let mut out = Headers(headers.iter().filter(|h| !h.name.starts_with(b":")).cloned().collect());
-    let chunked = out.get_all("transfer-encoding").any(|v| v.to_str_lossy().to_ascii_lowercase().contains("chunked"));
+    let mut chunked =
+        out.get_all("transfer-encoding").any(|v| v.to_str_lossy().to_ascii_lowercase().contains("chunked"));
+    if !trailers.is_empty() && !chunked {
+        out.set("Transfer-Encoding", "chunked");
+        chunked = true;
+    }
     if chunked {
         out.remove("content-length");
     } else if out.get("content-length").is_some() || !body.data.is_empty() {
@@ -78,7 +89,7 @@ fn write_headers(out: &mut impl Write, headers: &Headers) -> io::Result<()> {
     out.write_all(b"\r\n")
 }
 
-fn write_body(out: &mut impl Write, headers: &Headers, data: &Blob) -> io::Result<()> {
+fn write_body(out: &mut impl Write, headers: &Headers, data: &Blob, trailers: &Headers) -> io::Result<()> {
     let chunked =
         headers.get_all("transfer-encoding").any(|v| v.to_str_lossy().to_ascii_lowercase().contains("chunked"));
     if chunked {
@@ -87,7 +98,8 @@ fn write_body(out: &mut impl Write, headers: &Headers, data: &Blob) -> io::Resul
             out.write_all(data)?;
             out.write_all(b"\r\n")?;
         }
-        out.write_all(b"0\r\n\r\n")
+        out.write_all(b"0\r\n")?;
+        write_headers(out, trailers)
     } else {
         out.write_all(data)
     }
@@ -97,7 +109,7 @@ fn write_body(out: &mut impl Write, headers: &Headers, data: &Blob) -> io::Resul
 pub fn write_request(out: &mut impl Write, req: &Request) -> io::Result<()> {
     let target = if req.target.is_empty() { "/" } else { &req.target };
     write!(out, "{} {} {}\r\n", req.method, target, http1_version(req.version))?;
-    let mut headers = framed_headers(&req.headers, &req.body);
+    let mut headers = framed(&req.headers, &req.body, &req.trailers);
     if headers.get("host").is_none() && !req.authority.is_empty() {
         headers.0.insert(
             0,
@@ -105,15 +117,15 @@ pub fn write_request(out: &mut impl Write, req: &Request) -> io::Result<()> {
         );
     }
     write_headers(out, &headers)?;
-    write_body(out, &headers, &req.body.data)
+    write_body(out, &headers, &req.body.data, &req.trailers)
 }
 
 /// Writes the response as an HTTP/1.1 message.
 pub fn write_response(out: &mut impl Write, resp: &Response) -> io::Result<()> {
     write!(out, "{} {} {}\r\n", http1_version(resp.version), resp.status, reason(resp.status))?;
-    let headers = framed_headers(&resp.headers, &resp.body);
+    let headers = framed(&resp.headers, &resp.body, &resp.trailers);
     write_headers(out, &headers)?;
-    write_body(out, &headers, &resp.body.data)
+    write_body(out, &headers, &resp.body.data, &resp.trailers)
 }
 
 /// Approximate size of the exchange as HTTP/1.1 text (no allocation).
@@ -149,6 +161,7 @@ pub fn parse_request(buf: &[u8]) -> Result<Parsed<Request>, String> {
                 let (body, used) = parse_body(&headers, &buf[head_len..], true);
                 let authority = headers.get_str("host").unwrap_or_default().to_string();
                 let request = Request {
+                    trailers: Default::default(),
                     method: req.method.unwrap_or("GET").to_string(),
                     scheme: "http".into(),
                     authority,
@@ -177,7 +190,8 @@ pub fn parse_response(buf: &[u8]) -> Result<Parsed<Response>, String> {
                 let headers = collect_headers(resp.headers);
                 let version = if resp.version == Some(0) { HttpVersion::Http10 } else { HttpVersion::Http11 };
                 let (body, used) = parse_body(&headers, &buf[head_len..], false);
-                let response = Response { status: resp.code.unwrap_or(0), version, headers, body };
+                let response =
+                    Response { trailers: Default::default(), status: resp.code.unwrap_or(0), version, headers, body };
                 return Ok(Parsed { message: response, rest_len: buf.len() - head_len - used });
             }
             Ok(httparse::Status::Partial) => return Err("response head is incomplete".into()),

@@ -231,4 +231,34 @@ mod tests {
     fn stable_hash_is_stable() {
         assert_eq!(stable_hash(b"abc"), 0xe71f_a219_0541_574b);
     }
+
+    #[test]
+    fn trailers_survive_every_format_that_can_carry_them() {
+        let mut ex =
+            crate::synth::Synth::new(crate::synth::SynthConfig { count: 1, ..Default::default() }).next().unwrap();
+        ex.request.trailers.push("x-request-checksum", "c0ffee");
+        let resp = ex.response.as_mut().unwrap();
+        resp.trailers.push("grpc-status", "0");
+        resp.trailers.push("grpc-message", "ok");
+        for format in [Format::Json, Format::Har] {
+            let mut out = Exporter::new(format, Vec::new()).unwrap();
+            out.write(&ex).unwrap();
+            let bytes = out.finish().unwrap();
+            let mut back = Vec::new();
+            import(format, &bytes[..], &mut |e| {
+                back.push(e);
+                Ok(())
+            })
+            .unwrap();
+            assert_eq!(back[0].request.trailers, ex.request.trailers, "{format}");
+            assert_eq!(back[0].response.as_ref().unwrap().trailers, ex.response.as_ref().unwrap().trailers, "{format}");
+        }
+        // Raw HTTP/1.1: a chunked message ending in its trailer section.
+        let mut out = Exporter::new(Format::Http, Vec::new()).unwrap();
+        out.write(&ex).unwrap();
+        let text = String::from_utf8_lossy(&out.finish().unwrap()).into_owned();
+        assert!(text.contains("0\r\ngrpc-status: 0\r\ngrpc-message: ok\r\n\r\n"), "{text}");
+        assert!(text.contains("0\r\nx-request-checksum: c0ffee\r\n\r\n"), "{text}");
+        assert_eq!(text.matches("Transfer-Encoding: chunked").count(), 2, "{text}");
+    }
 }

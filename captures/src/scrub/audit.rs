@@ -62,9 +62,11 @@ impl Scrubber {
         a.url(&req.target, "request target", 0);
         a.headers(&req.headers, "request");
         a.body(&req.headers, &req.body.data, "request body");
+        a.headers(&req.trailers, "request trailer");
         if let Some(resp) = &exchange.response {
             a.headers(&resp.headers, "response");
             a.body(&resp.headers, &resp.body.data, "response body");
+            a.headers(&resp.trailers, "response trailer");
         }
         a.found.into_iter().collect()
     }

@@ -301,9 +301,13 @@ impl<'a> Pass<'a> {
         self.target(&mut ex.request.target);
         self.headers(&mut ex.request.headers);
         body::scrub(self, &mut ex.request.headers, &mut ex.request.body);
+        // Trailers are header fields that come last (gRPC's `grpc-message` may quote a
+        // customer's e-mail): the same rules.
+        self.headers(&mut ex.request.trailers);
         if let Some(r) = ex.response.as_mut() {
             self.headers(&mut r.headers);
             body::scrub(self, &mut r.headers, &mut r.body);
+            self.headers(&mut r.trailers);
         }
     }
 

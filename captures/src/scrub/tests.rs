@@ -456,3 +456,22 @@ fn userinfo_is_never_echoed() {
     let refused = super::userinfo_refused("--upstream", "http://u:hunter22@h", "drop them");
     assert!(!refused.contains("hunter22") && refused.contains("http://***@h"), "{refused}");
 }
+
+#[test]
+fn trailers_are_scrubbed_and_audited_like_headers() {
+    let mut ex = exchange("/pay.Payments/Charge", &[], b"", &[("content-type", "application/grpc")], b"");
+    ex.request.trailers.push("x-user-token", "Zk3pQ9xLm2Rt7Vb1Nc8Wd4Ye6Uf0Ah5Sg");
+    let resp = ex.response.as_mut().unwrap();
+    resp.trailers.push("grpc-status", "5");
+    resp.trailers.push("grpc-message", "no account for jane.doe@example.com");
+    let found = scrubber().audit(&ex);
+    let locations: Vec<_> = found.iter().map(|f| f.location.as_str()).collect();
+    assert!(locations.iter().any(|l| l.contains("response trailer header grpc-message")), "{found:?}");
+    scrubber().scrub(&mut ex);
+    let resp = ex.response.as_ref().unwrap();
+    assert_eq!(resp.trailers.get_str("grpc-status"), Some("5"));
+    let message = resp.trailers.get_str("grpc-message").unwrap();
+    assert!(!message.contains("jane.doe") && message.starts_with("no account for "), "{message}");
+    assert!(!ex.request.trailers.get_str("x-user-token").unwrap().contains("Zk3pQ9"));
+    assert!(scrubber().audit(&ex).is_empty(), "{:?}", scrubber().audit(&ex));
+}

@@ -117,7 +117,7 @@ impl<R: Read + Seek> SegmentReader<R> {
             return Err(TapeError::UnsupportedVersion { path, found: version, supported: FORMAT_VERSION, advice });
         }
         let codec_id = preamble[10];
-        if got > 10 && codec_id != CODEC_BINCODE2_ZSTD {
+        if got > 10 && codec_id != CODEC_BINCODE2_ZSTD && codec_id != CODEC_BINCODE2_ZSTD_EXT {
             return Err(TapeError::UnsupportedCodec { path, codec: codec_id });
         }
         if got < PREAMBLE_LEN {

@@ -183,7 +183,7 @@ impl SegmentWriter {
         let mut buf = Vec::with_capacity(PREAMBLE_LEN + body.len());
         buf.extend_from_slice(MAGIC);
         buf.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-        buf.push(CODEC_BINCODE2_ZSTD);
+        buf.push(CODEC_BINCODE2_ZSTD_EXT);
         buf.push(0);
         buf.extend_from_slice(&(body.len() as u32).to_le_bytes());
         buf.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
@@ -542,7 +542,7 @@ impl TapeWriter {
             self.seq += 1;
             let header = SegmentHeader {
                 format_version: FORMAT_VERSION,
-                codec: CODEC_BINCODE2_ZSTD,
+                codec: CODEC_BINCODE2_ZSTD_EXT,
                 created_unix_ns: now,
                 tape_start_unix_ns: self.config.tape_start_unix_ns,
                 producer: self.config.producer.clone(),
