@@ -54,6 +54,12 @@ fn with_credentials(i: u64) -> Exchange {
     headers.push("cookie", "sid=prod-session-abcdef0123456789");
     headers.push("x-api-key", "prod-api-key-9876543210");
     headers.push("x-forwarded-for", "203.0.113.77");
+    // Credentials and identities by names no list had (found by a review).
+    headers.push("authentication", "prod-authn-0123456789");
+    headers.push("x-app-key", "prod-app-key-0123456789");
+    headers.push("x-forwarded-user", "jane.doe");
+    headers.push("x-forwarded-client-cert", "Hash=prodcerthash0123");
+    headers.push("x-cluster-client-ip", "203.0.113.78");
     headers.push("x-trace", format!("trace-{i}"));
     let mut ex = synth(1).remove(0);
     ex.request = Request {
@@ -74,9 +80,20 @@ fn production_credentials_on_a_tape_never_reach_staging() {
     let dir = tempfile::tempdir().unwrap();
     let caps = dir.path().join("imported");
     let exchanges: Vec<_> = (0..20).map(with_credentials).collect();
-    write_tape(&caps, &exchanges); // like `tapedeck import`: not scrubbed
+    write_tape_as(&caps, &exchanges, None); // like `tapedeck import`: not scrubbed
 
-    let out = run(&["replay", s(&caps), "--target", &staging.url(), "--speed", "max", "--no-compare"]);
+    // Unscrubbed tapes are refused: their paths, queries and bodies are production's.
+    let out = run(&["replay", s(&caps), "--target", &staging.url(), "--speed", "max"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("were not scrubbed") && stderr(&out).contains("--allow-unscrubbed"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(staging.seen().is_empty());
+
+    let out =
+        run(&["replay", s(&caps), "--target", &staging.url(), "--speed", "max", "--no-compare", "--allow-unscrubbed"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stderr(&out).contains("were not scrubbed"), "a loud warning: {}", stderr(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -84,7 +101,17 @@ fn production_credentials_on_a_tape_never_reach_staging() {
     let seen = staging.seen();
     assert_eq!(seen.len(), 20);
     for r in &seen {
-        for name in ["authorization", "cookie", "x-api-key", "x-forwarded-for"] {
+        for name in [
+            "authorization",
+            "cookie",
+            "x-api-key",
+            "x-forwarded-for",
+            "authentication",
+            "x-app-key",
+            "x-forwarded-user",
+            "x-forwarded-client-cert",
+            "x-cluster-client-ip",
+        ] {
             assert_eq!(r.header(name), None, "{name} reached staging: {:?}", r.headers);
         }
         assert!(r.header("x-trace").is_some_and(|v| v.starts_with("trace-")), "ordinary headers are sent");
@@ -105,6 +132,7 @@ fn production_credentials_on_a_tape_never_reach_staging() {
         "--speed",
         "max",
         "--no-compare",
+        "--allow-unscrubbed",
         "--set-header",
         "Authorization: Bearer staging-token",
     ]);
@@ -193,6 +221,25 @@ fn outputs_are_new_private_files_and_planted_symlinks_are_never_followed() {
         assert_eq!(mode(p), 0o600, "{}", p.display());
     }
 
+    // Two outputs of one run under one name: refused before anything is sent.
+    let seen_before = staging.seen().len();
+    let same = dir.path().join("same.json");
+    let out = replay(&["--report", s(&same), "--html", s(&same)]);
+    assert!(!out.status.success() && stderr(&out).contains("named for two outputs"), "{}", stderr(&out));
+    let out = replay(&["--noise-model", s(&dir.path().join("no/such/dir/model.json"))]);
+    assert!(!out.status.success() && stderr(&out).contains("--noise-model"), "{}", stderr(&out));
+    assert_eq!(staging.seen().len(), seen_before);
+
+    // --force never deletes through a link to someone else's results.
+    let theirs = dir.path().join("theirs");
+    fs::create_dir(&theirs).unwrap();
+    fs::write(theirs.join("report.json"), "their report").unwrap();
+    let into_theirs = dir.path().join("into-theirs");
+    symlink(&theirs, &into_theirs).unwrap();
+    let out = replay(&["--results", s(&into_theirs), "--force"]);
+    assert!(!out.status.success() && stderr(&out).contains("symbolic link"), "{}", stderr(&out));
+    assert_eq!(fs::read_to_string(theirs.join("report.json")).unwrap(), "their report");
+
     // A results directory holds one run.
     let out = replay(&["--results", s(&results)]);
     assert!(!out.status.success());
@@ -234,7 +281,14 @@ fn capture_directories_others_can_write_or_reach_by_a_link_are_refused() {
     let out = proxy(&link);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("symbolic link"), "{}", stderr(&out));
-    assert_eq!(fs::read_dir(&shared).unwrap().count() + fs::read_dir(&real).unwrap().count(), 0);
+    // Inside a directory others may write, the directory could be swapped for theirs.
+    let out = proxy(&shared.join("cap"));
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("no sticky bit"), "{}", stderr(&out));
+    // Nothing was written (an empty directory the proxy made at most).
+    let files = |d: &Path| tapedeck_captures::tape::discover(&[d]).unwrap_or_default().len();
+    assert_eq!(files(&shared) + files(&real), 0);
+    assert_eq!(fs::read_dir(&real).unwrap().count(), 0);
 
     // The same for every command that writes tapes, and the opt-out.
     let har = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/browser.har");
@@ -264,7 +318,13 @@ fn keys_and_credentials_in_urls_are_never_echoed_and_exposed_keys_are_flagged() 
     assert!(!err.contains(secret) && !err.contains(&secret[..12]), "the key was echoed: {err}");
     assert!(err.contains("line 1") && err.contains("right one"), "{err}");
 
-    // Credentials in URLs.
+    // Credentials in URLs, also passwords holding what a URL parser reads as a path.
+    let out = run_briefly(
+        &["proxy", "--listen", "127.0.0.1:0", "--upstream", "http://admin:s3cr/etPW5@127.0.0.1", "--admin", "off"],
+        Duration::from_secs(20),
+    );
+    assert!(!out.status.success());
+    assert!(!stderr(&out).contains("etPW5") && !stderr(&out).contains("s3cr"), "{}", stderr(&out));
     let out = run_briefly(
         &["proxy", "--listen", "127.0.0.1:0", "--upstream", "http://admin:hunter2-pw@127.0.0.1:9", "--admin", "off"],
         Duration::from_secs(20),
@@ -274,6 +334,16 @@ fn keys_and_credentials_in_urls_are_never_echoed_and_exposed_keys_are_flagged() 
     let out = run(&["replay", s(&caps), "--target", "http://u:hunter2-pw@127.0.0.1:9"]);
     assert!(!out.status.success());
     assert!(!stderr(&out).contains("hunter2") && stderr(&out).contains("--set-header"), "{}", stderr(&out));
+
+    // A settings file whose value has the wrong type: the parser's message, never the value.
+    let config = dir.path().join("replay.toml");
+    fs::write(&config, "set-header = \"Authorization: Bearer SECRET_SETHEADER\"\n").unwrap();
+    let out = run(&["replay", s(&caps), "--target", "http://127.0.0.1:9", "--config", s(&config)]);
+    assert!(!out.status.success());
+    assert!(!stderr(&out).contains("SECRET_SETHEADER") && stderr(&out).contains("line 1"), "{}", stderr(&out));
+    let out = run(&["replay", s(&caps), "--target", "http://127.0.0.1:9", "--set-header", "Bearer SECRET_NOCOLON"]);
+    assert!(!out.status.success());
+    assert!(!stderr(&out).contains("SECRET_NOCOLON"), "{}", stderr(&out));
 
     // A key others can read: refused with --strict-perms, else a warning and it runs.
     let proxy_args = |strict: bool| {
@@ -305,9 +375,20 @@ fn keys_and_credentials_in_urls_are_never_echoed_and_exposed_keys_are_flagged() 
     let (code, lines) = p.wait(Duration::from_secs(30));
     assert_eq!(code, 0, "{lines:?}");
 
-    // Guessable keys are refused; the fingerprint in tapes is keyed.
-    fs::write(&key, "aaaaaaaabbbbbbbbaaaaaaaabbbbbbbb").unwrap();
-    fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).unwrap();
-    let out = run(&["scrub", s(&caps), "--check", "--key-file", s(&key)]);
-    assert!(stderr(&out).contains("looks like a pattern"), "{}", stderr(&out));
+    // Guessable keys are refused.
+    for weak in
+        ["aaaaaaaabbbbbbbbaaaaaaaabbbbbbbb", "0123456789abcdefghijklmnopqrstuv", "Xy7#Xy7#Xy7#Xy7#Xy7#Xy7#Xy7#Xy7#"]
+    {
+        fs::write(&key, weak).unwrap();
+        fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).unwrap();
+        let out = run(&["scrub", s(&caps), "--check", "--key-file", s(&key)]);
+        assert!(stderr(&out).contains("looks like a pattern"), "{weak}: {}", stderr(&out));
+    }
+
+    // Scrubbing into the directory being scrubbed would mix raw and scrubbed tapes.
+    write_tape_as(&dir.path().join("raw"), &synth(3), None);
+    fs::write(&key, secret).unwrap();
+    let raw = dir.path().join("raw");
+    let out = run(&["scrub", s(&raw), "-o", s(&raw), "--key-file", s(&key)]);
+    assert!(!out.status.success() && stderr(&out).contains("holds the tapes being scrubbed"), "{}", stderr(&out));
 }

@@ -55,6 +55,9 @@ impl OutputError {
 /// Checks, before the work that produces it starts, that `path` can be written: it does not
 /// exist (or `force`), is not a directory, and its directory exists.
 pub fn check_output(path: &Path, force: bool) -> Result<(), OutputError> {
+    if path.as_os_str().as_encoded_bytes().ends_with(b"/") {
+        return Err(OutputError::IsDirectory { path: path.to_path_buf() });
+    }
     match fs::symlink_metadata(path) {
         Ok(m) if m.is_dir() => return Err(OutputError::IsDirectory { path: path.to_path_buf() }),
         Ok(_) if !force => return Err(OutputError::Exists { path: path.to_path_buf() }),
@@ -131,7 +134,9 @@ const SHARED_DIR_ADVICE: &str = "tapes there could be read, replaced or planted 
      this is intended";
 
 /// Checks that `dir` (which exists) is private to this user: not a symlink, not writable by
-/// group or others, owned by this user or by root. `allow_shared` skips the check.
+/// group or others, owned by this user or by root; and that no directory above it lets
+/// anyone else swap it (each owned by this user or root, writable by others only with the
+/// sticky bit, as `/tmp`), as OpenSSH's StrictModes checks. `allow_shared` skips the check.
 pub fn check_private_dir(dir: &Path, allow_shared: bool) -> Result<(), SharedDirError> {
     if allow_shared {
         return Ok(());
@@ -160,8 +165,33 @@ pub fn check_private_dir(dir: &Path, allow_shared: bool) -> Result<(), SharedDir
         if meta.uid() != me && meta.uid() != 0 {
             return Err(refuse(format!("belongs to user id {}, not to this user ({me})", meta.uid())));
         }
+        let real = fs::canonicalize(name).map_err(|e| refuse(format!("cannot resolve it: {e}")))?;
+        for above in real.ancestors().skip(1) {
+            let Ok(m) = fs::metadata(above) else { continue };
+            let mode = m.mode() & 0o7777;
+            let sticky = mode & 0o1000 != 0;
+            if m.uid() != me && m.uid() != 0 {
+                return Err(refuse(format!(
+                    "lies in {}, which belongs to user id {}: they could replace it",
+                    above.display(),
+                    m.uid()
+                )));
+            }
+            if mode & 0o022 != 0 && !sticky {
+                return Err(refuse(format!(
+                    "lies in {}, which others can write (mode {mode:o}, no sticky bit): they could replace it",
+                    above.display()
+                )));
+            }
+        }
     }
     Ok(())
+}
+
+/// This process's effective user id.
+pub fn current_uid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
 }
 
 /// Proves that `dir` is writable by creating and removing a file with a random name
@@ -230,6 +260,8 @@ mod tests {
         let missing = check_output(&dir.path().join("no/such/dir/x"), false).unwrap_err();
         assert!(missing.to_string().contains("check that its directory exists"), "{missing}");
         assert!(matches!(check_output(dir.path(), true), Err(OutputError::IsDirectory { .. })));
+        let slash = PathBuf::from(format!("{}/new/", dir.path().display()));
+        assert!(matches!(check_output(&slash, true), Err(OutputError::IsDirectory { .. })));
     }
 
     #[test]
@@ -248,6 +280,29 @@ mod tests {
         }
         fs::set_permissions(&own, fs::Permissions::from_mode(0o755)).unwrap();
         check_private_dir(&own, false).unwrap();
+
+        // A directory inside one that others may write (no sticky bit), or inside another
+        // user's, could be swapped under the writer.
+        let open = root.path().join("open");
+        fs::create_dir(&open).unwrap();
+        let inner = open.join("caps");
+        fs::create_dir(&inner).unwrap();
+        fs::set_permissions(&inner, fs::Permissions::from_mode(0o700)).unwrap();
+        fs::set_permissions(&open, fs::Permissions::from_mode(0o777)).unwrap();
+        let err = check_private_dir(&inner, false).unwrap_err().to_string();
+        assert!(err.contains("no sticky bit"), "{err}");
+        fs::set_permissions(&open, fs::Permissions::from_mode(0o1777)).unwrap();
+        check_private_dir(&inner, false).unwrap();
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            std::os::unix::fs::chown(&open, Some(4321), None).unwrap();
+            let err = check_private_dir(&inner, false).unwrap_err().to_string();
+            assert!(err.contains("belongs to user id 4321"), "{err}");
+        }
+        // Reached through a link to it: the same.
+        let via = root.path().join("via");
+        std::os::unix::fs::symlink(&open, &via).unwrap();
+        assert!(check_private_dir(&via.join("caps"), false).is_err());
 
         let link = root.path().join("link");
         std::os::unix::fs::symlink(&own, &link).unwrap();

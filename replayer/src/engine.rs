@@ -282,8 +282,8 @@ fn guard_production(config: &ReplayConfig, source: &Source) -> Result<(), Replay
     Ok(())
 }
 
-/// Tapes without a scrub fingerprint hold production's data as it was: warns, and refuses
-/// to send their credentials as recorded.
+/// Tapes without a scrub fingerprint hold production's data as it was: refused unless
+/// allowed (then a warning), and their credentials are never sent as recorded.
 fn guard_unscrubbed(config: &ReplayConfig, source: &Source) -> Result<(), ReplayError> {
     let reports = source.reader().reports();
     let unscrubbed: Vec<_> =
@@ -296,9 +296,16 @@ fn guard_unscrubbed(config: &ReplayConfig, source: &Source) -> Result<(), Replay
              scrub them first (`tapedeck scrub TAPES -o DIR`) or drop --keep-credentials"
         )));
     }
+    if !config.allow_unscrubbed {
+        return Err(ReplayError::Config(format!(
+            "{which} were not scrubbed (imported, or captured with --no-scrub): their paths, queries, bodies and \
+             headers are production's data as it was, and would go to the target; scrub them first (`tapedeck scrub \
+             TAPES -o DIR`), or pass --allow-unscrubbed to send them as they are"
+        )));
+    }
     tracing::warn!(
-        "{which} were not scrubbed: their bodies, paths and headers are sent to the target as production recorded \
-         them (credentials and client addresses excepted); scrub them first with `tapedeck scrub TAPES -o DIR`"
+        "{which} were not scrubbed: their paths, queries, bodies and headers go to the target as production recorded \
+         them (credential headers and client addresses are withheld); scrub them first with `tapedeck scrub TAPES -o DIR`"
     );
     Ok(())
 }

@@ -97,6 +97,9 @@ pub struct ReplayConfig {
     pub results: Option<PathBuf>,
     /// Replay even at the authority the tapes were recorded from.
     pub allow_production_target: bool,
+    /// Replay tapes that were never scrubbed, with a warning (the default here); else they
+    /// are refused (the command line's default, unless --allow-unscrubbed).
+    pub allow_unscrubbed: bool,
     /// Accept a results directory shared with others (see
     /// [`tapedeck_captures::files::check_private_dir`]).
     pub allow_shared_dir: bool,
@@ -135,6 +138,7 @@ impl ReplayConfig {
             results: None,
             allow_production_target: false,
             allow_shared_dir: false,
+            allow_unscrubbed: true,
             compare: Some(compare::CompareConfig::default()),
             noise_probe: false,
             noise_model: Default::default(),

@@ -97,32 +97,70 @@ const DROP: [&str; 10] = [
     "host",
 ];
 
-/// Fields naming the client's address: production's users, and a trust decision that is
-/// staging's own to make.
-const CLIENT_ADDRESS: [&str; 6] =
-    ["x-forwarded-for", "forwarded", "x-real-ip", "true-client-ip", "cf-connecting-ip", "x-client-ip"];
-
 /// True for a recorded field a replay does not send unless told to (`--keep-credentials`):
-/// credentials (`Authorization`, `Cookie`, API keys, session and CSRF tokens: production's
-/// own on an unscrubbed tape, useless pseudonyms on a scrubbed one; `--set-header` supplies
-/// staging's) and client addresses.
+/// credentials (`Authorization`, `Cookie`, API keys, session and CSRF tokens, identities
+/// vouched for by a proxy: production's own on an unscrubbed tape, useless pseudonyms on a
+/// scrubbed one; `--set-header` supplies staging's) and client addresses.
 pub fn is_withheld(name: &str) -> bool {
-    CLIENT_ADDRESS.iter().any(|a| name.eq_ignore_ascii_case(a)) || tapedeck_captures::scrub::is_credential_header(name)
+    tapedeck_captures::scrub::is_credential_header(name) || tapedeck_captures::scrub::is_client_address_header(name)
+}
+
+/// What of a credential header's value the target issued: correlation replaced recorded
+/// values in `now` (recorded as `recorded`). Of a cookie header, the cookies whose value
+/// changed; of any other, the whole value if every long word in it is new, else nothing
+/// (a production secret would go along).
+fn issued_by_target(name: &str, recorded: &str, now: &str) -> Option<String> {
+    if name.eq_ignore_ascii_case("cookie") || name.eq_ignore_ascii_case("cookie2") {
+        let pairs = |v: &str| -> Vec<(String, String)> {
+            v.split(';')
+                .filter_map(|p| p.trim().split_once('='))
+                .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
+                .collect()
+        };
+        let before = pairs(recorded);
+        let issued: Vec<String> = pairs(now)
+            .into_iter()
+            .filter(|(n, v)| !before.iter().any(|(bn, bv)| bn == n && bv == v))
+            .map(|(n, v)| format!("{n}={v}"))
+            .collect();
+        return (!issued.is_empty()).then(|| issued.join("; "));
+    }
+    let words = |v: &str| -> Vec<String> {
+        v.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.'))
+            .filter(|w| w.len() >= 6)
+            .map(str::to_string)
+            .collect()
+    };
+    // An authentication scheme (`Bearer`, `Basic`) is no secret.
+    let credentials = |v: &str| -> String {
+        match v.split_once(' ') {
+            Some((scheme, rest)) if scheme.chars().all(|c| c.is_ascii_alphabetic()) => rest.to_string(),
+            _ => v.to_string(),
+        }
+    };
+    let before = words(&credentials(recorded));
+    words(&credentials(now)).iter().all(|w| !before.contains(w)).then(|| now.to_string())
 }
 
 /// Parses `K: V` for `--set-header`, expanding `${VAR}` from the environment so
 /// credentials need not appear on the command line.
 pub fn parse_set_header(s: &str) -> Result<(HeaderName, HeaderValue), String> {
-    let (name, value) = s.split_once(':').ok_or_else(|| format!("--set-header {s:?}: expected 'Name: value'"))?;
-    let name = HeaderName::from_bytes(name.trim().as_bytes())
-        .map_err(|_| format!("--set-header {s:?}: invalid header name"))?;
+    // The value is a credential more often than not: never echoed, the name at most.
+    let (name, value) = s
+        .split_once(':')
+        .ok_or_else(|| "--set-header: expected 'Name: value' (no ':' found; the value is not shown)".to_string())?;
+    let name = HeaderName::from_bytes(name.trim().as_bytes()).map_err(|_| {
+        let shown: String = name.trim().chars().take(40).collect();
+        format!("--set-header {shown:?}: invalid header name")
+    })?;
     let mut expanded = String::new();
     let mut rest = value.trim();
     while let Some(i) = rest.find("${") {
         expanded.push_str(&rest[..i]);
-        let end = rest[i..].find('}').ok_or_else(|| format!("--set-header {s:?}: unclosed ${{"))?;
+        let end = rest[i..].find('}').ok_or_else(|| format!("--set-header {name}: unclosed ${{"))?;
         let var = &rest[i + 2..i + end];
-        let v = std::env::var(var).map_err(|_| format!("--set-header {s:?}: environment variable {var} is not set"))?;
+        let v =
+            std::env::var(var).map_err(|_| format!("--set-header {name}: environment variable {var} is not set"))?;
         expanded.push_str(&v);
         rest = &rest[i + end + 1..];
     }
@@ -226,10 +264,10 @@ impl Rewrite {
         self.request_keeping(ex, &[])
     }
 
-    /// The request to send for `ex`, keeping the recorded headers at the indexes `own`
-    /// even if withheld otherwise: correlation put the target's own values there (a
-    /// session token staging issued in this run).
-    pub fn request_keeping(&self, ex: &Exchange, own: &[usize]) -> Result<Request<Full<Bytes>>, String> {
+    /// The request to send for `ex`. `own` lists the headers correlation put the target's
+    /// own values into (a session token staging issued in this run), with their recorded
+    /// values: of a withheld header, only what the target issued is sent.
+    pub fn request_keeping(&self, ex: &Exchange, own: &[(usize, String)]) -> Result<Request<Full<Bytes>>, String> {
         let req = &ex.request;
         let method =
             Method::from_bytes(req.method.as_bytes()).map_err(|_| format!("invalid method {:?}", req.method))?;
@@ -254,8 +292,14 @@ impl Rewrite {
             if DROP.contains(&name.as_str()) || h.name.starts_with(b":") {
                 continue;
             }
-            if !self.keep_credentials && !own.contains(&i) && is_withheld(name.as_str()) {
+            if !self.keep_credentials && is_withheld(name.as_str()) {
                 withheld = true;
+                let issued = own.iter().find(|(at, _)| *at == i).and_then(|(_, recorded)| {
+                    issued_by_target(name.as_str(), recorded, std::str::from_utf8(&h.value).ok()?)
+                });
+                if let Some(value) = issued.and_then(|v| HeaderValue::from_str(&v).ok()) {
+                    headers.append(name, value);
+                }
                 continue;
             }
             if let Ok(value) = HeaderValue::from_bytes(&h.value) {
@@ -323,14 +367,24 @@ mod tests {
         }
         assert_eq!(sent.headers()["x-trace"], "1");
         assert_eq!(rw.withheld.load(std::sync::atomic::Ordering::Relaxed), 1);
-        // Correlation put staging's own session into the cookie (index 5): it is sent.
-        let sent = rw.request_keeping(&ex, &[5]).unwrap();
+        // Correlation put staging's own session into the cookie (index 5): that cookie is
+        // sent, production's others are not.
+        ex.request.headers.set("cookie", "sid=abc; remember_me=PRODREMEMBER123");
+        let own = [(5, "sid=PRODSESS1; remember_me=PRODREMEMBER123".to_string())];
+        let sent = rw.request_keeping(&ex, &own).unwrap();
         assert_eq!(sent.headers()["cookie"], "sid=abc");
         assert!(sent.headers().get("authorization").is_none());
+        // A bearer token replaced whole is staging's; one with a production word left is not.
+        ex.request.headers.set("authorization", "Bearer STAGINGTOKEN99");
+        let own = [(3, "Bearer PRODTOKEN1234".to_string())];
+        assert_eq!(rw.request_keeping(&ex, &own).unwrap().headers()["authorization"], "Bearer STAGINGTOKEN99");
+        ex.request.headers.set("authorization", "Bearer STAGINGTOKEN99 PRODEXTRA777");
+        let own = [(3, "Bearer PRODTOKEN1234 PRODEXTRA777".to_string())];
+        assert!(rw.request_keeping(&ex, &own).unwrap().headers().get("authorization").is_none());
         rw.keep_credentials = true;
         let sent = rw.request(&ex).unwrap();
         assert!(sent.headers().contains_key("authorization") && sent.headers().contains_key("x-forwarded-for"));
-        assert_eq!(rw.withheld.load(std::sync::atomic::Ordering::Relaxed), 2);
+        assert_eq!(rw.withheld.load(std::sync::atomic::Ordering::Relaxed), 4);
         let creds = Rewrite::new(&"http://u:pw-123@staging".parse().unwrap()).unwrap_err();
         assert!(!creds.contains("pw-123") && creds.contains("--set-header"), "{creds}");
     }

@@ -62,7 +62,30 @@ pub fn toml_error(what: &str, path: &std::path::Path, text: &str, e: &toml::de::
         .map_or(String::new(), |s| format!(", line {}", text[..s.start.min(text.len())].matches('\n').count() + 1));
     let hint =
         if text.contains('=') { "" } else { " (this does not look like a TOML settings file: is it the right one?)" };
-    anyhow::anyhow!("{what} {}{line}: {}{hint}", path.display(), e.message().trim_end())
+    anyhow::anyhow!("{what} {}{line}: {}{hint}", path.display(), without_quoted(e.message().trim_end()))
+}
+
+/// `message` with every double-quoted value shown as `"…"`: a parser quotes the value it
+/// could not take (`invalid type: string "Bearer …", expected a sequence`), and a value in
+/// a settings file may be a credential. Names, which it quotes in backticks, stay.
+fn without_quoted(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut inside = false;
+    for c in message.chars() {
+        match (c, inside) {
+            ('"', false) => {
+                inside = true;
+                out.push_str("\"…");
+            }
+            ('"', true) => {
+                inside = false;
+                out.push('"');
+            }
+            (_, true) => {}
+            (c, false) => out.push(c),
+        }
+    }
+    out
 }
 
 /// A secret (key) file that group or others can read: a warning, or an error when `strict`.
@@ -70,15 +93,23 @@ pub fn check_secret_file(path: &std::path::Path, what: &str, strict: bool) -> Re
     use std::os::unix::fs::MetadataExt;
     let Ok(meta) = std::fs::metadata(path) else { return Ok(()) }; // reading it will say why
     let mode = meta.mode() & 0o777;
-    if mode & 0o077 == 0 {
+    let me = tapedeck_captures::files::current_uid();
+    let problem = if meta.uid() != me && meta.uid() != 0 {
+        format!(
+            "{what} {} belongs to user id {}, who can read or replace it; keep it in a file of your own",
+            path.display(),
+            meta.uid()
+        )
+    } else if mode & 0o077 != 0 {
+        format!(
+            "{what} {} can be read by {} (mode {mode:o}); `chmod 600 {}`",
+            path.display(),
+            if mode & 0o007 != 0 { "everyone" } else { "its group" },
+            path.display()
+        )
+    } else {
         return Ok(());
-    }
-    let problem = format!(
-        "{what} {} can be read by {} (mode {mode:o}); `chmod 600 {}`",
-        path.display(),
-        if mode & 0o007 != 0 { "everyone" } else { "its group" },
-        path.display()
-    );
+    };
     if strict {
         bail!("{problem} (refused: --strict-perms)");
     }

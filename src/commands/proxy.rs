@@ -225,6 +225,13 @@ pub(crate) fn build_config(args: ProxyArgs) -> Result<ProxyConfig> {
         .upstream
         .as_deref()
         .ok_or_else(|| anyhow!("--upstream is required (e.g. --upstream http://127.0.0.1:3000)"))?;
+    if tapedeck_captures::scrub::userinfo_span(upstream_text).is_some() {
+        bail!(tapedeck_captures::scrub::userinfo_refused(
+            "--upstream",
+            upstream_text,
+            "clients' own Authorization headers are forwarded"
+        ));
+    }
     let upstream: http::Uri = upstream_text
         .parse()
         .map_err(|e| anyhow!("--upstream {:?}: {e}", tapedeck_captures::scrub::redact_userinfo(upstream_text)))?;

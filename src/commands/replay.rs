@@ -179,6 +179,14 @@ pub struct ReplayArgs {
     /// Refused for tapes that were not scrubbed.
     #[arg(long)]
     pub keep_credentials: bool,
+    /// Replay tapes that were never scrubbed (imported, or captured with --no-scrub): their
+    /// paths, queries and bodies go to the target as production recorded them.
+    #[arg(long)]
+    pub allow_unscrubbed: bool,
+    /// Refuse a --scrub-key-file that group or others can read, or another user owns
+    /// (without it, a warning).
+    #[arg(long)]
+    pub strict_perms: bool,
     /// Replace report files, and an earlier run in the --results directory, that exist.
     #[arg(long)]
     pub force: bool,
@@ -220,6 +228,8 @@ impl ReplayArgs {
         self.no_scrub_results |= file.no_scrub_results;
         self.allow_production_target |= file.allow_production_target;
         self.keep_credentials |= file.keep_credentials;
+        self.allow_unscrubbed |= file.allow_unscrubbed;
+        self.strict_perms |= file.strict_perms;
         self.force |= file.force;
         self.allow_shared_dir |= file.allow_shared_dir;
         self.no_progress |= file.no_progress;
@@ -229,7 +239,13 @@ impl ReplayArgs {
 
 /// A results directory holds one run: an earlier run's report and results tapes are
 /// refused, or removed with `force`.
-fn prepare_results(dir: &std::path::Path, force: bool) -> Result<()> {
+fn prepare_results(dir: &std::path::Path, force: bool, allow_shared: bool) -> Result<()> {
+    if !dir.exists() {
+        return Ok(());
+    }
+    // Before anything in it is touched: a planted link or someone else's directory must
+    // not make --force delete their files.
+    tapedeck_captures::files::check_private_dir(dir, allow_shared)?;
     let Ok(entries) = std::fs::read_dir(dir) else { return Ok(()) };
     let earlier: Vec<_> = entries
         .filter_map(|e| e.ok())
@@ -250,8 +266,9 @@ fn prepare_results(dir: &std::path::Path, force: bool) -> Result<()> {
             earlier.len()
         );
     }
-    for p in earlier {
-        std::fs::remove_file(&p).with_context(|| format!("cannot remove the earlier run's {}", p.display()))?;
+    // Only files are removed: a link of that name is replaced when the report is written.
+    for p in earlier.iter().filter(|p| std::fs::symlink_metadata(p).is_ok_and(|m| m.is_file())) {
+        std::fs::remove_file(p).with_context(|| format!("cannot remove the earlier run's {}", p.display()))?;
     }
     Ok(())
 }
@@ -263,6 +280,13 @@ fn config(args: &ReplayArgs) -> Result<ReplayConfig> {
     let target = args.target.as_deref().ok_or_else(|| {
         anyhow!("--target is required: where to replay, e.g. --target http://staging:8080 (never production)")
     })?;
+    if tapedeck_captures::scrub::userinfo_span(target).is_some() {
+        bail!(tapedeck_captures::scrub::userinfo_refused(
+            "--target",
+            target,
+            "send staging's credentials with --set-header 'Authorization: Basic ${STAGING_BASIC}'"
+        ));
+    }
     let target: http::Uri =
         target.parse().map_err(|e| anyhow!("--target {:?}: {e}", tapedeck_captures::scrub::redact_userinfo(target)))?;
     let mut c = ReplayConfig::new(args.paths.clone(), target)?;
@@ -338,6 +362,7 @@ fn config(args: &ReplayArgs) -> Result<ReplayConfig> {
     c.allow_production_target = args.allow_production_target;
     c.allow_shared_dir = args.allow_shared_dir;
     c.rewrite.keep_credentials = args.keep_credentials;
+    c.allow_unscrubbed = args.allow_unscrubbed;
     c.compare = if args.no_compare {
         if args.noise_probe || args.noise_model.is_some() || !args.ignore.is_empty() || args.compare_config.is_some() {
             bail!("--no-compare turns comparison off; drop it to use --ignore, --noise-probe, --noise-model or --compare-config");
@@ -364,8 +389,11 @@ fn config(args: &ReplayArgs) -> Result<ReplayConfig> {
         );
         None
     } else {
-        let scrubber =
-            super::scrub::load_scrubber(args.scrub_policy.as_deref(), args.scrub_key_file.as_deref(), false)?;
+        let scrubber = super::scrub::load_scrubber(
+            args.scrub_policy.as_deref(),
+            args.scrub_key_file.as_deref(),
+            args.strict_perms,
+        )?;
         if args.results.is_some() && !scrubber.has_key() {
             eprintln!("note: results are scrubbed; {}", super::scrub::NO_KEY_NOTICE);
         }
@@ -454,9 +482,19 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode> {
     // Outputs that cannot be written are refused before the replay, not after it.
     let outputs =
         Outputs { json: args.report.clone(), html: args.html.clone(), junit: args.junit.clone(), force: args.force };
-    outputs.check()?;
+    let results_report = config.results.as_ref().map(|d| d.join(REPORT_FILE));
+    let mut others: Vec<&std::path::Path> = results_report.iter().map(|p| p.as_path()).collect();
+    if let Some(model) = &args.noise_model {
+        // Read, then written back: its directory must exist now, not after the run.
+        tapedeck_captures::files::check_output(model, true).context("--noise-model")?;
+        if results_report.as_ref().and_then(|r| std::path::absolute(r).ok()) == std::path::absolute(model).ok() {
+            bail!("--noise-model {} is the results directory's report: give it its own file", model.display());
+        }
+        others.push(model);
+    }
+    outputs.check(&others)?;
     if let Some(dir) = &config.results {
-        prepare_results(dir, args.force)?;
+        prepare_results(dir, args.force, args.allow_shared_dir)?;
     }
     if !gates.is_empty() && config.compare.is_none() && gates.iter().any(|g| g.text.contains("diff")) {
         bail!("--gate on differences needs the comparison; drop --no-compare");

@@ -61,10 +61,17 @@ impl Outputs {
         [&self.json, &self.html, &self.junit].into_iter().flatten()
     }
 
-    /// Checks that every output can be written, before the work that produces them.
-    pub fn check(&self) -> Result<()> {
+    /// Checks that every output can be written, before the work that produces them, and
+    /// that none is named twice (with `others`, the run's other files).
+    pub fn check(&self, others: &[&Path]) -> Result<()> {
+        let mut seen: Vec<PathBuf> = others.iter().map(|p| std::path::absolute(p).unwrap_or(p.to_path_buf())).collect();
         for path in self.each() {
             files::check_output(path, self.force)?;
+            let full = std::path::absolute(path).unwrap_or(path.clone());
+            if seen.contains(&full) {
+                bail!("{} is named for two outputs of this run: give each its own file", path.display());
+            }
+            seen.push(full);
         }
         Ok(())
     }
@@ -114,7 +121,7 @@ fn load(path: &Path) -> Result<ReplayReport> {
 pub fn run(args: ReportArgs) -> Result<ExitCode> {
     let gates = parse_gates(&args.gate)?;
     let outputs = Outputs { json: args.report, html: args.html, junit: args.junit, force: args.force };
-    outputs.check()?;
+    outputs.check(&[])?;
     let mut report = match (&args.results, &args.baseline[..]) {
         (None, []) => bail!("which run? give a results directory or a report JSON (or --baseline OLD NEW)"),
         (Some(_), [_, _]) => bail!("--baseline OLD NEW already names both runs; drop RESULTS or NEW"),

@@ -45,6 +45,10 @@ pub struct ScrubArgs {
     /// owned by another user.
     #[arg(long)]
     pub allow_shared_dir: bool,
+    /// Refuse a --key-file that group or others can read, or another user owns (without
+    /// it, a warning).
+    #[arg(long)]
+    pub strict_perms: bool,
 }
 
 /// Loads the policy file (over the defaults) and the key (file, else environment). A key
@@ -84,7 +88,10 @@ fn check_key_strength(key: &[u8]) -> Result<()> {
     let mut seen = [false; 256];
     key.iter().for_each(|b| seen[usize::from(*b)] = true);
     let distinct = seen.iter().filter(|s| **s).count();
-    if distinct < 10 {
+    // Steps of 0 or ±1 between neighbours (`aaaa`, `abcd`, `0123`), or a short unit repeated.
+    let steps = key.windows(2).filter(|w| w[0].abs_diff(w[1]) <= 1).count();
+    let repeated = (1..=key.len() / 2).any(|unit| key.iter().enumerate().all(|(i, b)| *b == key[i % unit]));
+    if distinct < 10 || steps * 2 >= key.len() || repeated {
         bail!("the scrub key uses only {distinct} different bytes: it looks like a pattern, not a random key; {KEY_ADVICE}");
     }
     if key.len() < 32 {
@@ -102,7 +109,7 @@ pub fn run(args: ScrubArgs) -> Result<ExitCode> {
         print!("{DEFAULT_POLICY}");
         return Ok(ExitCode::SUCCESS);
     }
-    let scrubber = load_scrubber(args.policy.as_deref(), args.key_file.as_deref(), false)?;
+    let scrubber = load_scrubber(args.policy.as_deref(), args.key_file.as_deref(), args.strict_perms)?;
     if args.check {
         return check(&args.paths, &scrubber);
     }
@@ -110,6 +117,21 @@ pub fn run(args: ScrubArgs) -> Result<ExitCode> {
         eprintln!("note: {NO_KEY_NOTICE}");
     }
     let Some(out) = args.out.as_ref() else { bail!("--out DIR is required (or --check)") };
+    // Scrubbed tapes beside the unscrubbed ones would be read together, and the directory
+    // would look scrubbed while it is not.
+    if let Ok(real_out) = std::fs::canonicalize(out) {
+        for input in &args.paths {
+            let dir = if input.is_dir() { Some(input.as_path()) } else { input.parent() };
+            if dir.and_then(|d| std::fs::canonicalize(if d.as_os_str().is_empty() { Path::new(".") } else { d }).ok())
+                == Some(real_out.clone())
+            {
+                bail!(
+                    "--out {} holds the tapes being scrubbed: write to a new directory, then remove the unscrubbed ones",
+                    out.display()
+                );
+            }
+        }
+    }
     let mut reader = open_tapes(&args.paths)?;
     let mut config = WriterConfig::new(out);
     config.prefix = "scrubbed".into();

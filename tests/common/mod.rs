@@ -64,10 +64,18 @@ pub fn synth(count: usize) -> Vec<Exchange> {
     Synth::new(SynthConfig { count, ..Default::default() }).collect()
 }
 
-/// Writes `exchanges` as a closed tape in `dir`; returns the segment paths.
+/// Writes `exchanges` as a closed tape in `dir`, marked scrubbed (synthetic data, as the
+/// proxy would have written it); returns the segment paths.
 pub fn write_tape(dir: &Path, exchanges: &[Exchange]) -> Vec<PathBuf> {
+    write_tape_as(dir, exchanges, Some("policy:synthetic key:none"))
+}
+
+/// Writes `exchanges` as a closed tape in `dir` with this scrub fingerprint (`None`: an
+/// unscrubbed tape, like an import).
+pub fn write_tape_as(dir: &Path, exchanges: &[Exchange], scrubbed: Option<&str>) -> Vec<PathBuf> {
     let mut config = WriterConfig::new(dir);
     config.instance = "test".into();
+    config.scrub_fingerprint = scrubbed.map(str::to_string);
     let mut w = TapeWriter::new(config).expect("writer");
     for e in exchanges {
         w.append(e).expect("append");

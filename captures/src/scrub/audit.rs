@@ -138,10 +138,11 @@ impl Audit<'_> {
             .headers
             .get(name)
             .copied()
-            .or_else(|| policy.header_patterns.iter().find(|(re, _, _)| re.is_match(name)).map(|(_, _, a)| *a));
+            .or_else(|| policy.header_patterns.iter().find(|(re, _, _)| re.is_match(name)).map(|(_, _, a)| *a))
+            .or_else(|| super::credential_without_rule(name).then_some(Action::Hash));
         if let Some(action) = rule {
             let credential = match auth_value(value) {
-                Some((_, c)) if name.ends_with("authorization") => c,
+                Some((_, c)) if name.ends_with("authorization") || name.ends_with("authentication") => c,
                 _ => value,
             };
             return self.ruled(action, credential, format!("header:{name}"), location);

@@ -26,15 +26,35 @@ pub mod jsonpath;
 mod keys;
 mod names;
 
-pub use names::is_credential_header;
+pub use names::{is_client_address_header, is_credential_header};
+
+/// A header that holds a credential by its name but has no rule: cookies excepted, whose
+/// rules are per cookie.
+pub(crate) fn credential_without_rule(name: &str) -> bool {
+    !matches!(name, "cookie" | "cookie2" | "set-cookie" | "set-cookie2") && is_credential_header(name)
+}
+
+/// Where a URL's userinfo lies (`user:password@`), if it has any: the span from after
+/// `scheme://` to its `@`. A password may hold `/`, `?`, `#` or `@` (which a URL parser
+/// then reads as path, query, fragment or host), so this reads the text itself: the last
+/// `@` ends userinfo unless a path came before it (a `/` before it, and no `:` but a port's
+/// before that `/`).
+pub fn userinfo_span(url: &str) -> Option<std::ops::Range<usize>> {
+    let start = url.find("://").map_or(0, |i| i + 3);
+    let rest = &url[start..];
+    let at = rest.rfind('@')?;
+    let before = &rest[..at];
+    let Some(slash) = before.find('/') else { return Some(start..start + at) };
+    let head = &before[..slash];
+    let port_only = head.rsplit_once(':').is_none_or(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()));
+    (!port_only).then(|| start..start + at)
+}
 
 /// `url` with its userinfo (`user:password@`) shown as `***@`, for messages: a URL given on
 /// the command line may carry credentials, which are never echoed.
 pub fn redact_userinfo(url: &str) -> std::borrow::Cow<'_, str> {
-    let start = url.find("://").map_or(0, |i| i + 3);
-    let end = url[start..].find(['/', '?', '#']).map_or(url.len(), |i| start + i);
-    match url[start..end].rfind('@') {
-        Some(at) => format!("{}***{}", &url[..start], &url[start + at..]).into(),
+    match userinfo_span(url) {
+        Some(span) => format!("{}***{}", &url[..span.start], &url[span.end..]).into(),
         None => url.into(),
     }
 }
@@ -441,23 +461,30 @@ impl<'a> Pass<'a> {
 
     pub(crate) fn header_value(&mut self, name: &str, value: &str) -> HeaderOutcome {
         let policy = &self.scrubber.policy;
-        let rule = policy.headers.get(name).map(|a| (*a, format!("header:{name}"))).or_else(|| {
-            policy
-                .header_patterns
-                .iter()
-                .find(|(re, _, _)| re.is_match(name))
-                .map(|(_, p, a)| (*a, format!("header-pattern:{p}")))
-        });
+        let rule = policy
+            .headers
+            .get(name)
+            .map(|a| (*a, format!("header:{name}")))
+            .or_else(|| {
+                policy
+                    .header_patterns
+                    .iter()
+                    .find(|(re, _, _)| re.is_match(name))
+                    .map(|(_, p, a)| (*a, format!("header-pattern:{p}")))
+            })
+            // A credential no rule names (`X-App-Key`, `X-Passcode`, `X-Forwarded-Client-Cert`):
+            // hashed all the same. Cookies have rules of their own, per cookie.
+            .or_else(|| credential_without_rule(name).then(|| (Action::Hash, "header:credential".to_string())));
         if let Some((action, rule)) = rule {
             if action == Action::Drop {
                 self.hit(&rule);
                 return HeaderOutcome::Drop;
             }
             // Credentials keep their scheme: `Bearer <token>`.
-            if let Some((scheme, credential)) = value
-                .split_once(' ')
-                .filter(|(s, _)| name.ends_with("authorization") && s.chars().all(char::is_alphabetic))
-            {
+            if let Some((scheme, credential)) = value.split_once(' ').filter(|(s, _)| {
+                (name.ends_with("authorization") || name.ends_with("authentication"))
+                    && s.chars().all(char::is_alphabetic)
+            }) {
                 return match self.apply(action, name, credential, &rule) {
                     Some(new) => HeaderOutcome::Replace(format!("{scheme} {new}")),
                     None => HeaderOutcome::Keep,

@@ -167,14 +167,127 @@ pub(crate) fn is_secret_name(name: &str) -> bool {
     })
 }
 
-/// True when a request header named `name` carries a credential: `Authorization`,
-/// `Proxy-Authorization`, `Cookie`, or a name that says secret (`X-Api-Key`,
-/// `X-Auth-Token`, `X-Session-Id`, `X-CSRF-Token`). A replay does not send these as
-/// recorded: they are production's (or their pseudonyms), never staging's.
+/// True when a request header named `name` carries a credential or an identity vouched for
+/// by a proxy in front: `Authorization`, `Authentication`, `Proxy-Authorization`,
+/// `Cookie`/`Cookie2`; a name that says secret (`X-Auth-Token`, `X-Session-Id`,
+/// `X-CSRF-Token`, `X-Passcode`, `X-Signed-Request`); any `…-Key` but an idempotency,
+/// cache or WebSocket key (`X-App-Key`, `Ocp-Apim-Subscription-Key`, `X-RapidAPI-Key`); a
+/// client certificate (`X-Forwarded-Client-Cert`); a user asserted by an authenticating
+/// proxy (`X-Forwarded-User`, `X-Remote-User`, `X-MS-Client-Principal`,
+/// `X-Amzn-OIDC-Data`). A replay does not send these as recorded: they are production's
+/// (or their pseudonyms), never staging's.
 pub fn is_credential_header(name: &str) -> bool {
-    // Most names hold none of the words: decide those without splitting them.
+    // Most names hold none of these: decided by one automaton pass, without splitting them.
+    const NEEDLES: &[&str] = &[
+        "auth",
+        "cookie",
+        "sess",
+        "sid",
+        "token",
+        "secret",
+        "csrf",
+        "xsrf",
+        "cred",
+        "pass",
+        "pwd",
+        "key",
+        "jwt",
+        "bearer",
+        "sign",
+        "nonce",
+        "cert",
+        "user",
+        "email",
+        "principal",
+        "oidc",
+        "otp",
+    ];
+    static PREFILTER: std::sync::OnceLock<aho_corasick::AhoCorasick> = std::sync::OnceLock::new();
+    let prefilter = PREFILTER.get_or_init(|| {
+        aho_corasick::AhoCorasick::builder().ascii_case_insensitive(true).build(NEEDLES).expect("fixed needles")
+    });
+    if !prefilter.is_match(name) {
+        return false;
+    }
+    let words = words(name);
+    let has = |set: &[&str]| words.iter().any(|w| set.contains(&w.as_str()));
+    const NOT_SECRET_KEYS: &[&str] = &[
+        "idempotency",
+        "websocket",
+        "socket",
+        "cache",
+        "sort",
+        "partition",
+        "routing",
+        "primary",
+        "foreign",
+        "public",
+        "dedup",
+        "deduplication",
+        "message",
+        "trace",
+        "request",
+        "correlation",
+        "object",
+        "shard",
+        "lock",
+        "hash",
+    ];
+    let key = words.iter().enumerate().any(|(i, w)| {
+        (w == "key" || (w.len() > 3 && w.ends_with("key")))
+            && !(i > 0 && NOT_SECRET_KEYS.contains(&words[i - 1].as_str()))
+    });
+    key || is_secret_name(name)
+        || has(&[
+            "authentication",
+            "authorization",
+            "cookie2",
+            "passcode",
+            "pwd",
+            "pass",
+            "passphrase",
+            "otp",
+            "signed",
+            "oidc",
+        ])
+        || (has(&["cert", "certificate", "certs"]) && has(&["client", "ssl", "tls", "peer", "forwarded"]))
+        || (has(&["user", "username", "email", "principal", "groups", "preferred", "identity"])
+            && has(&["remote", "forwarded", "authenticated", "auth", "client", "ms", "goog", "amzn", "request"]))
+}
+
+/// True when a request header named `name` carries the client's address (`X-Forwarded-For`,
+/// `Forwarded`, `X-Real-IP`, `True-Client-IP`, `X-Cluster-Client-IP`, `Fastly-Client-IP`,
+/// `X-Envoy-External-Address` …): production's users, and a trust decision that is
+/// staging's own to make.
+pub fn is_client_address_header(name: &str) -> bool {
+    if name.eq_ignore_ascii_case("forwarded") {
+        return true;
+    }
     let holds = |word: &str| name.as_bytes().windows(word.len()).any(|w| w.eq_ignore_ascii_case(word.as_bytes()));
-    (SECRET_WORDS.iter().any(|w| holds(w)) || holds("key")) && is_secret_name(name)
+    if holds("forwarded-for") || holds("external-address") || holds("client-address") {
+        return true;
+    }
+    if !holds("ip") {
+        return false;
+    }
+    let words = words(name);
+    let has = |set: &[&str]| words.iter().any(|w| set.contains(&w.as_str()));
+    has(&["ip", "ips"])
+        && has(&[
+            "client",
+            "real",
+            "connecting",
+            "true",
+            "cluster",
+            "original",
+            "external",
+            "remote",
+            "forwarded",
+            "user",
+            "source",
+            "origin",
+            "peer",
+        ])
 }
 
 /// The words of a name, lower case: `X-Session-Id` → x, session, id; `accessKey` → access,
@@ -221,8 +334,47 @@ mod tests {
             "x-amz-security-token",
             "X-Access-Key",
             "x-hub-signature-256",
+            "Authentication",
+            "X-Authentication",
+            "Ocp-Apim-Subscription-Key",
+            "x-rapidapi-key",
+            "X-DD-Application-Key",
+            "X-License-Key",
+            "X-App-Key",
+            "X-Consumer-Key",
+            "X-Passcode",
+            "X-Pwd",
+            "X-Signed-Request",
+            "Cookie2",
+            "X-Forwarded-User",
+            "X-Remote-User",
+            "Remote-User",
+            "X-Forwarded-Email",
+            "X-Ms-Client-Principal",
+            "X-MS-CLIENT-PRINCIPAL-NAME",
+            "X-Client-Cert",
+            "X-Forwarded-Client-Cert",
+            "X-Amzn-Oidc-Data",
+            "x-goog-authenticated-user-email",
         ] {
             assert!(is_credential_header(name), "{name}");
+        }
+        for name in [
+            "X-Forwarded-For",
+            "forwarded",
+            "X-Real-IP",
+            "True-Client-IP",
+            "X-Cluster-Client-IP",
+            "Fastly-Client-IP",
+            "X-Original-Forwarded-For",
+            "X-Envoy-External-Address",
+            "CF-Connecting-IP",
+            "X-Client-IP",
+        ] {
+            assert!(is_client_address_header(name), "{name}");
+        }
+        for name in ["x-forwarded-proto", "x-forwarded-host", "accept", "x-ip-version", "x-shipping"] {
+            assert!(!is_client_address_header(name), "{name}");
         }
         for name in [
             "accept",
@@ -235,6 +387,14 @@ mod tests {
             "x-keyword",
             "sec-fetch-site",
             "x-author-id",
+            "idempotency-key",
+            "Sec-WebSocket-Key",
+            "x-cache-key",
+            "user-agent",
+            "x-user-agent",
+            "x-forwarded-proto",
+            "x-request-id",
+            "x-ssl-client-verify",
         ] {
             assert!(!is_credential_header(name), "{name}");
         }

@@ -452,6 +452,14 @@ fn userinfo_is_never_echoed() {
     assert_eq!(redact_userinfo("https://a@b@host"), "https://***@host");
     assert_eq!(redact_userinfo("user:s3cret@host:80"), "***@host:80");
     assert_eq!(redact_userinfo("http://host/path@x"), "http://host/path@x");
+    assert_eq!(redact_userinfo("http://host:8080/@me"), "http://host:8080/@me");
+    // Passwords holding what a URL parser would read as path, query or fragment.
+    for url in ["http://admin:s3cr/etPW5@127.0.0.1", "http://admin:p?wPW7@h", "http://admin:p#wPW8@h/x"] {
+        let shown = redact_userinfo(url);
+        assert!(!shown.contains("PW") && !shown.contains("admin"), "{url}: {shown}");
+        assert!(super::userinfo_span(url).is_some(), "{url}");
+    }
+    assert!(super::userinfo_span("http://host/a@b").is_none());
     assert_eq!(redact_userinfo("http://host:80"), "http://host:80");
     let refused = super::userinfo_refused("--upstream", "http://u:hunter22@h", "drop them");
     assert!(!refused.contains("hunter22") && refused.contains("http://***@h"), "{refused}");

@@ -152,8 +152,8 @@ impl Vars {
     }
 
     /// Puts the target's values into `request`; returns how many places changed and adds
-    /// the indexes of the headers it changed to `headers`.
-    pub fn apply(&self, request: &mut Request, headers: &mut Vec<usize>) -> usize {
+    /// the headers it changed to `headers`: their indexes and recorded values.
+    pub fn apply(&self, request: &mut Request, headers: &mut Vec<(usize, String)>) -> usize {
         if self.map.is_empty() {
             return 0;
         }
@@ -168,8 +168,8 @@ impl Vars {
                 continue;
             }
             if let Some(v) = std::str::from_utf8(&h.value).ok().and_then(|v| self.replace(v)) {
-                h.value = v.into_bytes().into();
-                headers.push(i);
+                let recorded = std::mem::replace(&mut h.value, v.into_bytes().into());
+                headers.push((i, recorded.to_str_lossy().into_owned()));
                 n += 1;
             }
         }
