@@ -122,3 +122,35 @@ async fn the_upstream_protocol_can_be_forced() {
     assert_ne!(err.code(), Code::Ok);
     proxy.finish().await;
 }
+
+/// A protobuf field: `number`, length-delimited.
+fn pb_string(number: u8, value: &[u8]) -> Vec<u8> {
+    let mut out = vec![number << 3 | 2, value.len() as u8];
+    out.extend_from_slice(value);
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_messages_are_captured_scrubbed_not_dropped() {
+    let server = GrpcServer::start().await;
+    let mut proxy = TestProxy::start(&server.url(), |c| {
+        let scrubber = tapedeck_captures::scrub::Scrubber::with_defaults(Some(b"grpc capture test key 0123456789"));
+        c.capture.as_mut().unwrap().scrub = Some(Box::new(move |ex| scrubber.scrub(ex)));
+    })
+    .await;
+    let mut client = EchoClient::connect(&format!("http://{}", proxy.addr)).await;
+    // `{ 1: "jane.doe@example.com", 2: { 1: "order 1042" } }`, as protobuf.
+    let nested = pb_string(1, b"order 1042");
+    let message = [pb_string(1, b"jane.doe@example.com"), pb_string(2, &nested)].concat();
+    let answer = client.unary(message.clone(), None).await.unwrap();
+    assert_eq!(&answer[5..], &message[..], "the call itself is untouched");
+    let captured = proxy.finish().await;
+    let call = captured.iter().find(|e| e.request.target == "/test.Echo/Unary").unwrap();
+    let body = &call.request.body.data;
+    assert!(!body.is_empty() && !call.request.body.truncated, "kept, not dropped: {call:?}");
+    let text = String::from_utf8_lossy(body);
+    assert!(!text.contains("jane.doe") && text.contains("order 1042"), "{text}");
+    assert_eq!(body[0], 0, "one uncompressed gRPC frame");
+    let len = u32::from_be_bytes([body[1], body[2], body[3], body[4]]) as usize;
+    assert_eq!(body.len(), 5 + len, "its length prefix follows the scrubbed message");
+}

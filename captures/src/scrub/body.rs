@@ -27,6 +27,10 @@ enum Content {
     GraphQl,
     Csv,
     Text,
+    /// gRPC's length-prefixed messages: protobuf, or JSON (`+json`).
+    Grpc {
+        json: bool,
+    },
     Other,
 }
 
@@ -62,6 +66,10 @@ fn classify(media: &str, data: &[u8]) -> Content {
         m if m.ends_with("+xml") || m.ends_with("/xml") => Content::Xml,
         "application/graphql" | "application/graphql+json" => Content::GraphQl,
         "text/csv" | "application/csv" | "text/tab-separated-values" => Content::Csv,
+        // gRPC-Web's text form is base64: not read.
+        m if m.starts_with("application/grpc") && !m.starts_with("application/grpc-web-text") => {
+            Content::Grpc { json: m.ends_with("+json") }
+        }
         m if m.starts_with("text/") || m == "application/javascript" => Content::Text,
         _ => Content::Other,
     }
@@ -141,6 +149,13 @@ pub(crate) fn scrub(pass: &mut Pass<'_>, headers: &mut Headers, body: &mut Body)
             }
             Err(_) => return unparsed(pass, headers, body, "body:unparsed"),
         },
+        Content::Grpc { json } => {
+            let encoding = headers.get_str("grpc-encoding").map(|e| e.trim().to_ascii_lowercase());
+            match crate::scrub::grpc::scrub(pass, &body.data, body.truncated, encoding.as_deref(), json) {
+                Ok(new) => new,
+                Err(_) => return unparsed(pass, headers, body, "body:unparsed"),
+            }
+        }
         Content::Other => return unparsed(pass, headers, body, "body:unparsed"),
     };
     if let Some(new) = replaced {

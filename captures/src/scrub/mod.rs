@@ -21,6 +21,7 @@ pub mod decode;
 pub mod detect;
 mod embedded;
 pub mod graphql;
+mod grpc;
 pub mod json;
 pub mod jsonpath;
 mod keys;
