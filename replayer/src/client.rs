@@ -44,6 +44,8 @@ pub struct Outcome {
     pub end: Option<Duration>,
     /// Why there was no (complete) response.
     pub error: Option<ErrorKind>,
+    /// The trailer fields that ended the body (gRPC's status).
+    pub trailers: HeaderMap,
 }
 
 /// Client settings.
@@ -98,6 +100,8 @@ struct Inner {
     config: ClientConfig,
     state: Mutex<PoolState>,
     h2: Mutex<Option<http2::SendRequest<Full<Bytes>>>>,
+    /// A plaintext target's HTTP/2 connection (prior knowledge), for gRPC; held while made.
+    h2c: tokio::sync::Mutex<Option<http2::SendRequest<Full<Bytes>>>>,
     permits: Arc<Semaphore>,
     /// Where the first cause of each error kind is kept for the report.
     progress: Arc<crate::engine::Progress>,
@@ -238,6 +242,7 @@ impl Pool {
             config,
             state: Mutex::new(PoolState::default()),
             h2: Mutex::new(None),
+            h2c: tokio::sync::Mutex::new(None),
             permits,
             progress,
         };
@@ -253,7 +258,10 @@ impl Pool {
     pub async fn send(&self, req: Request<Full<Bytes>>, recorded: u64) -> Outcome {
         let started = Instant::now();
         let exchange = async {
-            if self.inner.config.as_recorded
+            // gRPC needs HTTP/2: a plaintext target speaks it with prior knowledge.
+            if self.inner.tls.is_none() && is_grpc(req.headers()) {
+                self.exchange_h2c(req).await
+            } else if self.inner.config.as_recorded
                 && recorded != 0
                 && self.inner.h2.lock().unwrap_or_else(|p| p.into_inner()).is_none()
             {
@@ -303,6 +311,40 @@ impl Pool {
                     None => return Outcome::failed(sent_at, hyper_kind(&e.into_error())),
                 },
             }
+        }
+    }
+
+    /// A gRPC request to a plaintext target, on the h2c connection (made once, remade when
+    /// it closed).
+    async fn exchange_h2c(&self, mut req: Request<Full<Bytes>>) -> Outcome {
+        let started = Instant::now();
+        let tx = {
+            let mut slot = self.inner.h2c.lock().await;
+            match slot.as_ref().filter(|tx| !tx.is_closed()) {
+                Some(tx) => tx.clone(),
+                None => {
+                    let made = match self.tcp().await {
+                        Ok(stream) => http2_conn(stream).await,
+                        Err(kind) => Err(kind),
+                    };
+                    match made {
+                        Ok(tx) => slot.insert(tx).clone(),
+                        Err(kind) => return Outcome::failed(started, kind),
+                    }
+                }
+            }
+        };
+        // HTTP/2 carries the host as :authority.
+        if let Some(host) = req.headers_mut().remove(http::header::HOST) {
+            let mut parts = std::mem::take(req.uri_mut()).into_parts();
+            parts.authority = http::uri::Authority::try_from(host.as_bytes()).ok().or(parts.authority);
+            *req.uri_mut() = http::Uri::from_parts(parts).unwrap_or_default();
+        }
+        let mut tx = tx;
+        let sent_at = Instant::now();
+        match tx.send_request(req).await {
+            Ok(resp) => self.read(sent_at, resp, None).await,
+            Err(e) => Outcome::failed(sent_at, hyper_kind(&e)),
         }
     }
 
@@ -448,6 +490,7 @@ impl Pool {
         let mut kept = BytesMut::new();
         let mut len = 0u64;
         let mut error = None;
+        let mut trailers = HeaderMap::new();
         while let Some(frame) = body.frame().await {
             match frame {
                 Ok(frame) => {
@@ -455,6 +498,8 @@ impl Pool {
                         len += data.len() as u64;
                         let room = self.inner.config.max_body.saturating_sub(kept.len());
                         kept.extend_from_slice(&data[..room.min(data.len())]);
+                    } else if let Some(t) = frame.trailers_ref() {
+                        trailers = t.clone();
                     }
                 }
                 Err(e) => {
@@ -475,11 +520,12 @@ impl Pool {
             head: Some(head),
             end: Some(end),
             error,
+            trailers,
         };
         (outcome, conn)
     }
 
-    async fn connect(&self) -> Result<Conn, ErrorKind> {
+    async fn tcp(&self) -> Result<TcpStream, ErrorKind> {
         let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host((self.inner.host.as_str(), self.inner.port))
             .await
             .map_err(|_| ErrorKind::Dns)?
@@ -498,6 +544,11 @@ impl Pool {
         }
         let stream = stream.ok_or(last)?;
         let _ = stream.set_nodelay(true);
+        Ok(stream)
+    }
+
+    async fn connect(&self) -> Result<Conn, ErrorKind> {
+        let stream = self.tcp().await?;
         match &self.inner.tls {
             None => http1_conn(stream).await,
             Some((connector, name)) => {
@@ -513,15 +564,7 @@ impl Pool {
                             ErrorKind::Tls
                         })?;
                 if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
-                    let (tx, conn) = http2::Builder::new(TokioExecutor::new())
-                        .timer(TokioTimer::new())
-                        .handshake(TokioIo::new(tls))
-                        .await
-                        .map_err(|e| hyper_kind(&e))?;
-                    tokio::spawn(async move {
-                        let _ = conn.await;
-                    });
-                    Ok(Conn::H2(tx))
+                    Ok(Conn::H2(http2_conn(tls).await?))
                 } else {
                     http1_conn(tls).await
                 }
@@ -533,6 +576,31 @@ impl Pool {
 enum Conn {
     H1(http1::SendRequest<Full<Bytes>>),
     H2(http2::SendRequest<Full<Bytes>>),
+}
+
+async fn http2_conn<T>(io: T) -> Result<http2::SendRequest<Full<Bytes>>, ErrorKind>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (tx, conn) = http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .handshake(TokioIo::new(io))
+        .await
+        .map_err(|e| hyper_kind(&e))?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(tx)
+}
+
+/// gRPC over HTTP/2 (`application/grpc…`; gRPC-Web, made for HTTP/1.1, is not).
+fn is_grpc(headers: &HeaderMap) -> bool {
+    headers.get(http::header::CONTENT_TYPE).is_some_and(|v| {
+        let v = v.as_bytes();
+        v.len() >= 16
+            && v[..16].eq_ignore_ascii_case(b"application/grpc")
+            && !v[16..].get(..4).is_some_and(|w| w.eq_ignore_ascii_case(b"-web"))
+    })
 }
 
 async fn http1_conn<T>(io: T) -> Result<Conn, ErrorKind>
@@ -558,6 +626,7 @@ impl Outcome {
             head: None,
             end: None,
             error: Some(kind),
+            trailers: HeaderMap::new(),
         }
     }
 }

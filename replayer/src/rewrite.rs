@@ -289,7 +289,9 @@ impl Rewrite {
         let mut withheld = false;
         for (i, h) in req.headers.iter().enumerate() {
             let Ok(name) = HeaderName::from_bytes(&h.name) else { continue };
-            if DROP.contains(&name.as_str()) || h.name.starts_with(b":") {
+            // `TE: trailers` is what a gRPC client says; other TE values are this hop's.
+            let te_trailers = name == header::TE && h.value[..].eq_ignore_ascii_case(b"trailers");
+            if (DROP.contains(&name.as_str()) && !te_trailers) || h.name.starts_with(b":") {
                 continue;
             }
             if !self.keep_credentials && is_withheld(name.as_str()) {

@@ -415,7 +415,7 @@ fn sent_request(req: &http::Request<http_body_util::Full<bytes::Bytes>>) -> Reco
 
 fn response_of(outcome: &Outcome) -> Option<RecordedResponse> {
     outcome.status.map(|s| RecordedResponse {
-        trailers: Default::default(),
+        trailers: headers_of(&outcome.trailers),
         status: s.as_u16(),
         version: version_of(outcome.version),
         headers: headers_of(&outcome.headers),

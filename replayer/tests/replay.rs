@@ -89,8 +89,11 @@ fn real_time_replay_reproduces_the_recorded_gaps() {
     let (offsets, gaps) = errors(&arrivals, |id| recorded_ms[id as usize]);
     let (p50, p99) = report_fidelity("1x", &gaps);
     assert!(p50 < 0.5 && p99 < 15.0, "gap error p50 {p50:.3} ms p99 {p99:.3} ms");
-    // No drift: the last request arrives when it should, relative to the first.
-    assert!(offsets.last().unwrap().abs() < 15.0, "drift {:.3} ms", offsets.last().unwrap());
+    // No drift: the last request arrives when it should, relative to the run's typical
+    // offset (not to the first request alone, which a scheduler hiccup can delay).
+    let typical = percentile(&offsets, 0.5);
+    let drift = offsets.last().unwrap() - typical;
+    assert!(drift.abs() < 15.0, "drift {drift:.3} ms");
     let lag = report.lag.ms.unwrap();
     println!("1x: send lag p50 {:.3} ms, p99 {:.3} ms", lag.p50, lag.p99);
     assert!(lag.p50 < 0.5, "{lag:?}");

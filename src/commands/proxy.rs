@@ -348,6 +348,8 @@ async fn serve(config: ProxyConfig) -> Result<ExitCode> {
     let scrubbed = config.capture.as_ref().is_some_and(|c| c.scrub.is_some());
     let rate = config.sampling.rate;
     let upstream = config.upstream.to_string();
+    // Before the address is printed: a supervisor may signal as soon as it reads it.
+    let mut signals = Signals::install();
     let proxy = tapedeck_proxy::start(config).await?;
     let capture = match &capture_dir {
         Some(dir) => format!(
@@ -360,7 +362,7 @@ async fn serve(config: ProxyConfig) -> Result<ExitCode> {
     };
     let admin = proxy.admin_addr().map_or("admin off".to_string(), |a| format!("metrics at http://{a}/metrics"));
     super::status("proxy", format_args!("listening on {} -> {upstream}; {capture}; {admin}", proxy.local_addr()));
-    wait_for_stop(&proxy).await;
+    signals.wait_for_stop(&proxy).await;
     super::status("proxy", format_args!("stopping; draining in-flight requests (Ctrl-C again to stop at once)"));
     let shutdown = proxy.shutdown();
     tokio::pin!(shutdown);
@@ -407,20 +409,42 @@ async fn serve(config: ProxyConfig) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn wait_for_stop(proxy: &tapedeck_proxy::Proxy) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut hup)) = (signal(SignalKind::terminate()), signal(SignalKind::hangup())) else {
-        let _ = tokio::signal::ctrl_c().await;
-        return;
-    };
-    loop {
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => return,
-            _ = term.recv() => return,
-            _ = hup.recv() => match proxy.reload_tls() {
-                Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),
-                Err(e) => tracing::error!(error = %e, "SIGHUP: TLS reload failed; keeping the old certificate"),
-            },
+/// SIGTERM, SIGINT and SIGHUP, caught from start-up on.
+struct Signals {
+    term: Option<tokio::signal::unix::Signal>,
+    int: Option<tokio::signal::unix::Signal>,
+    hup: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn install() -> Self {
+        use tokio::signal::unix::{signal, SignalKind};
+        Signals {
+            term: signal(SignalKind::terminate()).ok(),
+            int: signal(SignalKind::interrupt()).ok(),
+            hup: signal(SignalKind::hangup()).ok(),
+        }
+    }
+
+    /// Waits for SIGTERM or SIGINT; SIGHUP reloads the TLS certificate meanwhile.
+    async fn wait_for_stop(&mut self, proxy: &tapedeck_proxy::Proxy) {
+        async fn next(s: &mut Option<tokio::signal::unix::Signal>) {
+            match s {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        }
+        loop {
+            tokio::select! {
+                () = next(&mut self.int) => return,
+                () = next(&mut self.term) => return,
+                () = next(&mut self.hup) => match proxy.reload_tls() {
+                    Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),
+                    Err(e) => tracing::error!(error = %e, "SIGHUP: TLS reload failed; keeping the old certificate"),
+                },
+            }
         }
     }
 }

@@ -68,6 +68,31 @@ pub(crate) fn scrub(
     Ok(changed.then_some(out))
 }
 
+/// `data` (gRPC frames) with every compressed message decoded and stored with flag 0, as
+/// captures store them; `None` when it is not a sequence of whole frames or a message does
+/// not decode.
+pub fn uncompressed(data: &[u8], encoding: Option<&str>) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(data.len());
+    let mut at = 0;
+    while at < data.len() {
+        let head = data.get(at..at + 5)?;
+        let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+        let message = data.get(at + 5..at + 5 + len)?;
+        at += 5 + len;
+        let (flag, message) = match head[0] {
+            1 => match crate::scrub::body::decode(encoding?, message)? {
+                (plain, true) => (0, std::borrow::Cow::Owned(plain)),
+                _ => return None,
+            },
+            flag => (flag, std::borrow::Cow::Borrowed(message)),
+        };
+        out.push(flag);
+        out.extend_from_slice(&(message.len() as u32).to_be_bytes());
+        out.extend_from_slice(&message);
+    }
+    Some(out)
+}
+
 fn scrub_message(pass: &mut Pass<'_>, message: &[u8], json: bool) -> Result<Option<Vec<u8>>, Unparsed> {
     if json {
         return crate::scrub::json::scrub(pass, message, false).map_err(|_| Unparsed);

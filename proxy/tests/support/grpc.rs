@@ -2,7 +2,9 @@
 //! method of each kind. Messages are raw bytes (a pass-through codec): gRPC's framing,
 //! trailers, statuses, deadlines and compression are tonic's own.
 //!
-//! - `Unary`: answers `echo:` + the request; `fail` gets NOT_FOUND, `slow` answers after 2 s.
+//! - `Unary`: answers `echo:` + the request; `fail` gets NOT_FOUND, `slow` answers after 2 s;
+//!   a drifted service (a staging with a bug) also answers NOT_FOUND to anything holding
+//!   `order 7`.
 //! - `ServerStream`: the request's first byte says how many messages follow, 20 ms apart.
 //! - `ClientStream`: answers the messages joined by `+` once the client's stream ends.
 //! - `Bidi`: answers every message with `re:` + it as it arrives.
@@ -62,13 +64,19 @@ const MAX_MESSAGE: usize = 16 << 20;
 
 type Messages = std::pin::Pin<Box<dyn Stream<Item = Result<Bytes, Status>> + Send>>;
 
-struct Unary;
+struct Unary {
+    drift: bool,
+}
 impl UnaryService<Bytes> for Unary {
     type Response = Bytes;
     type Future = BoxFuture<Response<Bytes>, Status>;
     fn call(&mut self, req: Request<Bytes>) -> Self::Future {
+        let drift = self.drift;
         Box::pin(async move {
             let msg = req.into_inner();
+            if drift && msg.windows(7).any(|w| w == b"order 7") {
+                return Err(Status::not_found("order not found"));
+            }
             match &msg[..] {
                 b"fail" => Err(Status::not_found("no such thing: fail")),
                 b"slow" => {
@@ -129,7 +137,10 @@ impl StreamingService<Bytes> for Bidi {
 
 /// The `test.Echo` service.
 #[derive(Clone, Default)]
-pub struct EchoService;
+pub struct EchoService {
+    /// Answer like a staging with a bug (see the module's notes).
+    pub drift: bool,
+}
 
 impl NamedService for EchoService {
     const NAME: &'static str = "test.Echo";
@@ -157,7 +168,10 @@ where
                 .max_encoding_message_size(MAX_MESSAGE)
         };
         match req.uri().path() {
-            "/test.Echo/Unary" => Box::pin(async move { Ok(grpc().unary(Unary, req).await) }),
+            "/test.Echo/Unary" => {
+                let unary = Unary { drift: self.drift };
+                Box::pin(async move { Ok(grpc().unary(unary, req).await) })
+            }
             "/test.Echo/ServerStream" => Box::pin(async move { Ok(grpc().server_streaming(ServerStream, req).await) }),
             "/test.Echo/ClientStream" => Box::pin(async move { Ok(grpc().client_streaming(ClientStream, req).await) }),
             "/test.Echo/Bidi" => Box::pin(async move { Ok(grpc().streaming(Bidi, req).await) }),
@@ -174,11 +188,20 @@ pub struct GrpcServer {
 
 impl GrpcServer {
     pub async fn start() -> GrpcServer {
+        GrpcServer::serve(EchoService::default()).await
+    }
+
+    /// A server of the drifted service.
+    pub async fn start_drifted() -> GrpcServer {
+        GrpcServer::serve(EchoService { drift: true }).await
+    }
+
+    async fn serve(service: EchoService) -> GrpcServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let incoming = tonic::codegen::tokio_stream::wrappers::TcpListenerStream::new(listener);
         let task = tokio::spawn(async move {
-            tonic::transport::Server::builder().add_service(EchoService).serve_with_incoming(incoming).await.unwrap();
+            tonic::transport::Server::builder().add_service(service).serve_with_incoming(incoming).await.unwrap();
         });
         GrpcServer { addr, task }
     }

@@ -110,9 +110,22 @@ pub fn compare(
         // Another status means another body: its differences would only repeat this one.
         return out.diffs;
     }
+    // gRPC's status is in its trailers (or, for a call that failed at once, its head): a
+    // status of its own, compared like HTTP's.
+    if let (Some(a), Some(b)) = (grpc_status(recorded), grpc_status(replayed)) {
+        if a != b {
+            out.push(DiffKind::Status, "grpc-status".into(), "grpc-status".into(), a, b);
+            return out.diffs;
+        }
+    }
     headers(&mut out, &recorded.headers, &replayed.headers);
     body(&mut out, recorded, replayed);
     out.diffs
+}
+
+/// gRPC's status: in the trailers, or in the head of a call that failed at once.
+fn grpc_status(r: &Response) -> Option<&str> {
+    r.trailers.get_str("grpc-status").or_else(|| r.headers.get_str("grpc-status")).map(str::trim)
 }
 
 struct Out<'a> {
@@ -190,6 +203,13 @@ fn headers(out: &mut Out<'_>, recorded: &Headers, replayed: &Headers) {
 
 /// The replayed body, decoded if the target compressed it (recordings are stored decoded).
 fn decoded(r: &Response) -> std::borrow::Cow<'_, [u8]> {
+    // gRPC compresses message by message (`grpc-encoding`); captures store them decoded.
+    if r.headers.get_str("content-type").is_some_and(|t| t.trim_start().starts_with("application/grpc")) {
+        let encoding = r.headers.get_str("grpc-encoding").map(str::trim);
+        if let Some(plain) = tapedeck_captures::scrub::grpc_uncompressed(&r.body.data, encoding) {
+            return plain.into();
+        }
+    }
     match r.headers.get_str("content-encoding").map(str::trim) {
         Some(enc) if !enc.is_empty() && !enc.eq_ignore_ascii_case("identity") && r.body.decoded_from.is_none() => {
             match tapedeck_captures::scrub::body::decode(enc, &r.body.data) {
