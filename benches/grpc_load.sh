@@ -31,7 +31,7 @@ start_work grpc-bench
 cargo build --release -q --bin tapedeck
 cargo build --release -q -p tapedeck-proxy --example grpc_echo
 BIN=./target/release/tapedeck
-mkdir -p "$WORK/logs"
+mkdir -p "$WORK/logs" "$WORK/nginx-tmp"
 
 # One gRPC frame: flag 0, big-endian length, a protobuf order.
 python3 - "$WORK/request.bin" <<'PY'
@@ -63,11 +63,12 @@ error_log $WORK/logs/error.log;
 events { worker_connections 4096; }
 http {
     access_log off;
-    client_body_temp_path $WORK; proxy_temp_path $WORK; fastcgi_temp_path $WORK; uwsgi_temp_path $WORK; scgi_temp_path $WORK;
+    client_body_temp_path $WORK/nginx-tmp; proxy_temp_path $WORK/nginx-tmp; fastcgi_temp_path $WORK/nginx-tmp;
+    uwsgi_temp_path $WORK/nginx-tmp; scgi_temp_path $WORK/nginx-tmp;
     upstream grpc_backend { server 127.0.0.1:18181; keepalive 64; }
     server {
         listen 127.0.0.1:18182 http2;
-        http2_max_requests 1000000;
+        keepalive_requests 1000000;
         location / { grpc_pass grpc://grpc_backend; }
     }
 }

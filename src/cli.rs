@@ -278,4 +278,8 @@ pub struct DemoArgs {
     /// Simulated users browsing at once.
     #[arg(long, default_value_t = 32)]
     pub sessions: u64,
+    /// Write into a directory others can write or own (e.g. a CI build directory with mode
+    /// 0777); see `tapedeck proxy --help`.
+    #[arg(long)]
+    pub allow_shared_dir: bool,
 }

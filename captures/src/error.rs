@@ -51,7 +51,7 @@ pub enum TapeError {
     },
     /// The directory may not hold tapes: it is shared with others or reached by a link.
     #[error(transparent)]
-    SharedDir(#[from] crate::files::SharedDirError),
+    SharedDir(Box<crate::files::SharedDirError>),
     /// A record could not be encoded (for example it is larger than a block may be).
     #[error("cannot encode exchange: {0}")]
     Encode(String),
@@ -79,6 +79,12 @@ impl TapeError {
             }
             _ => false,
         }
+    }
+}
+
+impl From<crate::files::SharedDirError> for TapeError {
+    fn from(e: crate::files::SharedDirError) -> Self {
+        TapeError::SharedDir(Box::new(e))
     }
 }
 

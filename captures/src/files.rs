@@ -119,73 +119,115 @@ fn parent(path: &Path) -> &Path {
 
 /// Why a directory may not hold tapes.
 #[derive(Debug, thiserror::Error)]
-#[error("{}: {problem}; {advice}", dir.display())]
+#[error("{}: {problem}: tapes there could be read, replaced or planted by others; {advice}, or pass \
+         --allow-shared-dir if this is intended", dir.display())]
 pub struct SharedDirError {
     /// The directory.
     pub dir: PathBuf,
     /// What is wrong with it.
     pub problem: String,
     /// What to do.
-    pub advice: &'static str,
+    pub advice: String,
 }
 
-const SHARED_DIR_ADVICE: &str = "tapes there could be read, replaced or planted by others; make it yours \
-     (`chmod 700 DIR`), name a new directory (tapedeck creates it with mode 0700), or pass --allow-shared-dir if \
-     this is intended";
-
-/// Checks that `dir` (which exists) is private to this user: not a symlink, not writable by
-/// group or others, owned by this user or by root; and that no directory above it lets
-/// anyone else swap it (each owned by this user or root, writable by others only with the
-/// sticky bit, as `/tmp`), as OpenSSH's StrictModes checks. `allow_shared` skips the check.
+/// Checks that `dir` is private to this user: not a symlink, writable by nobody else,
+/// owned by this user or by root; and that no directory above it lets anyone else swap it
+/// (each owned by this user or root, writable by others only with the sticky bit, as
+/// `/tmp`), as OpenSSH's StrictModes checks — on the path as given and as resolved, so a
+/// link on the way is no way around. Writable by the group is fine when the group is this
+/// user's own (Debian's user-private groups, umask 002). A `dir` that does not exist yet is
+/// judged by the directories above it. `allow_shared` skips the check.
 pub fn check_private_dir(dir: &Path, allow_shared: bool) -> Result<(), SharedDirError> {
     if allow_shared {
         return Ok(());
     }
-    let refuse = |problem: String| SharedDirError { dir: dir.to_path_buf(), problem, advice: SHARED_DIR_ADVICE };
+    let refuse = |problem: String, advice: String| SharedDirError { dir: dir.to_path_buf(), problem, advice };
     // A trailing slash would make lstat follow the link: ask about the name itself.
     let name = dir.components().as_path();
-    let meta = match fs::symlink_metadata(name) {
-        Ok(m) => m,
-        Err(e) => return Err(refuse(format!("cannot inspect it: {e}"))),
-    };
-    if meta.file_type().is_symlink() {
-        let target = fs::canonicalize(name).map(|t| format!(" (to {})", t.display())).unwrap_or_default();
-        return Err(refuse(format!("is a symbolic link{target}: name the real directory")));
+    let name = if name.as_os_str().is_empty() { Path::new(".") } else { name };
+    let ids = Ids::current();
+    match fs::symlink_metadata(name) {
+        Ok(meta) if meta.file_type().is_symlink() => {
+            let target = fs::canonicalize(name).map(|t| format!(" (to {})", t.display())).unwrap_or_default();
+            return Err(refuse(format!("is a symbolic link{target}"), "name the real directory".into()));
+        }
+        Ok(meta) => {
+            if let Some((problem, advice)) = ids.problem(&meta, name, "it") {
+                return Err(refuse(problem, advice));
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(refuse(format!("cannot inspect it: {e}"), "check the path".into())),
     }
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::MetadataExt;
-        let mode = meta.mode() & 0o7777;
-        if mode & 0o022 != 0 {
-            let who = if mode & 0o002 != 0 { "everyone" } else { "its group" };
-            return Err(refuse(format!("is writable by {who} (mode {mode:o})")));
+    // Above it: each directory on the path as given (a link's own directory decides who can
+    // swap the link), then on the resolved path.
+    let given = std::path::absolute(name).unwrap_or_else(|_| name.to_path_buf());
+    let existing = given.ancestors().find(|a| a.exists()).map(Path::to_path_buf);
+    let resolved = existing.as_deref().and_then(|e| fs::canonicalize(e).ok());
+    let lexical = given.ancestors().skip(1).map(Path::to_path_buf);
+    let real = resolved.iter().flat_map(|r| r.ancestors().map(Path::to_path_buf).collect::<Vec<_>>());
+    for above in lexical.chain(real) {
+        if above == given {
+            continue;
         }
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        let me = unsafe { libc::geteuid() };
-        if meta.uid() != me && meta.uid() != 0 {
-            return Err(refuse(format!("belongs to user id {}, not to this user ({me})", meta.uid())));
-        }
-        let real = fs::canonicalize(name).map_err(|e| refuse(format!("cannot resolve it: {e}")))?;
-        for above in real.ancestors().skip(1) {
-            let Ok(m) = fs::metadata(above) else { continue };
-            let mode = m.mode() & 0o7777;
-            let sticky = mode & 0o1000 != 0;
-            if m.uid() != me && m.uid() != 0 {
-                return Err(refuse(format!(
-                    "lies in {}, which belongs to user id {}: they could replace it",
-                    above.display(),
-                    m.uid()
-                )));
-            }
-            if mode & 0o022 != 0 && !sticky {
-                return Err(refuse(format!(
-                    "lies in {}, which others can write (mode {mode:o}, no sticky bit): they could replace it",
-                    above.display()
-                )));
-            }
+        let Ok(meta) = fs::metadata(&above) else { continue };
+        if let Some((problem, advice)) = ids.problem(&meta, &above, "") {
+            return Err(refuse(format!("lies in {}, which {problem}: they could replace it", above.display()), advice));
         }
     }
     Ok(())
+}
+
+/// Who this process is, for [`check_private_dir`].
+struct Ids {
+    uid: u32,
+    gid: u32,
+}
+
+impl Ids {
+    fn current() -> Self {
+        // SAFETY: geteuid and getegid have no preconditions and cannot fail.
+        unsafe { Ids { uid: libc::geteuid(), gid: libc::getegid() } }
+    }
+
+    /// What lets someone else change `path` (described by `meta`), and the fix; `None` when
+    /// nothing does. `it` names the directory in the problem ("it", or "" for "which …").
+    fn problem(&self, meta: &fs::Metadata, path: &Path, it: &str) -> Option<(String, String)> {
+        use std::os::unix::fs::MetadataExt;
+        let subject = if it.is_empty() { String::new() } else { format!("{it} ") };
+        let mode = meta.mode() & 0o7777;
+        let sticky = mode & 0o1000 != 0;
+        if meta.uid() != self.uid && meta.uid() != 0 {
+            return Some((
+                format!("{subject}belongs to user id {}, not to this user ({})", meta.uid(), self.uid),
+                "use a directory of your own".into(),
+            ));
+        }
+        // The directory itself must be closed to others; one above only needs the sticky
+        // bit, which stops others from renaming what is not theirs.
+        let open_to_others = mode & 0o002 != 0 && !(sticky && it.is_empty());
+        let open_to_group = mode & 0o020 != 0 && meta.gid() != self.gid && !(sticky && it.is_empty());
+        if open_to_others || open_to_group {
+            let who = if open_to_others { "everyone" } else { "its group" };
+            let what = if it.is_empty() { "can be written by" } else { "is writable by" };
+            let fix = if open_to_others { "o-w" } else { "g-w" };
+            return Some((
+                format!("{subject}{what} {who} (mode {mode:o})"),
+                format!("`chmod {fix} {}`", path.display()),
+            ));
+        }
+        None
+    }
+}
+
+/// What `path` names, for telling two outputs apart: its directory resolved (links and
+/// `..` followed), then its name.
+pub fn output_identity(path: &Path) -> PathBuf {
+    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    match (abs.parent(), abs.file_name()) {
+        (Some(dir), Some(name)) => fs::canonicalize(dir).map(|d| d.join(name)).unwrap_or(abs),
+        _ => abs,
+    }
 }
 
 /// This process's effective user id.
@@ -271,35 +313,55 @@ mod tests {
         fs::create_dir(&own).unwrap();
         fs::set_permissions(&own, fs::Permissions::from_mode(0o700)).unwrap();
         check_private_dir(&own, false).unwrap();
+        let is_root = current_uid() == 0;
 
-        for (mode, who) in [(0o777, "everyone"), (0o770, "its group"), (0o1777, "everyone")] {
+        for mode in [0o777, 0o1777, 0o707] {
             fs::set_permissions(&own, fs::Permissions::from_mode(mode)).unwrap();
             let err = check_private_dir(&own, false).unwrap_err().to_string();
-            assert!(err.contains(who) && err.contains("--allow-shared-dir"), "{mode:o}: {err}");
+            assert!(
+                err.contains("everyone") && err.contains("chmod o-w") && err.contains("--allow-shared-dir"),
+                "{mode:o}: {err}"
+            );
             check_private_dir(&own, true).unwrap();
+        }
+        // Writable by this user's own group (Debian's umask 002): fine; by another group: not.
+        fs::set_permissions(&own, fs::Permissions::from_mode(0o775)).unwrap();
+        check_private_dir(&own, false).unwrap();
+        if is_root {
+            std::os::unix::fs::chown(&own, None, Some(4242)).unwrap();
+            let err = check_private_dir(&own, false).unwrap_err().to_string();
+            assert!(err.contains("its group") && err.contains("chmod g-w"), "{err}");
         }
         fs::set_permissions(&own, fs::Permissions::from_mode(0o755)).unwrap();
         check_private_dir(&own, false).unwrap();
 
         // A directory inside one that others may write (no sticky bit), or inside another
-        // user's, could be swapped under the writer.
+        // user's, could be swapped under the writer; so could one not made yet.
         let open = root.path().join("open");
         fs::create_dir(&open).unwrap();
         let inner = open.join("caps");
         fs::create_dir(&inner).unwrap();
         fs::set_permissions(&inner, fs::Permissions::from_mode(0o700)).unwrap();
         fs::set_permissions(&open, fs::Permissions::from_mode(0o777)).unwrap();
-        let err = check_private_dir(&inner, false).unwrap_err().to_string();
-        assert!(err.contains("no sticky bit"), "{err}");
+        for dir in [inner.clone(), open.join("not/yet")] {
+            let err = check_private_dir(&dir, false).unwrap_err().to_string();
+            assert!(err.contains("lies in") && err.contains(&format!("chmod o-w {}", open.display())), "{err}");
+        }
         fs::set_permissions(&open, fs::Permissions::from_mode(0o1777)).unwrap();
         check_private_dir(&inner, false).unwrap();
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } == 0 {
+        if is_root {
             std::os::unix::fs::chown(&open, Some(4321), None).unwrap();
             let err = check_private_dir(&inner, false).unwrap_err().to_string();
             assert!(err.contains("belongs to user id 4321"), "{err}");
+            std::os::unix::fs::chown(&open, Some(0), None).unwrap();
         }
-        // Reached through a link to it: the same.
+        // Reached through a link: the link's own directory decides who can swap it.
+        fs::set_permissions(&open, fs::Permissions::from_mode(0o777)).unwrap();
+        let mine = root.path().join("mine");
+        fs::create_dir(&mine).unwrap();
+        std::os::unix::fs::symlink(&mine, open.join("l")).unwrap();
+        let err = check_private_dir(&open.join("l/caps"), false).unwrap_err().to_string();
+        assert!(err.contains("lies in") && err.contains("open"), "{err}");
         let via = root.path().join("via");
         std::os::unix::fs::symlink(&open, &via).unwrap();
         assert!(check_private_dir(&via.join("caps"), false).is_err());

@@ -105,41 +105,39 @@ pub fn is_withheld(name: &str) -> bool {
     tapedeck_captures::scrub::is_credential_header(name) || tapedeck_captures::scrub::is_client_address_header(name)
 }
 
-/// What of a credential header's value the target issued: correlation replaced recorded
-/// values in `now` (recorded as `recorded`). Of a cookie header, the cookies whose value
-/// changed; of any other, the whole value if every long word in it is new, else nothing
-/// (a production secret would go along).
-fn issued_by_target(name: &str, recorded: &str, now: &str) -> Option<String> {
-    if name.eq_ignore_ascii_case("cookie") || name.eq_ignore_ascii_case("cookie2") {
-        let pairs = |v: &str| -> Vec<(String, String)> {
-            v.split(';')
-                .filter_map(|p| p.trim().split_once('='))
-                .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
-                .collect()
-        };
-        let before = pairs(recorded);
-        let issued: Vec<String> = pairs(now)
-            .into_iter()
-            .filter(|(n, v)| !before.iter().any(|(bn, bv)| bn == n && bv == v))
-            .map(|(n, v)| format!("{n}={v}"))
-            .collect();
-        return (!issued.is_empty()).then(|| issued.join("; "));
-    }
-    let words = |v: &str| -> Vec<String> {
-        v.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.'))
-            .filter(|w| w.len() >= 6)
-            .map(str::to_string)
-            .collect()
-    };
-    // An authentication scheme (`Bearer`, `Basic`) is no secret.
-    let credentials = |v: &str| -> String {
-        match v.split_once(' ') {
-            Some((scheme, rest)) if scheme.chars().all(|c| c.is_ascii_alphabetic()) => rest.to_string(),
-            _ => v.to_string(),
+/// What of a credential header's value `now` the target issued (`issued`: the values
+/// correlation put in): of a cookie header, the cookies whose value is nothing but issued
+/// values; of any other, the whole value if, but for an authentication scheme (`Bearer`)
+/// and separators, it is nothing but issued values. Anything else in it is production's.
+fn issued_by_target(name: &str, now: &str, issued: &[String]) -> Option<String> {
+    let mut issued: Vec<&str> = issued.iter().map(String::as_str).filter(|v| !v.is_empty()).collect();
+    issued.sort_by_key(|v| std::cmp::Reverse(v.len()));
+    // Only issued values and separators: nothing of production's left.
+    let only_issued = |v: &str| {
+        let mut rest = v.to_string();
+        let mut found = false;
+        for i in &issued {
+            if rest.contains(i) {
+                found = true;
+                rest = rest.replace(i, "");
+            }
         }
+        found && !rest.chars().any(|c| c.is_alphanumeric())
     };
-    let before = words(&credentials(recorded));
-    words(&credentials(now)).iter().all(|w| !before.contains(w)).then(|| now.to_string())
+    if name.eq_ignore_ascii_case("cookie") || name.eq_ignore_ascii_case("cookie2") {
+        let kept: Vec<&str> = now
+            .split([';', ','])
+            .map(str::trim)
+            .filter(|pair| pair.split_once('=').is_some_and(|(_, v)| only_issued(v)))
+            .collect();
+        return (!kept.is_empty()).then(|| kept.join("; "));
+    }
+    const SCHEMES: &[&str] = &["bearer", "basic", "token", "digest", "negotiate", "ntlm", "jwt", "dpop", "mac"];
+    let credentials = match now.split_once(' ') {
+        Some((scheme, rest)) if SCHEMES.iter().any(|s| scheme.eq_ignore_ascii_case(s)) => rest,
+        _ => now,
+    };
+    only_issued(credentials).then(|| now.to_string())
 }
 
 /// Parses `K: V` for `--set-header`, expanding `${VAR}` from the environment so
@@ -265,9 +263,9 @@ impl Rewrite {
     }
 
     /// The request to send for `ex`. `own` lists the headers correlation put the target's
-    /// own values into (a session token staging issued in this run), with their recorded
-    /// values: of a withheld header, only what the target issued is sent.
-    pub fn request_keeping(&self, ex: &Exchange, own: &[(usize, String)]) -> Result<Request<Full<Bytes>>, String> {
+    /// own values into (a session token staging issued in this run), with those values: of
+    /// a withheld header, only what the target issued is sent.
+    pub fn request_keeping(&self, ex: &Exchange, own: &[(usize, Vec<String>)]) -> Result<Request<Full<Bytes>>, String> {
         let req = &ex.request;
         let method =
             Method::from_bytes(req.method.as_bytes()).map_err(|_| format!("invalid method {:?}", req.method))?;
@@ -296,8 +294,8 @@ impl Rewrite {
             }
             if !self.keep_credentials && is_withheld(name.as_str()) {
                 withheld = true;
-                let issued = own.iter().find(|(at, _)| *at == i).and_then(|(_, recorded)| {
-                    issued_by_target(name.as_str(), recorded, std::str::from_utf8(&h.value).ok()?)
+                let issued = own.iter().find(|(at, _)| *at == i).and_then(|(_, values)| {
+                    issued_by_target(name.as_str(), std::str::from_utf8(&h.value).ok()?, values)
                 });
                 if let Some(value) = issued.and_then(|v| HeaderValue::from_str(&v).ok()) {
                     headers.append(name, value);
@@ -371,22 +369,35 @@ mod tests {
         assert_eq!(rw.withheld.load(std::sync::atomic::Ordering::Relaxed), 1);
         // Correlation put staging's own session into the cookie (index 5): that cookie is
         // sent, production's others are not.
-        ex.request.headers.set("cookie", "sid=abc; remember_me=PRODREMEMBER123");
-        let own = [(5, "sid=PRODSESS1; remember_me=PRODREMEMBER123".to_string())];
-        let sent = rw.request_keeping(&ex, &own).unwrap();
-        assert_eq!(sent.headers()["cookie"], "sid=abc");
-        assert!(sent.headers().get("authorization").is_none());
-        // A bearer token replaced whole is staging's; one with a production word left is not.
+        let issued = |v: &str| vec![v.to_string()];
+        for (cookie, sent_cookie) in [
+            ("sid=abc; remember_me=PRODREMEMBER123", Some("sid=abc")),
+            ("sid=abc, remember=PRODREMEMBER999", Some("sid=abc")),
+            ("sid=abc|PRODHMAC5555", None),
+            ("backup=abc:PRODEXTRA888", None),
+            ("remember=abc.PRODREMEMBER999; sid=abc", Some("sid=abc")),
+        ] {
+            ex.request.headers.set("cookie", cookie);
+            let sent = rw.request_keeping(&ex, &[(5, issued("abc"))]).unwrap();
+            assert_eq!(sent.headers().get("cookie").map(|v| v.to_str().unwrap()), sent_cookie, "{cookie}");
+        }
+        assert!(rw.request_keeping(&ex, &[(5, issued("abc"))]).unwrap().headers().get("authorization").is_none());
+        // A bearer token replaced whole is staging's; anything of production's beside it is not.
         ex.request.headers.set("authorization", "Bearer STAGINGTOKEN99");
-        let own = [(3, "Bearer PRODTOKEN1234".to_string())];
+        let own = [(3, issued("STAGINGTOKEN99"))];
         assert_eq!(rw.request_keeping(&ex, &own).unwrap().headers()["authorization"], "Bearer STAGINGTOKEN99");
-        ex.request.headers.set("authorization", "Bearer STAGINGTOKEN99 PRODEXTRA777");
-        let own = [(3, "Bearer PRODTOKEN1234 PRODEXTRA777".to_string())];
-        assert!(rw.request_keeping(&ex, &own).unwrap().headers().get("authorization").is_none());
+        for value in [
+            "Bearer STAGINGTOKEN99 PRODX",
+            "Bearer STAGINGTOKEN99.PRODSIGNATURE12345",
+            "Prodalphasecretkey STAGINGTOKEN99",
+        ] {
+            ex.request.headers.set("authorization", value);
+            assert!(rw.request_keeping(&ex, &own).unwrap().headers().get("authorization").is_none(), "{value}");
+        }
         rw.keep_credentials = true;
         let sent = rw.request(&ex).unwrap();
         assert!(sent.headers().contains_key("authorization") && sent.headers().contains_key("x-forwarded-for"));
-        assert_eq!(rw.withheld.load(std::sync::atomic::Ordering::Relaxed), 4);
+        assert_eq!(rw.withheld.load(std::sync::atomic::Ordering::Relaxed), 11);
         let creds = Rewrite::new(&"http://u:pw-123@staging".parse().unwrap()).unwrap_err();
         assert!(!creds.contains("pw-123") && creds.contains("--set-header"), "{creds}");
     }

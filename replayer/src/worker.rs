@@ -36,9 +36,9 @@ pub(crate) struct Job {
     pub exchange: Exchange,
     pub due: Instant,
     pub key: SessionKey,
-    /// Headers of `exchange` that correlation filled with the target's own values, with
-    /// their recorded values.
-    pub own_headers: Vec<(usize, String)>,
+    /// Headers of `exchange` that correlation filled with the target's own values, and
+    /// those values.
+    pub own_headers: Vec<(usize, Vec<String>)>,
 }
 
 /// Wakes the dispatcher when it waits for room in a lane.

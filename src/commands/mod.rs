@@ -65,26 +65,39 @@ pub fn toml_error(what: &str, path: &std::path::Path, text: &str, e: &toml::de::
     anyhow::anyhow!("{what} {}{line}: {}{hint}", path.display(), without_quoted(e.message().trim_end()))
 }
 
-/// `message` with every double-quoted value shown as `"…"`: a parser quotes the value it
-/// could not take (`invalid type: string "Bearer …", expected a sequence`), and a value in
-/// a settings file may be a credential. Names, which it quotes in backticks, stay.
+/// `message` with the values a parser quotes shown as `…`: double-quoted strings
+/// (`invalid type: string "Bearer …"`), and in backticks anything but a short lower-case
+/// name (an unknown key `Qm9z…` that is a key file's text, a long integer). A value in a
+/// settings file may be a credential; the names of its keys are not.
 fn without_quoted(message: &str) -> String {
+    let name_like = |t: &str| {
+        t.len() <= 32
+            && t.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-_.".contains(c))
+            && t.chars().filter(char::is_ascii_digit).count() < 6
+    };
     let mut out = String::with_capacity(message.len());
-    let mut inside = false;
-    for c in message.chars() {
-        match (c, inside) {
-            ('"', false) => {
-                inside = true;
-                out.push_str("\"…");
+    let mut rest = message;
+    while let Some(i) = rest.find(['"', '`']) {
+        out.push_str(&rest[..i]);
+        let quote = &rest[i..i + 1];
+        let after = &rest[i + 1..];
+        match after.find(quote) {
+            Some(end) => {
+                let inner = &after[..end];
+                let shown =
+                    if quote == "`" && (name_like(inner) || inner.chars().count() <= 1) { inner } else { "…" };
+                out.push_str(quote);
+                out.push_str(shown);
+                out.push_str(quote);
+                rest = &after[end + 1..];
             }
-            ('"', true) => {
-                inside = false;
-                out.push('"');
+            None => {
+                out.push_str(quote);
+                rest = after;
             }
-            (_, true) => {}
-            (c, false) => out.push(c),
         }
     }
+    out.push_str(rest);
     out
 }
 

@@ -487,7 +487,9 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode> {
     if let Some(model) = &args.noise_model {
         // Read, then written back: its directory must exist now, not after the run.
         tapedeck_captures::files::check_output(model, true).context("--noise-model")?;
-        if results_report.as_ref().and_then(|r| std::path::absolute(r).ok()) == std::path::absolute(model).ok() {
+        if results_report.as_deref().map(tapedeck_captures::files::output_identity)
+            == Some(tapedeck_captures::files::output_identity(model))
+        {
             bail!("--noise-model {} is the results directory's report: give it its own file", model.display());
         }
         others.push(model);

@@ -64,10 +64,10 @@ impl Outputs {
     /// Checks that every output can be written, before the work that produces them, and
     /// that none is named twice (with `others`, the run's other files).
     pub fn check(&self, others: &[&Path]) -> Result<()> {
-        let mut seen: Vec<PathBuf> = others.iter().map(|p| std::path::absolute(p).unwrap_or(p.to_path_buf())).collect();
+        let mut seen: Vec<PathBuf> = others.iter().map(|p| files::output_identity(p)).collect();
         for path in self.each() {
             files::check_output(path, self.force)?;
-            let full = std::path::absolute(path).unwrap_or(path.clone());
+            let full = files::output_identity(path);
             if seen.contains(&full) {
                 bail!("{} is named for two outputs of this run: give each its own file", path.display());
             }

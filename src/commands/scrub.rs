@@ -88,11 +88,24 @@ fn check_key_strength(key: &[u8]) -> Result<()> {
     let mut seen = [false; 256];
     key.iter().for_each(|b| seen[usize::from(*b)] = true);
     let distinct = seen.iter().filter(|s| **s).count();
-    // Steps of 0 or ±1 between neighbours (`aaaa`, `abcd`, `0123`), or a short unit repeated.
+    // Steps of 0 or ±1 between neighbours (`aaaa`, `abcd`, `0123`).
     let steps = key.windows(2).filter(|w| w[0].abs_diff(w[1]) <= 1).count();
-    let repeated = (1..=key.len() / 2).any(|unit| key.iter().enumerate().all(|(i, b)| *b == key[i % unit]));
-    if distinct < 10 || steps * 2 >= key.len() || repeated {
-        bail!("the scrub key uses only {distinct} different bytes: it looks like a pattern, not a random key; {KEY_ADVICE}");
+    // A short part said again and again (`Summer2026!` three times, with a tail).
+    let repeated = (1..=key.len() / 3).any(|unit| {
+        let same = (unit..key.len()).take_while(|i| key[*i] == key[i - unit]).count() + unit;
+        same * 4 >= key.len() * 3
+    });
+    let pattern = if distinct < 10 {
+        Some(format!("uses only {distinct} different bytes"))
+    } else if steps * 2 >= key.len() {
+        Some("is mostly runs of neighbouring characters (aaaa, 0123)".to_string())
+    } else if repeated {
+        Some("repeats a short part".to_string())
+    } else {
+        None
+    };
+    if let Some(why) = pattern {
+        bail!("the scrub key {why}: it looks like a pattern, not a random key; {KEY_ADVICE}");
     }
     if key.len() < 32 {
         tracing::warn!("the scrub key is {} bytes; {KEY_ADVICE}", key.len());
@@ -119,11 +132,15 @@ pub fn run(args: ScrubArgs) -> Result<ExitCode> {
     let Some(out) = args.out.as_ref() else { bail!("--out DIR is required (or --check)") };
     // Scrubbed tapes beside the unscrubbed ones would be read together, and the directory
     // would look scrubbed while it is not.
-    if let Ok(real_out) = std::fs::canonicalize(out) {
+    if let Ok(real_out) = std::fs::canonicalize(out)
+        .or_else(|_| std::path::absolute(out).map(|abs| tapedeck_captures::files::output_identity(&abs)))
+    {
         for input in &args.paths {
             let dir = if input.is_dir() { Some(input.as_path()) } else { input.parent() };
-            if dir.and_then(|d| std::fs::canonicalize(if d.as_os_str().is_empty() { Path::new(".") } else { d }).ok())
-                == Some(real_out.clone())
+            // Into it, or into a directory inside it (which the next scrub of it would read).
+            if dir
+                .and_then(|d| std::fs::canonicalize(if d.as_os_str().is_empty() { Path::new(".") } else { d }).ok())
+                .is_some_and(|d| real_out.starts_with(d))
             {
                 bail!(
                     "--out {} holds the tapes being scrubbed: write to a new directory, then remove the unscrubbed ones",

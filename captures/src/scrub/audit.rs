@@ -148,7 +148,7 @@ impl Audit<'_> {
             return self.ruled(action, credential, format!("header:{name}"), location);
         }
         match name {
-            "cookie" => self.cookies(value, false, location),
+            "cookie" | "cookie2" => self.cookies(value, false, location),
             "set-cookie" => self.cookies(value, true, location),
             _ if policy.detect_skip.contains(name) => {}
             _ => self.value(None, value, location, depth),

@@ -36,20 +36,19 @@ pub(crate) fn credential_without_rule(name: &str) -> bool {
     !matches!(name, "cookie" | "cookie2" | "set-cookie" | "set-cookie2") && is_credential_header(name)
 }
 
-/// Where a URL's userinfo lies (`user:password@`), if it has any: the span from after
-/// `scheme://` to its `@`. A password may hold `/`, `?`, `#` or `@` (which a URL parser
-/// then reads as path, query, fragment or host), so this reads the text itself: the last
-/// `@` ends userinfo unless a path came before it (a `/` before it, and no `:` but a port's
-/// before that `/`).
+/// Where a URL's userinfo may lie (`user:password@`): from after `scheme://` (or `//`,
+/// or `scheme:/`) to the last `@`. A password may hold `/`, `?`, `#`, `@` or digits that
+/// read as a port, so any `@` counts: tapedeck takes no credentials in URLs, and an `@`
+/// that belongs to a path is written `%40`.
 pub fn userinfo_span(url: &str) -> Option<std::ops::Range<usize>> {
-    let start = url.find("://").map_or(0, |i| i + 3);
-    let rest = &url[start..];
-    let at = rest.rfind('@')?;
-    let before = &rest[..at];
-    let Some(slash) = before.find('/') else { return Some(start..start + at) };
-    let head = &before[..slash];
-    let port_only = head.rsplit_once(':').is_none_or(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()));
-    (!port_only).then(|| start..start + at)
+    let at = url.rfind('@')?;
+    let start = match (url.find("://"), url.find(":/")) {
+        (Some(i), _) => i + 3,
+        (None, Some(i)) => i + 2,
+        _ if url.starts_with("//") => 2,
+        _ => 0,
+    };
+    Some(start.min(at)..at)
 }
 
 /// `url` with its userinfo (`user:password@`) shown as `***@`, for messages: a URL given on
@@ -66,7 +65,7 @@ pub fn redact_userinfo(url: &str) -> std::borrow::Cow<'_, str> {
 pub fn userinfo_refused(flag: &str, url: &str, instead: &str) -> String {
     format!(
         "{flag} {}: credentials in the URL are not supported (they would be printed and recorded, and are never \
-         sent); {instead}",
+         sent; an @ that belongs to the path is written %40); {instead}",
         redact_userinfo(url)
     )
 }
@@ -495,7 +494,7 @@ impl<'a> Pass<'a> {
             return self.apply(action, name, value, &rule).map_or(HeaderOutcome::Keep, HeaderOutcome::Replace);
         }
         match name {
-            "cookie" => self.cookies(value, "; ", false),
+            "cookie" | "cookie2" => self.cookies(value, "; ", false),
             "set-cookie" | "set-cookie2" => self.cookies(value, "; ", true),
             // `for=…;proto=https`: parameters, not cookies; addresses meet the detectors.
             "forwarded" => self.detect_text(value).map_or(HeaderOutcome::Keep, HeaderOutcome::Replace),

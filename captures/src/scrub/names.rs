@@ -201,6 +201,17 @@ pub fn is_credential_header(name: &str) -> bool {
         "principal",
         "oidc",
         "otp",
+        "group",
+        "identity",
+        "role",
+        "imperson",
+        "login",
+        "pin",
+        "mfa",
+        "2fa",
+        "ssl",
+        "tls",
+        "uid",
     ];
     static PREFILTER: std::sync::OnceLock<aho_corasick::AhoCorasick> = std::sync::OnceLock::new();
     let prefilter = PREFILTER.get_or_init(|| {
@@ -237,57 +248,106 @@ pub fn is_credential_header(name: &str) -> bool {
         (w == "key" || (w.len() > 3 && w.ends_with("key")))
             && !(i > 0 && NOT_SECRET_KEYS.contains(&words[i - 1].as_str()))
     });
-    key || is_secret_name(name)
+    // A one-time code, a PIN, a second factor.
+    let code = words.iter().any(|w| {
+        matches!(w.as_str(), "otp" | "totp" | "hotp" | "pin" | "mfa" | "2fa" | "passcode")
+            || (w.len() > 3 && (w.ends_with("otp") || w.ends_with("2fa")))
+    });
+    // Who the caller is, as a gateway or an authenticating proxy asserts it (Grafana's
+    // X-WEBAUTH-USER, Kong's X-Consumer-Username, Kubernetes' Impersonate-User, Hasura's
+    // X-Hasura-Role, X-User-Id).
+    let who = has(&[
+        "user",
+        "userid",
+        "username",
+        "login",
+        "email",
+        "principal",
+        "group",
+        "groups",
+        "role",
+        "roles",
+        "identity",
+        "preferred",
+        "uid",
+        "userinfo",
+    ]);
+    let asserted = words.first().is_some_and(|w| w == "x" || w == "remote")
+        || has(&[
+            "remote",
+            "forwarded",
+            "authenticated",
+            "auth",
+            "webauth",
+            "consumer",
+            "client",
+            "ms",
+            "goog",
+            "amzn",
+            "request",
+            "hasura",
+            "tailscale",
+            "impersonate",
+            "proxy",
+            "gateway",
+        ]);
+    key || code
+        || is_secret_name(name)
         || has(&[
             "authentication",
             "authorization",
             "cookie2",
-            "passcode",
             "pwd",
             "pass",
             "passphrase",
-            "otp",
             "signed",
             "oidc",
+            "impersonate",
         ])
-        || (has(&["cert", "certificate", "certs"]) && has(&["client", "ssl", "tls", "peer", "forwarded"]))
-        || (has(&["user", "username", "email", "principal", "groups", "preferred", "identity"])
-            && has(&["remote", "forwarded", "authenticated", "auth", "client", "ms", "goog", "amzn", "request"]))
+        || (has(&["cert", "certificate", "certs", "clientcert"])
+            && has(&["client", "ssl", "tls", "peer", "forwarded", "arr"]))
+        || (has(&["ssl", "tls"]) && has(&["client"]) && has(&["dn", "s", "i", "subject", "issuer", "cn", "serial"]))
+        || (who && asserted && !has(&["agent"]))
 }
 
 /// True when a request header named `name` carries the client's address (`X-Forwarded-For`,
 /// `Forwarded`, `X-Real-IP`, `True-Client-IP`, `X-Cluster-Client-IP`, `Fastly-Client-IP`,
-/// `X-Envoy-External-Address` …): production's users, and a trust decision that is
-/// staging's own to make.
+/// `CloudFront-Viewer-Address`, `X-Envoy-External-Address` …): production's users, and a
+/// trust decision that is staging's own to make.
 pub fn is_client_address_header(name: &str) -> bool {
-    if name.eq_ignore_ascii_case("forwarded") {
+    if name.eq_ignore_ascii_case("forwarded") || name.eq_ignore_ascii_case("x-forwarded") {
         return true;
     }
     let holds = |word: &str| name.as_bytes().windows(word.len()).any(|w| w.eq_ignore_ascii_case(word.as_bytes()));
-    if holds("forwarded-for") || holds("external-address") || holds("client-address") {
+    if holds("forwarded-for") || holds("external-address") || holds("viewer-address") || holds("client-address") {
         return true;
     }
-    if !holds("ip") {
+    if !(holds("ip") || holds("addr")) {
         return false;
     }
     let words = words(name);
     let has = |set: &[&str]| words.iter().any(|w| set.contains(&w.as_str()));
-    has(&["ip", "ips"])
-        && has(&[
-            "client",
-            "real",
-            "connecting",
-            "true",
-            "cluster",
-            "original",
-            "external",
-            "remote",
-            "forwarded",
-            "user",
-            "source",
-            "origin",
-            "peer",
-        ])
+    has(&["clientip", "socketip", "realip", "remoteip", "userip", "sourceip", "originip", "peerip"])
+        || (has(&["ip", "ips", "ipv4", "ipv6", "addr", "address"])
+            && has(&[
+                "client",
+                "real",
+                "connecting",
+                "true",
+                "cluster",
+                "original",
+                "originating",
+                "external",
+                "remote",
+                "forwarded",
+                "user",
+                "proxyuser",
+                "source",
+                "origin",
+                "peer",
+                "viewer",
+                "socket",
+            ]))
 }
 
 /// The words of a name, lower case: `X-Session-Id` → x, session, id; `accessKey` → access,
@@ -356,6 +416,24 @@ mod tests {
             "X-Forwarded-Client-Cert",
             "X-Amzn-Oidc-Data",
             "x-goog-authenticated-user-email",
+            "X-Webauth-User",
+            "X-Consumer-Username",
+            "X-Authenticated-Userid",
+            "X-Forwarded-Groups",
+            "Impersonate-User",
+            "Impersonate-Group",
+            "X-Hasura-Role",
+            "X-Hasura-User-Id",
+            "X-User",
+            "X-User-Id",
+            "Tailscale-User-Login",
+            "Remote-Groups",
+            "X-Totp",
+            "X-Pin",
+            "X-Mfa-Code",
+            "X-2fa-Code",
+            "X-Arr-ClientCert",
+            "X-Ssl-Client-S-Dn",
         ] {
             assert!(is_credential_header(name), "{name}");
         }
@@ -370,6 +448,15 @@ mod tests {
             "X-Envoy-External-Address",
             "CF-Connecting-IP",
             "X-Client-IP",
+            "CF-Connecting-IPv6",
+            "CloudFront-Viewer-Address",
+            "X-Originating-IP",
+            "X-Azure-ClientIP",
+            "X-Azure-SocketIP",
+            "X-ProxyUser-Ip",
+            "X-Remote-Addr",
+            "X-Client-Addr",
+            "X-Forwarded",
         ] {
             assert!(is_client_address_header(name), "{name}");
         }
@@ -395,6 +482,10 @@ mod tests {
             "x-forwarded-proto",
             "x-request-id",
             "x-ssl-client-verify",
+            "x-spinner",
+            "shipping-address",
+            "user-agent",
+            "x-grouping-mode",
         ] {
             assert!(!is_credential_header(name), "{name}");
         }

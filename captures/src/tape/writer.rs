@@ -387,6 +387,8 @@ impl TapeWriter {
         builder.recursive(true);
         #[cfg(unix)]
         std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        // Judged before it is made (a refused run leaves nothing behind), and once it is.
+        crate::files::check_private_dir(&config.dir, config.allow_shared_dir)?;
         builder.create(&config.dir).map_err(|e| TapeError::io(&config.dir, "creating capture directory", e))?;
         crate::files::check_private_dir(&config.dir, config.allow_shared_dir)?;
         let compressor = zstd::bulk::Compressor::new(config.zstd_level)

@@ -152,8 +152,8 @@ impl Vars {
     }
 
     /// Puts the target's values into `request`; returns how many places changed and adds
-    /// the headers it changed to `headers`: their indexes and recorded values.
-    pub fn apply(&self, request: &mut Request, headers: &mut Vec<(usize, String)>) -> usize {
+    /// the headers it changed to `headers`: their indexes and the target's values put in.
+    pub fn apply(&self, request: &mut Request, headers: &mut Vec<(usize, Vec<String>)>) -> usize {
         if self.map.is_empty() {
             return 0;
         }
@@ -167,9 +167,10 @@ impl Vars {
             if matches!(&name[..], b"host" | b"content-length") {
                 continue;
             }
-            if let Some(v) = std::str::from_utf8(&h.value).ok().and_then(|v| self.replace(v)) {
-                let recorded = std::mem::replace(&mut h.value, v.into_bytes().into());
-                headers.push((i, recorded.to_str_lossy().into_owned()));
+            let mut issued = Vec::new();
+            if let Some(v) = std::str::from_utf8(&h.value).ok().and_then(|v| self.replace_noting(v, &mut issued)) {
+                h.value = v.into_bytes().into();
+                headers.push((i, issued));
                 n += 1;
             }
         }
@@ -187,6 +188,11 @@ impl Vars {
 
     /// `s` with every whole occurrence of a recorded value replaced; `None` if unchanged.
     fn replace(&self, s: &str) -> Option<String> {
+        self.replace_noting(s, &mut Vec::new())
+    }
+
+    /// [`replace`](Self::replace), adding the target's values it put in to `issued`.
+    fn replace_noting(&self, s: &str, issued: &mut Vec<String>) -> Option<String> {
         let is_word = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b'-';
         let bytes = s.as_bytes();
         let mut out: Option<String> = None;
@@ -205,6 +211,7 @@ impl Vars {
                 let o = out.get_or_insert_with(|| String::with_capacity(s.len() + 16));
                 o.push_str(&s[copied..start]);
                 o.push_str(v);
+                issued.push(v.clone());
                 copied = i;
             }
         }
@@ -217,6 +224,7 @@ impl Vars {
                 let current = out.as_deref().unwrap_or(s);
                 if current.contains(from.as_str()) {
                     out = Some(current.replace(from.as_str(), to));
+                    issued.push(to.clone());
                 }
             }
         }
@@ -352,7 +360,7 @@ mod tests {
         };
         let mut headers = Vec::new();
         assert_eq!(vars.apply(&mut req, &mut headers), 3);
-        assert_eq!(headers.len(), 1);
+        assert_eq!(headers, [(0, vec!["zzz999".to_string()])]);
         assert_eq!(req.target, "/orders/5001?ref=B9&page=10420");
         assert_eq!(req.headers.get_str("x-csrf-token"), Some("zzz999"));
         assert_eq!(&req.body.data[..], br#"{"order_id":5001}"#);

@@ -108,6 +108,7 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
         sample_key: Some("header:x-user-id".into()),
         instance: Some("demo".into()),
         scrub_key_file: Some(key_file.clone()),
+        allow_shared_dir: args.allow_shared_dir,
         ..Default::default()
     };
     let proxy_config = crate::commands::proxy::build_config(proxy_args)?;
@@ -162,6 +163,7 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
         top: Some(12),
         // The demo's own directory: what an earlier demo wrote is replaced.
         force: true,
+        allow_shared_dir: args.allow_shared_dir,
         ..Default::default()
     };
     crate::commands::replay::run(replay_args)?;
