@@ -16,7 +16,7 @@ async fn main() {
         }
     };
     eprintln!("grpc_echo: serving test.Echo on {addr}");
-    let incoming = tonic::codegen::tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let incoming = grpc::nodelay(listener);
     if let Err(e) = tonic::transport::Server::builder()
         .add_service(grpc::EchoService::default())
         .serve_with_incoming(incoming)

@@ -180,6 +180,19 @@ where
     }
 }
 
+/// Accepted connections with TCP_NODELAY, as any gRPC server sets it (without it, small
+/// answers wait for the client's delayed ACK: 40 ms each).
+pub fn nodelay(
+    listener: tokio::net::TcpListener,
+) -> impl Stream<Item = std::io::Result<tokio::net::TcpStream>> + Send + 'static {
+    tokio_stream::wrappers::TcpListenerStream::new(listener).map(|s| {
+        if let Ok(s) = &s {
+            let _ = s.set_nodelay(true);
+        }
+        s
+    })
+}
+
 /// A tonic server for [`EchoService`] on a free port (h2c, HTTP/2 only).
 pub struct GrpcServer {
     pub addr: SocketAddr,
@@ -199,7 +212,7 @@ impl GrpcServer {
     async fn serve(service: EchoService) -> GrpcServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let incoming = tonic::codegen::tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let incoming = nodelay(listener);
         let task = tokio::spawn(async move {
             tonic::transport::Server::builder().add_service(service).serve_with_incoming(incoming).await.unwrap();
         });
