@@ -56,24 +56,13 @@ PY
 
 ./target/release/examples/grpc_echo 127.0.0.1:18181 2> "$WORK/logs/echo.log" &
 PIDS+=($!)
-cat > "$WORK/nginx.conf" <<CONF
-worker_processes auto;
-pid $WORK/nginx.pid;
-error_log $WORK/logs/error.log;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    client_body_temp_path $WORK/nginx-tmp; proxy_temp_path $WORK/nginx-tmp; fastcgi_temp_path $WORK/nginx-tmp;
-    uwsgi_temp_path $WORK/nginx-tmp; scgi_temp_path $WORK/nginx-tmp;
+start_nginx_http "
     upstream grpc_backend { server 127.0.0.1:18181; keepalive 64; }
     server {
         listen 127.0.0.1:18182 http2;
         keepalive_requests 1000000;
         location / { grpc_pass grpc://grpc_backend; }
-    }
-}
-CONF
-nginx -p "$WORK" -c "$WORK/nginx.conf"
+    }"
 $BIN proxy --listen 127.0.0.1:18183 --upstream http://127.0.0.1:18181 --admin off 2> "$WORK/logs/off.log" &
 PIDS+=($!)
 KEY="$WORK/scrub.key"
@@ -112,13 +101,9 @@ curl -s http://127.0.0.1:18194/metrics | grep -E '^tapedeck_(captured_total|capt
 sleep 2
 "$BIN" cat "$WORK/caps" --limit 1 | python3 -c 'import json,sys; e=json.loads(sys.stdin.readline()); print("captured:", e["request"]["target"], "trailers", e["response"].get("trailers"), "request body", len(e["request"]["body"].get("data","")), "chars")'
 
-python3 - "$RESULTS" <<'PY'
+PYTHONPATH=benches python3 - "$RESULTS" <<'PY'
 import statistics, sys
-def ms(v):
-    if v.endswith("us"): return float(v[:-2]) / 1000
-    if v.endswith("ms"): return float(v[:-2])
-    if v.endswith("s"): return float(v[:-1]) * 1000
-    return float(v)
+from stats import ms
 rows = {}
 for line in open(sys.argv[1]):
     parts = line.split()

@@ -32,6 +32,25 @@ CONF
     nginx -p "$dir" -c "$dir/nginx.conf"
 }
 
+# start_nginx_http HTTP: nginx (a worker per CPU, no access log; pid, logs and temp files
+# under $WORK) serving the `http { }` block's contents HTTP; stopped by stop_work.
+start_nginx_http() {
+    mkdir -p "$WORK/logs" "$WORK/nginx-tmp"
+    cat > "$WORK/nginx.conf" <<CONF
+worker_processes auto;
+pid $WORK/nginx.pid;
+error_log $WORK/logs/error.log;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $WORK/nginx-tmp; proxy_temp_path $WORK/nginx-tmp; fastcgi_temp_path $WORK/nginx-tmp;
+    uwsgi_temp_path $WORK/nginx-tmp; scgi_temp_path $WORK/nginx-tmp;
+$1
+}
+CONF
+    nginx -p "$WORK" -c "$WORK/nginx.conf"
+}
+
 # start_work NAME: a fresh $WORK directory under /tmp and an empty $PIDS list. On exit the
 # processes in $PIDS and an nginx started in $WORK are stopped, the script's `on_exit`
 # runs if it defines one, and $WORK is removed (kept with KEEP_WORK=1).

@@ -59,13 +59,7 @@ PY
     chmod o+r "$WORK/www/echo.json"
     UPSTREAM_LOCATION="location / { default_type application/json; root $WORK/www; try_files /echo.json =404; }"
 fi
-cat > "$WORK/nginx.conf" <<CONF
-worker_processes auto;
-pid $WORK/nginx.pid;
-error_log $WORK/logs/error.log;
-events { worker_connections 4096; }
-http {
-    access_log off;
+start_nginx_http "
     upstream backend { server 127.0.0.1:18081; keepalive 64; }
     server { listen 127.0.0.1:18081; $UPSTREAM_LOCATION }
     server {
@@ -73,13 +67,10 @@ http {
         location / {
             proxy_pass http://backend;
             proxy_http_version 1.1;
-            proxy_set_header Connection "";
+            proxy_set_header Connection \"\";
             proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
         }
-    }
-}
-CONF
-nginx -p "$WORK" -c "$WORK/nginx.conf"
+    }"
 $BIN proxy --listen 127.0.0.1:18083 --upstream http://127.0.0.1:18081 --admin off 2> "$WORK/logs/off.log" &
 PIDS+=($!)
 OFF_PID=$!
@@ -115,13 +106,9 @@ rss() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
 echo "peak RSS: tapedeck-off $(rss $OFF_PID) KiB, tapedeck-capture $(rss $CAP_PID) KiB"
 curl -s http://127.0.0.1:18094/metrics | grep -E '^tapedeck_(captured_total|capture_written_total|capture_dropped_total)' || true
 
-python3 - "$RESULTS" <<'PY'
+PYTHONPATH=benches python3 - "$RESULTS" <<'PY'
 import statistics, sys
-def ms(v):
-    if v.endswith("us"): return float(v[:-2]) / 1000
-    if v.endswith("ms"): return float(v[:-2])
-    if v.endswith("s"): return float(v[:-1]) * 1000
-    return float(v)
+from stats import ms
 rows = {}
 for line in open(sys.argv[1]):
     parts = line.split()
