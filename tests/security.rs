@@ -393,6 +393,10 @@ fn keys_and_credentials_in_urls_are_never_echoed_and_exposed_keys_are_flagged() 
         "0123456789abcdefghijklmnopqrstuv",
         "Xy7#Xy7#Xy7#Xy7#Xy7#Xy7#Xy7#Xy7#",
         "Summer2026!Summer2026!Summer2026!xx",
+        "xxSummer2026!Summer2026!Summer2026!",
+        "Summer2026!xSummer2026!ySummer2026!z",
+        "Winter2026!xyzWinter2026!xyz",
+        "Summer2026!Summer2026!Summer2026!xxyyzzwwvvuu",
     ] {
         fs::write(&key, weak).unwrap();
         fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).unwrap();

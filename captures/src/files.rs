@@ -170,6 +170,20 @@ pub fn check_private_dir(dir: &Path, allow_shared: bool) -> Result<(), SharedDir
         if above == given {
             continue;
         }
+        // A link on the way is as good as its owner: someone else's can be pointed elsewhere.
+        if let Some(link) = fs::symlink_metadata(&above).ok().filter(|m| m.file_type().is_symlink()) {
+            use std::os::unix::fs::MetadataExt;
+            if link.uid() != ids.uid && link.uid() != 0 {
+                return Err(refuse(
+                    format!(
+                        "lies below {}, a link of user id {}, who could point it elsewhere",
+                        above.display(),
+                        link.uid()
+                    ),
+                    "name the real directory".into(),
+                ));
+            }
+        }
         let Ok(meta) = fs::metadata(&above) else { continue };
         if let Some((problem, advice)) = ids.problem(&meta, &above, "") {
             return Err(refuse(format!("lies in {}, which {problem}: they could replace it", above.display()), advice));
@@ -182,12 +196,17 @@ pub fn check_private_dir(dir: &Path, allow_shared: bool) -> Result<(), SharedDir
 struct Ids {
     uid: u32,
     gid: u32,
+    /// The group is this user's alone: named as the user, no other members listed (a
+    /// user-private group, as Debian makes them). Only then is "writable by the group" the
+    /// same as "writable by me".
+    private_group: bool,
 }
 
 impl Ids {
     fn current() -> Self {
         // SAFETY: geteuid and getegid have no preconditions and cannot fail.
-        unsafe { Ids { uid: libc::geteuid(), gid: libc::getegid() } }
+        let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+        Ids { uid, gid, private_group: user_private_group(uid, gid) }
     }
 
     /// What lets someone else change `path` (described by `meta`), and the fix; `None` when
@@ -206,7 +225,10 @@ impl Ids {
         // The directory itself must be closed to others; one above only needs the sticky
         // bit, which stops others from renaming what is not theirs.
         let open_to_others = mode & 0o002 != 0 && !(sticky && it.is_empty());
-        let open_to_group = mode & 0o020 != 0 && meta.gid() != self.gid && !(sticky && it.is_empty());
+        // With an access control list the group bits are only its mask: who may write is
+        // in the list, so group-write counts as open.
+        let own_group = meta.gid() == self.gid && self.private_group && !has_acl(path);
+        let open_to_group = mode & 0o020 != 0 && !own_group && !(sticky && it.is_empty());
         if open_to_others || open_to_group {
             let who = if open_to_others { "everyone" } else { "its group" };
             let what = if it.is_empty() { "can be written by" } else { "is writable by" };
@@ -220,14 +242,71 @@ impl Ids {
     }
 }
 
+/// True when `gid` is `uid`'s user-private group: it has the user's name and lists no
+/// other member.
+fn user_private_group(uid: u32, gid: u32) -> bool {
+    use std::ffi::CStr;
+    let mut buf = vec![0 as libc::c_char; 16 << 10];
+    // SAFETY: the structs are filled by the calls, the strings they point to live in `buf`,
+    // which outlives every use below; results are checked before use.
+    unsafe {
+        let mut pw: libc::passwd = std::mem::zeroed();
+        let mut found: *mut libc::passwd = std::ptr::null_mut();
+        if libc::getpwuid_r(uid, &mut pw, buf.as_mut_ptr(), buf.len(), &mut found) != 0 || found.is_null() {
+            return false;
+        }
+        let user = CStr::from_ptr(pw.pw_name).to_owned();
+        let mut gbuf = vec![0 as libc::c_char; 64 << 10];
+        let mut gr: libc::group = std::mem::zeroed();
+        let mut gfound: *mut libc::group = std::ptr::null_mut();
+        if libc::getgrgid_r(gid, &mut gr, gbuf.as_mut_ptr(), gbuf.len(), &mut gfound) != 0 || gfound.is_null() {
+            return false;
+        }
+        if CStr::from_ptr(gr.gr_name) != user.as_c_str() {
+            return false;
+        }
+        let mut member = gr.gr_mem;
+        while !member.is_null() && !(*member).is_null() {
+            if CStr::from_ptr(*member) != user.as_c_str() {
+                return false;
+            }
+            member = member.add(1);
+        }
+        true
+    }
+}
+
+/// True when `path` has a POSIX access control list.
+fn has_acl(path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c_path) = std::ffi::CString::new(path.as_os_str().as_bytes()) else { return true };
+    // SAFETY: both strings are NUL-terminated; a null buffer of size 0 asks for the size only.
+    let n = unsafe { libc::getxattr(c_path.as_ptr(), c"system.posix_acl_access".as_ptr(), std::ptr::null_mut(), 0) };
+    n >= 0
+}
+
 /// What `path` names, for telling two outputs apart: its directory resolved (links and
-/// `..` followed), then its name.
+/// `..` followed, as far as it exists), then its name.
 pub fn output_identity(path: &Path) -> PathBuf {
+    // The name itself is not followed: an output replaces a link of its name.
     let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
     match (abs.parent(), abs.file_name()) {
-        (Some(dir), Some(name)) => fs::canonicalize(dir).map(|d| d.join(name)).unwrap_or(abs),
+        (Some(dir), Some(name)) => resolved(dir).join(name),
         _ => abs,
     }
+}
+
+/// `path` with its longest existing part resolved (links and `..` followed) and the rest,
+/// not made yet, appended as given.
+pub fn resolved(path: &Path) -> PathBuf {
+    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    for existing in abs.ancestors() {
+        if let Ok(real) = fs::canonicalize(existing) {
+            let rest = abs.strip_prefix(existing).unwrap_or(Path::new(""));
+            return if rest.as_os_str().is_empty() { real } else { real.join(rest) };
+        }
+    }
+    abs
 }
 
 /// This process's effective user id.
@@ -324,9 +403,11 @@ mod tests {
             );
             check_private_dir(&own, true).unwrap();
         }
-        // Writable by this user's own group (Debian's umask 002): fine; by another group: not.
+        // Writable by this user's own private group (Debian's umask 002): fine; by a group
+        // others share, or another group: not.
         fs::set_permissions(&own, fs::Permissions::from_mode(0o775)).unwrap();
-        check_private_dir(&own, false).unwrap();
+        let ids = Ids::current();
+        assert_eq!(check_private_dir(&own, false).is_ok(), ids.private_group, "private group: {}", ids.private_group);
         if is_root {
             std::os::unix::fs::chown(&own, None, Some(4242)).unwrap();
             let err = check_private_dir(&own, false).unwrap_err().to_string();
@@ -365,6 +446,18 @@ mod tests {
         let via = root.path().join("via");
         std::os::unix::fs::symlink(&open, &via).unwrap();
         assert!(check_private_dir(&via.join("caps"), false).is_err());
+        // Another user's link in a sticky directory: they could point it elsewhere.
+        if is_root {
+            let sticky = root.path().join("sticky");
+            fs::create_dir(&sticky).unwrap();
+            fs::set_permissions(&sticky, fs::Permissions::from_mode(0o1777)).unwrap();
+            let theirs = sticky.join("l");
+            std::os::unix::fs::symlink(&mine, &theirs).unwrap();
+            check_private_dir(&theirs.join("caps"), false).unwrap();
+            std::os::unix::fs::lchown(&theirs, Some(4321), None).unwrap();
+            let err = check_private_dir(&theirs.join("caps"), false).unwrap_err().to_string();
+            assert!(err.contains("a link of user id 4321"), "{err}");
+        }
 
         let link = root.path().join("link");
         std::os::unix::fs::symlink(&own, &link).unwrap();

@@ -464,7 +464,14 @@ impl Forwarder {
         // a trusted proxy (`--trust-forwarded`); anyone else's are dropped, so the
         // upstream's last, trusted element is always what this proxy saw.
         if !self.forwarding.trust.trusts(conn.peer.ip()) {
-            for name in [X_FORWARDED_FOR, header::FORWARDED, X_REAL_IP] {
+            // Every spelling an upstream might believe (True-Client-IP, CF-Connecting-IP,
+            // X-Cluster-Client-IP …), not only the three this proxy writes.
+            let claims: Vec<HeaderName> = headers
+                .keys()
+                .filter(|n| tapedeck_captures::scrub::is_client_address_header(n.as_str()))
+                .cloned()
+                .collect();
+            for name in claims.into_iter().chain([X_FORWARDED_FOR, header::FORWARDED, X_REAL_IP]) {
                 headers.remove(name);
             }
         }

@@ -410,6 +410,11 @@ async fn forwarding_headers_from_untrusted_clients_are_replaced_not_believed() {
         ("x-real-ip", "6.6.6.6"),
         ("forwarded", "for=6.6.6.6;proto=https"),
         ("proxy-authorization", "Basic cHJveHk6c2VjcmV0"),
+        // Other spellings upstreams believe.
+        ("true-client-ip", "6.6.6.6"),
+        ("cf-connecting-ip", "6.6.6.6"),
+        ("x-cluster-client-ip", "6.6.6.6"),
+        ("x-forwarded", "for=6.6.6.6"),
     ];
     let request = |proxy: &TestProxy| {
         let mut req = Request::get(proxy.url("/echo"));
@@ -426,7 +431,15 @@ async fn forwarding_headers_from_untrusted_clients_are_replaced_not_believed() {
     assert_eq!(seen("x-forwarded-for").as_deref(), Some("127.0.0.1"));
     assert_eq!(seen("x-forwarded-proto").as_deref(), Some("http"));
     assert_eq!(seen("x-forwarded-host"), Some(proxy.addr.to_string()));
-    for gone in ["x-real-ip", "forwarded", "proxy-authorization"] {
+    for gone in [
+        "x-real-ip",
+        "forwarded",
+        "proxy-authorization",
+        "true-client-ip",
+        "cf-connecting-ip",
+        "x-cluster-client-ip",
+        "x-forwarded",
+    ] {
         assert_eq!(seen(gone), None, "{gone} must not reach the upstream");
     }
     // Behind a trusted load balancer: its chain is kept and extended; proto and host
@@ -439,6 +452,7 @@ async fn forwarding_headers_from_untrusted_clients_are_replaced_not_believed() {
     let seen = |name: &str| headers.get(format!("x-echo-{name}")).map(|v| v.to_str().unwrap().to_string());
     assert_eq!(seen("x-forwarded-for").as_deref(), Some("6.6.6.6, 127.0.0.1"));
     assert_eq!(seen("x-real-ip").as_deref(), Some("6.6.6.6"));
+    assert_eq!(seen("true-client-ip").as_deref(), Some("6.6.6.6"));
     assert_eq!(seen("x-forwarded-proto").as_deref(), Some("http"));
     assert_eq!(seen("proxy-authorization"), None);
     assert!(tapedeck_proxy::config::Trust::parse("10.0.0.0/33").is_err());

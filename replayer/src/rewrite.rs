@@ -128,7 +128,12 @@ fn issued_by_target(name: &str, now: &str, issued: &[String]) -> Option<String> 
         let kept: Vec<&str> = now
             .split([';', ','])
             .map(str::trim)
-            .filter(|pair| pair.split_once('=').is_some_and(|(_, v)| only_issued(v)))
+            // A cookie's name is a token; words before it are production's text.
+            .filter(|pair| {
+                pair.split_once('=').is_some_and(|(n, v)| {
+                    !n.is_empty() && n.len() <= 64 && !n.contains(char::is_whitespace) && only_issued(v)
+                })
+            })
             .collect();
         return (!kept.is_empty()).then(|| kept.join("; "));
     }
@@ -375,6 +380,7 @@ mod tests {
             ("sid=abc, remember=PRODREMEMBER999", Some("sid=abc")),
             ("sid=abc|PRODHMAC5555", None),
             ("backup=abc:PRODEXTRA888", None),
+            ("PRODNAMELEAK sid=abc", None),
             ("remember=abc.PRODREMEMBER999; sid=abc", Some("sid=abc")),
         ] {
             ex.request.headers.set("cookie", cookie);
@@ -397,7 +403,7 @@ mod tests {
         rw.keep_credentials = true;
         let sent = rw.request(&ex).unwrap();
         assert!(sent.headers().contains_key("authorization") && sent.headers().contains_key("x-forwarded-for"));
-        assert_eq!(rw.withheld.load(std::sync::atomic::Ordering::Relaxed), 11);
+        assert_eq!(rw.withheld.load(std::sync::atomic::Ordering::Relaxed), 12);
         let creds = Rewrite::new(&"http://u:pw-123@staging".parse().unwrap()).unwrap_err();
         assert!(!creds.contains("pw-123") && creds.contains("--set-header"), "{creds}");
     }

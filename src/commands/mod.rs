@@ -81,7 +81,14 @@ fn without_quoted(message: &str) -> String {
         out.push_str(&rest[..i]);
         let quote = &rest[i..i + 1];
         let after = &rest[i + 1..];
-        match after.find(quote) {
+        // The closing quote: the next one not escaped with a backslash.
+        let close = after.char_indices().scan(false, |escaped, (at, c)| {
+            let this = (at, c, *escaped);
+            *escaped = c == '\\' && !*escaped;
+            Some(this)
+        });
+        let close = close.filter(|(_, c, escaped)| c.to_string() == quote && !escaped).map(|(at, _, _)| at).next();
+        match close {
             Some(end) => {
                 let inner = &after[..end];
                 let shown =

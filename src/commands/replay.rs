@@ -329,7 +329,11 @@ fn config(args: &ReplayArgs) -> Result<ReplayConfig> {
         other => bail!("--host-header {other:?}: expected keep or target"),
     };
     for h in &args.remove_header {
-        c.rewrite.remove.push(h.parse().map_err(|_| anyhow!("--remove-header {h:?}: invalid header name"))?);
+        c.rewrite.remove.push(h.parse().map_err(|_| {
+            // A whole `Name: value` given by mistake would echo a credential: the name at most.
+            let shown: String = h.split(':').next().unwrap_or("").trim().chars().take(40).collect();
+            anyhow!("--remove-header {shown:?}: invalid header name (give the name alone)")
+        })?);
     }
     for h in &args.set_header {
         c.rewrite.set.push(parse_set_header(h).map_err(|e| anyhow!(e))?);
@@ -482,6 +486,18 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode> {
     // Outputs that cannot be written are refused before the replay, not after it.
     let outputs =
         Outputs { json: args.report.clone(), html: args.html.clone(), junit: args.junit.clone(), force: args.force };
+    // The results directory first (judged, and made if new), so outputs may go inside it.
+    if let Some(dir) = &config.results {
+        tapedeck_captures::files::check_private_dir(dir, args.allow_shared_dir)?;
+        if !dir.exists() {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .with_context(|| format!("cannot create the results directory {}", dir.display()))?;
+        }
+    }
     let results_report = config.results.as_ref().map(|d| d.join(REPORT_FILE));
     let mut others: Vec<&std::path::Path> = results_report.iter().map(|p| p.as_path()).collect();
     if let Some(model) = &args.noise_model {

@@ -32,8 +32,8 @@ pub struct ScrubArgs {
     #[arg(long, value_name = "FILE")]
     pub policy: Option<PathBuf>,
     /// File holding the key for `hash` (else $TAPEDECK_SCRUB_KEY; without a key, hash
-    /// redacts).
-    #[arg(long, value_name = "FILE")]
+    /// redacts). Also `--scrub-key-file`, as `proxy` and `replay` spell it.
+    #[arg(long, value_name = "FILE", alias = "scrub-key-file")]
     pub key_file: Option<PathBuf>,
     /// Report anything that still looks personal instead of writing; exit code 1 if found.
     #[arg(long, conflicts_with = "out")]
@@ -90,11 +90,17 @@ fn check_key_strength(key: &[u8]) -> Result<()> {
     let distinct = seen.iter().filter(|s| **s).count();
     // Steps of 0 or ±1 between neighbours (`aaaa`, `abcd`, `0123`).
     let steps = key.windows(2).filter(|w| w[0].abs_diff(w[1]) <= 1).count();
-    // A short part said again and again (`Summer2026!` three times, with a tail).
-    let repeated = (1..=key.len() / 3).any(|unit| {
-        let same = (unit..key.len()).take_while(|i| key[*i] == key[i - unit]).count() + unit;
-        same * 4 >= key.len() * 3
-    });
+    // A part said twice or more (`Winter2026!xyz` twice, `xxSummer2026!` with repeats):
+    // the longest part found again is a fifth of the key or more.
+    let probe = &key[..key.len().min(256)];
+    let mut longest = 0;
+    for i in 0..probe.len() {
+        for j in i + 1..probe.len() {
+            let same = probe[j..].iter().zip(&probe[i..]).take_while(|(a, b)| a == b).count();
+            longest = longest.max(same);
+        }
+    }
+    let repeated = longest >= 6 && longest * 5 >= probe.len();
     let pattern = if distinct < 10 {
         Some(format!("uses only {distinct} different bytes"))
     } else if steps * 2 >= key.len() {
@@ -132,9 +138,8 @@ pub fn run(args: ScrubArgs) -> Result<ExitCode> {
     let Some(out) = args.out.as_ref() else { bail!("--out DIR is required (or --check)") };
     // Scrubbed tapes beside the unscrubbed ones would be read together, and the directory
     // would look scrubbed while it is not.
-    if let Ok(real_out) = std::fs::canonicalize(out)
-        .or_else(|_| std::path::absolute(out).map(|abs| tapedeck_captures::files::output_identity(&abs)))
     {
+        let real_out = tapedeck_captures::files::resolved(out);
         for input in &args.paths {
             let dir = if input.is_dir() { Some(input.as_path()) } else { input.parent() };
             // Into it, or into a directory inside it (which the next scrub of it would read).

@@ -42,11 +42,19 @@ pub(crate) fn credential_without_rule(name: &str) -> bool {
 /// that belongs to a path is written `%40`.
 pub fn userinfo_span(url: &str) -> Option<std::ops::Range<usize>> {
     let at = url.rfind('@')?;
-    let start = match (url.find("://"), url.find(":/")) {
-        (Some(i), _) => i + 3,
-        (None, Some(i)) => i + 2,
-        _ if url.starts_with("//") => 2,
-        _ => 0,
+    // After the scheme's `://` (or `:/`, a scheme being letters first), or a leading `//`.
+    let scheme_end = url
+        .find(':')
+        .filter(|i| {
+            url[..*i].starts_with(|c: char| c.is_ascii_alphabetic())
+                && url[..*i].bytes().all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
+        })
+        .filter(|i| url[*i + 1..].starts_with('/'));
+    let start = match scheme_end {
+        Some(i) if url[i + 1..].starts_with("//") => i + 3,
+        Some(i) => i + 2,
+        None if url.starts_with("//") => 2,
+        None => 0,
     };
     Some(start.min(at)..at)
 }

@@ -212,6 +212,14 @@ pub fn is_credential_header(name: &str) -> bool {
         "ssl",
         "tls",
         "uid",
+        "consumer",
+        "hasura",
+        "remote",
+        "code",
+        "dn",
+        "subject",
+        "amzn",
+        "goog",
     ];
     static PREFILTER: std::sync::OnceLock<aho_corasick::AhoCorasick> = std::sync::OnceLock::new();
     let prefilter = PREFILTER.get_or_init(|| {
@@ -248,49 +256,49 @@ pub fn is_credential_header(name: &str) -> bool {
         (w == "key" || (w.len() > 3 && w.ends_with("key")))
             && !(i > 0 && NOT_SECRET_KEYS.contains(&words[i - 1].as_str()))
     });
-    // A one-time code, a PIN, a second factor.
+    // A one-time code, a PIN, a second factor (`X-Totp`, `X-Sms-Code`, `X-Verification-Code`).
+    let last = words.last().map(String::as_str).unwrap_or("");
+    let before_last = words.len().checked_sub(2).and_then(|i| words.get(i)).map(String::as_str).unwrap_or("");
     let code = words.iter().any(|w| {
         matches!(w.as_str(), "otp" | "totp" | "hotp" | "pin" | "mfa" | "2fa" | "passcode")
             || (w.len() > 3 && (w.ends_with("otp") || w.ends_with("2fa")))
-    });
-    // Who the caller is, as a gateway or an authenticating proxy asserts it (Grafana's
-    // X-WEBAUTH-USER, Kong's X-Consumer-Username, Kubernetes' Impersonate-User, Hasura's
-    // X-Hasura-Role, X-User-Id).
-    let who = has(&[
+    }) || (last == "code"
+        && matches!(
+            before_last,
+            "verification" | "sms" | "security" | "auth" | "confirmation" | "recovery" | "backup" | "login" | "access"
+        ));
+    // Who the caller is, as a gateway or an authenticating proxy asserts it: whole families
+    // (Kong's X-Consumer-*, Hasura's X-Hasura-*, Kubernetes' X-Remote-* and Impersonate-*,
+    // Authelia's Remote-*), or a name ending in who (`X-User`, `X-User-Id`,
+    // `X-Forwarded-Email`, `X-Webauth-User`) — not `X-User-Locale` or `X-Group-By`.
+    let family = |prefix: &[&str]| words.len() > prefix.len() && words.iter().zip(prefix).all(|(w, p)| w == p);
+    let families = family(&["x", "consumer"])
+        || family(&["x", "hasura"])
+        || family(&["x", "remote"])
+        || family(&["remote"])
+        || family(&["impersonate"])
+        || family(&["x", "auth", "request"])
+        || family(&["x", "amzn", "oidc"])
+        || family(&["x", "ms", "client", "principal"])
+        || family(&["x", "goog", "authenticated"])
+        || family(&["tailscale", "user"]);
+    const WHO: &[&str] = &[
         "user",
         "userid",
         "username",
         "login",
         "email",
         "principal",
-        "group",
         "groups",
-        "role",
         "roles",
+        "role",
         "identity",
-        "preferred",
         "uid",
         "userinfo",
-    ]);
+    ];
+    let ends_in_who = WHO.contains(&last) || (matches!(last, "id" | "name") && WHO.contains(&before_last));
     let asserted = words.first().is_some_and(|w| w == "x" || w == "remote")
-        || has(&[
-            "remote",
-            "forwarded",
-            "authenticated",
-            "auth",
-            "webauth",
-            "consumer",
-            "client",
-            "ms",
-            "goog",
-            "amzn",
-            "request",
-            "hasura",
-            "tailscale",
-            "impersonate",
-            "proxy",
-            "gateway",
-        ]);
+        || has(&["remote", "forwarded", "authenticated", "auth", "webauth", "consumer", "client", "proxy", "gateway"]);
     key || code
         || is_secret_name(name)
         || has(&[
@@ -306,8 +314,10 @@ pub fn is_credential_header(name: &str) -> bool {
         ])
         || (has(&["cert", "certificate", "certs", "clientcert"])
             && has(&["client", "ssl", "tls", "peer", "forwarded", "arr"]))
-        || (has(&["ssl", "tls"]) && has(&["client"]) && has(&["dn", "s", "i", "subject", "issuer", "cn", "serial"]))
-        || (who && asserted && !has(&["agent"]))
+        || (has(&["ssl", "tls", "client"])
+            && has(&["dn", "subject", "issuer", "serial", "fingerprint", "cert", "certificate"]))
+        || families
+        || (ends_in_who && asserted)
 }
 
 /// True when a request header named `name` carries the client's address (`X-Forwarded-For`,
@@ -315,7 +325,7 @@ pub fn is_credential_header(name: &str) -> bool {
 /// `CloudFront-Viewer-Address`, `X-Envoy-External-Address` …): production's users, and a
 /// trust decision that is staging's own to make.
 pub fn is_client_address_header(name: &str) -> bool {
-    if name.eq_ignore_ascii_case("forwarded") || name.eq_ignore_ascii_case("x-forwarded") {
+    if ["forwarded", "x-forwarded", "x-ip", "ip"].iter().any(|n| name.eq_ignore_ascii_case(n)) {
         return true;
     }
     let holds = |word: &str| name.as_bytes().windows(word.len()).any(|w| w.eq_ignore_ascii_case(word.as_bytes()));
@@ -347,6 +357,7 @@ pub fn is_client_address_header(name: &str) -> bool {
                 "peer",
                 "viewer",
                 "socket",
+                "pseudo",
             ]))
 }
 
@@ -434,6 +445,16 @@ mod tests {
             "X-2fa-Code",
             "X-Arr-ClientCert",
             "X-Ssl-Client-S-Dn",
+            "X-Consumer-Id",
+            "X-Consumer-Custom-Id",
+            "X-Remote-Extra-Scopes",
+            "X-Hasura-Org-Id",
+            "Remote-Name",
+            "X-Client-Dn",
+            "X-Ssl-Subject",
+            "X-Verification-Code",
+            "X-Sms-Code",
+            "X-Security-Code",
         ] {
             assert!(is_credential_header(name), "{name}");
         }
@@ -457,6 +478,8 @@ mod tests {
             "X-Remote-Addr",
             "X-Client-Addr",
             "X-Forwarded",
+            "Cf-Pseudo-Ipv4",
+            "X-Ip",
         ] {
             assert!(is_client_address_header(name), "{name}");
         }
@@ -486,6 +509,16 @@ mod tests {
             "shipping-address",
             "user-agent",
             "x-grouping-mode",
+            "X-User-Locale",
+            "X-User-Timezone",
+            "X-Goog-User-Project",
+            "X-Role-Hint",
+            "X-Group-By",
+            "X-Email-Template",
+            "X-Login-Page",
+            "X-Error-Code",
+            "traceparent",
+            "x-request-id",
         ] {
             assert!(!is_credential_header(name), "{name}");
         }

@@ -461,6 +461,8 @@ fn userinfo_is_never_echoed() {
         "http://admin:2024/SecretPW@h",
         "//admin:secretPW@h",
         "http:/admin:secretPW@h",
+        "//admin:SecretPW:/x@host",
+        "admin:SecretPW:/x@host",
     ] {
         let shown = redact_userinfo(url);
         assert!(!shown.contains("PW") && !shown.contains("admin"), "{url}: {shown}");

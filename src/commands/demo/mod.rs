@@ -82,6 +82,8 @@ const PLANTED: &[Planted] = &[
 
 pub fn run(args: DemoArgs) -> Result<ExitCode> {
     let out = args.out.clone();
+    // Refused before any server starts, and before anything is made.
+    tapedeck_captures::files::check_private_dir(&out, args.allow_shared_dir)?;
     let capture = out.join("capture");
     let results = out.join("results");
     prepare(&out, &[&capture, &results])?;
