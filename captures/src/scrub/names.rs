@@ -325,6 +325,18 @@ pub fn is_credential_header(name: &str) -> bool {
 /// `CloudFront-Viewer-Address`, `X-Envoy-External-Address` …): production's users, and a
 /// trust decision that is staging's own to make.
 pub fn is_client_address_header(name: &str) -> bool {
+    // Every such name holds one of these: the rest (most) are decided by one automaton
+    // pass, as the proxy asks this for every header of every request.
+    static PREFILTER: std::sync::OnceLock<aho_corasick::AhoCorasick> = std::sync::OnceLock::new();
+    let prefilter = PREFILTER.get_or_init(|| {
+        aho_corasick::AhoCorasick::builder()
+            .ascii_case_insensitive(true)
+            .build(["forwarded", "ip", "addr"])
+            .expect("fixed needles")
+    });
+    if !prefilter.is_match(name) {
+        return false;
+    }
     if ["forwarded", "x-forwarded", "x-ip", "ip"].iter().any(|n| name.eq_ignore_ascii_case(n)) {
         return true;
     }
