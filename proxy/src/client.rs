@@ -209,12 +209,12 @@ impl UpstreamPool {
             h2_form(&mut req);
             // A connection that closed between the check and the send hands the request
             // back: once more on a new one.
-            let mut h2 = self.h2c_sender().await?;
+            let mut h2 = Box::pin(self.h2c_sender()).await?;
             let req = match h2.try_send_request(req).await {
                 Ok(resp) => return Ok((resp, None)),
                 Err(mut e) => e.take_message().ok_or_else(|| UpstreamError::request(e.into_error()))?,
             };
-            let mut h2 = self.h2c_sender().await?;
+            let mut h2 = Box::pin(self.h2c_sender()).await?;
             return h2.send_request(req).await.map(|resp| (resp, None)).map_err(UpstreamError::request);
         }
         if self.tls.is_some() {
@@ -249,7 +249,9 @@ impl UpstreamPool {
                 },
             }
         }
-        match self.connect().await? {
+        // Boxed, as the h2c path above: connecting (TLS, handshakes) is a large future that
+        // would otherwise be copied with every request's state, connected or not.
+        match Box::pin(self.connect()).await? {
             Conn::H1(mut tx) => match tx.send_request(req).await {
                 Ok(resp) => Ok((resp, Some(Lease { tx: Some(tx), pool: self.clone(), request: None }))),
                 Err(e) => Err(UpstreamError::request(e)),

@@ -330,7 +330,8 @@ impl Forwarder {
             }
         };
         let sent = Instant::now();
-        let send = self.pool.send(upstream_req, h2c);
+        // Boxed: the send's state is large, and moved here it would be copied at every step.
+        let send = Box::pin(self.pool.send(upstream_req, h2c));
         // A gRPC server may answer a client stream only at its end, however long: no
         // response-head timeout of the proxy's own either.
         let outcome = if grpc { Ok(send.await) } else { self.until_answered(send, &body_state).await };
