@@ -301,7 +301,9 @@ impl Forwarder {
         let started = Instant::now();
         let sequence = conn.sequence.fetch_add(1, Ordering::Relaxed);
         let upgrade = is_upgrade(req.headers(), req.version());
-        let grpc = is_grpc(req.headers());
+        // gRPC runs on HTTP/2 only: a gRPC content type on HTTP/1.1 earns no exemption from
+        // the body timeout below (a trickling client could claim one).
+        let grpc = req.version() == Version::HTTP_2 && is_grpc(req.headers());
         let h2c = match self.protocol {
             UpstreamProtocol::H2c => true,
             UpstreamProtocol::Http1 => false,

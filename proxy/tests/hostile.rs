@@ -350,7 +350,19 @@ fn trickler(
     every: Duration,
     stop: Arc<std::sync::atomic::AtomicBool>,
 ) -> tokio::task::JoinHandle<Vec<u8>> {
-    let head = format!("POST {path} HTTP/1.1\r\nHost: a\r\nContent-Length: {len}\r\n\r\n");
+    trickler_with(addr, path, len, every, stop, "")
+}
+
+/// [`trickler`] with extra header lines (each ending in CRLF).
+fn trickler_with(
+    addr: std::net::SocketAddr,
+    path: &str,
+    len: usize,
+    every: Duration,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    extra: &str,
+) -> tokio::task::JoinHandle<Vec<u8>> {
+    let head = format!("POST {path} HTTP/1.1\r\nHost: a\r\n{extra}Content-Length: {len}\r\n\r\n");
     tokio::spawn(async move {
         let mut s = TcpStream::connect(addr).await.unwrap();
         s.write_all(head.as_bytes()).await.unwrap();
@@ -428,6 +440,18 @@ async fn a_trickled_body_gets_a_408_and_counts_as_the_clients_error() {
         assert_eq!(metric(&text, &format!("tapedeck_upstream_errors_total{{kind=\"{kind}\"}}")), 0.0, "{kind}");
     }
     assert_eq!(metric(&text, "tapedeck_requests_total{class=\"5xx\"}"), 0.0);
+    // Claiming to be gRPC (HTTP/2 only) on HTTP/1.1 earns no exemption.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let grpc = trickler_with(
+        proxy.addr,
+        "/upload",
+        1_000,
+        Duration::from_millis(50),
+        stop,
+        "Content-Type: application/grpc\r\n",
+    );
+    let reply = grpc.await.unwrap();
+    assert!(reply.starts_with(b"HTTP/1.1 408"), "{}", String::from_utf8_lossy(&reply));
     // A steady upload larger than the base allowance still goes through.
     let body = vec![b'y'; 200_000];
     let (status, _, answer) =
