@@ -245,12 +245,7 @@ const HOP_BY_HOP: [HeaderName; 9] = [
 /// gRPC over HTTP/2 (`application/grpc`, `+proto`, `+json`…); gRPC-Web, made for
 /// HTTP/1.1, is not.
 fn is_grpc(headers: &HeaderMap) -> bool {
-    headers.get(header::CONTENT_TYPE).is_some_and(|v| {
-        let v = v.as_bytes();
-        v.len() >= 16
-            && v[..16].eq_ignore_ascii_case(b"application/grpc")
-            && !v[16..].get(..4).is_some_and(|w| w.eq_ignore_ascii_case(b"-web"))
-    })
+    headers.get(header::CONTENT_TYPE).is_some_and(|v| tapedeck_captures::scrub::is_grpc_content_type(v.as_bytes()))
 }
 
 /// The client accepts trailers (`TE: trailers`).

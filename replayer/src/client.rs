@@ -595,12 +595,9 @@ where
 
 /// gRPC over HTTP/2 (`application/grpc…`; gRPC-Web, made for HTTP/1.1, is not).
 fn is_grpc(headers: &HeaderMap) -> bool {
-    headers.get(http::header::CONTENT_TYPE).is_some_and(|v| {
-        let v = v.as_bytes();
-        v.len() >= 16
-            && v[..16].eq_ignore_ascii_case(b"application/grpc")
-            && !v[16..].get(..4).is_some_and(|w| w.eq_ignore_ascii_case(b"-web"))
-    })
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| tapedeck_captures::scrub::is_grpc_content_type(v.as_bytes()))
 }
 
 async fn http1_conn<T>(io: T) -> Result<Conn, ErrorKind>

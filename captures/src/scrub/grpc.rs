@@ -11,6 +11,14 @@
 
 use crate::scrub::Pass;
 
+/// True for a gRPC content type over HTTP/2 (`application/grpc`, `+proto`, `+json` …);
+/// gRPC-Web, made for HTTP/1.1, is not. The proxy and the replayer choose HTTP/2 by it.
+pub fn is_grpc_content_type(content_type: &[u8]) -> bool {
+    content_type.len() >= 16
+        && content_type[..16].eq_ignore_ascii_case(b"application/grpc")
+        && !content_type[16..].get(..4).is_some_and(|w| w.eq_ignore_ascii_case(b"-web"))
+}
+
 /// Messages nested deeper than this are kept as they are (a bomb of nested lengths).
 const MAX_DEPTH: usize = 32;
 

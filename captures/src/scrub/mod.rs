@@ -27,7 +27,7 @@ pub mod jsonpath;
 mod keys;
 mod names;
 
-pub use grpc::uncompressed as grpc_uncompressed;
+pub use grpc::{is_grpc_content_type, uncompressed as grpc_uncompressed};
 pub use names::{is_client_address_header, is_credential_header};
 
 /// A header that holds a credential by its name but has no rule: cookies excepted, whose
