@@ -30,6 +30,7 @@ pub mod error;
 pub mod exchange;
 pub mod files;
 pub mod filter;
+pub mod proto;
 pub mod route;
 pub mod scrub;
 pub mod summary;

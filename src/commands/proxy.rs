@@ -16,7 +16,7 @@ use tapedeck_proxy::capture::CaptureConfig;
 use tapedeck_proxy::config::{ProxyConfig, TlsFiles};
 use tapedeck_proxy::sample::{parse_rate, SampleKey};
 
-use crate::commands::scrub::{load_scrubber, NO_KEY_NOTICE};
+use crate::commands::scrub::{load_scrubber, ScrubFiles, NO_KEY_NOTICE};
 use crate::human;
 
 /// Flags of `tapedeck proxy`, also the keys of its config file.
@@ -71,6 +71,11 @@ pub struct ProxyArgs {
     /// hash redacts).
     #[arg(long, value_name = "FILE")]
     pub scrub_key_file: Option<PathBuf>,
+    /// Protobuf descriptor set (`protoc --include_imports --descriptor_set_out=FILE`):
+    /// gRPC messages are scrubbed by their field names, like JSON members (without it, by
+    /// walking the wire format: strings meet the detectors).
+    #[arg(long, value_name = "FILE")]
+    pub proto_descriptor: Option<PathBuf>,
     /// Write captures without scrubbing (they will hold personal data).
     #[arg(long, conflicts_with = "scrub_policy")]
     pub no_scrub: bool,
@@ -177,7 +182,7 @@ impl ProxyArgs {
         prefer_flags!(self, file; listen, upstream, capture_dir, admin, sample, sample_key, sample_salt, max_capture_rps,
             max_body, tls_cert, tls_key, upstream_ca, upstream_protocol, host_header, forwarded_headers, trust_forwarded, header_timeout, connect_timeout,
             upstream_timeout, body_timeout, body_min_rate, idle_timeout, drain_timeout, queue_max, queue_max_bytes, segment_max_size, segment_max_age,
-            instance, max_connections, max_header_size, workers, scrub_policy, scrub_key_file);
+            instance, max_connections, max_header_size, workers, scrub_policy, scrub_key_file, proto_descriptor);
         self.preserve_header_case |= file.preserve_header_case;
         self.no_scrub |= file.no_scrub;
         self.allow_shared_dir |= file.allow_shared_dir;
@@ -315,8 +320,12 @@ pub(crate) fn build_config(args: ProxyArgs) -> Result<ProxyConfig> {
         }
         capture.writer.producer = concat!("tapedeck ", env!("CARGO_PKG_VERSION")).into();
         if !args.no_scrub {
-            let scrubber =
-                load_scrubber(args.scrub_policy.as_deref(), args.scrub_key_file.as_deref(), args.strict_perms)?;
+            let scrubber = load_scrubber(ScrubFiles {
+                policy: args.scrub_policy.as_deref(),
+                key_file: args.scrub_key_file.as_deref(),
+                proto_descriptor: args.proto_descriptor.as_deref(),
+                strict_perms: args.strict_perms,
+            })?;
             if !scrubber.has_key() {
                 tracing::warn!("{NO_KEY_NOTICE}");
             }
@@ -328,6 +337,7 @@ pub(crate) fn build_config(args: ProxyArgs) -> Result<ProxyConfig> {
         || args.sample_key.is_some()
         || !args.include.is_empty()
         || args.scrub_policy.is_some()
+        || args.proto_descriptor.is_some()
     {
         bail!("sampling and scrub flags need --capture-dir: without it the proxy only forwards");
     }

@@ -125,6 +125,12 @@ pub struct ReplayArgs {
     /// proxy's key, so staging's tokens join the capture's.
     #[arg(long, value_name = "FILE")]
     pub scrub_key_file: Option<PathBuf>,
+    /// Protobuf descriptor set (`protoc --include_imports --descriptor_set_out=FILE`):
+    /// gRPC messages are compared field by field (`$.customer.email`, with the noise,
+    /// ignore and correlation rules JSON gets) and results scrubbed by field name; without
+    /// it, messages are compared by count and bytes.
+    #[arg(long, value_name = "FILE")]
+    pub proto_descriptor: Option<PathBuf>,
     /// Write staging's answers and the reports' examples unscrubbed (they may hold
     /// personal data and the credentials sent to staging).
     #[arg(long, conflicts_with_all = ["scrub_policy", "scrub_key_file"])]
@@ -374,6 +380,9 @@ fn config(args: &ReplayArgs) -> Result<ReplayConfig> {
         None
     } else {
         let mut compare = super::report::compare_config(args.compare_config.as_deref())?;
+        if let Some(path) = &args.proto_descriptor {
+            compare.proto = Some(super::scrub::load_proto(path)?);
+        }
         for rule in &args.ignore {
             compare.add_ignore(rule).map_err(|e| anyhow!("--ignore: {e}"))?;
         }
@@ -393,11 +402,12 @@ fn config(args: &ReplayArgs) -> Result<ReplayConfig> {
         );
         None
     } else {
-        let scrubber = super::scrub::load_scrubber(
-            args.scrub_policy.as_deref(),
-            args.scrub_key_file.as_deref(),
-            args.strict_perms,
-        )?;
+        let scrubber = super::scrub::load_scrubber(super::scrub::ScrubFiles {
+            policy: args.scrub_policy.as_deref(),
+            key_file: args.scrub_key_file.as_deref(),
+            proto_descriptor: args.proto_descriptor.as_deref(),
+            strict_perms: args.strict_perms,
+        })?;
         if args.results.is_some() && !scrubber.has_key() {
             eprintln!("note: results are scrubbed; {}", super::scrub::NO_KEY_NOTICE);
         }

@@ -35,6 +35,10 @@ pub struct ScrubArgs {
     /// redacts). Also `--scrub-key-file`, as `proxy` and `replay` spell it.
     #[arg(long, value_name = "FILE", alias = "scrub-key-file")]
     pub key_file: Option<PathBuf>,
+    /// Protobuf descriptor set (`protoc --include_imports --descriptor_set_out=FILE`):
+    /// gRPC messages are scrubbed and checked by their field names.
+    #[arg(long, value_name = "FILE")]
+    pub proto_descriptor: Option<PathBuf>,
     /// Report anything that still looks personal instead of writing; exit code 1 if found.
     #[arg(long, conflicts_with = "out")]
     pub check: bool,
@@ -51,9 +55,24 @@ pub struct ScrubArgs {
     pub strict_perms: bool,
 }
 
-/// Loads the policy file (over the defaults) and the key (file, else environment). A key
-/// file others can read is warned about, or refused with `strict_perms`.
-pub fn load_scrubber(policy: Option<&Path>, key_file: Option<&Path>, strict_perms: bool) -> Result<Scrubber> {
+/// Where a scrubber's settings come from.
+#[derive(Clone, Copy, Default)]
+pub struct ScrubFiles<'a> {
+    /// The policy (TOML), over the defaults.
+    pub policy: Option<&'a Path>,
+    /// The key for `hash` (else the environment).
+    pub key_file: Option<&'a Path>,
+    /// A protobuf descriptor set for gRPC messages.
+    pub proto_descriptor: Option<&'a Path>,
+    /// Refuse a key file others can read (else a warning).
+    pub strict_perms: bool,
+}
+
+/// Loads the policy file (over the defaults), the key (file, else environment) and the
+/// descriptor set. A key file others can read is warned about, or refused with
+/// `strict_perms`.
+pub fn load_scrubber(files: ScrubFiles<'_>) -> Result<Scrubber> {
+    let ScrubFiles { policy, key_file, proto_descriptor, strict_perms } = files;
     let policy = match policy {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -73,7 +92,16 @@ pub fn load_scrubber(policy: Option<&Path>, key_file: Option<&Path>, strict_perm
     if let Some(k) = &key {
         check_key_strength(k)?;
     }
-    Ok(Scrubber::new(&policy, key.as_deref()))
+    let scrubber = Scrubber::new(&policy, key.as_deref());
+    Ok(match proto_descriptor {
+        Some(path) => scrubber.with_proto(load_proto(path)?),
+        None => scrubber,
+    })
+}
+
+/// Loads a protobuf descriptor set (`--proto-descriptor`).
+pub fn load_proto(path: &Path) -> Result<tapedeck_captures::proto::ProtoSchema> {
+    Ok(tapedeck_captures::proto::ProtoSchema::load(path)?)
 }
 
 /// How to make a good key, for messages.
@@ -128,7 +156,12 @@ pub fn run(args: ScrubArgs) -> Result<ExitCode> {
         print!("{DEFAULT_POLICY}");
         return Ok(ExitCode::SUCCESS);
     }
-    let scrubber = load_scrubber(args.policy.as_deref(), args.key_file.as_deref(), args.strict_perms)?;
+    let scrubber = load_scrubber(ScrubFiles {
+        policy: args.policy.as_deref(),
+        key_file: args.key_file.as_deref(),
+        proto_descriptor: args.proto_descriptor.as_deref(),
+        strict_perms: args.strict_perms,
+    })?;
     if args.check {
         return check(&args.paths, &scrubber);
     }

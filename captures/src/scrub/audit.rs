@@ -46,12 +46,15 @@ struct Audit<'a> {
     matches: Vec<Match>,
     /// Scanning a header the policy's skip list names: only e-mail addresses count.
     only_email: bool,
+    /// The type of the gRPC messages in the body being audited, when the schema has it.
+    proto: Option<prost_reflect::MessageDescriptor>,
 }
 
 impl Scrubber {
     /// Audits `exchange`: everything in it that still looks personal; empty when clean.
     pub fn audit(&self, exchange: &Exchange) -> Vec<Finding> {
-        let mut a = Audit { scrubber: self, found: BTreeSet::new(), matches: Vec::new(), only_email: false };
+        let mut a =
+            Audit { scrubber: self, found: BTreeSet::new(), matches: Vec::new(), only_email: false, proto: None };
         let req = &exchange.request;
         // Path segments one by one (as the scrubber reads them), then the query.
         let (path, query) = req.target.split_once('?').unwrap_or((&req.target, ""));
@@ -61,7 +64,11 @@ impl Scrubber {
         a.text(query, "request target");
         a.url(&req.target, "request target", 0);
         a.headers(&req.headers, "request");
+        // gRPC messages by their schema's field names, when there is one.
+        let method = self.proto.as_ref().and_then(|s| s.method(&req.target));
+        a.proto = method.as_ref().map(|m| m.input());
         a.body(&req.headers, &req.body.data, "request body");
+        a.proto = method.map(|m| m.output());
         a.headers(&req.trailers, "request trailer");
         if let Some(resp) = &exchange.response {
             a.headers(&resp.headers, "response");
@@ -218,6 +225,16 @@ impl Audit<'_> {
                 for (i, cell) in body::cells(line, delimiter).into_iter().enumerate() {
                     let at = format!("{location} column {}", columns.get(i).map_or("?", String::as_str));
                     self.value(columns.get(i).map(String::as_str), cell.trim_matches('"'), &at, 1);
+                }
+            }
+            return;
+        }
+        if let Some(desc) = self.proto.clone().filter(|_| crate::scrub::is_grpc_content_type(media.as_bytes())) {
+            // Each message read as the JSON document it maps to: its fields by name.
+            let encoding = headers.get_str("grpc-encoding").map(|e| e.trim().to_ascii_lowercase());
+            for message in super::grpc::messages(data, encoding.as_deref()).unwrap_or_default() {
+                if let Some(doc) = crate::proto::ProtoSchema::to_json(&desc, &message) {
+                    self.json(&doc, "$", None, location, 1);
                 }
             }
             return;

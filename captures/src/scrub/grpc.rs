@@ -7,7 +7,8 @@
 //! without a schema: a length-delimited field that parses as a message is scrubbed as one
 //! (and re-encoded with its new length), a UTF-8 one goes through the detectors as a value
 //! no rule named, anything else is kept. gRPC-Web's trailer frame (flag 0x80: header lines)
-//! goes through the detectors too. A cut body keeps its whole messages.
+//! goes through the detectors too. A cut body keeps its whole messages. With a schema
+//! (`--proto-descriptor`), messages are read by their field names ([`super::protobuf`]).
 
 use crate::scrub::Pass;
 
@@ -101,6 +102,22 @@ pub fn uncompressed(data: &[u8], encoding: Option<&str>) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// The messages of `data` (gRPC frames), decompressed; `None` when it is not a sequence of
+/// whole frames or a message does not decode. Trailer frames (gRPC-Web) are left out.
+pub fn messages(data: &[u8], encoding: Option<&str>) -> Option<Vec<Vec<u8>>> {
+    let plain = uncompressed(data, encoding)?;
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < plain.len() {
+        let len = u32::from_be_bytes([plain[at + 1], plain[at + 2], plain[at + 3], plain[at + 4]]) as usize;
+        if plain[at] & 0x80 == 0 {
+            out.push(plain[at + 5..at + 5 + len].to_vec());
+        }
+        at += 5 + len;
+    }
+    Some(out)
+}
+
 fn scrub_message(pass: &mut Pass<'_>, message: &[u8], json: bool) -> Result<Option<Vec<u8>>, Unparsed> {
     if json {
         return crate::scrub::json::scrub(pass, message, false).map_err(|_| Unparsed);
@@ -108,17 +125,34 @@ fn scrub_message(pass: &mut Pass<'_>, message: &[u8], json: bool) -> Result<Opti
     if message.is_empty() {
         return Ok(None);
     }
+    if let Some(desc) = pass.proto.clone() {
+        match crate::scrub::protobuf::scrub(pass, &desc, message) {
+            Ok(out) => return Ok(out),
+            // Not the type the schema names (an older or newer schema, another method's
+            // message): scrubbed without it, and counted, so `scrub --check` can tell.
+            Err(()) => pass.hit("grpc:schema-mismatch"),
+        }
+    }
     let fields = parse(message).ok_or(Unparsed)?;
     Ok(rewrite(pass, message, &fields, 0))
 }
 
+/// `data` scrubbed as a message without a schema; `None` when nothing changed or it is
+/// not a well-formed message.
+pub(crate) fn scrub_raw(pass: &mut Pass<'_>, data: &[u8]) -> Option<Vec<u8>> {
+    let fields = parse(data)?;
+    rewrite(pass, data, &fields, 0)
+}
+
 /// One field of a message: where its value lies and how it is encoded.
-struct Field {
+pub(crate) struct Field {
     /// The key (tag and wire type) bytes.
-    key: std::ops::Range<usize>,
+    pub(crate) key: std::ops::Range<usize>,
     /// The value bytes (for wire type 2, without the length).
-    value: std::ops::Range<usize>,
-    wire: u8,
+    pub(crate) value: std::ops::Range<usize>,
+    pub(crate) wire: u8,
+    /// The field's number.
+    pub(crate) number: u32,
 }
 
 fn varint(data: &[u8], at: &mut usize) -> Option<u64> {
@@ -136,7 +170,7 @@ fn varint(data: &[u8], at: &mut usize) -> Option<u64> {
 
 /// The fields of `data` if all of it is a well-formed message (field numbers from 1, wire
 /// types 0, 1, 2 and 5, lengths inside it); `None` otherwise.
-fn parse(data: &[u8]) -> Option<Vec<Field>> {
+pub(crate) fn parse(data: &[u8]) -> Option<Vec<Field>> {
     let mut fields = Vec::new();
     let mut at = 0;
     while at < data.len() {
@@ -169,7 +203,7 @@ fn parse(data: &[u8]) -> Option<Vec<Field>> {
             }
             _ => return None,
         };
-        fields.push(Field { key: key_range, value, wire });
+        fields.push(Field { key: key_range, value, wire, number: number as u32 });
     }
     Some(fields)
 }
@@ -203,7 +237,7 @@ fn rewrite(pass: &mut Pass<'_>, data: &[u8], fields: &[Field], depth: usize) -> 
 
 /// A length-delimited value: a nested message if it parses as one (its structure is what
 /// must survive), else text for the detectors, else bytes kept as they are.
-fn scrub_value(pass: &mut Pass<'_>, value: &[u8], depth: usize) -> Option<Vec<u8>> {
+pub(crate) fn scrub_value(pass: &mut Pass<'_>, value: &[u8], depth: usize) -> Option<Vec<u8>> {
     if value.is_empty() {
         return None;
     }

@@ -21,13 +21,13 @@ pub mod decode;
 pub mod detect;
 mod embedded;
 pub mod graphql;
-mod grpc;
+pub(crate) mod grpc;
 pub mod json;
 pub mod jsonpath;
 mod keys;
 mod names;
 
-pub use grpc::{is_grpc_content_type, uncompressed as grpc_uncompressed};
+pub use grpc::{is_grpc_content_type, messages as grpc_messages, uncompressed as grpc_uncompressed};
 pub use names::{is_client_address_header, is_credential_header};
 
 /// A header that holds a credential by its name but has no rule: cookies excepted, whose
@@ -78,6 +78,7 @@ pub fn userinfo_refused(flag: &str, url: &str, instead: &str) -> String {
     )
 }
 pub mod policy;
+mod protobuf;
 pub mod xml;
 
 use std::collections::BTreeMap;
@@ -95,6 +96,8 @@ pub struct Scrubber {
     pub(crate) policy: Compiled,
     keyer: Keyer,
     keys: KeyCache,
+    /// gRPC message types, when a descriptor set was given.
+    proto: Option<crate::proto::ProtoSchema>,
 }
 
 /// Rule names and how often each fired.
@@ -104,12 +107,23 @@ impl Scrubber {
     /// A scrubber for `policy` (already merged over the defaults as wanted) with an
     /// optional key for `hash`.
     pub fn new(policy: &Policy, key: Option<&[u8]>) -> Scrubber {
-        Scrubber { policy: Compiled::new(policy), keyer: Keyer::new(key), keys: KeyCache::default() }
+        Scrubber { policy: Compiled::new(policy), keyer: Keyer::new(key), keys: KeyCache::default(), proto: None }
     }
 
     /// The built-in policy.
     pub fn with_defaults(key: Option<&[u8]>) -> Scrubber {
         Scrubber::new(&Policy::defaults(), key)
+    }
+
+    /// This scrubber reading gRPC messages by `schema`'s field names.
+    pub fn with_proto(mut self, schema: crate::proto::ProtoSchema) -> Scrubber {
+        self.proto = Some(schema);
+        self
+    }
+
+    /// The descriptor set it reads gRPC messages with.
+    pub fn proto(&self) -> Option<&crate::proto::ProtoSchema> {
+        self.proto.as_ref()
     }
 
     /// True when `hash` rules produce tokens (a key was given).
@@ -120,7 +134,8 @@ impl Scrubber {
     /// What goes into a tape's header: the policy's fingerprint and the key's (never the
     /// key itself).
     pub fn fingerprint(&self) -> String {
-        format!("policy:{} key:{}", self.policy.fingerprint, self.keyer.fingerprint().unwrap_or("none"))
+        let proto = self.proto.as_ref().map(|p| format!(" proto:{}", p.fingerprint())).unwrap_or_default();
+        format!("policy:{}{proto} key:{}", self.policy.fingerprint, self.keyer.fingerprint().unwrap_or("none"))
     }
 
     /// Scrubs one value shown out of its exchange (a report's example) the way it would
@@ -191,6 +206,8 @@ pub(crate) struct Pass<'a> {
     short_keys: rustc_hash::FxHashMap<ShortKey, KeyInfo>,
     /// Detecting in a header the skip list names: e-mail addresses only.
     only_email: bool,
+    /// The type of the gRPC messages in the body being scrubbed, when the schema has it.
+    pub(crate) proto: Option<prost_reflect::MessageDescriptor>,
 }
 
 impl<'a> Pass<'a> {
@@ -203,6 +220,7 @@ impl<'a> Pass<'a> {
             keys: Default::default(),
             short_keys: Default::default(),
             only_email: false,
+            proto: None,
         }
     }
 
@@ -327,9 +345,13 @@ impl<'a> Pass<'a> {
     }
 
     fn exchange(&mut self, ex: &mut Exchange) {
+        // The call's path names its message types (read before the target is scrubbed).
+        let method = self.scrubber.proto.as_ref().and_then(|s| s.method(&ex.request.target));
         self.target(&mut ex.request.target);
         self.headers(&mut ex.request.headers);
+        self.proto = method.as_ref().map(|m| m.input());
         body::scrub(self, &mut ex.request.headers, &mut ex.request.body);
+        self.proto = method.map(|m| m.output());
         // Trailers are header fields that come last (gRPC's `grpc-message` may quote a
         // customer's e-mail): the same rules.
         self.headers(&mut ex.request.trailers);
@@ -338,6 +360,7 @@ impl<'a> Pass<'a> {
             body::scrub(self, &mut r.headers, &mut r.body);
             self.headers(&mut r.trailers);
         }
+        self.proto = None;
     }
 
     /// The request target: path segments meet the detectors, query parameters their

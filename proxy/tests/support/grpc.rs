@@ -8,6 +8,10 @@
 //! - `ServerStream`: the request's first byte says how many messages follow, 20 ms apart.
 //! - `ClientStream`: answers the messages joined by `+` once the client's stream ends.
 //! - `Bidi`: answers every message with `re:` + it as it arrives.
+//!
+//! And `shop.Orders/Get` (shop.proto beside this file), with real protobuf messages: the
+//! order named by the request's `id`, for the customer its `email` names (Jane Doe); a
+//! drifted service charges 100 cents more for orders whose id ends in 7.
 #![allow(dead_code)]
 
 use std::convert::Infallible;
@@ -85,6 +89,70 @@ impl UnaryService<Bytes> for Unary {
                 }
                 _ => Ok(Response::new([&b"echo:"[..], &msg].concat().into())),
             }
+        })
+    }
+}
+
+/// A length-delimited protobuf field.
+pub fn pb_field(number: u8, value: &[u8]) -> Vec<u8> {
+    assert!(value.len() < 128 && number < 16);
+    [&[number << 3 | 2, value.len() as u8][..], value].concat()
+}
+
+/// The first string field `number` of a protobuf message (strings and varints of short
+/// lengths only).
+pub fn pb_string(message: &[u8], number: u8) -> Option<String> {
+    let mut at = 0;
+    while at + 2 <= message.len() {
+        let key = message[at];
+        if key & 7 == 0 {
+            // A varint: skip its bytes.
+            at += 1;
+            while *message.get(at)? & 0x80 != 0 {
+                at += 1;
+            }
+            at += 1;
+            continue;
+        }
+        let len = message[at + 1] as usize;
+        let value = message.get(at + 2..at + 2 + len)?;
+        if key == number << 3 | 2 {
+            return Some(String::from_utf8_lossy(value).into_owned());
+        }
+        at += 2 + len;
+    }
+    None
+}
+
+/// `shop.GetOrder { id, email }`.
+pub fn get_order(id: &str, email: &str) -> Vec<u8> {
+    [pb_field(1, id.as_bytes()), pb_field(2, email.as_bytes())].concat()
+}
+
+struct Orders {
+    drift: bool,
+}
+impl UnaryService<Bytes> for Orders {
+    type Response = Bytes;
+    type Future = BoxFuture<Response<Bytes>, Status>;
+    fn call(&mut self, req: Request<Bytes>) -> Self::Future {
+        let drift = self.drift;
+        Box::pin(async move {
+            let msg = req.into_inner();
+            let id = pb_string(&msg, 1).ok_or_else(|| Status::invalid_argument("no id"))?;
+            let email = pb_string(&msg, 2).unwrap_or_default();
+            let customer = [pb_field(1, email.as_bytes()), pb_field(2, b"Jane Doe")].concat();
+            let cents: u64 = if drift && id.ends_with('7') { 2099 } else { 1999 };
+            // total_cents (3, varint) and status (4).
+            let mut total = vec![3 << 3];
+            let mut v = cents;
+            while v >= 0x80 {
+                total.push((v as u8) | 0x80);
+                v >>= 7;
+            }
+            total.push(v as u8);
+            let order = [pb_field(1, id.as_bytes()), pb_field(2, &customer), total, pb_field(4, b"shipped")].concat();
+            Ok(Response::new(order.into()))
         })
     }
 }
@@ -172,11 +240,41 @@ where
                 let unary = Unary { drift: self.drift };
                 Box::pin(async move { Ok(grpc().unary(unary, req).await) })
             }
+            "/shop.Orders/Get" => {
+                let orders = Orders { drift: self.drift };
+                Box::pin(async move { Ok(grpc().unary(orders, req).await) })
+            }
             "/test.Echo/ServerStream" => Box::pin(async move { Ok(grpc().server_streaming(ServerStream, req).await) }),
             "/test.Echo/ClientStream" => Box::pin(async move { Ok(grpc().client_streaming(ClientStream, req).await) }),
             "/test.Echo/Bidi" => Box::pin(async move { Ok(grpc().streaming(Bidi, req).await) }),
             _ => Box::pin(async move { Ok(Status::unimplemented("no such method").into_http()) }),
         }
+    }
+}
+
+/// `shop.Orders`, served by [`EchoService`] (tonic routes by the service's name).
+#[derive(Clone, Default)]
+pub struct OrdersService(pub EchoService);
+
+impl NamedService for OrdersService {
+    const NAME: &'static str = "shop.Orders";
+}
+
+impl<B> Service<http::Request<B>> for OrdersService
+where
+    B: http_body::Body + Send + 'static,
+    B::Error: Into<StdError> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response, Infallible>;
+
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Infallible>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        self.0.call(req)
     }
 }
 
@@ -214,7 +312,12 @@ impl GrpcServer {
         let addr = listener.local_addr().unwrap();
         let incoming = nodelay(listener);
         let task = tokio::spawn(async move {
-            tonic::transport::Server::builder().add_service(service).serve_with_incoming(incoming).await.unwrap();
+            tonic::transport::Server::builder()
+                .add_service(service.clone())
+                .add_service(OrdersService(service))
+                .serve_with_incoming(incoming)
+                .await
+                .unwrap();
         });
         GrpcServer { addr, task }
     }
@@ -266,6 +369,13 @@ impl EchoClient {
             req.set_timeout(d);
         }
         Ok(self.grpc.unary(req, Self::path("Unary"), RawCodec).await?.into_inner())
+    }
+
+    /// Calls `shop.Orders/Get` with a `GetOrder` message.
+    pub async fn get_order(&mut self, id: &str, email: &str) -> Result<Bytes, Status> {
+        self.grpc.ready().await.map_err(|e| Status::unavailable(e.to_string()))?;
+        let path = "/shop.Orders/Get".parse().unwrap();
+        Ok(self.grpc.unary(Request::new(Bytes::from(get_order(id, email))), path, RawCodec).await?.into_inner())
     }
 
     pub async fn server_stream(&mut self, n: u8) -> Result<Vec<Bytes>, Status> {

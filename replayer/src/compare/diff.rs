@@ -244,6 +244,9 @@ fn body(out: &mut Out<'_>, recorded: &Response, replayed: &Response) {
     if a == b {
         return;
     }
+    if is_grpc(recorded) && is_grpc(replayed) && grpc(out, &a, &b) {
+        return;
+    }
     if let Some(found) = super::lockstep::diff(&a, &b, MAX_DIFFS) {
         for (kind, key, at, x, y) in found {
             out.push(kind, key, at, &x, &y);
@@ -264,6 +267,43 @@ fn body(out: &mut Out<'_>, recorded: &Response, replayed: &Response) {
         }
         _ => out.push(DiffKind::Binary, "body".into(), "body".into(), &fingerprint(&a), &fingerprint(&b)),
     }
+}
+
+fn is_grpc(r: &Response) -> bool {
+    r.headers
+        .get_str("content-type")
+        .is_some_and(|t| tapedeck_captures::scrub::is_grpc_content_type(t.trim().as_bytes()))
+}
+
+/// gRPC bodies (decoded frames) compared message by message, as JSON documents (one
+/// message: `$.field`; a stream: `$[i].field`): with a schema for the call, the documents
+/// the messages map to, fields by name; without one, fields by number (`$.2.1`). False
+/// when they are not whole frames or messages (then compared as any body).
+fn grpc(out: &mut Out<'_>, a: &[u8], b: &[u8]) -> bool {
+    use tapedeck_captures::proto::{ProtoSchema, Side};
+    let (Some(ma), Some(mb)) =
+        (tapedeck_captures::scrub::grpc_messages(a, None), tapedeck_captures::scrub::grpc_messages(b, None))
+    else {
+        return false;
+    };
+    // Routes are `METHOD /package.Service/Method`.
+    let path = out.route.split_once(' ').map_or(out.route, |(_, p)| p);
+    let desc = out.config.proto.as_ref().and_then(|p| p.message(path, Side::Response));
+    let read = |m: &Vec<u8>| match &desc {
+        Some(desc) => ProtoSchema::to_json(desc, m),
+        None => tapedeck_captures::proto::wire_json(m),
+    };
+    let docs = |ms: &[Vec<u8>]| ms.iter().map(read).collect::<Option<Vec<_>>>();
+    let (Some(mut da), Some(mut db)) = (docs(&ma), docs(&mb)) else {
+        return false;
+    };
+    let (ja, jb) = if da.len() == 1 && db.len() == 1 {
+        (da.remove(0), db.remove(0))
+    } else {
+        (Value::Array(da), Value::Array(db))
+    };
+    json(out, &ja, &jb, &mut String::from("$"), &mut String::from("$"));
+    true
 }
 
 fn lossy(b: &[u8]) -> String {

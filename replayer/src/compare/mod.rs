@@ -74,6 +74,8 @@ pub struct CompareConfig {
     pub min_count: u64,
     /// Scrubs the values examples show (set from the replay's scrub settings).
     pub scrub: Option<std::sync::Arc<tapedeck_captures::scrub::Scrubber>>,
+    /// gRPC message types (`--proto-descriptor`): messages compared field by field.
+    pub proto: Option<tapedeck_captures::proto::ProtoSchema>,
 }
 
 impl Default for CompareConfig {
@@ -88,6 +90,7 @@ impl Default for CompareConfig {
             p99_min_delta_ms: 10.0,
             min_count: 20,
             scrub: None,
+            proto: None,
         }
     }
 }

@@ -1,0 +1,241 @@
+//! Protobuf schemas: a user's descriptor set (`protoc --include_imports
+//! --descriptor_set_out=FILE`), so gRPC messages are read by their field names. The scrubber
+//! scrubs a decoded message field by field with the rules JSON members get
+//! ([`crate::scrub`]); the replayer compares decoded messages as JSON documents.
+//!
+//! A gRPC call's path names its method (`/package.Service/Method`); the method names the
+//! request's and the response's message types.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor, MethodDescriptor, SerializeOptions};
+
+/// A descriptor set that cannot be used.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{origin}: {message}")]
+pub struct ProtoError {
+    /// Where the descriptor set came from (a file name).
+    pub origin: String,
+    /// What is wrong, and what to do.
+    pub message: String,
+}
+
+/// How to make a descriptor set, for messages.
+pub const MAKE_ONE: &str =
+    "make one with `protoc --include_imports --descriptor_set_out=FILE your.proto` (or `buf build -o FILE`)";
+
+/// Which message of a call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    /// What the client sends.
+    Request,
+    /// What the server answers.
+    Response,
+}
+
+/// The message types of a set of gRPC services. Cheap to clone (shared).
+#[derive(Clone, Debug)]
+pub struct ProtoSchema {
+    pool: DescriptorPool,
+    fingerprint: Arc<str>,
+    services: usize,
+}
+
+impl ProtoSchema {
+    /// Reads a descriptor set file.
+    pub fn load(path: &Path) -> Result<ProtoSchema, ProtoError> {
+        let origin = path.display().to_string();
+        let bytes = std::fs::read(path).map_err(|e| ProtoError {
+            origin: origin.clone(),
+            message: format!("cannot read the descriptor set: {e}; {MAKE_ONE}"),
+        })?;
+        ProtoSchema::from_bytes(&bytes, &origin)
+    }
+
+    /// A descriptor set from its bytes (a serialised `google.protobuf.FileDescriptorSet`).
+    pub fn from_bytes(bytes: &[u8], origin: &str) -> Result<ProtoSchema, ProtoError> {
+        let error = |message: String| ProtoError { origin: origin.to_string(), message };
+        let pool = DescriptorPool::decode(bytes).map_err(|e| {
+            error(format!("not a protobuf descriptor set, or one missing its imports ({e}); {MAKE_ONE}"))
+        })?;
+        let services = pool.services().count();
+        if services == 0 {
+            return Err(error(format!(
+                "the descriptor set defines no gRPC service (only messages: a call's path could not name its types); {MAKE_ONE} from the .proto that declares the service"
+            )));
+        }
+        use sha2::Digest as _;
+        let digest = sha2::Sha256::digest(bytes);
+        Ok(ProtoSchema { pool, fingerprint: hex::encode(&digest[..8]).into(), services })
+    }
+
+    /// A short, stable name for this schema (a hash of the file), for tape headers.
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+
+    /// How many services the schema declares.
+    pub fn services(&self) -> usize {
+        self.services
+    }
+
+    /// The method a call's path names (`/package.Service/Method`, a query ignored).
+    pub fn method(&self, path: &str) -> Option<MethodDescriptor> {
+        let path = path.split(['?', '#']).next()?;
+        let (service, method) = path.strip_prefix('/')?.split_once('/')?;
+        let service = self.pool.get_service_by_name(service)?;
+        let found = service.methods().find(|m| m.name() == method);
+        found
+    }
+
+    /// The message type of one side of the call `path` names.
+    pub fn message(&self, path: &str, side: Side) -> Option<MessageDescriptor> {
+        let method = self.method(path)?;
+        Some(match side {
+            Side::Request => method.input(),
+            Side::Response => method.output(),
+        })
+    }
+
+    /// A message of type `desc` as JSON (protobuf's JSON mapping, with the field names the
+    /// .proto file spells and 64-bit integers as numbers); `None` when the bytes are not
+    /// such a message.
+    pub fn to_json(desc: &MessageDescriptor, bytes: &[u8]) -> Option<serde_json::Value> {
+        let message = DynamicMessage::decode(desc.clone(), bytes).ok()?;
+        let options = SerializeOptions::new().use_proto_field_name(true).stringify_64_bit_integers(false);
+        message.serialize_with_options(serde_json::value::Serializer, &options).ok()
+    }
+}
+
+/// A message read without a schema, as JSON: fields by number (`{"1": "A-7", "2": {"1":
+/// …}, "3": 1999}`), a number seen twice as an array. A length-delimited value is a nested
+/// message if it parses as one, else text, else `base64:…`; varints and fixed-width values
+/// are unsigned numbers. `None` when the bytes are not a message.
+pub fn wire_json(bytes: &[u8]) -> Option<serde_json::Value> {
+    wire_object(bytes, 0)
+}
+
+/// Nesting read as messages at most (deeper values stay text or bytes).
+const MAX_WIRE_DEPTH: usize = 32;
+
+fn wire_object(bytes: &[u8], depth: usize) -> Option<serde_json::Value> {
+    use serde_json::Value;
+    let fields = crate::scrub::grpc::parse(bytes)?;
+    let mut map = serde_json::Map::new();
+    for f in fields {
+        let raw = &bytes[f.value.clone()];
+        let value = match f.wire {
+            0 => {
+                let mut v = 0u64;
+                for (i, b) in raw.iter().enumerate().take(10) {
+                    v |= u64::from(b & 0x7f) << (7 * i);
+                }
+                Value::from(v)
+            }
+            1 => Value::from(u64::from_le_bytes(raw.try_into().ok()?)),
+            5 => Value::from(u32::from_le_bytes(raw.try_into().ok()?)),
+            _ => match (!raw.is_empty() && depth < MAX_WIRE_DEPTH).then(|| wire_object(raw, depth + 1)).flatten() {
+                Some(message) => message,
+                None => match std::str::from_utf8(raw) {
+                    Ok(text) => Value::String(text.to_string()),
+                    Err(_) => {
+                        use base64::Engine as _;
+                        Value::String(format!("base64:{}", base64::engine::general_purpose::STANDARD.encode(raw)))
+                    }
+                },
+            },
+        };
+        match map.entry(f.number.to_string()) {
+            serde_json::map::Entry::Vacant(e) => {
+                e.insert(value);
+            }
+            serde_json::map::Entry::Occupied(mut e) => match e.get_mut() {
+                Value::Array(items) => items.push(value),
+                first => {
+                    let first = first.take();
+                    e.insert(Value::Array(vec![first, value]));
+                }
+            },
+        }
+    }
+    Some(serde_json::Value::Object(map))
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A descriptor set compiled from `.proto` text (protox: no protoc needed).
+    pub(crate) fn compile(proto: &str) -> Vec<u8> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("test.proto"), proto).unwrap();
+        let set = protox::compile(["test.proto"], [dir.path()]).unwrap();
+        prost::Message::encode_to_vec(&set)
+    }
+
+    pub(crate) const SHOP: &str = r#"
+        syntax = "proto3";
+        package shop;
+        message Customer { string email = 1; string name = 2; string phone = 3; int64 card = 4; }
+        message Order {
+          string id = 1;
+          Customer customer = 2;
+          int64 total_cents = 3;
+          string status = 4;
+          repeated string notes = 5;
+          map<string, string> labels = 6;
+          bytes blob = 7;
+          string password = 8;
+        }
+        message GetOrder { string id = 1; string email = 2; }
+        service Orders { rpc Get(GetOrder) returns (Order); rpc Watch(GetOrder) returns (stream Order); }
+    "#;
+
+    #[test]
+    fn methods_are_found_by_path() {
+        let schema = ProtoSchema::from_bytes(&compile(SHOP), "shop.pb").unwrap();
+        assert_eq!(schema.services(), 1);
+        assert_eq!(schema.message("/shop.Orders/Get", Side::Request).unwrap().full_name(), "shop.GetOrder");
+        assert_eq!(schema.message("/shop.Orders/Get?x=1", Side::Response).unwrap().full_name(), "shop.Order");
+        assert!(schema.method("/shop.Orders/Nope").is_none());
+        assert!(schema.method("/other.Orders/Get").is_none());
+        assert!(schema.method("shop.Orders/Get").is_none());
+        assert!(schema.method("/").is_none());
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_descriptor_set_is_refused_with_advice() {
+        let e = ProtoSchema::from_bytes(b"syntax = \"proto3\";", "shop.proto").unwrap_err();
+        assert!(e.to_string().starts_with("shop.proto: not a protobuf descriptor set"), "{e}");
+        assert!(e.to_string().contains("protoc --include_imports"), "{e}");
+        let messages_only = compile("syntax = \"proto3\"; message A { string b = 1; }");
+        let e = ProtoSchema::from_bytes(&messages_only, "a.pb").unwrap_err();
+        assert!(e.to_string().contains("no gRPC service"), "{e}");
+        let e = ProtoSchema::load(Path::new("/nonexistent/shop.pb")).unwrap_err();
+        assert!(e.to_string().contains("cannot read"), "{e}");
+    }
+
+    #[test]
+    fn messages_read_as_json_by_field_name() {
+        let schema = ProtoSchema::from_bytes(&compile(SHOP), "shop.pb").unwrap();
+        let desc = schema.message("/shop.Orders/Get", Side::Response).unwrap();
+        // id "A1", customer { email "x@y.z" }, total_cents 1999
+        let mut bytes = vec![0x0a, 2, b'A', b'1', 0x12, 7, 0x0a, 5];
+        bytes.extend_from_slice(b"x@y.z");
+        bytes.extend_from_slice(&[0x18, 0xcf, 0x0f]);
+        let json = ProtoSchema::to_json(&desc, &bytes).unwrap();
+        assert_eq!(json, serde_json::json!({"id": "A1", "customer": {"email": "x@y.z"}, "total_cents": 1999}));
+        assert!(ProtoSchema::to_json(&desc, &[0xff, 0xff]).is_none());
+        // Without the schema: by field number.
+        let mut twice = bytes.clone();
+        twice.extend_from_slice(&[0x0a, 2, b'B', b'2', 0x22, 2, 0xff, 0xfe]);
+        let json = wire_json(&twice).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"1": ["A1", "B2"], "2": {"1": "x@y.z"}, "3": 1999, "4": "base64://4="}),
+            "{json}"
+        );
+        assert!(wire_json(&[0x0a, 9, 1]).is_none());
+    }
+}

@@ -1,0 +1,440 @@
+//! Protobuf messages read by their schema (`--proto-descriptor`): every field is scrubbed
+//! by its name with the rules a JSON member of that name gets — key rules (`email`,
+//! `password` …), JSON paths over field names (`$.customer.email`), header-named fields,
+//! a person's `name` beside their e-mail, the detectors for everything else — and the
+//! message is encoded again.
+//!
+//! A field keeps its type. A string or bytes field gets the rule's token; a number, a
+//! message or a map a rule selects can hold no token and is removed (a number becomes 0,
+//! which protobuf does not even send), as `drop` removes any field. A list takes its
+//! elements' fate: strings each get a token, and a list of anything else goes whole. This
+//! keeps scrubbing idempotent and `scrub --check` able to tell. Maps are read as JSON objects:
+//! an entry's key is its name (`labels["email"]` gets the `email` rule). An
+//! `google.protobuf.Any` is read by the type it names when the schema has it. Fields the
+//! schema does not know (a newer client) and bytes fields with no rule are walked as
+//! messages without a schema ([`super::grpc`]).
+
+use std::borrow::Cow;
+
+use prost::Message as _;
+use prost_reflect::{DynamicMessage, MapKey, MessageDescriptor, ReflectMessage as _, Value};
+
+use crate::scrub::action::Action;
+use crate::scrub::jsonpath::Step;
+use crate::scrub::Pass;
+
+/// `message` (of type `desc`) scrubbed; `Ok(None)` when nothing changed, `Err(())` when
+/// the bytes are not a message of that type.
+pub(crate) fn scrub(pass: &mut Pass<'_>, desc: &MessageDescriptor, message: &[u8]) -> Result<Option<Vec<u8>>, ()> {
+    let mut msg = DynamicMessage::decode(desc.clone(), message).map_err(|_| ())?;
+    let mut path = Vec::new();
+    Ok(walk(pass, &mut msg, &mut path).then(|| msg.encode_to_vec()))
+}
+
+type Path = Vec<Step<'static>>;
+
+/// Scrubs the fields of `msg`; true when any changed.
+fn walk(pass: &mut Pass<'_>, msg: &mut DynamicMessage, path: &mut Path) -> bool {
+    let mut changed = false;
+    if msg.descriptor().full_name() == "google.protobuf.Any" {
+        if let Some(c) = any(pass, msg, path) {
+            return c;
+        }
+    }
+    let fields: Vec<_> = msg.fields().map(|(f, _)| f).collect();
+    // A message with an `email`, `phone` … field describes a person: its `name` is theirs.
+    let person = fields.iter().any(|f| pass.key_info(f.name()).person_sibling);
+    for field in &fields {
+        path.push(Step::Key(Cow::Owned(field.name().to_string())));
+        match named(pass, field.name(), msg.get_field_mut(field), path, person) {
+            Outcome::Kept => {}
+            Outcome::Changed => changed = true,
+            Outcome::Remove => {
+                msg.clear_field(field);
+                changed = true;
+            }
+        }
+        path.pop();
+    }
+    changed | unknown_fields(pass, msg)
+}
+
+/// What became of a value.
+enum Outcome {
+    Kept,
+    Changed,
+    /// The field (or entry) must go: a `drop` rule, or a rule whose token no field of this
+    /// type can hold.
+    Remove,
+}
+
+/// A value under the name `name` (a field's, or a map entry's key): its name's rule, or
+/// the detectors.
+fn named(pass: &mut Pass<'_>, name: &str, value: &mut Value, path: &mut Path, person: bool) -> Outcome {
+    let info = pass.key_info(name);
+    let by_path = if info.path_name { path_rule(pass, path) } else { None };
+    let rule = by_path.or_else(|| info.rule.as_ref().map(|(a, l)| (*a, l.to_string())));
+    match rule {
+        Some((Action::Keep, _)) => Outcome::Kept,
+        Some((Action::Drop, label)) => {
+            pass.hit(&label);
+            Outcome::Remove
+        }
+        Some((action, label)) => ruled(pass, action, &label, value),
+        None if person && info.person_name && matches!(value, Value::String(_)) => {
+            ruled(pass, Action::Hash, "json-person:name", value)
+        }
+        None => free(pass, name, value, path),
+    }
+}
+
+fn path_rule(pass: &Pass<'_>, path: &Path) -> Option<(Action, String)> {
+    let policy = &pass.scrubber.policy;
+    policy.json_paths.iter().find(|(p, _)| p.matches(path)).map(|(p, a)| (*a, format!("json-path:{p}")))
+}
+
+/// A value a rule selected, replaced by the rule's action in a form its type can hold.
+fn ruled(pass: &mut Pass<'_>, action: Action, label: &str, value: &mut Value) -> Outcome {
+    let kind = label.rsplit(['.', ':']).next().unwrap_or("value").trim_end_matches(']');
+    match value {
+        Value::String(s) => match pass.apply(action, kind, s, label) {
+            Some(new) => {
+                *s = new;
+                Outcome::Changed
+            }
+            None => Outcome::Kept,
+        },
+        Value::Bytes(b) => match pass.apply(action, kind, &String::from_utf8_lossy(b), label) {
+            Some(new) => {
+                *b = new.into_bytes().into();
+                Outcome::Changed
+            }
+            None => Outcome::Kept,
+        },
+        Value::List(items) => {
+            let mut outcome = Outcome::Kept;
+            for item in items.iter_mut() {
+                match ruled(pass, action, label, item) {
+                    Outcome::Kept => {}
+                    Outcome::Changed => outcome = Outcome::Changed,
+                    Outcome::Remove => return Outcome::Remove,
+                }
+            }
+            outcome
+        }
+        // Nothing personal in a truth value or an enum's number (as in JSON).
+        Value::Bool(_) | Value::EnumNumber(_) => Outcome::Kept,
+        Value::Message(_) | Value::Map(_) => {
+            pass.hit(label);
+            Outcome::Remove
+        }
+        // A number can hold no token: it goes (0, protobuf's default, is not even sent).
+        number => match number_text(number) {
+            Some(text) if text != "0" && text != "-0" => {
+                pass.hit(label);
+                Outcome::Remove
+            }
+            _ => Outcome::Kept,
+        },
+    }
+}
+
+/// A value no rule selected: strings meet the detectors (and the name's meaning, as a
+/// header's name or a secret's), messages and lists are walked, long numbers are checked
+/// for card numbers, bytes are read as a message or text without a schema.
+fn free(pass: &mut Pass<'_>, name: &str, value: &mut Value, path: &mut Path) -> Outcome {
+    match value {
+        Value::String(s) => match pass.free_value(Some(name), s) {
+            Some(new) => {
+                *s = new;
+                Outcome::Changed
+            }
+            None => Outcome::Kept,
+        },
+        Value::Bytes(b) => match super::grpc::scrub_value(pass, b, 0) {
+            Some(new) => {
+                *b = new.into();
+                Outcome::Changed
+            }
+            None => Outcome::Kept,
+        },
+        Value::Message(m) => changed(walk(pass, m, path)),
+        Value::List(items) => {
+            let mut any = false;
+            let mut i = 0;
+            items.retain_mut(|item| {
+                path.push(Step::Index(i));
+                i += 1;
+                let keep = match free(pass, name, item, path) {
+                    Outcome::Kept => true,
+                    Outcome::Changed => {
+                        any = true;
+                        true
+                    }
+                    Outcome::Remove => {
+                        any = true;
+                        false
+                    }
+                };
+                path.pop();
+                keep
+            });
+            changed(any)
+        }
+        Value::Map(map) => {
+            let mut any = false;
+            let entries: Vec<_> = map.drain().collect();
+            for (key, mut item) in entries {
+                let key = match key {
+                    // Keys can be personal too (a map keyed by e-mail address).
+                    MapKey::String(k) => match pass.detect_text(&k) {
+                        Some(new) => {
+                            any = true;
+                            MapKey::String(new)
+                        }
+                        None => MapKey::String(k),
+                    },
+                    other => other,
+                };
+                let entry_name = match &key {
+                    MapKey::String(k) => k.clone(),
+                    _ => name.to_string(),
+                };
+                path.push(Step::Key(Cow::Owned(entry_name.clone())));
+                let outcome = named(pass, &entry_name, &mut item, path, false);
+                path.pop();
+                match outcome {
+                    Outcome::Kept => {
+                        map.insert(key, item);
+                    }
+                    Outcome::Changed => {
+                        any = true;
+                        map.insert(key, item);
+                    }
+                    Outcome::Remove => any = true,
+                }
+            }
+            changed(any)
+        }
+        Value::I64(_) | Value::U64(_) => {
+            // A card number stored as a number is still a card number.
+            let Some(text) = number_text(value).filter(|t| t.len() >= 13) else { return Outcome::Kept };
+            match pass.detect_text(&text) {
+                Some(_) => Outcome::Remove,
+                None => Outcome::Kept,
+            }
+        }
+        _ => Outcome::Kept,
+    }
+}
+
+fn changed(any: bool) -> Outcome {
+    if any {
+        Outcome::Changed
+    } else {
+        Outcome::Kept
+    }
+}
+
+fn number_text(v: &Value) -> Option<String> {
+    Some(match v {
+        Value::I32(n) => n.to_string(),
+        Value::I64(n) => n.to_string(),
+        Value::U32(n) => n.to_string(),
+        Value::U64(n) => n.to_string(),
+        Value::F32(n) => n.to_string(),
+        Value::F64(n) => n.to_string(),
+        _ => return None,
+    })
+}
+
+/// A `google.protobuf.Any` whose type the schema knows: its `value` decoded, walked and
+/// encoded again; `None` when the type is unknown (walked as an ordinary message).
+fn any(pass: &mut Pass<'_>, msg: &mut DynamicMessage, path: &mut Path) -> Option<bool> {
+    let type_url = msg.get_field_by_name("type_url")?.as_str()?.to_string();
+    let name = type_url.rsplit('/').next()?;
+    let desc = msg.descriptor().parent_pool().get_message_by_name(name)?;
+    let value = msg.get_field_by_name("value")?.as_bytes()?.clone();
+    let mut inner = DynamicMessage::decode(desc, value).ok()?;
+    let changed = walk(pass, &mut inner, path);
+    if changed {
+        msg.set_field_by_name("value", Value::Bytes(inner.encode_to_vec().into()));
+    }
+    Some(changed)
+}
+
+/// Fields the schema does not name (a newer client's), scrubbed without a schema.
+fn unknown_fields(pass: &mut Pass<'_>, msg: &mut DynamicMessage) -> bool {
+    if msg.unknown_fields().next().is_none() {
+        return false;
+    }
+    let mut raw = Vec::new();
+    for field in msg.take_unknown_fields() {
+        field.encode(&mut raw);
+    }
+    let scrubbed = super::grpc::scrub_raw(pass, &raw);
+    let changed = scrubbed.is_some();
+    let bytes = scrubbed.unwrap_or(raw);
+    // Merged back, they are unknown fields again (their numbers are not the schema's).
+    let _ = msg.merge(&bytes[..]);
+    changed
+}
+
+#[cfg(test)]
+mod tests {
+    use prost_reflect::DynamicMessage;
+
+    use super::*;
+    use crate::exchange::{Body, Exchange, Headers, Request, Response};
+    use crate::proto::tests::{compile, SHOP};
+    use crate::proto::{ProtoSchema, Side};
+    use crate::scrub::Scrubber;
+
+    fn schema() -> ProtoSchema {
+        ProtoSchema::from_bytes(&compile(SHOP), "shop.pb").unwrap()
+    }
+
+    fn scrubber(policy: Option<&str>) -> Scrubber {
+        let policy = match policy {
+            Some(text) => crate::scrub::policy::Policy::parse(text, "test.toml").unwrap().over_defaults(),
+            None => crate::scrub::policy::Policy::defaults(),
+        };
+        Scrubber::new(&policy, Some(b"a key for the protobuf tests 0123456789")).with_proto(schema())
+    }
+
+    /// An order of jane's, as production would answer it.
+    fn order(schema: &ProtoSchema) -> DynamicMessage {
+        let desc = schema.message("/shop.Orders/Get", Side::Response).unwrap();
+        let customer_desc = desc.get_field_by_name("customer").unwrap().kind();
+        let mut customer = DynamicMessage::new(customer_desc.as_message().unwrap().clone());
+        customer.set_field_by_name("email", Value::String("jane.doe@example.com".into()));
+        customer.set_field_by_name("name", Value::String("Jane Doe".into()));
+        customer.set_field_by_name("phone", Value::String("+44 20 7946 0958".into()));
+        customer.set_field_by_name("card", Value::I64(4111111111111111));
+        let mut order = DynamicMessage::new(desc);
+        order.set_field_by_name("id", Value::String("A-1001".into()));
+        order.set_field_by_name("customer", Value::Message(customer));
+        order.set_field_by_name("total_cents", Value::I64(1999));
+        order.set_field_by_name("status", Value::String("shipped".into()));
+        order.set_field_by_name(
+            "notes",
+            Value::List(vec![Value::String("leave at door".into()), Value::String("text jane@example.org".into())]),
+        );
+        let mut labels = std::collections::HashMap::new();
+        labels.insert(MapKey::String("email".into()), Value::String("ops@example.net".into()));
+        labels.insert(MapKey::String("tier".into()), Value::String("gold".into()));
+        order.set_field_by_name("labels", Value::Map(labels));
+        order.set_field_by_name("blob", Value::Bytes(b"contact: jane.doe@example.com".to_vec().into()));
+        order.set_field_by_name("password", Value::String("hunter2hunter2".into()));
+        order
+    }
+
+    fn frame(message: &[u8]) -> Vec<u8> {
+        [&[0][..], &(message.len() as u32).to_be_bytes(), message].concat()
+    }
+
+    fn exchange(target: &str, answer: &[u8]) -> Exchange {
+        let mut h = Headers::new();
+        h.push("content-type", "application/grpc");
+        Exchange {
+            request: Request {
+                method: "POST".into(),
+                target: target.into(),
+                headers: h.clone(),
+                body: Body::full(frame(&[0x0a, 3, b'A', b'-', b'1'])),
+                ..Default::default()
+            },
+            response: Some(Response { status: 200, headers: h, body: Body::full(answer), ..Default::default() }),
+            ..Default::default()
+        }
+    }
+
+    fn answer(ex: &Exchange) -> DynamicMessage {
+        let data = &ex.response.as_ref().unwrap().body.data;
+        let desc = schema().message("/shop.Orders/Get", Side::Response).unwrap();
+        DynamicMessage::decode(desc, &data[5..]).expect("still an Order")
+    }
+
+    fn field<'m>(m: &'m DynamicMessage, name: &str) -> std::borrow::Cow<'m, Value> {
+        m.get_field_by_name(name).unwrap()
+    }
+
+    #[test]
+    fn fields_are_scrubbed_by_name_and_keep_their_types() {
+        let s = scrubber(None);
+        let original = order(&schema()).encode_to_vec();
+        let mut ex = exchange("/shop.Orders/Get", &frame(&original));
+        s.scrub(&mut ex);
+        let out = answer(&ex);
+        let customer = field(&out, "customer").as_message().unwrap().clone();
+        let email = field(&customer, "email").as_str().unwrap().to_string();
+        assert!(email.starts_with("tok_email_"), "hashed by the `email` rule: {email}");
+        let name = field(&customer, "name").as_str().unwrap().to_string();
+        assert!(name.starts_with("tok_name_"), "a person's name beside their e-mail: {name}");
+        assert!(!field(&customer, "phone").as_str().unwrap().contains("7946"));
+        assert!(!customer.has_field_by_name("card"), "a card number in an int64 can hold no token: removed");
+        assert_eq!(field(&out, "id").as_str(), Some("A-1001"));
+        assert_eq!(field(&out, "status").as_str(), Some("shipped"));
+        assert_eq!(field(&out, "total_cents").as_i64(), Some(1999));
+        let notes = field(&out, "notes");
+        let notes = notes.as_list().unwrap();
+        assert_eq!(notes[0].as_str(), Some("leave at door"));
+        assert!(!notes[1].as_str().unwrap().contains("jane@"), "{notes:?}");
+        let labels = field(&out, "labels");
+        let labels = labels.as_map().unwrap();
+        let ops = labels[&MapKey::String("email".into())].as_str().unwrap();
+        assert!(ops.starts_with("tok_email_"), "a map entry gets its key's rule: {ops}");
+        assert_eq!(labels[&MapKey::String("tier".into())].as_str(), Some("gold"));
+        assert!(!String::from_utf8_lossy(field(&out, "blob").as_bytes().unwrap()).contains("jane.doe"));
+        assert_eq!(field(&out, "password").as_str(), Some(crate::scrub::action::REDACTED));
+        // The same e-mail gives the same token as in JSON (joins across formats survive).
+        assert_eq!(email, s.scrub_value("$.email", "jane.doe@example.com"));
+        // Idempotent, and the audit finds nothing left.
+        let once = ex.response.as_ref().unwrap().body.data.to_vec();
+        s.scrub(&mut ex);
+        assert_eq!(ex.response.as_ref().unwrap().body.data.to_vec(), once);
+        assert!(s.audit(&ex).is_empty(), "{:?}", s.audit(&ex));
+        // The audit reads fields by name too: an unscrubbed password is found.
+        let raw = exchange("/shop.Orders/Get", &frame(&original));
+        let found: Vec<_> = s.audit(&raw).into_iter().map(|f| f.category).collect();
+        assert!(found.iter().any(|c| c.contains("password")), "{found:?}");
+    }
+
+    #[test]
+    fn json_paths_name_fields_and_unknown_messages_fall_back_to_the_wire_walk() {
+        let s = scrubber(Some("[json-paths]\n'$.status' = \"hash\"\n'$.customer.phone' = \"drop\"\n"));
+        let mut ex = exchange("/shop.Orders/Get", &frame(&order(&schema()).encode_to_vec()));
+        s.scrub(&mut ex);
+        let out = answer(&ex);
+        assert!(field(&out, "status").as_str().unwrap().starts_with("tok_"), "{out:?}");
+        assert!(!field(&out, "customer").as_message().unwrap().has_field_by_name("phone"));
+        assert!(ex.scrub.iter().any(|h| h.rule == "json-path:$.customer.phone"), "{:?}", ex.scrub);
+
+        // A method the schema does not have: the wire walk still finds the e-mail.
+        let mut ex = exchange("/other.Svc/Call", &frame(&order(&schema()).encode_to_vec()));
+        s.scrub(&mut ex);
+        let body = String::from_utf8_lossy(&ex.response.as_ref().unwrap().body.data).into_owned();
+        assert!(!body.contains("jane.doe") && body.contains("shipped"), "{body}");
+        // Bytes that are not an Order: counted, scrubbed without the schema.
+        let mut ex = exchange("/shop.Orders/Get", &frame(&[0x0a, 0x05, b'a', b'@', b'b', b'.', b'c', 0x12, 0xff]));
+        s.scrub(&mut ex);
+        assert!(ex.scrub.iter().any(|h| h.rule == "grpc:schema-mismatch"), "{:?}", ex.scrub);
+    }
+
+    #[test]
+    fn fields_a_newer_client_sends_are_walked_without_the_schema() {
+        let s = scrubber(None);
+        let mut message = order(&schema()).encode_to_vec();
+        // Field 99 (unknown to the schema): a string with an e-mail address.
+        let extra = b"reach me at jane.doe@example.com";
+        message.extend_from_slice(&[0x9a, 0x06, extra.len() as u8]);
+        message.extend_from_slice(extra);
+        let mut ex = exchange("/shop.Orders/Get", &frame(&message));
+        s.scrub(&mut ex);
+        let out = answer(&ex);
+        let unknown: Vec<_> = out.unknown_fields().collect();
+        assert_eq!(unknown.len(), 1);
+        let body = String::from_utf8_lossy(&ex.response.as_ref().unwrap().body.data).into_owned();
+        assert!(!body.contains("jane.doe") && body.contains("reach me at"), "{body}");
+    }
+}
