@@ -78,7 +78,41 @@ fn grpc_captured_in_production_replays_against_staging_and_a_changed_status_is_f
     let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
     assert_eq!(json["completed"].as_u64(), Some(10), "{json}");
     assert_eq!(json["compare"]["differing"].as_u64(), Some(1), "{json}");
-    assert!(stdout.contains("grpc-status"), "{stdout}");
+    assert!(
+        stdout.contains("grpc-status") && stdout.contains("OK (0)") && stdout.contains("NOT_FOUND (5)"),
+        "{stdout}"
+    );
+    // Calls count by their gRPC status, not by HTTP's 200.
+    let route = &json["routes"][0];
+    assert_eq!(route["recorded_status"], serde_json::json!({"OK": 10}), "{json}");
+    assert_eq!(route["replayed_status"], serde_json::json!({"OK": 9, "NOT_FOUND": 1}), "{json}");
+
+    // A release that lost the service: every call UNIMPLEMENTED, a gRPC server fault the
+    // gate catches (HTTP said 200 each time).
+    let broken = rt.block_on(grpc::GrpcServer::start_orders_only());
+    let report = dir.path().join("broken.json");
+    let out = run(&[
+        "replay",
+        s(&caps),
+        "--target",
+        &broken.url(),
+        "--speed",
+        "max",
+        "--report",
+        s(&report),
+        "--gate",
+        "new_grpc_faults==0",
+        "--gate",
+        "new_5xx==0",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(json["routes"][0]["replayed_status"], serde_json::json!({"UNIMPLEMENTED": 10}), "{json}");
+    let gates = json["gates"].as_array().unwrap();
+    assert_eq!(gates[0]["passed"], false, "{json}");
+    assert_eq!(gates[1]["passed"], true, "no HTTP 5xx: {json}");
+    assert!(stdout.contains("10 more gRPC server faults"), "{stdout}");
 }
 
 /// `proxy/tests/support/shop.proto` compiled into a descriptor set file, as `protoc

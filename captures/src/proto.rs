@@ -108,6 +108,45 @@ impl ProtoSchema {
     }
 }
 
+/// gRPC status codes by number (grpc/doc/statuscodes.md).
+const CODES: [&str; 17] = [
+    "OK",
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
+];
+
+/// The name of a gRPC status code (`NOT_FOUND`); `grpc other` beyond the known ones.
+pub fn grpc_code_name(code: u32) -> &'static str {
+    CODES.get(code as usize).copied().unwrap_or("grpc other")
+}
+
+/// The codes that say the server (or what is behind it) failed, the way HTTP's 5xx do:
+/// UNKNOWN, DEADLINE_EXCEEDED, UNIMPLEMENTED, INTERNAL, UNAVAILABLE, DATA_LOSS.
+pub fn grpc_server_fault(name: &str) -> bool {
+    matches!(name, "UNKNOWN" | "DEADLINE_EXCEEDED" | "UNIMPLEMENTED" | "INTERNAL" | "UNAVAILABLE" | "DATA_LOSS")
+}
+
+/// A gRPC call's status: `grpc-status` in the trailers, or in the head of a call that
+/// failed at once ("trailers-only"); `None` when it is not a gRPC answer.
+pub fn grpc_status(headers: &crate::Headers, trailers: &crate::Headers) -> Option<u32> {
+    let value = trailers.get_str("grpc-status").or_else(|| headers.get_str("grpc-status"))?;
+    value.trim().parse().ok()
+}
+
 /// A message read without a schema, as JSON: fields by number (`{"1": "A-7", "2": {"1":
 /// …}, "3": 1999}`), a number seen twice as an array. A length-delimited value is a nested
 /// message if it parses as one, else text, else `base64:…`; varints and fixed-width values

@@ -48,6 +48,17 @@ pub struct Outcome {
     pub trailers: HeaderMap,
 }
 
+impl Outcome {
+    /// The gRPC status of a complete gRPC answer (trailers, or a trailers-only head).
+    pub fn grpc_status(&self) -> Option<u32> {
+        if self.error.is_some() {
+            return None;
+        }
+        let value = self.trailers.get("grpc-status").or_else(|| self.headers.get("grpc-status"))?;
+        value.to_str().ok()?.trim().parse().ok()
+    }
+}
+
 /// Client settings.
 #[derive(Clone, Debug)]
 pub struct ClientConfig {

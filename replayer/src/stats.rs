@@ -210,6 +210,8 @@ pub struct Sample<'a> {
     pub sent_at: Instant,
     /// Replayed status, if any.
     pub status: Option<u16>,
+    /// Replayed gRPC status, if it was a gRPC answer.
+    pub grpc_status: Option<u32>,
     /// Replayed time to last byte.
     pub end: Option<Duration>,
     /// Replay error, if any.
@@ -243,8 +245,12 @@ impl Stats {
         if let (Some(end), None) = (s.end, s.error) {
             let _ = r.replayed.record((end.as_micros() as u64).max(1));
         }
-        *r.recorded_status.entry(class(s.recorded.status())).or_default() += 1;
-        *r.replayed_status.entry(class(s.status)).or_default() += 1;
+        // A gRPC call's outcome is its gRPC status (its HTTP status is 200 whatever happened).
+        let recorded_grpc =
+            s.recorded.response.as_ref().and_then(|r| tapedeck_captures::proto::grpc_status(&r.headers, &r.trailers));
+        let name = tapedeck_captures::proto::grpc_code_name;
+        *r.recorded_status.entry(recorded_grpc.map_or_else(|| class(s.recorded.status()), name)).or_default() += 1;
+        *r.replayed_status.entry(s.grpc_status.map_or_else(|| class(s.status), name)).or_default() += 1;
         if let Some(e) = s.error {
             *r.errors.entry(e.as_str()).or_default() += 1;
         }

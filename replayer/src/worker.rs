@@ -316,6 +316,7 @@ fn learn(
 struct Sent {
     sent_at: Instant,
     status: Option<u16>,
+    grpc_status: Option<u32>,
     end: Option<Duration>,
     error: Option<ErrorKind>,
     bytes: u64,
@@ -334,6 +335,7 @@ impl Sent {
             due: job.due,
             sent_at: self.sent_at,
             status: self.status,
+            grpc_status: self.grpc_status,
             end: self.end,
             error: self.error,
             bytes: self.bytes,
@@ -371,6 +373,7 @@ async fn send(job: &Job, pool: &Pool, ctx: &WorkerContext) -> Sent {
     Sent {
         sent_at: outcome.sent_at,
         status: outcome.status.map(|s| s.as_u16()),
+        grpc_status: outcome.grpc_status(),
         end: outcome.end,
         error: outcome.error,
         bytes: outcome.body_len,

@@ -307,17 +307,24 @@ impl GrpcServer {
         GrpcServer::serve(EchoService { drift: true }).await
     }
 
+    /// A server of `shop.Orders` only (a release that lost `test.Echo`: UNIMPLEMENTED).
+    pub async fn start_orders_only() -> GrpcServer {
+        GrpcServer::serve_with(|b| b.add_service(OrdersService::default())).await
+    }
+
     async fn serve(service: EchoService) -> GrpcServer {
+        GrpcServer::serve_with(|b| b.add_service(service.clone()).add_service(OrdersService(service))).await
+    }
+
+    async fn serve_with(
+        routes: impl FnOnce(&mut tonic::transport::Server) -> tonic::transport::server::Router + Send + 'static,
+    ) -> GrpcServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let incoming = nodelay(listener);
         let task = tokio::spawn(async move {
-            tonic::transport::Server::builder()
-                .add_service(service.clone())
-                .add_service(OrdersService(service))
-                .serve_with_incoming(incoming)
-                .await
-                .unwrap();
+            let mut builder = tonic::transport::Server::builder();
+            routes(&mut builder).serve_with_incoming(incoming).await.unwrap();
         });
         GrpcServer { addr, task }
     }

@@ -114,7 +114,8 @@ pub fn compare(
     // status of its own, compared like HTTP's.
     if let (Some(a), Some(b)) = (grpc_status(recorded), grpc_status(replayed)) {
         if a != b {
-            out.push(DiffKind::Status, "grpc-status".into(), "grpc-status".into(), a, b);
+            let name = |c: u32| format!("{} ({c})", tapedeck_captures::proto::grpc_code_name(c));
+            out.push(DiffKind::Status, "grpc-status".into(), "grpc-status".into(), &name(a), &name(b));
             return out.diffs;
         }
     }
@@ -123,9 +124,8 @@ pub fn compare(
     out.diffs
 }
 
-/// gRPC's status: in the trailers, or in the head of a call that failed at once.
-fn grpc_status(r: &Response) -> Option<&str> {
-    r.trailers.get_str("grpc-status").or_else(|| r.headers.get_str("grpc-status")).map(str::trim)
+fn grpc_status(r: &Response) -> Option<u32> {
+    tapedeck_captures::proto::grpc_status(&r.headers, &r.trailers)
 }
 
 struct Out<'a> {

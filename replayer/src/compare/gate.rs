@@ -13,6 +13,7 @@ pub const METRICS: &[(&str, &str)] = &[
     ("errors", "requests without a response (connect, timeout, reset…)"),
     ("error_rate", "errors / requests sent"),
     ("new_5xx", "replayed 5xx responses beyond the recorded ones"),
+    ("new_grpc_faults", "replayed gRPC server faults (UNKNOWN, DEADLINE_EXCEEDED, UNIMPLEMENTED, INTERNAL, UNAVAILABLE, DATA_LOSS) beyond the recorded ones"),
     ("p50_ratio", "replayed / recorded median latency (globally: the worst route)"),
     ("p95_ratio", "replayed / recorded p95 latency (globally: the worst route)"),
     ("p99_ratio", "replayed / recorded p99 latency (globally: the worst route)"),
@@ -149,6 +150,7 @@ impl Gate {
             "errors" => Some(r.error_count() as f64),
             "error_rate" => (r.count > 0).then(|| r.error_count() as f64 / r.count as f64),
             "new_5xx" => Some(r.new_5xx() as f64),
+            "new_grpc_faults" => Some(r.new_grpc_faults() as f64),
             q => ratio_of(r, q),
         }
     }
@@ -163,6 +165,7 @@ impl Gate {
             "errors" => Some(errors),
             "error_rate" => (report.sent > 0).then(|| errors / report.sent as f64),
             "new_5xx" => Some(report.routes.iter().map(RouteReport::new_5xx).sum::<u64>() as f64),
+            "new_grpc_faults" => Some(report.routes.iter().map(RouteReport::new_grpc_faults).sum::<u64>() as f64),
             "lag_p99_ms" => report.lag.ms.map(|l| l.p99),
             q => report
                 .routes
@@ -177,7 +180,7 @@ impl Gate {
 fn shown(v: f64, metric: &str) -> String {
     match metric {
         "diff_rate" | "error_rate" => format!("{:.2}%", v * 100.0),
-        "diffs" | "errors" | "new_5xx" => format!("{v:.0}"),
+        "diffs" | "errors" | "new_5xx" | "new_grpc_faults" => format!("{v:.0}"),
         _ => format!("{v:.2}"),
     }
 }

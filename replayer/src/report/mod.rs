@@ -124,6 +124,15 @@ impl RouteReport {
         n(&self.replayed_status).saturating_sub(n(&self.recorded_status))
     }
 
+    /// Replayed gRPC server faults (UNAVAILABLE, INTERNAL … : gRPC's 5xx) beyond the
+    /// recorded ones.
+    pub fn new_grpc_faults(&self) -> u64 {
+        let n = |m: &BTreeMap<String, u64>| {
+            m.iter().filter(|(k, _)| tapedeck_captures::proto::grpc_server_fault(k)).map(|(_, v)| v).sum::<u64>()
+        };
+        n(&self.replayed_status).saturating_sub(n(&self.recorded_status))
+    }
+
     /// Requests without a (complete) response.
     pub fn error_count(&self) -> u64 {
         self.errors.values().sum()
@@ -153,6 +162,12 @@ impl RouteReport {
         if self.new_5xx() > 0 {
             out.push(format!("{} more 5xx than {rate_base}", self.new_5xx()));
         }
+        if self.new_grpc_faults() > 0 {
+            out.push(format!(
+                "{} more gRPC server faults (UNAVAILABLE, INTERNAL …) than {rate_base}",
+                self.new_grpc_faults()
+            ));
+        }
         if self.error_count() > 0 {
             out.push(format!("{} requests without an answer ({})", self.error_count(), mix(&self.errors)));
         }
@@ -161,7 +176,11 @@ impl RouteReport {
 
     fn severity(&self) -> (bool, u64, u64) {
         let differing = self.diffs.as_ref().map_or(0, |d| d.differing);
-        (!self.problems().is_empty(), differing + self.new_5xx() + self.error_count(), self.count)
+        (
+            !self.problems().is_empty(),
+            differing + self.new_5xx() + self.new_grpc_faults() + self.error_count(),
+            self.count,
+        )
     }
 }
 
