@@ -187,6 +187,11 @@ pub struct CatArgs {
     /// Output format.
     #[arg(long, short = 'f', value_enum, default_value_t = CatFormat::Json)]
     pub format: CatFormat,
+    /// Protobuf descriptor set (`protoc --include_imports --descriptor_set_out=FILE`): gRPC
+    /// messages are shown by field name (`body.messages` in JSON lines; without it, by
+    /// field number).
+    #[arg(long, value_name = "FILE")]
+    pub proto_descriptor: Option<PathBuf>,
     #[command(flatten)]
     pub selection: Selection,
 }

@@ -108,6 +108,46 @@ impl ProtoSchema {
     }
 }
 
+/// The messages of a gRPC body as JSON documents, for people to read (`tapedeck cat`): by
+/// field name with a schema that has the call (`path`), else by field number
+/// ([`wire_json`]); `+json` messages as they are; a message neither reads as
+/// `{"base64": …}`. `None` when the body is not gRPC, or not whole frames.
+pub fn messages_json(
+    schema: Option<&ProtoSchema>,
+    path: &str,
+    side: Side,
+    headers: &crate::Headers,
+    body: &crate::Body,
+) -> Option<Vec<serde_json::Value>> {
+    let content_type = headers.get_str("content-type")?.trim();
+    if !crate::scrub::is_grpc_content_type(content_type.as_bytes()) || body.data.is_empty() {
+        return None;
+    }
+    let json = content_type.get(16..).is_some_and(|rest| rest.to_ascii_lowercase().starts_with("+json"));
+    let encoding = headers.get_str("grpc-encoding").map(|e| e.trim().to_ascii_lowercase());
+    let messages = crate::scrub::grpc_messages(&body.data, encoding.as_deref())?;
+    let desc = schema.and_then(|s| s.message(path, side));
+    Some(
+        messages
+            .iter()
+            .map(|m| {
+                let read = if json {
+                    serde_json::from_slice(m).ok()
+                } else {
+                    match &desc {
+                        Some(desc) => ProtoSchema::to_json(desc, m),
+                        None => wire_json(m),
+                    }
+                };
+                read.unwrap_or_else(|| {
+                    use base64::Engine as _;
+                    serde_json::json!({"base64": base64::engine::general_purpose::STANDARD.encode(m)})
+                })
+            })
+            .collect(),
+    )
+}
+
 /// gRPC status codes by number (grpc/doc/statuscodes.md).
 const CODES: [&str; 17] = [
     "OK",

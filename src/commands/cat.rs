@@ -19,8 +19,11 @@ pub fn run_cat(args: CatArgs) -> Result<ExitCode> {
         CatFormat::Curl => Format::Curl,
         CatFormat::Har => Format::Har,
     };
+    let schema = args.proto_descriptor.as_deref().map(crate::commands::scrub::load_proto).transpose()?;
     let stdout = io::stdout().lock();
-    stream(&args.paths, &args.selection, format, BufWriter::with_capacity(256 << 10, stdout))?;
+    let exporter = Exporter::new(format, BufWriter::with_capacity(256 << 10, stdout)).context("writing output")?;
+    // JSON lines for people: gRPC messages decoded beside their bodies.
+    stream(&args.paths, &args.selection, exporter.with_grpc_messages(schema))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -31,7 +34,8 @@ pub fn run_export(args: ExportArgs) -> Result<ExitCode> {
         ExportFormat::Jsonl => Format::Json,
     };
     if args.out == Path::new("-") {
-        let n = stream(&args.paths, &args.selection, format, BufWriter::new(io::stdout().lock()))?;
+        let exporter = Exporter::new(format, BufWriter::new(io::stdout().lock())).context("writing output")?;
+        let n = stream(&args.paths, &args.selection, exporter)?;
         eprintln!("exported {n} exchanges as {format}");
         return Ok(ExitCode::SUCCESS);
     }
@@ -40,7 +44,8 @@ pub fn run_export(args: ExportArgs) -> Result<ExitCode> {
     // An export that fails while reading tapes reports that, not "cannot write FILE".
     let mut failed = None;
     let written = files::write_output(&args.out, args.force, |out| {
-        stream(&args.paths, &args.selection, format, out).map_err(|e| {
+        let exporter = Exporter::new(format, out)?;
+        stream(&args.paths, &args.selection, exporter).map_err(|e| {
             failed = Some(e);
             io::Error::other("the export stopped")
         })
@@ -50,10 +55,9 @@ pub fn run_export(args: ExportArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn stream(paths: &[PathBuf], selection: &Selection, format: Format, out: impl Write) -> Result<u64> {
+fn stream(paths: &[PathBuf], selection: &Selection, mut exporter: Exporter<impl Write>) -> Result<u64> {
     let mut selector = Selector::new(selection)?;
     let mut reader = open_tapes(paths)?;
-    let mut exporter = Exporter::new(format, out).context("writing output")?;
     for ex in reader.by_ref() {
         if selector.take(&ex) {
             exporter.write(&ex).context("writing output")?;

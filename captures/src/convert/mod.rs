@@ -112,6 +112,9 @@ pub struct Exporter<W: Write> {
     format: Format,
     out: W,
     written: u64,
+    /// Show gRPC messages decoded (JSON lines for people: `tapedeck cat`), with this
+    /// schema if any.
+    grpc_view: Option<Option<crate::proto::ProtoSchema>>,
 }
 
 impl<W: Write> Exporter<W> {
@@ -120,14 +123,25 @@ impl<W: Write> Exporter<W> {
         if format == Format::Har {
             har::write_prologue(&mut out)?;
         }
-        Ok(Exporter { format, out, written: 0 })
+        Ok(Exporter { format, out, written: 0, grpc_view: None })
+    }
+
+    /// JSON lines get, beside each gRPC body, its messages decoded (`"messages": […]`, by
+    /// field name with `schema`, else by field number): a view for people, which imports
+    /// ignore.
+    pub fn with_grpc_messages(mut self, schema: Option<crate::proto::ProtoSchema>) -> Self {
+        self.grpc_view = Some(schema);
+        self
     }
 
     /// Writes one exchange.
     pub fn write(&mut self, ex: &Exchange) -> io::Result<()> {
         let out = &mut self.out;
         match self.format {
-            Format::Json => jsonl::write_exchange(out, ex)?,
+            Format::Json => match &self.grpc_view {
+                Some(schema) => jsonl::write_exchange_with_messages(out, ex, schema.as_ref())?,
+                None => jsonl::write_exchange(out, ex)?,
+            },
             Format::Har => har::write_entry(out, ex, self.written == 0)?,
             Format::Gor => gor::write_exchange(out, ex)?,
             Format::Curl => curl::write_curl(out, ex)?,
