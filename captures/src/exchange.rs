@@ -578,11 +578,16 @@ pub enum ErrorKind {
     ClientAborted,
     /// Anything else.
     Other,
+    /// The response ended before its announced length (`Content-Length`, a chunked body
+    /// without its last chunk, an HTTP/2 stream ended early).
+    IncompleteBody,
+    /// The run was stopped (Ctrl-C, `--duration`) while the request was in flight.
+    Interrupted,
 }
 
 impl ErrorKind {
     /// Every kind, for tables and metrics.
-    pub const ALL: [ErrorKind; 9] = [
+    pub const ALL: [ErrorKind; 11] = [
         ErrorKind::ConnectRefused,
         ErrorKind::ConnectTimeout,
         ErrorKind::Dns,
@@ -592,6 +597,8 @@ impl ErrorKind {
         ErrorKind::Protocol,
         ErrorKind::ClientAborted,
         ErrorKind::Other,
+        ErrorKind::IncompleteBody,
+        ErrorKind::Interrupted,
     ];
 
     /// The kind of a failed connect or an I/O error on a connection.
@@ -618,6 +625,8 @@ impl ErrorKind {
             ErrorKind::Protocol => "protocol",
             ErrorKind::ClientAborted => "client_aborted",
             ErrorKind::Other => "other",
+            ErrorKind::IncompleteBody => "incomplete_body",
+            ErrorKind::Interrupted => "interrupted",
         }
     }
 }

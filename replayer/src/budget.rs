@@ -69,6 +69,14 @@ impl<T> Sender<T> {
     }
 }
 
+impl<T> Sender<T> {
+    /// Sends `item` at once, outside the budget (for the few requests a stopped run
+    /// records as it ends). Returns false when the receiver is gone.
+    pub fn send_now(&self, item: T) -> bool {
+        self.tx.send((item, 0)).is_ok()
+    }
+}
+
 impl<T> Receiver<T> {
     /// The next item and its size; `None` once every sender is gone.
     pub fn recv(&self) -> Option<(T, u32)> {

@@ -158,6 +158,38 @@ fn hyper_kind(e: &hyper::Error) -> ErrorKind {
     }
 }
 
+/// Why a response body broke off: cut short of its announced length (the connection
+/// closed early), malformed framing (a bad chunk size), or a reset.
+fn body_kind(e: &hyper::Error) -> ErrorKind {
+    if e.is_timeout() {
+        return ErrorKind::ResponseTimeout;
+    }
+    if e.is_parse() {
+        return ErrorKind::Protocol;
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            return match io.kind() {
+                std::io::ErrorKind::UnexpectedEof => ErrorKind::IncompleteBody,
+                std::io::ErrorKind::InvalidData | std::io::ErrorKind::InvalidInput => ErrorKind::Protocol,
+                _ => ErrorKind::Reset,
+            };
+        }
+        if let Some(h2) = cause.downcast_ref::<h2::Error>() {
+            // A stream reset by the server, or a connection gone: reset; framing errors are
+            // the protocol's.
+            return if h2.is_go_away() || h2.is_reset() || h2.is_io() { ErrorKind::Reset } else { ErrorKind::Protocol };
+        }
+        source = cause.source();
+    }
+    if e.is_incomplete_message() {
+        ErrorKind::IncompleteBody
+    } else {
+        ErrorKind::Reset
+    }
+}
+
 /// Accepts any server certificate: `--insecure`, for staging with self-signed ones.
 #[derive(Debug)]
 struct AcceptAny(Arc<rustls::crypto::CryptoProvider>);
@@ -514,7 +546,8 @@ impl Pool {
                     }
                 }
                 Err(e) => {
-                    error = Some(hyper_kind(&e));
+                    tracing::debug!(error = %e, source = ?std::error::Error::source(&e), "response body broke off");
+                    error = Some(body_kind(&e));
                     break;
                 }
             }

@@ -46,6 +46,16 @@ impl ResultsSink {
     }
 }
 
+impl ResultsSink {
+    /// Hands `ex` to the writer at once, without waiting for room (a stopped run's last
+    /// results).
+    pub fn send_now(&self, ex: Exchange) {
+        if !self.tx.send_now(ex) {
+            self.counters.failed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
 /// Starts the writer thread; it runs until every sink is dropped. With `scrubber`, every
 /// result is scrubbed on that thread before it is encoded (staging's answers hold
 /// personal data too, and the requests as sent hold staging's credentials).

@@ -38,8 +38,10 @@ pub struct RouteStats {
     pub count: u64,
     /// Recorded time to last byte, µs.
     pub recorded: Histogram<u64>,
-    /// Replayed time to last byte, µs.
+    /// Replayed time to last byte, µs (a timed-out request at the time it gave up).
     pub replayed: Histogram<u64>,
+    /// Requests that timed out (inside `replayed`).
+    pub timeouts: u64,
     /// Recorded status classes (`2xx` … or `none`).
     pub recorded_status: BTreeMap<&'static str, u64>,
     /// Replayed status classes.
@@ -56,6 +58,7 @@ impl Default for RouteStats {
             count: 0,
             recorded: histogram(),
             replayed: histogram(),
+            timeouts: 0,
             recorded_status: BTreeMap::new(),
             replayed_status: BTreeMap::new(),
             errors: BTreeMap::new(),
@@ -216,6 +219,8 @@ pub struct Sample<'a> {
     pub end: Option<Duration>,
     /// Replay error, if any.
     pub error: Option<ErrorKind>,
+    /// For a request that failed: how long after it was sent.
+    pub failed_after: Option<Duration>,
     /// Body bytes received.
     pub bytes: u64,
 }
@@ -242,15 +247,30 @@ impl Stats {
         if let Some(ns) = s.recorded.timing.end_ns {
             let _ = r.recorded.record((ns / 1000).max(1));
         }
-        if let (Some(end), None) = (s.end, s.error) {
-            let _ = r.replayed.record((end.as_micros() as u64).max(1));
+        match (s.end, s.error, s.failed_after) {
+            (Some(end), None, _) => {
+                let _ = r.replayed.record((end.as_micros() as u64).max(1));
+            }
+            // A request that timed out took at least the timeout, as its user saw it: left
+            // out, the percentiles would describe only the answers that came in time.
+            (_, Some(ErrorKind::ResponseTimeout), Some(after)) => {
+                let _ = r.replayed.record((after.as_micros() as u64).max(1));
+                r.timeouts += 1;
+            }
+            _ => {}
         }
         // A gRPC call's outcome is its gRPC status (its HTTP status is 200 whatever happened).
         let recorded_grpc =
             s.recorded.response.as_ref().and_then(|r| tapedeck_captures::proto::grpc_status(&r.headers, &r.trailers));
         let name = tapedeck_captures::proto::grpc_code_name;
         *r.recorded_status.entry(recorded_grpc.map_or_else(|| class(s.recorded.status()), name)).or_default() += 1;
-        *r.replayed_status.entry(s.grpc_status.map_or_else(|| class(s.status), name)).or_default() += 1;
+        // A request without a (complete) answer counts under its error: a head whose body
+        // broke off is not a `2xx`.
+        let replayed = match s.error {
+            Some(e) => e.as_str(),
+            None => s.grpc_status.map_or_else(|| class(s.status), name),
+        };
+        *r.replayed_status.entry(replayed).or_default() += 1;
         if let Some(e) = s.error {
             *r.errors.entry(e.as_str()).or_default() += 1;
         }
@@ -289,6 +309,7 @@ impl Stats {
         for (k, theirs) in other.routes {
             let mine = self.routes.entry(k).or_default();
             mine.count += theirs.count;
+            mine.timeouts += theirs.timeouts;
             let _ = mine.recorded.add(&theirs.recorded);
             let _ = mine.replayed.add(&theirs.replayed);
             mine.diffs.merge(theirs.diffs);

@@ -219,14 +219,17 @@ fn start_ready(queues: &Rc<RefCell<Queues>>, shared: &Rc<(Pool, WorkerContext)>)
                 Some(_) => correlate(&queues, &mut job),
                 None => 0,
             };
+            let flight =
+                Flight { queues: &queues, job: &job, route: &route, ctx, started: Instant::now(), landed: false };
             let mut sample = send(&job, pool, ctx).await;
+            flight.land();
             let (vars, probe) = match &ctx.compare {
                 Some(c) => learn(&queues, &job, &route, &sample, c),
                 None => (None, false),
             };
             if probe {
                 let again = send_again(&job, pool, ctx).await;
-                if let (Some(first), Some(second), Some(c)) = (&sample.response, &again, &ctx.compare) {
+                if let (Some(first), Some(second), Some(c)) = (sample.complete(), &again, &ctx.compare) {
                     noise::probe(first, second, &route, &c.config, &mut queues.borrow_mut().stats.noise);
                 }
             }
@@ -241,7 +244,8 @@ fn start_ready(queues: &Rc<RefCell<Queues>>, shared: &Rc<(Pool, WorkerContext)>)
                 ex.response = if ctx.comparer.is_some() { sample.response.clone() } else { sample.response.take() };
             }
             if let Some(sink) = &ctx.comparer {
-                let job = comparer::Job { route, recorded: job.exchange, replayed: sample.response.take(), vars };
+                let replayed = if sample.error.is_none() { sample.response.take() } else { None };
+                let job = comparer::Job { route, recorded: job.exchange, replayed, vars };
                 let kib = comparer::kib(&job);
                 sink.send(job, kib).await;
             }
@@ -254,6 +258,59 @@ fn start_ready(queues: &Rc<RefCell<Queues>>, shared: &Rc<(Pool, WorkerContext)>)
             ctx.lane.finished(1);
             start_ready(&queues, &shared);
         }));
+    }
+}
+
+/// A request in flight. If the run stops before its answer (Ctrl-C: the worker's tasks
+/// are dropped), it is still counted: as sent and as an `interrupted` error, in the stats
+/// and the results tape — a stopped run must not look cleaner than it was.
+struct Flight<'a> {
+    queues: &'a Rc<RefCell<Queues>>,
+    job: &'a Job,
+    route: &'a str,
+    ctx: &'a WorkerContext,
+    started: Instant,
+    landed: bool,
+}
+
+impl Flight<'_> {
+    /// The answer came (or the request failed by itself): counted the usual way.
+    fn land(mut self) {
+        self.landed = true;
+    }
+}
+
+impl Drop for Flight<'_> {
+    fn drop(&mut self) {
+        if self.landed {
+            return;
+        }
+        let sample = Sample {
+            recorded: &self.job.exchange,
+            route: self.route,
+            origin: self.ctx.clock.0,
+            due: self.job.due,
+            sent_at: self.started,
+            status: None,
+            grpc_status: None,
+            end: None,
+            error: Some(ErrorKind::Interrupted),
+            failed_after: Some(self.started.elapsed()),
+            bytes: 0,
+        };
+        if let Ok(mut q) = self.queues.try_borrow_mut() {
+            q.stats.record(&sample);
+        }
+        if let Some(sink) = &self.ctx.results {
+            let recorded = &self.job.exchange;
+            let outcome = Outcome::failed(self.started, ErrorKind::Interrupted);
+            // The request as recorded (the results writer scrubs it): it was being sent.
+            let request = Recorded {
+                body: Body { len: recorded.request.body.len, ..Default::default() },
+                ..recorded.request.clone()
+            };
+            sink.send_now(result_exchange(self.ctx, recorded, request, &outcome));
+        }
     }
 }
 
@@ -280,7 +337,7 @@ fn learn(
     c: &Comparing,
 ) -> (Option<Arc<Vars>>, bool) {
     let recorded = &job.exchange;
-    let (Some(a), Some(b)) = (&recorded.response, &sent.response) else { return (None, false) };
+    let (Some(a), Some(b)) = (&recorded.response, sent.complete()) else { return (None, false) };
     let mut q = queues.borrow_mut();
     let q = &mut *q;
     let correlating = c.config.auto_correlate || !c.config.correlate.is_empty();
@@ -319,14 +376,22 @@ struct Sent {
     grpc_status: Option<u32>,
     end: Option<Duration>,
     error: Option<ErrorKind>,
+    /// For a request that failed: how long after it was sent.
+    failed_after: Option<Duration>,
     bytes: u64,
-    /// The response, when comparing or writing results.
+    /// The response (as much of it as arrived), when comparing or writing results.
     response: Option<RecordedResponse>,
     /// For the results tape (its response is `response`, moved in at the end).
     result: Option<Exchange>,
 }
 
 impl Sent {
+    /// The answer, if it arrived complete: only those are compared and learnt from (one
+    /// that broke off is an error, counted once).
+    fn complete(&self) -> Option<&RecordedResponse> {
+        self.response.as_ref().filter(|_| self.error.is_none())
+    }
+
     fn as_sample<'a>(&self, job: &'a Job, route: &'a str, origin: Instant) -> Sample<'a> {
         Sample {
             recorded: &job.exchange,
@@ -334,10 +399,12 @@ impl Sent {
             origin,
             due: job.due,
             sent_at: self.sent_at,
-            status: self.status,
+            // An answer that broke off is an error, not a status.
+            status: self.status.filter(|_| self.error.is_none()),
             grpc_status: self.grpc_status,
             end: self.end,
             error: self.error,
+            failed_after: self.failed_after,
             bytes: self.bytes,
         }
     }
@@ -376,6 +443,7 @@ async fn send(job: &Job, pool: &Pool, ctx: &WorkerContext) -> Sent {
         grpc_status: outcome.grpc_status(),
         end: outcome.end,
         error: outcome.error,
+        failed_after: outcome.error.map(|_| outcome.sent_at.elapsed()),
         bytes: outcome.body_len,
         response,
         result: request.map(|r| result_exchange(ctx, recorded, r, &outcome)),

@@ -570,6 +570,18 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode> {
             report.results.as_deref().unwrap_or("the results directory")
         );
     }
+    let stopped = report.interrupted && stop.load(Ordering::Relaxed);
+    if stopped {
+        // Ctrl-C: the run's own exit code, whatever was answered (the summary says what).
+        if report.completed == 0 {
+            eprintln!(
+                "tapedeck replay: stopped before any answer: {} request(s) sent, none answered ({})",
+                report.sent,
+                tapedeck_replayer::report::mix(&report.errors)
+            );
+        }
+        return Ok(ExitCode::from(130));
+    }
     if report.sent > 0 && report.completed == 0 {
         let why = tapedeck_replayer::report::mix(&report.errors);
         let unreachable: u64 = ["connect_refused", "dns"].iter().filter_map(|k| report.errors.get(*k)).sum();
@@ -584,9 +596,6 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode> {
             report.target,
             report.sent
         );
-    }
-    if report.interrupted && stop.load(Ordering::Relaxed) {
-        return Ok(ExitCode::from(130));
     }
     Ok(if report.gates_passed() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }

@@ -95,8 +95,11 @@ pub struct RouteReport {
     pub replayed_status: BTreeMap<String, u64>,
     /// Recorded latency (time to last byte).
     pub recorded_ms: Option<Latency>,
-    /// Replayed latency.
+    /// Replayed latency; requests that timed out count at the time they gave up.
     pub replayed_ms: Option<Latency>,
+    /// Requests that timed out (inside `replayed_ms`, at no less than `--timeout`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub timed_out: u64,
     /// Replayed p99 over recorded p99.
     pub p99_ratio: Option<f64>,
     /// Replay errors by kind.
@@ -170,6 +173,14 @@ impl RouteReport {
         }
         if self.error_count() > 0 {
             out.push(format!("{} requests without an answer ({})", self.error_count(), mix(&self.errors)));
+        }
+        if self.timed_out > 0 {
+            out.push(format!(
+                "{} of {} timed out ({:.1}%), counted in the latency at the time they gave up",
+                self.timed_out,
+                self.count,
+                100.0 * self.timed_out as f64 / self.count.max(1) as f64,
+            ));
         }
         out
     }
@@ -306,6 +317,10 @@ pub struct ReplayReport {
     pub noise: NoiseModel,
 }
 
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 fn default_min_count() -> u64 {
     CompareConfig::default().min_count
 }
@@ -352,6 +367,7 @@ impl ReplayReport {
                     replayed_status: owned(&r.replayed_status),
                     recorded_ms,
                     replayed_ms,
+                    timed_out: r.timeouts,
                     p99_ratio,
                     errors: owned(&r.errors),
                     p99_flagged,

@@ -165,7 +165,9 @@ fn differences(out: &mut String, r: &ReplayReport) {
         return;
     }
     let _ = writeln!(out);
-    if troubled.is_empty() {
+    if troubled.is_empty() && r.compare.as_ref().is_some_and(|c| c.compared == 0) {
+        let _ = writeln!(out, "nothing compared: no request was answered");
+    } else if troubled.is_empty() {
         let _ = writeln!(out, "no differences: every route answered as recorded (noise excluded)");
     } else {
         let what = if r.baseline.is_some() {
