@@ -94,7 +94,7 @@ pub(crate) struct Outcomes {
     pub results_written: u64,
     pub results_failed: u64,
     pub results_waited: u64,
-    pub damaged_segments: usize,
+    pub damage: Option<crate::report::TapeDamage>,
 }
 
 /// Runs the replay to the end (or until `stop`); returns merged stats and counters.
@@ -238,15 +238,39 @@ pub(crate) fn run(config: &ReplayConfig, stop: &AtomicBool, progress: Arc<Progre
     if let Some(authority) = refused {
         return Err(ReplayError::ProductionTarget(authority));
     }
-    let damage = source.reader().reports().iter().filter(|r| r.error.is_some() || !r.stats.is_clean()).count();
+    // Exchanges lost are known exactly for closed segments (their footers count their
+    // records) read to the end; otherwise each damaged region lost one at least.
+    let read_whole = !interrupted && config.selection.is_everything() && config.loops.is_none();
+    let damage = damage(source.reader().reports(), read_whole);
     Ok(Outcomes {
         stats: merged,
         interrupted,
         results_written,
         results_failed,
         results_waited,
-        damaged_segments: damage,
+        damage,
     })
+}
+
+/// What of the tapes could not be read; `None` when they were whole.
+fn damage(reports: &[tapedeck_captures::tape::SegmentReport], read_whole: bool) -> Option<crate::report::TapeDamage> {
+    let mut d = crate::report::TapeDamage { exact: true, ..Default::default() };
+    for r in reports.iter().filter(|r| r.error.is_some() || !r.stats.is_clean()) {
+        d.segments += 1;
+        let regions = r.stats.corrupt_regions.max(u64::from(r.error.is_some()));
+        d.regions += regions;
+        d.bytes_skipped += r.stats.bytes_skipped;
+        let known = r.footer_records.filter(|_| read_whole).map(|f| f.saturating_sub(r.stats.records));
+        d.exact &= known.is_some();
+        d.exchanges_lost += known.unwrap_or(r.stats.corrupt_records.max(regions));
+        let file = r.path.file_name().map_or_else(|| r.path.display().to_string(), |n| n.to_string_lossy().into_owned());
+        for problem in r.error.iter().chain(&r.stats.problems) {
+            if d.problems.len() < 5 {
+                d.problems.push(format!("{file}: {problem}"));
+            }
+        }
+    }
+    (d.segments > 0).then_some(d)
 }
 
 fn spawn<T: Send + 'static>(

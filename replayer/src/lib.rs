@@ -215,11 +215,9 @@ pub fn replay(config: &ReplayConfig, stop: &AtomicBool, progress: Arc<Progress>)
     report.results_written = outcome.results_written;
     report.results_failed = outcome.results_failed;
     report.results_waited = outcome.results_waited;
-    if outcome.damaged_segments > 0 {
-        tracing::warn!(
-            segments = outcome.damaged_segments,
-            "some tape segments were damaged or unreadable; see `tapedeck inspect`"
-        );
+    if let Some(d) = &outcome.damage {
+        tracing::warn!("{}", d.summary());
     }
+    report.tape_damage = outcome.damage;
     Ok(report)
 }

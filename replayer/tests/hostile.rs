@@ -281,3 +281,41 @@ fn a_body_nested_100000_deep_is_compared_without_harm() {
     assert_eq!(compare.compared, 10);
     assert_eq!(compare.differing, 5, "the deep answers differ from the recording: {report:#?}");
 }
+
+#[test]
+fn damage_to_the_tape_is_in_the_report_and_a_gate() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let staging = Hostile::start();
+    let dir = tempfile::tempdir().unwrap();
+    // In blocks of 100, as a busy proxy writes them.
+    let mut wc = tapedeck_captures::tape::WriterConfig::new(dir.path());
+    wc.block_max_records = 100;
+    let mut w = tapedeck_captures::tape::TapeWriter::new(wc).unwrap();
+    for ex in recordings("ok", 2000, 0) {
+        w.append(&ex).unwrap();
+    }
+    w.finish().unwrap();
+    // Ten bytes flipped in the middle of the (closed) segment.
+    let file = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "tape"))
+        .unwrap();
+    let mut bytes = std::fs::read(&file).unwrap();
+    let middle = bytes.len() / 2;
+    for b in &mut bytes[middle..middle + 10] {
+        *b ^= 0xa5;
+    }
+    std::fs::write(&file, bytes).unwrap();
+    let mut c = config(dir.path(), &staging);
+    c.compare = None;
+    let mut report = replay(&c, &AtomicBool::new(false), Default::default()).unwrap();
+    let damage = report.tape_damage.clone().expect("the damage is in the report");
+    assert!(report.sent < 2000 && report.sent > 0, "{}", report.sent);
+    assert!(damage.exact, "{damage:?}");
+    assert_eq!(damage.exchanges_lost, 2000 - report.sent, "{damage:?}");
+    assert!(damage.regions >= 1 && damage.bytes_skipped > 0 && !damage.problems.is_empty(), "{damage:?}");
+    assert!(report.render(20).contains("tape damage"), "{}", report.render(20));
+    let gate: tapedeck_replayer::compare::gate::Gate = "tape_damaged_exchanges==0".parse().unwrap();
+    assert!(!report.apply_gates(&[gate]), "{:?}", report.gates);
+}

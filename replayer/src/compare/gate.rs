@@ -18,6 +18,7 @@ pub const METRICS: &[(&str, &str)] = &[
     ("p95_ratio", "replayed / recorded p95 latency (globally: the worst route)"),
     ("p99_ratio", "replayed / recorded p99 latency (globally: the worst route)"),
     ("lag_p99_ms", "p99 lag of sends behind the schedule, ms (global only)"),
+    ("tape_damaged_exchanges", "recorded exchanges lost to tape damage, not replayed (global only; at least this many when not exact)"),
 ];
 
 /// A parsed gate.
@@ -88,8 +89,8 @@ impl std::str::FromStr for Gate {
         if !METRICS.iter().any(|(m, _)| *m == metric) {
             return Err(usage(text, &format!("unknown metric `{metric}`")));
         }
-        if route.is_some() && metric == "lag_p99_ms" {
-            return Err(usage(text, "lag_p99_ms is global"));
+        if route.is_some() && (metric == "lag_p99_ms" || metric == "tape_damaged_exchanges") {
+            return Err(usage(text, &format!("{metric} is global")));
         }
         let (number, scale) = match number.strip_suffix('%') {
             Some(n) => (n.trim(), 0.01),
@@ -167,6 +168,7 @@ impl Gate {
             "new_5xx" => Some(report.routes.iter().map(RouteReport::new_5xx).sum::<u64>() as f64),
             "new_grpc_faults" => Some(report.routes.iter().map(RouteReport::new_grpc_faults).sum::<u64>() as f64),
             "lag_p99_ms" => report.lag.ms.map(|l| l.p99),
+            "tape_damaged_exchanges" => Some(report.tape_damage.as_ref().map_or(0, |d| d.exchanges_lost) as f64),
             q => report
                 .routes
                 .iter()
@@ -180,7 +182,7 @@ impl Gate {
 fn shown(v: f64, metric: &str) -> String {
     match metric {
         "diff_rate" | "error_rate" => format!("{:.2}%", v * 100.0),
-        "diffs" | "errors" | "new_5xx" | "new_grpc_faults" => format!("{v:.0}"),
+        "diffs" | "errors" | "new_5xx" | "new_grpc_faults" | "tape_damaged_exchanges" => format!("{v:.0}"),
         _ => format!("{v:.2}"),
     }
 }

@@ -101,6 +101,10 @@ fn cards(o: &mut String, r: &ReplayReport) {
     let failed: u64 = r.errors.values().sum();
     card("requests answered", format!("{} / {}", r.completed, r.sent), failed > 0);
     card("throughput", format!("{:.1} req/s", r.achieved_rps), false);
+    if let Some(d) = &r.tape_damage {
+        let lost = format!("{}{}", if d.exact { "" } else { "≥ " }, d.exchanges_lost);
+        card("exchanges lost to tape damage", lost, true);
+    }
     if let Some(c) = &r.compare {
         card("responses differ", format!("{:.2}% ({})", 100.0 * c.diff_rate, c.differing), c.differing > 0);
         card("slower routes", c.slower_routes.to_string(), c.slower_routes > 0);

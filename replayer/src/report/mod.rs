@@ -195,6 +195,39 @@ impl RouteReport {
     }
 }
 
+/// Damage to the tapes replayed: exchanges that could not be read were not replayed, so
+/// the run covers less than the recording.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TapeDamage {
+    /// Segments (files) damaged or unreadable.
+    pub segments: u64,
+    /// Damaged regions skipped.
+    pub regions: u64,
+    /// File bytes that could not be read.
+    pub bytes_skipped: u64,
+    /// Exchanges lost: exact when `exact` (closed segments, whole tapes read), else at
+    /// least this many.
+    pub exchanges_lost: u64,
+    /// Whether `exchanges_lost` is exact.
+    pub exact: bool,
+    /// The first problems, each naming its file.
+    pub problems: Vec<String>,
+}
+
+impl TapeDamage {
+    /// One line for people.
+    pub fn summary(&self) -> String {
+        format!(
+            "{} damaged region(s) in {} tape segment(s), {} skipped: {}{} exchange(s) not replayed; see `tapedeck inspect`",
+            self.regions,
+            self.segments,
+            crate::report::bytes(self.bytes_skipped),
+            if self.exact { "" } else { "at least " },
+            self.exchanges_lost
+        )
+    }
+}
+
 /// Lag of sends against the schedule.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct LagReport {
@@ -295,6 +328,9 @@ pub struct ReplayReport {
     pub results_waited: u64,
     /// True when the replay was stopped early (Ctrl-C, --duration).
     pub interrupted: bool,
+    /// What of the tapes could not be read (absent when they were whole).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tape_damage: Option<TapeDamage>,
     /// Routes with fewer requests are not judged by latency (flags, global ratio gates).
     #[serde(default = "default_min_count")]
     pub min_count: u64,
@@ -315,6 +351,15 @@ pub struct ReplayReport {
     /// `--noise-model FILE`; not part of the JSON report.
     #[serde(skip)]
     pub noise: NoiseModel,
+}
+
+/// `n` bytes for people (`12.0 KiB`).
+pub fn bytes(n: u64) -> String {
+    match n {
+        n if n < 1024 => format!("{n} B"),
+        n if n < 1 << 20 => format!("{:.1} KiB", n as f64 / 1024.0),
+        n => format!("{:.1} MiB", n as f64 / (1u64 << 20) as f64),
+    }
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -413,6 +458,7 @@ impl ReplayReport {
             results_failed: 0,
             results_waited: 0,
             interrupted: false,
+            tape_damage: None,
             min_count: config.min_count,
             compare: summary,
             timeline: Some(TimelineReport {

@@ -46,6 +46,12 @@ fn header(out: &mut String, r: &ReplayReport) {
     for (kind, cause) in &r.error_causes {
         let _ = writeln!(out, "    {kind}: {cause}");
     }
+    if let Some(d) = &r.tape_damage {
+        let _ = writeln!(out, "  tape damage   {}", d.summary());
+        for p in &d.problems {
+            let _ = writeln!(out, "    {p}");
+        }
+    }
     // Unpaced (`--speed max`): nothing was due at a time, so there is no schedule to
     // keep; the "lag" is how long requests waited for a free slot.
     let paced = !r.pacing.starts_with("max");
