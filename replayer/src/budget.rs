@@ -70,6 +70,18 @@ impl<T> Sender<T> {
 }
 
 impl<T> Sender<T> {
+    /// Sends `item` if there is room for it now; gives it back if not (or if the
+    /// receiver is gone).
+    pub fn try_send(&self, item: T, kib: u32) -> Result<(), T> {
+        let kib = kib.clamp(1, self.capacity);
+        let Ok(permit) = self.budget.try_acquire_many(kib) else { return Err(item) };
+        permit.forget();
+        self.tx.send((item, kib)).map_err(|back| {
+            self.budget.add_permits(kib as usize);
+            back.0 .0
+        })
+    }
+
     /// Sends `item` at once, outside the budget (for the few requests a stopped run
     /// records as it ends). Returns false when the receiver is gone.
     pub fn send_now(&self, item: T) -> bool {
@@ -116,4 +128,24 @@ pub(crate) fn kib(ex: &Exchange) -> u32 {
         .sum();
     let bytes = ex.request.body.data.len() + ex.response.as_ref().map_or(0, |r| r.body.data.len()) + headers + 256;
     bytes.div_ceil(1024).min(u32::MAX as usize) as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn try_send_gives_the_item_back_when_full_and_room_returns_when_done() {
+        let (tx, rx) = channel::<u32>(10);
+        assert!(tx.try_send(1, 6).is_ok());
+        assert_eq!(tx.try_send(2, 6), Err(2), "6 + 6 KiB do not fit in 10");
+        let (item, kib) = rx.recv().unwrap();
+        assert_eq!((item, kib), (1, 6));
+        rx.done(kib);
+        assert!(tx.try_send(3, 6).is_ok());
+        // Outside the budget: always sent, gives nothing back.
+        assert!(tx.send_now(4));
+        assert_eq!(rx.recv().unwrap(), (3, 6));
+        assert_eq!(rx.recv().unwrap(), (4, 0));
+    }
 }

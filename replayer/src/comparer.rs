@@ -17,8 +17,8 @@ use crate::compare::tally::RouteTally;
 use crate::worker::Comparing;
 
 /// Bytes of exchanges queued for a comparer at most, in KiB: enough to ride out bursts;
-/// a comparer that falls behind for longer slows the sends (shown as lag).
-const BUDGET_KIB: u32 = 8 * 1024;
+/// past it, answers go uncompared (counted as shed) rather than slow the sends.
+const BUDGET_KIB: u32 = 32 * 1024;
 
 /// One answered exchange to compare.
 pub(crate) struct Job {

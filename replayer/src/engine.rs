@@ -242,14 +242,7 @@ pub(crate) fn run(config: &ReplayConfig, stop: &AtomicBool, progress: Arc<Progre
     // records) read to the end; otherwise each damaged region lost one at least.
     let read_whole = !interrupted && config.selection.is_everything() && config.loops.is_none();
     let damage = damage(source.reader().reports(), read_whole);
-    Ok(Outcomes {
-        stats: merged,
-        interrupted,
-        results_written,
-        results_failed,
-        results_waited,
-        damage,
-    })
+    Ok(Outcomes { stats: merged, interrupted, results_written, results_failed, results_waited, damage })
 }
 
 /// What of the tapes could not be read; `None` when they were whole.
@@ -263,7 +256,8 @@ fn damage(reports: &[tapedeck_captures::tape::SegmentReport], read_whole: bool) 
         let known = r.footer_records.filter(|_| read_whole).map(|f| f.saturating_sub(r.stats.records));
         d.exact &= known.is_some();
         d.exchanges_lost += known.unwrap_or(r.stats.corrupt_records.max(regions));
-        let file = r.path.file_name().map_or_else(|| r.path.display().to_string(), |n| n.to_string_lossy().into_owned());
+        let file =
+            r.path.file_name().map_or_else(|| r.path.display().to_string(), |n| n.to_string_lossy().into_owned());
         for problem in r.error.iter().chain(&r.stats.problems) {
             if d.problems.len() < 5 {
                 d.problems.push(format!("{file}: {problem}"));

@@ -169,6 +169,10 @@ pub struct Stats {
     pub substitutions: u64,
     /// Requests sent twice to learn the target's own noise.
     pub probes: u64,
+    /// Complete answers not compared: the comparer had fallen behind (bodies too deep or
+    /// too large to compare at the pace they came), and waiting for it would have delayed
+    /// the sends.
+    pub compare_shed: u64,
 }
 
 impl Default for Stats {
@@ -188,6 +192,7 @@ impl Default for Stats {
             noise: NoiseModel::default(),
             substitutions: 0,
             probes: 0,
+            compare_shed: 0,
         }
     }
 }
@@ -294,6 +299,7 @@ impl Stats {
         self.late_10ms += other.late_10ms;
         self.substitutions += other.substitutions;
         self.probes += other.probes;
+        self.compare_shed += other.compare_shed;
         self.timeline.merge(other.timeline);
         self.noise.merge(other.noise);
         let _ = self.lag.add(&other.lag);

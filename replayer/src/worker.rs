@@ -247,7 +247,13 @@ fn start_ready(queues: &Rc<RefCell<Queues>>, shared: &Rc<(Pool, WorkerContext)>)
                 let replayed = if sample.error.is_none() { sample.response.take() } else { None };
                 let job = comparer::Job { route, recorded: job.exchange, replayed, vars };
                 let kib = comparer::kib(&job);
-                sink.send(job, kib).await;
+                // A comparer that fell behind is not waited for: waiting would hold this
+                // request's slot and delay the sends behind it. The answer goes uncompared,
+                // counted (an answer without a recording to compare has nothing to shed).
+                let comparable = job.replayed.is_some();
+                if sink.try_send(job, kib).is_err() && comparable {
+                    queues.borrow_mut().stats.compare_shed += 1;
+                }
             }
             if let (Some(ex), Some(sink)) = (sample.result, &ctx.results) {
                 sink.send(ex).await;

@@ -193,7 +193,14 @@ fn type_name(kind: Scalar, token: &[u8]) -> &'static str {
     }
 }
 
+/// Nesting walked at most: deeper documents go to the full diff, whose parser refuses
+/// them (a body nested 100,000 deep must not overflow the comparer's stack).
+const MAX_DEPTH: usize = 128;
+
 fn value<'a>(x: &mut Cursor<'a>, y: &mut Cursor<'_>, path: &mut Vec<Step<'a>>, walk: &mut Walk) -> Option<()> {
+    if path.len() >= MAX_DEPTH {
+        return None;
+    }
     match (x.peek()?, y.peek()?) {
         (b'{', b'{') => {
             x.i += 1;
@@ -308,6 +315,20 @@ fn scalars(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn documents_nested_past_the_limit_fall_back_without_overflowing() {
+        let deep = |inner: &str| format!("{}{inner}{}", "[".repeat(100_000), "]".repeat(100_000));
+        let (a, b) = (deep("1"), deep("2"));
+        // On a thread with a small stack, as the comparer's would overflow.
+        let found = std::thread::Builder::new()
+            .stack_size(256 << 10)
+            .spawn(move || diff(a.as_bytes(), b.as_bytes(), 10))
+            .unwrap()
+            .join()
+            .unwrap();
+        assert!(found.is_none());
+    }
+
     use super::*;
 
     fn keys(a: &str, b: &str) -> Option<Vec<(DiffKind, String, String, String)>> {

@@ -267,6 +267,10 @@ pub struct CompareSummary {
     pub probes: u64,
     /// Routes whose p99 is flagged.
     pub slower_routes: u64,
+    /// Complete answers not compared because the comparer had fallen behind (waiting for
+    /// it would have delayed the sends): `differing` is over `compared` only.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub shed: u64,
 }
 
 /// Where a baseline comparison's "recorded" side came from.
@@ -435,6 +439,7 @@ impl ReplayReport {
                 substitutions: stats.substitutions,
                 probes: stats.probes,
                 slower_routes: routes.iter().filter(|r| r.p99_flagged).count() as u64,
+                shed: stats.compare_shed,
             }
         });
         let sent_secs = secs(stats.sends);

@@ -115,6 +115,13 @@ fn header(out: &mut String, r: &ReplayReport) {
             c.substitutions,
             if c.probes > 0 { format!("; {} noise probe(s)", c.probes) } else { String::new() }
         );
+        if c.shed > 0 {
+            let _ = writeln!(
+                out,
+                "  not compared  {} complete answer(s): the comparer fell behind (bodies too large or deep to compare at the pace they came); the rate above is over the {} compared",
+                c.shed, c.compared
+            );
+        }
     }
     let _ = writeln!(out);
 }
