@@ -104,6 +104,25 @@ fn header(out: &mut String, r: &ReplayReport) {
             r.lag.late_over_10ms
         );
     }
+    if let Some(l) = r.lag.ms.filter(|_| !paced && r.baseline.is_none()) {
+        // Flat out there is no schedule: the wait is for a free slot.
+        let _ = writeln!(
+            out,
+            "  queueing      p50 {} ms  p99 {} ms  max {} ms: time requests waited for a free slot ({}), not lag behind a schedule",
+            ms(Some(l.p50)),
+            ms(Some(l.p99)),
+            ms(Some(l.max)),
+            r.pacing.trim_start_matches("max, ")
+        );
+    }
+    let timed_out: u64 = r.routes.iter().map(|x| x.timed_out).sum();
+    if timed_out > 0 && timed_out * 20 >= r.sent {
+        let _ = writeln!(
+            out,
+            "  timeouts      {timed_out} request(s) timed out ({:.1}%): each held its slot, and its session's next requests, for the whole --timeout — a stalling target sets this run's length; a lower --timeout ends it sooner",
+            100.0 * timed_out as f64 / r.sent.max(1) as f64
+        );
+    }
     if let Some(c) = &r.compare {
         let _ = writeln!(
             out,
