@@ -325,3 +325,70 @@ fn short_runs_and_tiny_tapes_are_described_sensibly() {
     let out = ok(&["inspect", s(&tiny)]);
     assert!(out.contains("larger") && !out.contains("× smaller"), "{out}");
 }
+
+#[test]
+fn ctrl_c_against_a_staging_that_never_answers_counts_what_was_in_flight() {
+    // A staging that reads every request and answers none.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let received = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = received.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().take(64) {
+            let Ok(mut conn) = conn else { continue };
+            let count = count.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                // Each read is a request (or a part of one); the replay's exit closes it.
+                if matches!(conn.read(&mut buf), Ok(n) if n > 0) {
+                    count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    while matches!(conn.read(&mut buf), Ok(n) if n > 0) {}
+                }
+            });
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let caps = dir.path().join("caps");
+    write_tape(&caps, &synth(40));
+    let results = dir.path().join("results");
+    let report = dir.path().join("report.json");
+    let child = tapedeck()
+        .args(["replay", s(&caps), "--target", &format!("http://{addr}"), "--speed", "max", "--concurrency", "8"])
+        .args(["--results", s(&results), "--report", s(&report)])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut child = KillOnDrop(child);
+    let started = Instant::now();
+    while received.load(std::sync::atomic::Ordering::Relaxed) < 8 {
+        assert!(started.elapsed() < Duration::from_secs(20), "the requests never arrived");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // SAFETY: kill(2) on our own child.
+    assert_eq!(unsafe { libc::kill(child.0.id() as i32, libc::SIGINT) }, 0);
+    let status = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "replay did not stop");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let (mut stdout, mut stderr) = (String::new(), String::new());
+    child.0.stdout.take().unwrap().read_to_string(&mut stdout).unwrap();
+    child.0.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    assert_eq!(status.code(), Some(130), "{stdout}\n{stderr}");
+    let arrived = received.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(arrived, 8, "--concurrency 8");
+    // What the staging received was sent, and is an error: never a clean run.
+    assert!(stdout.contains("answered      0 of 8"), "{stdout}");
+    assert!(stdout.contains("interrupted 8"), "{stdout}");
+    assert!(!stdout.contains("no differences"), "{stdout}");
+    assert!(stderr.contains("stopped before any answer"), "{stderr}");
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!((json["sent"].as_u64(), json["completed"].as_u64()), (Some(8), Some(0)), "{json}");
+    assert_eq!(json["errors"]["interrupted"].as_u64(), Some(8), "{json}");
+    let inspect = ok(&["inspect", s(&results), "--json"]);
+    let json: serde_json::Value = serde_json::from_str(&inspect).unwrap();
+    assert_eq!(json["total"]["exchanges"].as_u64(), Some(8), "{inspect}");
+}
