@@ -25,8 +25,8 @@ static SERIAL: Mutex<()> = Mutex::new(());
 /// What every answer that is complete holds (and the recording too).
 const OK_BODY: &str = r#"{"ok":true,"items":[1,2,3]}"#;
 
-/// A staging that misbehaves by path (`/ok`, `/reset`, `/short`, `/badchunk`, `/stall`,
-/// `/deep`); it stops when dropped.
+/// A staging that misbehaves by path (`/ok`, `/reset`, `/short`, `/badchunk`, `/huge`,
+/// `/stall`, `/deep`); it stops when dropped.
 struct Hostile {
     addr: SocketAddr,
     /// Requests whose head arrived.
@@ -130,6 +130,20 @@ async fn serve(mut conn: tokio::net::TcpStream, received: Arc<AtomicU64>) {
                 let _ = conn.write_all(answer.as_bytes()).await;
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 return;
+            }
+            "huge" => {
+                // 64 MiB, as fast as the socket takes it.
+                let len = 64usize << 20;
+                let head = format!("HTTP/1.1 200 OK\r\n{json}content-length: {len}\r\n\r\n");
+                if conn.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                let block = vec![b' '; 1 << 20];
+                for _ in 0..64 {
+                    if conn.write_all(&block).await.is_err() {
+                        return;
+                    }
+                }
             }
             "stall" => {
                 // Never answers (the runtime's shutdown ends it).
@@ -318,4 +332,25 @@ fn damage_to_the_tape_is_in_the_report_and_a_gate() {
     assert!(report.render(20).contains("tape damage"), "{}", report.render(20));
     let gate: tapedeck_replayer::compare::gate::Gate = "tape_damaged_exchanges==0".parse().unwrap();
     assert!(!report.apply_gates(&[gate]), "{:?}", report.gates);
+}
+
+#[test]
+fn huge_answers_are_read_whole_kept_to_max_body_and_compared_by_length() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let staging = Hostile::start();
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_tape(dir.path(), &recordings("huge", 3, 0), &[]);
+    let results = tempfile::tempdir().unwrap();
+    let mut c = config(&path, &staging);
+    c.client.timeout = Duration::from_secs(60);
+    c.results = Some(results.path().to_path_buf());
+    let report = replay(&c, &AtomicBool::new(false), Default::default()).unwrap();
+    assert_eq!((report.sent, report.completed), (3, 3), "{:?}", report.errors);
+    let compare = report.compare.as_ref().unwrap();
+    assert_eq!((compare.compared, compare.differing), (3, 3), "64 MiB is not the recorded body");
+    for ex in TapeReader::open(&[results.path()]).unwrap() {
+        let body = &ex.response.as_ref().unwrap().body;
+        assert_eq!(body.len, 64 << 20);
+        assert!(body.truncated && body.data.len() <= c.client.max_body, "{} kept", body.data.len());
+    }
 }
