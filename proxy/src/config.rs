@@ -112,6 +112,10 @@ pub struct Timeouts {
     pub body_min_rate: u64,
     /// A client connection with no request in flight is closed after this.
     pub idle: Duration,
+    /// A gRPC stream (exempt from the body and response timeouts: it moves at the
+    /// application's pace) is reset after this long with nothing moving either way
+    /// (Envoy's `stream_idle_timeout`).
+    pub stream_idle: Duration,
     /// On shutdown, in-flight requests get this long to finish.
     pub drain: Duration,
 }
@@ -125,6 +129,7 @@ impl Default for Timeouts {
             body: Duration::from_secs(60),
             body_min_rate: 500,
             idle: Duration::from_secs(75),
+            stream_idle: Duration::from_secs(300),
             drain: Duration::from_secs(25),
         }
     }

@@ -133,6 +133,7 @@ pub async fn start(mut config: ProxyConfig) -> Result<Proxy, ProxyError> {
         metrics: metrics.clone(),
         max_body,
         response_timeout: config.timeouts.upstream_response,
+        stream_idle: config.timeouts.stream_idle,
         body_limit: BodyLimit { timeout: config.timeouts.body, min_rate: config.timeouts.body_min_rate },
         forwarding: config.forwarding.clone(),
         protocol: config.upstream_protocol,

@@ -267,6 +267,17 @@ impl<B: Body<Data = Bytes>> TeeBody<B> {
     }
 }
 
+impl<B> TeeBody<B> {
+    /// The proxy ends the body itself (a gRPC stream idle too long): recorded as failed,
+    /// with `kind`.
+    pub fn abort(self: Pin<&mut Self>, kind: ErrorKind) {
+        if let Some(sink) = self.project().sink.take() {
+            sink.recording.error(kind);
+            sink.finish(Outcome::Failed);
+        }
+    }
+}
+
 impl<B: Body<Data = Bytes>> Body for TeeBody<B> {
     type Data = Bytes;
     type Error = B::Error;

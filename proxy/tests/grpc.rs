@@ -123,6 +123,31 @@ async fn the_upstream_protocol_can_be_forced() {
     proxy.finish().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpc_stream_idle_past_the_stream_idle_timeout_is_reset_and_recorded() {
+    let server = GrpcServer::start().await;
+    let mut proxy = TestProxy::start(&server.url(), |c| c.timeouts.stream_idle = Duration::from_millis(800)).await;
+    let mut client = EchoClient::connect(&format!("http://{}", proxy.addr)).await;
+    // A stream that moves keeps going, however long in all (60 × 20 ms > 800 ms).
+    assert_eq!(client.server_stream(60).await.unwrap().len(), 60);
+    // A unary call that answers after 2 s is idle before its head: ended, not held (had
+    // it been held, the answer would have come).
+    let err = tokio::time::timeout(Duration::from_secs(20), client.unary("slow", None)).await.unwrap().unwrap_err();
+    assert_ne!(err.code(), Code::Ok);
+    // A stream that stalls after its first message for a minute: reset long before.
+    let err = tokio::time::timeout(Duration::from_secs(20), client.server_stream(255)).await.unwrap().unwrap_err();
+    assert_ne!(err.code(), Code::Ok, "{err:?}");
+    let text = metrics_text(proxy.admin).await;
+    assert!(metric(&text, "tapedeck_upstream_errors_total{kind=\"response_timeout\"}") >= 2.0, "{text}");
+    let captured = proxy.finish().await;
+    let timed_out = captured
+        .iter()
+        .filter(|e| e.error == Some(tapedeck_captures::ErrorKind::ResponseTimeout))
+        .map(|e| e.request.target.as_str())
+        .collect::<Vec<_>>();
+    assert_eq!(timed_out, ["/test.Echo/Unary", "/test.Echo/ServerStream"], "recorded as timed out");
+}
+
 /// A protobuf field: `number`, length-delimited.
 fn pb_string(number: u8, value: &[u8]) -> Vec<u8> {
     let mut out = vec![number << 3 | 2, value.len() as u8];

@@ -130,6 +130,10 @@ pub struct ProxyArgs {
     /// while trickling clients are cut off [default: 500; 0 for a fixed deadline].
     #[arg(long, value_name = "SIZE")]
     pub body_min_rate: Option<String>,
+    /// Reset a gRPC stream (exempt from the body and upstream timeouts: it moves at the
+    /// application's pace) after this long with nothing moving either way [default: 5m].
+    #[arg(long, value_name = "DURATION")]
+    pub stream_idle_timeout: Option<String>,
     /// Close client connections idle this long [default: 75s].
     #[arg(long, value_name = "DURATION")]
     pub idle_timeout: Option<String>,
@@ -181,7 +185,7 @@ impl ProxyArgs {
             toml::from_str(&text).map_err(|e| super::toml_error("config file", &path, &text, &e))?;
         prefer_flags!(self, file; listen, upstream, capture_dir, admin, sample, sample_key, sample_salt, max_capture_rps,
             max_body, tls_cert, tls_key, upstream_ca, upstream_protocol, host_header, forwarded_headers, trust_forwarded, header_timeout, connect_timeout,
-            upstream_timeout, body_timeout, body_min_rate, idle_timeout, drain_timeout, queue_max, queue_max_bytes, segment_max_size, segment_max_age,
+            upstream_timeout, body_timeout, body_min_rate, idle_timeout, stream_idle_timeout, drain_timeout, queue_max, queue_max_bytes, segment_max_size, segment_max_age,
             instance, max_connections, max_header_size, workers, scrub_policy, scrub_key_file, proto_descriptor);
         self.preserve_header_case |= file.preserve_header_case;
         self.no_scrub |= file.no_scrub;
@@ -290,6 +294,10 @@ pub(crate) fn build_config(args: ProxyArgs) -> Result<ProxyConfig> {
     t.body = duration("body-timeout", args.body_timeout.as_deref(), t.body)?;
     t.body_min_rate = size("body-min-rate", args.body_min_rate.as_deref(), t.body_min_rate)?;
     t.idle = duration("idle-timeout", args.idle_timeout.as_deref(), t.idle)?;
+    t.stream_idle = duration("stream-idle-timeout", args.stream_idle_timeout.as_deref(), t.stream_idle)?;
+    if t.stream_idle.is_zero() {
+        bail!("--stream-idle-timeout 0: a gRPC stream needs some idle limit (the default is 5m)");
+    }
     t.drain = duration("drain-timeout", args.drain_timeout.as_deref(), t.drain)?;
     config.forwarding.preserve_header_case = args.preserve_header_case;
     if let Some(t) = &args.trust_forwarded {

@@ -5,7 +5,8 @@
 //! - `Unary`: answers `echo:` + the request; `fail` gets NOT_FOUND, `slow` answers after 2 s;
 //!   a drifted service (a staging with a bug) also answers NOT_FOUND to anything holding
 //!   `order 7`.
-//! - `ServerStream`: the request's first byte says how many messages follow, 20 ms apart.
+//! - `ServerStream`: the request's first byte says how many messages follow, 20 ms apart;
+//!   255: one, then a minute of nothing.
 //! - `ClientStream`: answers the messages joined by `+` once the client's stream ends.
 //! - `Bidi`: answers every message with `re:` + it as it arrives.
 //!
@@ -165,8 +166,11 @@ impl ServerStreamingService<Bytes> for ServerStream {
     fn call(&mut self, req: Request<Bytes>) -> Self::Future {
         Box::pin(async move {
             let n = req.into_inner().first().copied().unwrap_or(0);
-            let stream = tokio_stream::iter(0..n).then(|i| async move {
-                tokio::time::sleep(Duration::from_millis(20)).await;
+            // 255: one message, then nothing for a minute (a stalled stream).
+            let (n, stall) = if n == 255 { (2, true) } else { (n, false) };
+            let stream = tokio_stream::iter(0..n).then(move |i| async move {
+                let pause = if stall && i == 1 { Duration::from_secs(60) } else { Duration::from_millis(20) };
+                tokio::time::sleep(pause).await;
                 Ok(Bytes::from(format!("part {i}")))
             });
             Ok(Response::new(Box::pin(stream) as Messages))
