@@ -76,6 +76,7 @@ fn exchange(port: u16, method: &str, target: &str, headers: &[(&str, &str)], bod
         sequence: 0,
         timing: Timing::at(1_700_000_000_000_000_000, 1_700_000_000_000_000_000),
         request: Request {
+            message_ns: Vec::new(),
             trailers: Default::default(),
             method: method.into(),
             scheme: "http".into(),

@@ -112,6 +112,7 @@ mod tests {
                 end_ns: Some(11),
             },
             request: Request {
+                message_ns: Vec::new(),
                 trailers: Default::default(),
                 method: "POST".into(),
                 scheme: "http".into(),
@@ -122,6 +123,7 @@ mod tests {
                 body: Body::full(&b"{\"a\":1}"[..]),
             },
             response: Some(Response {
+                message_ns: Vec::new(),
                 trailers: Default::default(),
                 status: 201,
                 version: HttpVersion::H2,

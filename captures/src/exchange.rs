@@ -389,6 +389,10 @@ pub struct Request {
     /// Trailer fields that followed the body (HTTP/2, chunked HTTP/1.1).
     #[serde(default, skip_serializing_if = "Headers::is_empty")]
     pub trailers: Headers,
+    /// gRPC: when each message of the body had arrived whole, in ns after the request
+    /// started (a stream's pacing, which a replay keeps).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub message_ns: Vec<u64>,
 }
 
 impl Request {
@@ -425,6 +429,10 @@ pub struct Response {
     /// Trailer fields that followed the body (gRPC's `grpc-status` travels here).
     #[serde(default, skip_serializing_if = "Headers::is_empty")]
     pub trailers: Headers,
+    /// gRPC: when each message of the body had arrived whole, in ns after the request
+    /// started.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub message_ns: Vec<u64>,
 }
 
 /// The record encoding (see [`Exchange`]): the fields every codec has, in order; trailers
@@ -441,6 +449,8 @@ mod record {
     /// Extension tags.
     const REQUEST_TRAILERS: u8 = 1;
     const RESPONSE_TRAILERS: u8 = 2;
+    const REQUEST_MESSAGES: u8 = 3;
+    const RESPONSE_MESSAGES: u8 = 4;
 
     impl Encode for Request {
         fn encode<E: Encoder>(&self, e: &mut E) -> Result<(), EncodeError> {
@@ -465,6 +475,7 @@ mod record {
                 headers: Decode::decode(d)?,
                 body: Decode::decode(d)?,
                 trailers: Headers::default(),
+                message_ns: Vec::new(),
             })
         }
     }
@@ -487,10 +498,15 @@ mod record {
                 headers: Decode::decode(d)?,
                 body: Decode::decode(d)?,
                 trailers: Headers::default(),
+                message_ns: Vec::new(),
             })
         }
     }
     bincode::impl_borrow_decode!(Response);
+
+    fn times(payload: &[u8]) -> Result<Vec<u64>, DecodeError> {
+        bincode::decode_from_slice::<Vec<u64>, _>(payload, bincode::config::standard()).map(|(t, _)| t)
+    }
 
     fn extension<E: Encoder>(e: &mut E, tag: u8, value: &impl Encode) -> Result<(), EncodeError> {
         let payload = bincode::encode_to_vec(value, bincode::config::standard())?;
@@ -515,6 +531,12 @@ mod record {
             }
             if let Some(r) = self.response.as_ref().filter(|r| !r.trailers.is_empty()) {
                 extension(e, RESPONSE_TRAILERS, &r.trailers)?;
+            }
+            if !self.request.message_ns.is_empty() {
+                extension(e, REQUEST_MESSAGES, &self.request.message_ns)?;
+            }
+            if let Some(r) = self.response.as_ref().filter(|r| !r.message_ns.is_empty()) {
+                extension(e, RESPONSE_MESSAGES, &r.message_ns)?;
             }
             Ok(())
         }
@@ -545,6 +567,12 @@ mod record {
                     RESPONSE_TRAILERS => {
                         if let Some(r) = ex.response.as_mut() {
                             r.trailers = headers()?;
+                        }
+                    }
+                    REQUEST_MESSAGES => ex.request.message_ns = times(&payload)?,
+                    RESPONSE_MESSAGES => {
+                        if let Some(r) = ex.response.as_mut() {
+                            r.message_ns = times(&payload)?;
                         }
                     }
                     _ => {} // a later version's: skipped

@@ -305,6 +305,7 @@ impl Iterator for Synth {
             sequence,
             timing,
             request: Request {
+                message_ns: Vec::new(),
                 trailers: Default::default(),
                 method: method.into(),
                 scheme: "https".into(),
@@ -315,6 +316,7 @@ impl Iterator for Synth {
                 body: Body::full(Blob::from(req_body)),
             },
             response: Some(Response {
+                message_ns: Vec::new(),
                 trailers: Default::default(),
                 status,
                 version: HttpVersion::Http11,

@@ -280,6 +280,7 @@ prop_compose! {
         status in prop::option::of(100u16..600),
         resp_body in bytes_strategy(3000),
         error in prop::option::of(prop::sample::select(ErrorKind::ALL.to_vec())),
+        messages in prop::collection::vec(any::<u64>(), 0..4),
     ) -> Exchange {
         let mut h = Headers::new();
         for (n, v) in headers { h.push(n, v); }
@@ -292,8 +293,8 @@ prop_compose! {
             session,
             sequence: seq,
             timing: Timing { tape_start_unix_ns: 1_700_000_000_000_000_000, start_ns: start, head_ns: head, end_ns: head.map(|h| h + 5) },
-            request: Request { trailers: Default::default(), method: method.into(), scheme: "http".into(), authority: "svc:80".into(), target, version: HttpVersion::Http11, headers: h.clone(), body },
-            response: status.map(|s| Response { trailers: Default::default(), status: s, version: HttpVersion::H2, headers: h, body: Body::full(resp_body) }),
+            request: Request { message_ns: messages.clone(), trailers: Default::default(), method: method.into(), scheme: "http".into(), authority: "svc:80".into(), target, version: HttpVersion::Http11, headers: h.clone(), body },
+            response: status.map(|s| Response { message_ns: messages.iter().rev().copied().collect(), trailers: Default::default(), status: s, version: HttpVersion::H2, headers: h, body: Body::full(resp_body) }),
             error,
             scrub: vec![ScrubHit { rule: "detect:email".into(), count: 2 }],
             replay_of: None,

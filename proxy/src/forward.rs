@@ -381,7 +381,7 @@ impl Forwarder {
         let limit = if grpc { BodyLimit { timeout: Duration::ZERO, min_rate: 0 } } else { self.body_limit };
         let (body, body_state) = ClientBody::new(body, limit, started.into(), self.metrics.clone());
         let body = match &recording {
-            Some(r) => TeeBody::capture(body, r.clone(), Part::Request),
+            Some(r) => TeeBody::capture(body, r.clone(), Part::Request).timing_messages(grpc),
             None => TeeBody::plain(body),
         };
         let upstream_req = match self.upstream_request(parts, body, conn, upgrade) {
@@ -433,7 +433,7 @@ impl Forwarder {
         let (mut parts, body) = resp.into_parts();
         strip_hop_by_hop(&mut parts.headers, status == StatusCode::SWITCHING_PROTOCOLS);
         let body = match recording {
-            Some(r) => TeeBody::capture(body, r, Part::Response),
+            Some(r) => TeeBody::capture(body, r, Part::Response).timing_messages(grpc),
             None => TeeBody::plain(body),
         };
         self.metrics.request(status.as_u16());
@@ -478,6 +478,7 @@ impl Forwarder {
             sequence,
             timing: Default::default(),
             request: tapedeck_captures::Request {
+                message_ns: Vec::new(),
                 trailers: Default::default(),
                 method: req.method().as_str().to_string(),
                 scheme: if conn.tls { "https" } else { "http" }.into(),

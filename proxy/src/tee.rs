@@ -129,6 +129,7 @@ impl Recording {
         self.with(|ex| {
             ex.timing.head_ns = Some(head_ns);
             ex.response = Some(tapedeck_captures::Response {
+                message_ns: Vec::new(),
                 trailers: Default::default(),
                 status,
                 version: capture_version(version),
@@ -156,7 +157,15 @@ impl Recording {
         self.with(|ex| ex.error = Some(kind));
     }
 
-    fn finish_part(&self, part: Part, chunks: Vec<Bytes>, kept: usize, seen: u64, outcome: Outcome) {
+    fn finish_part(
+        &self,
+        part: Part,
+        chunks: Vec<Bytes>,
+        kept: usize,
+        seen: u64,
+        outcome: Outcome,
+        messages: Vec<u64>,
+    ) {
         let now_ns = self.started.elapsed().as_nanos() as u64;
         let data = match chunks.len() {
             0 => Bytes::new(),
@@ -181,6 +190,7 @@ impl Recording {
                     ex.error = Some(ErrorKind::ClientAborted);
                 }
                 ex.request.body = body;
+                ex.request.message_ns = messages;
             }
             Part::Response => {
                 ex.timing.end_ns = Some(now_ns);
@@ -191,6 +201,7 @@ impl Recording {
                 }
                 if let Some(r) = ex.response.as_mut() {
                     r.body = body;
+                    r.message_ns = messages;
                 }
             }
         });
@@ -214,10 +225,57 @@ struct Sink {
     chunks: Vec<Bytes>,
     kept: usize,
     seen: u64,
+    /// gRPC: when each message arrived whole.
+    messages: Option<MessageClock>,
+}
+
+/// Messages timed at most per body (a stream of millions keeps its first ones).
+const MAX_TIMED_MESSAGES: usize = 100_000;
+
+/// Follows gRPC's framing (a flag byte, a 4-byte length, the message) across chunks and
+/// notes when each message is complete.
+#[derive(Default)]
+struct MessageClock {
+    /// The frame prefix read so far.
+    prefix: [u8; 5],
+    prefix_len: usize,
+    /// Bytes of the current message still to come (after a whole prefix).
+    remaining: u64,
+    /// When each message was complete, ns after the request started.
+    done_ns: Vec<u64>,
+}
+
+impl MessageClock {
+    fn observe(&mut self, mut data: &[u8], now_ns: impl Fn() -> u64) {
+        while !data.is_empty() && self.done_ns.len() < MAX_TIMED_MESSAGES {
+            if self.prefix_len < 5 {
+                let take = (5 - self.prefix_len).min(data.len());
+                self.prefix[self.prefix_len..self.prefix_len + take].copy_from_slice(&data[..take]);
+                self.prefix_len += take;
+                data = &data[take..];
+                if self.prefix_len < 5 {
+                    return;
+                }
+                let p = self.prefix;
+                self.remaining = u64::from(u32::from_be_bytes([p[1], p[2], p[3], p[4]]));
+            }
+            let take = self.remaining.min(data.len() as u64);
+            self.remaining -= take;
+            data = &data[take as usize..];
+            if self.remaining == 0 {
+                self.done_ns.push(now_ns());
+                self.prefix_len = 0;
+            }
+        }
+    }
 }
 
 impl Sink {
     fn observe(&mut self, data: &Bytes) {
+        if let Some(clock) = self.messages.as_mut() {
+            let started = self.recording.started;
+            clock.observe(data, || started.elapsed().as_nanos() as u64);
+        }
         self.seen += data.len() as u64;
         let room = self.recording.max_body - self.kept;
         if room > 0 && !data.is_empty() {
@@ -228,7 +286,8 @@ impl Sink {
     }
 
     fn finish(self, outcome: Outcome) {
-        self.recording.finish_part(self.part, self.chunks, self.kept, self.seen, outcome);
+        let messages = self.messages.map(|c| c.done_ns).unwrap_or_default();
+        self.recording.finish_part(self.part, self.chunks, self.kept, self.seen, outcome, messages);
     }
 }
 
@@ -257,7 +316,7 @@ impl<B: Body<Data = Bytes>> TeeBody<B> {
 
     /// A body whose first bytes are captured into `recording` as `part`.
     pub fn capture(inner: B, recording: Arc<Recording>, part: Part) -> Self {
-        let sink = Sink { recording, part, chunks: Vec::new(), kept: 0, seen: 0 };
+        let sink = Sink { recording, part, chunks: Vec::new(), kept: 0, seen: 0, messages: None };
         if inner.is_end_stream() {
             // Empty bodies (HEAD, 204, 304, GET) may never be polled.
             sink.finish(Outcome::Complete);
@@ -268,6 +327,14 @@ impl<B: Body<Data = Bytes>> TeeBody<B> {
 }
 
 impl<B> TeeBody<B> {
+    /// A capture that also notes when each gRPC message arrived whole (`message_ns`).
+    pub fn timing_messages(mut self, grpc: bool) -> Self {
+        if let Some(sink) = self.sink.as_mut().filter(|_| grpc) {
+            sink.messages = Some(MessageClock::default());
+        }
+        self
+    }
+
     /// The proxy ends the body itself (a gRPC stream idle too long): recorded as failed,
     /// with `kind`.
     pub fn abort(self: Pin<&mut Self>, kind: ErrorKind) {
@@ -321,5 +388,34 @@ impl<B: Body<Data = Bytes>> Body for TeeBody<B> {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod message_clock_tests {
+    use super::MessageClock;
+
+    #[test]
+    fn messages_are_timed_when_whole_however_the_chunks_fall() {
+        let frame = |len: u32| [&[0u8][..], &len.to_be_bytes(), &vec![7u8; len as usize]].concat();
+        let body = [frame(3), frame(0), frame(10)].concat();
+        // Every way of cutting the body into two chunks times the same three messages.
+        for cut in 0..=body.len() {
+            let mut clock = MessageClock::default();
+            let tick = std::cell::Cell::new(0);
+            let now = || {
+                tick.set(tick.get() + 1);
+                tick.get()
+            };
+            clock.observe(&body[..cut], now);
+            clock.observe(&body[cut..], now);
+            assert_eq!(clock.done_ns.len(), 3, "cut at {cut}");
+        }
+        // A message is timed when its last byte arrives, not before.
+        let mut clock = MessageClock::default();
+        clock.observe(&frame(10)[..14], || 1);
+        assert!(clock.done_ns.is_empty());
+        clock.observe(&frame(10)[14..], || 2);
+        assert_eq!(clock.done_ns, [2]);
     }
 }

@@ -23,6 +23,8 @@ use tokio::net::TcpStream;
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsConnector;
 
+use crate::paced::{MessagePace, PacedBody};
+
 /// How a request turned out.
 #[derive(Debug)]
 pub struct Outcome {
@@ -112,7 +114,7 @@ struct Inner {
     state: Mutex<PoolState>,
     h2: Mutex<Option<http2::SendRequest<Full<Bytes>>>>,
     /// A plaintext target's HTTP/2 connection (prior knowledge), for gRPC; held while made.
-    h2c: tokio::sync::Mutex<Option<http2::SendRequest<Full<Bytes>>>>,
+    h2c: tokio::sync::Mutex<Option<http2::SendRequest<PacedBody>>>,
     permits: Arc<Semaphore>,
     /// Where the first cause of each error kind is kept for the report.
     progress: Arc<crate::engine::Progress>,
@@ -300,6 +302,8 @@ impl Pool {
     /// within the request timeout.
     pub async fn send(&self, req: Request<Full<Bytes>>, recorded: u64) -> Outcome {
         let started = Instant::now();
+        // A paced stream's own length is not the target's slowness.
+        let pace = req.extensions().get::<MessagePace>().map_or(Duration::ZERO, MessagePace::span);
         let exchange = async {
             // gRPC needs HTTP/2: a plaintext target speaks it with prior knowledge.
             if self.inner.tls.is_none() && is_grpc(req.headers()) {
@@ -313,7 +317,7 @@ impl Pool {
                 self.exchange(req).await
             }
         };
-        match tokio::time::timeout(self.inner.config.timeout, exchange).await {
+        match tokio::time::timeout(self.inner.config.timeout + pace, exchange).await {
             Ok(outcome) => outcome,
             Err(_) => Outcome::failed(started, ErrorKind::ResponseTimeout),
         }
@@ -383,6 +387,11 @@ impl Pool {
             parts.authority = http::uri::Authority::try_from(host.as_bytes()).ok().or(parts.authority);
             *req.uri_mut() = http::Uri::from_parts(parts).unwrap_or_default();
         }
+        // The messages at their recorded pace, then the recorded trailers.
+        let (parts, body) = req.into_parts();
+        let data = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+        let body = PacedBody::new(data, parts.extensions.get::<MessagePace>());
+        let req = Request::from_parts(parts, body);
         let mut tx = tx;
         let sent_at = Instant::now();
         match tx.send_request(req).await {
@@ -622,9 +631,12 @@ enum Conn {
     H2(http2::SendRequest<Full<Bytes>>),
 }
 
-async fn http2_conn<T>(io: T) -> Result<http2::SendRequest<Full<Bytes>>, ErrorKind>
+async fn http2_conn<T, B>(io: T) -> Result<http2::SendRequest<B>, ErrorKind>
 where
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    B: http_body::Body + Unpin + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let (tx, conn) = http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())

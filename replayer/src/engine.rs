@@ -189,6 +189,10 @@ pub(crate) fn run(config: &ReplayConfig, stop: &AtomicBool, progress: Arc<Progre
             lane: lane.clone(),
             limit,
             compare: comparing.clone(),
+            message_speed: match config.pacing {
+                crate::schedule::Pacing::Recorded { speed } => Some(speed),
+                _ => None,
+            },
             comparer: match &comparing {
                 Some(c) => {
                     let (sink, handle) = crate::comparer::start(&format!("tapedeck-compare-{i}"), c.clone())

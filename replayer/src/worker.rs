@@ -26,6 +26,7 @@ use crate::compare::noise;
 use crate::compare::CompareConfig;
 use crate::comparer;
 use crate::engine::Progress;
+use crate::paced::MessagePace;
 use crate::results::ResultsSink;
 use crate::rewrite::Rewrite;
 use crate::stats::{Sample, Stats};
@@ -90,6 +91,9 @@ pub(crate) struct WorkerContext {
     pub compare: Option<Arc<Comparing>>,
     /// This worker's comparer, when comparing.
     pub comparer: Option<comparer::Sink>,
+    /// The tempo gRPC streams keep their recorded message pacing at (`--speed`); none
+    /// when flat out or at a fixed rate (messages then go at once).
+    pub message_speed: Option<f64>,
 }
 
 /// How responses are compared.
@@ -419,7 +423,8 @@ impl Sent {
 async fn send(job: &Job, pool: &Pool, ctx: &WorkerContext) -> Sent {
     let recorded = &job.exchange;
     let (outcome, request) = match ctx.rewrite.request_keeping(recorded, &job.own_headers) {
-        Ok(req) => {
+        Ok(mut req) => {
+            pace_messages(&mut req, recorded, ctx.message_speed, ctx.rewrite.keep_credentials);
             let request = ctx.results.is_some().then(|| sent_request(&req));
             (pool.send(req, recorded.connection.0).await, request)
         }
@@ -456,6 +461,37 @@ async fn send(job: &Job, pool: &Pool, ctx: &WorkerContext) -> Sent {
     }
 }
 
+/// A gRPC request's messages at their recorded pace (at `speed`), and its recorded
+/// trailers after them (sent on HTTP/2, the only way gRPC goes).
+fn pace_messages(
+    req: &mut http::Request<http_body_util::Full<bytes::Bytes>>,
+    recorded: &Exchange,
+    speed: Option<f64>,
+    keep_credentials: bool,
+) {
+    let r = &recorded.request;
+    let due = match speed {
+        Some(speed) if r.message_ns.len() > 1 => MessagePace::recorded(&r.message_ns, speed),
+        _ => Vec::new(),
+    };
+    let trailers: http::HeaderMap = r
+        .trailers
+        .iter()
+        .filter_map(|h| {
+            let name = http::HeaderName::from_bytes(&h.name).ok()?;
+            // Credentials are withheld here as in the headers (`--keep-credentials`).
+            if !keep_credentials && crate::rewrite::is_withheld(name.as_str()) {
+                return None;
+            }
+            Some((name, http::HeaderValue::from_bytes(&h.value).ok()?))
+        })
+        .collect();
+    if !due.is_empty() || !trailers.is_empty() {
+        let trailers = (!trailers.is_empty()).then_some(trailers);
+        req.extensions_mut().insert(MessagePace { due, trailers });
+    }
+}
+
 /// The same request once more, for a noise probe: not counted, not scheduled.
 async fn send_again(job: &Job, pool: &Pool, ctx: &WorkerContext) -> Option<RecordedResponse> {
     let req = ctx.rewrite.request_keeping(&job.exchange, &job.own_headers).ok()?;
@@ -479,6 +515,7 @@ fn version_of(v: http::Version) -> HttpVersion {
 fn sent_request(req: &http::Request<http_body_util::Full<bytes::Bytes>>) -> Recorded {
     let body = http_body::Body::size_hint(req.body()).exact().unwrap_or(0);
     Recorded {
+        message_ns: Vec::new(),
         trailers: Default::default(),
         method: req.method().as_str().to_string(),
         scheme: req.uri().scheme_str().unwrap_or("http").to_string(),
@@ -492,6 +529,7 @@ fn sent_request(req: &http::Request<http_body_util::Full<bytes::Bytes>>) -> Reco
 
 fn response_of(outcome: &Outcome) -> Option<RecordedResponse> {
     outcome.status.map(|s| RecordedResponse {
+        message_ns: Vec::new(),
         trailers: headers_of(&outcome.trailers),
         status: s.as_u16(),
         version: version_of(outcome.version),

@@ -99,6 +99,7 @@ mod tests {
             sequence: 0,
             timing: Timing::default(),
             request: Request {
+                message_ns: Vec::new(),
                 trailers: Default::default(),
                 method: "PUT".into(),
                 scheme: "http".into(),

@@ -484,6 +484,7 @@ fn build_request(req: RequestIn, url: &str) -> Request {
         body.len = (size as u64).max(body.data.len() as u64);
     }
     Request {
+        message_ns: Vec::new(),
         trailers: Default::default(),
         method: req.method.unwrap_or_else(|| "GET".into()),
         scheme,
@@ -514,7 +515,17 @@ fn build_response(resp: Option<ResponseIn>) -> (Option<Response>, Option<ErrorKi
     let decoded_from = headers.get_str("content-encoding").filter(|_| !data.is_empty()).map(str::to_string);
     let body = Body { data: Blob::from(data), len: size, truncated, decoded_from };
     let version = resp.http_version.as_deref().and_then(|v| v.parse().ok()).unwrap_or_default();
-    (Some(Response { trailers: Default::default(), status: status as u16, version, headers, body }), None)
+    (
+        Some(Response {
+            trailers: Default::default(),
+            message_ns: Vec::new(),
+            status: status as u16,
+            version,
+            headers,
+            body,
+        }),
+        None,
+    )
 }
 
 /// Maps a browser's network error (`net::ERR_…`) or a tapedeck kind to an [`ErrorKind`].

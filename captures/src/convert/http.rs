@@ -161,6 +161,7 @@ pub fn parse_request(buf: &[u8]) -> Result<Parsed<Request>, String> {
                 let (body, used) = parse_body(&headers, &buf[head_len..], true);
                 let authority = headers.get_str("host").unwrap_or_default().to_string();
                 let request = Request {
+                    message_ns: Vec::new(),
                     trailers: Default::default(),
                     method: req.method.unwrap_or("GET").to_string(),
                     scheme: "http".into(),
@@ -190,8 +191,14 @@ pub fn parse_response(buf: &[u8]) -> Result<Parsed<Response>, String> {
                 let headers = collect_headers(resp.headers);
                 let version = if resp.version == Some(0) { HttpVersion::Http10 } else { HttpVersion::Http11 };
                 let (body, used) = parse_body(&headers, &buf[head_len..], false);
-                let response =
-                    Response { trailers: Default::default(), status: resp.code.unwrap_or(0), version, headers, body };
+                let response = Response {
+                    trailers: Default::default(),
+                    message_ns: Vec::new(),
+                    status: resp.code.unwrap_or(0),
+                    version,
+                    headers,
+                    body,
+                };
                 return Ok(Parsed { message: response, rest_len: buf.len() - head_len - used });
             }
             Ok(httparse::Status::Partial) => return Err("response head is incomplete".into()),

@@ -401,9 +401,14 @@ impl EchoClient {
     }
 
     pub async fn client_stream(&mut self, msgs: Vec<&'static str>) -> Result<Bytes, Status> {
+        self.client_stream_every(msgs, Duration::from_millis(10)).await
+    }
+
+    /// A client stream whose messages go `gap` apart.
+    pub async fn client_stream_every(&mut self, msgs: Vec<&'static str>, gap: Duration) -> Result<Bytes, Status> {
         self.grpc.ready().await.map_err(|e| Status::unavailable(e.to_string()))?;
-        let stream = tokio_stream::iter(msgs).then(|m| async move {
-            tokio::time::sleep(Duration::from_millis(10)).await;
+        let stream = tokio_stream::iter(msgs).then(move |m| async move {
+            tokio::time::sleep(gap).await;
             Bytes::from_static(m.as_bytes())
         });
         Ok(self.grpc.client_streaming(Request::new(stream), Self::path("ClientStream"), RawCodec).await?.into_inner())
