@@ -112,7 +112,7 @@ struct Inner {
     tls: Option<(TlsConnector, ServerName<'static>)>,
     config: ClientConfig,
     state: Mutex<PoolState>,
-    h2: Mutex<Option<http2::SendRequest<Full<Bytes>>>>,
+    h2: Mutex<Option<http2::SendRequest<PacedBody>>>,
     /// A plaintext target's HTTP/2 connection (prior knowledge), for gRPC; held while made.
     h2c: tokio::sync::Mutex<Option<http2::SendRequest<PacedBody>>>,
     permits: Arc<Semaphore>,
@@ -331,6 +331,7 @@ impl Pool {
             let h2 = self.inner.h2.lock().unwrap_or_else(|p| p.into_inner()).clone().filter(|tx| !tx.is_closed());
             if let Some(mut tx) = h2 {
                 *req.uri_mut() = absolute;
+                let req = paced(req).await;
                 let sent_at = Instant::now();
                 return match tx.send_request(req).await {
                     Ok(resp) => self.read(sent_at, resp, None).await,
@@ -387,11 +388,7 @@ impl Pool {
             parts.authority = http::uri::Authority::try_from(host.as_bytes()).ok().or(parts.authority);
             *req.uri_mut() = http::Uri::from_parts(parts).unwrap_or_default();
         }
-        // The messages at their recorded pace, then the recorded trailers.
-        let (parts, body) = req.into_parts();
-        let data = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
-        let body = PacedBody::new(data, parts.extensions.get::<MessagePace>());
-        let req = Request::from_parts(parts, body);
+        let req = paced(req).await;
         let mut tx = tx;
         let sent_at = Instant::now();
         match tx.send_request(req).await {
@@ -628,7 +625,7 @@ impl Pool {
 
 enum Conn {
     H1(http1::SendRequest<Full<Bytes>>),
-    H2(http2::SendRequest<Full<Bytes>>),
+    H2(http2::SendRequest<PacedBody>),
 }
 
 async fn http2_conn<T, B>(io: T) -> Result<http2::SendRequest<B>, ErrorKind>
@@ -647,6 +644,15 @@ where
         let _ = conn.await;
     });
     Ok(tx)
+}
+
+/// An HTTP/2 request's body: a gRPC stream's messages at their recorded pace, then its
+/// recorded trailers ([`MessagePace`]); anything else at once.
+async fn paced(req: Request<Full<Bytes>>) -> Request<PacedBody> {
+    let (parts, body) = req.into_parts();
+    let data = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+    let body = PacedBody::new(data, parts.extensions.get::<MessagePace>());
+    Request::from_parts(parts, body)
 }
 
 /// gRPC over HTTP/2 (`application/grpc…`; gRPC-Web, made for HTTP/1.1, is not).
