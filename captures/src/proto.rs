@@ -56,6 +56,18 @@ impl ProtoSchema {
     /// A descriptor set from its bytes (a serialised `google.protobuf.FileDescriptorSet`).
     pub fn from_bytes(bytes: &[u8], origin: &str) -> Result<ProtoSchema, ProtoError> {
         let error = |message: String| ProtoError { origin: origin.to_string(), message };
+        let text = std::str::from_utf8(&bytes[..bytes.len().min(4096)]).ok().map(str::trim_start);
+        if bytes.is_empty() {
+            return Err(error(format!("the file is empty; {MAKE_ONE}")));
+        }
+        if text.is_some_and(|t| t.starts_with("syntax") || t.starts_with("package") || t.starts_with("//")) {
+            return Err(error(format!("this is .proto source, not a compiled descriptor set; {MAKE_ONE}")));
+        }
+        if text.is_some_and(|t| t.starts_with('{')) {
+            return Err(error(format!(
+                "this is JSON; the descriptor set must be in protobuf's binary form: {MAKE_ONE}"
+            )));
+        }
         let pool = DescriptorPool::decode(bytes).map_err(|e| {
             error(format!("not a protobuf descriptor set, or one missing its imports ({e}); {MAKE_ONE}"))
         })?;
@@ -102,9 +114,22 @@ impl ProtoSchema {
     /// .proto file spells and 64-bit integers as numbers); `None` when the bytes are not
     /// such a message.
     pub fn to_json(desc: &MessageDescriptor, bytes: &[u8]) -> Option<serde_json::Value> {
+        // Nesting (an `Any` in an `Any` …) is bounded before the recursive reader sees it.
+        if !crate::scrub::grpc::nested_within(bytes, MAX_WIRE_DEPTH) {
+            return None;
+        }
         let message = DynamicMessage::decode(desc.clone(), bytes).ok()?;
         let options = SerializeOptions::new().use_proto_field_name(true).stringify_64_bit_integers(false);
-        message.serialize_with_options(serde_json::value::Serializer, &options).ok()
+        let mut json = message.serialize_with_options(serde_json::value::Serializer, &options).ok()?;
+        // Fields the schema does not know (a newer server's) are compared too: by number.
+        if message.unknown_fields().next().is_some() {
+            let mut raw = Vec::new();
+            message.unknown_fields().for_each(|f| f.encode(&mut raw));
+            if let (Some(serde_json::Value::Object(unknown)), Some(object)) = (wire_json(&raw), json.as_object_mut()) {
+                object.extend(unknown);
+            }
+        }
+        Some(json)
     }
 }
 
@@ -286,7 +311,11 @@ pub(crate) mod tests {
     #[test]
     fn a_file_that_is_not_a_descriptor_set_is_refused_with_advice() {
         let e = ProtoSchema::from_bytes(b"syntax = \"proto3\";", "shop.proto").unwrap_err();
-        assert!(e.to_string().starts_with("shop.proto: not a protobuf descriptor set"), "{e}");
+        assert!(e.to_string().starts_with("shop.proto: this is .proto source"), "{e}");
+        let e = ProtoSchema::from_bytes(b"\x0a\xff\xff", "junk.pb").unwrap_err();
+        assert!(e.to_string().starts_with("junk.pb: not a protobuf descriptor set"), "{e}");
+        let e = ProtoSchema::from_bytes(b"", "empty.pb").unwrap_err();
+        assert!(e.to_string().contains("the file is empty"), "{e}");
         assert!(e.to_string().contains("protoc --include_imports"), "{e}");
         let messages_only = compile("syntax = \"proto3\"; message A { string b = 1; }");
         let e = ProtoSchema::from_bytes(&messages_only, "a.pb").unwrap_err();

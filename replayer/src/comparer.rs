@@ -64,7 +64,8 @@ fn run(rx: &budget::Receiver<Job>, c: &Comparing) -> Compared {
     while let Some((job, kib)) = rx.recv() {
         learner.observe(&job.recorded, &job.route, &c.config);
         if let (Some(a), Some(b)) = (&job.recorded.response, &job.replayed) {
-            let mut diffs = diff::compare(a, b, &job.route, &c.config, &c.window);
+            let path = Some(job.recorded.request.path());
+            let mut diffs = diff::compare_call(a, b, &job.route, path, &c.config, &c.window);
             if let Some(vars) = &job.vars {
                 // The target's own ids in place of the recorded ones are expected, not
                 // differences (generated values stay: they are reported as noise).

@@ -91,6 +91,20 @@ impl Keyer {
     }
 }
 
+/// [`is_scrubbed`], or the base64 of a scrubbed value (a protobuf `bytes` field, read as
+/// JSON).
+pub fn is_scrubbed_encoded(value: &str) -> bool {
+    use base64::Engine as _;
+    if value.len() < 8 || value.len() > 4096 {
+        return false;
+    }
+    base64::engine::general_purpose::STANDARD
+        .decode(value)
+        .ok()
+        .and_then(|raw| String::from_utf8(raw).ok())
+        .is_some_and(|text| is_scrubbed(&text))
+}
+
 /// True for values a scrubber already wrote (so scrubbing twice changes nothing),
 /// including a credential that keeps its scheme (`Bearer tok_…`).
 pub fn is_scrubbed(value: &str) -> bool {

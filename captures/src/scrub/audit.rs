@@ -67,12 +67,12 @@ impl Scrubber {
         // gRPC messages by their schema's field names, when there is one.
         let method = self.proto.as_ref().and_then(|s| s.method(&req.target));
         a.proto = method.as_ref().map(|m| m.input());
-        a.body(&req.headers, &req.body.data, "request body");
+        a.body(&req.headers, &req.body.data, req.body.truncated, "request body");
         a.proto = method.map(|m| m.output());
         a.headers(&req.trailers, "request trailer");
         if let Some(resp) = &exchange.response {
             a.headers(&resp.headers, "response");
-            a.body(&resp.headers, &resp.body.data, "response body");
+            a.body(&resp.headers, &resp.body.data, resp.body.truncated, "response body");
             a.headers(&resp.trailers, "response trailer");
         }
         a.found.into_iter().collect()
@@ -175,7 +175,7 @@ impl Audit<'_> {
         }
     }
 
-    fn body(&mut self, headers: &Headers, data: &[u8], location: &str) {
+    fn body(&mut self, headers: &Headers, data: &[u8], truncated: bool, location: &str) {
         if data.is_empty() {
             return;
         }
@@ -229,12 +229,23 @@ impl Audit<'_> {
             }
             return;
         }
-        if let Some(desc) = self.proto.clone().filter(|_| crate::scrub::is_grpc_content_type(media.as_bytes())) {
-            // Each message read as the JSON document it maps to: its fields by name.
+        let grpc = media.starts_with("application/grpc") && !media.starts_with("application/grpc-web-text");
+        if let Some(desc) = self.proto.clone().filter(|_| grpc) {
+            // Each message checked by its fields' names: what scrubbing it again would
+            // change (scrubbing is idempotent: nothing, once scrubbed).
             let encoding = headers.get_str("grpc-encoding").map(|e| e.trim().to_ascii_lowercase());
-            for message in super::grpc::messages(data, encoding.as_deref()).unwrap_or_default() {
-                if let Some(doc) = crate::proto::ProtoSchema::to_json(&desc, &message) {
-                    self.json(&doc, "$", None, location, 1);
+            for message in super::grpc::messages_of(data, encoding.as_deref(), truncated).unwrap_or_default() {
+                let mut pass = crate::scrub::Pass::new(self.scrubber);
+                match super::protobuf::scrub(&mut pass, &desc, &message) {
+                    Err(()) => self.flag("gRPC message not of the descriptor set's type", location),
+                    Ok(None) => {}
+                    // Rules that would fire (encoded again, a message may only have its
+                    // map entries in another order: nothing to report).
+                    Ok(Some(_)) => {
+                        for rule in pass.hits.keys() {
+                            self.flag(format!("field {rule}"), location);
+                        }
+                    }
                 }
             }
             return;

@@ -21,7 +21,7 @@ pub fn is_grpc_content_type(content_type: &[u8]) -> bool {
 }
 
 /// Messages nested deeper than this are kept as they are (a bomb of nested lengths).
-const MAX_DEPTH: usize = 32;
+pub(crate) const MAX_DEPTH: usize = 32;
 
 /// Why a gRPC body could not be scrubbed.
 #[derive(Debug)]
@@ -105,7 +105,13 @@ pub fn uncompressed(data: &[u8], encoding: Option<&str>) -> Option<Vec<u8>> {
 /// The messages of `data` (gRPC frames), decompressed; `None` when it is not a sequence of
 /// whole frames or a message does not decode. Trailer frames (gRPC-Web) are left out.
 pub fn messages(data: &[u8], encoding: Option<&str>) -> Option<Vec<Vec<u8>>> {
-    let plain = uncompressed(data, encoding)?;
+    messages_of(data, encoding, false)
+}
+
+/// [`messages`], of a body that may be cut (`truncated`): its whole frames.
+pub(crate) fn messages_of(data: &[u8], encoding: Option<&str>, truncated: bool) -> Option<Vec<Vec<u8>>> {
+    let whole = if truncated { &data[..whole_frames(data)] } else { data };
+    let plain = uncompressed(whole, encoding)?;
     let mut out = Vec::new();
     let mut at = 0;
     while at < plain.len() {
@@ -118,12 +124,30 @@ pub fn messages(data: &[u8], encoding: Option<&str>) -> Option<Vec<Vec<u8>>> {
     Some(out)
 }
 
+/// The length of the whole frames `data` starts with.
+fn whole_frames(data: &[u8]) -> usize {
+    let mut at = 0;
+    while let Some(head) = data.get(at..at + 5) {
+        let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+        match at.checked_add(5 + len).filter(|end| *end <= data.len()) {
+            Some(end) => at = end,
+            None => break,
+        }
+    }
+    at
+}
+
 fn scrub_message(pass: &mut Pass<'_>, message: &[u8], json: bool) -> Result<Option<Vec<u8>>, Unparsed> {
     if json {
         return crate::scrub::json::scrub(pass, message, false).map_err(|_| Unparsed);
     }
     if message.is_empty() {
         return Ok(None);
+    }
+    // Deeper than the walks read (a bomb of nested lengths, an `Any` inside an `Any` …):
+    // not scrubbed in part, but as unparsed.
+    if !nested_within(message, MAX_DEPTH) {
+        return Err(Unparsed);
     }
     if let Some(desc) = pass.proto.clone() {
         match crate::scrub::protobuf::scrub(pass, &desc, message) {
@@ -135,6 +159,16 @@ fn scrub_message(pass: &mut Pass<'_>, message: &[u8], json: bool) -> Result<Opti
     }
     let fields = parse(message).ok_or(Unparsed)?;
     Ok(rewrite(pass, message, &fields, 0))
+}
+
+/// True when `data`, read as a message, holds messages nested at most `levels` deep (a
+/// length-delimited value that parses as a message is one level down).
+pub(crate) fn nested_within(data: &[u8], levels: usize) -> bool {
+    let Some(fields) = parse(data) else { return true };
+    fields.iter().filter(|f| f.wire == 2 && !f.value.is_empty()).all(|f| {
+        let value = &data[f.value.clone()];
+        parse(value).is_none() || (levels > 0 && nested_within(value, levels - 1))
+    })
 }
 
 /// `data` scrubbed as a message without a schema; `None` when nothing changed or it is
@@ -248,8 +282,12 @@ pub(crate) fn scrub_value(pass: &mut Pass<'_>, value: &[u8], depth: usize) -> Op
             return rewrite(pass, value, &fields, depth + 1);
         }
     }
-    let text = std::str::from_utf8(value).ok()?;
-    pass.free_value(None, text).map(String::into_bytes)
+    match std::str::from_utf8(value) {
+        Ok(text) => pass.free_value(None, text).map(String::into_bytes),
+        // Binary, but with something a detector finds (an address beside a stray byte):
+        // replaced by its scrubbed text rather than kept.
+        Err(_) => pass.detect_text(&String::from_utf8_lossy(value)).map(String::into_bytes),
+    }
 }
 
 #[cfg(test)]

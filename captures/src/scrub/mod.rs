@@ -166,6 +166,14 @@ impl Scrubber {
         out.unwrap_or_else(|| value.to_string())
     }
 
+    /// The action of the rule that takes the member `at` names (`$.customer.card`, by its
+    /// last name), if one does: a recording holds that member scrubbed, or not at all (a
+    /// `drop` rule; a protobuf number, message or map no token fits).
+    pub fn rule_for(&self, at: &str) -> Option<Action> {
+        let mut pass = Pass::new(self);
+        jsonpath::last_member(at).and_then(|k| pass.key_rule(k)).map(|(a, _)| a).filter(|a| *a != Action::Keep)
+    }
+
     /// Scrubs a request target (`/path?query`) the way a capture's is scrubbed.
     pub fn scrub_target(&self, target: &str) -> String {
         let mut pass = Pass::new(self);

@@ -26,9 +26,19 @@ use crate::scrub::Pass;
 /// `message` (of type `desc`) scrubbed; `Ok(None)` when nothing changed, `Err(())` when
 /// the bytes are not a message of that type.
 pub(crate) fn scrub(pass: &mut Pass<'_>, desc: &MessageDescriptor, message: &[u8]) -> Result<Option<Vec<u8>>, ()> {
+    // The walk recurses into each `Any` it can read: nesting is bounded first.
+    if !super::grpc::nested_within(message, super::grpc::MAX_DEPTH) {
+        return Err(());
+    }
     let mut msg = DynamicMessage::decode(desc.clone(), message).map_err(|_| ())?;
     let mut path = Vec::new();
-    Ok(walk(pass, &mut msg, &mut path).then(|| msg.encode_to_vec()))
+    let changed = walk(pass, &mut msg, &mut path);
+    // Encoded again even when no field changed, if that changes the bytes: what decoding
+    // dropped (a field sent twice keeps its last value, a oneof its last member, a map its
+    // last entry per key) must not reach the disk in the original bytes. (Map entries come
+    // out in no fixed order: the same content may be new bytes each time.)
+    let out = msg.encode_to_vec();
+    Ok((changed || out != message).then_some(out))
 }
 
 type Path = Vec<Step<'static>>;
@@ -42,8 +52,10 @@ fn walk(pass: &mut Pass<'_>, msg: &mut DynamicMessage, path: &mut Path) -> bool 
         }
     }
     let fields: Vec<_> = msg.fields().map(|(f, _)| f).collect();
+    let extensions: Vec<_> = msg.extensions().map(|(e, _)| e).collect();
     // A message with an `email`, `phone` … field describes a person: its `name` is theirs.
-    let person = fields.iter().any(|f| pass.key_info(f.name()).person_sibling);
+    let names = fields.iter().map(|f| f.name()).chain(extensions.iter().map(|e| e.name()));
+    let person = names.collect::<Vec<_>>().into_iter().any(|n| pass.key_info(n).person_sibling);
     for field in &fields {
         path.push(Step::Key(Cow::Owned(field.name().to_string())));
         match named(pass, field.name(), msg.get_field_mut(field), path, person) {
@@ -56,7 +68,60 @@ fn walk(pass: &mut Pass<'_>, msg: &mut DynamicMessage, path: &mut Path) -> bool 
         }
         path.pop();
     }
+    // proto2 extensions, by their names.
+    for ext in &extensions {
+        path.push(Step::Key(Cow::Owned(ext.name().to_string())));
+        match named(pass, ext.name(), msg.get_extension_mut(ext), path, person) {
+            Outcome::Kept => {}
+            Outcome::Changed => changed = true,
+            Outcome::Remove => {
+                msg.clear_extension(ext);
+                changed = true;
+            }
+        }
+        path.pop();
+    }
     changed | unknown_fields(pass, msg)
+}
+
+/// The field that holds a well-known wrapper's value (`google.protobuf.StringValue`,
+/// `Value` …): such a message is its value, under the name of the field holding it.
+fn wrapped(msg: &DynamicMessage) -> Option<prost_reflect::FieldDescriptor> {
+    let desc = msg.descriptor();
+    let name = desc.full_name().strip_prefix("google.protobuf.")?;
+    match name {
+        "DoubleValue" | "FloatValue" | "Int64Value" | "UInt64Value" | "Int32Value" | "UInt32Value" | "BoolValue"
+        | "StringValue" | "BytesValue" => desc.get_field_by_name("value"),
+        // The member of its `kind` that is set.
+        "Value" => msg.fields().map(|(f, _)| f).next(),
+        "ListValue" => desc.get_field_by_name("values"),
+        "Struct" => desc.get_field_by_name("fields"),
+        _ => None,
+    }
+}
+
+/// A wrapper's value, under `name`: its fate is the wrapper's.
+fn through_wrapper(
+    pass: &mut Pass<'_>,
+    name: &str,
+    msg: &mut DynamicMessage,
+    path: &mut Path,
+    person: bool,
+    rule: Option<(Action, &str)>,
+) -> Option<Outcome> {
+    let inner = wrapped(msg)?;
+    let value = msg.get_field_mut(&inner);
+    let outcome = match rule {
+        Some((action, label)) => ruled(pass, action, label, value),
+        None => named(pass, name, value, path, person),
+    };
+    Some(match outcome {
+        Outcome::Remove => {
+            msg.clear_field(&inner);
+            Outcome::Changed
+        }
+        other => other,
+    })
 }
 
 /// What became of a value.
@@ -81,10 +146,24 @@ fn named(pass: &mut Pass<'_>, name: &str, value: &mut Value, path: &mut Path, pe
             Outcome::Remove
         }
         Some((action, label)) => ruled(pass, action, &label, value),
-        None if person && info.person_name && matches!(value, Value::String(_)) => {
-            ruled(pass, Action::Hash, "json-person:name", value)
-        }
-        None => free(pass, name, value, path),
+        None if person && info.person_name && is_text(value) => ruled(pass, Action::Hash, "json-person:name", value),
+        None => match value {
+            // `StringValue name`, a `Value` in a `Struct`: the name is the wrapper's.
+            Value::Message(m) if wrapped(m).is_some() => {
+                through_wrapper(pass, name, m, path, person, None).unwrap_or(Outcome::Kept)
+            }
+            _ => free(pass, name, value, path),
+        },
+    }
+}
+
+/// A string, or a well-known wrapper of one.
+fn is_text(value: &Value) -> bool {
+    match value {
+        Value::String(_) => true,
+        Value::Message(m) => wrapped(m).is_some_and(|f| m.get_field(&f).as_str().is_some()),
+        Value::List(items) => items.iter().all(is_text) && !items.is_empty(),
+        _ => false,
     }
 }
 
@@ -124,6 +203,10 @@ fn ruled(pass: &mut Pass<'_>, action: Action, label: &str, value: &mut Value) ->
         }
         // Nothing personal in a truth value or an enum's number (as in JSON).
         Value::Bool(_) | Value::EnumNumber(_) => Outcome::Kept,
+        Value::Message(m) if wrapped(m).is_some() => {
+            let mut path = Vec::new();
+            through_wrapper(pass, "", m, &mut path, false, Some((action, label))).unwrap_or(Outcome::Kept)
+        }
         Value::Message(_) | Value::Map(_) => {
             pass.hit(label);
             Outcome::Remove
@@ -184,6 +267,16 @@ fn free(pass: &mut Pass<'_>, name: &str, value: &mut Value, path: &mut Path) -> 
         Value::Map(map) => {
             let mut any = false;
             let entries: Vec<_> = map.drain().collect();
+            // A map like `{"name": …, "email": …}` describes a person, as an object would.
+            let person = entries
+                .iter()
+                .filter_map(|(k, _)| match k {
+                    MapKey::String(k) => Some(k.clone()),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+                .iter()
+                .any(|k| pass.key_info(k).person_sibling);
             for (key, mut item) in entries {
                 let key = match key {
                     // Keys can be personal too (a map keyed by e-mail address).
@@ -194,6 +287,17 @@ fn free(pass: &mut Pass<'_>, name: &str, value: &mut Value, path: &mut Path) -> 
                         }
                         None => MapKey::String(k),
                     },
+                    // A map keyed by card number: the entry goes.
+                    MapKey::I64(n)
+                        if n.unsigned_abs() >= 1_000_000_000_000 && pass.detect_text(&n.to_string()).is_some() =>
+                    {
+                        any = true;
+                        continue;
+                    }
+                    MapKey::U64(n) if n >= 1_000_000_000_000 && pass.detect_text(&n.to_string()).is_some() => {
+                        any = true;
+                        continue;
+                    }
                     other => other,
                 };
                 let entry_name = match &key {
@@ -201,7 +305,7 @@ fn free(pass: &mut Pass<'_>, name: &str, value: &mut Value, path: &mut Path) -> 
                     _ => name.to_string(),
                 };
                 path.push(Step::Key(Cow::Owned(entry_name.clone())));
-                let outcome = named(pass, &entry_name, &mut item, path, false);
+                let outcome = named(pass, &entry_name, &mut item, path, person);
                 path.pop();
                 match outcome {
                     Outcome::Kept => {
@@ -216,9 +320,14 @@ fn free(pass: &mut Pass<'_>, name: &str, value: &mut Value, path: &mut Path) -> 
             }
             changed(any)
         }
-        Value::I64(_) | Value::U64(_) => {
+        Value::I64(_) | Value::U64(_) | Value::F64(_) => {
             // A card number stored as a number is still a card number.
-            let Some(text) = number_text(value).filter(|t| t.len() >= 13) else { return Outcome::Kept };
+            let text = match value {
+                Value::F64(f) if f.fract() == 0.0 && f.abs() < 1e20 => Some(format!("{:.0}", f.abs())),
+                Value::F64(_) => None,
+                other => number_text(other),
+            };
+            let Some(text) = text.filter(|t| t.len() >= 13) else { return Outcome::Kept };
             match pass.detect_text(&text) {
                 Some(_) => Outcome::Remove,
                 None => Outcome::Kept,
@@ -271,6 +380,11 @@ fn unknown_fields(pass: &mut Pass<'_>, msg: &mut DynamicMessage) -> bool {
     let mut raw = Vec::new();
     for field in msg.take_unknown_fields() {
         field.encode(&mut raw);
+    }
+    if super::grpc::parse(&raw).is_none() {
+        // Groups, which the wire walk does not read: they go, rather than pass unread.
+        pass.hit("grpc:unknown-fields-dropped");
+        return true;
     }
     let scrubbed = super::grpc::scrub_raw(pass, &raw);
     let changed = scrubbed.is_some();
@@ -389,10 +503,15 @@ mod tests {
         assert_eq!(field(&out, "password").as_str(), Some(crate::scrub::action::REDACTED));
         // The same e-mail gives the same token as in JSON (joins across formats survive).
         assert_eq!(email, s.scrub_value("$.email", "jane.doe@example.com"));
-        // Idempotent, and the audit finds nothing left.
-        let once = ex.response.as_ref().unwrap().body.data.to_vec();
+        // Idempotent (in content: map entries may change places), and the audit finds
+        // nothing left.
+        let json = |ex: &Exchange| {
+            let desc = schema().message("/shop.Orders/Get", Side::Response).unwrap();
+            ProtoSchema::to_json(&desc, &ex.response.as_ref().unwrap().body.data[5..]).unwrap()
+        };
+        let once = json(&ex);
         s.scrub(&mut ex);
-        assert_eq!(ex.response.as_ref().unwrap().body.data.to_vec(), once);
+        assert_eq!(json(&ex), once);
         assert!(s.audit(&ex).is_empty(), "{:?}", s.audit(&ex));
         // The audit reads fields by name too: an unscrubbed password is found.
         let raw = exchange("/shop.Orders/Get", &frame(&original));
@@ -436,5 +555,210 @@ mod tests {
         assert_eq!(unknown.len(), 1);
         let body = String::from_utf8_lossy(&ex.response.as_ref().unwrap().body.data).into_owned();
         assert!(!body.contains("jane.doe") && body.contains("reach me at"), "{body}");
+    }
+}
+
+/// Hostile and unusual messages (found by attacking the scrubber): nothing personal may
+/// pass, nothing may crash.
+#[cfg(test)]
+mod hostile_tests {
+    use prost_reflect::DynamicMessage;
+
+    use super::*;
+    use crate::exchange::{Body, Exchange, Headers, Request};
+    use crate::proto::tests::compile;
+    use crate::proto::{ProtoSchema, Side};
+    use crate::scrub::Scrubber;
+
+    const ATK: &str = r#"
+        syntax = "proto3";
+        package atk;
+        import "google/protobuf/any.proto";
+        import "google/protobuf/struct.proto";
+        import "google/protobuf/wrappers.proto";
+        message Msg {
+          string id = 1;
+          google.protobuf.Any any = 2;
+          google.protobuf.Struct meta = 3;
+          google.protobuf.StringValue name = 4;
+          string email = 5;
+          map<string, string> attrs = 6;
+          map<int64, string> by_card = 7;
+          bytes blob = 10;
+          string note = 17;
+          double dcard = 19;
+        }
+        service S { rpc Call(Msg) returns (Msg); }
+    "#;
+
+    const EXT: &str = r#"
+        syntax = "proto2";
+        package ext;
+        message Req { optional string id = 1; extensions 100 to 200; }
+        extend Req { optional string contact = 100; optional string password = 101; }
+        service E { rpc Call(Req) returns (Req); }
+    "#;
+
+    fn setup(proto: &str) -> (ProtoSchema, Scrubber) {
+        let schema = ProtoSchema::from_bytes(&compile(proto), "atk.pb").unwrap();
+        let scrubber =
+            Scrubber::with_defaults(Some(b"a key for the hostile protobuf tests 0123")).with_proto(schema.clone());
+        (schema, scrubber)
+    }
+
+    fn frame(message: &[u8]) -> Vec<u8> {
+        [&[0][..], &(message.len() as u32).to_be_bytes(), message].concat()
+    }
+
+    /// The request body after scrubbing, and what the audit says of the original.
+    fn scrub(scrubber: &Scrubber, target: &str, content_type: &str, message: &[u8]) -> (Vec<u8>, Vec<String>) {
+        let mut h = Headers::new();
+        h.push("content-type", content_type);
+        let mut ex = Exchange {
+            request: Request {
+                method: "POST".into(),
+                target: target.into(),
+                headers: h,
+                body: Body::full(frame(message)),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let found: Vec<String> = scrubber.audit(&ex).into_iter().map(|f| f.category).collect();
+        scrubber.scrub(&mut ex);
+        let after = scrubber.audit(&ex);
+        // Clean once scrubbed (a message the schema cannot read is still said to be so).
+        let mismatch = found.iter().any(|c| c.contains("not of the descriptor set"));
+        assert!(after.is_empty() || mismatch && after.len() == 1, "after scrubbing: {after:?}");
+        (ex.request.body.data.to_vec(), found)
+    }
+
+    fn msg(schema: &ProtoSchema) -> DynamicMessage {
+        DynamicMessage::new(schema.message("/atk.S/Call", Side::Request).unwrap())
+    }
+
+    fn text(body: &[u8]) -> String {
+        String::from_utf8_lossy(body).into_owned()
+    }
+
+    #[test]
+    fn an_any_inside_an_any_thousands_deep_is_unparsed_not_a_crash() {
+        let (schema, scrubber) = setup(ATK);
+        let pool = schema.message("/atk.S/Call", Side::Request).unwrap().parent_pool().clone();
+        let any_desc = pool.get_message_by_name("google.protobuf.Any").unwrap();
+        let mut inner = msg(&schema);
+        inner.set_field_by_name("email", Value::String("deep@example.com".into()));
+        let mut value = inner.encode_to_vec();
+        let mut type_url = "type.googleapis.com/atk.Msg".to_string();
+        for _ in 0..5000 {
+            let mut any = DynamicMessage::new(any_desc.clone());
+            any.set_field_by_name("type_url", Value::String(type_url));
+            any.set_field_by_name("value", Value::Bytes(value.into()));
+            value = any.encode_to_vec();
+            type_url = "type.googleapis.com/google.protobuf.Any".into();
+        }
+        let mut outer = msg(&schema);
+        outer.set_field_by_name("id", Value::String("x".into()));
+        let mut message = outer.encode_to_vec();
+        message.extend_from_slice(&[0x12]);
+        prost::encoding::encode_varint(value.len() as u64, &mut message);
+        message.extend_from_slice(&value);
+        // On a small stack, as the proxy's writer thread has.
+        let (body, _) = std::thread::Builder::new()
+            .stack_size(1 << 20)
+            .spawn(move || scrub(&scrubber, "/atk.S/Call", "application/grpc", &message))
+            .unwrap()
+            .join()
+            .unwrap();
+        assert!(!text(&body).contains("deep@example.com"), "unparsed, dropped");
+    }
+
+    #[test]
+    fn values_hidden_by_decoding_names_beside_emails_and_extensions_are_scrubbed() {
+        let (schema, scrubber) = setup(ATK);
+        // A field sent twice: decoding keeps the last; the first must not survive.
+        let mut twice = msg(&schema);
+        twice.set_field_by_name("note", Value::String("mail mary.major@example.com".into()));
+        let mut message = twice.encode_to_vec();
+        let mut last = msg(&schema);
+        last.set_field_by_name("note", Value::String("ok".into()));
+        message.extend(last.encode_to_vec());
+        let (body, _) = scrub(&scrubber, "/atk.S/Call", "application/grpc", &message);
+        assert!(!text(&body).contains("mary.major"), "{:?}", text(&body));
+
+        // A name beside an e-mail in a Struct, a wrapper and a map.
+        let meta = serde_json::json!({"name": "Jane Doe", "email": "jane@example.com", "plan": "pro"});
+        let mut m = msg(&schema);
+        let struct_desc = schema.message("/atk.S/Call", Side::Request).unwrap().get_field_by_name("meta").unwrap();
+        let meta = DynamicMessage::deserialize(struct_desc.kind().as_message().unwrap().clone(), meta).unwrap();
+        m.set_field_by_name("meta", Value::Message(meta));
+        let wrapper = m.descriptor().get_field_by_name("name").unwrap().kind().as_message().unwrap().clone();
+        let mut name = DynamicMessage::new(wrapper);
+        name.set_field_by_name("value", Value::String("John Roe".into()));
+        m.set_field_by_name("name", Value::Message(name));
+        m.set_field_by_name("email", Value::String("john@example.com".into()));
+        let mut attrs = std::collections::HashMap::new();
+        attrs.insert(MapKey::String("name".into()), Value::String("Ann Poe".into()));
+        attrs.insert(MapKey::String("email".into()), Value::String("ann@example.com".into()));
+        m.set_field_by_name("attrs", Value::Map(attrs));
+        let (body, _) = scrub(&scrubber, "/atk.S/Call", "application/grpc", &m.encode_to_vec());
+        let t = text(&body);
+        for personal in ["Jane Doe", "John Roe", "Ann Poe", "@example.com"] {
+            assert!(!t.contains(personal), "{personal} in {t:?}");
+        }
+        assert!(t.contains("pro"), "the rest kept: {t:?}");
+
+        // proto2 extensions, by their names.
+        let (ext_schema, ext_scrubber) = setup(EXT);
+        let desc = ext_schema.message("/ext.E/Call", Side::Request).unwrap();
+        let mut req = DynamicMessage::new(desc.clone());
+        let pool = desc.parent_pool();
+        req.set_extension(
+            &pool.get_extension_by_name("ext.contact").unwrap(),
+            Value::String("reach kim@example.com".into()),
+        );
+        req.set_extension(&pool.get_extension_by_name("ext.password").unwrap(), Value::String("hunter2hunter2".into()));
+        let (body, found) = scrub(&ext_scrubber, "/ext.E/Call", "application/grpc", &req.encode_to_vec());
+        let t = text(&body);
+        assert!(!t.contains("kim@") && !t.contains("hunter2"), "{t:?}");
+        assert!(found.iter().any(|c| c.contains("password")), "the audit reads extensions by name: {found:?}");
+    }
+
+    #[test]
+    fn cards_as_numbers_binary_bytes_unknown_groups_and_mismatches_do_not_pass() {
+        let (schema, scrubber) = setup(ATK);
+        let mut m = msg(&schema);
+        let mut by_card = std::collections::HashMap::new();
+        by_card.insert(MapKey::I64(4111111111111111), Value::String("visa".into()));
+        m.set_field_by_name("by_card", Value::Map(by_card));
+        m.set_field_by_name("dcard", Value::F64(4111111111111111.0));
+        m.set_field_by_name("blob", Value::Bytes([&[0xff][..], b" lee@example.com"].concat().into()));
+        let mut message = m.encode_to_vec();
+        // An unknown group (field 50) holding an address, and an unknown string.
+        message.extend_from_slice(&[0x93, 0x03, 0x0a, 0x10]);
+        message.extend_from_slice(b"grp@example.com!");
+        message.extend_from_slice(&[0x94, 0x03]);
+        let (body, _) = scrub(&scrubber, "/atk.S/Call", "application/grpc", &message);
+        let decoded =
+            DynamicMessage::decode(schema.message("/atk.S/Call", Side::Request).unwrap(), &body[5..]).unwrap();
+        assert!(!decoded.has_field_by_name("dcard"), "{decoded:?}");
+        assert!(decoded.get_field_by_name("by_card").unwrap().as_map().unwrap().is_empty());
+        let t = text(&body);
+        assert!(!t.contains("lee@") && !t.contains("grp@"), "{t:?}");
+
+        // Bytes that are not of the schema's type: scrubbed without it, and the audit says so.
+        let stale = [0x0a, 0x05, b'a', b'@', b'b', b'.', b'c', 0x2a, 0x02, 0xff, 0xfe];
+        let (_, found) = scrub(&scrubber, "/atk.S/Call", "application/grpc", &stale);
+        assert!(found.iter().any(|c| c.contains("not of the descriptor set")), "{found:?}");
+        // gRPC-Web bodies are checked by name too.
+        let mut m = msg(&schema);
+        let wrapper = m.descriptor().get_field_by_name("name").unwrap().kind().as_message().unwrap().clone();
+        let mut name = DynamicMessage::new(wrapper);
+        name.set_field_by_name("value", Value::String("Zoe Quux".into()));
+        m.set_field_by_name("name", Value::Message(name));
+        m.set_field_by_name("email", Value::String("zoe@example.com".into()));
+        let (body, found) = scrub(&scrubber, "/atk.S/Call", "application/grpc-web+proto", &m.encode_to_vec());
+        assert!(!text(&body).contains("Zoe Quux"), "{:?}", text(&body));
+        assert!(found.iter().any(|c| c.contains("person")), "{found:?}");
     }
 }

@@ -98,7 +98,20 @@ pub fn compare(
     config: &CompareConfig,
     window: &Window,
 ) -> Vec<Diff> {
-    let mut out = Out { diffs: Vec::new(), route, config, window };
+    compare_call(recorded, replayed, route, None, config, window)
+}
+
+/// [`compare`], told the request's path (a gRPC call's method, which the route's template
+/// may have turned into a placeholder).
+pub fn compare_call(
+    recorded: &Response,
+    replayed: &Response,
+    route: &str,
+    path: Option<&str>,
+    config: &CompareConfig,
+    window: &Window,
+) -> Vec<Diff> {
+    let mut out = Out { diffs: Vec::new(), route, path, protobuf: false, config, window };
     if recorded.status != replayed.status {
         out.push(
             DiffKind::Status,
@@ -131,6 +144,10 @@ fn grpc_status(r: &Response) -> Option<u32> {
 struct Out<'a> {
     diffs: Vec<Diff>,
     route: &'a str,
+    /// The request's path, when known.
+    path: Option<&'a str>,
+    /// Comparing protobuf messages (where a rule removes numbers and messages).
+    protobuf: bool,
     config: &'a CompareConfig,
     window: &'a Window,
 }
@@ -286,12 +303,12 @@ fn grpc(out: &mut Out<'_>, a: &[u8], b: &[u8]) -> bool {
     else {
         return false;
     };
-    // Routes are `METHOD /package.Service/Method`.
-    let path = out.route.split_once(' ').map_or(out.route, |(_, p)| p);
+    // The method is the request's path (routes, `METHOD /template`, may hide it).
+    let path = out.path.unwrap_or_else(|| out.route.split_once(' ').map_or(out.route, |(_, p)| p));
     let desc = out.config.proto.as_ref().and_then(|p| p.message(path, Side::Response));
-    let read = |m: &Vec<u8>| match &desc {
-        Some(desc) => ProtoSchema::to_json(desc, m),
-        None => tapedeck_captures::proto::wire_json(m),
+    // A message the schema cannot read (an `Any` of a type it lacks …) by field number.
+    let read = |m: &Vec<u8>| {
+        desc.as_ref().and_then(|d| ProtoSchema::to_json(d, m)).or_else(|| tapedeck_captures::proto::wire_json(m))
     };
     let docs = |ms: &[Vec<u8>]| ms.iter().map(read).collect::<Option<Vec<_>>>();
     let (Some(mut da), Some(mut db)) = (docs(&ma), docs(&mb)) else {
@@ -302,6 +319,7 @@ fn grpc(out: &mut Out<'_>, a: &[u8], b: &[u8]) -> bool {
     } else {
         (Value::Array(da), Value::Array(db))
     };
+    out.protobuf = true;
     json(out, &ja, &jb, &mut String::from("$"), &mut String::from("$"));
     true
 }
@@ -358,7 +376,8 @@ fn json(out: &mut Out<'_>, a: &Value, b: &Value, at: &mut String, key: &mut Stri
         return;
     }
     if let Value::String(s) = a {
-        if is_scrubbed(s) {
+        // A protobuf `bytes` field reads as base64: scrubbed too when its text is.
+        if is_scrubbed(s) || (a != b && tapedeck_captures::scrub::action::is_scrubbed_encoded(s)) {
             return;
         }
     }
@@ -379,7 +398,20 @@ fn json(out: &mut Out<'_>, a: &Value, b: &Value, at: &mut String, key: &mut Stri
                 let (al, kl) = (at.len(), key.len());
                 push_key(at, k);
                 push_key(key, k);
-                out.push(DiffKind::KeyAdded, key.clone(), at.clone(), "", &scalar(vb));
+                // A member the scrubber removes from recordings (a `drop` rule; a protobuf
+                // number a rule took) is absent there by design, not by the target.
+                let removed = match out.config.scrub.as_ref() {
+                    Some(s) => match s.rule_for(at) {
+                        Some(tapedeck_captures::scrub::action::Action::Drop) => true,
+                        Some(_) => out.protobuf,
+                        // A protobuf number the detectors took (a card number) went too.
+                        None => out.protobuf && vb.is_number() && s.scrub_value(at, &scalar(vb)) != scalar(vb),
+                    },
+                    None => false,
+                };
+                if !removed {
+                    out.push(DiffKind::KeyAdded, key.clone(), at.clone(), "", &scalar(vb));
+                }
                 at.truncate(al);
                 key.truncate(kl);
             }
@@ -429,6 +461,63 @@ mod tests {
             h.push(*n, *v);
         }
         Response { status, headers: h, body: Body::full(body.as_bytes().to_vec()), ..Default::default() }
+    }
+
+    /// A gRPC answer: `message` framed, as a capture stores it.
+    fn grpc_answer(message: &[u8]) -> Response {
+        let mut h = Headers::new();
+        h.push("content-type", "application/grpc");
+        let body = [&[0][..], &(message.len() as u32).to_be_bytes(), message].concat();
+        Response { status: 200, headers: h, body: Body::full(body), ..Default::default() }
+    }
+
+    #[test]
+    fn grpc_messages_compare_by_name_past_what_scrubbing_removed() {
+        use prost::Message as _;
+        use prost_reflect::{DynamicMessage, Value as PValue};
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("shop.proto"),
+            r#"syntax = "proto3"; package shop;
+               message Customer { string email = 1; int64 card = 2; bytes token = 3; }
+               message Order { string id = 1; Customer customer = 2; int64 total_cents = 3; }
+               service Orders { rpc GetOrderV2Beta22(Order) returns (Order); }"#,
+        )
+        .unwrap();
+        let set = protox::compile(["shop.proto"], [dir.path()]).unwrap();
+        let schema = tapedeck_captures::proto::ProtoSchema::from_bytes(&set.encode_to_vec(), "shop.pb").unwrap();
+        let path = "/shop.Orders/GetOrderV2Beta22";
+        let desc = schema.message(path, tapedeck_captures::proto::Side::Response).unwrap();
+        let order = |email: &str, card: i64, token: &[u8], cents: i64| {
+            let mut c =
+                DynamicMessage::new(desc.get_field_by_name("customer").unwrap().kind().as_message().unwrap().clone());
+            c.set_field_by_name("email", PValue::String(email.into()));
+            if card != 0 {
+                c.set_field_by_name("card", PValue::I64(card));
+            }
+            c.set_field_by_name("token", PValue::Bytes(token.to_vec().into()));
+            let mut o = DynamicMessage::new(desc.clone());
+            o.set_field_by_name("id", PValue::String("A-7".into()));
+            o.set_field_by_name("customer", PValue::Message(c));
+            o.set_field_by_name("total_cents", PValue::I64(cents));
+            grpc_answer(&o.encode_to_vec())
+        };
+        let scrubber = tapedeck_captures::scrub::Scrubber::with_defaults(Some(b"a key for the diff tests 0123456789"));
+        let config =
+            CompareConfig { proto: Some(schema), scrub: Some(std::sync::Arc::new(scrubber)), ..Default::default() };
+        // As recorded (scrubbed: the card removed, the token hashed) and as staging answers.
+        let recorded = order("tok_email_0123456789abcdef", 0, b"tok_token_0123456789abcdef", 1999);
+        let same = order("jane@example.com", 4111111111111111, b"s3cr3t-session", 1999);
+        let dearer = order("jane@example.com", 4111111111111111, b"s3cr3t-session", 2099);
+        // The route's template may hide the method; the request's path names it.
+        let run = |b: &Response| {
+            compare_call(&recorded, b, "POST /shop.Orders/{token}", Some(path), &config, &Window::default())
+                .into_iter()
+                .map(|d| (d.kind, d.at))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(run(&same), [], "what scrubbing changed or removed is no difference");
+        assert_eq!(run(&dearer), [(DiffKind::ValueChanged, "$.total_cents".to_string())]);
     }
 
     fn diffs(a: &Response, b: &Response, config: &CompareConfig) -> Vec<(DiffKind, String, String, String)> {
@@ -579,7 +668,8 @@ mod properties {
     fn full(a: &Value, b: &Value) -> Vec<(DiffKind, String, String, String)> {
         let config = CompareConfig::default();
         let window = Window::default();
-        let mut out = Out { diffs: Vec::new(), route: "GET /x", config: &config, window: &window };
+        let mut out =
+            Out { diffs: Vec::new(), route: "GET /x", path: None, protobuf: false, config: &config, window: &window };
         json(&mut out, a, b, &mut String::from("$"), &mut String::from("$"));
         out.diffs.into_iter().map(|d| (d.kind, d.at, d.recorded, d.replayed)).collect()
     }
