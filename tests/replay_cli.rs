@@ -128,7 +128,7 @@ fn a_dead_target_fails_the_run_with_a_summary() {
     assert_eq!(out.status.code(), Some(2));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("connect_refused 10"), "{stdout}");
-    assert!(stderr(&out).contains("answered none of 10 requests"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("answered none of 10 requests completely"), "{}", stderr(&out));
 
     // A long schedule (20,000 requests over 2 minutes, paced) is given up after the first
     // refusals, not played out; the message names the address.

@@ -181,7 +181,14 @@ fn body_kind(e: &hyper::Error) -> ErrorKind {
         if let Some(h2) = cause.downcast_ref::<h2::Error>() {
             // A stream reset by the server, or a connection gone: reset; framing errors are
             // the protocol's.
-            return if h2.is_go_away() || h2.is_reset() || h2.is_io() { ErrorKind::Reset } else { ErrorKind::Protocol };
+            return if h2.reason() == Some(h2::Reason::NO_ERROR) {
+                // Ended "gracefully" before the body was whole.
+                ErrorKind::IncompleteBody
+            } else if h2.is_go_away() || h2.is_reset() || h2.is_io() {
+                ErrorKind::Reset
+            } else {
+                ErrorKind::Protocol
+            };
         }
         source = cause.source();
     }
@@ -333,8 +340,9 @@ impl Pool {
                 *req.uri_mut() = absolute;
                 let req = paced(req).await;
                 let sent_at = Instant::now();
+                let head = req.method() == http::Method::HEAD;
                 return match tx.send_request(req).await {
-                    Ok(resp) => self.read(sent_at, resp, None).await,
+                    Ok(resp) => self.read(sent_at, resp, None, head).await,
                     Err(e) => Outcome::failed(sent_at, hyper_kind(&e)),
                 };
             }
@@ -352,8 +360,9 @@ impl Pool {
                 continue;
             }
             let sent_at = Instant::now();
+            let head = req.method() == http::Method::HEAD;
             match conn.tx.try_send_request(req).await {
-                Ok(resp) => return self.read(sent_at, resp, Some(conn)).await,
+                Ok(resp) => return self.read(sent_at, resp, Some(conn), head).await,
                 Err(mut e) => match e.take_message() {
                     Some(unsent) => req = unsent,
                     None => return Outcome::failed(sent_at, hyper_kind(&e.into_error())),
@@ -391,8 +400,9 @@ impl Pool {
         let req = paced(req).await;
         let mut tx = tx;
         let sent_at = Instant::now();
+        let head = req.method() == http::Method::HEAD;
         match tx.send_request(req).await {
-            Ok(resp) => self.read(sent_at, resp, None).await,
+            Ok(resp) => self.read(sent_at, resp, None, head).await,
             Err(e) => Outcome::failed(sent_at, hyper_kind(&e)),
         }
     }
@@ -441,9 +451,10 @@ impl Pool {
             }
         };
         let sent_at = Instant::now();
+        let head = req.method() == http::Method::HEAD;
         match conn.tx.send_request(req).await {
             Ok(resp) => {
-                let (outcome, conn) = self.read_body(sent_at, resp, Some(conn)).await;
+                let (outcome, conn) = self.read_body(sent_at, resp, Some(conn), head).await;
                 if let Some(conn) = conn {
                     self.state().dedicated.insert(recorded, (conn, Instant::now()));
                 }
@@ -518,8 +529,14 @@ impl Pool {
     }
 
     /// Reads the response body; returns the connection to the pool if it ended cleanly.
-    async fn read(&self, sent_at: Instant, resp: http::Response<hyper::body::Incoming>, conn: Option<Idle>) -> Outcome {
-        let (outcome, conn) = self.read_body(sent_at, resp, conn).await;
+    async fn read(
+        &self,
+        sent_at: Instant,
+        resp: http::Response<hyper::body::Incoming>,
+        conn: Option<Idle>,
+        head_request: bool,
+    ) -> Outcome {
+        let (outcome, conn) = self.read_body(sent_at, resp, conn, head_request).await;
         if let Some(conn) = conn {
             self.check_in(conn);
         }
@@ -533,6 +550,7 @@ impl Pool {
         sent_at: Instant,
         resp: http::Response<hyper::body::Incoming>,
         conn: Option<Idle>,
+        head_request: bool,
     ) -> (Outcome, Option<Idle>) {
         let head = sent_at.elapsed();
         let (parts, mut body) = resp.into_parts();
@@ -559,6 +577,17 @@ impl Pool {
             }
         }
         let end = sent_at.elapsed();
+        // A body that ended short of its announced length is cut, however it ended (HTTP/2
+        // lets a server end a stream with a NO_ERROR reset, which reads as an end).
+        let announced =
+            parts.headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
+        let bodiless = parts.status.is_informational()
+            || parts.status == StatusCode::NO_CONTENT
+            || parts.status == StatusCode::NOT_MODIFIED
+            || head_request;
+        if error.is_none() && !bodiless && announced.is_some_and(|n| len < n) {
+            error = Some(ErrorKind::IncompleteBody);
+        }
         let conn = conn.filter(|c| error.is_none() && !c.tx.is_closed());
         let outcome = Outcome {
             sent_at,

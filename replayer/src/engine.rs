@@ -244,7 +244,14 @@ pub(crate) fn run(config: &ReplayConfig, stop: &AtomicBool, progress: Arc<Progre
     }
     // Exchanges lost are known exactly for closed segments (their footers count their
     // records) read to the end; otherwise each damaged region lost one at least.
-    let read_whole = !interrupted && config.selection.is_everything() && config.loops.is_none();
+    // (Filters read every record; a limit, a time bound or a stop leave some unread.)
+    let sel = &config.selection;
+    let read_whole = !interrupted
+        && !source.limit_reached()
+        && sel.limit.is_none()
+        && sel.from.is_none()
+        && sel.to.is_none()
+        && config.loops.is_none();
     let damage = damage(source.reader().reports(), read_whole);
     Ok(Outcomes { stats: merged, interrupted, results_written, results_failed, results_waited, damage })
 }

@@ -231,21 +231,28 @@ fn start_ready(queues: &Rc<RefCell<Queues>>, shared: &Rc<(Pool, WorkerContext)>)
                 Some(c) => learn(&queues, &job, &route, &sample, c),
                 None => (None, false),
             };
-            if probe {
-                let again = send_again(&job, pool, ctx).await;
-                if let (Some(first), Some(second), Some(c)) = (sample.complete(), &again, &ctx.compare) {
-                    noise::probe(first, second, &route, &c.config, &mut queues.borrow_mut().stats.noise);
-                }
-            }
+            // Counted before any probe: a run stopped during one must not lose this request.
+            let probe_of = if probe { sample.complete().cloned() } else { None };
             {
                 let mut q = queues.borrow_mut();
                 q.stats.substitutions += substituted as u64;
-                q.stats.probes += u64::from(probe);
                 q.stats.record(&sample.as_sample(&job, &route, ctx.clock.0));
                 q.release(&job.key);
             }
-            if let Some(ex) = sample.result.as_mut() {
+            if let Some(mut ex) = sample.result.take() {
                 ex.response = if ctx.comparer.is_some() { sample.response.clone() } else { sample.response.take() };
+                if let Some(sink) = &ctx.results {
+                    sink.send(ex).await;
+                }
+            }
+            if let (Some(first), Some(c)) = (&probe_of, &ctx.compare) {
+                // The same request once more: values that move between two answers are
+                // the target's noise.
+                if let Some(second) = send_again(&job, pool, ctx).await {
+                    let mut q = queues.borrow_mut();
+                    q.stats.probes += 1;
+                    noise::probe(first, &second, &route, &c.config, &mut q.stats.noise);
+                }
             }
             if let Some(sink) = &ctx.comparer {
                 let replayed = if sample.error.is_none() { sample.response.take() } else { None };
@@ -258,9 +265,6 @@ fn start_ready(queues: &Rc<RefCell<Queues>>, shared: &Rc<(Pool, WorkerContext)>)
                 if sink.try_send(job, kib).is_err() && comparable {
                     queues.borrow_mut().stats.compare_shed += 1;
                 }
-            }
-            if let (Some(ex), Some(sink)) = (sample.result, &ctx.results) {
-                sink.send(ex).await;
             }
             ctx.progress.in_flight.fetch_sub(1, Ordering::Relaxed);
             ctx.progress.done.fetch_add(1, Ordering::Relaxed);
@@ -495,7 +499,9 @@ fn pace_messages(
 /// The same request once more, for a noise probe: not counted, not scheduled.
 async fn send_again(job: &Job, pool: &Pool, ctx: &WorkerContext) -> Option<RecordedResponse> {
     let req = ctx.rewrite.request_keeping(&job.exchange, &job.own_headers).ok()?;
-    response_of(&pool.send(req, job.exchange.connection.0).await)
+    // Only a complete answer teaches anything: a cut one is an error, not noise.
+    let outcome = pool.send(req, job.exchange.connection.0).await;
+    response_of(&outcome).filter(|_| outcome.error.is_none())
 }
 
 fn headers_of(map: &http::HeaderMap) -> Headers {

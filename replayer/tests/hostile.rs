@@ -21,6 +21,8 @@ use tapedeck_replayer::{replay, ReplayConfig, ReplayReport};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 static SERIAL: Mutex<()> = Mutex::new(());
+/// Paths `/flip/…` answered once already.
+static SEEN: Mutex<std::collections::BTreeSet<String>> = Mutex::new(std::collections::BTreeSet::new());
 
 /// What every answer that is complete holds (and the recording too).
 const OK_BODY: &str = r#"{"ok":true,"items":[1,2,3]}"#;
@@ -145,6 +147,23 @@ async fn serve(mut conn: tokio::net::TcpStream, received: Arc<AtomicU64>) {
                     }
                 }
             }
+            "flip" => {
+                // `/flip/N`, N < 100: answered once, then 404 (a flapping staging that a
+                // noise probe meets); N ≥ 100: always 404 (a real regression).
+                let n: u64 = path.rsplit('/').next().and_then(|n| n.parse().ok()).unwrap_or(0);
+                let first = {
+                    let mut seen = SEEN.lock().unwrap_or_else(|p| p.into_inner());
+                    n < 100 && seen.insert(path.clone())
+                };
+                let answer = if first {
+                    format!("HTTP/1.1 200 OK\r\n{json}content-length: {}\r\n\r\n{OK_BODY}", OK_BODY.len())
+                } else {
+                    "HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n".to_string()
+                };
+                if conn.write_all(answer.as_bytes()).await.is_err() {
+                    return;
+                }
+            }
             "stall" => {
                 // Never answers (the runtime's shutdown ends it).
                 tokio::time::sleep(Duration::from_secs(600)).await;
@@ -234,6 +253,11 @@ fn broken_answers_are_errors_of_their_kind_never_compared_and_timeouts_count_in_
     let p50 = stall.replayed_ms.expect("timeouts are in the latency").p50;
     assert!(p50 >= 490.0, "p50 {p50} ms with a 500 ms timeout");
     assert!(stall.problems().iter().any(|p| p.contains("timed out")), "{:?}", stall.problems());
+    // Ten requests are too few to judge a route's latency by, unless they timed out.
+    assert!(stall.p99_flagged, "{stall:?}");
+    let mut report = report;
+    let gate: tapedeck_replayer::compare::gate::Gate = "p99_ratio<=1.5".parse().unwrap();
+    assert!(!report.apply_gates(&[gate]), "{:?}", report.gates);
     // The results tape holds every request, the broken ones with their error.
     let written: Vec<Exchange> = TapeReader::open(&[results.path()]).unwrap().collect();
     assert_eq!(written.len(), 60);
@@ -353,4 +377,98 @@ fn huge_answers_are_read_whole_kept_to_max_body_and_compared_by_length() {
         assert_eq!(body.len, 64 << 20);
         assert!(body.truncated && body.data.len() <= c.client.max_body, "{} kept", body.data.len());
     }
+}
+
+#[test]
+fn a_noise_probe_never_teaches_that_a_status_is_noise() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let staging = Hostile::start();
+    let dir = tempfile::tempdir().unwrap();
+    // First requests the staging answers once (a probe then gets a 404), later ones it
+    // always fails: those must be reported, whatever the probes saw.
+    let mut tape = recordings("flip", 10, 0);
+    let mut later = recordings("flip", 10, 100);
+    for (i, ex) in later.iter_mut().enumerate() {
+        ex.request.target = format!("/flip/{}", 100 + i);
+        ex.timing.start_ns += 500_000_000;
+    }
+    tape.extend(later);
+    let path = write_tape(dir.path(), &tape, &[]);
+    let mut c = config(&path, &staging);
+    c.noise_probe = true;
+    c.pacing = Pacing::Recorded { speed: 1.0 };
+    let report = replay(&c, &AtomicBool::new(false), Default::default()).unwrap();
+    let compare = report.compare.as_ref().unwrap();
+    assert!(compare.probes > 0, "{compare:?}");
+    assert_eq!(compare.differing, 10, "the 404s are differences: {report:#?}");
+    let flip = route(&report, "flip");
+    let noise = &flip.diffs.as_ref().unwrap().noise;
+    assert!(noise.iter().all(|n| n.key != "status" && n.key != "body"), "{noise:?}");
+}
+
+#[test]
+fn an_http2_answer_ended_early_by_a_no_error_reset_is_incomplete() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    // An HTTP/2 (h2c) server that announces 100 bytes, sends 10, and ends the stream with
+    // RST_STREAM(NO_ERROR), which reads as an end of body.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            let serve = async {
+                loop {
+                    let Ok((socket, _)) = listener.accept().await else { continue };
+                    tokio::spawn(async move {
+                        let Ok(mut conn) = h2::server::handshake(socket).await else { return };
+                        // The connection is driven by accepting; each stream is answered
+                        // beside it.
+                        while let Some(Ok((_req, mut respond))) = conn.accept().await {
+                            tokio::spawn(async move {
+                                let head = http::Response::builder()
+                                    .status(200)
+                                    .header("content-type", "application/grpc")
+                                    .header("content-length", "100")
+                                    .body(())
+                                    .unwrap();
+                                let Ok(mut body) = respond.send_response(head, false) else { return };
+                                let _ =
+                                    body.send_data(bytes::Bytes::from_static(&[0, 0, 0, 0, 95, 1, 2, 3, 4, 5]), false);
+                                // The head and the first bytes are read first.
+                                tokio::time::sleep(Duration::from_millis(100)).await;
+                                body.send_reset(h2::Reason::NO_ERROR);
+                            });
+                        }
+                    });
+                }
+            };
+            tokio::select! {
+                _ = serve => {}
+                _ = stopped => {}
+            }
+        });
+        rt.shutdown_background();
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let mut tape = recordings("call", 3, 0);
+    for ex in &mut tape {
+        ex.request.method = "POST".into();
+        ex.request.target = "/test.Svc/Call".into();
+        ex.request.headers.push("content-type", "application/grpc");
+        ex.request.body = Body::full(vec![0u8, 0, 0, 0, 0]);
+    }
+    let path = write_tape(dir.path(), &tape, &[]);
+    let mut c = ReplayConfig::new(vec![path], format!("http://{addr}").parse().unwrap()).unwrap();
+    c.pacing = Pacing::Max;
+    c.client.timeout = Duration::from_secs(10);
+    c.compare = Some(Default::default());
+    let report = replay(&c, &AtomicBool::new(false), Default::default()).unwrap();
+    let _ = stop.send(());
+    let _ = server.join();
+    assert_eq!(report.sent, 3);
+    assert_eq!(report.errors, BTreeMap::from([("incomplete_body".to_string(), 3)]), "{report:#?}");
+    assert_eq!(report.compare.as_ref().unwrap().compared, 0);
 }

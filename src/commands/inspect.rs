@@ -222,6 +222,35 @@ fn shares(map: &BTreeMap<String, u64>, total: u64) -> String {
     items.iter().map(|(k, v)| format!("{k} {}", human::percent(**v, total))).collect::<Vec<_>>().join("  ")
 }
 
+/// What could not be read, in one line (`none`).
+fn damage_line(damage: &Damage) -> String {
+    let mut problems = Vec::new();
+    if damage.bytes_skipped > 0 {
+        problems.push(format!(
+            "{} skipped in {} damaged region(s)",
+            human::bytes(damage.bytes_skipped),
+            damage.corrupt_regions
+        ));
+    }
+    if damage.corrupt_records > 0 {
+        problems.push(format!("{} undecodable records", human::count(damage.corrupt_records)));
+    }
+    if !damage.unfinished_segments.is_empty() {
+        problems.push(format!(
+            "{} unfinished segment(s) (writer still running or crashed)",
+            damage.unfinished_segments.len()
+        ));
+    }
+    if !damage.unreadable_segments.is_empty() {
+        problems.push(format!("{} unreadable file(s)", damage.unreadable_segments.len()));
+    }
+    if problems.is_empty() {
+        "none".into()
+    } else {
+        problems.join("; ")
+    }
+}
+
 fn print_human(segments: &[Segment], total: &Summary, damage: &Damage, top: usize) {
     let several = segments.len() > 1;
     if several {
@@ -274,6 +303,8 @@ fn print_human(segments: &[Segment], total: &Summary, damage: &Damage, top: usiz
         row("rate", format!("{:.1} requests/s", total.requests_per_sec()));
     }
     if n == 0 {
+        // Nothing readable: what was lost is the news.
+        row("damage", damage_line(damage));
         return;
     }
     row("methods", shares(&total.methods, n));
@@ -323,27 +354,7 @@ fn print_human(segments: &[Segment], total: &Summary, damage: &Damage, top: usiz
         let hits: Vec<_> = total.scrub_hits.iter().map(|(k, v)| format!("{k} {}", human::count(*v))).collect();
         row("scrubbed", hits.join(", "));
     }
-    let mut problems = Vec::new();
-    if damage.bytes_skipped > 0 {
-        problems.push(format!(
-            "{} skipped in {} damaged region(s)",
-            human::bytes(damage.bytes_skipped),
-            damage.corrupt_regions
-        ));
-    }
-    if damage.corrupt_records > 0 {
-        problems.push(format!("{} undecodable records", human::count(damage.corrupt_records)));
-    }
-    if !damage.unfinished_segments.is_empty() {
-        problems.push(format!(
-            "{} unfinished segment(s) (writer still running or crashed)",
-            damage.unfinished_segments.len()
-        ));
-    }
-    if !damage.unreadable_segments.is_empty() {
-        problems.push(format!("{} unreadable file(s)", damage.unreadable_segments.len()));
-    }
-    row("damage", if problems.is_empty() { "none".into() } else { problems.join("; ") });
+    row("damage", damage_line(damage));
     println!();
     println!("  {:>8}  {:>6}  {:>7}  {:>9}  {:>9}  top routes", "count", "share", "5xx/err", "mean", "max");
     for (route, r) in total.top_routes(top) {

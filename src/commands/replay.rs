@@ -426,13 +426,22 @@ fn watch_signals(stop: Arc<AtomicBool>) {
         let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
         rt.block_on(async {
             let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+            for signals in 0.. {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+                }
+                if signals > 0 {
+                    // A second Ctrl-C: the user will not wait for the requests in flight.
+                    eprintln!("tapedeck replay: stopped at once; the summary and results are not written");
+                    std::process::exit(130);
+                }
+                eprintln!(
+                    "\ntapedeck replay: stopping; waiting up to 5 s for requests in flight (Ctrl-C again to quit at once)"
+                );
+                stop.store(true, Ordering::Relaxed);
             }
         });
-        eprintln!("\ntapedeck replay: stopping; waiting briefly for requests in flight");
-        stop.store(true, Ordering::Relaxed);
     });
 }
 
@@ -582,6 +591,11 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode> {
         }
         return Ok(ExitCode::from(130));
     }
+    if report.sent == 0 {
+        if let Some(d) = &report.tape_damage {
+            bail!("no exchange could be read from the tapes: {}", d.summary());
+        }
+    }
     if report.sent > 0 && report.completed == 0 {
         let why = tapedeck_replayer::report::mix(&report.errors);
         let unreachable: u64 = ["connect_refused", "dns"].iter().filter_map(|k| report.errors.get(*k)).sum();
@@ -591,8 +605,17 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode> {
             String::new()
         };
         let causes: String = report.error_causes.iter().map(|(k, c)| format!("; {k}: {c}")).collect();
+        let broken: u64 = ["reset", "incomplete_body", "protocol", "response_timeout"]
+            .iter()
+            .filter_map(|k| report.errors.get(*k))
+            .sum();
+        let advice = if broken == report.sent {
+            "it is reachable, but every answer broke off or timed out: see its logs"
+        } else {
+            "is it running and reachable?"
+        };
         bail!(
-            "the target {} answered none of {} requests ({why}{gave_up}){causes}; is it running and reachable?",
+            "the target {} answered none of {} requests completely ({why}{gave_up}){causes}; {advice}",
             report.target,
             report.sent
         );

@@ -18,6 +18,7 @@ pub const METRICS: &[(&str, &str)] = &[
     ("p95_ratio", "replayed / recorded p95 latency (globally: the worst route)"),
     ("p99_ratio", "replayed / recorded p99 latency (globally: the worst route)"),
     ("lag_p99_ms", "p99 lag of sends behind the schedule, ms (global only)"),
+    ("not_compared", "complete answers not compared because the comparer fell behind (global only)"),
     ("tape_damaged_exchanges", "recorded exchanges lost to tape damage, not replayed (global only; at least this many when not exact)"),
 ];
 
@@ -89,7 +90,7 @@ impl std::str::FromStr for Gate {
         if !METRICS.iter().any(|(m, _)| *m == metric) {
             return Err(usage(text, &format!("unknown metric `{metric}`")));
         }
-        if route.is_some() && (metric == "lag_p99_ms" || metric == "tape_damaged_exchanges") {
+        if route.is_some() && matches!(metric.as_str(), "lag_p99_ms" | "tape_damaged_exchanges" | "not_compared") {
             return Err(usage(text, &format!("{metric} is global")));
         }
         let (number, scale) = match number.strip_suffix('%') {
@@ -169,10 +170,12 @@ impl Gate {
             "new_grpc_faults" => Some(report.routes.iter().map(RouteReport::new_grpc_faults).sum::<u64>() as f64),
             "lag_p99_ms" => report.lag.ms.map(|l| l.p99),
             "tape_damaged_exchanges" => Some(report.tape_damage.as_ref().map_or(0, |d| d.exchanges_lost) as f64),
+            "not_compared" => report.compare.as_ref().map(|c| c.shed as f64),
             q => report
                 .routes
                 .iter()
-                .filter(|r| r.count >= report.min_count)
+                // A route with timeouts is judged whatever its size: a timeout is no noise.
+                .filter(|r| r.count >= report.min_count || r.timed_out > 0)
                 .filter_map(|r| ratio_of(r, q))
                 .fold(None, |worst: Option<f64>, v| Some(worst.map_or(v, |w| w.max(v)))),
         }
@@ -182,7 +185,9 @@ impl Gate {
 fn shown(v: f64, metric: &str) -> String {
     match metric {
         "diff_rate" | "error_rate" => format!("{:.2}%", v * 100.0),
-        "diffs" | "errors" | "new_5xx" | "new_grpc_faults" | "tape_damaged_exchanges" => format!("{v:.0}"),
+        "diffs" | "errors" | "new_5xx" | "new_grpc_faults" | "tape_damaged_exchanges" | "not_compared" => {
+            format!("{v:.0}")
+        }
         _ => format!("{v:.2}"),
     }
 }

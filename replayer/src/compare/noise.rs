@@ -15,7 +15,7 @@ use serde_json::Value;
 use tapedeck_captures::exchange::Response;
 use tapedeck_captures::Exchange;
 
-use super::diff::{self, Diff};
+use super::diff;
 use super::fx_hash as hash;
 use super::generated::Window;
 use super::CompareConfig;
@@ -275,9 +275,13 @@ pub fn probe(
     config: &CompareConfig,
     model: &mut NoiseModel,
 ) {
+    // Only values that move between two answers to the same request are noise (a time, an
+    // id); a status, a body's format or its shape that changed is the target failing or
+    // flapping, which must stay visible.
     for d in diff::compare(first, second, route, config, &Window::default()) {
-        let Diff { key, .. } = d;
-        model.add(route, &key, Source::Probe);
+        if matches!(d.kind, diff::DiffKind::ValueChanged | diff::DiffKind::HeaderChanged) {
+            model.add(route, &d.key, Source::Probe);
+        }
     }
 }
 

@@ -106,7 +106,14 @@ fn cards(o: &mut String, r: &ReplayReport) {
         card("exchanges lost to tape damage", lost, true);
     }
     if let Some(c) = &r.compare {
-        card("responses differ", format!("{:.2}% ({})", 100.0 * c.diff_rate, c.differing), c.differing > 0);
+        if c.compared == 0 {
+            card("responses differ", "nothing compared".into(), true);
+        } else {
+            card("responses differ", format!("{:.2}% ({})", 100.0 * c.diff_rate, c.differing), c.differing > 0);
+        }
+        if c.shed > 0 {
+            card("not compared (comparer behind)", c.shed.to_string(), true);
+        }
         card("slower routes", c.slower_routes.to_string(), c.slower_routes > 0);
         card("values correlated", c.substitutions.to_string(), false);
     }
@@ -142,7 +149,7 @@ fn routes_table(o: &mut String, r: &ReplayReport, a: &str, b: &str) {
             if problems.is_empty() { "" } else { " class=\"problem\"" },
             escape(&route.route),
             route.count,
-            route.diffs.as_ref().map_or("-".into(), |d| format!("{:.1}%", 100.0 * d.diff_rate)),
+            route.diffs.as_ref().filter(|d| d.compared > 0).map_or("-".into(), |d| format!("{:.1}%", 100.0 * d.diff_rate)),
             f(route.recorded_ms.map(|l| l.p50)),
             f(route.replayed_ms.map(|l| l.p50)),
             f(route.recorded_ms.map(|l| l.p99)),
@@ -178,8 +185,20 @@ fn differences(o: &mut String, r: &ReplayReport, a: &str, b: &str) {
     }
     let with: Vec<&RouteReport> =
         r.routes.iter().filter(|x| x.diffs.as_ref().is_some_and(|d| !d.findings.is_empty())).collect();
-    if with.is_empty() && r.compare.is_some() {
-        o.push_str("<h2>Differences</h2><p class=\"ok\">None: every compared response matched the recording (noise excluded).</p>");
+    match &r.compare {
+        Some(c) if with.is_empty() && c.compared == 0 => {
+            o.push_str(
+                "<h2>Differences</h2><p class=\"bad\">Nothing compared: no request was answered completely.</p>",
+            );
+        }
+        Some(c) if with.is_empty() => {
+            let _ = write!(
+                o,
+                "<h2>Differences</h2><p class=\"ok\">None: every compared response ({} of {} sent) matched the recording (noise excluded).</p>",
+                c.compared, r.sent
+            );
+        }
+        _ => {}
     }
     if !with.is_empty() {
         o.push_str("<h2>Differences</h2>");

@@ -408,7 +408,9 @@ impl ReplayReport {
             .map(|(route, r)| {
                 let recorded_ms = latency(&r.recorded);
                 let replayed_ms = latency(&r.replayed);
-                let (p99_ratio, p99_flagged) = p99_verdict(recorded_ms, replayed_ms, r.count, config);
+                // A route with timeouts is judged whatever its size: a timeout is no noise.
+                let judged = if r.timeouts > 0 { r.count.max(config.min_count) } else { r.count };
+                let (p99_ratio, p99_flagged) = p99_verdict(recorded_ms, replayed_ms, judged, config);
                 RouteReport {
                     route: route.clone(),
                     count: r.count,
