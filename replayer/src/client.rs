@@ -340,6 +340,7 @@ impl Pool {
                 *req.uri_mut() = absolute;
                 let req = paced(req).await;
                 let sent_at = Instant::now();
+                on_wire(&req);
                 let head = req.method() == http::Method::HEAD;
                 return match tx.send_request(req).await {
                     Ok(resp) => self.read(sent_at, resp, None, head).await,
@@ -360,6 +361,7 @@ impl Pool {
                 continue;
             }
             let sent_at = Instant::now();
+            on_wire(&req);
             let head = req.method() == http::Method::HEAD;
             match conn.tx.try_send_request(req).await {
                 Ok(resp) => return self.read(sent_at, resp, Some(conn), head).await,
@@ -400,6 +402,7 @@ impl Pool {
         let req = paced(req).await;
         let mut tx = tx;
         let sent_at = Instant::now();
+        on_wire(&req);
         let head = req.method() == http::Method::HEAD;
         match tx.send_request(req).await {
             Ok(resp) => self.read(sent_at, resp, None, head).await,
@@ -451,6 +454,7 @@ impl Pool {
             }
         };
         let sent_at = Instant::now();
+        on_wire(&req);
         let head = req.method() == http::Method::HEAD;
         match conn.tx.send_request(req).await {
             Ok(resp) => {
@@ -673,6 +677,17 @@ where
         let _ = conn.await;
     });
     Ok(tx)
+}
+
+/// A request extension the client sets once the request is handed to a connection: a
+/// request still waiting for one when a run stops was never sent.
+#[derive(Clone, Debug, Default)]
+pub struct OnWire(pub Arc<std::sync::atomic::AtomicBool>);
+
+fn on_wire<B>(req: &Request<B>) {
+    if let Some(w) = req.extensions().get::<OnWire>() {
+        w.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// An HTTP/2 request's body: a gRPC stream's messages at their recorded pace, then its

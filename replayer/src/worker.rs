@@ -19,7 +19,7 @@ use tapedeck_captures::exchange::{Body, Header, Headers, Request as Recorded, Re
 use tapedeck_captures::{ConnectionId, ErrorKind, Exchange, ExchangeId, HttpVersion, IdGenerator, Timing};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
-use crate::client::{Outcome, Pool};
+use crate::client::{OnWire, Outcome, Pool};
 use crate::compare::correlate::Vars;
 use crate::compare::generated::Window;
 use crate::compare::noise;
@@ -223,9 +223,17 @@ fn start_ready(queues: &Rc<RefCell<Queues>>, shared: &Rc<(Pool, WorkerContext)>)
                 Some(_) => correlate(&queues, &mut job),
                 None => 0,
             };
-            let flight =
-                Flight { queues: &queues, job: &job, route: &route, ctx, started: Instant::now(), landed: false };
-            let mut sample = send(&job, pool, ctx).await;
+            let on_wire = OnWire::default();
+            let flight = Flight {
+                queues: &queues,
+                job: &job,
+                route: &route,
+                ctx,
+                started: Instant::now(),
+                on_wire: &on_wire,
+                landed: false,
+            };
+            let mut sample = send(&job, pool, ctx, &on_wire).await;
             flight.land();
             let (vars, probe) = match &ctx.compare {
                 Some(c) => learn(&queues, &job, &route, &sample, c),
@@ -284,6 +292,8 @@ struct Flight<'a> {
     route: &'a str,
     ctx: &'a WorkerContext,
     started: Instant,
+    /// Set once the request was handed to a connection.
+    on_wire: &'a OnWire,
     landed: bool,
 }
 
@@ -296,7 +306,8 @@ impl Flight<'_> {
 
 impl Drop for Flight<'_> {
     fn drop(&mut self) {
-        if self.landed {
+        // Still waiting for a connection: never sent, so not counted (as what was queued).
+        if self.landed || !self.on_wire.0.load(Ordering::Relaxed) {
             return;
         }
         let sample = Sample {
@@ -424,11 +435,12 @@ impl Sent {
     }
 }
 
-async fn send(job: &Job, pool: &Pool, ctx: &WorkerContext) -> Sent {
+async fn send(job: &Job, pool: &Pool, ctx: &WorkerContext, on_wire: &OnWire) -> Sent {
     let recorded = &job.exchange;
     let (outcome, request) = match ctx.rewrite.request_keeping(recorded, &job.own_headers) {
         Ok(mut req) => {
             pace_messages(&mut req, recorded, ctx.message_speed, ctx.rewrite.keep_credentials);
+            req.extensions_mut().insert(on_wire.clone());
             let request = ctx.results.is_some().then(|| sent_request(&req));
             (pool.send(req, recorded.connection.0).await, request)
         }

@@ -472,3 +472,28 @@ fn an_http2_answer_ended_early_by_a_no_error_reset_is_incomplete() {
     assert_eq!(report.errors, BTreeMap::from([("incomplete_body".to_string(), 3)]), "{report:#?}");
     assert_eq!(report.compare.as_ref().unwrap().compared, 0);
 }
+
+#[test]
+fn requests_still_waiting_for_a_connection_when_stopped_were_not_sent() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let staging = Hostile::start();
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_tape(dir.path(), &recordings("stall", 8, 0), &[]);
+    let mut c = config(&path, &staging);
+    c.client.timeout = Duration::from_secs(60);
+    c.client.connections = 2;
+    c.workers = 1;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (flag, received) = (stop.clone(), staging.received.clone());
+    std::thread::spawn(move || {
+        let until = Instant::now() + Duration::from_secs(20);
+        while received.load(Ordering::Relaxed) < 2 && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        flag.store(true, Ordering::Relaxed);
+    });
+    let report = replay(&c, &stop, Default::default()).unwrap();
+    assert_eq!(staging.received.load(Ordering::Relaxed), 2, "two connections, two requests on the wire");
+    assert_eq!(report.sent, 2, "what waited for a connection was not sent: {report:#?}");
+    assert_eq!(report.errors, BTreeMap::from([("interrupted".to_string(), 2)]));
+}
