@@ -85,7 +85,9 @@ impl Drop for Hostile {
 async fn serve(mut conn: tokio::net::TcpStream, received: Arc<AtomicU64>) {
     let _ = conn.set_nodelay(true);
     let mut buf = Vec::new();
+    let mut served = 0;
     loop {
+        served += 1;
         // One request head (the recordings are GETs without bodies).
         let head_end = loop {
             if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
@@ -132,6 +134,19 @@ async fn serve(mut conn: tokio::net::TcpStream, received: Arc<AtomicU64>) {
                 let _ = conn.write_all(answer.as_bytes()).await;
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 return;
+            }
+            // One answer per connection: the next request on it is reset unanswered (a
+            // keep-alive connection the target dropped as the request went out).
+            "once" if served > 1 => {
+                #[allow(deprecated)]
+                let _ = conn.set_linger(Some(Duration::ZERO));
+                return;
+            }
+            "once" => {
+                let answer = format!("HTTP/1.1 200 OK\r\n{json}content-length: {}\r\n\r\n{OK_BODY}", OK_BODY.len());
+                if conn.write_all(answer.as_bytes()).await.is_err() {
+                    return;
+                }
             }
             "huge" => {
                 // 64 MiB, as fast as the socket takes it.
@@ -496,4 +511,23 @@ fn requests_still_waiting_for_a_connection_when_stopped_were_not_sent() {
     assert_eq!(staging.received.load(Ordering::Relaxed), 2, "two connections, two requests on the wire");
     assert_eq!(report.sent, 2, "what waited for a connection was not sent: {report:#?}");
     assert_eq!(report.errors, BTreeMap::from([("interrupted".to_string(), 2)]));
+}
+
+#[test]
+fn a_keep_alive_connection_dropped_under_a_safe_request_is_retried_not_charged() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let staging = Hostile::start();
+    let dir = tempfile::tempdir().unwrap();
+    // One session: each request goes out on the connection the previous one used.
+    let mut tape = recordings("once", 10, 0);
+    for ex in &mut tape {
+        ex.session = Some("one".into());
+    }
+    let path = write_tape(dir.path(), &tape, &[]);
+    let mut c = config(&path, &staging);
+    c.client.connections = 1;
+    let report = replay(&c, &AtomicBool::new(false), Default::default()).unwrap();
+    assert_eq!((report.sent, report.completed), (10, 10), "{:?}", report.errors);
+    // Every request after the first met a dropped connection and went again on a new one.
+    assert_eq!(staging.received.load(Ordering::Relaxed), 19);
 }
