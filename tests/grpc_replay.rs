@@ -12,6 +12,20 @@ use std::time::Duration;
 use common::proxy::ProxyProcess;
 use common::*;
 
+/// `tapedeck proxy` in front of `upstream`, capturing into `caps`, with `extra` flags.
+fn capture_proxy(upstream: &str, caps: &std::path::Path, extra: &[&str]) -> ProxyProcess {
+    let mut args = vec!["--listen", "127.0.0.1:0", "--upstream", upstream, "--capture-dir", s(caps), "--admin", "off"];
+    args.extend_from_slice(extra);
+    ProxyProcess::spawn(&args, None)
+}
+
+/// Stops `proxy` as a platform would (SIGTERM); it must exit cleanly.
+fn stop(proxy: ProxyProcess) {
+    proxy.signal(libc::SIGTERM);
+    let (code, lines) = proxy.wait(Duration::from_secs(30));
+    assert_eq!(code, 0, "{lines:?}");
+}
+
 /// A protobuf message with one string field (number 1).
 fn order(text: &str) -> Vec<u8> {
     let mut out = vec![1 << 3 | 2, text.len() as u8];
@@ -29,21 +43,7 @@ fn grpc_captured_in_production_replays_against_staging_and_a_changed_status_is_f
     std::fs::write(&key, "a key for the gRPC replay test, 7f3a9c").unwrap();
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
     let upstream = production.url();
-    let proxy = ProxyProcess::spawn(
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--upstream",
-            &upstream,
-            "--capture-dir",
-            s(&caps),
-            "--admin",
-            "off",
-            "--scrub-key-file",
-            s(&key),
-        ],
-        None,
-    );
+    let proxy = capture_proxy(&upstream, &caps, &["--scrub-key-file", s(&key)]);
     let via_proxy = format!("http://{}", proxy.addr);
     rt.block_on(async {
         let mut client = grpc::EchoClient::connect(&via_proxy).await;
@@ -53,9 +53,7 @@ fn grpc_captured_in_production_replays_against_staging_and_a_changed_status_is_f
             assert_eq!(&answer[5..], &msg[..]);
         }
     });
-    proxy.signal(libc::SIGTERM);
-    let (code, lines) = proxy.wait(Duration::from_secs(30));
-    assert_eq!(code, 0, "{lines:?}");
+    stop(proxy);
     let jsonl = ok(&["cat", s(&caps)]);
     assert_eq!(jsonl.lines().count(), 10);
     assert!(!jsonl.contains("jane.doe") && jsonl.contains("grpc-status"), "scrubbed, statuses kept: {jsonl}");
@@ -133,21 +131,7 @@ fn with_a_descriptor_set_messages_are_scrubbed_and_compared_by_field_name() {
     let caps = dir.path().join("caps");
     let descriptor = shop_descriptor(dir.path());
     let upstream = production.url();
-    let proxy = ProxyProcess::spawn(
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--upstream",
-            &upstream,
-            "--capture-dir",
-            s(&caps),
-            "--admin",
-            "off",
-            "--proto-descriptor",
-            s(&descriptor),
-        ],
-        None,
-    );
+    let proxy = capture_proxy(&upstream, &caps, &["--proto-descriptor", s(&descriptor)]);
     let via_proxy = format!("http://{}", proxy.addr);
     rt.block_on(async {
         let mut client = grpc::EchoClient::connect(&via_proxy).await;
@@ -159,9 +143,7 @@ fn with_a_descriptor_set_messages_are_scrubbed_and_compared_by_field_name() {
             assert!(customer.contains("Jane Doe"), "{customer:?}");
         }
     });
-    proxy.signal(libc::SIGTERM);
-    let (code, lines) = proxy.wait(Duration::from_secs(30));
-    assert_eq!(code, 0, "{lines:?}");
+    stop(proxy);
     let jsonl = ok(&["cat", s(&caps)]);
     assert_eq!(jsonl.lines().count(), 10);
     // The customer's name has no shape a detector knows: only its field's name (beside an
@@ -222,10 +204,7 @@ fn a_client_stream_is_replayed_at_its_recorded_pace() {
     let dir = tempfile::tempdir().unwrap();
     let caps = dir.path().join("caps");
     let upstream = production.url();
-    let proxy = ProxyProcess::spawn(
-        &["--listen", "127.0.0.1:0", "--upstream", &upstream, "--capture-dir", s(&caps), "--admin", "off"],
-        None,
-    );
+    let proxy = capture_proxy(&upstream, &caps, &[]);
     let via_proxy = format!("http://{}", proxy.addr);
     rt.block_on(async {
         let mut client = grpc::EchoClient::connect(&via_proxy).await;
@@ -234,9 +213,7 @@ fn a_client_stream_is_replayed_at_its_recorded_pace() {
         let joined = client.client_stream_every(vec!["\n\u{1}a", "\n\u{1}b", "\n\u{1}c"], gap).await.unwrap();
         assert_eq!(&joined[..], b"\n\x01a+\n\x01b+\n\x01c");
     });
-    proxy.signal(libc::SIGTERM);
-    let (code, lines) = proxy.wait(Duration::from_secs(30));
-    assert_eq!(code, 0, "{lines:?}");
+    stop(proxy);
     // The capture holds when each message arrived.
     let jsonl = ok(&["cat", s(&caps)]);
     let ex: serde_json::Value = serde_json::from_str(jsonl.lines().next().unwrap()).unwrap();
