@@ -332,7 +332,6 @@ impl Pool {
 
     async fn exchange(&self, mut req: Request<Full<Bytes>>) -> Outcome {
         let started = Instant::now();
-        let mut retried = false;
         let pq = req.uri().path_and_query().cloned().unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
         let absolute = std::mem::replace(req.uri_mut(), http::Uri::from(pq));
         loop {
@@ -349,7 +348,6 @@ impl Pool {
                 };
             }
             let idle = self.state().idle.pop();
-            let reused = idle.is_some();
             let mut conn = match idle {
                 Some(conn) => conn,
                 None => match self.wait_for_connection().await {
@@ -365,19 +363,14 @@ impl Pool {
             let sent_at = Instant::now();
             on_wire(&req);
             let head = req.method() == http::Method::HEAD;
-            // A kept-alive connection the target closed as the request went out fails it
-            // before any answer; a safe request is sent once more on another, as browsers
-            // do, rather than charged to its route as the target's reset.
-            let again = (reused && !retried && is_safe(req.method())).then(|| copy(&req));
+            // A request the connection did not take (closed before it went out) goes on
+            // another. One that went out and met a reset is the target's error, counted
+            // against it: retrying it would hide a target that drops requests.
             match conn.tx.try_send_request(req).await {
                 Ok(resp) => return self.read(sent_at, resp, Some(conn), head).await,
-                Err(mut e) => match (e.take_message(), again) {
-                    (Some(unsent), _) => req = unsent,
-                    (None, Some(copy)) if is_stale(e.error()) => {
-                        retried = true;
-                        req = copy;
-                    }
-                    (None, _) => return Outcome::failed(sent_at, hyper_kind(&e.into_error())),
+                Err(mut e) => match e.take_message() {
+                    Some(unsent) => req = unsent,
+                    None => return Outcome::failed(sent_at, hyper_kind(&e.into_error())),
                 },
             }
         }
@@ -602,6 +595,11 @@ impl Pool {
         if error.is_none() && !bodiless && announced.is_some_and(|n| len < n) {
             error = Some(ErrorKind::IncompleteBody);
         }
+        // A gRPC answer ends with its status; one without it was cut (however it ended).
+        let status_named = trailers.contains_key("grpc-status") || parts.headers.contains_key("grpc-status");
+        if error.is_none() && parts.status == StatusCode::OK && is_grpc(&parts.headers) && !status_named {
+            error = Some(ErrorKind::IncompleteBody);
+        }
         let conn = conn.filter(|c| error.is_none() && !c.tx.is_closed());
         let outcome = Outcome {
             sent_at,
@@ -687,44 +685,6 @@ where
         let _ = conn.await;
     });
     Ok(tx)
-}
-
-fn is_safe(method: &http::Method) -> bool {
-    matches!(*method, http::Method::GET | http::Method::HEAD | http::Method::OPTIONS)
-}
-
-/// A request that failed as a stale kept-alive connection fails: closed or reset before
-/// any byte of an answer.
-fn is_stale(e: &hyper::Error) -> bool {
-    if e.is_incomplete_message() || e.is_closed() {
-        return true;
-    }
-    let mut source = std::error::Error::source(e);
-    while let Some(cause) = source {
-        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
-            return matches!(
-                io.kind(),
-                std::io::ErrorKind::ConnectionReset
-                    | std::io::ErrorKind::BrokenPipe
-                    | std::io::ErrorKind::ConnectionAborted
-            );
-        }
-        source = cause.source();
-    }
-    false
-}
-
-/// A copy of `req` to send again (its body is shared bytes).
-fn copy(req: &Request<Full<Bytes>>) -> Request<Full<Bytes>> {
-    let mut copy = Request::new(req.body().clone());
-    *copy.method_mut() = req.method().clone();
-    *copy.uri_mut() = req.uri().clone();
-    *copy.version_mut() = req.version();
-    *copy.headers_mut() = req.headers().clone();
-    if let Some(w) = req.extensions().get::<OnWire>() {
-        copy.extensions_mut().insert(w.clone());
-    }
-    copy
 }
 
 /// A request extension the client sets once the request is handed to a connection: a

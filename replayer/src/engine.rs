@@ -212,9 +212,10 @@ pub(crate) fn run(config: &ReplayConfig, stop: &AtomicBool, progress: Arc<Progre
         (counters, handle)
     });
 
-    let mut d = Dispatcher { lanes, wake, refused: None, progress: progress.clone() };
+    let mut d = Dispatcher { lanes, wake, refused: None, progress: progress.clone(), earlier_damage: Vec::new() };
     let interrupted = d.run(config, &mut source, stop, &draining);
     let refused = d.refused.take();
+    let earlier_damage = std::mem::take(&mut d.earlier_damage);
     drop(d);
     let mut merged = Stats::default();
     for h in handles {
@@ -244,22 +245,22 @@ pub(crate) fn run(config: &ReplayConfig, stop: &AtomicBool, progress: Arc<Progre
     }
     // Exchanges lost are known exactly for closed segments (their footers count their
     // records) read to the end; otherwise each damaged region lost one at least.
-    // (Filters read every record; a limit, a time bound or a stop leave some unread.)
+    // (Filters read every record; a limit, a time bound or a stop leave some unread. Each
+    // earlier pass of a loop was read to its end.)
     let sel = &config.selection;
-    let read_whole = !interrupted
-        && !source.limit_reached()
-        && sel.limit.is_none()
-        && sel.from.is_none()
-        && sel.to.is_none()
-        && config.loops.is_none();
-    let damage = damage(source.reader().reports(), read_whole);
+    let read_whole =
+        !interrupted && !source.limit_reached() && sel.limit.is_none() && sel.from.is_none() && sel.to.is_none();
+    let passes = earlier_damage.iter().map(|r| (r, true));
+    let damage = damage(passes.chain(source.reader().reports().iter().map(|r| (r, read_whole))));
     Ok(Outcomes { stats: merged, interrupted, results_written, results_failed, results_waited, damage })
 }
 
 /// What of the tapes could not be read; `None` when they were whole.
-fn damage(reports: &[tapedeck_captures::tape::SegmentReport], read_whole: bool) -> Option<crate::report::TapeDamage> {
+fn damage<'a>(
+    reports: impl Iterator<Item = (&'a tapedeck_captures::tape::SegmentReport, bool)>,
+) -> Option<crate::report::TapeDamage> {
     let mut d = crate::report::TapeDamage { exact: true, ..Default::default() };
-    for r in reports.iter().filter(|r| r.error.is_some() || !r.stats.is_clean()) {
+    for (r, read_whole) in reports.filter(|(r, _)| r.error.is_some() || !r.stats.is_clean()) {
         d.segments += 1;
         let regions = r.stats.corrupt_regions.max(u64::from(r.error.is_some()));
         d.regions += regions;
@@ -270,8 +271,9 @@ fn damage(reports: &[tapedeck_captures::tape::SegmentReport], read_whole: bool) 
         let file =
             r.path.file_name().map_or_else(|| r.path.display().to_string(), |n| n.to_string_lossy().into_owned());
         for problem in r.error.iter().chain(&r.stats.problems) {
-            if d.problems.len() < 5 {
-                d.problems.push(format!("{file}: {problem}"));
+            let problem = format!("{file}: {problem}");
+            if d.problems.len() < 5 && !d.problems.contains(&problem) {
+                d.problems.push(problem);
             }
         }
     }
@@ -345,6 +347,9 @@ struct Dispatcher {
     /// Set when a recorded request addresses the target itself.
     refused: Option<String>,
     progress: Arc<Progress>,
+    /// Damaged segments of earlier passes (`--loop`, `--duration`), read to their end:
+    /// each pass lost their damaged exchanges again.
+    earlier_damage: Vec<tapedeck_captures::tape::SegmentReport>,
 }
 
 impl Dispatcher {
@@ -388,6 +393,8 @@ impl Dispatcher {
             if !more || source.limit_reached() {
                 break;
             }
+            let damaged = source.reader().reports().iter().filter(|r| r.error.is_some() || !r.stats.is_clean());
+            self.earlier_damage.extend(damaged.cloned());
             match source.restart() {
                 Ok(Some((span, gap))) => schedule.next_loop(span, gap.max(1_000_000)),
                 _ => break,

@@ -173,6 +173,8 @@ pub struct Stats {
     /// too large to compare at the pace they came), and waiting for it would have delayed
     /// the sends.
     pub compare_shed: u64,
+    /// Noise probes that got no complete answer.
+    pub probes_failed: u64,
 }
 
 impl Default for Stats {
@@ -193,6 +195,7 @@ impl Default for Stats {
             substitutions: 0,
             probes: 0,
             compare_shed: 0,
+            probes_failed: 0,
         }
     }
 }
@@ -300,6 +303,7 @@ impl Stats {
         self.substitutions += other.substitutions;
         self.probes += other.probes;
         self.compare_shed += other.compare_shed;
+        self.probes_failed += other.probes_failed;
         self.timeline.merge(other.timeline);
         self.noise.merge(other.noise);
         let _ = self.lag.add(&other.lag);

@@ -253,15 +253,10 @@ fn start_ready(queues: &Rc<RefCell<Queues>>, shared: &Rc<(Pool, WorkerContext)>)
                     sink.send(ex).await;
                 }
             }
-            if let (Some(first), Some(c)) = (&probe_of, &ctx.compare) {
-                // The same request once more: values that move between two answers are
-                // the target's noise.
-                if let Some(second) = send_again(&job, pool, ctx).await {
-                    let mut q = queues.borrow_mut();
-                    q.stats.probes += 1;
-                    noise::probe(first, &second, &route, &c.config, &mut q.stats.noise);
-                }
-            }
+            // The probe (after the comparison is handed over: a stop during it must not
+            // leave this answer uncompared) re-sends a copy of the request.
+            let probe_copy = probe_of.map(|first| (first, job.exchange.clone(), job.own_headers.clone()));
+            let route_for_probe = probe_copy.as_ref().map(|_| route.clone());
             if let Some(sink) = &ctx.comparer {
                 let replayed = if sample.error.is_none() { sample.response.take() } else { None };
                 let job = comparer::Job { route, recorded: job.exchange, replayed, vars };
@@ -272,6 +267,19 @@ fn start_ready(queues: &Rc<RefCell<Queues>>, shared: &Rc<(Pool, WorkerContext)>)
                 let comparable = job.replayed.is_some();
                 if sink.try_send(job, kib).is_err() && comparable {
                     queues.borrow_mut().stats.compare_shed += 1;
+                }
+            }
+            if let (Some((first, exchange, own_headers)), Some(route), Some(c)) =
+                (probe_copy, route_for_probe, &ctx.compare)
+            {
+                // The same request once more: values that move between two answers are
+                // the target's noise.
+                let second = send_again(&exchange, &own_headers, pool, ctx).await;
+                let mut q = queues.borrow_mut();
+                q.stats.probes += 1;
+                match second {
+                    Ok(second) => noise::probe(&first, &second, &route, &c.config, &mut q.stats.noise),
+                    Err(()) => q.stats.probes_failed += 1,
                 }
             }
             ctx.progress.in_flight.fetch_sub(1, Ordering::Relaxed);
@@ -509,11 +517,18 @@ fn pace_messages(
 }
 
 /// The same request once more, for a noise probe: not counted, not scheduled.
-async fn send_again(job: &Job, pool: &Pool, ctx: &WorkerContext) -> Option<RecordedResponse> {
-    let req = ctx.rewrite.request_keeping(&job.exchange, &job.own_headers).ok()?;
+/// `Err` when the probe got no complete answer (counted: a target failing probes is
+/// failing).
+async fn send_again(
+    exchange: &Exchange,
+    own_headers: &[(usize, Vec<String>)],
+    pool: &Pool,
+    ctx: &WorkerContext,
+) -> Result<RecordedResponse, ()> {
+    let req = ctx.rewrite.request_keeping(exchange, own_headers).map_err(|_| ())?;
     // Only a complete answer teaches anything: a cut one is an error, not noise.
-    let outcome = pool.send(req, job.exchange.connection.0).await;
-    response_of(&outcome).filter(|_| outcome.error.is_none())
+    let outcome = pool.send(req, exchange.connection.0).await;
+    response_of(&outcome).filter(|_| outcome.error.is_none()).ok_or(())
 }
 
 fn headers_of(map: &http::HeaderMap) -> Headers {

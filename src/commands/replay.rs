@@ -593,7 +593,7 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode> {
     }
     if report.sent == 0 {
         if let Some(d) = &report.tape_damage {
-            bail!("no exchange could be read from the tapes: {}", d.summary());
+            bail!("nothing was replayed, and the tapes are damaged: {}", d.summary());
         }
     }
     if report.sent > 0 && report.completed == 0 {

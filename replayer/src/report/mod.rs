@@ -271,6 +271,10 @@ pub struct CompareSummary {
     /// it would have delayed the sends): `differing` is over `compared` only.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub shed: u64,
+    /// Noise probes (in `probes`) the target did not answer completely: reset, cut, timed
+    /// out. They teach nothing, but a target failing them is failing.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub probes_failed: u64,
 }
 
 /// Where a baseline comparison's "recorded" side came from.
@@ -442,6 +446,7 @@ impl ReplayReport {
                 probes: stats.probes,
                 slower_routes: routes.iter().filter(|r| r.p99_flagged).count() as u64,
                 shed: stats.compare_shed,
+                probes_failed: stats.probes_failed,
             }
         });
         let sent_secs = secs(stats.sends);

@@ -132,7 +132,11 @@ fn header(out: &mut String, r: &ReplayReport) {
             100.0 * c.diff_rate,
             c.slower_routes,
             c.substitutions,
-            if c.probes > 0 { format!("; {} noise probe(s)", c.probes) } else { String::new() }
+            match (c.probes, c.probes_failed) {
+                (0, _) => String::new(),
+                (n, 0) => format!("; {n} noise probe(s)"),
+                (n, f) => format!("; {n} noise probe(s), {f} not answered completely (reset, cut or timed out)"),
+            }
         );
         if c.shed > 0 {
             let _ = writeln!(
@@ -198,7 +202,12 @@ fn differences(out: &mut String, r: &ReplayReport) {
     }
     let _ = writeln!(out);
     if troubled.is_empty() && r.compare.as_ref().is_some_and(|c| c.compared == 0) {
-        let _ = writeln!(out, "nothing compared: no request was answered");
+        let why = if r.completed > 0 {
+            "the run stopped before the answers were compared"
+        } else {
+            "no request was answered completely"
+        };
+        let _ = writeln!(out, "nothing compared: {why}");
     } else if troubled.is_empty() {
         let _ = writeln!(out, "no differences: every route answered as recorded (noise excluded)");
     } else {
