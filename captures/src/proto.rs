@@ -220,6 +220,11 @@ pub fn wire_json(bytes: &[u8]) -> Option<serde_json::Value> {
     wire_object(bytes, 0)
 }
 
+/// Text without control characters (but tabs and line ends).
+pub(crate) fn is_printable(text: &str) -> bool {
+    !text.chars().any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
+}
+
 /// Nesting read as messages at most (deeper values stay text or bytes).
 const MAX_WIRE_DEPTH: usize = 32;
 
@@ -239,15 +244,24 @@ fn wire_object(bytes: &[u8], depth: usize) -> Option<serde_json::Value> {
             }
             1 => Value::from(u64::from_le_bytes(raw.try_into().ok()?)),
             5 => Value::from(u32::from_le_bytes(raw.try_into().ok()?)),
-            _ => match (!raw.is_empty() && depth < MAX_WIRE_DEPTH).then(|| wire_object(raw, depth + 1)).flatten() {
-                Some(message) => message,
-                None => match std::str::from_utf8(raw) {
-                    Ok(text) => Value::String(text.to_string()),
-                    Err(_) => {
-                        use base64::Engine as _;
-                        Value::String(format!("base64:{}", base64::engine::general_purpose::STANDARD.encode(raw)))
+            // Printable text is text (as the scrubber reads it), even if it would parse.
+            _ => match std::str::from_utf8(raw).ok().filter(|t| is_printable(t)) {
+                Some(text) => Value::String(text.to_string()),
+                None => {
+                    match (!raw.is_empty() && depth < MAX_WIRE_DEPTH).then(|| wire_object(raw, depth + 1)).flatten() {
+                        Some(message) => message,
+                        None => match std::str::from_utf8(raw) {
+                            Ok(text) => Value::String(text.to_string()),
+                            Err(_) => {
+                                use base64::Engine as _;
+                                Value::String(format!(
+                                    "base64:{}",
+                                    base64::engine::general_purpose::STANDARD.encode(raw)
+                                ))
+                            }
+                        },
                     }
-                },
+                }
             },
         };
         match map.entry(f.number.to_string()) {
@@ -263,7 +277,36 @@ fn wire_object(bytes: &[u8], depth: usize) -> Option<serde_json::Value> {
             },
         }
     }
+    // Repeated `{1: key, 2: value}` entries are how a map travels, in no set order: read
+    // as an object (by key), two answers with the same entries compare equal.
+    for value in map.values_mut() {
+        if let Some(entries) = as_map_entries(value) {
+            *value = Value::Object(entries);
+        }
+    }
     Some(serde_json::Value::Object(map))
+}
+
+/// `items` as a map, if it is a list of map entries with distinct keys.
+fn as_map_entries(items: &serde_json::Value) -> Option<serde_json::Map<String, serde_json::Value>> {
+    use serde_json::Value;
+    let items = items.as_array()?;
+    let mut out = serde_json::Map::new();
+    for item in items {
+        let entry = item.as_object()?;
+        if entry.keys().any(|k| k != "1" && k != "2") {
+            return None;
+        }
+        let key = match entry.get("1")? {
+            Value::String(s) => s.clone(),
+            Value::Number(n) => n.to_string(),
+            _ => return None,
+        };
+        if out.insert(key, entry.get("2").cloned().unwrap_or(Value::Null)).is_some() {
+            return None;
+        }
+    }
+    Some(out)
 }
 
 #[cfg(test)]
@@ -345,5 +388,21 @@ pub(crate) mod tests {
             "{json}"
         );
         assert!(wire_json(&[0x0a, 9, 1]).is_none());
+        // Map entries (field 6: {1: key, 2: value}) in either order read the same.
+        let entry = |k: &str, v: &str| {
+            [
+                &[0x32, (k.len() + v.len() + 4) as u8, 0x0a, k.len() as u8][..],
+                k.as_bytes(),
+                &[0x12, v.len() as u8],
+                v.as_bytes(),
+            ]
+            .concat()
+        };
+        let (a, b) = (
+            [entry("tier", "gold"), entry("ref", "ad")].concat(),
+            [entry("ref", "ad"), entry("tier", "gold")].concat(),
+        );
+        assert_eq!(wire_json(&a), wire_json(&b));
+        assert_eq!(wire_json(&a).unwrap(), serde_json::json!({"6": {"tier": "gold", "ref": "ad"}}));
     }
 }

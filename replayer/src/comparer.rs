@@ -63,7 +63,10 @@ fn run(rx: &budget::Receiver<Job>, c: &Comparing) -> Compared {
     let mut out = Compared::default();
     while let Some((job, kib)) = rx.recv() {
         learner.observe(&job.recorded, &job.route, &c.config);
-        if let (Some(a), Some(b)) = (&job.recorded.response, &job.replayed) {
+        // A recording without a complete answer (the client left, the upstream broke off)
+        // has nothing to compare a replay's answer with.
+        let recorded = job.recorded.response.as_ref().filter(|_| job.recorded.error.is_none());
+        if let (Some(a), Some(b)) = (recorded, &job.replayed) {
             let path = Some(job.recorded.request.path());
             let mut diffs = diff::compare_call(a, b, &job.route, path, &c.config, &c.window);
             if let Some(vars) = &job.vars {

@@ -126,6 +126,14 @@ impl Timeline {
     }
 }
 
+/// A gRPC call that carried a deadline (`grpc-timeout`).
+fn is_grpc_with_deadline(r: &tapedeck_captures::Request) -> bool {
+    r.headers.get_str("grpc-timeout").is_some()
+        && r.headers
+            .get_str("content-type")
+            .is_some_and(|t| tapedeck_captures::scrub::is_grpc_content_type(t.trim().as_bytes()))
+}
+
 fn class(status: Option<u16>) -> &'static str {
     match status.map(|s| s / 100) {
         None => "none",
@@ -271,7 +279,15 @@ impl Stats {
         let recorded_grpc =
             s.recorded.response.as_ref().and_then(|r| tapedeck_captures::proto::grpc_status(&r.headers, &r.trailers));
         let name = tapedeck_captures::proto::grpc_code_name;
-        *r.recorded_status.entry(recorded_grpc.map_or_else(|| class(s.recorded.status()), name)).or_default() += 1;
+        let recorded = match s.recorded.error {
+            // A gRPC client that gave up at its deadline saw DEADLINE_EXCEEDED, as a
+            // replay of the call with the same deadline will.
+            Some(ErrorKind::ClientAborted) if is_grpc_with_deadline(&s.recorded.request) => "DEADLINE_EXCEEDED",
+            // Production did not answer completely either: its error, not its head's status.
+            Some(e) => e.as_str(),
+            None => recorded_grpc.map_or_else(|| class(s.recorded.status()), name),
+        };
+        *r.recorded_status.entry(recorded).or_default() += 1;
         // A request without a (complete) answer counts under its error: a head whose body
         // broke off is not a `2xx`.
         let replayed = match s.error {

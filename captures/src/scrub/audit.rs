@@ -66,6 +66,12 @@ impl Scrubber {
         a.headers(&req.headers, "request");
         // gRPC messages by their schema's field names, when there is one.
         let method = self.proto.as_ref().and_then(|s| s.method(&req.target));
+        let grpc = req.headers.get_str("content-type").is_some_and(|t| t.trim_start().starts_with("application/grpc"));
+        if self.proto.is_some() && method.is_none() && grpc {
+            // Its messages were scrubbed without their field names: a name or a password
+            // only a field's name gives away may be on disk.
+            a.flag("gRPC method not in the descriptor set (scrubbed without field names)", "request target");
+        }
         a.proto = method.as_ref().map(|m| m.input());
         a.body(&req.headers, &req.body.data, req.body.truncated, "request body");
         a.proto = method.map(|m| m.output());

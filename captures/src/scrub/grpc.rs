@@ -277,9 +277,18 @@ pub(crate) fn scrub_value(pass: &mut Pass<'_>, value: &[u8], depth: usize) -> Op
     }
     if depth < MAX_DEPTH {
         if let Some(fields) = parse(value) {
-            // Text that happens to parse (a short word of the right letters) is read as a
-            // message too: its strings still meet the detectors.
-            return rewrite(pass, value, &fields, depth + 1);
+            let walked = rewrite(pass, value, &fields, depth + 1);
+            // Printable text can happen to parse as a message (`alice0@example.com` does:
+            // tags and lengths made of letters), and read as one its address would never
+            // meet the detectors: what is still printable text after the walk meets them
+            // as text (a real message's tokens are already scrubbed and change nothing).
+            let now = walked.as_deref().unwrap_or(value);
+            if let Some(text) = std::str::from_utf8(now).ok().filter(|t| crate::proto::is_printable(t)) {
+                if let Some(new) = pass.free_value(None, text) {
+                    return Some(new.into_bytes());
+                }
+            }
+            return walked;
         }
     }
     match std::str::from_utf8(value) {
@@ -368,6 +377,17 @@ mod tests {
         let out = scrubbed(cut, true, None);
         let len = u32::from_be_bytes([out[1], out[2], out[3], out[4]]) as usize;
         assert_eq!(out.len(), 5 + len, "the cut message is dropped, the whole one kept");
+    }
+
+    #[test]
+    fn text_that_happens_to_parse_as_a_message_meets_the_detectors() {
+        // `alice0@example.com` reads as two fixed64 fields (field 12); an SSN as varints.
+        for text in [&b"alice0@example.com"[..], b"078-05-1120"] {
+            assert!(parse(text).is_some(), "{}", String::from_utf8_lossy(text));
+            let body = frame(0, &[field(1, 2, b"id-7"), field(2, 2, text)].concat());
+            let out = scrubbed(&body, false, None);
+            assert!(!out.windows(text.len()).any(|w| w == text), "{}", String::from_utf8_lossy(&out));
+        }
     }
 
     #[test]

@@ -762,3 +762,32 @@ mod hostile_tests {
         assert!(found.iter().any(|c| c.contains("person")), "{found:?}");
     }
 }
+
+#[cfg(test)]
+mod method_tests {
+    use crate::exchange::{Body, Exchange, Headers, Request};
+    use crate::proto::tests::{compile, SHOP};
+    use crate::proto::ProtoSchema;
+    use crate::scrub::Scrubber;
+
+    #[test]
+    fn a_call_the_descriptor_set_does_not_have_fails_the_check() {
+        let schema = ProtoSchema::from_bytes(&compile(SHOP), "shop.pb").unwrap();
+        let scrubber = Scrubber::with_defaults(None).with_proto(schema);
+        let mut h = Headers::new();
+        h.push("content-type", "application/grpc");
+        let ex = |target: &str| Exchange {
+            request: Request {
+                method: "POST".into(),
+                target: target.into(),
+                headers: h.clone(),
+                body: Body::full(vec![0u8, 0, 0, 0, 0]),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let found = scrubber.audit(&ex("/billing.Invoices/Get"));
+        assert!(found.iter().any(|f| f.category.contains("not in the descriptor set")), "{found:?}");
+        assert!(scrubber.audit(&ex("/shop.Orders/Get")).is_empty());
+    }
+}
