@@ -233,3 +233,41 @@ fn a_client_stream_is_replayed_at_its_recorded_pace() {
         assert!(p50 >= at_least_ms, "{speed}: the stream took {p50} ms");
     }
 }
+
+#[test]
+fn a_call_the_client_gave_up_on_at_its_deadline_is_not_compared() {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let production = rt.block_on(grpc::GrpcServer::start());
+    let dir = tempfile::tempdir().unwrap();
+    let caps = dir.path().join("caps");
+    // Unscrubbed: the test service's raw messages are not protobuf, and scrubbing would
+    // drop them.
+    let proxy = capture_proxy(&production.url(), &caps, &["--no-scrub"]);
+    let via_proxy = format!("http://{}", proxy.addr);
+    rt.block_on(async {
+        let mut client = grpc::EchoClient::connect(&via_proxy).await;
+        // `slow` answers after 2 s; the client gives up at 300 ms.
+        assert!(client.unary("slow", Some(Duration::from_millis(300))).await.is_err());
+        assert!(client.unary("hello", None).await.is_ok());
+    });
+    stop(proxy);
+    let staging = rt.block_on(grpc::GrpcServer::start());
+    let report = dir.path().join("report.json");
+    let out = run(&[
+        "replay",
+        s(&caps),
+        "--target",
+        &staging.url(),
+        "--speed",
+        "max",
+        "--allow-unscrubbed",
+        "--report",
+        s(&report),
+    ]);
+    assert!(out.status.code().is_some_and(|c| c <= 1), "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let route = &json["routes"][0];
+    // Production's client saw DEADLINE_EXCEEDED; the recording holds no answer to compare.
+    assert_eq!(route["recorded_status"]["DEADLINE_EXCEEDED"].as_u64(), Some(1), "{json}");
+    assert_eq!(json["compare"]["compared"].as_u64(), Some(1), "only the complete call: {json}");
+}

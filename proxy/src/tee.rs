@@ -214,6 +214,11 @@ impl Drop for Recording {
         if exchange.timing.end_ns.is_none() {
             exchange.timing.end_ns = exchange.timing.head_ns.or_else(|| Some(self.started.elapsed().as_nanos() as u64));
         }
+        // No answer and no error: the request was dropped unanswered, which only happens
+        // when the client went away (a gRPC client past its deadline cancels its stream).
+        if exchange.response.is_none() && exchange.error.is_none() {
+            exchange.error = Some(ErrorKind::ClientAborted);
+        }
         self.queue.push(exchange);
     }
 }
