@@ -12,6 +12,15 @@ use std::time::Duration;
 use common::proxy::ProxyProcess;
 use common::*;
 
+/// A runtime, a production gRPC service on it, and a directory for the captures.
+fn setup() -> (tokio::runtime::Runtime, grpc::GrpcServer, tempfile::TempDir, std::path::PathBuf) {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let production = rt.block_on(grpc::GrpcServer::start());
+    let dir = tempfile::tempdir().unwrap();
+    let caps = dir.path().join("caps");
+    (rt, production, dir, caps)
+}
+
 /// `tapedeck proxy` in front of `upstream`, capturing into `caps`, with `extra` flags.
 fn capture_proxy(upstream: &str, caps: &std::path::Path, extra: &[&str]) -> ProxyProcess {
     let mut args = vec!["--listen", "127.0.0.1:0", "--upstream", upstream, "--capture-dir", s(caps), "--admin", "off"];
@@ -35,10 +44,7 @@ fn order(text: &str) -> Vec<u8> {
 
 #[test]
 fn grpc_captured_in_production_replays_against_staging_and_a_changed_status_is_found() {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let production = rt.block_on(grpc::GrpcServer::start());
-    let dir = tempfile::tempdir().unwrap();
-    let caps = dir.path().join("caps");
+    let (rt, production, dir, caps) = setup();
     let key = dir.path().join("scrub.key");
     std::fs::write(&key, "a key for the gRPC replay test, 7f3a9c").unwrap();
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
@@ -125,10 +131,7 @@ fn shop_descriptor(dir: &std::path::Path) -> std::path::PathBuf {
 
 #[test]
 fn with_a_descriptor_set_messages_are_scrubbed_and_compared_by_field_name() {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let production = rt.block_on(grpc::GrpcServer::start());
-    let dir = tempfile::tempdir().unwrap();
-    let caps = dir.path().join("caps");
+    let (rt, production, dir, caps) = setup();
     let descriptor = shop_descriptor(dir.path());
     let upstream = production.url();
     let proxy = capture_proxy(&upstream, &caps, &["--proto-descriptor", s(&descriptor)]);
@@ -199,10 +202,7 @@ fn with_a_descriptor_set_messages_are_scrubbed_and_compared_by_field_name() {
 
 #[test]
 fn a_client_stream_is_replayed_at_its_recorded_pace() {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let production = rt.block_on(grpc::GrpcServer::start());
-    let dir = tempfile::tempdir().unwrap();
-    let caps = dir.path().join("caps");
+    let (rt, production, dir, caps) = setup();
     let upstream = production.url();
     let proxy = capture_proxy(&upstream, &caps, &[]);
     let via_proxy = format!("http://{}", proxy.addr);
@@ -236,10 +236,7 @@ fn a_client_stream_is_replayed_at_its_recorded_pace() {
 
 #[test]
 fn a_call_the_client_gave_up_on_at_its_deadline_is_not_compared() {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let production = rt.block_on(grpc::GrpcServer::start());
-    let dir = tempfile::tempdir().unwrap();
-    let caps = dir.path().join("caps");
+    let (rt, production, dir, caps) = setup();
     // Unscrubbed: the test service's raw messages are not protobuf, and scrubbing would
     // drop them.
     let proxy = capture_proxy(&production.url(), &caps, &["--no-scrub"]);
