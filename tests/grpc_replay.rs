@@ -198,6 +198,7 @@ fn with_a_descriptor_set_messages_are_scrubbed_and_compared_by_field_name() {
     let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
     assert_eq!(json["compare"]["differing"].as_u64(), Some(1), "{json}");
     assert!(stdout.contains("$.3") && !stdout.contains("total_cents"), "{stdout}");
+    assert!(stderr(&out).contains("pass the same --proto-descriptor"), "said before the run: {}", stderr(&out));
 }
 
 #[test]

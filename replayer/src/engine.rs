@@ -120,6 +120,7 @@ pub(crate) fn run(config: &ReplayConfig, stop: &AtomicBool, progress: Arc<Progre
     }
     guard_production(config, &source)?;
     guard_unscrubbed(config, &source)?;
+    warn_missing_schema(config, &source);
     let rewrite = Arc::new(config.rewrite.clone());
     let tls = if rewrite.is_https() {
         Some(Arc::new(crate::client::tls_config(&config.client).map_err(ReplayError::Config)?))
@@ -315,6 +316,26 @@ fn guard_production(config: &ReplayConfig, source: &Source) -> Result<(), Replay
 
 /// Tapes without a scrub fingerprint hold production's data as it was: refused unless
 /// allowed (then a warning), and their credentials are never sent as recorded.
+/// Tapes scrubbed with a descriptor set lost protobuf fields a rule took (numbers,
+/// messages): compared without the same descriptor set, by field number, those come back
+/// as differences on every answer. Said before the run, not found out from the report.
+fn warn_missing_schema(config: &ReplayConfig, source: &Source) {
+    let Some(compare) = &config.compare else { return };
+    if compare.proto.is_some() {
+        return;
+    }
+    let with_schema = source.reader().reports().iter().find_map(|r| {
+        let fingerprint = r.header.as_ref()?.scrub_fingerprint.as_deref()?;
+        let proto = fingerprint.split(' ').find_map(|part| part.strip_prefix("proto:"))?;
+        Some((r.path.display().to_string(), proto.to_string()))
+    });
+    if let Some((path, proto)) = with_schema {
+        tracing::warn!(
+            "{path} was scrubbed with a protobuf descriptor set (proto:{proto}); pass the same --proto-descriptor to              compare gRPC messages by field name (without it, fields the scrubber removed count as differences)"
+        );
+    }
+}
+
 fn guard_unscrubbed(config: &ReplayConfig, source: &Source) -> Result<(), ReplayError> {
     let reports = source.reader().reports();
     let unscrubbed: Vec<_> =
