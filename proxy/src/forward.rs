@@ -388,6 +388,10 @@ impl Forwarder {
             Ok(r) => r,
             Err(e) => {
                 tracing::debug!(error = %e, "cannot build the upstream request");
+                // Refused by the proxy: recorded as such, not as a client that left.
+                if let Some(r) = &recording {
+                    r.error(ErrorKind::Other);
+                }
                 self.metrics.request(400);
                 return plain(StatusCode::BAD_REQUEST, "bad request\n", None);
             }
