@@ -9,10 +9,14 @@
 //! which protobuf does not even send), as `drop` removes any field. A list takes its
 //! elements' fate: strings each get a token, and a list of anything else goes whole. This
 //! keeps scrubbing idempotent and `scrub --check` able to tell. Maps are read as JSON objects:
-//! an entry's key is its name (`labels["email"]` gets the `email` rule). An
-//! `google.protobuf.Any` is read by the type it names when the schema has it. Fields the
-//! schema does not know (a newer client) and bytes fields with no rule are walked as
-//! messages without a schema ([`super::grpc`]).
+//! an entry's key is its name (`labels["email"]` gets the `email` rule), and a map with an
+//! `email` key describes a person as an object would. Well-known wrappers
+//! (`StringValue` …), `Struct`, `Value` and `ListValue` are read through to their values,
+//! under the name of the field holding them. An `google.protobuf.Any` is read by the type
+//! it names when the schema has it; proto2 extensions by their names. Fields the schema
+//! does not know (a newer client) and bytes fields with no rule are walked as messages
+//! without a schema ([`super::grpc`]); unknown groups are dropped. Nesting past
+//! [`super::grpc::MAX_DEPTH`] is not read at all (the body is unparsed).
 
 use std::borrow::Cow;
 
