@@ -331,7 +331,7 @@ pub(crate) fn build_config(args: ProxyArgs) -> Result<ProxyConfig> {
             let scrubber = load_scrubber(ScrubFiles {
                 policy: args.scrub_policy.as_deref(),
                 key_file: args.scrub_key_file.as_deref(),
-                proto_descriptor: args.proto_descriptor.as_deref(),
+                proto: args.proto_descriptor.as_deref().map(crate::commands::scrub::load_proto).transpose()?,
                 strict_perms: args.strict_perms,
             })?;
             if !scrubber.has_key() {

@@ -373,6 +373,8 @@ fn config(args: &ReplayArgs) -> Result<ReplayConfig> {
     c.allow_shared_dir = args.allow_shared_dir;
     c.rewrite.keep_credentials = args.keep_credentials;
     c.allow_unscrubbed = args.allow_unscrubbed;
+    // Read once: the comparison and the results' scrubbing share it.
+    let proto = args.proto_descriptor.as_deref().map(super::scrub::load_proto).transpose()?;
     c.compare = if args.no_compare {
         if args.noise_probe || args.noise_model.is_some() || !args.ignore.is_empty() || args.compare_config.is_some() {
             bail!("--no-compare turns comparison off; drop it to use --ignore, --noise-probe, --noise-model or --compare-config");
@@ -380,9 +382,7 @@ fn config(args: &ReplayArgs) -> Result<ReplayConfig> {
         None
     } else {
         let mut compare = super::report::compare_config(args.compare_config.as_deref())?;
-        if let Some(path) = &args.proto_descriptor {
-            compare.proto = Some(super::scrub::load_proto(path)?);
-        }
+        compare.proto = proto.clone();
         for rule in &args.ignore {
             compare.add_ignore(rule).map_err(|e| anyhow!("--ignore: {e}"))?;
         }
@@ -405,7 +405,7 @@ fn config(args: &ReplayArgs) -> Result<ReplayConfig> {
         let scrubber = super::scrub::load_scrubber(super::scrub::ScrubFiles {
             policy: args.scrub_policy.as_deref(),
             key_file: args.scrub_key_file.as_deref(),
-            proto_descriptor: args.proto_descriptor.as_deref(),
+            proto,
             strict_perms: args.strict_perms,
         })?;
         if args.results.is_some() && !scrubber.has_key() {

@@ -56,14 +56,14 @@ pub struct ScrubArgs {
 }
 
 /// Where a scrubber's settings come from.
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Default)]
 pub struct ScrubFiles<'a> {
     /// The policy (TOML), over the defaults.
     pub policy: Option<&'a Path>,
     /// The key for `hash` (else the environment).
     pub key_file: Option<&'a Path>,
-    /// A protobuf descriptor set for gRPC messages.
-    pub proto_descriptor: Option<&'a Path>,
+    /// A protobuf descriptor set for gRPC messages ([`load_proto`]).
+    pub proto: Option<tapedeck_captures::proto::ProtoSchema>,
     /// Refuse a key file others can read (else a warning).
     pub strict_perms: bool,
 }
@@ -72,7 +72,7 @@ pub struct ScrubFiles<'a> {
 /// descriptor set. A key file others can read is warned about, or refused with
 /// `strict_perms`.
 pub fn load_scrubber(files: ScrubFiles<'_>) -> Result<Scrubber> {
-    let ScrubFiles { policy, key_file, proto_descriptor, strict_perms } = files;
+    let ScrubFiles { policy, key_file, proto, strict_perms } = files;
     let policy = match policy {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -93,8 +93,8 @@ pub fn load_scrubber(files: ScrubFiles<'_>) -> Result<Scrubber> {
         check_key_strength(k)?;
     }
     let scrubber = Scrubber::new(&policy, key.as_deref());
-    Ok(match proto_descriptor {
-        Some(path) => scrubber.with_proto(load_proto(path)?),
+    Ok(match proto {
+        Some(schema) => scrubber.with_proto(schema),
         None => scrubber,
     })
 }
@@ -159,7 +159,7 @@ pub fn run(args: ScrubArgs) -> Result<ExitCode> {
     let scrubber = load_scrubber(ScrubFiles {
         policy: args.policy.as_deref(),
         key_file: args.key_file.as_deref(),
-        proto_descriptor: args.proto_descriptor.as_deref(),
+        proto: args.proto_descriptor.as_deref().map(load_proto).transpose()?,
         strict_perms: args.strict_perms,
     })?;
     if args.check {

@@ -235,8 +235,7 @@ impl Audit<'_> {
             }
             return;
         }
-        let grpc = media.starts_with("application/grpc") && !media.starts_with("application/grpc-web-text");
-        if let Some(desc) = self.proto.clone().filter(|_| grpc) {
+        if let Some(desc) = self.proto.clone().filter(|_| super::grpc::reads_frames(&media)) {
             // Each message checked by its fields' names: what scrubbing it again would
             // change (scrubbing is idempotent: nothing, once scrubbed).
             let encoding = headers.get_str("grpc-encoding").map(|e| e.trim().to_ascii_lowercase());

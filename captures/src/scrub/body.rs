@@ -67,9 +67,7 @@ fn classify(media: &str, data: &[u8]) -> Content {
         "application/graphql" | "application/graphql+json" => Content::GraphQl,
         "text/csv" | "application/csv" | "text/tab-separated-values" => Content::Csv,
         // gRPC-Web's text form is base64: not read.
-        m if m.starts_with("application/grpc") && !m.starts_with("application/grpc-web-text") => {
-            Content::Grpc { json: m.ends_with("+json") }
-        }
+        m if crate::scrub::grpc::reads_frames(m) => Content::Grpc { json: m.ends_with("+json") },
         m if m.starts_with("text/") || m == "application/javascript" => Content::Text,
         _ => Content::Other,
     }

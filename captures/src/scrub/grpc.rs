@@ -20,6 +20,13 @@ pub fn is_grpc_content_type(content_type: &[u8]) -> bool {
         && !content_type[16..].get(..4).is_some_and(|w| w.eq_ignore_ascii_case(b"-web"))
 }
 
+/// True for a media type (lower case, no parameters) whose body the scrubber reads as
+/// gRPC frames: gRPC, and gRPC-Web in its binary form (its text form is base64). The
+/// scrubber and the audit decide by it, so they read the same bodies.
+pub(crate) fn reads_frames(media: &str) -> bool {
+    media.starts_with("application/grpc") && !media.starts_with("application/grpc-web-text")
+}
+
 /// Messages nested deeper than this are kept as they are (a bomb of nested lengths).
 pub(crate) const MAX_DEPTH: usize = 32;
 

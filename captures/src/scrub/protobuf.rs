@@ -58,8 +58,8 @@ fn walk(pass: &mut Pass<'_>, msg: &mut DynamicMessage, path: &mut Path) -> bool 
     let fields: Vec<_> = msg.fields().map(|(f, _)| f).collect();
     let extensions: Vec<_> = msg.extensions().map(|(e, _)| e).collect();
     // A message with an `email`, `phone` … field describes a person: its `name` is theirs.
-    let names = fields.iter().map(|f| f.name()).chain(extensions.iter().map(|e| e.name()));
-    let person = names.collect::<Vec<_>>().into_iter().any(|n| pass.key_info(n).person_sibling);
+    let mut names = fields.iter().map(|f| f.name()).chain(extensions.iter().map(|e| e.name()));
+    let person = names.any(|n| pass.key_info(n).person_sibling);
     for field in &fields {
         path.push(Step::Key(Cow::Owned(field.name().to_string())));
         match named(pass, field.name(), msg.get_field_mut(field), path, person) {
@@ -272,15 +272,7 @@ fn free(pass: &mut Pass<'_>, name: &str, value: &mut Value, path: &mut Path) -> 
             let mut any = false;
             let entries: Vec<_> = map.drain().collect();
             // A map like `{"name": …, "email": …}` describes a person, as an object would.
-            let person = entries
-                .iter()
-                .filter_map(|(k, _)| match k {
-                    MapKey::String(k) => Some(k.clone()),
-                    _ => None,
-                })
-                .collect::<Vec<_>>()
-                .iter()
-                .any(|k| pass.key_info(k).person_sibling);
+            let person = entries.iter().any(|(k, _)| matches!(k, MapKey::String(k) if pass.key_info(k).person_sibling));
             for (key, mut item) in entries {
                 let key = match key {
                     // Keys can be personal too (a map keyed by e-mail address).
