@@ -408,3 +408,36 @@ mod tests {
         assert!(parse(&[0x0a, 0xff, 0xff, 0xff, 0x0f]).is_none());
     }
 }
+
+#[cfg(test)]
+mod web_text_tests {
+    use crate::exchange::{Body, Exchange, Headers, Request};
+    use crate::scrub::Scrubber;
+
+    #[test]
+    fn grpc_web_text_bodies_which_are_base64_keep_nothing_readable() {
+        use base64::Engine as _;
+        let message = [&[0x0a, 20][..], b"jane.doe@example.com"].concat();
+        let frame = [&[0][..], &(message.len() as u32).to_be_bytes(), &message].concat();
+        let body = base64::engine::general_purpose::STANDARD.encode(frame);
+        let mut h = Headers::new();
+        h.push("content-type", "application/grpc-web-text");
+        let mut ex = Exchange {
+            request: Request {
+                method: "POST".into(),
+                target: "/shop.Orders/Get".into(),
+                headers: h,
+                body: Body::full(body.clone().into_bytes()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let scrubber = Scrubber::with_defaults(None);
+        scrubber.scrub(&mut ex);
+        let stored = String::from_utf8_lossy(&ex.request.body.data).into_owned();
+        assert_ne!(stored, body, "not stored as it came");
+        let decoded = base64::engine::general_purpose::STANDARD.decode(stored.trim()).unwrap_or_default();
+        assert!(!String::from_utf8_lossy(&decoded).contains("jane.doe"), "{stored}");
+        assert!(scrubber.audit(&ex).is_empty(), "{:?}", scrubber.audit(&ex));
+    }
+}
