@@ -90,6 +90,7 @@ fn exchange(port: u16, method: &str, target: &str, headers: &[(&str, &str)], bod
         error: Some(ErrorKind::ConnectRefused),
         scrub: vec![],
         replay_of: None,
+        websocket: None,
     }
 }
 

@@ -133,6 +133,7 @@ mod tests {
             error: None,
             scrub: vec![ScrubHit { rule: "header:authorization".into(), count: 1 }],
             replay_of: Some(ExchangeId(1)),
+            websocket: None,
         }
     }
 
@@ -162,11 +163,26 @@ mod tests {
     }
 
     #[test]
-    fn trailers_travel_as_extensions_and_unknown_ones_are_skipped() {
+    fn trailers_and_websocket_messages_travel_as_extensions_and_unknown_ones_are_skipped() {
         let mut ex = sample();
         ex.request.trailers.push("x-checksum", "abc");
         ex.response.as_mut().unwrap().trailers.push("grpc-status", "5");
         ex.response.as_mut().unwrap().trailers.push("grpc-message", "not found");
+        ex.websocket = Some(crate::websocket::WebSocket {
+            messages: vec![crate::websocket::Message {
+                from: crate::websocket::Side::Server,
+                at_ns: 12,
+                kind: crate::websocket::Kind::Close,
+                code: Some(1001),
+                data: "going away".into(),
+                len: 10,
+                truncated: false,
+            }],
+            dropped: 3,
+            end_ns: Some(20),
+            decoded_from: Some("permessage-deflate".into()),
+            unreadable: None,
+        });
         let mut buf = Vec::new();
         encode_record(&ex, &mut buf).unwrap();
         assert_eq!(decode_record(&buf).unwrap().0, ex);

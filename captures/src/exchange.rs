@@ -17,7 +17,7 @@ use crate::blob::Blob;
 ///
 /// In a tape, a record holds the fields below in order (bincode), then zero or more
 /// extensions, each a tag and a length-prefixed payload, for what later versions added
-/// (trailers); a reader skips tags it does not know, and a record without extensions is
+/// (trailers, gRPC message times, WebSocket messages); a reader skips tags it does not know, and a record without extensions is
 /// a record of the first codec.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Exchange {
@@ -47,6 +47,9 @@ pub struct Exchange {
     /// For replay results: the id of the recorded exchange this one re-issued.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replay_of: Option<ExchangeId>,
+    /// The WebSocket messages that followed the upgrade, when the request was one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub websocket: Option<crate::websocket::WebSocket>,
 }
 
 impl Exchange {
@@ -451,6 +454,7 @@ mod record {
     const RESPONSE_TRAILERS: u8 = 2;
     const REQUEST_MESSAGES: u8 = 3;
     const RESPONSE_MESSAGES: u8 = 4;
+    const WEBSOCKET: u8 = 5;
 
     impl Encode for Request {
         fn encode<E: Encoder>(&self, e: &mut E) -> Result<(), EncodeError> {
@@ -538,6 +542,9 @@ mod record {
             if let Some(r) = self.response.as_ref().filter(|r| !r.message_ns.is_empty()) {
                 extension(e, RESPONSE_MESSAGES, &r.message_ns)?;
             }
+            if let Some(ws) = &self.websocket {
+                extension(e, WEBSOCKET, ws)?;
+            }
             Ok(())
         }
     }
@@ -555,6 +562,7 @@ mod record {
                 error: Decode::decode(d)?,
                 scrub: Decode::decode(d)?,
                 replay_of: Decode::decode(d)?,
+                websocket: None,
             };
             // Extensions, until the record ends.
             while d.reader().peek_read(1).is_some() {
@@ -574,6 +582,10 @@ mod record {
                         if let Some(r) = ex.response.as_mut() {
                             r.message_ns = times(&payload)?;
                         }
+                    }
+                    WEBSOCKET => {
+                        ex.websocket =
+                            Some(bincode::decode_from_slice(&payload, bincode::config::standard()).map(|(w, _)| w)?)
                     }
                     _ => {} // a later version's: skipped
                 }

@@ -499,6 +499,7 @@ mod tests {
             error: if status.is_none() { Some(ErrorKind::ConnectRefused) } else { None },
             scrub: vec![],
             replay_of: None,
+            websocket: None,
         }
     }
 

@@ -36,6 +36,7 @@ pub mod scrub;
 pub mod summary;
 pub mod synth;
 pub mod tape;
+pub mod websocket;
 
 pub use blob::Blob;
 pub use error::TapeError;

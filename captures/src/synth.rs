@@ -326,6 +326,7 @@ impl Iterator for Synth {
             error: None,
             scrub: Vec::new(),
             replay_of: None,
+            websocket: None,
         })
     }
 }

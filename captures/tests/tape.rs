@@ -298,6 +298,7 @@ prop_compose! {
             error,
             scrub: vec![ScrubHit { rule: "detect:email".into(), count: 2 }],
             replay_of: None,
+            websocket: None,
         }
     }
 }

@@ -15,7 +15,6 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
 use tapedeck_captures::{ConnectionId, ErrorKind, Exchange, ExchangeId, IdGenerator};
 
 use crate::capture::CaptureQueue;
@@ -362,6 +361,8 @@ impl Forwarder {
         let started = Instant::now();
         let sequence = conn.sequence.fetch_add(1, Ordering::Relaxed);
         let upgrade = is_upgrade(req.headers(), req.version());
+        let websocket = upgrade
+            && req.headers().get(header::UPGRADE).is_some_and(|u| u.as_bytes().eq_ignore_ascii_case(b"websocket"));
         // gRPC runs on HTTP/2 only: a gRPC content type on HTTP/1.1 earns no exemption from
         // the body timeout below (a trickling client could claim one).
         let grpc = req.version() == Version::HTTP_2 && is_grpc(req.headers());
@@ -428,7 +429,16 @@ impl Forwarder {
         let lease = if status == StatusCode::SWITCHING_PROTOCOLS {
             if let Some(client_side) = client_upgrade {
                 let upstream_side = hyper::upgrade::on(&mut resp);
-                tokio::spawn(tunnel(client_side, upstream_side));
+                // The session's messages are read and recorded with the handshake.
+                let watch = recording.as_ref().filter(|_| websocket).map(|r| crate::tunnel::Watch {
+                    recording: r.clone(),
+                    deflate: resp
+                        .headers()
+                        .get_all("sec-websocket-extensions")
+                        .iter()
+                        .any(|v| v.to_str().is_ok_and(tapedeck_captures::websocket::deflate_accepted)),
+                });
+                tokio::spawn(crate::tunnel::tunnel(client_side, upstream_side, watch));
             }
             None
         } else {
@@ -496,6 +506,7 @@ impl Forwarder {
             error: None,
             scrub: Vec::new(),
             replay_of: None,
+            websocket: None,
         };
         Some(Recording::new(queue.clone(), self.clock, started, self.max_body, exchange))
     }
@@ -718,17 +729,4 @@ pub fn empty_response(status: StatusCode) -> Response<ProxyBody> {
     let mut resp = Response::new(ProxyBody::empty());
     *resp.status_mut() = status;
     resp
-}
-
-/// Copies bytes both ways between an upgraded client and upstream connection.
-async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
-    match tokio::try_join!(client, upstream) {
-        Ok((c, u)) => {
-            let (mut c, mut u) = (TokioIo::new(c), TokioIo::new(u));
-            if let Err(e) = tokio::io::copy_bidirectional(&mut c, &mut u).await {
-                tracing::debug!(error = %e, "upgraded connection ended");
-            }
-        }
-        Err(e) => tracing::debug!(error = %e, "upgrade failed"),
-    }
 }

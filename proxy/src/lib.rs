@@ -35,6 +35,7 @@ pub mod sample;
 pub mod server;
 pub mod tee;
 pub mod tls;
+pub mod tunnel;
 
 use std::net::SocketAddr;
 

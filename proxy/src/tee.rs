@@ -152,6 +152,21 @@ impl Recording {
         });
     }
 
+    /// Time since the request started, ns.
+    pub fn elapsed_ns(&self) -> u64 {
+        self.started.elapsed().as_nanos() as u64
+    }
+
+    /// The capture's `--max-body`.
+    pub fn max_body(&self) -> usize {
+        self.max_body
+    }
+
+    /// Records the WebSocket session that followed the upgrade.
+    pub fn websocket(&self, ws: tapedeck_captures::websocket::WebSocket) {
+        self.with(|ex| ex.websocket = Some(ws));
+    }
+
     /// Records that the upstream failed.
     pub fn error(&self, kind: ErrorKind) {
         self.with(|ex| ex.error = Some(kind));

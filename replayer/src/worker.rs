@@ -597,5 +597,6 @@ fn result_exchange(ctx: &WorkerContext, recorded: &Exchange, mut request: Record
         error: outcome.error,
         scrub: Vec::new(),
         replay_of: Some(recorded.id),
+        websocket: None,
     }
 }

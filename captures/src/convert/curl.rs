@@ -113,6 +113,7 @@ mod tests {
             error: Some(ErrorKind::Reset),
             scrub: vec![],
             replay_of: None,
+            websocket: None,
         };
         let mut out = Vec::new();
         write_curl(&mut out, &ex).unwrap();

@@ -125,6 +125,7 @@ pub fn import(
                         error: None,
                         scrub: Vec::new(),
                         replay_of: None,
+                        websocket: None,
                     };
                     if pending.insert(meta.id.clone(), ex).is_none() {
                         order.push_back(meta.id);

@@ -404,6 +404,7 @@ impl ImportState<'_> {
             error,
             scrub: Vec::new(),
             replay_of: None,
+            websocket: None,
         })
     }
 
@@ -429,6 +430,7 @@ impl ImportState<'_> {
             error: extra.error,
             scrub: extra.scrub,
             replay_of: extra.replay_of,
+            websocket: None,
         }
     }
 }

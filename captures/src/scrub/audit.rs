@@ -81,6 +81,14 @@ impl Scrubber {
             a.body(&resp.headers, &resp.body.data, resp.body.truncated, "response body");
             a.headers(&resp.trailers, "response trailer");
         }
+        a.proto = None;
+        for m in exchange.websocket.iter().flat_map(|ws| &ws.messages) {
+            let location = match m.from {
+                crate::websocket::Side::Client => "websocket message from the client",
+                crate::websocket::Side::Server => "websocket message from the server",
+            };
+            a.body(&Headers::new(), &m.data, m.truncated, location);
+        }
         a.found.into_iter().collect()
     }
 }

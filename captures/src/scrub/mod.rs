@@ -369,6 +369,32 @@ impl<'a> Pass<'a> {
             self.headers(&mut r.trailers);
         }
         self.proto = None;
+        if let Some(ws) = ex.websocket.as_mut() {
+            self.websocket(ws);
+        }
+    }
+
+    /// WebSocket messages: each payload is read like a body of no declared type (JSON,
+    /// text, or the `unparsed` rule for bytes), a close's reason by the detectors.
+    fn websocket(&mut self, ws: &mut crate::websocket::WebSocket) {
+        let mut no_headers = crate::exchange::Headers::new();
+        for m in &mut ws.messages {
+            if m.kind == crate::websocket::Kind::Close {
+                if let Some(new) = m.data.as_str().and_then(|reason| self.detect_text(reason)) {
+                    m.len = new.len() as u64;
+                    m.data = new.into();
+                }
+                continue;
+            }
+            let mut body = crate::exchange::Body {
+                data: std::mem::take(&mut m.data),
+                len: m.len,
+                truncated: m.truncated,
+                decoded_from: None,
+            };
+            body::scrub(self, &mut no_headers, &mut body);
+            (m.data, m.len, m.truncated) = (body.data, body.len, body.truncated);
+        }
     }
 
     /// The request target: path segments meet the detectors, query parameters their

@@ -490,3 +490,42 @@ fn trailers_are_scrubbed_and_audited_like_headers() {
     assert!(!ex.request.trailers.get_str("x-user-token").unwrap().contains("Zk3pQ9"));
     assert!(scrubber().audit(&ex).is_empty(), "{:?}", scrubber().audit(&ex));
 }
+
+#[test]
+fn websocket_messages_are_scrubbed_like_bodies_and_audited() {
+    use crate::websocket::{Kind, Message, Side, WebSocket};
+    let message = |from, kind, data: &[u8], code| Message {
+        from,
+        at_ns: 1,
+        kind,
+        code,
+        data: Blob::from(data.to_vec()),
+        len: data.len() as u64,
+        truncated: false,
+    };
+    let mut ex = exchange("/live", &[("upgrade", "websocket")], b"", &[], b"");
+    ex.websocket = Some(WebSocket {
+        messages: vec![
+            message(Side::Client, Kind::Text, br#"{"password":"hunter2","to":"ann@example.com"}"#, None),
+            message(Side::Server, Kind::Text, b"card 4111 1111 1111 1111 charged for bob@example.org", None),
+            message(Side::Server, Kind::Binary, b"\x00\xffsecret\x01", None),
+            message(Side::Client, Kind::Close, b"bye ann@example.com", Some(1000)),
+        ],
+        ..Default::default()
+    });
+    assert!(!scrubber().audit(&ex).is_empty());
+    scrubber().scrub(&mut ex);
+    let ws = ex.websocket.as_ref().unwrap();
+    let text = |i: usize| String::from_utf8_lossy(&ws.messages[i].data).into_owned();
+    assert!(!text(0).contains("hunter2") && !text(0).contains("ann@"), "{}", text(0));
+    assert!(text(0).contains("\"to\":\"tok_email_"), "{}", text(0));
+    assert!(!text(1).contains("4111 1111") && !text(1).contains("bob@"), "{}", text(1));
+    // Bytes nobody can read follow `unparsed` (dropped), their length kept.
+    assert!(ws.messages[2].data.is_empty() && ws.messages[2].truncated && ws.messages[2].len == 9);
+    assert!(!text(3).contains("ann@") && ws.messages[3].code == Some(1000), "{}", text(3));
+    assert_eq!(scrubber().audit(&ex), Vec::new());
+    // Idempotent.
+    let once = ex.clone();
+    scrubber().scrub(&mut ex);
+    assert_eq!(ex.websocket, once.websocket);
+}

@@ -1,0 +1,117 @@
+//! Upgraded connections (WebSocket, or whatever a `101 Switching Protocols` switches to):
+//! bytes are copied both ways untouched. For a captured WebSocket, what each side sends is
+//! also read into messages ([`Session`]) as it goes by — never holding a byte back — and
+//! the session is recorded with the exchange when the connection ends, however it ends (a
+//! close, a reset, the proxy shutting down).
+
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{ready, Context, Poll};
+
+use hyper_util::rt::TokioIo;
+use tapedeck_captures::websocket::{Limits, Session, Side};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::tee::Recording;
+
+/// A captured WebSocket upgrade to read.
+pub struct Watch {
+    /// The upgrade's exchange, recorded when the connection ends.
+    pub recording: Arc<Recording>,
+    /// The server accepted `permessage-deflate`.
+    pub deflate: bool,
+}
+
+/// Copies bytes both ways between an upgraded client and upstream connection; reads a
+/// WebSocket's messages on the way when `watch` says so.
+pub async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade, watch: Option<Watch>) {
+    let (c, u) = match tokio::try_join!(client, upstream) {
+        Ok(both) => both,
+        Err(e) => {
+            tracing::debug!(error = %e, "upgrade failed");
+            return;
+        }
+    };
+    let (c, u) = (TokioIo::new(c), TokioIo::new(u));
+    let ended = match watch {
+        None => tokio::io::copy_bidirectional(&mut { c }, &mut { u }).await,
+        Some(watch) => {
+            let limits = Limits::for_max_body(watch.recording.max_body());
+            let log = Arc::new(Log {
+                session: Mutex::new(Some(Session::new(limits, watch.deflate))),
+                recording: watch.recording,
+            });
+            let mut c = Tapped { io: c, side: Side::Client, log: log.clone() };
+            let mut u = Tapped { io: u, side: Side::Server, log };
+            tokio::io::copy_bidirectional(&mut c, &mut u).await
+        }
+    };
+    if let Err(e) = ended {
+        tracing::debug!(error = %e, "upgraded connection ended");
+    }
+}
+
+/// The session being read; recorded when both directions let go of it.
+struct Log {
+    session: Mutex<Option<Session>>,
+    recording: Arc<Recording>,
+}
+
+impl Drop for Log {
+    fn drop(&mut self) {
+        let session = self.session.get_mut().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(session) = session {
+            self.recording.websocket(session.finish(self.recording.elapsed_ns()));
+        }
+    }
+}
+
+/// One side's connection; what is read from it is what that side sent.
+struct Tapped<T> {
+    io: T,
+    side: Side,
+    log: Arc<Log>,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Tapped<T> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        ready!(Pin::new(&mut self.io).poll_read(cx, buf))?;
+        let read = &buf.filled()[before..];
+        if !read.is_empty() {
+            let now = self.log.recording.elapsed_ns();
+            let mut session = self.log.session.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(s) = session.as_mut() {
+                s.feed(self.side, read, now);
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Tapped<T> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, data)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+}

@@ -1,0 +1,178 @@
+//! WebSocket through the sidecar: a real server and client (tungstenite) see each other
+//! exactly as directly, and the capture holds the handshake and every message — both
+//! sides, in order, timed, scrubbed, with the close — within the capture's limits.
+
+mod support;
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tapedeck_captures::websocket::{Kind, Side};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::Message;
+
+use support::*;
+
+/// A WebSocket server: greets, answers each text message with JSON that quotes it, each
+/// binary message with its length, and closes when the client does.
+async fn chat_server() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else { return };
+                let _ = ws.send(Message::text(r#"{"hello":"welcome","server_time":1}"#)).await;
+                let mut n = 0;
+                while let Some(Ok(m)) = ws.next().await {
+                    n += 1;
+                    let reply = match m {
+                        Message::Text(t) => Message::text(format!(r#"{{"n":{n},"echo":{:?}}}"#, t.as_str())),
+                        Message::Binary(b) => Message::text(format!(r#"{{"n":{n},"bytes":{}}}"#, b.len())),
+                        Message::Close(_) => break,
+                        _ => continue,
+                    };
+                    if ws.send(reply).await.is_err() {
+                        return;
+                    }
+                }
+                // tungstenite answers the client's close itself.
+                let _ = ws.flush().await;
+            });
+        }
+    });
+    (addr, task)
+}
+
+/// What a client sees of the chat: every message it receives until the server closes.
+async fn talk(addr: std::net::SocketAddr, big: usize) -> Vec<String> {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let url = format!("ws://{addr}/chat?room=7");
+    let (mut ws, resp) = tokio_tungstenite::client_async(url, stream).await.expect("handshake");
+    assert_eq!(resp.status(), 101);
+    let mut seen = Vec::new();
+    let next = async |ws: &mut tokio_tungstenite::WebSocketStream<TcpStream>| loop {
+        match tokio::time::timeout(Duration::from_secs(10), ws.next()).await.expect("an answer").unwrap().unwrap() {
+            Message::Text(t) => return t.to_string(),
+            Message::Close(c) => return format!("close {:?}", c.map(|c| u16::from(c.code))),
+            _ => continue,
+        }
+    };
+    seen.push(next(&mut ws).await);
+    ws.send(Message::text(r#"{"to":"ann@example.com","text":"hi"}"#)).await.unwrap();
+    seen.push(next(&mut ws).await);
+    ws.send(Message::binary([vec![0xffu8], vec![7u8; big - 1]].concat())).await.unwrap();
+    seen.push(next(&mut ws).await);
+    ws.send(Message::Ping(b"are you there".to_vec().into())).await.unwrap();
+    ws.send(Message::text("plain text from bob@example.org")).await.unwrap();
+    seen.push(next(&mut ws).await);
+    ws.close(Some(CloseFrame { code: CloseCode::Normal, reason: "done".into() })).await.unwrap();
+    seen.push(next(&mut ws).await);
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_session_passes_as_directly_and_is_recorded_message_by_message() {
+    let (server, _task) = chat_server().await;
+    let direct = talk(server, 300).await;
+    let mut proxy = TestProxy::start(&format!("http://{server}"), |c| {
+        let scrubber = tapedeck_captures::scrub::Scrubber::with_defaults(Some(b"websocket capture test key 0123456"));
+        c.capture.as_mut().unwrap().scrub = Some(Box::new(move |ex| scrubber.scrub(ex)));
+    })
+    .await;
+    let through = talk(proxy.addr, 300).await;
+    assert_eq!(through, direct);
+    assert_eq!(direct.len(), 5, "{direct:?}");
+
+    let captured = proxy.finish().await;
+    assert_eq!(captured.len(), 1, "{captured:?}");
+    let ex = &captured[0];
+    assert_eq!(ex.status(), Some(101));
+    assert_eq!(ex.request.target, "/chat?room=7");
+    let ws = ex.websocket.as_ref().expect("the session is recorded");
+    assert!(ws.unreadable.is_none(), "{:?}", ws.unreadable);
+    let seen: Vec<(Side, Kind)> = ws.messages.iter().map(|m| (m.from, m.kind)).collect();
+    use Kind::*;
+    use Side::*;
+    assert_eq!(
+        seen,
+        [
+            (Server, Text),
+            (Client, Text),
+            (Server, Text),
+            (Client, Binary),
+            (Server, Text),
+            (Client, Ping),
+            (Server, Pong),
+            (Client, Text),
+            (Server, Text),
+            (Client, Close),
+            (Server, Close),
+        ]
+    );
+    // Timed in order, after the handshake, before the end.
+    let head = ex.timing.head_ns.unwrap();
+    assert!(ws.messages.windows(2).all(|w| w[0].at_ns <= w[1].at_ns));
+    assert!(ws.messages[0].at_ns >= head && ws.end_ns.unwrap() >= ws.messages[10].at_ns);
+    // Scrubbed before it reached the disk: the e-mail in JSON, the one in text; bytes
+    // nobody can read are dropped, their length kept.
+    let text = |i: usize| String::from_utf8_lossy(&ws.messages[i].data).into_owned();
+    assert!(text(1).starts_with(r#"{"to":"tok_email_"#), "{}", text(1));
+    assert!(!text(2).contains("ann@") && text(2).contains("tok_email_"), "{}", text(2));
+    assert!(!text(7).contains("bob@example.org"), "{}", text(7));
+    assert_eq!((ws.messages[3].data.len(), ws.messages[3].len), (0, 300));
+    assert_eq!(&ws.messages[5].data[..], b"are you there");
+    assert_eq!((ws.messages[9].code, &ws.messages[9].data[..]), (Some(1000), &b"done"[..]));
+    assert_eq!(ws.messages[10].code, Some(1000));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_beyond_max_body_keeps_a_prefix_and_forwards_everything() {
+    let (server, _task) = chat_server().await;
+    let mut proxy = TestProxy::start(&format!("http://{server}"), |c| {
+        c.capture.as_mut().unwrap().max_body = 1000;
+    })
+    .await;
+    // A 1 MiB message in one direction (tungstenite sends it as one frame; the proxy reads
+    // it in many chunks).
+    let through = talk(proxy.addr, 1 << 20).await;
+    assert!(through[2].contains(&format!("\"bytes\":{}", 1 << 20)), "{through:?}");
+    let captured = proxy.finish().await;
+    let ws = captured[0].websocket.as_ref().unwrap();
+    let kept: usize = ws.messages.iter().filter(|m| !m.kind.is_control()).map(|m| m.data.len()).sum();
+    assert!(kept <= 1000 + 200, "{kept}"); // scrubbing can lengthen what it replaces
+    assert_eq!(ws.messages.iter().find(|m| m.kind == Kind::Binary).unwrap().len, 1 << 20);
+    assert_eq!(ws.close().and_then(|m| m.code), Some(1000));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bytes_that_are_not_websocket_frames_pass_untouched_and_the_record_says_why() {
+    let upstream = RawUpstream::start().await;
+    let mut proxy = TestProxy::start(&upstream.url(), |_| {}).await;
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    s.write_all(
+        b"GET /upgrade HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let head = read_head(&mut s).await.unwrap();
+    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+    // A valid frame, then bytes of another protocol: every byte comes back as sent.
+    let mut sent = vec![0x81, 0x82, 1, 2, 3, 4, b'o' ^ 1, b'k' ^ 2];
+    sent.extend_from_slice(b"\x83not a frame at all");
+    s.write_all(&sent).await.unwrap();
+    let mut back = vec![0u8; sent.len()];
+    s.read_exact(&mut back).await.unwrap();
+    assert_eq!(back, sent);
+    drop(s);
+    let captured = proxy.finish().await;
+    let ws = captured[0].websocket.as_ref().expect("recorded");
+    // What came before the foreign bytes is kept; nothing after them is read (the
+    // upstream's echo of the frame came after).
+    assert_eq!(ws.messages.iter().map(|m| (m.from, &m.data[..])).collect::<Vec<_>>(), [(Side::Client, &b"ok"[..])]);
+    assert!(ws.unreadable.as_deref().is_some_and(|u| u.contains("unknown opcode 3")), "{:?}", ws.unreadable);
+}
