@@ -91,9 +91,33 @@ fn har_round_trip_keeps_ids_timing_and_bodies() {
     input[5].error = Some(ErrorKind::ResponseTimeout);
     input[5].timing.head_ns = None;
     input[5].timing.end_ns = None;
+    // A WebSocket session: text, bytes that are not UTF-8, a close.
+    use tapedeck_captures::websocket::{Kind, Message, Side, WebSocket};
+    let message = |from, at_ns, kind, data: &[u8], code| Message {
+        from,
+        at_ns,
+        kind,
+        code,
+        data: data.to_vec().into(),
+        len: data.len() as u64,
+        truncated: false,
+    };
+    input[6].websocket = Some(WebSocket {
+        messages: vec![
+            message(Side::Client, 10, Kind::Text, b"{\"op\":\"subscribe\"}", None),
+            message(Side::Server, 20, Kind::Binary, &[0xff, 0, 1], None),
+            message(Side::Server, 30, Kind::Close, b"bye", Some(1001)),
+        ],
+        dropped: 2,
+        end_ns: Some(40),
+        ..Default::default()
+    });
     write_tape(&dir.path().join("orig"), &input);
     let har = dir.path().join("x.har");
     ok(&["export", "--to", "har", s(&dir.path().join("orig")), "-o", s(&har)]);
+    // Chrome's field for a WebSocket's messages is there for other HAR readers.
+    let text = fs::read_to_string(&har).unwrap();
+    assert!(text.contains(r#""_webSocketMessages":[{"data":"{\"op\":\"subscribe\"}","opcode":1"#), "{text}");
     let imported = dir.path().join("imported");
     ok(&["import", "--from", "har", s(&har), "-o", s(&imported)]);
     let back = read_all(&[&imported]);

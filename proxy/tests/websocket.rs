@@ -9,43 +9,12 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use tapedeck_captures::websocket::{Kind, Side};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 
 use support::*;
-
-/// A WebSocket server: greets, answers each text message with JSON that quotes it, each
-/// binary message with its length, and closes when the client does.
-async fn chat_server() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let task = tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else { return };
-                let _ = ws.send(Message::text(r#"{"hello":"welcome","server_time":1}"#)).await;
-                let mut n = 0;
-                while let Some(Ok(m)) = ws.next().await {
-                    n += 1;
-                    let reply = match m {
-                        Message::Text(t) => Message::text(format!(r#"{{"n":{n},"echo":{:?}}}"#, t.as_str())),
-                        Message::Binary(b) => Message::text(format!(r#"{{"n":{n},"bytes":{}}}"#, b.len())),
-                        Message::Close(_) => break,
-                        _ => continue,
-                    };
-                    if ws.send(reply).await.is_err() {
-                        return;
-                    }
-                }
-                // tungstenite answers the client's close itself.
-                let _ = ws.flush().await;
-            });
-        }
-    });
-    (addr, task)
-}
 
 /// What a client sees of the chat: every message it receives until the server closes.
 async fn talk(addr: std::net::SocketAddr, big: usize) -> Vec<String> {
@@ -76,7 +45,8 @@ async fn talk(addr: std::net::SocketAddr, big: usize) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_websocket_session_passes_as_directly_and_is_recorded_message_by_message() {
-    let (server, _task) = chat_server().await;
+    let chat = ws::ChatServer::start().await;
+    let server = chat.addr;
     let direct = talk(server, 300).await;
     let mut proxy = TestProxy::start(&format!("http://{server}"), |c| {
         let scrubber = tapedeck_captures::scrub::Scrubber::with_defaults(Some(b"websocket capture test key 0123456"));
@@ -131,7 +101,8 @@ async fn a_websocket_session_passes_as_directly_and_is_recorded_message_by_messa
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_beyond_max_body_keeps_a_prefix_and_forwards_everything() {
-    let (server, _task) = chat_server().await;
+    let chat = ws::ChatServer::start().await;
+    let server = chat.addr;
     let mut proxy = TestProxy::start(&format!("http://{server}"), |c| {
         c.capture.as_mut().unwrap().max_body = 1000;
     })

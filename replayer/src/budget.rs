@@ -126,7 +126,9 @@ pub(crate) fn kib(ex: &Exchange) -> u32 {
         .chain(ex.response.iter().flat_map(|r| r.headers.iter()))
         .map(|h| h.name.len() + h.value.len())
         .sum();
-    let bytes = ex.request.body.data.len() + ex.response.as_ref().map_or(0, |r| r.body.data.len()) + headers + 256;
+    let messages: usize = ex.websocket.iter().flat_map(|ws| &ws.messages).map(|m| m.data.len() + 32).sum();
+    let bytes =
+        ex.request.body.data.len() + ex.response.as_ref().map_or(0, |r| r.body.data.len()) + headers + messages + 256;
     bytes.div_ceil(1024).min(u32::MAX as usize) as u32
 }
 

@@ -24,6 +24,7 @@ use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsConnector;
 
 use crate::paced::{MessagePace, PacedBody};
+use crate::websocket::WsPlan;
 
 /// How a request turned out.
 #[derive(Debug)]
@@ -48,6 +49,8 @@ pub struct Outcome {
     pub error: Option<ErrorKind>,
     /// The trailer fields that ended the body (gRPC's status).
     pub trailers: HeaderMap,
+    /// A WebSocket upgrade's session, as both sides sent it.
+    pub websocket: Option<tapedeck_captures::websocket::WebSocket>,
 }
 
 impl Outcome {
@@ -110,6 +113,8 @@ struct Inner {
     host: String,
     port: u16,
     tls: Option<(TlsConnector, ServerName<'static>)>,
+    /// The same TLS offering only HTTP/1.1 (a WebSocket upgrade needs it).
+    tls_http1: Option<TlsConnector>,
     config: ClientConfig,
     state: Mutex<PoolState>,
     h2: Mutex<Option<http2::SendRequest<PacedBody>>>,
@@ -278,6 +283,11 @@ impl Pool {
         config: ClientConfig,
         progress: Arc<crate::engine::Progress>,
     ) -> Result<Pool, String> {
+        let tls_http1 = tls.as_ref().map(|c| {
+            let mut http1 = (**c).clone();
+            http1.alpn_protocols = vec![b"http/1.1".to_vec()];
+            TlsConnector::from(Arc::new(http1))
+        });
         let tls = match tls {
             Some(c) => {
                 let name = ServerName::try_from(host.trim_start_matches('[').trim_end_matches(']').to_string())
@@ -291,6 +301,7 @@ impl Pool {
             host: host.to_string(),
             port,
             tls,
+            tls_http1,
             config,
             state: Mutex::new(PoolState::default()),
             h2: Mutex::new(None),
@@ -310,10 +321,16 @@ impl Pool {
     pub async fn send(&self, req: Request<Full<Bytes>>, recorded: u64) -> Outcome {
         let started = Instant::now();
         // A paced stream's own length is not the target's slowness.
-        let pace = req.extensions().get::<MessagePace>().map_or(Duration::ZERO, MessagePace::span);
+        let websocket = req.extensions().get::<Arc<WsPlan>>().cloned();
+        let pace = match &websocket {
+            Some(plan) => plan.span(),
+            None => req.extensions().get::<MessagePace>().map_or(Duration::ZERO, MessagePace::span),
+        };
         let exchange = async {
-            // gRPC needs HTTP/2: a plaintext target speaks it with prior knowledge.
-            if self.inner.tls.is_none() && is_grpc(req.headers()) {
+            if let Some(plan) = websocket {
+                Box::pin(self.exchange_websocket(req, plan)).await
+            } else if self.inner.tls.is_none() && is_grpc(req.headers()) {
+                // gRPC needs HTTP/2: a plaintext target speaks it with prior knowledge.
                 self.exchange_h2c(req).await
             } else if self.inner.config.as_recorded
                 && recorded != 0
@@ -374,6 +391,112 @@ impl Pool {
                 },
             }
         }
+    }
+
+    /// A WebSocket upgrade, on a connection of its own (HTTP/1.1: the upgrade takes it
+    /// over), then the recorded session played on it.
+    async fn exchange_websocket(&self, req: Request<Full<Bytes>>, plan: Arc<WsPlan>) -> Outcome {
+        let started = Instant::now();
+        let stream = match self.tcp().await {
+            Ok(s) => s,
+            Err(kind) => return Outcome::failed(started, kind),
+        };
+        match (&self.inner.tls_http1, &self.inner.tls) {
+            (Some(connector), Some((_, name))) => {
+                let tls =
+                    tokio::time::timeout(self.inner.config.connect_timeout, connector.connect(name.clone(), stream));
+                match tls.await {
+                    Ok(Ok(tls)) => self.upgrade(tls, req, &plan).await,
+                    Ok(Err(e)) => {
+                        let host = &self.inner.host;
+                        self.inner
+                            .progress
+                            .note_cause(ErrorKind::Tls, || crate::engine::explain_tls(&e.to_string(), host));
+                        Outcome::failed(started, ErrorKind::Tls)
+                    }
+                    Err(_) => Outcome::failed(started, ErrorKind::ConnectTimeout),
+                }
+            }
+            _ => self.upgrade(stream, req, &plan).await,
+        }
+    }
+
+    async fn upgrade<T>(&self, io: T, mut req: Request<Full<Bytes>>, plan: &WsPlan) -> Outcome
+    where
+        T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let started = Instant::now();
+        let (mut tx, conn) = match http1::handshake(TokioIo::new(io)).await {
+            Ok(c) => c,
+            Err(e) => return Outcome::failed(started, hyper_kind(&e)),
+        };
+        tokio::spawn(async move {
+            let _ = conn.with_upgrades().await;
+        });
+        let pq = req.uri().path_and_query().cloned().unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+        *req.uri_mut() = http::Uri::from(pq);
+        // A key of our own: the recorded one was for the recorded connection.
+        let key = crate::websocket::new_key();
+        let headers = req.headers_mut();
+        headers.insert(http::header::CONNECTION, http::HeaderValue::from_static("upgrade"));
+        headers.insert(http::header::UPGRADE, http::HeaderValue::from_static("websocket"));
+        headers.insert(http::header::SEC_WEBSOCKET_VERSION, http::HeaderValue::from_static("13"));
+        if let Ok(v) = http::HeaderValue::from_str(&key) {
+            headers.insert(http::header::SEC_WEBSOCKET_KEY, v);
+        }
+        let sent_at = Instant::now();
+        on_wire(&req);
+        let mut resp = match tx.send_request(req).await {
+            Ok(resp) => resp,
+            Err(e) => return Outcome::failed(sent_at, hyper_kind(&e)),
+        };
+        if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+            // Refused: an answer like any other (its status is the difference).
+            return self.read_body(sent_at, resp, None, false).await.0;
+        }
+        let head = sent_at.elapsed();
+        let accepted = resp
+            .headers()
+            .get(http::header::SEC_WEBSOCKET_ACCEPT)
+            .is_some_and(|v| v.as_bytes() == crate::websocket::accept_for(&key).as_bytes());
+        let deflate = resp
+            .headers()
+            .get_all(http::header::SEC_WEBSOCKET_EXTENSIONS)
+            .iter()
+            .any(|v| v.to_str().is_ok_and(tapedeck_captures::websocket::deflate_accepted));
+        let upgraded = hyper::upgrade::on(&mut resp);
+        let (parts, _) = resp.into_parts();
+        let mut outcome = Outcome {
+            sent_at,
+            status: Some(parts.status),
+            version: parts.version,
+            headers: parts.headers,
+            body: Bytes::new(),
+            body_len: 0,
+            head: Some(head),
+            // The handshake's time, as the capture measures it (the session's length is
+            // the session's).
+            end: Some(head),
+            error: None,
+            trailers: HeaderMap::new(),
+            websocket: None,
+        };
+        if !accepted {
+            self.inner.progress.note_cause(ErrorKind::Protocol, || {
+                "the target accepted a WebSocket upgrade without the right Sec-WebSocket-Accept".to_string()
+            });
+            outcome.error = Some(ErrorKind::Protocol);
+            return outcome;
+        }
+        match upgraded.await {
+            Ok(io) => {
+                let start = tokio::time::Instant::from_std(sent_at);
+                let ws = crate::websocket::play(TokioIo::new(io), plan, deflate, start, self.inner.config.max_body);
+                outcome.websocket = Some(ws.await);
+            }
+            Err(e) => outcome.error = Some(hyper_kind(&e)),
+        }
+        outcome
     }
 
     /// A gRPC request to a plaintext target, on the h2c connection (made once, remade when
@@ -612,6 +735,7 @@ impl Pool {
             end: Some(end),
             error,
             trailers,
+            websocket: None,
         };
         (outcome, conn)
     }
@@ -738,6 +862,7 @@ impl Outcome {
             end: None,
             error: Some(kind),
             trailers: HeaderMap::new(),
+            websocket: None,
         }
     }
 }

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use tapedeck_captures::exchange::Response;
+use tapedeck_captures::websocket::WebSocket;
 use tapedeck_captures::Exchange;
 
 use crate::budget;
@@ -26,6 +27,8 @@ pub(crate) struct Job {
     pub recorded: Exchange,
     /// The target's answer, if any.
     pub replayed: Option<Response>,
+    /// A WebSocket upgrade's session with the target.
+    pub replayed_websocket: Option<WebSocket>,
     /// The session's correlation values when the answer came: differences they explain
     /// are expected.
     pub vars: Option<Arc<Vars>>,
@@ -53,7 +56,8 @@ pub(crate) fn start(
 
 /// About how many KiB a job holds.
 pub(crate) fn kib(job: &Job) -> u32 {
-    let replayed = job.replayed.as_ref().map_or(0, |r| r.body.data.len() + 64 * r.headers.len());
+    let replayed = job.replayed.as_ref().map_or(0, |r| r.body.data.len() + 64 * r.headers.len())
+        + job.replayed_websocket.as_ref().map_or(0, |ws| ws.messages.iter().map(|m| m.data.len() + 32).sum());
     budget::kib(&job.recorded).saturating_add(replayed.div_ceil(1024) as u32)
 }
 
@@ -69,6 +73,12 @@ fn run(rx: &budget::Receiver<Job>, c: &Comparing) -> Compared {
         if let (Some(a), Some(b)) = (recorded, &job.replayed) {
             let path = Some(job.recorded.request.path());
             let mut diffs = diff::compare_call(a, b, &job.route, path, &c.config, &c.window);
+            // A session's messages, when both upgrades were accepted alike.
+            if let (Some(wa), Some(wb)) = (&job.recorded.websocket, &job.replayed_websocket) {
+                if diffs.iter().all(|d| d.kind != diff::DiffKind::Status) {
+                    diffs.extend(diff::compare_websocket(wa, wb, &job.route, &c.config, &c.window));
+                }
+            }
             if let Some(vars) = &job.vars {
                 // The target's own ids in place of the recorded ones are expected, not
                 // differences (generated values stay: they are reported as noise).

@@ -37,6 +37,7 @@ pub mod rewrite;
 pub mod schedule;
 pub mod source;
 pub mod stats;
+pub mod websocket;
 mod worker;
 
 use std::path::PathBuf;

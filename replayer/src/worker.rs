@@ -16,6 +16,7 @@ use std::thread::Thread;
 use std::time::{Duration, Instant};
 
 use tapedeck_captures::exchange::{Body, Header, Headers, Request as Recorded, Response as RecordedResponse};
+use tapedeck_captures::websocket::WebSocket;
 use tapedeck_captures::{ConnectionId, ErrorKind, Exchange, ExchangeId, HttpVersion, IdGenerator, Timing};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
@@ -30,6 +31,7 @@ use crate::paced::MessagePace;
 use crate::results::ResultsSink;
 use crate::rewrite::Rewrite;
 use crate::stats::{Sample, Stats};
+use crate::websocket::WsPlan;
 use crate::SessionKey;
 
 /// A recorded exchange to send at `due`.
@@ -249,6 +251,7 @@ fn start_ready(queues: &Rc<RefCell<Queues>>, shared: &Rc<(Pool, WorkerContext)>)
             }
             if let Some(mut ex) = sample.result.take() {
                 ex.response = if ctx.comparer.is_some() { sample.response.clone() } else { sample.response.take() };
+                ex.websocket = if ctx.comparer.is_some() { sample.websocket.clone() } else { sample.websocket.take() };
                 if let Some(sink) = &ctx.results {
                     sink.send(ex).await;
                 }
@@ -259,7 +262,8 @@ fn start_ready(queues: &Rc<RefCell<Queues>>, shared: &Rc<(Pool, WorkerContext)>)
             let route_for_probe = probe_copy.as_ref().map(|_| route.clone());
             if let Some(sink) = &ctx.comparer {
                 let replayed = if sample.error.is_none() { sample.response.take() } else { None };
-                let job = comparer::Job { route, recorded: job.exchange, replayed, vars };
+                let replayed_websocket = sample.websocket.take();
+                let job = comparer::Job { route, recorded: job.exchange, replayed, replayed_websocket, vars };
                 let kib = comparer::kib(&job);
                 // A comparer that fell behind is not waited for: waiting would hold this
                 // request's slot and delay the sends behind it. The answer goes uncompared,
@@ -416,6 +420,8 @@ struct Sent {
     response: Option<RecordedResponse>,
     /// For the results tape (its response is `response`, moved in at the end).
     result: Option<Exchange>,
+    /// A WebSocket upgrade's session.
+    websocket: Option<WebSocket>,
 }
 
 impl Sent {
@@ -445,9 +451,12 @@ impl Sent {
 
 async fn send(job: &Job, pool: &Pool, ctx: &WorkerContext, on_wire: &OnWire) -> Sent {
     let recorded = &job.exchange;
-    let (outcome, request) = match ctx.rewrite.request_keeping(recorded, &job.own_headers) {
+    let (mut outcome, request) = match ctx.rewrite.request_keeping(recorded, &job.own_headers) {
         Ok(mut req) => {
             pace_messages(&mut req, recorded, ctx.message_speed, ctx.rewrite.keep_credentials);
+            if let Some(plan) = WsPlan::of(recorded, ctx.message_speed) {
+                req.extensions_mut().insert(Arc::new(plan));
+            }
             req.extensions_mut().insert(on_wire.clone());
             let request = ctx.results.is_some().then(|| sent_request(&req));
             (pool.send(req, recorded.connection.0).await, request)
@@ -482,6 +491,7 @@ async fn send(job: &Job, pool: &Pool, ctx: &WorkerContext, on_wire: &OnWire) -> 
         bytes: outcome.body_len,
         response,
         result: request.map(|r| result_exchange(ctx, recorded, r, &outcome)),
+        websocket: outcome.websocket.take(),
     }
 }
 

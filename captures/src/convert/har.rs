@@ -23,6 +23,7 @@ use crate::blob::Blob;
 use crate::convert::http::reason;
 use crate::convert::{split_url, ConvertError, ImportReport};
 use crate::exchange::*;
+use crate::websocket::{Kind, Message, Side, WebSocket};
 
 /// Writes the HAR prologue.
 pub fn write_prologue(out: &mut impl Write) -> io::Result<()> {
@@ -173,8 +174,9 @@ fn entry(ex: &Exchange) -> Value {
         response_body: ex.response.as_ref().map(|r| BodyExtra::of(&r.body)),
         request_trailers: req.trailers.clone(),
         response_trailers: ex.response.as_ref().map(|r| r.trailers.clone()).unwrap_or_default(),
+        websocket: ex.websocket.clone(),
     };
-    json!({
+    let mut entry = json!({
         "startedDateTime": rfc3339(ex.wall_start_ns()),
         "time": ms(end),
         "request": request,
@@ -183,7 +185,53 @@ fn entry(ex: &Exchange) -> Value {
         "timings": { "blocked": -1, "dns": -1, "connect": -1, "send": 0, "wait": ms(head), "receive": ms(end - head), "ssl": -1 },
         "connection": ex.connection.to_string(),
         "_tapedeck": extra,
-    })
+    });
+    if let Some(ws) = &ex.websocket {
+        entry["_webSocketMessages"] = Value::Array(ws_messages_out(ws, ex.wall_start_ns()));
+    }
+    entry
+}
+
+/// A session's messages as Chrome's DevTools writes them in a HAR (`_webSocketMessages`:
+/// `send`/`receive`, epoch seconds, opcode, text or base64; a close carries its reason).
+fn ws_messages_out(ws: &WebSocket, wall_start_ns: i64) -> Vec<Value> {
+    ws.messages
+        .iter()
+        .map(|m| {
+            let data = match m.kind {
+                Kind::Binary => BASE64.encode(&m.data),
+                _ => m.data.to_str_lossy().into_owned(),
+            };
+            json!({
+                "type": if m.from == Side::Client { "send" } else { "receive" },
+                "time": (wall_start_ns as f64 + m.at_ns as f64) / 1e9,
+                "opcode": m.kind.opcode(),
+                "data": data,
+            })
+        })
+        .collect()
+}
+
+/// Chrome's `_webSocketMessages` as a session (an entry without tapedeck's own fields).
+fn ws_messages_in(messages: Vec<WsMessageIn>, wall_start_ns: i64) -> WebSocket {
+    let messages = messages
+        .into_iter()
+        .filter_map(|m| {
+            let kind = [Kind::Text, Kind::Binary, Kind::Close, Kind::Ping, Kind::Pong]
+                .into_iter()
+                .find(|k| u64::from(k.opcode()) == m.opcode)?;
+            let from = if m.kind == "send" { Side::Client } else { Side::Server };
+            // Seconds as a float: exact to the microsecond, which is what Chrome writes.
+            let at_ns = ((m.time * 1e6).round() as i64).saturating_mul(1000).saturating_sub(wall_start_ns).max(0);
+            let data = match kind {
+                Kind::Binary => BASE64.decode(&m.data).unwrap_or_else(|_| m.data.clone().into_bytes()),
+                _ => m.data.into_bytes(),
+            };
+            let len = data.len() as u64;
+            Some(Message { from, at_ns: at_ns as u64, kind, code: None, data: Blob::from(data), len, truncated: false })
+        })
+        .collect();
+    WebSocket { messages, ..Default::default() }
 }
 
 /// tapedeck's own fields, kept in `_tapedeck` so a HAR round trip is lossless.
@@ -210,6 +258,20 @@ struct Extra {
     request_trailers: Headers,
     #[serde(default, skip_serializing_if = "Headers::is_empty")]
     response_trailers: Headers,
+    /// The WebSocket session, whole (`_webSocketMessages` has Chrome's view of it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    websocket: Option<WebSocket>,
+}
+
+/// One of Chrome's `_webSocketMessages`.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct WsMessageIn {
+    #[serde(rename = "type")]
+    kind: String,
+    time: f64,
+    opcode: u64,
+    data: String,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -244,6 +306,8 @@ struct EntryIn {
     connection: Option<String>,
     #[serde(rename = "_tapedeck")]
     tapedeck: Option<Extra>,
+    #[serde(rename = "_webSocketMessages")]
+    web_socket_messages: Option<Vec<WsMessageIn>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -404,7 +468,7 @@ impl ImportState<'_> {
             error,
             scrub: Vec::new(),
             replay_of: None,
-            websocket: None,
+            websocket: e.web_socket_messages.map(|m| ws_messages_in(m, wall)),
         })
     }
 
@@ -430,7 +494,7 @@ impl ImportState<'_> {
             error: extra.error,
             scrub: extra.scrub,
             replay_of: extra.replay_of,
-            websocket: None,
+            websocket: extra.websocket,
         }
     }
 }
@@ -623,5 +687,41 @@ impl<'de> Visitor<'de> for EntriesSeed<'_, '_> {
             self.0.entry(value).map_err(serde::de::Error::custom)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod websocket_tests {
+    use super::*;
+
+    #[test]
+    fn chrome_websocket_messages_import_as_a_session() {
+        let har = r#"{"log":{"version":"1.2","entries":[{
+            "startedDateTime":"2026-01-01T00:00:00.000Z","time":5,
+            "request":{"method":"GET","url":"wss://chat.example.com/live","httpVersion":"HTTP/1.1","headers":[]},
+            "response":{"status":101,"statusText":"Switching Protocols","httpVersion":"HTTP/1.1","headers":[]},
+            "_resourceType":"websocket",
+            "_webSocketMessages":[
+                {"type":"send","time":1767225600.25,"opcode":1,"data":"{\"op\":\"hi\"}"},
+                {"type":"receive","time":1767225600.5,"opcode":2,"data":"/wAB"},
+                {"type":"receive","time":1767225601,"opcode":8,"data":"bye"},
+                {"type":"send","time":1767225601,"opcode":99,"data":"unknown opcode: skipped"}
+            ]}]}}"#;
+        let mut got = Vec::new();
+        import(har.as_bytes(), &mut |ex| {
+            got.push(ex);
+            Ok(())
+        })
+        .unwrap();
+        let ws = got[0].websocket.as_ref().expect("a session");
+        let seen: Vec<_> = ws.messages.iter().map(|m| (m.from, m.kind, m.at_ns, m.data.to_vec())).collect();
+        assert_eq!(
+            seen,
+            [
+                (Side::Client, Kind::Text, 250_000_000, br#"{"op":"hi"}"#.to_vec()),
+                (Side::Server, Kind::Binary, 500_000_000, vec![0xff, 0, 1]),
+                (Side::Server, Kind::Close, 1_000_000_000, b"bye".to_vec()),
+            ]
+        );
     }
 }

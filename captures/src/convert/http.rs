@@ -128,6 +128,45 @@ pub fn write_response(out: &mut impl Write, resp: &Response) -> io::Result<()> {
     write_body(out, &headers, &resp.body.data, &resp.trailers)
 }
 
+/// A WebSocket session as lines after its handshake: `>>` what the client sent, `<<` what
+/// the server sent, with the time after the upgrade request started.
+pub fn write_websocket(out: &mut impl Write, ws: &crate::websocket::WebSocket) -> io::Result<()> {
+    use crate::websocket::{Kind, Side};
+    let mut notes = Vec::new();
+    if let Some(d) = &ws.decoded_from {
+        notes.push(format!("{d} inflated"));
+    }
+    if ws.dropped > 0 {
+        notes.push(format!("{} messages not kept", ws.dropped));
+    }
+    if let Some(u) = &ws.unreadable {
+        notes.push(format!("unreadable after that: {u}"));
+    }
+    let notes = if notes.is_empty() { String::new() } else { format!(" ({})", notes.join("; ")) };
+    writeln!(out, "--- websocket: {} messages{notes}", ws.messages.len())?;
+    for m in &ws.messages {
+        let arrow = if m.from == Side::Client { ">>" } else { "<<" };
+        let code = m.code.map_or(String::new(), |c| format!(" {c}"));
+        write!(out, "{arrow} {:>9.1} ms {}{code}", m.at_ns as f64 / 1e6, m.kind.as_str())?;
+        match (m.kind, m.data.as_str()) {
+            (Kind::Binary, _) | (_, None) => write!(out, " {} bytes", m.len)?,
+            (_, Some(text)) => {
+                if !text.is_empty() {
+                    write!(out, " {}", text.replace('\n', "\\n"))?;
+                }
+                if m.truncated {
+                    write!(out, " (cut: {} bytes in all)", m.len)?;
+                }
+            }
+        }
+        writeln!(out)?;
+    }
+    if let Some(end) = ws.end_ns {
+        writeln!(out, "--- closed at {:.1} ms", end as f64 / 1e6)?;
+    }
+    writeln!(out)
+}
+
 /// Approximate size of the exchange as HTTP/1.1 text (no allocation).
 pub fn wire_size(ex: &Exchange) -> u64 {
     let headers = |h: &Headers| h.iter().map(|h| h.name.len() + h.value.len() + 4).sum::<usize>() as u64 + 2;

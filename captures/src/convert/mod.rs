@@ -156,6 +156,9 @@ impl<W: Write> Exporter<W> {
                     http::write_response(out, r)?;
                     out.write_all(if r.body.data.is_empty() { b"\n" } else { b"\n\n" })?;
                 }
+                if let Some(ws) = &ex.websocket {
+                    http::write_websocket(out, ws)?;
+                }
             }
         }
         self.written += 1;

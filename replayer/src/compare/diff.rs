@@ -11,6 +11,8 @@ use serde_json::Value;
 use tapedeck_captures::exchange::{Headers, Response};
 use tapedeck_captures::route;
 use tapedeck_captures::scrub::action::is_scrubbed;
+use tapedeck_captures::websocket::{Kind, Side, WebSocket};
+use tapedeck_captures::Blob;
 
 use super::generated::{self, Window};
 use super::CompareConfig;
@@ -134,6 +136,64 @@ pub fn compare_call(
     }
     headers(&mut out, &recorded.headers, &replayed.headers);
     body(&mut out, recorded, replayed);
+    out.diffs
+}
+
+/// A WebSocket session's server messages, compared in order as a JSON array (`$[i]`; a
+/// message that is JSON by its members: `$[2].price`; a message either side kept only
+/// part of, by length), and the server's close code (`websocket:close`). Pings and pongs
+/// belong to the connection, not the service: not compared.
+pub fn compare_websocket(
+    recorded: &WebSocket,
+    replayed: &WebSocket,
+    route: &str,
+    config: &CompareConfig,
+    window: &Window,
+) -> Vec<Diff> {
+    let mut out = Out { diffs: Vec::new(), route, path: None, protobuf: false, config, window };
+    let data = |ws: &WebSocket| -> Vec<(Kind, Blob, u64, bool)> {
+        ws.from(Side::Server)
+            .filter(|m| matches!(m.kind, Kind::Text | Kind::Binary))
+            .map(|m| (m.kind, m.data.clone(), m.len, m.truncated))
+            .collect()
+    };
+    let (ma, mb) = (data(recorded), data(replayed));
+    let doc = |m: &(Kind, Blob, u64, bool), by_length: bool| -> Value {
+        let (kind, data, len, _) = m;
+        if by_length {
+            return Value::String(format!("{len} bytes"));
+        }
+        match (kind, data.as_str()) {
+            (Kind::Text, Some(text)) => serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_string())),
+            _ => Value::String(fingerprint(data)),
+        }
+    };
+    let docs: (Vec<Value>, Vec<Value>) = (0..ma.len().max(mb.len()))
+        .map(|i| {
+            let (a, b) = (ma.get(i), mb.get(i));
+            let by_length = a.is_some_and(|m| m.3) || b.is_some_and(|m| m.3);
+            (a.map(|m| doc(m, by_length)), b.map(|m| doc(m, by_length)))
+        })
+        .fold((Vec::new(), Vec::new()), |(mut va, mut vb), (a, b)| {
+            va.extend(a);
+            vb.extend(b);
+            (va, vb)
+        });
+    if docs.0 != docs.1 {
+        json(&mut out, &Value::Array(docs.0), &Value::Array(docs.1), &mut String::from("$"), &mut String::from("$"));
+    }
+    let close = |ws: &WebSocket| {
+        ws.from(Side::Server)
+            .find(|m| m.kind == Kind::Close)
+            .map_or("none".to_string(), |m| m.code.map_or("without a code".to_string(), |c| c.to_string()))
+    };
+    let (ca, cb) = (close(recorded), close(replayed));
+    if ca != cb {
+        out.push(DiffKind::Status, "websocket:close".into(), "websocket:close".into(), &ca, &cb);
+    }
+    if let (None, Some(why)) = (&recorded.unreadable, &replayed.unreadable) {
+        out.push(DiffKind::Format, "websocket".into(), "websocket".into(), "WebSocket frames", why);
+    }
     out.diffs
 }
 
