@@ -192,3 +192,92 @@ fn a_session_keeps_its_pace_and_a_refused_upgrade_is_a_status_difference() {
     assert_eq!(json["compare"]["differing"].as_u64(), Some(1), "{json}");
     assert!(stdout.contains("101") && stdout.contains("404"), "{stdout}");
 }
+
+/// A staging that accepts the upgrade and then misbehaves (`mode`), for every connection.
+async fn hostile_staging(mode: &'static str) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if stream.read(&mut byte).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let text = String::from_utf8_lossy(&head).to_string();
+                let key = text
+                    .lines()
+                    .find_map(|l| l.split_once(':').filter(|(n, _)| n.eq_ignore_ascii_case("sec-websocket-key")))
+                    .map(|(_, v)| v.trim().to_string())
+                    .unwrap_or_default();
+                let accept = match mode {
+                    "wrong-accept" => "AAAAAAAAAAAAAAAAAAAAAAAAAAA=".to_string(),
+                    _ => tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes()),
+                };
+                let answer = format!(
+                    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                     Sec-WebSocket-Accept: {accept}\r\n\r\n"
+                );
+                let _ = stream.write_all(answer.as_bytes()).await;
+                match mode {
+                    "garbage" => {
+                        let _ = stream.write_all(b"\x83this is not a frame").await;
+                    }
+                    "hangup" => return,
+                    _ => {}
+                }
+                // Read (and ignore) whatever comes, never answering, never closing.
+                let mut sink = [0u8; 4096];
+                while stream.read(&mut sink).await.unwrap_or(0) > 0 {}
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn a_staging_that_misbehaves_after_the_upgrade_ends_the_session_and_is_reported() {
+    let rt = runtime();
+    let production = rt.block_on(ws::ChatServer::start());
+    let dir = tempfile::tempdir().unwrap();
+    let caps = dir.path().join("caps");
+    let proxy = capture_proxy(&production.url(), &caps, &dir.path().join("scrub.key"));
+    rt.block_on(shop(proxy.addr, "/quotes", &["A-1", "A-2", "A-3"], Duration::ZERO));
+    stop(proxy);
+    for (mode, expect) in [
+        ("silent", "recorded `4 items` → replayed `0 items`"),
+        ("garbage", "unknown opcode 3"),
+        ("hangup", "recorded `4 items` → replayed `0 items`"),
+        ("wrong-accept", "Sec-WebSocket-Accept"),
+    ] {
+        let addr = rt.block_on(hostile_staging(mode));
+        let path = dir.path().join(format!("{mode}.json"));
+        let started = std::time::Instant::now();
+        let out =
+            run(&["replay", s(&caps), "--target", &format!("http://{addr}"), "--speed", "max", "--report", s(&path)]);
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let all = format!("{stdout}\n{}", stderr(&out));
+        // It ends by itself (a silent server is not waited for forever)…
+        assert!(started.elapsed() < Duration::from_secs(60), "{mode}: {:?}", started.elapsed());
+        // A target that answered nothing completely fails the run (2), as for any request.
+        match mode {
+            "wrong-accept" => assert_eq!(out.status.code(), Some(2), "{mode}: {all}"),
+            _ => assert!(out.status.code().is_some_and(|c| c <= 1), "{mode}: {all}"),
+        }
+        // … and says what went wrong.
+        let json = report(&path);
+        let completed = if mode == "wrong-accept" { 0 } else { 1 };
+        assert_eq!(json["completed"].as_u64(), Some(completed), "{mode}: {json}");
+        assert!(all.contains(expect), "{mode}: expected {expect:?} in {all}");
+        if mode == "wrong-accept" {
+            assert_eq!(json["errors"]["protocol"].as_u64(), Some(1), "{json}");
+        } else {
+            assert_eq!(json["compare"]["differing"].as_u64(), Some(1), "{mode}: {json}");
+        }
+    }
+}

@@ -197,6 +197,25 @@ mod tests {
     }
 
     #[test]
+    fn extensions_that_declare_huge_lengths_fail_without_allocating() {
+        let ex = sample();
+        let mut buf = Vec::new();
+        encode_record(&ex, &mut buf).unwrap();
+        // Each extension tag with a payload that claims 2^60 elements.
+        for tag in 1u8..=5 {
+            let mut inner = buf[4..].to_vec();
+            inner.push(tag);
+            let mut payload = vec![0u8; 0];
+            payload.push(253); // varint marker: a u64 follows
+            payload.extend((1u64 << 60).to_le_bytes());
+            inner.extend(bincode::encode_to_vec(payload, config()).unwrap());
+            let mut framed = (inner.len() as u32).to_le_bytes().to_vec();
+            framed.extend(inner);
+            assert!(decode_record(&framed).is_err(), "tag {tag}");
+        }
+    }
+
+    #[test]
     fn records_without_extensions_are_the_first_codecs_records() {
         // The first codec encoded the fields in declaration order, nothing after them: a
         // record without trailers is byte for byte what it wrote, so its tapes stay readable.

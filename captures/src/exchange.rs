@@ -508,8 +508,11 @@ mod record {
     }
     bincode::impl_borrow_decode!(Response);
 
-    fn times(payload: &[u8]) -> Result<Vec<u64>, DecodeError> {
-        bincode::decode_from_slice::<Vec<u64>, _>(payload, bincode::config::standard()).map(|(t, _)| t)
+    /// An extension's payload. Limited like a record (a damaged payload can claim 2^60
+    /// elements: that is an error, not an allocation).
+    fn payload<T: Decode<()>>(payload: &[u8]) -> Result<T, DecodeError> {
+        let config = bincode::config::standard().with_limit::<{ crate::tape::format::MAX_BLOCK_RAW as usize }>();
+        bincode::decode_from_slice(payload, config).map(|(v, _)| v)
     }
 
     fn extension<E: Encoder>(e: &mut E, tag: u8, value: &impl Encode) -> Result<(), EncodeError> {
@@ -568,8 +571,7 @@ mod record {
             while d.reader().peek_read(1).is_some() {
                 let tag = u8::decode(d)?;
                 let payload: Vec<u8> = Decode::decode(d)?;
-                let headers =
-                    || bincode::decode_from_slice::<Headers, _>(&payload, bincode::config::standard()).map(|(h, _)| h);
+                let headers = || self::payload::<Headers>(&payload);
                 match tag {
                     REQUEST_TRAILERS => ex.request.trailers = headers()?,
                     RESPONSE_TRAILERS => {
@@ -577,16 +579,13 @@ mod record {
                             r.trailers = headers()?;
                         }
                     }
-                    REQUEST_MESSAGES => ex.request.message_ns = times(&payload)?,
+                    REQUEST_MESSAGES => ex.request.message_ns = self::payload(&payload)?,
                     RESPONSE_MESSAGES => {
                         if let Some(r) = ex.response.as_mut() {
-                            r.message_ns = times(&payload)?;
+                            r.message_ns = self::payload(&payload)?;
                         }
                     }
-                    WEBSOCKET => {
-                        ex.websocket =
-                            Some(bincode::decode_from_slice(&payload, bincode::config::standard()).map(|(w, _)| w)?)
-                    }
+                    WEBSOCKET => ex.websocket = Some(self::payload(&payload)?),
                     _ => {} // a later version's: skipped
                 }
             }

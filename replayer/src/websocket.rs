@@ -89,6 +89,7 @@ where
     let (mut next, mut handled, mut server_messages) = (0, 0, 0);
     let (mut sent_close, mut server_closed) = (false, false);
     let mut last_event = Instant::now();
+    let mut impatient = false;
     // When every client message was out, and when our close went.
     let (mut all_sent, mut close_sent): (Option<Instant>, Option<Instant>) = (None, None);
     loop {
@@ -97,7 +98,8 @@ where
         }
         let due = plan.messages.get(next).filter(|_| !sent_close).map(|m| match plan.speed {
             Some(_) => start + m.due,
-            None if server_messages >= m.after_server => Instant::now(),
+            // A server that let one wait pass without its answers is not waited for again.
+            None if server_messages >= m.after_server || impatient => Instant::now(),
             None => last_event + PATIENCE,
         });
         if due.is_none() && all_sent.is_none() {
@@ -153,6 +155,7 @@ where
             }
             _ = tokio::time::sleep_until(due.unwrap_or(deadline)), if due.is_some() => {
                 let m = &plan.messages[next];
+                impatient |= plan.speed.is_none() && server_messages < m.after_server;
                 next += 1;
                 last_event = Instant::now();
                 let payload = if m.kind == Kind::Close { close_payload(m.code, &m.data) } else { m.data.to_vec() };
