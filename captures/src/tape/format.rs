@@ -26,8 +26,11 @@ pub const MAGIC: &[u8; 8] = b"TAPEDECK";
 pub const FORMAT_VERSION: u16 = 1;
 /// Codec id: records encoded with bincode 2 (standard config), blocks compressed with zstd.
 pub const CODEC_BINCODE2_ZSTD: u8 = 1;
-/// Codec id: as [`CODEC_BINCODE2_ZSTD`], and a record may end with tagged extensions
-/// (trailers; see [`Exchange`](crate::Exchange)). Written by this build; both are read.
+/// Codec id: as [`CODEC_BINCODE2_ZSTD`], and a record may end with tagged extensions, each
+/// a tag byte and a length-prefixed bincode payload: 1 request trailers, 2 response
+/// trailers, 3 request message times, 4 response message times (gRPC), 5 a WebSocket
+/// session (see [`Exchange`](crate::Exchange)); readers skip tags they do not know.
+/// Written by this build; both are read.
 pub const CODEC_BINCODE2_ZSTD_EXT: u8 = 2;
 /// Length of the fixed preamble before the header.
 pub const PREAMBLE_LEN: usize = 20;
