@@ -269,3 +269,44 @@ fn a_call_the_client_gave_up_on_at_its_deadline_is_not_compared() {
     assert_eq!(route["recorded_status"]["DEADLINE_EXCEEDED"].as_u64(), Some(1), "{json}");
     assert_eq!(json["compare"]["compared"].as_u64(), Some(1), "only the complete call: {json}");
 }
+
+#[test]
+fn a_server_stream_whose_first_message_comes_late_is_flagged() {
+    let (rt, production, dir, caps) = setup();
+    // Unscrubbed: the test service's raw messages are not protobuf.
+    let proxy = capture_proxy(&production.url(), &caps, &["--no-scrub"]);
+    let via_proxy = format!("http://{}", proxy.addr);
+    rt.block_on(async {
+        let mut client = grpc::EchoClient::connect(&via_proxy).await;
+        for _ in 0..20 {
+            assert_eq!(client.server_stream(5).await.unwrap().len(), 5);
+        }
+    });
+    stop(proxy);
+    // The capture holds when each message of each stream came.
+    let jsonl = ok(&["cat", s(&caps)]);
+    let ex: serde_json::Value = serde_json::from_str(jsonl.lines().next().unwrap()).unwrap();
+    assert_eq!(ex["response"]["message_ns"].as_array().map(Vec::len), Some(5), "{ex}");
+
+    let replay = |target: &str, name: &str| {
+        let report = dir.path().join(format!("{name}.json"));
+        let args =
+            ["replay", s(&caps), "--target", target, "--speed", "max", "--allow-unscrubbed", "--report", s(&report)];
+        let out = run(&args);
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.code().is_some_and(|c| c <= 1), "{stdout}\n{}", stderr(&out));
+        (stdout, serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(&report).unwrap()).unwrap())
+    };
+    // Staging as production: the streams' first messages are measured on both sides.
+    let same = rt.block_on(grpc::GrpcServer::start());
+    let (stdout, json) = replay(&same.url(), "same");
+    assert_eq!(json["routes"][0]["first_message"]["count"].as_u64(), Some(20), "{json}");
+    assert!(stdout.contains("first message of 20 stream(s)"), "{stdout}");
+    // A staging 200 ms late with every stream's first message.
+    let late = rt.block_on(grpc::GrpcServer::start_drifted());
+    let (stdout, json) = replay(&late.url(), "late");
+    let first = &json["routes"][0]["first_message"];
+    assert_eq!(first["p99_flagged"], true, "{json}");
+    assert!(first["replayed_ms"]["p50"].as_f64().unwrap() >= 200.0, "{json}");
+    assert!(stdout.contains("first message of a stream p99"), "{stdout}");
+}

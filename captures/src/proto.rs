@@ -406,3 +406,80 @@ pub(crate) mod tests {
         assert_eq!(wire_json(&a).unwrap(), serde_json::json!({"6": {"tier": "gold", "ref": "ad"}}));
     }
 }
+
+/// Messages timed at most per body (a stream of millions keeps its first ones).
+const MAX_TIMED_MESSAGES: usize = 100_000;
+
+/// Follows gRPC's framing (a flag byte, a 4-byte length, the message) across the chunks of
+/// a body as they arrive and notes when each message is complete: the capture's
+/// `message_ns`, and the replay's for the same stream.
+#[derive(Debug, Default)]
+pub struct MessageClock {
+    /// The frame prefix read so far.
+    prefix: [u8; 5],
+    prefix_len: usize,
+    /// Bytes of the current message still to come (after a whole prefix).
+    remaining: u64,
+    /// When each message was complete.
+    done_ns: Vec<u64>,
+}
+
+impl MessageClock {
+    /// Reads `data`, the body's next bytes; a message they complete is dated `now_ns()`.
+    pub fn observe(&mut self, mut data: &[u8], now_ns: impl Fn() -> u64) {
+        while !data.is_empty() && self.done_ns.len() < MAX_TIMED_MESSAGES {
+            if self.prefix_len < 5 {
+                let take = (5 - self.prefix_len).min(data.len());
+                self.prefix[self.prefix_len..self.prefix_len + take].copy_from_slice(&data[..take]);
+                self.prefix_len += take;
+                data = &data[take..];
+                if self.prefix_len < 5 {
+                    return;
+                }
+                let p = self.prefix;
+                self.remaining = u64::from(u32::from_be_bytes([p[1], p[2], p[3], p[4]]));
+            }
+            let take = self.remaining.min(data.len() as u64);
+            self.remaining -= take;
+            data = &data[take as usize..];
+            if self.remaining == 0 {
+                self.done_ns.push(now_ns());
+                self.prefix_len = 0;
+            }
+        }
+    }
+
+    /// When each message was complete, in order.
+    pub fn into_times(self) -> Vec<u64> {
+        self.done_ns
+    }
+}
+
+#[cfg(test)]
+mod message_clock_tests {
+    use super::MessageClock;
+
+    #[test]
+    fn messages_are_timed_when_whole_however_the_chunks_fall() {
+        let frame = |len: u32| [&[0u8][..], &len.to_be_bytes(), &vec![7u8; len as usize]].concat();
+        let body = [frame(3), frame(0), frame(10)].concat();
+        // Every way of cutting the body into two chunks times the same three messages.
+        for cut in 0..=body.len() {
+            let mut clock = MessageClock::default();
+            let tick = std::cell::Cell::new(0);
+            let now = || {
+                tick.set(tick.get() + 1);
+                tick.get()
+            };
+            clock.observe(&body[..cut], now);
+            clock.observe(&body[cut..], now);
+            assert_eq!(clock.into_times().len(), 3, "cut at {cut}");
+        }
+        // A message is timed when its last byte arrives, not before.
+        let mut clock = MessageClock::default();
+        clock.observe(&frame(10)[..14], || 1);
+        assert!(clock.done_ns.is_empty());
+        clock.observe(&frame(10)[14..], || 2);
+        assert_eq!(clock.into_times(), [2]);
+    }
+}

@@ -140,6 +140,11 @@ impl WebSocket {
         self.messages.iter().filter(move |m| m.from == side)
     }
 
+    /// When `side`'s first text or binary message was complete.
+    pub fn first_data(&self, side: Side) -> Option<u64> {
+        self.from(side).find(|m| matches!(m.kind, Kind::Text | Kind::Binary)).map(|m| m.at_ns)
+    }
+
     /// The first close message, whoever sent it.
     pub fn close(&self) -> Option<&Message> {
         self.messages.iter().find(|m| m.kind == Kind::Close)

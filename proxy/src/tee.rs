@@ -18,6 +18,8 @@ use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use tapedeck_captures::{Blob, ErrorKind, Exchange, Headers, HttpVersion};
 
+use tapedeck_captures::proto::MessageClock;
+
 use crate::capture::CaptureQueue;
 
 /// The proxy's clock: a monotonic start and its wall-clock time.
@@ -249,47 +251,6 @@ struct Sink {
     messages: Option<MessageClock>,
 }
 
-/// Messages timed at most per body (a stream of millions keeps its first ones).
-const MAX_TIMED_MESSAGES: usize = 100_000;
-
-/// Follows gRPC's framing (a flag byte, a 4-byte length, the message) across chunks and
-/// notes when each message is complete.
-#[derive(Default)]
-struct MessageClock {
-    /// The frame prefix read so far.
-    prefix: [u8; 5],
-    prefix_len: usize,
-    /// Bytes of the current message still to come (after a whole prefix).
-    remaining: u64,
-    /// When each message was complete, ns after the request started.
-    done_ns: Vec<u64>,
-}
-
-impl MessageClock {
-    fn observe(&mut self, mut data: &[u8], now_ns: impl Fn() -> u64) {
-        while !data.is_empty() && self.done_ns.len() < MAX_TIMED_MESSAGES {
-            if self.prefix_len < 5 {
-                let take = (5 - self.prefix_len).min(data.len());
-                self.prefix[self.prefix_len..self.prefix_len + take].copy_from_slice(&data[..take]);
-                self.prefix_len += take;
-                data = &data[take..];
-                if self.prefix_len < 5 {
-                    return;
-                }
-                let p = self.prefix;
-                self.remaining = u64::from(u32::from_be_bytes([p[1], p[2], p[3], p[4]]));
-            }
-            let take = self.remaining.min(data.len() as u64);
-            self.remaining -= take;
-            data = &data[take as usize..];
-            if self.remaining == 0 {
-                self.done_ns.push(now_ns());
-                self.prefix_len = 0;
-            }
-        }
-    }
-}
-
 impl Sink {
     fn observe(&mut self, data: &Bytes) {
         if let Some(clock) = self.messages.as_mut() {
@@ -306,7 +267,7 @@ impl Sink {
     }
 
     fn finish(self, outcome: Outcome) {
-        let messages = self.messages.map(|c| c.done_ns).unwrap_or_default();
+        let messages = self.messages.map(MessageClock::into_times).unwrap_or_default();
         self.recording.finish_part(self.part, self.chunks, self.kept, self.seen, outcome, messages);
     }
 }
@@ -408,34 +369,5 @@ impl<B: Body<Data = Bytes>> Body for TeeBody<B> {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
-    }
-}
-
-#[cfg(test)]
-mod message_clock_tests {
-    use super::MessageClock;
-
-    #[test]
-    fn messages_are_timed_when_whole_however_the_chunks_fall() {
-        let frame = |len: u32| [&[0u8][..], &len.to_be_bytes(), &vec![7u8; len as usize]].concat();
-        let body = [frame(3), frame(0), frame(10)].concat();
-        // Every way of cutting the body into two chunks times the same three messages.
-        for cut in 0..=body.len() {
-            let mut clock = MessageClock::default();
-            let tick = std::cell::Cell::new(0);
-            let now = || {
-                tick.set(tick.get() + 1);
-                tick.get()
-            };
-            clock.observe(&body[..cut], now);
-            clock.observe(&body[cut..], now);
-            assert_eq!(clock.done_ns.len(), 3, "cut at {cut}");
-        }
-        // A message is timed when its last byte arrives, not before.
-        let mut clock = MessageClock::default();
-        clock.observe(&frame(10)[..14], || 1);
-        assert!(clock.done_ns.is_empty());
-        clock.observe(&frame(10)[14..], || 2);
-        assert_eq!(clock.done_ns, [2]);
     }
 }

@@ -51,6 +51,8 @@ pub struct Outcome {
     pub trailers: HeaderMap,
     /// A WebSocket upgrade's session, as both sides sent it.
     pub websocket: Option<tapedeck_captures::websocket::WebSocket>,
+    /// gRPC: when each message of the answer was complete, ns after the request was sent.
+    pub message_ns: Vec<u64>,
 }
 
 impl Outcome {
@@ -480,6 +482,7 @@ impl Pool {
             error: None,
             trailers: HeaderMap::new(),
             websocket: None,
+            message_ns: Vec::new(),
         };
         if !accepted {
             self.inner.progress.note_cause(ErrorKind::Protocol, || {
@@ -688,10 +691,15 @@ impl Pool {
         let mut len = 0u64;
         let mut error = None;
         let mut trailers = HeaderMap::new();
+        // A gRPC answer's messages are timed as they arrive (a stream's pace).
+        let mut clock = is_grpc(&parts.headers).then(tapedeck_captures::proto::MessageClock::default);
         while let Some(frame) = body.frame().await {
             match frame {
                 Ok(frame) => {
                     if let Some(data) = frame.data_ref() {
+                        if let Some(clock) = clock.as_mut() {
+                            clock.observe(data, || sent_at.elapsed().as_nanos() as u64);
+                        }
                         len += data.len() as u64;
                         let room = self.inner.config.max_body.saturating_sub(kept.len());
                         kept.extend_from_slice(&data[..room.min(data.len())]);
@@ -736,6 +744,7 @@ impl Pool {
             error,
             trailers,
             websocket: None,
+            message_ns: clock.map(|c| c.into_times()).unwrap_or_default(),
         };
         (outcome, conn)
     }
@@ -863,6 +872,7 @@ impl Outcome {
             error: Some(kind),
             trailers: HeaderMap::new(),
             websocket: None,
+            message_ns: Vec::new(),
         }
     }
 }

@@ -50,6 +50,9 @@ pub struct RouteStats {
     pub errors: BTreeMap<&'static str, u64>,
     /// Response differences, when comparing.
     pub diffs: RouteTally,
+    /// Streams (a gRPC answer of several messages, a WebSocket session): time to the
+    /// server's first message, recorded and replayed, µs. Made at the first stream.
+    pub first_message: Option<Box<(Histogram<u64>, Histogram<u64>)>>,
 }
 
 impl Default for RouteStats {
@@ -63,8 +66,19 @@ impl Default for RouteStats {
             replayed_status: BTreeMap::new(),
             errors: BTreeMap::new(),
             diffs: RouteTally::default(),
+            first_message: None,
         }
     }
+}
+
+/// When a recorded stream's first message from the server was complete, ns after the
+/// request started: a gRPC answer of more than one message, a WebSocket session.
+pub(crate) fn stream_first_ns(ex: &Exchange) -> Option<u64> {
+    if let Some(ws) = &ex.websocket {
+        return ws.first_data(tapedeck_captures::websocket::Side::Server);
+    }
+    let r = ex.response.as_ref()?;
+    (r.message_ns.len() > 1).then(|| r.message_ns[0])
 }
 
 /// Buckets of the timeline kept at most; beyond, buckets double in width.
@@ -239,6 +253,8 @@ pub struct Sample<'a> {
     pub failed_after: Option<Duration>,
     /// Body bytes received.
     pub bytes: u64,
+    /// A stream's first message from the server, after the request was sent.
+    pub first_message: Option<Duration>,
 }
 
 impl Stats {
@@ -274,6 +290,11 @@ impl Stats {
                 r.timeouts += 1;
             }
             _ => {}
+        }
+        if let (Some(recorded), Some(replayed), None) = (stream_first_ns(s.recorded), s.first_message, s.error) {
+            let (a, b) = &mut **r.first_message.get_or_insert_with(|| Box::new((histogram(), histogram())));
+            let _ = a.record((recorded / 1000).max(1));
+            let _ = b.record((replayed.as_micros() as u64).max(1));
         }
         // A gRPC call's outcome is its gRPC status (its HTTP status is 200 whatever happened).
         let recorded_grpc =
@@ -339,6 +360,14 @@ impl Stats {
             let _ = mine.recorded.add(&theirs.recorded);
             let _ = mine.replayed.add(&theirs.replayed);
             mine.diffs.merge(theirs.diffs);
+            match (&mut mine.first_message, theirs.first_message) {
+                (Some(m), Some(t)) => {
+                    let _ = m.0.add(&t.0);
+                    let _ = m.1.add(&t.1);
+                }
+                (slot @ None, t) => *slot = t,
+                _ => {}
+            }
             for (a, b) in [
                 (&mut mine.recorded_status, theirs.recorded_status),
                 (&mut mine.replayed_status, theirs.replayed_status),

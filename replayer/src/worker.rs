@@ -334,6 +334,7 @@ impl Drop for Flight<'_> {
             error: Some(ErrorKind::Interrupted),
             failed_after: Some(self.started.elapsed()),
             bytes: 0,
+            first_message: None,
         };
         if let Ok(mut q) = self.queues.try_borrow_mut() {
             q.stats.record(&sample);
@@ -422,6 +423,8 @@ struct Sent {
     result: Option<Exchange>,
     /// A WebSocket upgrade's session.
     websocket: Option<WebSocket>,
+    /// A stream's first message from the server, after the request was sent.
+    first_message: Option<Duration>,
 }
 
 impl Sent {
@@ -445,6 +448,7 @@ impl Sent {
             error: self.error,
             failed_after: self.failed_after,
             bytes: self.bytes,
+            first_message: self.first_message,
         }
     }
 }
@@ -491,6 +495,11 @@ async fn send(job: &Job, pool: &Pool, ctx: &WorkerContext, on_wire: &OnWire) -> 
         bytes: outcome.body_len,
         response,
         result: request.map(|r| result_exchange(ctx, recorded, r, &outcome)),
+        first_message: match &outcome.websocket {
+            Some(ws) => ws.first_data(tapedeck_captures::websocket::Side::Server),
+            None => outcome.message_ns.first().copied(),
+        }
+        .map(Duration::from_nanos),
         websocket: outcome.websocket.take(),
     }
 }
@@ -572,7 +581,7 @@ fn sent_request(req: &http::Request<http_body_util::Full<bytes::Bytes>>) -> Reco
 
 fn response_of(outcome: &Outcome) -> Option<RecordedResponse> {
     outcome.status.map(|s| RecordedResponse {
-        message_ns: Vec::new(),
+        message_ns: outcome.message_ns.clone(),
         trailers: headers_of(&outcome.trailers),
         status: s.as_u16(),
         version: version_of(outcome.version),

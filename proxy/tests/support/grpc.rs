@@ -6,7 +6,7 @@
 //!   a drifted service (a staging with a bug) also answers NOT_FOUND to anything holding
 //!   `order 7`.
 //! - `ServerStream`: the request's first byte says how many messages follow, 20 ms apart;
-//!   255: one, then a minute of nothing.
+//!   255: one, then a minute of nothing. The drifted service sends the first after 200 ms.
 //! - `ClientStream`: answers the messages joined by `+` once the client's stream ends.
 //! - `Bidi`: answers every message with `re:` + it as it arrives.
 //!
@@ -158,18 +158,26 @@ impl UnaryService<Bytes> for Orders {
     }
 }
 
-struct ServerStream;
+/// `n` messages, 20 ms apart (the drifted service is 200 ms late with the first).
+struct ServerStream {
+    drift: bool,
+}
 impl ServerStreamingService<Bytes> for ServerStream {
     type Response = Bytes;
     type ResponseStream = Messages;
     type Future = BoxFuture<Response<Messages>, Status>;
     fn call(&mut self, req: Request<Bytes>) -> Self::Future {
+        let drift = self.drift;
         Box::pin(async move {
             let n = req.into_inner().first().copied().unwrap_or(0);
             // 255: one message, then nothing for a minute (a stalled stream).
             let (n, stall) = if n == 255 { (2, true) } else { (n, false) };
             let stream = tokio_stream::iter(0..n).then(move |i| async move {
-                let pause = if stall && i == 1 { Duration::from_secs(60) } else { Duration::from_millis(20) };
+                let pause = match i {
+                    1 if stall => Duration::from_secs(60),
+                    0 if drift => Duration::from_millis(200),
+                    _ => Duration::from_millis(20),
+                };
                 tokio::time::sleep(pause).await;
                 Ok(Bytes::from(format!("part {i}")))
             });
@@ -248,7 +256,10 @@ where
                 let orders = Orders { drift: self.drift };
                 Box::pin(async move { Ok(grpc().unary(orders, req).await) })
             }
-            "/test.Echo/ServerStream" => Box::pin(async move { Ok(grpc().server_streaming(ServerStream, req).await) }),
+            "/test.Echo/ServerStream" => {
+                let stream = ServerStream { drift: self.drift };
+                Box::pin(async move { Ok(grpc().server_streaming(stream, req).await) })
+            }
             "/test.Echo/ClientStream" => Box::pin(async move { Ok(grpc().client_streaming(ClientStream, req).await) }),
             "/test.Echo/Bidi" => Box::pin(async move { Ok(grpc().streaming(Bidi, req).await) }),
             _ => Box::pin(async move { Ok(Status::unimplemented("no such method").into_http()) }),

@@ -19,7 +19,22 @@ pub fn compare(old: &ReplayReport, old_path: &str, new: &ReplayReport, config: &
             r.recorded_status.clear();
             r.p99_ratio = None;
             r.p99_flagged = false;
+            r.first_message = None;
             continue;
+        };
+        // Streams' first messages against the baseline's too.
+        r.first_message = match (r.first_message, o.first_message) {
+            (Some(mut mine), Some(theirs)) => {
+                mine.recorded_ms = theirs.replayed_ms;
+                (mine.p99_ratio, mine.p99_flagged) = super::p99_verdict(
+                    Some(mine.recorded_ms),
+                    Some(mine.replayed_ms),
+                    mine.count.min(theirs.count),
+                    config,
+                );
+                Some(mine)
+            }
+            _ => None,
         };
         r.recorded_ms = o.replayed_ms;
         r.recorded_status = o.replayed_status.clone();

@@ -118,6 +118,27 @@ pub struct RouteReport {
     /// with the recording; response differences stay against the recording.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub against_baseline: bool,
+    /// Streams (gRPC answers of several messages, WebSocket sessions): time to the
+    /// server's first message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_message: Option<FirstMessage>,
+}
+
+/// A route's streams: how long until the server's first message, recorded and replayed
+/// (the whole stream's length is the route's latency).
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+pub struct FirstMessage {
+    /// Streams measured on both sides.
+    pub count: u64,
+    /// Recorded.
+    pub recorded_ms: Latency,
+    /// Replayed.
+    pub replayed_ms: Latency,
+    /// Replayed p99 over recorded p99.
+    pub p99_ratio: Option<f64>,
+    /// Over the flag threshold, as the route's own p99.
+    #[serde(default)]
+    pub p99_flagged: bool,
 }
 
 impl RouteReport {
@@ -161,6 +182,14 @@ impl RouteReport {
             if let (Some(a), Some(b), Some(x)) = (self.recorded_ms, self.replayed_ms, self.p99_ratio) {
                 out.push(format!("p99 {x:.2}× {base} ({:.1} → {:.1} ms)", a.p99, b.p99));
             }
+        }
+        if let Some(f) = self.first_message.filter(|f| f.p99_flagged) {
+            out.push(format!(
+                "first message of a stream p99 {:.2}× {base} ({:.1} → {:.1} ms)",
+                f.p99_ratio.unwrap_or_default(),
+                f.recorded_ms.p99,
+                f.replayed_ms.p99
+            ));
         }
         if self.new_5xx() > 0 {
             out.push(format!("{} more 5xx than {rate_base}", self.new_5xx()));
@@ -429,6 +458,12 @@ impl ReplayReport {
                     diffs: compare.map(|(_, noise)| r.diffs.finish(route, noise)),
                     latency_buckets: Some(buckets(&r.recorded, &r.replayed)),
                     against_baseline: false,
+                    first_message: r.first_message.as_deref().and_then(|(a, b)| {
+                        let (recorded_ms, replayed_ms) = (latency(a)?, latency(b)?);
+                        let count = b.len();
+                        let (p99_ratio, p99_flagged) = p99_verdict(Some(recorded_ms), Some(replayed_ms), count, config);
+                        Some(FirstMessage { count, recorded_ms, replayed_ms, p99_ratio, p99_flagged })
+                    }),
                 }
             })
             .collect();

@@ -193,6 +193,27 @@ fn table(out: &mut String, r: &ReplayReport, top: usize) {
     if r.routes.len() > top {
         let _ = writeln!(out, "  … {} more routes", r.routes.len() - top);
     }
+    // Streams: the route's latency is the whole stream; when the first message came is
+    // the part a user waits for.
+    for route in shown {
+        if let Some(f) = route.first_message {
+            let ratio =
+                f.p99_ratio.map_or("-".to_string(), |x| format!("{x:.2}{}", if f.p99_flagged { "!" } else { "" }));
+            let _ = writeln!(
+                out,
+                "  {:>7}  {:>8} → {:>8}  {:>8} → {:>8}  {:>6}  {}{}  first message of {} stream(s)",
+                f.count,
+                ms(Some(f.recorded_ms.p50)),
+                ms(Some(f.replayed_ms.p50)),
+                ms(Some(f.recorded_ms.p99)),
+                ms(Some(f.replayed_ms.p99)),
+                ratio,
+                if diff_col { format!("{:>7}  ", "") } else { String::new() },
+                route.route,
+                f.count,
+            );
+        }
+    }
 }
 
 fn differences(out: &mut String, r: &ReplayReport) {
