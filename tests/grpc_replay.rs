@@ -310,3 +310,32 @@ fn a_server_stream_whose_first_message_comes_late_is_flagged() {
     assert!(first["replayed_ms"]["p50"].as_f64().unwrap() >= 200.0, "{json}");
     assert!(stdout.contains("first message of a stream p99"), "{stdout}");
 }
+
+/// The README's gRPC demo script, run as a user runs it (with this build's binaries).
+#[test]
+fn the_grpc_demo_script_finds_the_drifted_orders() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    // `cargo test --workspace` builds every package's examples before the tests run.
+    let echo = root.join("target/debug/examples/grpc_echo");
+    if !echo.exists() {
+        eprintln!("skipped: {} is not built (cargo test --workspace builds it)", echo.display());
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(root.join("examples/grpc-demo.sh"))
+        .env("TAPEDECK", env!("CARGO_BIN_EXE_tapedeck"))
+        .env("GRPC_ECHO", &echo)
+        .env("TMPDIR", tmp.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{stdout}\n{}", stderr(&out));
+    assert!(stdout.contains("20 orders looked up"), "{stdout}");
+    assert!(
+        stdout.contains(r#""name":"tok_name_"#) && !stdout.contains("jane.doe@"),
+        "scrubbed by field name: {stdout}"
+    );
+    assert!(stdout.contains("clean: none of 20 exchanges"), "{stdout}");
+    assert!(stdout.contains("at $.total_cents: recorded `1999` → replayed `2099`"), "{stdout}");
+    assert!(stdout.contains("replay exit code 1"), "{stdout}");
+}

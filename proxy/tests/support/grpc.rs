@@ -306,6 +306,17 @@ pub fn nodelay(
     })
 }
 
+/// Serves `test.Echo` and `shop.Orders` (the drifted services with `drift`) on `listener`
+/// until it fails (h2c, HTTP/2 only).
+pub async fn serve_on(listener: tokio::net::TcpListener, drift: bool) -> Result<(), tonic::transport::Error> {
+    let service = EchoService { drift };
+    tonic::transport::Server::builder()
+        .add_service(service.clone())
+        .add_service(OrdersService(service))
+        .serve_with_incoming(nodelay(listener))
+        .await
+}
+
 /// A tonic server for [`EchoService`] on a free port (h2c, HTTP/2 only).
 pub struct GrpcServer {
     pub addr: SocketAddr,
