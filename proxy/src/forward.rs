@@ -438,7 +438,7 @@ impl Forwarder {
                         .iter()
                         .any(|v| v.to_str().is_ok_and(tapedeck_captures::websocket::deflate_accepted)),
                 });
-                tokio::spawn(crate::tunnel::tunnel(client_side, upstream_side, watch));
+                tokio::spawn(crate::tunnel::tunnel(client_side, upstream_side, watch, self.metrics.clone()));
             }
             None
         } else {

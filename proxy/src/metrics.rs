@@ -27,6 +27,11 @@ struct ReasonLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FromLabel {
+    from: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabel {
     kind: &'static str,
 }
@@ -104,6 +109,12 @@ pub struct Metrics {
     pub connections: Gauge,
     /// Client connections accepted.
     pub connections_total: Counter,
+    /// Upgraded connections (WebSocket and others) being tunnelled.
+    pub upgraded: Gauge,
+    /// WebSocket messages recorded, by who sent them ([client, server]).
+    pub websocket_messages: [Counter; 2],
+    /// WebSocket sessions whose bytes stopped being readable frames (forwarded all the same).
+    pub websocket_unreadable: Counter,
     conn_errors: [Counter; 5],
     client_errors: [Counter; 3],
     scrub_hits: Family<RuleLabel, Counter>,
@@ -167,6 +178,21 @@ impl Metrics {
         registry.register("connections", "Open client connections", connections.clone());
         let connections_total = Counter::default();
         registry.register("connections_accepted", "Client connections accepted", connections_total.clone());
+        let upgraded = Gauge::default();
+        registry.register(
+            "upgraded_connections",
+            "Upgraded connections (WebSocket and others) being tunnelled; not in tapedeck_connections",
+            upgraded.clone(),
+        );
+        let ws_family = Family::<FromLabel, Counter>::default();
+        let websocket_messages = ["client", "server"].map(|f| ws_family.get_or_create(&FromLabel { from: f }).clone());
+        registry.register("websocket_messages", "WebSocket messages recorded, by who sent them", ws_family);
+        let websocket_unreadable = Counter::default();
+        registry.register(
+            "websocket_unreadable",
+            "Captured WebSocket sessions whose bytes stopped being frames tapedeck reads (forwarded all the same)",
+            websocket_unreadable.clone(),
+        );
         let conn_family = Family::<ReasonLabel, Counter>::default();
         let conn_errors = ["protocol", "header_timeout", "tls", "overload", "io"]
             .map(|r| conn_family.get_or_create(&ReasonLabel { reason: r }).clone());
@@ -198,6 +224,9 @@ impl Metrics {
             added_latency,
             connections,
             connections_total,
+            upgraded,
+            websocket_messages,
+            websocket_unreadable,
             conn_errors,
             client_errors,
             scrub_hits,

@@ -13,6 +13,7 @@ use hyper_util::rt::TokioIo;
 use tapedeck_captures::websocket::{Limits, Session, Side};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use crate::metrics::Metrics;
 use crate::tee::Recording;
 
 /// A captured WebSocket upgrade to read.
@@ -25,7 +26,12 @@ pub struct Watch {
 
 /// Copies bytes both ways between an upgraded client and upstream connection; reads a
 /// WebSocket's messages on the way when `watch` says so.
-pub async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade, watch: Option<Watch>) {
+pub async fn tunnel(
+    client: hyper::upgrade::OnUpgrade,
+    upstream: hyper::upgrade::OnUpgrade,
+    watch: Option<Watch>,
+    metrics: Arc<Metrics>,
+) {
     let (c, u) = match tokio::try_join!(client, upstream) {
         Ok(both) => both,
         Err(e) => {
@@ -34,6 +40,8 @@ pub async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade:
         }
     };
     let (c, u) = (TokioIo::new(c), TokioIo::new(u));
+    metrics.upgraded.inc();
+    let _open = Open(metrics.clone());
     let ended = match watch {
         None => tokio::io::copy_bidirectional(&mut { c }, &mut { u }).await,
         Some(watch) => {
@@ -41,6 +49,7 @@ pub async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade:
             let log = Arc::new(Log {
                 session: Mutex::new(Some(Session::new(limits, watch.deflate))),
                 recording: watch.recording,
+                metrics,
             });
             let mut c = Tapped { io: c, side: Side::Client, log: log.clone() };
             let mut u = Tapped { io: u, side: Side::Server, log };
@@ -52,17 +61,34 @@ pub async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade:
     }
 }
 
+/// Counts an upgraded connection as open while it lives (however its task ends).
+struct Open(Arc<Metrics>);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.upgraded.dec();
+    }
+}
+
 /// The session being read; recorded when both directions let go of it.
 struct Log {
     session: Mutex<Option<Session>>,
     recording: Arc<Recording>,
+    metrics: Arc<Metrics>,
 }
 
 impl Drop for Log {
     fn drop(&mut self) {
         let session = self.session.get_mut().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(session) = session {
-            self.recording.websocket(session.finish(self.recording.elapsed_ns()));
+            let ws = session.finish(self.recording.elapsed_ns());
+            for (i, side) in [Side::Client, Side::Server].into_iter().enumerate() {
+                self.metrics.websocket_messages[i].inc_by(ws.from(side).count() as u64);
+            }
+            if ws.unreadable.is_some() {
+                self.metrics.websocket_unreadable.inc();
+            }
+            self.recording.websocket(ws);
         }
     }
 }

@@ -56,6 +56,11 @@ async fn a_websocket_session_passes_as_directly_and_is_recorded_message_by_messa
     let through = talk(proxy.addr, 300).await;
     assert_eq!(through, direct);
     assert_eq!(direct.len(), 5, "{direct:?}");
+    // Counted once the connection ended (pings, pongs and closes too).
+    let server = wait_for_metric(proxy.admin, "tapedeck_websocket_messages_total{from=\"server\"}", 6.0).await;
+    let client = wait_for_metric(proxy.admin, "tapedeck_websocket_messages_total{from=\"client\"}", 5.0).await;
+    assert_eq!((client, server), (5.0, 6.0));
+    assert_eq!(metric(&metrics_text(proxy.admin).await, "tapedeck_upgraded_connections"), 0.0);
 
     let captured = proxy.finish().await;
     assert_eq!(captured.len(), 1, "{captured:?}");
