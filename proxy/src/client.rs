@@ -25,8 +25,8 @@ use tokio_rustls::TlsConnector;
 
 use crate::client_body::{BodyState, ClientBody};
 use crate::config::{ProxyConfig, UpstreamProtocol};
-use crate::forward::Upstream;
 use crate::tee::TeeBody;
+use crate::upstream::Upstream;
 use crate::ProxyError;
 
 /// Body type of requests sent upstream.

@@ -1,29 +1,29 @@
-//! Forwarding one request: sampling decision, upstream request (hop-by-hop headers
-//! removed per RFC 9110 §7.6.1, `X-Forwarded-*`/`Forwarded` added, `Host` kept),
-//! streaming both bodies through tees, WebSocket/`Upgrade` tunnels, and 502/504 answers
-//! when the upstream fails.
+//! Forwarding one request: refusing what a reverse proxy must not forward, the sampling
+//! decision and the recording's request head, the upstream request (header rules in
+//! `headers`), both bodies streamed through tees, upgrades handed to [`crate::tunnel`],
+//! and 502/504 answers when the upstream fails.
 
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Request, Response, StatusCode, Uri, Version};
-use http_body::{Body, Frame, SizeHint};
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use tapedeck_captures::{ConnectionId, ErrorKind, Exchange, ExchangeId, IdGenerator};
 
 use crate::capture::CaptureQueue;
-use crate::client::{Lease, UpBody, UpstreamPool};
+use crate::client::{UpBody, UpstreamPool};
 use crate::client_body::{BodyLimit, BodyState, ClientBody, ClientFailure};
 use crate::config::{Forwarding, UpstreamProtocol};
+use crate::headers::{is_grpc, is_upgrade, strip_hop_by_hop, valid_host, wants_trailers};
 use crate::metrics::Metrics;
+use crate::proxy_body::{plain, ProxyBody, StreamIdle};
+use crate::recording::{capture_headers, capture_version, Clock, Part, Recording};
 use crate::sample::{Decision, Sampler};
-use crate::tee::{capture_headers, capture_version, Clock, Part, Recording, TeeBody};
+use crate::tee::TeeBody;
+use crate::upstream::Upstream;
 
 /// One client connection, as the handler sees it.
 pub struct ConnInfo {
@@ -44,75 +44,6 @@ impl ConnInfo {
     pub fn new(id: ConnectionId, peer: SocketAddr, tls: bool) -> Self {
         let client_ip = HeaderValue::from_str(&peer.ip().to_string()).unwrap_or(HeaderValue::from_static("unknown"));
         ConnInfo { id, peer, tls, sequence: AtomicU32::new(0), client_ip }
-    }
-}
-
-/// The upstream, split once at start-up.
-#[derive(Clone, Debug)]
-pub struct Upstream {
-    scheme: http::uri::Scheme,
-    authority: http::uri::Authority,
-    host_value: HeaderValue,
-    /// Path prefix without the trailing slash ("" for none).
-    prefix: String,
-    port: u16,
-}
-
-impl Upstream {
-    /// Splits an upstream URL; it must be absolute `http` or `https`.
-    pub fn parse(uri: &Uri) -> Result<Self, String> {
-        let scheme =
-            uri.scheme().cloned().ok_or_else(|| format!("upstream {uri} needs a scheme: http:// or https://"))?;
-        if scheme != http::uri::Scheme::HTTP && scheme != http::uri::Scheme::HTTPS {
-            return Err(format!("upstream {uri}: only http and https are supported"));
-        }
-        let authority = uri.authority().cloned().ok_or_else(|| format!("upstream {uri} needs a host"))?;
-        if authority.as_str().contains('@') {
-            return Err(tapedeck_captures::scrub::userinfo_refused(
-                "upstream",
-                &uri.to_string(),
-                "clients' own Authorization headers are forwarded",
-            ));
-        }
-        let host_value = HeaderValue::from_str(authority.as_str()).map_err(|e| e.to_string())?;
-        let prefix = uri.path().trim_end_matches('/').to_string();
-        let port = authority.port_u16().unwrap_or(if scheme == http::uri::Scheme::HTTPS { 443 } else { 80 });
-        Ok(Upstream { scheme, authority, host_value, prefix, port })
-    }
-
-    /// The host name or address (IPv6 in brackets).
-    pub fn host(&self) -> &str {
-        self.authority.host()
-    }
-
-    /// The port (explicit, or the scheme's default).
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
-    /// True for an `https` upstream.
-    pub fn is_https(&self) -> bool {
-        self.scheme == http::uri::Scheme::HTTPS
-    }
-
-    /// `scheme://authority`.
-    pub fn origin(&self) -> String {
-        format!("{}://{}", self.scheme, self.authority)
-    }
-
-    fn uri(&self, path_and_query: Option<&http::uri::PathAndQuery>) -> Result<Uri, http::Error> {
-        let pq = match (path_and_query, self.prefix.is_empty()) {
-            (Some(pq), true) => pq.clone(),
-            (pq, _) => {
-                let pq = pq.map_or("/", |p| p.as_str());
-                http::uri::PathAndQuery::try_from(format!("{}{pq}", self.prefix))?
-            }
-        };
-        let mut parts = http::uri::Parts::default();
-        parts.scheme = Some(self.scheme.clone());
-        parts.authority = Some(self.authority.clone());
-        parts.path_and_query = Some(pq);
-        Ok(Uri::from_parts(parts)?)
     }
 }
 
@@ -142,212 +73,6 @@ impl std::ops::Deref for Forwarder {
     type Target = Shared;
     fn deref(&self) -> &Shared {
         &self.shared
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// The body of a response the proxy returns: the upstream's, streamed, or a short
-    /// message of its own.
-    #[project = ProxyBodyProj]
-    #[allow(missing_docs)] // pin-project-lite cannot carry docs on variant fields
-    pub enum ProxyBody {
-        /// The upstream's body, passed through a tee, and the connection it arrives on.
-        Stream { #[pin] body: TeeBody<Incoming>, lease: Option<Lease>, idle: Option<StreamIdle> },
-        /// A message generated by the proxy, until it is sent.
-        Message { data: Option<Bytes> },
-    }
-}
-
-/// A gRPC stream's watch: nothing moving either way (the client's messages, the
-/// server's) for `after` ends it.
-pub struct StreamIdle {
-    after: Duration,
-    request: Arc<BodyState>,
-    last_frame: Instant,
-    timer: Pin<Box<tokio::time::Sleep>>,
-    metrics: Arc<Metrics>,
-}
-
-impl StreamIdle {
-    fn new(after: Duration, request: Arc<BodyState>, metrics: Arc<Metrics>) -> Self {
-        let now = Instant::now();
-        StreamIdle {
-            after,
-            request,
-            last_frame: now,
-            timer: Box::pin(tokio::time::sleep_until((now + after).into())),
-            metrics,
-        }
-    }
-
-    /// True once the stream has been idle too long; else arms the timer to wake it.
-    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
-        loop {
-            let deadline = self.last_frame.max(self.request.last_moved()) + self.after;
-            if deadline <= Instant::now() {
-                return true;
-            }
-            if self.timer.deadline() != deadline.into() {
-                self.timer.as_mut().reset(deadline.into());
-            }
-            if std::future::Future::poll(self.timer.as_mut(), cx).is_pending() {
-                return false;
-            }
-        }
-    }
-}
-
-/// Why the proxy ended a response body itself.
-#[derive(Debug)]
-struct StreamIdleTimeout;
-
-impl std::fmt::Display for StreamIdleTimeout {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("gRPC stream idle past --stream-idle-timeout")
-    }
-}
-
-impl std::error::Error for StreamIdleTimeout {}
-
-impl ProxyBody {
-    fn stream(body: TeeBody<Incoming>, lease: Option<Lease>, idle: Option<StreamIdle>) -> Self {
-        match lease {
-            // Nothing to stream (HEAD, 204, 304): the connection is free now.
-            Some(l) if body.is_end_stream() => {
-                l.release();
-                ProxyBody::Stream { body, lease: None, idle }
-            }
-            lease => ProxyBody::Stream { body, lease, idle },
-        }
-    }
-
-    fn message(text: &'static str) -> Self {
-        ProxyBody::Message { data: Some(Bytes::from_static(text.as_bytes())) }
-    }
-
-    fn empty() -> Self {
-        ProxyBody::Message { data: None }
-    }
-}
-
-impl Body for ProxyBody {
-    type Data = Bytes;
-    type Error = Box<dyn std::error::Error + Send + Sync>;
-
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        match self.project() {
-            ProxyBodyProj::Stream { mut body, lease, idle } => {
-                let polled = body.as_mut().poll_frame(cx);
-                if let Some(idle) = idle.as_mut() {
-                    match &polled {
-                        Poll::Ready(Some(Ok(_))) => idle.last_frame = Instant::now(),
-                        Poll::Pending if idle.expired(cx) => {
-                            // Reset (h2 RST_STREAM): the client sees the stream fail.
-                            lease.take();
-                            idle.metrics.upstream_error(ErrorKind::ResponseTimeout);
-                            body.as_mut().abort(ErrorKind::ResponseTimeout);
-                            return Poll::Ready(Some(Err(Box::new(StreamIdleTimeout))));
-                        }
-                        _ => {}
-                    }
-                }
-                let polled = polled.map(|f| f.map(|r| r.map_err(Into::into)));
-                let done = match &polled {
-                    Poll::Ready(None) => true,
-                    Poll::Ready(Some(Ok(_))) => body.is_end_stream(),
-                    Poll::Ready(Some(Err(_))) => {
-                        // The connection is broken: never reuse it.
-                        lease.take();
-                        false
-                    }
-                    Poll::Pending => false,
-                };
-                if done {
-                    if let Some(l) = lease.take() {
-                        l.release();
-                    }
-                }
-                polled
-            }
-            ProxyBodyProj::Message { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            ProxyBody::Stream { body, .. } => body.is_end_stream(),
-            ProxyBody::Message { data } => data.is_none(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            ProxyBody::Stream { body, .. } => body.size_hint(),
-            ProxyBody::Message { data } => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
-        }
-    }
-}
-
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
-
-/// Hop-by-hop fields (RFC 9110 §7.6.1), never forwarded.
-const HOP_BY_HOP: [HeaderName; 9] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-    header::PROXY_AUTHENTICATE,
-    // Credentials for this hop, not for the service behind it.
-    header::PROXY_AUTHORIZATION,
-];
-
-/// gRPC over HTTP/2 (`application/grpc`, `+proto`, `+json`…); gRPC-Web, made for
-/// HTTP/1.1, is not.
-fn is_grpc(headers: &HeaderMap) -> bool {
-    headers.get(header::CONTENT_TYPE).is_some_and(|v| tapedeck_captures::scrub::is_grpc_content_type(v.as_bytes()))
-}
-
-/// The client accepts trailers (`TE: trailers`).
-fn wants_trailers(headers: &HeaderMap) -> bool {
-    headers.get_all(header::TE).iter().any(|v| {
-        v.to_str().is_ok_and(|s| {
-            s.split(',').any(|t| t.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("trailers"))
-        })
-    })
-}
-
-fn is_upgrade(headers: &HeaderMap, version: Version) -> bool {
-    version == Version::HTTP_11
-        && headers.contains_key(header::UPGRADE)
-        && headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .any(|v| v.to_str().is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade"))))
-}
-
-/// Removes hop-by-hop fields, including those named in `Connection`. An upgrade keeps
-/// `Connection: upgrade` and `Upgrade`.
-fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
-    let upgrade_value = if upgrade { headers.get(header::UPGRADE).cloned() } else { None };
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .collect();
-    for name in named.iter().chain(HOP_BY_HOP.iter()) {
-        headers.remove(name);
-    }
-    if let Some(u) = upgrade_value {
-        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-        headers.insert(header::UPGRADE, u);
     }
 }
 
@@ -539,55 +264,17 @@ impl Forwarder {
         headers.remove(header::EXPECT);
         let host = match (&original_host, self.forwarding.preserve_host) {
             (Some(h), true) => h.clone(),
-            _ => self.upstream.host_value.clone(),
+            _ => self.upstream.host_value().clone(),
         };
         headers.insert(header::HOST, host);
-        let proto = if conn.tls { "https" } else { "http" };
-        // A client's own claims about where the request came from are believed only from
-        // a trusted proxy (`--trust-forwarded`); anyone else's are dropped, so the
-        // upstream's last, trusted element is always what this proxy saw.
-        if !self.forwarding.trust.trusts(conn.peer.ip()) {
-            // Every spelling an upstream might believe (True-Client-IP, CF-Connecting-IP,
-            // X-Cluster-Client-IP …), not only the three this proxy writes.
-            let claims: Vec<HeaderName> = headers
-                .keys()
-                .filter(|n| tapedeck_captures::scrub::is_client_address_header(n.as_str()))
-                .cloned()
-                .collect();
-            for name in claims.into_iter().chain([X_FORWARDED_FOR, header::FORWARDED, X_REAL_IP]) {
-                headers.remove(name);
-            }
-        }
-        if self.forwarding.x_forwarded {
-            let xff = match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-                Some(prev) => HeaderValue::from_str(&format!("{prev}, {}", conn.peer.ip())).ok(),
-                None => Some(conn.client_ip.clone()),
-            };
-            if let Some(v) = xff {
-                headers.insert(X_FORWARDED_FOR, v);
-            }
-            // What this proxy saw, whoever says otherwise.
-            headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
-            match &original_host {
-                Some(h) => headers.insert(X_FORWARDED_HOST, h.clone()),
-                None => headers.remove(X_FORWARDED_HOST),
-            };
-        }
-        if self.forwarding.forwarded {
-            let ip = conn.peer.ip();
-            let node = if conn.peer.is_ipv6() { format!("\"[{ip}]\"") } else { ip.to_string() };
-            let mut element = format!("for={node};proto={proto}");
-            if let Some(h) = original_host.as_ref().and_then(|h| h.to_str().ok()) {
-                element.push_str(&format!(";host=\"{h}\""));
-            }
-            let value = match headers.get(header::FORWARDED).and_then(|v| v.to_str().ok()) {
-                Some(prev) => format!("{prev}, {element}"),
-                None => element,
-            };
-            if let Ok(v) = HeaderValue::from_str(&value) {
-                headers.insert(header::FORWARDED, v);
-            }
-        }
+        crate::headers::add_forwarding(
+            headers,
+            conn.peer,
+            &conn.client_ip,
+            conn.tls,
+            original_host.as_ref(),
+            &self.forwarding,
+        );
         parts.uri = uri;
         parts.version = Version::HTTP_11;
         Ok(Request::from_parts(parts, body))
@@ -700,33 +387,4 @@ fn refuse(req: &Request<Incoming>) -> Option<Response<ProxyBody>> {
         resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
         resp
     })
-}
-
-/// A `Host` or authority a proxy may pass on: `host[:port]` with a real port, no user
-/// information, nothing a header parser downstream could split differently (quotes,
-/// commas, spaces).
-fn valid_host(h: &str) -> bool {
-    !h.is_empty()
-        && !h.contains(['@', ',', ';', '"', ' '])
-        && h.parse::<http::uri::Authority>().is_ok()
-        // A port, if any, is a real one (`a:99999999` parses as an authority).
-        && (h.ends_with(']') || h.rsplit_once(':').is_none_or(|(_, port)| port.parse::<u16>().is_ok()))
-}
-
-fn plain(status: StatusCode, text: &'static str, kind: Option<ErrorKind>) -> Response<ProxyBody> {
-    let mut resp = Response::new(ProxyBody::message(text));
-    *resp.status_mut() = status;
-    let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
-    if let Some(k) = kind {
-        h.insert("x-tapedeck-error", HeaderValue::from_static(k.as_str()));
-    }
-    resp
-}
-
-/// A response with no body, for callers outside this module.
-pub fn empty_response(status: StatusCode) -> Response<ProxyBody> {
-    let mut resp = Response::new(ProxyBody::empty());
-    *resp.status_mut() = status;
-    resp
 }

@@ -3,14 +3,17 @@
 //! The capture sidecar (`tapedeck proxy`): a reverse proxy in front of a production
 //! service. It forwards every request (HTTP/1.1 and HTTP/2, plain or TLS, streaming both
 //! ways, WebSocket upgrades tunnelled), decides per request whether to capture it
-//! ([`sample`]), copies at most `max_body` bytes of each body as it streams by ([`tee`]),
-//! and hands finished exchanges to a writer thread through a bounded queue
-//! ([`capture`]). When capture falls behind or the disk fails, captures are dropped and
-//! counted — requests never wait and never fail because of capture.
+//! ([`sample`]), copies at most `max_body` bytes of each body as it streams by ([`tee`])
+//! into the exchange being assembled ([`recording`]), reads a captured WebSocket's
+//! messages as they go by ([`tunnel`]), and hands finished exchanges to a writer thread
+//! through a bounded queue ([`capture`]). When capture falls behind or the disk fails,
+//! captures are dropped and counted — requests never wait and never fail because of
+//! capture.
 //!
-//! Concerns are separate modules composed in [`server::start`]: [`forward`] (one request),
-//! [`client`] (the upstream pool), [`tls`], [`metrics`] and [`admin`] (`/metrics`,
-//! `/healthz`, `/readyz`).
+//! Concerns are separate modules composed in [`server::start`]: [`forward`] (one request:
+//! header rules in `headers`, the answer's body in [`proxy_body`]), [`client`] (the
+//! upstream pool to the [`upstream`]), [`client_body`] (the client's body and its limits),
+//! [`tls`], [`metrics`] and [`admin`] (`/metrics`, `/healthz`, `/readyz`).
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), tapedeck_proxy::ProxyError> {
@@ -30,12 +33,16 @@ pub mod client;
 pub mod client_body;
 pub mod config;
 pub mod forward;
+mod headers;
 pub mod metrics;
+pub mod proxy_body;
+pub mod recording;
 pub mod sample;
 pub mod server;
 pub mod tee;
 pub mod tls;
 pub mod tunnel;
+pub mod upstream;
 
 use std::net::SocketAddr;
 

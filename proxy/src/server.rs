@@ -23,11 +23,12 @@ use tokio::sync::{watch, Notify};
 use crate::capture::{CaptureReport, CaptureWriter};
 use crate::client_body::BodyLimit;
 use crate::config::{Limits, ProxyConfig, Timeouts};
-use crate::forward::{ConnInfo, Forwarder, Shared, Upstream};
+use crate::forward::{ConnInfo, Forwarder, Shared};
 use crate::metrics::{ConnError, Metrics};
+use crate::recording::Clock;
 use crate::sample::Sampler;
-use crate::tee::Clock;
 use crate::tls::TlsState;
+use crate::upstream::Upstream;
 use crate::{admin, ProxyError};
 
 /// A running proxy.

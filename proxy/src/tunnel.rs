@@ -14,7 +14,7 @@ use tapedeck_captures::websocket::{Limits, Session, Side};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::metrics::Metrics;
-use crate::tee::Recording;
+use crate::recording::Recording;
 
 /// A captured WebSocket upgrade to read.
 pub struct Watch {

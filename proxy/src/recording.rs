@@ -1,0 +1,233 @@
+//! The exchange being captured.
+//!
+//! A [`Recording`] is the exchange being assembled: the request head when the request
+//! arrives, the response head when it comes, each body when its tee lets go, a WebSocket
+//! session when its tunnel ends. The handler, both body tees and a tunnel each hold it;
+//! when the last of them lets go — everything finished, failed or was abandoned — it is
+//! complete and goes to the capture queue.
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use tapedeck_captures::{Blob, ErrorKind, Exchange, Headers, HttpVersion};
+
+use crate::capture::CaptureQueue;
+
+/// The proxy's clock: a monotonic start and its wall-clock time.
+#[derive(Clone, Copy, Debug)]
+pub struct Clock {
+    /// Monotonic start.
+    pub start: Instant,
+    /// Wall-clock time of `start`, ns since the epoch.
+    pub start_unix_ns: i64,
+}
+
+impl Clock {
+    /// A clock starting now.
+    pub fn now() -> Self {
+        Clock { start: Instant::now(), start_unix_ns: tapedeck_captures::tape::writer::now_unix_ns() }
+    }
+
+    fn offset_ns(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.start).as_nanos() as u64
+    }
+}
+
+/// Converts `http` headers to the capture model (names as the HTTP stack reports them).
+/// All names and values are copied into one buffer that the fields slice, so a request's
+/// headers cost one allocation rather than two per field.
+pub fn capture_headers(map: &http::HeaderMap) -> Headers {
+    let total: usize = map.iter().map(|(n, v)| n.as_str().len() + v.len()).sum();
+    let mut buf = BytesMut::with_capacity(total);
+    for (name, value) in map {
+        buf.extend_from_slice(name.as_str().as_bytes());
+        buf.extend_from_slice(value.as_bytes());
+    }
+    let all = buf.freeze();
+    let mut at = 0;
+    let fields = map
+        .iter()
+        .map(|(name, value)| {
+            let (n, v) = (name.as_str().len(), value.len());
+            let header = tapedeck_captures::Header {
+                name: Blob::from(all.slice(at..at + n)),
+                value: Blob::from(all.slice(at + n..at + n + v)),
+            };
+            at += n + v;
+            header
+        })
+        .collect();
+    Headers(fields)
+}
+
+/// The capture model's version for an `http` version.
+pub fn capture_version(v: http::Version) -> HttpVersion {
+    match v {
+        http::Version::HTTP_09 => HttpVersion::Http09,
+        http::Version::HTTP_10 => HttpVersion::Http10,
+        http::Version::HTTP_2 => HttpVersion::H2,
+        http::Version::HTTP_3 => HttpVersion::H3,
+        _ => HttpVersion::Http11,
+    }
+}
+
+/// An exchange being captured.
+pub struct Recording {
+    queue: Arc<CaptureQueue>,
+    started: Instant,
+    max_body: usize,
+    exchange: Mutex<Exchange>,
+}
+
+/// Which body a tee watches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Part {
+    /// The client's request body.
+    Request,
+    /// The upstream's response body.
+    Response,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    Complete,
+    Failed,
+    Abandoned,
+}
+
+impl Recording {
+    /// Starts recording `exchange` (request head filled in) that began at `started`.
+    pub fn new(
+        queue: Arc<CaptureQueue>,
+        clock: Clock,
+        started: Instant,
+        max_body: usize,
+        mut exchange: Exchange,
+    ) -> Arc<Self> {
+        exchange.timing.tape_start_unix_ns = clock.start_unix_ns;
+        exchange.timing.start_ns = clock.offset_ns(started);
+        Arc::new(Recording { queue, started, max_body, exchange: Mutex::new(exchange) })
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&mut Exchange) -> R) -> R {
+        // A poisoned lock only means another holder panicked mid-update; the exchange is
+        // still a best-effort record.
+        let mut guard = self.exchange.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut guard)
+    }
+
+    /// Records the response head, received now.
+    pub fn response_head(&self, status: u16, version: http::Version, headers: &http::HeaderMap) {
+        let head_ns = self.started.elapsed().as_nanos() as u64;
+        self.with(|ex| {
+            ex.timing.head_ns = Some(head_ns);
+            ex.response = Some(tapedeck_captures::Response {
+                message_ns: Vec::new(),
+                trailers: Default::default(),
+                status,
+                version: capture_version(version),
+                headers: capture_headers(headers),
+                body: Default::default(),
+            });
+        });
+    }
+
+    /// Records the trailer fields that ended `part`'s body.
+    pub(crate) fn trailers(&self, part: Part, trailers: &http::HeaderMap) {
+        let trailers = capture_headers(trailers);
+        self.with(|ex| match part {
+            Part::Request => ex.request.trailers = trailers,
+            Part::Response => {
+                if let Some(r) = ex.response.as_mut() {
+                    r.trailers = trailers;
+                }
+            }
+        });
+    }
+
+    /// Time since the request started, ns.
+    pub fn elapsed_ns(&self) -> u64 {
+        self.started.elapsed().as_nanos() as u64
+    }
+
+    /// The capture's `--max-body`.
+    pub fn max_body(&self) -> usize {
+        self.max_body
+    }
+
+    /// Records the WebSocket session that followed the upgrade.
+    pub fn websocket(&self, ws: tapedeck_captures::websocket::WebSocket) {
+        self.with(|ex| ex.websocket = Some(ws));
+    }
+
+    /// Records that the upstream failed.
+    pub fn error(&self, kind: ErrorKind) {
+        self.with(|ex| ex.error = Some(kind));
+    }
+
+    pub(crate) fn finish_part(
+        &self,
+        part: Part,
+        chunks: Vec<Bytes>,
+        kept: usize,
+        seen: u64,
+        outcome: Outcome,
+        messages: Vec<u64>,
+    ) {
+        let now_ns = self.started.elapsed().as_nanos() as u64;
+        let data = match chunks.len() {
+            0 => Bytes::new(),
+            1 => chunks.into_iter().next().unwrap_or_default(),
+            _ => {
+                let mut buf = BytesMut::with_capacity(kept);
+                for c in chunks {
+                    buf.extend_from_slice(&c);
+                }
+                buf.freeze()
+            }
+        };
+        let body = tapedeck_captures::Body {
+            truncated: (kept as u64) < seen || outcome != Outcome::Complete,
+            data: Blob::from(data),
+            len: seen,
+            decoded_from: None,
+        };
+        self.with(|ex| match part {
+            Part::Request => {
+                if outcome == Outcome::Failed && ex.error.is_none() {
+                    ex.error = Some(ErrorKind::ClientAborted);
+                }
+                ex.request.body = body;
+                ex.request.message_ns = messages;
+            }
+            Part::Response => {
+                ex.timing.end_ns = Some(now_ns);
+                match outcome {
+                    Outcome::Failed if ex.error.is_none() => ex.error = Some(ErrorKind::Reset),
+                    Outcome::Abandoned if ex.error.is_none() => ex.error = Some(ErrorKind::ClientAborted),
+                    _ => {}
+                }
+                if let Some(r) = ex.response.as_mut() {
+                    r.body = body;
+                    r.message_ns = messages;
+                }
+            }
+        });
+    }
+}
+
+impl Drop for Recording {
+    fn drop(&mut self) {
+        let mut exchange = std::mem::take(self.exchange.get_mut().unwrap_or_else(|p| p.into_inner()));
+        if exchange.timing.end_ns.is_none() {
+            exchange.timing.end_ns = exchange.timing.head_ns.or_else(|| Some(self.started.elapsed().as_nanos() as u64));
+        }
+        // No answer and no error: the request was dropped unanswered, which only happens
+        // when the client went away (a gRPC client past its deadline cancels its stream).
+        if exchange.response.is_none() && exchange.error.is_none() {
+            exchange.error = Some(ErrorKind::ClientAborted);
+        }
+        self.queue.push(exchange);
+    }
+}
