@@ -62,6 +62,24 @@ impl Exchange {
     pub fn status(&self) -> Option<u16> {
         self.response.as_ref().map(|r| r.status)
     }
+
+    /// About how many bytes the exchange holds in memory (headers, bodies, messages): for
+    /// budgets that bound what is queued.
+    pub fn approx_bytes(&self) -> usize {
+        let headers: usize = self
+            .request
+            .headers
+            .iter()
+            .chain(self.response.iter().flat_map(|r| r.headers.iter()))
+            .map(|h| h.name.len() + h.value.len())
+            .sum();
+        let messages: usize = self.websocket.iter().flat_map(|ws| &ws.messages).map(|m| m.data.len() + 32).sum();
+        self.request.body.data.len()
+            + self.response.as_ref().map_or(0, |r| r.body.data.len())
+            + headers
+            + messages
+            + 256
+    }
 }
 
 /// Exchange id: printed as 16 hex digits (JSON numbers above 2^53 lose precision in

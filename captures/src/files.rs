@@ -276,7 +276,14 @@ fn user_private_group(uid: u32, gid: u32) -> bool {
     }
 }
 
+/// True when `path` has a POSIX access control list (Linux; elsewhere not checked).
+#[cfg(not(target_os = "linux"))]
+fn has_acl(_path: &Path) -> bool {
+    false
+}
+
 /// True when `path` has a POSIX access control list.
+#[cfg(target_os = "linux")]
 fn has_acl(path: &Path) -> bool {
     use std::os::unix::ffi::OsStrExt;
     let Ok(c_path) = std::ffi::CString::new(path.as_os_str().as_bytes()) else { return true };

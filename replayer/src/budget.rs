@@ -7,7 +7,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
-use tapedeck_captures::Exchange;
 use tokio::sync::Semaphore;
 
 /// The sending side (cheap to clone).
@@ -106,29 +105,8 @@ impl<T> Receiver<T> {
     }
 }
 
-/// Lowers the calling thread's CPU priority (nice 10): a thread that digests what the
-/// workers hand it yields the CPU to them, so that on a busy machine request timing, not
-/// background work, comes first. Best effort.
-pub(crate) fn background_priority() {
-    // SAFETY: plain syscalls on the calling thread; failure only leaves the priority as is.
-    unsafe {
-        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
-        let _ = libc::setpriority(libc::PRIO_PROCESS, tid, 10);
-    }
-}
-
-/// About how many KiB an exchange holds in memory.
-pub(crate) fn kib(ex: &Exchange) -> u32 {
-    let headers: usize = ex
-        .request
-        .headers
-        .iter()
-        .chain(ex.response.iter().flat_map(|r| r.headers.iter()))
-        .map(|h| h.name.len() + h.value.len())
-        .sum();
-    let messages: usize = ex.websocket.iter().flat_map(|ws| &ws.messages).map(|m| m.data.len() + 32).sum();
-    let bytes =
-        ex.request.body.data.len() + ex.response.as_ref().map_or(0, |r| r.body.data.len()) + headers + messages + 256;
+/// `bytes` in the budget's unit (KiB, rounded up).
+pub(crate) fn kib(bytes: usize) -> u32 {
     bytes.div_ceil(1024).min(u32::MAX as usize) as u32
 }
 

@@ -57,12 +57,12 @@ pub(crate) fn start(
 /// About how many KiB a job holds.
 pub(crate) fn kib(job: &Job) -> u32 {
     let replayed = job.replayed.as_ref().map_or(0, |r| r.body.data.len() + 64 * r.headers.len())
-        + job.replayed_websocket.as_ref().map_or(0, |ws| ws.messages.iter().map(|m| m.data.len() + 32).sum());
-    budget::kib(&job.recorded).saturating_add(replayed.div_ceil(1024) as u32)
+        + job.replayed_websocket.as_ref().map_or(0, |ws| ws.messages.iter().map(|m| m.data.len() + 32).sum::<usize>());
+    budget::kib(job.recorded.approx_bytes() + replayed)
 }
 
 fn run(rx: &budget::Receiver<Job>, c: &Comparing) -> Compared {
-    budget::background_priority();
+    crate::os::background_priority();
     let mut learner = Learner::default();
     let mut out = Compared::default();
     while let Some((job, kib)) = rx.recv() {

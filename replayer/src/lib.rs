@@ -30,6 +30,7 @@ pub mod client;
 pub mod compare;
 mod comparer;
 pub mod engine;
+mod os;
 pub mod paced;
 pub mod report;
 mod results;

@@ -39,7 +39,7 @@ pub(crate) struct Counters {
 impl ResultsSink {
     /// Hands `ex` to the writer, first waiting for room in the budget.
     pub async fn send(&self, ex: Exchange) {
-        let kib = budget::kib(&ex);
+        let kib = budget::kib(ex.approx_bytes());
         if !self.tx.send(ex, kib).await {
             self.counters.failed.fetch_add(1, Ordering::Relaxed);
         }
@@ -74,7 +74,7 @@ pub(crate) fn start(
 }
 
 fn write(mut writer: TapeWriter, rx: budget::Receiver<Exchange>, counters: &Counters, scrubber: Option<&Scrubber>) {
-    budget::background_priority();
+    crate::os::background_priority();
     let mut errors = 0u64;
     let mut unencodable = 0u64;
     let mut warn = |e: &TapeError| {

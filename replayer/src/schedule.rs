@@ -91,15 +91,7 @@ impl Schedule {
     }
 }
 
-/// Lets the dispatcher sleep precisely: asks the kernel for a 1 µs timer slack (the
-/// default 50 µs would make every sleep late by that much).
-pub fn precise_timers() {
-    // SAFETY: prctl(PR_SET_TIMERSLACK) only changes this thread's timer slack.
-    #[cfg(target_os = "linux")]
-    unsafe {
-        libc::prctl(libc::PR_SET_TIMERSLACK, 1000);
-    }
-}
+pub use crate::os::precise_timers;
 
 /// Below this much time left, spin instead of sleeping.
 const SPIN: Duration = Duration::from_micros(150);
