@@ -27,33 +27,35 @@ const MAX_HELD: usize = 100_000;
 /// created (a request in flight across rotation).
 const UNCLOSED_SLACK_NS: i64 = 60_000_000_000;
 
-struct Held {
+/// An exchange waiting in a heap, ordered by request start, then by `tie` (the order it
+/// was read in, or its segment's index): equal starts keep a stable order.
+struct ByStart {
     start: i64,
-    seq: u64,
+    tie: u64,
     exchange: Exchange,
 }
 
-impl PartialEq for Held {
+impl PartialEq for ByStart {
     fn eq(&self, other: &Self) -> bool {
         self.cmp(other) == Ordering::Equal
     }
 }
-impl Eq for Held {}
-impl PartialOrd for Held {
+impl Eq for ByStart {}
+impl PartialOrd for ByStart {
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
         Some(self.cmp(other))
     }
 }
-impl Ord for Held {
+impl Ord for ByStart {
     fn cmp(&self, other: &Self) -> Ordering {
-        (self.start, self.seq).cmp(&(other.start, other.seq))
+        (self.start, self.tie).cmp(&(other.start, other.tie))
     }
 }
 
 /// One segment's exchanges in start order (see the module docs).
 pub struct Ordered<R = BufReader<File>> {
     reader: SegmentReader<R>,
-    held: BinaryHeap<Reverse<Held>>,
+    held: BinaryHeap<Reverse<ByStart>>,
     seq: u64,
     frontier: i64,
     fixed_window: Option<u64>,
@@ -115,7 +117,7 @@ impl<R: Read + Seek> Ordered<R> {
                     let start = exchange.wall_start_ns();
                     self.frontier = self.frontier.max(start);
                     self.seq += 1;
-                    self.held.push(Reverse(Held { start, seq: self.seq, exchange }));
+                    self.held.push(Reverse(ByStart { start, tie: self.seq, exchange }));
                 }
                 Ok(None) => self.exhausted = true,
                 Err(e) => {
@@ -152,29 +154,6 @@ struct Pending {
     earliest: i64,
 }
 
-struct Head {
-    start: i64,
-    index: usize,
-    exchange: Exchange,
-}
-
-impl PartialEq for Head {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp(other) == Ordering::Equal
-    }
-}
-impl Eq for Head {}
-impl PartialOrd for Head {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Head {
-    fn cmp(&self, other: &Self) -> Ordering {
-        (self.start, self.index).cmp(&(other.start, other.index))
-    }
-}
-
 /// Reads any number of segments as one stream ordered by request start (wall clock).
 ///
 /// Segments that cannot be opened or are damaged do not stop the stream: they are
@@ -182,7 +161,7 @@ impl Ord for Head {
 pub struct TapeReader {
     pending: Vec<Pending>,
     open: Vec<Option<Ordered>>,
-    heads: BinaryHeap<Reverse<Head>>,
+    heads: BinaryHeap<Reverse<ByStart>>,
     reports: Vec<SegmentReport>,
     skipped: Vec<crate::tape::SkippedResults>,
 }
@@ -252,8 +231,9 @@ impl TapeReader {
             }
         }
         let Reverse(head) = self.heads.pop()?;
-        self.advance(head.index);
-        Some((head.index, head.exchange))
+        let index = head.tie as usize;
+        self.advance(index);
+        Some((index, head.exchange))
     }
 
     fn activate(&mut self, p: Pending) {
@@ -272,7 +252,7 @@ impl TapeReader {
         let outcome = ordered.next_exchange();
         match outcome {
             Ok(Some(exchange)) => {
-                self.heads.push(Reverse(Head { start: exchange.wall_start_ns(), index, exchange }));
+                self.heads.push(Reverse(ByStart { start: exchange.wall_start_ns(), tie: index as u64, exchange }));
                 return;
             }
             Ok(None) => {}
