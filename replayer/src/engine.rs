@@ -138,10 +138,10 @@ pub(crate) fn run(config: &ReplayConfig, stop: &AtomicBool, progress: Arc<Progre
             wc.tape_start_unix_ns = clock.1;
             wc.labels.push(("target".into(), rewrite.origin()));
             wc.scrub_fingerprint = config.scrub.as_ref().map(|s| s.fingerprint());
-            let writer = TapeWriter::new(wc).map_err(|e| ReplayError::Results(e.to_string()))?;
+            let writer = TapeWriter::new(wc).map_err(ReplayError::Results)?;
             Some(
                 crate::results::start(writer, config.scrub.clone())
-                    .map_err(|e| ReplayError::Config(format!("cannot start a thread: {e}")))?,
+                    .map_err(|source| ReplayError::Thread { name: "tapedeck-results".into(), source })?,
             )
         }
         None => None,
@@ -196,8 +196,9 @@ pub(crate) fn run(config: &ReplayConfig, stop: &AtomicBool, progress: Arc<Progre
             },
             comparer: match &comparing {
                 Some(c) => {
-                    let (sink, handle) = crate::comparer::start(&format!("tapedeck-compare-{i}"), c.clone())
-                        .map_err(|e| ReplayError::Config(format!("cannot start a thread: {e}")))?;
+                    let name = format!("tapedeck-compare-{i}");
+                    let (sink, handle) = crate::comparer::start(&name, c.clone())
+                        .map_err(|source| ReplayError::Thread { name, source })?;
                     comparers.push(handle);
                     Some(sink)
                 }
@@ -218,29 +219,40 @@ pub(crate) fn run(config: &ReplayConfig, stop: &AtomicBool, progress: Arc<Progre
     let refused = d.refused.take();
     let earlier_damage = std::mem::take(&mut d.earlier_damage);
     drop(d);
+    // Every thread is joined before any failure is reported (none is left running).
     let mut merged = Stats::default();
+    let mut crashed = None;
     for h in handles {
-        if let Ok(stats) = h.join() {
-            merged.merge(stats);
+        match joined(h) {
+            Ok(stats) => merged.merge(stats),
+            Err(e) => crashed = crashed.or(Some(e)),
         }
     }
     // The workers are gone, and with them the comparers' sinks: they finish their queues.
     for h in comparers {
-        if let Ok(compared) = h.join() {
-            merged.noise.merge(compared.noise);
-            for (route, tally) in compared.routes {
-                merged.route(&route).diffs.merge(tally);
+        match joined(h) {
+            Ok(compared) => {
+                merged.noise.merge(compared.noise);
+                for (route, tally) in compared.routes {
+                    merged.route(&route).diffs.merge(tally);
+                }
             }
+            Err(e) => crashed = crashed.or(Some(e)),
         }
     }
     let (results_written, results_failed, results_waited) = match results {
         Some((counters, handle)) => {
-            let _ = handle.join();
+            if let Err(e) = joined(handle) {
+                crashed = crashed.or(Some(e));
+            }
             let get = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
             (get(&counters.written), get(&counters.failed), get(&counters.waited))
         }
         None => (0, 0, 0),
     };
+    if let Some(e) = crashed {
+        return Err(e);
+    }
     if let Some(authority) = refused {
         return Err(ReplayError::ProductionTarget(authority));
     }
@@ -288,7 +300,20 @@ fn spawn<T: Send + 'static>(
     std::thread::Builder::new()
         .name(name.into())
         .spawn(f)
-        .map_err(|e| ReplayError::Config(format!("cannot start a thread: {e}")))
+        .map_err(|source| ReplayError::Thread { name: name.into(), source })
+}
+
+/// Joins a thread; its panic is a [`ReplayError::Crashed`].
+fn joined<T>(handle: std::thread::JoinHandle<T>) -> Result<T, ReplayError> {
+    let thread = handle.thread().name().unwrap_or("replay").to_string();
+    handle.join().map_err(|panic| {
+        let why = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic".into());
+        ReplayError::Crashed { thread, why }
+    })
 }
 
 /// Refuses to replay at the service a tape was recorded from.

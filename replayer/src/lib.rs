@@ -72,7 +72,29 @@ pub enum ReplayError {
     ProductionTarget(String),
     /// The results tape cannot be written.
     #[error("results: {0}")]
-    Results(String),
+    Results(#[source] tapedeck_captures::TapeError),
+    /// A thread could not be started.
+    #[error("cannot start thread {name}: {source}")]
+    Thread {
+        /// The thread's name.
+        name: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A thread of the replay stopped unexpectedly (a bug): its numbers are missing, so no
+    /// report is made rather than one that looks cleaner than the run.
+    #[error(
+        "the replay's {thread} thread stopped unexpectedly ({why}); the numbers it held are \
+         missing, so no report is made. This is a bug in tapedeck: please report it with the \
+         command line"
+    )]
+    Crashed {
+        /// The thread's name.
+        thread: String,
+        /// Its panic message.
+        why: String,
+    },
 }
 
 /// Everything a replay needs.
