@@ -45,6 +45,19 @@ async fn shop(addr: std::net::SocketAddr, path: &str, skus: &[&str], gap: Durati
     seen
 }
 
+/// A session the server ends: a question, then `bye`, and the server closes.
+async fn visit(addr: std::net::SocketAddr) -> Vec<String> {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut ws, _) = tokio_tungstenite::client_async(format!("ws://{addr}/visit"), stream).await.expect("upgrade");
+    let mut seen = Vec::new();
+    ws.send(Message::text(r#"{"op":"quote","sku":"B-1"}"#)).await.unwrap();
+    ws.send(Message::text(r#"{"op":"bye"}"#)).await.unwrap();
+    while let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
+        seen.push(m.to_string());
+    }
+    seen
+}
+
 /// `tapedeck proxy` in front of `upstream`, scrubbing with a key, capturing into `caps`.
 fn capture_proxy(upstream: &str, caps: &std::path::Path, key: &std::path::Path) -> ProxyProcess {
     std::fs::write(key, "a key for the WebSocket replay test, 4c1d").unwrap();
@@ -280,4 +293,60 @@ fn a_staging_that_misbehaves_after_the_upgrade_ends_the_session_and_is_reported(
             assert_eq!(json["compare"]["differing"].as_u64(), Some(1), "{mode}: {json}");
         }
     }
+}
+
+#[test]
+fn at_the_recorded_pace_a_slow_staging_is_waited_for_and_its_slowness_reported() {
+    let rt = runtime();
+    let production = rt.block_on(ws::ChatServer::start());
+    let dir = tempfile::tempdir().unwrap();
+    let caps = dir.path().join("caps");
+    let proxy = capture_proxy(&production.url(), &caps, &dir.path().join("scrub.key"));
+    rt.block_on(async {
+        shop(proxy.addr, "/quotes", &["A-1", "A-2", "A-3", "A-4"], Duration::from_millis(100)).await;
+        let seen = visit(proxy.addr).await;
+        assert!(seen.iter().any(|m| m.contains(r#""bye":true"#)), "{seen:?}");
+    });
+    stop(proxy);
+    // A staging that takes 300 ms over every answer: the client waits for each, as the
+    // recorded one did; nothing is lost, the slowness is reported.
+    let slow = rt.block_on(ws::ChatServer::start_slow(Duration::from_millis(300)));
+    let path = dir.path().join("slow.json");
+    let out = run(&["replay", s(&caps), "--target", &slow.url(), "--speed", "1x", "--report", s(&path)]);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.code().is_some_and(|c| c <= 1), "{stdout}\n{}", stderr(&out));
+    let json = report(&path);
+    assert_eq!(json["compare"]["differing"].as_u64(), Some(0), "nothing lost: {stdout}");
+    assert!(stdout.contains("answers to client messages"), "{stdout}");
+    let answers: Vec<f64> =
+        json["routes"].as_array().unwrap().iter().filter_map(|r| r["answers"]["replayed_ms"]["p50"].as_f64()).collect();
+    assert!(!answers.is_empty() && answers.iter().all(|ms| *ms >= 300.0), "{json}");
+    // The session the server ended: its close answered, not sent first.
+    let same = rt.block_on(ws::ChatServer::start());
+    let results = dir.path().join("results");
+    let path = dir.path().join("same.json");
+    let out = run(&[
+        "replay",
+        s(&caps),
+        "--target",
+        &same.url(),
+        "--speed",
+        "max",
+        "--report",
+        s(&path),
+        "--results",
+        s(&results),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(report(&path)["compare"]["differing"].as_u64(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+    let replayed = ok(&["cat", s(&results), "--filter", "path == '/visit'"]);
+    let ex: serde_json::Value = serde_json::from_str(replayed.trim()).unwrap();
+    let closes: Vec<&str> = ex["websocket"]["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["kind"] == "close")
+        .map(|m| m["from"].as_str().unwrap())
+        .collect();
+    assert_eq!(closes, ["server", "client"], "{ex}");
 }

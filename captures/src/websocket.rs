@@ -10,6 +10,9 @@
 //!
 //! [`frame`] writes a (client's, masked) frame, for the replayer.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
 use bincode::{Decode, Encode};
 use serde::{Deserialize, Serialize};
 
@@ -97,7 +100,8 @@ pub struct Message {
     /// prefix when `truncated`.
     #[serde(default)]
     pub data: Blob,
-    /// The payload's length (inflated), in bytes.
+    /// The payload's length (inflated), in bytes; for a compressed message past the
+    /// session's budget, what was inflated of it and the rest as sent.
     #[serde(default)]
     pub len: u64,
     /// Set when `data` holds less than the payload.
@@ -145,6 +149,25 @@ impl WebSocket {
         self.from(side).find(|m| matches!(m.kind, Kind::Text | Kind::Binary)).map(|m| m.at_ns)
     }
 
+    /// How long the server took to answer: for each text or binary message of the client's
+    /// that the server's next text or binary message followed (before the client's next),
+    /// the time between them, ns.
+    pub fn answer_times(&self) -> Vec<u64> {
+        let mut out = Vec::new();
+        let mut asked: Option<u64> = None;
+        for m in self.messages.iter().filter(|m| matches!(m.kind, Kind::Text | Kind::Binary)) {
+            match m.from {
+                Side::Client => asked = Some(m.at_ns),
+                Side::Server => {
+                    if let Some(at) = asked.take() {
+                        out.push(m.at_ns.saturating_sub(at));
+                    }
+                }
+            }
+        }
+        out
+    }
+
     /// The first close message, whoever sent it.
     pub fn close(&self) -> Option<&Message> {
         self.messages.iter().find(|m| m.kind == Kind::Close)
@@ -158,15 +181,12 @@ pub struct Limits {
     pub max_bytes: usize,
     /// Messages kept at most.
     pub max_messages: usize,
-    /// Bytes inflated at most (a compressed message can expand a thousandfold); past it
-    /// the session is unreadable.
-    pub max_inflated: u64,
 }
 
 impl Limits {
     /// Limits for a capture that keeps `max_body` bytes of a body.
     pub fn for_max_body(max_body: usize) -> Limits {
-        Limits { max_bytes: max_body, max_messages: 10_000, max_inflated: (64u64 << 20).max(16 * max_body as u64) }
+        Limits { max_bytes: max_body, max_messages: 10_000 }
     }
 }
 
@@ -194,11 +214,17 @@ impl Session {
         let log = WebSocket { decoded_from: deflate.then(|| "permessage-deflate".to_string()), ..Default::default() };
         Session {
             log,
-            budget: Budget { limits, kept_bytes: 0, inflated: 0, messages: 0 },
+            budget: Budget { limits, kept_bytes: 0, messages: 0, pool: None, held: 0 },
             readers: [Reader::new(deflate), Reader::new(deflate)],
             done: Vec::new(),
             closed: [false; 2],
         }
+    }
+
+    /// Keeps what the session keeps within `pool` too (shared by the sessions under way).
+    pub fn with_pool(mut self, pool: Arc<Pool>) -> Session {
+        self.budget.pool = Some(pool);
+        self
     }
 
     /// Reads `bytes` that `from` sent; messages they complete are dated `now_ns`.
@@ -220,7 +246,8 @@ impl Session {
             self.closed[from as usize] = true;
         }
         // A close is always kept (it is small and says how the session ended).
-        if done.kind != Kind::Close && self.log.messages.len() >= self.budget.limits.max_messages {
+        let full = self.log.messages.len() >= self.budget.limits.max_messages || !done.kept;
+        if done.kind != Kind::Close && full {
             self.log.dropped += 1;
             return;
         }
@@ -280,17 +307,79 @@ fn side_name(side: Side) -> &'static str {
 struct Budget {
     limits: Limits,
     kept_bytes: usize,
-    inflated: u64,
     /// Messages kept so far.
     messages: usize,
+    /// Shared with the sessions under way, and what this one holds of it.
+    pool: Option<Arc<Pool>>,
+    held: usize,
 }
 
 impl Budget {
     /// Takes up to `want` bytes of the payload budget; what was granted.
     fn take(&mut self, want: usize) -> usize {
-        let granted = want.min(self.limits.max_bytes.saturating_sub(self.kept_bytes));
+        let mut granted = want.min(self.limits.max_bytes.saturating_sub(self.kept_bytes));
+        if let Some(pool) = &self.pool {
+            granted = pool.take(granted);
+            self.held += granted;
+        }
         self.kept_bytes += granted;
         granted
+    }
+}
+
+impl Budget {
+    /// Takes exactly `cost` from the pool (if any); false when it has less.
+    fn charge(&mut self, cost: usize) -> bool {
+        let Some(pool) = &self.pool else { return true };
+        let granted = pool.take(cost);
+        if granted < cost {
+            pool.give(granted);
+            return false;
+        }
+        self.held += cost;
+        true
+    }
+}
+
+impl Drop for Budget {
+    fn drop(&mut self) {
+        if let Some(pool) = &self.pool {
+            pool.give(self.held);
+        }
+    }
+}
+
+/// What a message costs to keep besides its payload.
+const MESSAGE_COST: usize = 64;
+
+/// Bytes that all sessions under way may keep together (a sidecar with thousands of open
+/// sessions must not keep `--max-body` for each): a session takes from it as it keeps
+/// messages and gives it back when it ends.
+#[derive(Debug)]
+pub struct Pool(AtomicUsize);
+
+impl Pool {
+    /// A pool of `bytes`.
+    pub fn new(bytes: usize) -> Arc<Pool> {
+        Arc::new(Pool(AtomicUsize::new(bytes)))
+    }
+
+    /// Bytes left.
+    pub fn available(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    fn take(&self, want: usize) -> usize {
+        let mut granted = 0;
+        let _ = self.0.fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| {
+            granted = want.min(left);
+            Some(left - granted)
+        });
+        granted
+    }
+
+    fn give(&self, bytes: usize) {
+        self.0.fetch_add(bytes, Ordering::AcqRel);
     }
 }
 
@@ -299,6 +388,8 @@ struct Done {
     kind: Kind,
     data: Vec<u8>,
     len: u64,
+    /// Whether the session had room for it when it began.
+    kept: bool,
 }
 
 /// A frame's head, once read.
@@ -319,6 +410,8 @@ struct Assembly {
     len: u64,
     /// Whether this message keeps its bytes (it does while the session keeps messages).
     keeps: bool,
+    /// A compressed message whose DEFLATE stream ended (BFINAL).
+    stream_ended: bool,
 }
 
 /// One direction's frame reader.
@@ -334,6 +427,9 @@ struct Reader {
     message: Option<Assembly>,
     control: Option<Assembly>,
     inflater: Option<flate2::Decompress>,
+    /// False once inflating stopped (the budget spent): compressed messages are then kept
+    /// as their compressed length.
+    inflating: bool,
 }
 
 impl Reader {
@@ -347,6 +443,7 @@ impl Reader {
             message: None,
             control: None,
             inflater: deflate.then(|| flate2::Decompress::new(false)),
+            inflating: true,
         }
     }
 
@@ -391,13 +488,15 @@ impl Reader {
         Ok(())
     }
 
-    fn start(&mut self, head: Head, session: &Budget) -> Result<(), String> {
+    fn start(&mut self, head: Head, session: &mut Budget) -> Result<(), String> {
         match head.kind {
             Some(kind) if kind.is_control() => {
                 if !head.fin || head.len > 125 || head.compressed {
                     return Err("control frame that is fragmented, compressed or longer than 125 bytes".into());
                 }
-                self.control = Some(Assembly { kind, compressed: false, data: Vec::new(), len: 0, keeps: true });
+                let keeps = session.charge(MESSAGE_COST);
+                self.control =
+                    Some(Assembly { kind, compressed: false, data: Vec::new(), len: 0, keeps, stream_ended: false });
             }
             Some(kind) => {
                 if self.message.is_some() {
@@ -406,8 +505,15 @@ impl Reader {
                 if head.compressed && self.inflater.is_none() {
                     return Err("compressed frame without permessage-deflate".into());
                 }
-                let keeps = session.messages < session.limits.max_messages;
-                self.message = Some(Assembly { kind, compressed: head.compressed, data: Vec::new(), len: 0, keeps });
+                let keeps = session.messages < session.limits.max_messages && session.charge(MESSAGE_COST);
+                self.message = Some(Assembly {
+                    kind,
+                    compressed: head.compressed,
+                    data: Vec::new(),
+                    len: 0,
+                    keeps,
+                    stream_ended: false,
+                });
             }
             None => {
                 if self.message.is_none() {
@@ -433,9 +539,18 @@ impl Reader {
             return Ok(());
         }
         let Some(m) = self.message.as_mut() else { return Ok(()) };
-        if m.compressed {
+        if m.compressed && m.stream_ended {
+            // After its final block: nothing more to read.
+            Ok(())
+        } else if m.compressed {
             let inflater = self.inflater.as_mut().ok_or("compressed frame without permessage-deflate")?;
-            inflate(inflater, chunk, m, session)
+            if self.inflating {
+                self.inflating = inflate(inflater, chunk, m, session)?;
+            } else {
+                // Past the budget: kept as its compressed length.
+                m.len += chunk.len() as u64;
+            }
+            Ok(())
         } else {
             m.len += chunk.len() as u64;
             let keep = if m.keeps { session.take(chunk.len()) } else { 0 };
@@ -448,7 +563,7 @@ impl Reader {
         let head = self.frame.take().ok_or("frame ended twice")?;
         if head.kind.is_some_and(Kind::is_control) {
             if let Some(c) = self.control.take() {
-                done.push(Done { kind: c.kind, len: c.len, data: c.data });
+                done.push(Done { kind: c.kind, len: c.len, data: c.data, kept: c.keeps });
             }
             return Ok(());
         }
@@ -456,44 +571,53 @@ impl Reader {
             return Ok(());
         }
         let Some(mut m) = self.message.take() else { return Ok(()) };
-        if m.compressed {
+        if m.compressed && self.inflating && !m.stream_ended {
             // RFC 7692 §7.2.2: the sender removed this empty block's tail; put it back.
             let inflater = self.inflater.as_mut().ok_or("compressed frame without permessage-deflate")?;
-            inflate(inflater, &[0x00, 0x00, 0xff, 0xff], &mut m, session)?;
+            self.inflating = inflate(inflater, &[0x00, 0x00, 0xff, 0xff], &mut m, session)?;
         }
-        done.push(Done { kind: m.kind, len: m.len, data: m.data });
+        done.push(Done { kind: m.kind, len: m.len, data: m.data, kept: m.keeps });
         Ok(())
     }
 }
 
-/// Inflates `input` into `m` (keeping what it has room for, counting the rest).
+/// Inflates `input` into `m`, keeping what the budget has room for. `Ok(false)` once the
+/// budget is spent: inflating stops there (the rest of a bomb is never expanded), and with
+/// it the window later messages would need.
 fn inflate(
     inflater: &mut flate2::Decompress,
     mut input: &[u8],
     m: &mut Assembly,
     session: &mut Budget,
-) -> Result<(), String> {
+) -> Result<bool, String> {
     let mut out = [0u8; 16 << 10];
     loop {
+        if !m.keeps {
+            return Ok(false);
+        }
         let (before_in, before_out) = (inflater.total_in(), inflater.total_out());
-        inflater
+        let status = inflater
             .decompress(input, &mut out, flate2::FlushDecompress::Sync)
             .map_err(|e| format!("compressed message does not inflate ({e})"))?;
         let used = (inflater.total_in() - before_in) as usize;
         let produced = (inflater.total_out() - before_out) as usize;
         input = &input[used..];
         m.len += produced as u64;
-        session.inflated += produced as u64;
-        if session.inflated > session.limits.max_inflated {
-            return Err(format!("compressed messages inflate beyond {} bytes", session.limits.max_inflated));
-        }
-        let keep = if m.keeps { session.take(produced) } else { 0 };
+        let keep = session.take(produced);
         m.data.extend_from_slice(&out[..keep]);
-        if input.is_empty() && produced < out.len() {
-            return Ok(());
+        if keep < produced {
+            return Ok(false);
         }
-        if used == 0 && produced == 0 {
-            return Ok(());
+        // A sender may end a message's DEFLATE stream (BFINAL, RFC 7692 §7.2.3.3): what
+        // follows in this message (the appended tail) is not read, and the next message
+        // starts a new stream.
+        if status == flate2::Status::StreamEnd {
+            inflater.reset(false);
+            m.stream_ended = true;
+            return Ok(true);
+        }
+        if (input.is_empty() && produced < out.len()) || (used == 0 && produced == 0) {
+            return Ok(true);
         }
     }
 }
@@ -573,10 +697,9 @@ pub fn close_payload(code: Option<u16>, reason: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Write;
 
     fn limits() -> Limits {
-        Limits { max_bytes: 1 << 20, max_messages: 100, max_inflated: 1 << 20 }
+        Limits { max_bytes: 1 << 20, max_messages: 100 }
     }
 
     /// Feeds `bytes` one byte at a time, then whole: both read the same.
@@ -638,23 +761,60 @@ mod tests {
         assert_eq!(ws.decoded_from.as_deref(), Some("permessage-deflate"));
     }
 
-    #[test]
-    fn a_compression_bomb_stops_reading_and_says_why() {
-        let mut e = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
-        e.write_all(&vec![b'a'; 4 << 20]).unwrap();
-        let mut data = e.finish().unwrap();
-        data.extend([0, 0, 0xff, 0xff]);
-        let mut f = frame(Kind::Text, &data, None);
+    /// A message compressed the way `z` goes on (one DEFLATE stream across messages), or
+    /// ended with BFINAL (`finish`).
+    fn compressed(z: &mut flate2::Compress, text: &[u8], finish: bool) -> Vec<u8> {
+        let mut out = Vec::with_capacity(text.len() + 64);
+        let flush = if finish { flate2::FlushCompress::Finish } else { flate2::FlushCompress::Sync };
+        let start = z.total_in();
+        loop {
+            out.reserve(4096);
+            let done = (z.total_in() - start) as usize;
+            z.compress_vec(&text[done..], &mut out, flush).unwrap();
+            if (z.total_in() - start) as usize >= text.len() && out.capacity() > out.len() {
+                break;
+            }
+        }
+        if out.ends_with(&[0, 0, 0xff, 0xff]) {
+            out.truncate(out.len() - 4);
+        }
+        let mut f = frame(Kind::Text, &out, None);
         f[0] |= 0x40;
-        let mut s = Session::new(Limits { max_inflated: 1 << 20, ..limits() }, true);
-        s.feed(Side::Server, &f, 1);
+        f
+    }
+
+    #[test]
+    fn a_compression_bomb_is_inflated_only_as_far_as_the_budget_keeps() {
+        let mut z = flate2::Compress::new(flate2::Compression::best(), false);
+        let mut bytes = compressed(&mut z, &vec![b'a'; 8 << 20], false);
+        bytes.extend(compressed(&mut z, b"{\"after\":1}", false));
+        let mut s = Session::new(Limits { max_bytes: 64 << 10, max_messages: 100 }, true);
+        s.feed(Side::Server, &bytes, 1);
         let ws = s.finish(2);
-        assert!(ws.unreadable.as_deref().is_some_and(|u| u.contains("inflate beyond")), "{:?}", ws.unreadable);
+        assert!(ws.unreadable.is_none(), "{:?}", ws.unreadable);
+        // The bomb: its first 64 KiB kept, the rest never expanded.
+        assert_eq!(ws.messages[0].data.len(), 64 << 10);
+        assert!(ws.messages[0].truncated && ws.messages[0].len < 1 << 20, "{}", ws.messages[0].len);
+        // After it, the window is gone: the next message is kept as its compressed length.
+        assert!(ws.messages[1].data.is_empty() && ws.messages[1].truncated && ws.messages[1].len > 0);
+    }
+
+    #[test]
+    fn a_message_ended_with_bfinal_does_not_empty_the_next_ones() {
+        let mut z = flate2::Compress::new(flate2::Compression::default(), false);
+        let mut bytes = compressed(&mut z, b"{\"first\":\"one\"}", true);
+        let mut z = flate2::Compress::new(flate2::Compression::default(), false);
+        bytes.extend(compressed(&mut z, b"{\"second\":2}", false));
+        bytes.extend(compressed(&mut z, b"{\"third\":3}", false));
+        let ws = read(Side::Server, &bytes, true);
+        assert!(ws.unreadable.is_none(), "{:?}", ws.unreadable);
+        let texts: Vec<_> = ws.messages.iter().map(|m| String::from_utf8_lossy(&m.data).into_owned()).collect();
+        assert_eq!(texts, [r#"{"first":"one"}"#, r#"{"second":2}"#, r#"{"third":3}"#]);
     }
 
     #[test]
     fn limits_keep_a_prefix_and_count_what_they_drop() {
-        let mut s = Session::new(Limits { max_bytes: 10, max_messages: 2, max_inflated: 1 << 20 }, false);
+        let mut s = Session::new(Limits { max_bytes: 10, max_messages: 2 }, false);
         let mut bytes = frame(Kind::Text, b"0123456789abcdef", None);
         bytes.extend(frame(Kind::Text, b"more", None));
         bytes.extend(frame(Kind::Text, b"dropped", None));
@@ -699,5 +859,29 @@ mod tests {
         assert!(deflate_accepted("permessage-deflate; client_max_window_bits=15"));
         assert!(deflate_accepted("x-foo, PerMessage-Deflate"));
         assert!(!deflate_accepted("x-webkit-deflate-frame"));
+    }
+}
+
+#[cfg(test)]
+mod pool_tests {
+    use super::*;
+
+    #[test]
+    fn sessions_share_the_pool_and_give_it_back_when_they_end() {
+        let pool = Pool::new(1000);
+        let limits = Limits { max_bytes: 1 << 20, max_messages: 100 };
+        let mut a = Session::new(limits, false).with_pool(pool.clone());
+        let mut b = Session::new(limits, false).with_pool(pool.clone());
+        a.feed(Side::Server, &frame(Kind::Text, &[b'x'; 700], None), 1);
+        // What is left of the pool, less b's message's own cost, is all b keeps.
+        b.feed(Side::Server, &frame(Kind::Text, &[b'y'; 700], None), 1);
+        let left_after_a = 1000 - 700 - MESSAGE_COST;
+        assert_eq!(b.log().messages.len(), 1);
+        assert_eq!(b.log().messages[0].data.len(), left_after_a - MESSAGE_COST);
+        assert_eq!(pool.available(), 0);
+        drop(a.finish(2));
+        assert_eq!(pool.available(), 700 + MESSAGE_COST);
+        drop(b.finish(2));
+        assert_eq!(pool.available(), 1000);
     }
 }

@@ -69,6 +69,9 @@ pub struct UpstreamPool {
     host: String,
     port: u16,
     tls: Option<(TlsConnector, ServerName<'static>)>,
+    /// The same TLS offering HTTP/1.1 only: an upgrade (WebSocket) needs it, HTTP/2 has
+    /// no `Upgrade`.
+    tls_http1: Option<TlsConnector>,
     connect_timeout: Duration,
     idle_timeout: Duration,
     max_idle: usize,
@@ -132,14 +135,21 @@ impl UpstreamPool {
                 ServerName::try_from(host.trim_start_matches('[').trim_end_matches(']').to_string()).map_err(|e| {
                     ProxyError::Config(format!("upstream host {host:?} is not a valid TLS server name: {e}"))
                 })?;
-            Some((TlsConnector::from(Arc::new(tls)), name))
+            let mut http1_only = tls.clone();
+            http1_only.alpn_protocols = vec![b"http/1.1".to_vec()];
+            Some((TlsConnector::from(Arc::new(tls)), name, TlsConnector::from(Arc::new(http1_only))))
         } else {
             None
+        };
+        let (tls, tls_http1) = match tls {
+            Some((connector, name, http1)) => (Some((connector, name)), Some(http1)),
+            None => (None, None),
         };
         Ok(UpstreamPool {
             host,
             port: upstream.port(),
             tls,
+            tls_http1,
             connect_timeout: config.timeouts.upstream_connect,
             idle_timeout: Duration::from_secs(90),
             max_idle: 1024,
@@ -262,6 +272,33 @@ impl UpstreamPool {
                 *self.h2.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx.clone());
                 tx.send_request(req).await.map(|resp| (resp, None)).map_err(UpstreamError::request)
             }
+        }
+    }
+
+    /// Sends an upgrade request (WebSocket …) over HTTP/1.1 whatever the upstream offers by
+    /// ALPN, on a connection of its own (an accepted upgrade takes it over).
+    pub async fn send_upgrade(
+        self: &Arc<Self>,
+        req: Request<UpBody>,
+    ) -> Result<(Response<Incoming>, Option<Lease>), UpstreamError> {
+        let (Some(connector), Some((_, name))) = (&self.tls_http1, &self.tls) else {
+            // Plaintext: HTTP/1.1 anyway.
+            return self.send(req, false).await;
+        };
+        let mut req = h1_form(req);
+        let pq = req.uri().path_and_query().cloned().unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+        *req.uri_mut() = http::Uri::from(pq);
+        let stream = self.tcp().await?;
+        let tls = tokio::time::timeout(self.connect_timeout, connector.connect(name.clone(), stream))
+            .await
+            .map_err(|_| UpstreamError::new(ErrorKind::ConnectTimeout, "TLS handshake with the upstream timed out"))?
+            .map_err(|e| UpstreamError::new(ErrorKind::Tls, format!("TLS handshake with the upstream: {e}")))?;
+        let Conn::H1(mut tx) = self.http1(tls).await? else {
+            return Err(UpstreamError::new(ErrorKind::Protocol, "an HTTP/1.1 connection came up as HTTP/2"));
+        };
+        match tx.send_request(req).await {
+            Ok(resp) => Ok((resp, Some(Lease { tx: Some(tx), pool: self.clone(), request: None }))),
+            Err(e) => Err(UpstreamError::request(e)),
         }
     }
 

@@ -61,6 +61,10 @@ pub struct Shared {
     pub(crate) body_limit: BodyLimit,
     pub(crate) forwarding: Forwarding,
     pub(crate) protocol: UpstreamProtocol,
+    /// Open connections: an upgraded one stays counted while its tunnel lives.
+    pub(crate) connections: Arc<crate::server::Connections>,
+    /// What captured WebSocket sessions under way keep in all.
+    pub(crate) websocket_pool: Arc<tapedeck_captures::websocket::Pool>,
 }
 
 /// A worker's request handler: the shared state and the worker's own upstream pool.
@@ -124,7 +128,12 @@ impl Forwarder {
         };
         let sent = Instant::now();
         // Boxed: the send's state is large, and moved here it would be copied at every step.
-        let send = Box::pin(self.pool.send(upstream_req, h2c));
+        let send = if upgrade {
+            Box::pin(self.pool.send_upgrade(upstream_req))
+                as std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send>>
+        } else {
+            Box::pin(self.pool.send(upstream_req, h2c))
+        };
         // A gRPC server may answer a client stream only at its end, however long: its
         // clock is the stream's idleness, not a response timeout.
         let wait = if grpc { self.stream_idle } else { self.response_timeout };
@@ -157,13 +166,16 @@ impl Forwarder {
                 // The session's messages are read and recorded with the handshake.
                 let watch = recording.as_ref().filter(|_| websocket).map(|r| crate::tunnel::Watch {
                     recording: r.clone(),
+                    pool: self.websocket_pool.clone(),
                     deflate: resp
                         .headers()
                         .get_all("sec-websocket-extensions")
                         .iter()
                         .any(|v| v.to_str().is_ok_and(tapedeck_captures::websocket::deflate_accepted)),
                 });
-                tokio::spawn(crate::tunnel::tunnel(client_side, upstream_side, watch, self.metrics.clone()));
+                // Counted as open (the cap, the drain) for as long as it lives.
+                let open = self.connections.hold(self.metrics.clone());
+                tokio::spawn(crate::tunnel::tunnel(client_side, upstream_side, watch, self.metrics.clone(), open));
             }
             None
         } else {

@@ -125,7 +125,10 @@ pub async fn start(mut config: ProxyConfig) -> Result<Proxy, ProxyError> {
         None => (None, None, 0),
     };
     let sampler = capture.as_ref().map(|_| Sampler::new(&config.sampling));
+    let connections = Arc::new(Connections::default());
     let shared = Arc::new(Shared {
+        connections: connections.clone(),
+        websocket_pool: tapedeck_captures::websocket::Pool::new(WEBSOCKET_POOL),
         upstream,
         sampler,
         capture,
@@ -151,7 +154,6 @@ pub async fn start(mut config: ProxyConfig) -> Result<Proxy, ProxyError> {
     let header_timeout = config.timeouts.header_read;
     let admin_task =
         admin_listener.map(|l| tokio::spawn(admin::serve(l, metrics.clone(), ready.clone(), header_timeout)));
-    let connections = Arc::new(Connections::default());
     let conn_ids = Arc::new(IdGenerator::new());
     let mut worker_threads = Vec::with_capacity(workers);
     for (i, listener) in listeners.into_iter().enumerate() {
@@ -234,14 +236,26 @@ enum Phase {
     Closing,
 }
 
-/// Open connections across all workers, so shutdown can wait for them.
+/// Bytes that the captured WebSocket sessions under way keep in all (each keeps at most
+/// `--max-body`): a sidecar with thousands of open sessions stays bounded.
+const WEBSOCKET_POOL: usize = 64 << 20;
+
+/// Open connections across all workers (upgraded ones too), so shutdown can wait for them
+/// and the connection cap counts them.
 #[derive(Default)]
-struct Connections {
+pub(crate) struct Connections {
     open: AtomicUsize,
     all_closed: Notify,
 }
 
 impl Connections {
+    /// Counts one more open connection until the guard is dropped.
+    pub(crate) fn hold(self: &Arc<Self>, metrics: Arc<Metrics>) -> ConnGuard {
+        let open = self.open.fetch_add(1, Ordering::AcqRel) + 1;
+        metrics.connections.set(open as i64);
+        ConnGuard(self.clone(), metrics)
+    }
+
     /// Waits up to `limit` for every connection to close; true if they did.
     async fn wait_closed(&self, limit: Duration) -> bool {
         tokio::time::timeout(limit, async {
@@ -258,7 +272,8 @@ impl Connections {
     }
 }
 
-struct ConnGuard(Arc<Connections>, Arc<Metrics>);
+/// An open connection, counted until dropped.
+pub(crate) struct ConnGuard(Arc<Connections>, Arc<Metrics>);
 
 impl Drop for ConnGuard {
     fn drop(&mut self) {
@@ -391,10 +406,8 @@ impl Acceptor {
         builder: &Arc<auto::Builder<TokioExecutor>>,
         stop: watch::Receiver<Phase>,
     ) {
-        let open = self.connections.open.fetch_add(1, Ordering::AcqRel) + 1;
-        let guard = ConnGuard(self.connections.clone(), self.metrics.clone());
-        self.metrics.connections.set(open as i64);
-        if open > self.limits.max_connections {
+        let guard = self.connections.hold(self.metrics.clone());
+        if self.connections.open.load(Ordering::Acquire) > self.limits.max_connections {
             self.metrics.conn_error(ConnError::Overload);
             return;
         }

@@ -10,27 +10,30 @@ use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
 
 use hyper_util::rt::TokioIo;
-use tapedeck_captures::websocket::{Limits, Session, Side};
+use tapedeck_captures::websocket::{Limits, Pool, Session, Side};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::metrics::Metrics;
 use crate::recording::Recording;
 
 /// A captured WebSocket upgrade to read.
-pub struct Watch {
+pub(crate) struct Watch {
     /// The upgrade's exchange, recorded when the connection ends.
     pub recording: Arc<Recording>,
     /// The server accepted `permessage-deflate`.
     pub deflate: bool,
+    /// What all sessions under way may keep together.
+    pub pool: Arc<Pool>,
 }
 
 /// Copies bytes both ways between an upgraded client and upstream connection; reads a
 /// WebSocket's messages on the way when `watch` says so.
-pub async fn tunnel(
+pub(crate) async fn tunnel(
     client: hyper::upgrade::OnUpgrade,
     upstream: hyper::upgrade::OnUpgrade,
     watch: Option<Watch>,
     metrics: Arc<Metrics>,
+    _open: crate::server::ConnGuard,
 ) {
     let (c, u) = match tokio::try_join!(client, upstream) {
         Ok(both) => both,
@@ -41,13 +44,13 @@ pub async fn tunnel(
     };
     let (c, u) = (TokioIo::new(c), TokioIo::new(u));
     metrics.upgraded.inc();
-    let _open = Open(metrics.clone());
+    let _upgraded = Open(metrics.clone());
     let ended = match watch {
         None => tokio::io::copy_bidirectional(&mut { c }, &mut { u }).await,
         Some(watch) => {
             let limits = Limits::for_max_body(watch.recording.max_body());
             let log = Arc::new(Log {
-                session: Mutex::new(Some(Session::new(limits, watch.deflate))),
+                session: Mutex::new(Some(Session::new(limits, watch.deflate).with_pool(watch.pool))),
                 recording: watch.recording,
                 metrics,
             });

@@ -152,3 +152,91 @@ async fn bytes_that_are_not_websocket_frames_pass_untouched_and_the_record_says_
     assert_eq!(ws.messages.iter().map(|m| (m.from, &m.data[..])).collect::<Vec<_>>(), [(Side::Client, &b"ok"[..])]);
     assert!(ws.unreadable.as_deref().is_some_and(|u| u.contains("unknown opcode 3")), "{:?}", ws.unreadable);
 }
+
+/// Open sessions count as connections: against `--max-connections`, and in the drain at
+/// shutdown (they get the drain timeout, and are recorded).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_sessions_count_as_connections_and_are_drained_at_shutdown() {
+    let chat = ws::ChatServer::start().await;
+    let mut proxy = TestProxy::start(&chat.url(), |c| {
+        c.limits.max_connections = 2;
+        c.timeouts.drain = Duration::from_secs(20);
+    })
+    .await;
+    let open = |addr| async move {
+        let stream = TcpStream::connect(addr).await.unwrap();
+        let (mut ws, _) = tokio_tungstenite::client_async(format!("ws://{addr}/chat"), stream).await?;
+        ws.next().await.unwrap()?; // the greeting
+        Ok::<_, tokio_tungstenite::tungstenite::Error>(ws)
+    };
+    let mut first = open(proxy.addr).await.unwrap();
+    let _second = open(proxy.addr).await.unwrap();
+    assert_eq!(metric(&metrics_text(proxy.admin).await, "tapedeck_upgraded_connections"), 2.0);
+    // Two sessions hold the cap (the metrics scrape came on a connection of its own).
+    assert!(open(proxy.addr).await.is_err(), "a third connection is over --max-connections 2");
+    drop(_second);
+    // Shutdown waits for the open session…
+    let p = proxy.proxy.take().unwrap();
+    let shutdown = tokio::spawn(p.shutdown());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!shutdown.is_finished(), "the drain waits for open sessions");
+    // … which still works meanwhile, and ends when its client closes.
+    first.send(Message::text("still here")).await.unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(10), first.next()).await.unwrap().unwrap().unwrap();
+    assert!(answer.to_text().unwrap().contains("still here"), "{answer:?}");
+    first.close(None).await.unwrap();
+    while let Some(Ok(_)) = first.next().await {}
+    drop(first);
+    let report = tokio::time::timeout(Duration::from_secs(15), shutdown).await.expect("drained").unwrap();
+    assert_eq!(report.connections_cut, 0);
+    let captured = proxy.captured();
+    let recorded = captured.iter().filter_map(|e| e.websocket.as_ref()).map(|ws| ws.messages.len()).max();
+    assert!(recorded.is_some_and(|n| n >= 4), "{captured:?}");
+}
+
+/// An https upstream that offers HTTP/2 by ALPN (as most do) gets upgrades over HTTP/1.1:
+/// HTTP/2 has no `Upgrade`, and a WebSocket sent that way fails (426 or 502).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_reaches_an_https_upstream_that_offers_http2() {
+    let dir = tempfile::tempdir().unwrap();
+    let (files, _) = write_certs(dir.path(), "localhost");
+    // The server offers h2 first; tungstenite speaks HTTP/1.1 only (as a WebSocket server
+    // beside an h2 stack does for upgrades).
+    let config = tapedeck_proxy::tls::server_config(&files).unwrap();
+    assert_eq!(config.alpn_protocols.first().map(Vec::as_slice), Some(&b"h2"[..]));
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(stream).await else { return };
+                if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+                    return; // an h2 connection cannot carry the upgrade: fails as a server would
+                }
+                let Ok(mut ws) = tokio_tungstenite::accept_async(tls).await else { return };
+                while let Some(Ok(m)) = ws.next().await {
+                    if m.is_text() && ws.send(m).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let mut proxy = TestProxy::start(&format!("https://localhost:{}", addr.port()), |c| {
+        c.upstream_ca = Some(files.cert.clone());
+    })
+    .await;
+    let stream = TcpStream::connect(proxy.addr).await.unwrap();
+    let (mut ws, resp) =
+        tokio_tungstenite::client_async(format!("ws://{}/echo", proxy.addr), stream).await.expect("upgraded");
+    assert_eq!(resp.status(), 101);
+    ws.send(Message::text("over https")).await.unwrap();
+    let back = tokio::time::timeout(Duration::from_secs(10), ws.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(back.to_text().unwrap(), "over https");
+    ws.close(None).await.unwrap();
+    drop(ws);
+    let captured = proxy.finish().await;
+    assert_eq!(captured[0].status(), Some(101));
+}

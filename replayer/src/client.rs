@@ -457,10 +457,19 @@ impl Pool {
             return self.read_body(sent_at, resp, None, false).await.0;
         }
         let head = sent_at.elapsed();
-        let accepted = resp
-            .headers()
+        // RFC 6455 §4.1: a client fails the connection unless the answer says `Upgrade:
+        // websocket`, `Connection: Upgrade` and the accept value its key asks for.
+        let h = resp.headers();
+        let has_token = |name: http::header::HeaderName, token: &str| {
+            h.get_all(name)
+                .iter()
+                .any(|v| v.to_str().is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token))))
+        };
+        let accepted = h
             .get(http::header::SEC_WEBSOCKET_ACCEPT)
-            .is_some_and(|v| v.as_bytes() == crate::websocket::accept_for(&key).as_bytes());
+            .is_some_and(|v| v.as_bytes() == crate::websocket::accept_for(&key).as_bytes())
+            && has_token(http::header::UPGRADE, "websocket")
+            && has_token(http::header::CONNECTION, "upgrade");
         let deflate = resp
             .headers()
             .get_all(http::header::SEC_WEBSOCKET_EXTENSIONS)
@@ -486,7 +495,7 @@ impl Pool {
         };
         if !accepted {
             self.inner.progress.note_cause(ErrorKind::Protocol, || {
-                "the target accepted a WebSocket upgrade without the right Sec-WebSocket-Accept".to_string()
+                "the target answered a WebSocket upgrade 101 without `Upgrade: websocket`, `Connection: Upgrade` and the right Sec-WebSocket-Accept".to_string()
             });
             outcome.error = Some(ErrorKind::Protocol);
             return outcome;

@@ -53,6 +53,9 @@ pub struct RouteStats {
     /// Streams (a gRPC answer of several messages, a WebSocket session): time to the
     /// server's first message, recorded and replayed, µs. Made at the first stream.
     pub first_message: Option<Box<(Histogram<u64>, Histogram<u64>)>>,
+    /// WebSocket sessions: how long the server took to answer a client's message,
+    /// recorded and replayed, µs. Made at the first session.
+    pub answers: Option<Box<(Histogram<u64>, Histogram<u64>)>>,
 }
 
 impl Default for RouteStats {
@@ -67,6 +70,7 @@ impl Default for RouteStats {
             errors: BTreeMap::new(),
             diffs: RouteTally::default(),
             first_message: None,
+            answers: None,
         }
     }
 }
@@ -255,6 +259,14 @@ pub struct Sample<'a> {
     pub bytes: u64,
     /// A stream's first message from the server, after the request was sent.
     pub first_message: Option<Duration>,
+    /// A WebSocket upgrade's session with the target.
+    pub websocket: Option<&'a tapedeck_captures::websocket::WebSocket>,
+}
+
+/// Records `ns` (as µs) into a pair's histogram `side`, making the pair at first use.
+fn record_pair(pair: &mut Option<Box<(Histogram<u64>, Histogram<u64>)>>, replayed: bool, ns: u64) {
+    let (a, b) = &mut **pair.get_or_insert_with(|| Box::new((histogram(), histogram())));
+    let _ = if replayed { b } else { a }.record((ns / 1000).max(1));
 }
 
 impl Stats {
@@ -292,9 +304,19 @@ impl Stats {
             _ => {}
         }
         if let (Some(recorded), Some(replayed), None) = (stream_first_ns(s.recorded), s.first_message, s.error) {
-            let (a, b) = &mut **r.first_message.get_or_insert_with(|| Box::new((histogram(), histogram())));
-            let _ = a.record((recorded / 1000).max(1));
-            let _ = b.record((replayed.as_micros() as u64).max(1));
+            record_pair(&mut r.first_message, false, recorded);
+            record_pair(&mut r.first_message, true, replayed.as_nanos() as u64);
+        }
+        if let (Some(recorded), Some(replayed), None) = (&s.recorded.websocket, s.websocket, s.error) {
+            let (a, b) = (recorded.answer_times(), replayed.answer_times());
+            if !a.is_empty() && !b.is_empty() {
+                for ns in a {
+                    record_pair(&mut r.answers, false, ns);
+                }
+                for ns in b {
+                    record_pair(&mut r.answers, true, ns);
+                }
+            }
         }
         // A gRPC call's outcome is its gRPC status (its HTTP status is 200 whatever happened).
         let recorded_grpc =
@@ -360,13 +382,16 @@ impl Stats {
             let _ = mine.recorded.add(&theirs.recorded);
             let _ = mine.replayed.add(&theirs.replayed);
             mine.diffs.merge(theirs.diffs);
-            match (&mut mine.first_message, theirs.first_message) {
-                (Some(m), Some(t)) => {
-                    let _ = m.0.add(&t.0);
-                    let _ = m.1.add(&t.1);
+            for (mine, theirs) in [(&mut mine.first_message, theirs.first_message), (&mut mine.answers, theirs.answers)]
+            {
+                match (mine, theirs) {
+                    (Some(m), Some(t)) => {
+                        let _ = m.0.add(&t.0);
+                        let _ = m.1.add(&t.1);
+                    }
+                    (slot @ None, t) => *slot = t,
+                    _ => {}
                 }
-                (slot @ None, t) => *slot = t,
-                _ => {}
             }
             for (a, b) in [
                 (&mut mine.recorded_status, theirs.recorded_status),

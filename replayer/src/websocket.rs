@@ -1,9 +1,15 @@
-//! A recorded WebSocket session played against the target: after the upgrade, the
-//! client's messages go at their recorded times (scaled by `--speed`; flat out, each once
-//! the server messages that came before it in the recording have come, or a second has
-//! passed without them), pings are answered and the server's close returned as a client
-//! does, and everything both sides send is read into a session like the proxy's, for the
-//! comparison and the results tape.
+//! A recorded WebSocket session played against the target.
+//!
+//! After the upgrade, each of the client's messages goes at its recorded time after the
+//! handshake (scaled by `--speed`; flat out: at once) — but never before the server's
+//! messages that came before it in the recording have arrived: a client that asked,
+//! waited for the answer and asked again does the same against staging, however fast or
+//! slow staging is. A server that lets [`PATIENCE`] pass without them is not waited for
+//! again. Pings are answered and the server's close returned as a client does; a close the
+//! recorded client only sent in answer to the server's is not sent first. The session ends
+//! as the recorded one did: closed by either side (waiting for the other's close), or
+//! dropped at its recorded length. Everything both sides send is read into a session like
+//! the proxy's, for the comparison and the results tape.
 
 use std::time::Duration;
 
@@ -13,17 +19,35 @@ use tapedeck_captures::Exchange;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
-/// How long a flat-out replay waits for the server's messages before it sends the next
-/// client message anyway, and how long a session waits for the server's close.
+/// How long the replay waits for server messages the recording says came before the next
+/// client message, and for a close the server owes.
 const PATIENCE: Duration = Duration::from_secs(1);
+/// A session is played for a day at most.
+const MAX_SPAN: Duration = Duration::from_secs(24 * 3600);
+/// A flat-out session whose server never stops talking is cut this long after the last
+/// client message.
+const FLAT_OUT_TAIL: Duration = Duration::from_secs(10);
+
+/// How the recorded session ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ending {
+    /// The client's close (planned as its last message).
+    ClientClose,
+    /// The server's close, which the client answered.
+    ServerClose,
+    /// No close: the connection dropped (or the recording ended) at its recorded length.
+    Dropped,
+}
 
 /// A request extension: the session to play once the upgrade is accepted.
 #[derive(Debug)]
 pub struct WsPlan {
-    /// The client's messages (its pongs are answered live, not replayed).
+    /// The client's messages (its pongs are answered live, and a close that answered the
+    /// server's is the replay's own answer: neither is planned).
     messages: Vec<Planned>,
-    /// When the recorded session ended, at the replay's speed.
-    end: Option<Duration>,
+    /// When the recorded session ended, after the handshake, at the replay's speed.
+    end: Duration,
+    ending: Ending,
     /// Server messages (text or binary) the recording has in all.
     server_messages: usize,
     /// `None`: flat out.
@@ -32,6 +56,7 @@ pub struct WsPlan {
 
 #[derive(Debug)]
 struct Planned {
+    /// After the handshake, at the replay's speed.
     due: Duration,
     kind: Kind,
     code: Option<u16>,
@@ -48,47 +73,74 @@ impl WsPlan {
         if recorded.status() != Some(101) {
             return None;
         }
+        // Times count from the handshake: staging's may take longer than production's.
+        let handshake = recorded.timing.head_ns.unwrap_or(0);
+        // At most a day (an imported session can say anything about its times).
         let scale = |ns: u64| match speed {
-            Some(s) if s.is_finite() && s > 0.0 => Duration::from_secs_f64(ns as f64 / 1e9 / s),
+            Some(s) if s.is_finite() && s > 0.0 => {
+                Duration::try_from_secs_f64(ns.saturating_sub(handshake) as f64 / 1e9 / s)
+                    .unwrap_or(MAX_SPAN)
+                    .min(MAX_SPAN)
+            }
             _ => Duration::ZERO,
         };
         let mut server = 0;
+        let mut server_closed = false;
+        let mut ending = Ending::Dropped;
         let mut messages = Vec::new();
         for m in &ws.messages {
             match (m.from, m.kind) {
                 (Side::Server, Kind::Text | Kind::Binary) => server += 1,
+                (Side::Server, Kind::Close) => {
+                    server_closed = true;
+                    if ending == Ending::Dropped {
+                        ending = Ending::ServerClose;
+                    }
+                }
                 (Side::Client, Kind::Pong) | (Side::Server, _) => {}
-                (Side::Client, kind) => messages.push(Planned {
-                    due: scale(m.at_ns),
-                    kind,
-                    code: m.code,
-                    data: m.data.bytes(),
-                    after_server: server,
-                }),
+                // The recorded client's answer to the server's close: the replay answers.
+                (Side::Client, Kind::Close) if server_closed => {}
+                (Side::Client, kind) => {
+                    if kind == Kind::Close && ending == Ending::Dropped {
+                        ending = Ending::ClientClose;
+                    }
+                    messages.push(Planned {
+                        due: scale(m.at_ns),
+                        kind,
+                        code: m.code,
+                        data: m.data.bytes(),
+                        after_server: server,
+                    })
+                }
             }
         }
-        Some(WsPlan { messages, end: ws.end_ns.map(scale), server_messages: server, speed })
+        let last = ws.messages.last().map_or(handshake, |m| m.at_ns);
+        let end = scale(ws.end_ns.unwrap_or(last).max(last));
+        Some(WsPlan { messages, end, ending, server_messages: server, speed })
     }
 
     /// How long the recorded session lasts at the replay's speed (added to the timeout).
     pub fn span(&self) -> Duration {
-        self.end.unwrap_or_else(|| self.messages.last().map_or(Duration::ZERO, |m| m.due))
+        self.end + 2 * PATIENCE
     }
 }
 
-/// Plays `plan` on an upgraded connection `io`, from `start` (when the upgrade request was
-/// sent); the session as both sides sent it.
-pub async fn play<T>(io: T, plan: &WsPlan, deflate: bool, start: Instant, max_body: usize) -> WebSocket
+/// Plays `plan` on an upgraded connection `io`; `sent_at` is when the upgrade request was
+/// sent (what the messages' times count from, as in a capture). The session as both sides
+/// sent it.
+pub async fn play<T>(io: T, plan: &WsPlan, deflate: bool, sent_at: Instant, max_body: usize) -> WebSocket
 where
     T: AsyncRead + AsyncWrite + Unpin,
 {
-    let ns = || start.elapsed().as_nanos() as u64;
+    let ns = || sent_at.elapsed().as_nanos() as u64;
+    let begin = Instant::now();
     let mut session = Session::new(Limits::for_max_body(max_body), deflate);
     let (mut rd, mut wr) = tokio::io::split(io);
     let mut buf = vec![0u8; 16 << 10];
     let (mut next, mut handled, mut server_messages) = (0, 0, 0);
     let (mut sent_close, mut server_closed) = (false, false);
     let mut last_event = Instant::now();
+    // Set once the server let a wait for its messages pass: not waited for again.
     let mut impatient = false;
     // When every client message was out, and when our close went.
     let (mut all_sent, mut close_sent): (Option<Instant>, Option<Instant>) = (None, None);
@@ -96,25 +148,54 @@ where
         if sent_close && server_closed {
             break;
         }
-        let due = plan.messages.get(next).filter(|_| !sent_close).map(|m| match plan.speed {
-            Some(_) => start + m.due,
-            // A server that let one wait pass without its answers is not waited for again.
-            None if server_messages >= m.after_server || impatient => Instant::now(),
-            None => last_event + PATIENCE,
+        let due = plan.messages.get(next).filter(|_| !sent_close).map(|m| {
+            // Its time: as recorded after the handshake, or (flat out) once the last thing
+            // happened.
+            let at = match plan.speed {
+                Some(_) => begin + m.due,
+                None => last_event,
+            };
+            if server_messages >= m.after_server || impatient {
+                at
+            } else {
+                // Its answers have not all come: wait for them, a while.
+                at.max(last_event) + PATIENCE
+            }
         });
+        // A message due now goes before anything is read (a server that never stops
+        // talking must not hold the client's messages back).
+        if due.is_some_and(|at| at <= Instant::now()) {
+            let m = &plan.messages[next];
+            impatient |= server_messages < m.after_server;
+            next += 1;
+            last_event = Instant::now();
+            let payload = payload_of(m);
+            if m.kind == Kind::Close {
+                sent_close = true;
+                close_sent = Some(Instant::now());
+            }
+            if send(&mut wr, &mut session, m.kind, &payload, ns()).await.is_err() {
+                break;
+            }
+            continue;
+        }
         if due.is_none() && all_sent.is_none() {
             all_sent = Some(Instant::now());
         }
         // With nothing left to send: how long the server may still talk.
-        let deadline = match (close_sent, all_sent, plan.speed, plan.end) {
+        let answered = server_messages >= plan.server_messages;
+        let deadline = match (close_sent, all_sent, plan.speed) {
             (Some(at), ..) => at + PATIENCE,
-            // At the recorded pace: the recorded session's length, and a little more.
-            (None, _, Some(_), Some(end)) => start + end + PATIENCE,
-            // Flat out: until every recorded answer came, or the server went quiet (a
-            // server that never stops talking is cut after a while).
-            (None, Some(at), _, _) if server_messages >= plan.server_messages => at.min(Instant::now()),
-            (None, Some(at), _, _) => (last_event + PATIENCE).min(at + 10 * PATIENCE),
-            (None, None, _, _) => Instant::now() + PATIENCE,
+            (None, None, _) => Instant::now() + PATIENCE,
+            (None, Some(at), Some(_)) => match plan.ending {
+                // The server closed the recorded session: it gets a little longer.
+                Ending::ServerClose => (begin + plan.end).max(at) + PATIENCE,
+                _ => (begin + plan.end).max(at),
+            },
+            // Flat out: until every recorded answer came (and, if the server closed the
+            // recorded session, its close), or the server went quiet.
+            (None, Some(at), None) if answered && plan.ending != Ending::ServerClose => at.min(Instant::now()),
+            (None, Some(at), None) => (last_event + PATIENCE).min(at + FLAT_OUT_TAIL),
         };
         tokio::select! {
             read = rd.read(&mut buf) => {
@@ -153,26 +234,14 @@ where
                 }
                 handled = session.log().messages.len();
             }
-            _ = tokio::time::sleep_until(due.unwrap_or(deadline)), if due.is_some() => {
-                let m = &plan.messages[next];
-                impatient |= plan.speed.is_none() && server_messages < m.after_server;
-                next += 1;
-                last_event = Instant::now();
-                let payload = if m.kind == Kind::Close { close_payload(m.code, &m.data) } else { m.data.to_vec() };
-                if m.kind == Kind::Close {
-                    sent_close = true;
-                    close_sent = Some(Instant::now());
-                }
-                if send(&mut wr, &mut session, m.kind, &payload, ns()).await.is_err() {
-                    break;
-                }
-            }
+            // Due: sent at the top of the next pass.
+            _ = tokio::time::sleep_until(due.unwrap_or(deadline)), if due.is_some() => {}
             _ = tokio::time::sleep_until(deadline), if due.is_none() => {
-                if sent_close {
-                    // Our close went unanswered.
+                // Our close went unanswered; or the recorded connection dropped here.
+                if sent_close || plan.ending == Ending::Dropped {
                     break;
                 }
-                // The recording ended without the client's close: end as a client would.
+                // The server owes the close it sent in the recording: close as a client would.
                 sent_close = true;
                 close_sent = Some(Instant::now());
                 if send(&mut wr, &mut session, Kind::Close, &close_payload(Some(1000), b""), ns()).await.is_err() {
@@ -197,6 +266,22 @@ pub fn accept_for(key: &str) -> String {
     const GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
     let digest = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, format!("{key}{GUID}").as_bytes());
     base64::engine::general_purpose::STANDARD.encode(digest.as_ref())
+}
+
+/// What a planned message carries on the wire. A control frame holds at most 125 bytes
+/// (scrubbing can lengthen a recorded one): cut to fit, a close's reason at a character.
+fn payload_of(m: &Planned) -> Vec<u8> {
+    match m.kind {
+        Kind::Close => {
+            let mut reason = &m.data[..m.data.len().min(123)];
+            while std::str::from_utf8(reason).is_err() && !reason.is_empty() {
+                reason = &reason[..reason.len() - 1];
+            }
+            close_payload(m.code, reason)
+        }
+        Kind::Ping | Kind::Pong => m.data[..m.data.len().min(125)].to_vec(),
+        _ => m.data.to_vec(),
+    }
 }
 
 /// Writes one masked frame, and reads it into the session as the client's.

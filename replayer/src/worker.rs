@@ -335,6 +335,7 @@ impl Drop for Flight<'_> {
             failed_after: Some(self.started.elapsed()),
             bytes: 0,
             first_message: None,
+            websocket: None,
         };
         if let Ok(mut q) = self.queues.try_borrow_mut() {
             q.stats.record(&sample);
@@ -434,7 +435,7 @@ impl Sent {
         self.response.as_ref().filter(|_| self.error.is_none())
     }
 
-    fn as_sample<'a>(&self, job: &'a Job, route: &'a str, origin: Instant) -> Sample<'a> {
+    fn as_sample<'a>(&'a self, job: &'a Job, route: &'a str, origin: Instant) -> Sample<'a> {
         Sample {
             recorded: &job.exchange,
             route,
@@ -449,6 +450,7 @@ impl Sent {
             failed_after: self.failed_after,
             bytes: self.bytes,
             first_message: self.first_message,
+            websocket: self.websocket.as_ref(),
         }
     }
 }

@@ -156,7 +156,8 @@ pub struct ReplayArgs {
     /// flag thresholds. See examples/compare.toml.
     #[arg(long, value_name = "FILE")]
     pub compare_config: Option<PathBuf>,
-    /// Never report this difference: `$.json.path`, `header:NAME`, optionally after a
+    /// Never report this difference: `$.json.path`, `header:NAME`, `status`, `body`,
+    /// `grpc-status`, `websocket:close`, optionally after a
     /// route (`'GET /users/{id} $.updated_at'`). Repeatable.
     #[arg(long, value_name = "RULE")]
     pub ignore: Vec<String>,

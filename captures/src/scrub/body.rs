@@ -251,7 +251,7 @@ fn cut_text(pass: &mut Pass<'_>, text: &str) -> Vec<u8> {
 }
 
 /// Applies the policy's `unparsed` action to a body it cannot look into.
-fn unparsed(pass: &mut Pass<'_>, headers: &mut Headers, body: &mut Body, rule: &str) {
+pub(crate) fn unparsed(pass: &mut Pass<'_>, headers: &mut Headers, body: &mut Body, rule: &str) {
     let action = pass.scrubber.policy.unparsed;
     if action == Action::Keep {
         return;

@@ -374,25 +374,26 @@ impl<'a> Pass<'a> {
         }
     }
 
-    /// WebSocket messages: each payload is read like a body of no declared type (JSON,
-    /// text, or the `unparsed` rule for bytes), a close's reason by the detectors.
+    /// WebSocket messages: a text message (and a ping's, pong's or close's payload) is read
+    /// like a body of no declared type (JSON, text, or the `unparsed` rule when it is not
+    /// UTF-8); a binary message follows the `unparsed` rule whatever its bytes (protobuf
+    /// with short strings is valid UTF-8, and no name would say what its fields hold).
     fn websocket(&mut self, ws: &mut crate::websocket::WebSocket) {
         let mut no_headers = crate::exchange::Headers::new();
         for m in &mut ws.messages {
-            if m.kind == crate::websocket::Kind::Close {
-                if let Some(new) = m.data.as_str().and_then(|reason| self.detect_text(reason)) {
-                    m.len = new.len() as u64;
-                    m.data = new.into();
-                }
-                continue;
-            }
             let mut body = crate::exchange::Body {
                 data: std::mem::take(&mut m.data),
                 len: m.len,
                 truncated: m.truncated,
                 decoded_from: None,
             };
-            body::scrub(self, &mut no_headers, &mut body);
+            if m.kind == crate::websocket::Kind::Binary {
+                if !body.data.is_empty() {
+                    body::unparsed(self, &mut no_headers, &mut body, "websocket:binary");
+                }
+            } else {
+                body::scrub(self, &mut no_headers, &mut body);
+            }
             (m.data, m.len, m.truncated) = (body.data, body.len, body.truncated);
         }
     }

@@ -510,6 +510,10 @@ fn websocket_messages_are_scrubbed_like_bodies_and_audited() {
             message(Side::Server, Kind::Text, b"card 4111 1111 1111 1111 charged for bob@example.org", None),
             message(Side::Server, Kind::Binary, b"\x00\xffsecret\x01", None),
             message(Side::Client, Kind::Close, b"bye ann@example.com", Some(1000)),
+            // Bytes that happen to be UTF-8 (protobuf with short strings): still bytes.
+            message(Side::Client, Kind::Binary, b"\n\tAnn Smith\x12\x07hunter2", None),
+            message(Side::Server, Kind::Close, br#"{"password":"hunter2"}"#, Some(4000)),
+            message(Side::Server, Kind::Ping, b"ann@example.com \xff password=hunter2", None),
         ],
         ..Default::default()
     });
@@ -523,6 +527,9 @@ fn websocket_messages_are_scrubbed_like_bodies_and_audited() {
     // Bytes nobody can read follow `unparsed` (dropped), their length kept.
     assert!(ws.messages[2].data.is_empty() && ws.messages[2].truncated && ws.messages[2].len == 9);
     assert!(!text(3).contains("ann@") && ws.messages[3].code == Some(1000), "{}", text(3));
+    assert!(ws.messages[4].data.is_empty() && ws.messages[4].len == 20, "{}", text(4));
+    assert!(!text(5).contains("hunter2") && ws.messages[5].code == Some(4000), "{}", text(5));
+    assert!(!text(6).contains("ann@") && !text(6).contains("hunter2"), "{}", text(6));
     assert_eq!(scrubber().audit(&ex), Vec::new());
     // Idempotent.
     let once = ex.clone();

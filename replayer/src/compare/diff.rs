@@ -157,7 +157,22 @@ pub fn compare_websocket(
             .map(|m| (m.kind, m.data.clone(), m.len, m.truncated))
             .collect()
     };
-    let (ma, mb) = (data(recorded), data(replayed));
+    let (mut ma, mut mb) = (data(recorded), data(replayed));
+    // A client message the recording kept only in part (past `--max-body`, or bytes the
+    // scrubber dropped) was not sent as production's client sent it: what the server said
+    // after it is not comparable.
+    let mut server_before = 0;
+    for m in recorded.messages.iter().filter(|m| matches!(m.kind, Kind::Text | Kind::Binary)) {
+        match m.from {
+            Side::Server => server_before += 1,
+            Side::Client if m.truncated => {
+                ma.truncate(server_before);
+                mb.truncate(server_before);
+                break;
+            }
+            Side::Client => {}
+        }
+    }
     let doc = |m: &(Kind, Blob, u64, bool), by_length: bool| -> Value {
         let (kind, data, len, _) = m;
         if by_length {
@@ -182,13 +197,22 @@ pub fn compare_websocket(
     if docs.0 != docs.1 {
         json(&mut out, &Value::Array(docs.0), &Value::Array(docs.1), &mut String::from("$"), &mut String::from("$"));
     }
+    // The server's close code, and whether it closed first or answered the client's.
     let close = |ws: &WebSocket| {
-        ws.from(Side::Server)
-            .find(|m| m.kind == Kind::Close)
-            .map_or("none".to_string(), |m| m.code.map_or("without a code".to_string(), |c| c.to_string()))
+        let first = ws.close().map(|m| m.from);
+        ws.from(Side::Server).find(|m| m.kind == Kind::Close).map_or("none".to_string(), |m| {
+            let code = m.code.map_or("without a code".to_string(), |c| c.to_string());
+            if first == Some(Side::Server) {
+                format!("{code}, closed by the server")
+            } else {
+                format!("{code}, in answer to the client's close")
+            }
+        })
     };
     let (ca, cb) = (close(recorded), close(replayed));
-    if ca != cb {
+    // A recording that ended without the server's close says nothing of how staging should
+    // close (the replay ended that session itself).
+    if ca != cb && recorded.from(Side::Server).any(|m| m.kind == Kind::Close) {
         out.push(DiffKind::Status, "websocket:close".into(), "websocket:close".into(), &ca, &cb);
     }
     if let (None, Some(why)) = (&recorded.unreadable, &replayed.unreadable) {
@@ -384,6 +408,11 @@ fn grpc(out: &mut Out<'_>, a: &[u8], b: &[u8]) -> bool {
     true
 }
 
+/// `1 item`, `3 items`.
+pub(crate) fn items(n: usize) -> String {
+    format!("{n} item{}", if n == 1 { "" } else { "s" })
+}
+
 fn lossy(b: &[u8]) -> String {
     String::from_utf8_lossy(&b[..b.len().min(4 * SHOWN)]).into_owned()
 }
@@ -424,7 +453,7 @@ fn type_name(v: &Value) -> &'static str {
 fn scalar(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
-        Value::Array(a) => format!("[{} items]", a.len()),
+        Value::Array(a) => format!("[{}]", items(a.len())),
         Value::Object(o) => format!("{{{} keys}}", o.len()),
         other => other.to_string(),
     }
@@ -478,7 +507,7 @@ fn json(out: &mut Out<'_>, a: &Value, b: &Value, at: &mut String, key: &mut Stri
         }
         (Value::Array(xa), Value::Array(xb)) => {
             if xa.len() != xb.len() {
-                let (n, m) = (format!("{} items", xa.len()), format!("{} items", xb.len()));
+                let (n, m) = (items(xa.len()), items(xb.len()));
                 out.push(DiffKind::ArrayLength, key.clone(), at.clone(), &n, &m);
             }
             let kl = key.len();

@@ -149,7 +149,9 @@ impl CompareConfig {
     }
 
     /// Adds an ignore rule: `$.path` (array indices as `[*]` or a number), `header:NAME`,
-    /// `status`, `body`, each optionally after a route: `GET /users/{id} $.updated_at`.
+    /// `status`, `body`, `grpc-status`, `websocket:close` (a session's close code),
+    /// `websocket` (a session that stopped being readable), each optionally after a route:
+    /// `GET /users/{id} $.updated_at`.
     pub fn add_ignore(&mut self, rule: &str) -> Result<(), String> {
         let rule = rule.trim();
         let (route, key) = match rule.rsplit_once(' ') {
@@ -162,11 +164,11 @@ impl CompareConfig {
             // Concrete indices match every element, as differences are grouped.
             let re = Regex::new(r"\[\d+\]").expect("constant regex");
             re.replace_all(key, "[*]").into_owned()
-        } else if matches!(key, "status" | "body") {
+        } else if matches!(key, "status" | "body" | "grpc-status" | "websocket:close" | "websocket") {
             key.to_string()
         } else {
             return Err(format!(
-                "ignore rule `{rule}`: expected `$.json.path`, `header:NAME`, `status` or `body`, optionally after a route (`GET /users/{{id}} $.updated_at`)"
+                "ignore rule `{rule}`: expected `$.json.path`, `header:NAME`, `status`, `body`, `grpc-status`, `websocket:close` or `websocket`, optionally after a route (`GET /users/{{id}} $.updated_at`)"
             ));
         };
         if route.as_deref().is_some_and(|r| !r.contains(' ')) {

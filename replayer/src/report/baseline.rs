@@ -20,10 +20,11 @@ pub fn compare(old: &ReplayReport, old_path: &str, new: &ReplayReport, config: &
             r.p99_ratio = None;
             r.p99_flagged = false;
             r.first_message = None;
+            r.answers = None;
             continue;
         };
-        // Streams' first messages against the baseline's too.
-        r.first_message = match (r.first_message, o.first_message) {
+        // Streams' message times against the baseline's too.
+        let against = |mine: Option<super::MessageTiming>, theirs: Option<super::MessageTiming>| match (mine, theirs) {
             (Some(mut mine), Some(theirs)) => {
                 mine.recorded_ms = theirs.replayed_ms;
                 (mine.p99_ratio, mine.p99_flagged) = super::p99_verdict(
@@ -36,6 +37,8 @@ pub fn compare(old: &ReplayReport, old_path: &str, new: &ReplayReport, config: &
             }
             _ => None,
         };
+        r.first_message = against(r.first_message, o.first_message);
+        r.answers = against(r.answers, o.answers);
         r.recorded_ms = o.replayed_ms;
         r.recorded_status = o.replayed_status.clone();
         (r.p99_ratio, r.p99_flagged) = super::p99_verdict(r.recorded_ms, r.replayed_ms, r.count.min(o.count), config);

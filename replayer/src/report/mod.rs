@@ -54,6 +54,14 @@ fn latency(h: &Histogram<u64>) -> Option<Latency> {
     })
 }
 
+/// Recorded and replayed message times, judged like a route's p99.
+fn timing((a, b): &(Histogram<u64>, Histogram<u64>), config: &CompareConfig) -> Option<MessageTiming> {
+    let (recorded_ms, replayed_ms) = (latency(a)?, latency(b)?);
+    let count = b.len();
+    let (p99_ratio, p99_flagged) = p99_verdict(Some(recorded_ms), Some(replayed_ms), count, config);
+    Some(MessageTiming { count, recorded_ms, replayed_ms, p99_ratio, p99_flagged })
+}
+
 fn owned(m: &BTreeMap<&'static str, u64>) -> BTreeMap<String, u64> {
     m.iter().map(|(k, v)| (k.to_string(), *v)).collect()
 }
@@ -119,16 +127,19 @@ pub struct RouteReport {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub against_baseline: bool,
     /// Streams (gRPC answers of several messages, WebSocket sessions): time to the
-    /// server's first message.
+    /// server's first message (the route's latency is the whole stream's, or a session's
+    /// handshake).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub first_message: Option<FirstMessage>,
+    pub first_message: Option<MessageTiming>,
+    /// WebSocket sessions: how long the server took to answer a client's message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answers: Option<MessageTiming>,
 }
 
-/// A route's streams: how long until the server's first message, recorded and replayed
-/// (the whole stream's length is the route's latency).
+/// Message timing of a route's streams, recorded and replayed.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize)]
-pub struct FirstMessage {
-    /// Streams measured on both sides.
+pub struct MessageTiming {
+    /// Times measured in the replay.
     pub count: u64,
     /// Recorded.
     pub recorded_ms: Latency,
@@ -183,13 +194,17 @@ impl RouteReport {
                 out.push(format!("p99 {x:.2}× {base} ({:.1} → {:.1} ms)", a.p99, b.p99));
             }
         }
-        if let Some(f) = self.first_message.filter(|f| f.p99_flagged) {
-            out.push(format!(
-                "first message of a stream p99 {:.2}× {base} ({:.1} → {:.1} ms)",
-                f.p99_ratio.unwrap_or_default(),
-                f.recorded_ms.p99,
-                f.replayed_ms.p99
-            ));
+        for (timing, what) in
+            [(self.first_message, "first message of a stream"), (self.answers, "answers to client messages")]
+        {
+            if let Some(f) = timing.filter(|f| f.p99_flagged) {
+                out.push(format!(
+                    "{what} p99 {:.2}× {base} ({:.1} → {:.1} ms)",
+                    f.p99_ratio.unwrap_or_default(),
+                    f.recorded_ms.p99,
+                    f.replayed_ms.p99
+                ));
+            }
         }
         if self.new_5xx() > 0 {
             out.push(format!("{} more 5xx than {rate_base}", self.new_5xx()));
@@ -458,12 +473,8 @@ impl ReplayReport {
                     diffs: compare.map(|(_, noise)| r.diffs.finish(route, noise)),
                     latency_buckets: Some(buckets(&r.recorded, &r.replayed)),
                     against_baseline: false,
-                    first_message: r.first_message.as_deref().and_then(|(a, b)| {
-                        let (recorded_ms, replayed_ms) = (latency(a)?, latency(b)?);
-                        let count = b.len();
-                        let (p99_ratio, p99_flagged) = p99_verdict(Some(recorded_ms), Some(replayed_ms), count, config);
-                        Some(FirstMessage { count, recorded_ms, replayed_ms, p99_ratio, p99_flagged })
-                    }),
+                    first_message: r.first_message.as_deref().and_then(|pair| timing(pair, config)),
+                    answers: r.answers.as_deref().and_then(|pair| timing(pair, config)),
                 }
             })
             .collect();

@@ -193,15 +193,19 @@ fn table(out: &mut String, r: &ReplayReport, top: usize) {
     if r.routes.len() > top {
         let _ = writeln!(out, "  … {} more routes", r.routes.len() - top);
     }
-    // Streams: the route's latency is the whole stream; when the first message came is
-    // the part a user waits for.
+    // Streams: the route's latency is the whole stream (a WebSocket's: its handshake);
+    // when the first message came, and how long the server took to answer, are what a
+    // user waits for.
     for route in shown {
-        if let Some(f) = route.first_message {
+        let timings =
+            [(route.first_message, "first message of the stream"), (route.answers, "answers to client messages")];
+        for (timing, what) in timings {
+            let Some(f) = timing else { continue };
             let ratio =
                 f.p99_ratio.map_or("-".to_string(), |x| format!("{x:.2}{}", if f.p99_flagged { "!" } else { "" }));
             let _ = writeln!(
                 out,
-                "  {:>7}  {:>8} → {:>8}  {:>8} → {:>8}  {:>6}  {}{}  first message of {} stream(s)",
+                "  {:>7}  {:>8} → {:>8}  {:>8} → {:>8}  {:>6}  {}{:<width$}  {what}",
                 f.count,
                 ms(Some(f.recorded_ms.p50)),
                 ms(Some(f.replayed_ms.p50)),
@@ -210,7 +214,6 @@ fn table(out: &mut String, r: &ReplayReport, top: usize) {
                 ratio,
                 if diff_col { format!("{:>7}  ", "") } else { String::new() },
                 route.route,
-                f.count,
             );
         }
     }
