@@ -182,6 +182,7 @@ mod tests {
             end_ns: Some(20),
             decoded_from: Some("permessage-deflate".into()),
             unreadable: None,
+            ended: Some(crate::websocket::Ended::HalfClosed),
         });
         let mut buf = Vec::new();
         encode_record(&ex, &mut buf).unwrap();

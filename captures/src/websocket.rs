@@ -136,6 +136,35 @@ pub struct WebSocket {
     /// frames, a message that does not inflate): nothing after that is recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unreadable: Option<String>,
+    /// How the session ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended: Option<Ended>,
+}
+
+/// How a session ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+#[serde(rename_all = "snake_case")]
+pub enum Ended {
+    /// Both sides sent their close.
+    Closed,
+    /// One side sent its close; the connection ended without the other's.
+    HalfClosed,
+    /// The connection ended without a close.
+    Dropped,
+    /// The recorder stopped (the proxy shut down) with the session open.
+    Cut,
+}
+
+impl Ended {
+    /// In words.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Ended::Closed => "closed by both sides",
+            Ended::HalfClosed => "one side closed, the other never answered",
+            Ended::Dropped => "dropped without a close",
+            Ended::Cut => "cut when the proxy stopped",
+        }
+    }
 }
 
 impl WebSocket {
@@ -273,6 +302,11 @@ impl Session {
     /// The session so far, ended at `end_ns`.
     pub fn finish(mut self, end_ns: u64) -> WebSocket {
         self.log.end_ns = Some(end_ns);
+        self.log.ended = Some(match self.closed {
+            [true, true] => Ended::Closed,
+            [false, false] => Ended::Dropped,
+            _ => Ended::HalfClosed,
+        });
         if self.log.unreadable.is_none() {
             for (i, r) in self.readers.iter().enumerate() {
                 if r.partial() {

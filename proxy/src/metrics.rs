@@ -181,7 +181,7 @@ impl Metrics {
         let upgraded = Gauge::default();
         registry.register(
             "upgraded_connections",
-            "Upgraded connections (WebSocket and others) being tunnelled; not in tapedeck_connections",
+            "Upgraded connections (WebSocket and others) being tunnelled; counted in tapedeck_connections too",
             upgraded.clone(),
         );
         let ws_family = Family::<FromLabel, Counter>::default();

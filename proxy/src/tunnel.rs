@@ -53,10 +53,14 @@ pub(crate) async fn tunnel(
                 session: Mutex::new(Some(Session::new(limits, watch.deflate).with_pool(watch.pool))),
                 recording: watch.recording,
                 metrics,
+                ended: std::sync::atomic::AtomicBool::new(false),
             });
             let mut c = Tapped { io: c, side: Side::Client, log: log.clone() };
-            let mut u = Tapped { io: u, side: Side::Server, log };
-            tokio::io::copy_bidirectional(&mut c, &mut u).await
+            let mut u = Tapped { io: u, side: Side::Server, log: log.clone() };
+            let ended = tokio::io::copy_bidirectional(&mut c, &mut u).await;
+            // The connection ended by itself (not cut by a shutdown dropping this task).
+            log.ended.store(true, std::sync::atomic::Ordering::Relaxed);
+            ended
         }
     };
     if let Err(e) = ended {
@@ -78,13 +82,18 @@ struct Log {
     session: Mutex<Option<Session>>,
     recording: Arc<Recording>,
     metrics: Arc<Metrics>,
+    /// Set when the connection ended by itself.
+    ended: std::sync::atomic::AtomicBool,
 }
 
 impl Drop for Log {
     fn drop(&mut self) {
         let session = self.session.get_mut().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(session) = session {
-            let ws = session.finish(self.recording.elapsed_ns());
+            let mut ws = session.finish(self.recording.elapsed_ns());
+            if !self.ended.load(std::sync::atomic::Ordering::Relaxed) {
+                ws.ended = Some(tapedeck_captures::websocket::Ended::Cut);
+            }
             for (i, side) in [Side::Client, Side::Server].into_iter().enumerate() {
                 self.metrics.websocket_messages[i].inc_by(ws.from(side).count() as u64);
             }

@@ -102,6 +102,7 @@ async fn a_websocket_session_passes_as_directly_and_is_recorded_message_by_messa
     assert_eq!(&ws.messages[5].data[..], b"are you there");
     assert_eq!((ws.messages[9].code, &ws.messages[9].data[..]), (Some(1000), &b"done"[..]));
     assert_eq!(ws.messages[10].code, Some(1000));
+    assert_eq!(ws.ended, Some(tapedeck_captures::websocket::Ended::Closed));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -187,6 +187,8 @@ fn entry(ex: &Exchange) -> Value {
         "_tapedeck": extra,
     });
     if let Some(ws) = &ex.websocket {
+        // Chrome's marks, which HAR viewers look for.
+        entry["_resourceType"] = json!("websocket");
         entry["_webSocketMessages"] = Value::Array(ws_messages_out(ws, ex.wall_start_ns()));
     }
     entry

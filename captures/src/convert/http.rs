@@ -162,7 +162,8 @@ pub fn write_websocket(out: &mut impl Write, ws: &crate::websocket::WebSocket) -
         writeln!(out)?;
     }
     if let Some(end) = ws.end_ns {
-        writeln!(out, "--- closed at {:.1} ms", end as f64 / 1e6)?;
+        let how = ws.ended.map_or("ended", crate::websocket::Ended::describe);
+        writeln!(out, "--- {how} at {:.1} ms", end as f64 / 1e6)?;
     }
     writeln!(out)
 }

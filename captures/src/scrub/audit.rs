@@ -162,6 +162,13 @@ impl Audit<'_> {
             .or_else(|| policy.header_patterns.iter().find(|(re, _, _)| re.is_match(name)).map(|(_, _, a)| *a))
             .or_else(|| super::credential_without_rule(name).then_some(Action::Hash));
         if let Some(action) = rule {
+            if name == "sec-websocket-protocol" {
+                // Protocol names stay; entries that carry a credential must be scrubbed.
+                for entry in value.split(',').map(str::trim).filter(|e| super::subprotocol_holds_credential(e)) {
+                    self.ruled(action, entry, format!("header:{name}"), location);
+                }
+                return;
+            }
             let credential = match auth_value(value) {
                 Some((_, c)) if name.ends_with("authorization") || name.ends_with("authentication") => c,
                 _ => value,

@@ -557,6 +557,27 @@ impl<'a> Pass<'a> {
                     None => HeaderOutcome::Keep,
                 };
             }
+            // A list of subprotocol names, where some clients put a token
+            // (`base64url.bearer.authorization.k8s.io.<token>`): only those are credentials,
+            // and the names must stay for a replay's handshake to be accepted.
+            if name == "sec-websocket-protocol" {
+                let mut changed = false;
+                let parts: Vec<String> = value
+                    .split(',')
+                    .map(|p| match p.trim() {
+                        entry if subprotocol_holds_credential(entry) => match self.apply(action, name, entry, &rule) {
+                            Some(new) => {
+                                changed = true;
+                                new
+                            }
+                            None => entry.to_string(),
+                        },
+                        entry => entry.to_string(),
+                    })
+                    .filter(|p| !p.is_empty())
+                    .collect();
+                return if changed { HeaderOutcome::Replace(parts.join(", ")) } else { HeaderOutcome::Keep };
+            }
             return self.apply(action, name, value, &rule).map_or(HeaderOutcome::Keep, HeaderOutcome::Replace);
         }
         match name {
@@ -651,6 +672,19 @@ pub(crate) fn lowercase_ascii<'b>(name: &[u8], buf: &'b mut [u8; 64]) -> Option<
 }
 
 /// True for a path segment after which a secret is expected.
+/// A `Sec-WebSocket-Protocol` entry that carries a credential rather than naming a
+/// protocol: a token-like value, or a dotted name whose parts say bearer, token,
+/// authorization, key or secret.
+pub(crate) fn subprotocol_holds_credential(entry: &str) -> bool {
+    detect::is_secretish(entry)
+        || entry.len() > 64
+        || entry.split(['.', '-', '_']).any(|w| {
+            ["bearer", "token", "authorization", "auth", "key", "secret", "password", "jwt"]
+                .iter()
+                .any(|s| w.eq_ignore_ascii_case(s))
+        })
+}
+
 fn names_a_secret(segment: &str) -> bool {
     const WORDS: [&str; 17] = [
         "reset",

@@ -536,3 +536,26 @@ fn websocket_messages_are_scrubbed_like_bodies_and_audited() {
     scrubber().scrub(&mut ex);
     assert_eq!(ex.websocket, once.websocket);
 }
+
+#[test]
+fn websocket_subprotocol_names_stay_and_tokens_among_them_are_hashed() {
+    let token = "base64url.bearer.authorization.k8s.io.ZXlKaGJHY2lPaUpTVXpJMU5pSXNJbXRwWkNJNklp";
+    let mut ex = exchange(
+        "/ws",
+        &[
+            ("Sec-WebSocket-Protocol", &format!("graphql-transport-ws, {token}")),
+            ("sec-websocket-protocol", "chat, wamp.2.json"),
+        ],
+        b"",
+        &[],
+        b"",
+    );
+    assert!(!scrubber().audit(&ex).is_empty(), "the token is found");
+    scrubber().scrub(&mut ex);
+    let values: Vec<String> =
+        ex.request.headers.get_all("sec-websocket-protocol").map(|v| v.to_str_lossy().into_owned()).collect();
+    assert!(values[0].starts_with("graphql-transport-ws, tok_"), "{values:?}");
+    assert!(!values[0].contains("ZXlK"), "{values:?}");
+    assert_eq!(values[1], "chat, wamp.2.json");
+    assert_eq!(scrubber().audit(&ex), Vec::new());
+}
