@@ -119,18 +119,7 @@ fn websocket_sessions_replay_against_staging_and_a_changed_message_is_found() {
     let same = rt.block_on(ws::ChatServer::start());
     let path = dir.path().join("same.json");
     let results = dir.path().join("results");
-    let out = run(&[
-        "replay",
-        s(&caps),
-        "--target",
-        &same.url(),
-        "--speed",
-        "max",
-        "--report",
-        s(&path),
-        "--results",
-        s(&results),
-    ]);
+    let out = replay(&caps, &same.url(), "max", &["--report", s(&path), "--results", s(&results)]);
     assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
     let json = report(&path);
     assert_eq!((json["completed"].as_u64(), json["compare"]["differing"].as_u64()), (Some(1), Some(0)), "{json}");
@@ -145,7 +134,7 @@ fn websocket_sessions_replay_against_staging_and_a_changed_message_is_found() {
     // A staging with a bug: the quote for A-7 is found by its field.
     let staging = rt.block_on(ws::ChatServer::start_drifted());
     let path = dir.path().join("drift.json");
-    let out = run(&["replay", s(&caps), "--target", &staging.url(), "--speed", "max", "--report", s(&path)]);
+    let out = replay(&caps, &staging.url(), "max", &["--report", s(&path)]);
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.status.code().is_some_and(|c| c <= 1), "{stdout}\n{}", stderr(&out));
     let json = report(&path);
@@ -166,7 +155,7 @@ fn a_session_keeps_its_pace_and_a_refused_upgrade_is_a_status_difference() {
 
     let staging = rt.block_on(ws::ChatServer::start());
     let results = dir.path().join("results-1x");
-    let out = run(&["replay", s(&caps), "--target", &staging.url(), "--speed", "1x", "--results", s(&results)]);
+    let out = replay(&caps, &staging.url(), "1x", &["--results", s(&results)]);
     assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
     let ex: serde_json::Value = serde_json::from_str(ok(&["cat", s(&results)]).trim()).unwrap();
     let asked: Vec<u64> = ex["websocket"]["messages"]
@@ -188,17 +177,7 @@ fn a_session_keeps_its_pace_and_a_refused_upgrade_is_a_status_difference() {
     let imported = dir.path().join("refuse");
     ok(&["import", "--from", "jsonl", s(&edited), "-o", s(&imported)]);
     let path = dir.path().join("refused.json");
-    let out = run(&[
-        "replay",
-        s(&imported),
-        "--target",
-        &staging.url(),
-        "--speed",
-        "max",
-        "--allow-unscrubbed",
-        "--report",
-        s(&path),
-    ]);
+    let out = replay(&imported, &staging.url(), "max", &["--allow-unscrubbed", "--report", s(&path)]);
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.status.code().is_some_and(|c| c <= 1), "{stdout}\n{}", stderr(&out));
     let json = report(&path);
@@ -271,8 +250,7 @@ fn a_staging_that_misbehaves_after_the_upgrade_ends_the_session_and_is_reported(
         let addr = rt.block_on(hostile_staging(mode));
         let path = dir.path().join(format!("{mode}.json"));
         let started = std::time::Instant::now();
-        let out =
-            run(&["replay", s(&caps), "--target", &format!("http://{addr}"), "--speed", "max", "--report", s(&path)]);
+        let out = replay(&caps, &format!("http://{addr}"), "max", &["--report", s(&path)]);
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         let all = format!("{stdout}\n{}", stderr(&out));
         // It ends by itself (a silent server is not waited for forever)…
@@ -312,7 +290,7 @@ fn at_the_recorded_pace_a_slow_staging_is_waited_for_and_its_slowness_reported()
     // recorded one did; nothing is lost, the slowness is reported.
     let slow = rt.block_on(ws::ChatServer::start_slow(Duration::from_millis(300)));
     let path = dir.path().join("slow.json");
-    let out = run(&["replay", s(&caps), "--target", &slow.url(), "--speed", "1x", "--report", s(&path)]);
+    let out = replay(&caps, &slow.url(), "1x", &["--report", s(&path)]);
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.status.code().is_some_and(|c| c <= 1), "{stdout}\n{}", stderr(&out));
     let json = report(&path);
@@ -325,18 +303,7 @@ fn at_the_recorded_pace_a_slow_staging_is_waited_for_and_its_slowness_reported()
     let same = rt.block_on(ws::ChatServer::start());
     let results = dir.path().join("results");
     let path = dir.path().join("same.json");
-    let out = run(&[
-        "replay",
-        s(&caps),
-        "--target",
-        &same.url(),
-        "--speed",
-        "max",
-        "--report",
-        s(&path),
-        "--results",
-        s(&results),
-    ]);
+    let out = replay(&caps, &same.url(), "max", &["--report", s(&path), "--results", s(&results)]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
     assert_eq!(report(&path)["compare"]["differing"].as_u64(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
     let replayed = ok(&["cat", s(&results), "--filter", "path == '/visit'"]);

@@ -464,6 +464,8 @@ struct Reader {
     /// False once inflating stopped (the budget spent): compressed messages are then kept
     /// as their compressed length.
     inflating: bool,
+    /// Unmasked compressed bytes on their way to the inflater.
+    scratch: Vec<u8>,
 }
 
 impl Reader {
@@ -478,6 +480,7 @@ impl Reader {
             control: None,
             inflater: deflate.then(|| flate2::Decompress::new(false)),
             inflating: true,
+            scratch: Vec::new(),
         }
     }
 
@@ -505,16 +508,12 @@ impl Reader {
                 continue;
             };
             let take = (self.remaining.min(bytes.len() as u64)) as usize;
-            let mut chunk = bytes[..take].to_vec();
-            if let Some(mask) = head.mask {
-                for (i, b) in chunk.iter_mut().enumerate() {
-                    *b ^= mask[((self.seen as usize) + i) % 4];
-                }
-            }
+            let offset = self.seen;
             self.seen += take as u64;
             self.remaining -= take as u64;
+            let raw = &bytes[..take];
             bytes = &bytes[take..];
-            self.payload(&chunk, head, session)?;
+            self.payload(raw, head, offset, session)?;
             if self.remaining == 0 {
                 self.end_frame(session, done)?;
             }
@@ -564,11 +563,14 @@ impl Reader {
         Ok(())
     }
 
-    fn payload(&mut self, chunk: &[u8], head: Head, session: &mut Budget) -> Result<(), String> {
+    /// A chunk of the current frame's payload, as sent (masked with `head`'s mask, `offset`
+    /// bytes into the frame). Only what is kept or inflated is unmasked and copied: the
+    /// rest is counted.
+    fn payload(&mut self, raw: &[u8], head: Head, offset: u64, session: &mut Budget) -> Result<(), String> {
         if head.kind.is_some_and(Kind::is_control) {
             if let Some(c) = self.control.as_mut() {
-                c.data.extend_from_slice(chunk);
-                c.len += chunk.len() as u64;
+                unmask_into(&mut c.data, raw, head.mask, offset);
+                c.len += raw.len() as u64;
             }
             return Ok(());
         }
@@ -579,16 +581,18 @@ impl Reader {
         } else if m.compressed {
             let inflater = self.inflater.as_mut().ok_or("compressed frame without permessage-deflate")?;
             if self.inflating {
-                self.inflating = inflate(inflater, chunk, m, session)?;
+                self.scratch.clear();
+                unmask_into(&mut self.scratch, raw, head.mask, offset);
+                self.inflating = inflate(inflater, &self.scratch, m, session)?;
             } else {
                 // Past the budget: kept as its compressed length.
-                m.len += chunk.len() as u64;
+                m.len += raw.len() as u64;
             }
             Ok(())
         } else {
-            m.len += chunk.len() as u64;
-            let keep = if m.keeps { session.take(chunk.len()) } else { 0 };
-            m.data.extend_from_slice(&chunk[..keep]);
+            m.len += raw.len() as u64;
+            let keep = if m.keeps { session.take(raw.len()) } else { 0 };
+            unmask_into(&mut m.data, &raw[..keep], head.mask, offset);
             Ok(())
         }
     }
@@ -612,6 +616,14 @@ impl Reader {
         }
         done.push(Done { kind: m.kind, len: m.len, data: m.data, kept: m.keeps });
         Ok(())
+    }
+}
+
+/// Appends `raw` to `out`, unmasked (`offset` bytes into its frame).
+fn unmask_into(out: &mut Vec<u8>, raw: &[u8], mask: Option<[u8; 4]>, offset: u64) {
+    match mask {
+        Some(mask) => out.extend(raw.iter().enumerate().map(|(i, b)| b ^ mask[(offset as usize + i) % 4])),
+        None => out.extend_from_slice(raw),
     }
 }
 

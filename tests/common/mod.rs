@@ -55,6 +55,15 @@ pub fn ok(args: &[&str]) -> String {
     String::from_utf8(out.stdout).expect("utf-8 output")
 }
 
+/// Runs `tapedeck replay TAPES --target TARGET --speed SPEED` with `extra` flags.
+#[allow(dead_code)] // not every test binary replays
+pub fn replay(tapes: &std::path::Path, target: &str, speed: &str, extra: &[&str]) -> Output {
+    let tapes = tapes.to_str().expect("a UTF-8 path");
+    let mut args = vec!["replay", tapes, "--target", target, "--speed", speed];
+    args.extend_from_slice(extra);
+    run(&args)
+}
+
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
