@@ -60,6 +60,12 @@ pub struct Summary {
     /// Size of the exchanges written as HTTP/1.1 text (start lines, headers, captured
     /// bodies): what the traffic weighs before the tape format compresses it.
     pub http_bytes: u64,
+    /// WebSocket sessions recorded.
+    pub websocket_sessions: u64,
+    /// Their messages (both sides), and those counted but not kept.
+    pub websocket_messages: u64,
+    /// Their payload bytes (as long as they were).
+    pub websocket_bytes: u64,
     /// Scrub rule hits by rule name.
     pub scrub_hits: BTreeMap<String, u64>,
     /// Exchanges per route (`METHOD /template`).
@@ -82,6 +88,9 @@ impl Default for Summary {
             request_body_bytes: 0,
             response_body_bytes: 0,
             http_bytes: 0,
+            websocket_sessions: 0,
+            websocket_messages: 0,
+            websocket_bytes: 0,
             scrub_hits: BTreeMap::new(),
             routes: HashMap::new(),
             // 1 µs .. 1 h at 3 significant digits.
@@ -129,6 +138,11 @@ impl Summary {
             self.response_body_bytes += r.body.len;
         }
         self.http_bytes += crate::convert::http::wire_size(ex);
+        if let Some(ws) = &ex.websocket {
+            self.websocket_sessions += 1;
+            self.websocket_messages += ws.messages.len() as u64 + ws.dropped;
+            self.websocket_bytes += ws.messages.iter().map(|m| m.len).sum::<u64>();
+        }
         for hit in &ex.scrub {
             *self.scrub_hits.entry(hit.rule.clone()).or_default() += u64::from(hit.count);
         }
@@ -171,6 +185,9 @@ impl Summary {
         self.request_body_bytes += other.request_body_bytes;
         self.response_body_bytes += other.response_body_bytes;
         self.http_bytes += other.http_bytes;
+        self.websocket_sessions += other.websocket_sessions;
+        self.websocket_messages += other.websocket_messages;
+        self.websocket_bytes += other.websocket_bytes;
         let _ = self.latency.add(&other.latency);
         for (key, theirs) in &other.routes {
             let key =

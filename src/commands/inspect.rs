@@ -149,6 +149,9 @@ struct SummaryJson {
     request_body_bytes: u64,
     response_body_bytes: u64,
     http_bytes: u64,
+    websocket_sessions: u64,
+    websocket_messages: u64,
+    websocket_bytes: u64,
     bytes_on_disk: u64,
     records_raw_bytes: u64,
     compression_ratio: f64,
@@ -175,6 +178,9 @@ fn summary_json(s: &Summary, d: &Damage, top: usize) -> SummaryJson {
         request_body_bytes: s.request_body_bytes,
         response_body_bytes: s.response_body_bytes,
         http_bytes: s.http_bytes,
+        websocket_sessions: s.websocket_sessions,
+        websocket_messages: s.websocket_messages,
+        websocket_bytes: s.websocket_bytes,
         bytes_on_disk: d.bytes_on_disk,
         records_raw_bytes: d.records_raw_bytes,
         compression_ratio: ratio(s.http_bytes, d.bytes_on_disk),
@@ -344,6 +350,17 @@ fn print_human(segments: &[Segment], total: &Summary, damage: &Damage, top: usiz
             human::count(total.truncated_responses)
         ),
     );
+    if total.websocket_sessions > 0 {
+        row(
+            "websocket",
+            format!(
+                "{} sessions, {} messages, {} of payload",
+                human::count(total.websocket_sessions),
+                human::count(total.websocket_messages),
+                human::bytes(total.websocket_bytes)
+            ),
+        );
+    }
     let errors = if total.errors.is_empty() {
         "none".to_string()
     } else {

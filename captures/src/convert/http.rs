@@ -176,6 +176,10 @@ pub fn wire_size(ex: &Exchange) -> u64 {
     if let Some(r) = &ex.response {
         n += 15 + headers(&r.headers) + r.body.data.len() as u64;
     }
+    // A WebSocket session's messages, as frames.
+    for m in ex.websocket.iter().flat_map(|ws| &ws.messages) {
+        n += 6 + m.data.len() as u64;
+    }
     n
 }
 

@@ -57,16 +57,23 @@ impl RouteTally {
         }
         let request = request();
         let mut signature: Vec<u64> = Vec::new();
+        // A key counts once per response, however many places in it differ
+        // (`$.items[*].price` in three items, `$[*].price` in three messages).
+        let mut counted: Vec<u64> = Vec::new();
         for d in diffs {
+            let h = super::fx_hash(d.key.as_bytes());
+            let first_here = !counted.contains(&h);
+            counted.push(h);
             if d.generated.is_none() {
-                let h = super::fx_hash(d.key.as_bytes());
                 if !self.names.contains_key(&h) && self.names.len() < LIMIT {
                     self.names.insert(h, d.key.clone());
                 }
                 signature.push(h);
             }
             if let Some(k) = self.keys.get_mut(&d.key) {
-                k.count += 1;
+                if first_here {
+                    k.count += 1;
+                }
                 // A key is generated noise only while every difference in it is.
                 if d.generated.is_none() {
                     k.generated = None;
