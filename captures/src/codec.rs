@@ -179,6 +179,7 @@ mod tests {
                 truncated: false,
             }],
             dropped: 3,
+            dropped_from_ns: Some(15),
             end_ns: Some(20),
             decoded_from: Some("permessage-deflate".into()),
             unreadable: None,

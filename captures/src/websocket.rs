@@ -123,9 +123,13 @@ pub struct WebSocket {
     /// The messages of both sides, in the order they were complete.
     #[serde(default)]
     pub messages: Vec<Message>,
-    /// Messages seen but not kept ([`Limits`]).
+    /// Messages seen but not kept ([`Limits`], or the pool all sessions share).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub dropped: u64,
+    /// When the first message not kept was complete, ns after the upgrade request started:
+    /// from there on the session is known only in part.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dropped_from_ns: Option<u64>,
     /// When the connection ended, ns after the upgrade request started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end_ns: Option<u64>,
@@ -278,6 +282,7 @@ impl Session {
         let full = self.log.messages.len() >= self.budget.limits.max_messages || !done.kept;
         if done.kind != Kind::Close && full {
             self.log.dropped += 1;
+            self.log.dropped_from_ns.get_or_insert(now_ns);
             return;
         }
         self.budget.messages = self.log.messages.len() + 1;
@@ -925,6 +930,9 @@ mod pool_tests {
         assert_eq!(b.log().messages.len(), 1);
         assert_eq!(b.log().messages[0].data.len(), left_after_a - MESSAGE_COST);
         assert_eq!(pool.available(), 0);
+        // The pool is spent: the next message is counted, not kept, and says from when.
+        b.feed(Side::Server, &frame(Kind::Text, b"lost", None), 5);
+        assert_eq!((b.log().dropped, b.log().dropped_from_ns), (1, Some(5)));
         drop(a.finish(2));
         assert_eq!(pool.available(), 700 + MESSAGE_COST);
         drop(b.finish(2));

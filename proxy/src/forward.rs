@@ -175,7 +175,14 @@ impl Forwarder {
                 });
                 // Counted as open (the cap, the drain) for as long as it lives.
                 let open = self.connections.hold(self.metrics.clone());
-                tokio::spawn(crate::tunnel::tunnel(client_side, upstream_side, watch, self.metrics.clone(), open));
+                tokio::spawn(crate::tunnel::tunnel(
+                    client_side,
+                    upstream_side,
+                    watch,
+                    self.metrics.clone(),
+                    self.stream_idle,
+                    open,
+                ));
             }
             None
         } else {

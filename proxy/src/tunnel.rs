@@ -6,11 +6,13 @@
 
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
+use std::time::Instant;
 
 use hyper_util::rt::TokioIo;
-use tapedeck_captures::websocket::{Limits, Pool, Session, Side};
+use tapedeck_captures::websocket::{Ended, Limits, Pool, Session, Side};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::metrics::Metrics;
@@ -33,6 +35,7 @@ pub(crate) async fn tunnel(
     upstream: hyper::upgrade::OnUpgrade,
     watch: Option<Watch>,
     metrics: Arc<Metrics>,
+    idle: std::time::Duration,
     _open: crate::server::ConnGuard,
 ) {
     let (c, u) = match tokio::try_join!(client, upstream) {
@@ -45,26 +48,58 @@ pub(crate) async fn tunnel(
     let (c, u) = (TokioIo::new(c), TokioIo::new(u));
     metrics.upgraded.inc();
     let _upgraded = Open(metrics.clone());
-    let ended = match watch {
-        None => tokio::io::copy_bidirectional(&mut { c }, &mut { u }).await,
-        Some(watch) => {
-            let limits = Limits::for_max_body(watch.recording.max_body());
-            let log = Arc::new(Log {
-                session: Mutex::new(Some(Session::new(limits, watch.deflate).with_pool(watch.pool))),
-                recording: watch.recording,
-                metrics,
-                ended: std::sync::atomic::AtomicBool::new(false),
-            });
-            let mut c = Tapped { io: c, side: Side::Client, log: log.clone() };
-            let mut u = Tapped { io: u, side: Side::Server, log: log.clone() };
-            let ended = tokio::io::copy_bidirectional(&mut c, &mut u).await;
-            // The connection ended by itself (not cut by a shutdown dropping this task).
-            log.ended.store(true, std::sync::atomic::Ordering::Relaxed);
-            ended
+    // Nothing moving either way for `idle` (`--stream-idle-timeout`) ends the tunnel: an
+    // idle or half-closed client must not hold its connection slot for ever.
+    let activity = Arc::new(Activity { start: Instant::now(), last_ms: AtomicU64::new(0) });
+    let log = watch.map(|watch| {
+        let limits = Limits::for_max_body(watch.recording.max_body());
+        Arc::new(Log {
+            session: Mutex::new(Some(Session::new(limits, watch.deflate).with_pool(watch.pool))),
+            recording: watch.recording,
+            metrics,
+            ended: AtomicBool::new(false),
+        })
+    });
+    let mut c = Tapped { io: c, side: Side::Client, log: log.clone(), activity: activity.clone() };
+    let mut u = Tapped { io: u, side: Side::Server, log: log.clone(), activity: activity.clone() };
+    let copy = tokio::io::copy_bidirectional(&mut c, &mut u);
+    tokio::pin!(copy);
+    let ended = loop {
+        let deadline = activity.last() + idle;
+        tokio::select! {
+            ended = &mut copy => break Some(ended),
+            () = tokio::time::sleep_until(deadline.into()) => {
+                if activity.last() + idle <= Instant::now() {
+                    break None;
+                }
+            }
         }
     };
-    if let Err(e) = ended {
-        tracing::debug!(error = %e, "upgraded connection ended");
+    // The connection ended by itself or by the idle rule (not cut by a shutdown dropping
+    // this task).
+    if let Some(log) = &log {
+        log.ended.store(true, Ordering::Relaxed);
+    }
+    match ended {
+        Some(Err(e)) => tracing::debug!(error = %e, "upgraded connection ended"),
+        None => tracing::debug!("upgraded connection idle past --stream-idle-timeout: closed"),
+        Some(Ok(_)) => {}
+    }
+}
+
+/// When either side last sent something.
+struct Activity {
+    start: Instant,
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    fn touch(&self) {
+        self.last_ms.store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    fn last(&self) -> Instant {
+        self.start + std::time::Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
     }
 }
 
@@ -83,7 +118,7 @@ struct Log {
     recording: Arc<Recording>,
     metrics: Arc<Metrics>,
     /// Set when the connection ended by itself.
-    ended: std::sync::atomic::AtomicBool,
+    ended: AtomicBool,
 }
 
 impl Drop for Log {
@@ -91,8 +126,9 @@ impl Drop for Log {
         let session = self.session.get_mut().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(session) = session {
             let mut ws = session.finish(self.recording.elapsed_ns());
-            if !self.ended.load(std::sync::atomic::Ordering::Relaxed) {
-                ws.ended = Some(tapedeck_captures::websocket::Ended::Cut);
+            // Cut by a shutdown, unless the closing handshake had finished already.
+            if !self.ended.load(Ordering::Relaxed) && ws.ended != Some(Ended::Closed) {
+                ws.ended = Some(Ended::Cut);
             }
             for (i, side) in [Side::Client, Side::Server].into_iter().enumerate() {
                 self.metrics.websocket_messages[i].inc_by(ws.from(side).count() as u64);
@@ -109,7 +145,9 @@ impl Drop for Log {
 struct Tapped<T> {
     io: T,
     side: Side,
-    log: Arc<Log>,
+    /// The session, when it is captured.
+    log: Option<Arc<Log>>,
+    activity: Arc<Activity>,
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for Tapped<T> {
@@ -118,10 +156,13 @@ impl<T: AsyncRead + Unpin> AsyncRead for Tapped<T> {
         ready!(Pin::new(&mut self.io).poll_read(cx, buf))?;
         let read = &buf.filled()[before..];
         if !read.is_empty() {
-            let now = self.log.recording.elapsed_ns();
-            let mut session = self.log.session.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(s) = session.as_mut() {
-                s.feed(self.side, read, now);
+            self.activity.touch();
+            if let Some(log) = &self.log {
+                let now = log.recording.elapsed_ns();
+                let mut session = log.session.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(s) = session.as_mut() {
+                    s.feed(self.side, read, now);
+                }
             }
         }
         Poll::Ready(Ok(()))

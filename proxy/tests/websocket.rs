@@ -241,3 +241,31 @@ async fn a_websocket_reaches_an_https_upstream_that_offers_http2() {
     let captured = proxy.finish().await;
     assert_eq!(captured[0].status(), Some(101));
 }
+
+/// A session with nothing moving either way for `--stream-idle-timeout` is closed: an idle
+/// client cannot hold its connection slot for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_session_is_closed_after_the_stream_idle_timeout() {
+    let chat = ws::ChatServer::start().await;
+    let mut proxy = TestProxy::start(&chat.url(), |c| c.timeouts.stream_idle = Duration::from_millis(500)).await;
+    let stream = TcpStream::connect(proxy.addr).await.unwrap();
+    let (mut ws, _) = tokio_tungstenite::client_async(format!("ws://{}/chat", proxy.addr), stream).await.unwrap();
+    ws.next().await.unwrap().unwrap(); // the greeting
+                                       // Then nothing: the proxy closes the connection (not a second before the timeout).
+    let started = std::time::Instant::now();
+    let end = tokio::time::timeout(Duration::from_secs(20), ws.next()).await.expect("closed by the proxy");
+    assert!(!matches!(end, Some(Ok(Message::Text(_)))), "{end:?}");
+    assert!(started.elapsed() >= Duration::from_millis(400), "{:?}", started.elapsed());
+    let mut open = 1.0;
+    for _ in 0..250 {
+        open = metric(&metrics_text(proxy.admin).await, "tapedeck_upgraded_connections");
+        if open == 0.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(open, 0.0);
+    let captured = proxy.finish().await;
+    let ws = captured[0].websocket.as_ref().unwrap();
+    assert_eq!(ws.ended, Some(tapedeck_captures::websocket::Ended::Dropped), "{ws:?}");
+}

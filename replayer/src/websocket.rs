@@ -88,7 +88,9 @@ impl WsPlan {
         let mut server_closed = false;
         let mut ending = Ending::Dropped;
         let mut messages = Vec::new();
-        for m in &ws.messages {
+        // Messages the capture did not keep are unknown: the plan ends where they begin.
+        let known = |m: &&tapedeck_captures::websocket::Message| ws.dropped_from_ns.is_none_or(|at| m.at_ns < at);
+        for m in ws.messages.iter().filter(known) {
             match (m.from, m.kind) {
                 (Side::Server, Kind::Text | Kind::Binary) => server += 1,
                 (Side::Server, Kind::Close) => {

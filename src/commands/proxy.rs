@@ -131,7 +131,8 @@ pub struct ProxyArgs {
     #[arg(long, value_name = "SIZE")]
     pub body_min_rate: Option<String>,
     /// Reset a gRPC stream (exempt from the body and upstream timeouts: it moves at the
-    /// application's pace) after this long with nothing moving either way [default: 5m].
+    /// application's pace), or close a WebSocket or other upgraded connection, after this
+    /// long with nothing moving either way [default: 5m].
     #[arg(long, value_name = "DURATION")]
     pub stream_idle_timeout: Option<String>,
     /// Close client connections idle this long [default: 75s].

@@ -161,8 +161,15 @@ pub fn compare_websocket(
     // A client message the recording kept only in part (past `--max-body`, or bytes the
     // scrubber dropped) was not sent as production's client sent it: what the server said
     // after it is not comparable.
+    // Past the first message the capture did not keep, the same: the session is known
+    // only in part.
     let mut server_before = 0;
     for m in recorded.messages.iter().filter(|m| matches!(m.kind, Kind::Text | Kind::Binary)) {
+        if recorded.dropped_from_ns.is_some_and(|at| m.at_ns >= at) {
+            ma.truncate(server_before);
+            mb.truncate(server_before);
+            break;
+        }
         match m.from {
             Side::Server => server_before += 1,
             Side::Client if m.truncated => {
