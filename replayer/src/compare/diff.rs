@@ -219,7 +219,9 @@ pub fn compare_websocket(
     let (ca, cb) = (close(recorded), close(replayed));
     // A recording that ended without the server's close says nothing of how staging should
     // close (the replay ended that session itself).
-    if ca != cb && recorded.from(Side::Server).any(|m| m.kind == Kind::Close) {
+    // (A recorded close without a code — Chrome's HARs keep none — says nothing of one.)
+    let recorded_close = recorded.from(Side::Server).find(|m| m.kind == Kind::Close);
+    if ca != cb && recorded_close.is_some_and(|m| m.code.is_some()) {
         out.push(DiffKind::Status, "websocket:close".into(), "websocket:close".into(), &ca, &cb);
     }
     if let (None, Some(why)) = (&recorded.unreadable, &replayed.unreadable) {
