@@ -289,10 +289,7 @@ impl UpstreamPool {
         let pq = req.uri().path_and_query().cloned().unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
         *req.uri_mut() = http::Uri::from(pq);
         let stream = self.tcp().await?;
-        let tls = tokio::time::timeout(self.connect_timeout, connector.connect(name.clone(), stream))
-            .await
-            .map_err(|_| UpstreamError::new(ErrorKind::ConnectTimeout, "TLS handshake with the upstream timed out"))?
-            .map_err(|e| UpstreamError::new(ErrorKind::Tls, format!("TLS handshake with the upstream: {e}")))?;
+        let tls = self.handshake(connector, name, stream).await?;
         let Conn::H1(mut tx) = self.http1(tls).await? else {
             return Err(UpstreamError::new(ErrorKind::Protocol, "an HTTP/1.1 connection came up as HTTP/2"));
         };
@@ -300,6 +297,19 @@ impl UpstreamPool {
             Ok(resp) => Ok((resp, Some(Lease { tx: Some(tx), pool: self.clone(), request: None }))),
             Err(e) => Err(UpstreamError::request(e)),
         }
+    }
+
+    /// The TLS handshake with the upstream, within the connect timeout.
+    async fn handshake(
+        &self,
+        connector: &TlsConnector,
+        name: &ServerName<'static>,
+        stream: TcpStream,
+    ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, UpstreamError> {
+        tokio::time::timeout(self.connect_timeout, connector.connect(name.clone(), stream))
+            .await
+            .map_err(|_| UpstreamError::new(ErrorKind::ConnectTimeout, "TLS handshake with the upstream timed out"))?
+            .map_err(|e| UpstreamError::new(ErrorKind::Tls, format!("TLS handshake with the upstream: {e}")))
     }
 
     async fn tcp(&self) -> Result<TcpStream, UpstreamError> {
@@ -334,12 +344,7 @@ impl UpstreamPool {
         match &self.tls {
             None => self.http1(stream).await,
             Some((connector, name)) => {
-                let tls = tokio::time::timeout(self.connect_timeout, connector.connect(name.clone(), stream))
-                    .await
-                    .map_err(|_| {
-                        UpstreamError::new(ErrorKind::ConnectTimeout, "TLS handshake with the upstream timed out")
-                    })?
-                    .map_err(|e| UpstreamError::new(ErrorKind::Tls, format!("TLS handshake with the upstream: {e}")))?;
+                let tls = self.handshake(connector, name, stream).await?;
                 if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
                     Ok(Conn::H2(self.http2(tls).await?))
                 } else {

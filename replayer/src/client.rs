@@ -404,21 +404,10 @@ impl Pool {
             Err(kind) => return Outcome::failed(started, kind),
         };
         match (&self.inner.tls_http1, &self.inner.tls) {
-            (Some(connector), Some((_, name))) => {
-                let tls =
-                    tokio::time::timeout(self.inner.config.connect_timeout, connector.connect(name.clone(), stream));
-                match tls.await {
-                    Ok(Ok(tls)) => self.upgrade(tls, req, &plan).await,
-                    Ok(Err(e)) => {
-                        let host = &self.inner.host;
-                        self.inner
-                            .progress
-                            .note_cause(ErrorKind::Tls, || crate::engine::explain_tls(&e.to_string(), host));
-                        Outcome::failed(started, ErrorKind::Tls)
-                    }
-                    Err(_) => Outcome::failed(started, ErrorKind::ConnectTimeout),
-                }
-            }
+            (Some(connector), Some((_, name))) => match self.handshake(connector, name, stream).await {
+                Ok(tls) => self.upgrade(tls, req, &plan).await,
+                Err(kind) => Outcome::failed(started, kind),
+            },
             _ => self.upgrade(stream, req, &plan).await,
         }
     }
@@ -758,6 +747,24 @@ impl Pool {
         (outcome, conn)
     }
 
+    /// The TLS handshake with the target, within the connect timeout; a failure's reason
+    /// is kept for the report.
+    async fn handshake(
+        &self,
+        connector: &TlsConnector,
+        name: &ServerName<'static>,
+        stream: TcpStream,
+    ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, ErrorKind> {
+        tokio::time::timeout(self.inner.config.connect_timeout, connector.connect(name.clone(), stream))
+            .await
+            .map_err(|_| ErrorKind::ConnectTimeout)?
+            .map_err(|e| {
+                let host = &self.inner.host;
+                self.inner.progress.note_cause(ErrorKind::Tls, || crate::engine::explain_tls(&e.to_string(), host));
+                ErrorKind::Tls
+            })
+    }
+
     async fn tcp(&self) -> Result<TcpStream, ErrorKind> {
         let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host((self.inner.host.as_str(), self.inner.port))
             .await
@@ -785,17 +792,7 @@ impl Pool {
         match &self.inner.tls {
             None => http1_conn(stream).await,
             Some((connector, name)) => {
-                let tls =
-                    tokio::time::timeout(self.inner.config.connect_timeout, connector.connect(name.clone(), stream))
-                        .await
-                        .map_err(|_| ErrorKind::ConnectTimeout)?
-                        .map_err(|e| {
-                            let host = &self.inner.host;
-                            self.inner
-                                .progress
-                                .note_cause(ErrorKind::Tls, || crate::engine::explain_tls(&e.to_string(), host));
-                            ErrorKind::Tls
-                        })?;
+                let tls = self.handshake(connector, name, stream).await?;
                 if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
                     Ok(Conn::H2(http2_conn(tls).await?))
                 } else {
