@@ -559,3 +559,26 @@ fn websocket_subprotocol_names_stay_and_tokens_among_them_are_hashed() {
     assert_eq!(values[1], "chat, wamp.2.json");
     assert_eq!(scrubber().audit(&ex), Vec::new());
 }
+
+#[test]
+fn a_websocket_text_message_that_is_not_utf8_keeps_nothing_readable() {
+    use crate::websocket::{Kind, Message, Side, WebSocket};
+    let data = b"\xffcard 4111 1111 1111 1111 ann@example.com".to_vec();
+    let mut ex = exchange("/ws", &[], b"", &[], b"");
+    ex.websocket = Some(WebSocket {
+        messages: vec![Message {
+            from: Side::Client,
+            at_ns: 1,
+            kind: Kind::Text,
+            code: None,
+            len: data.len() as u64,
+            data: Blob::from(data),
+            truncated: false,
+        }],
+        ..Default::default()
+    });
+    scrubber().scrub(&mut ex);
+    let m = &ex.websocket.as_ref().unwrap().messages[0];
+    assert!(m.data.is_empty() && m.truncated, "{:?}", m.data);
+    assert_eq!(scrubber().audit(&ex), Vec::new());
+}
