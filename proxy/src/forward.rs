@@ -15,7 +15,8 @@ use tapedeck_captures::{ConnectionId, ErrorKind, Exchange, ExchangeId, IdGenerat
 
 use crate::capture::CaptureQueue;
 use crate::client::{UpBody, UpstreamPool};
-use crate::client_body::{BodyLimit, BodyState, ClientBody, ClientFailure};
+use crate::client_body::{BodyLimit, BodyState, ClientBody};
+use crate::failure::ClientFailure;
 use crate::config::{Forwarding, UpstreamProtocol};
 use crate::headers::{is_grpc, is_upgrade, strip_hop_by_hop, valid_host, wants_trailers};
 use crate::metrics::Metrics;
@@ -62,7 +63,7 @@ pub struct Shared {
     pub(crate) forwarding: Forwarding,
     pub(crate) protocol: UpstreamProtocol,
     /// Open connections: an upgraded one stays counted while its tunnel lives.
-    pub(crate) connections: Arc<crate::server::Connections>,
+    pub(crate) connections: Arc<crate::connections::Connections>,
     /// What captured WebSocket sessions under way keep in all.
     pub(crate) websocket_pool: Arc<tapedeck_captures::websocket::Pool>,
 }

@@ -4,7 +4,7 @@
 //! Labelled counters on the request path are resolved once at start-up into plain handles
 //! (`requests_2xx` …), so counting a request is an atomic add, not a map lookup.
 
-use crate::client_body::ClientFailure;
+use crate::failure::ClientFailure;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 

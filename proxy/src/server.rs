@@ -7,7 +7,7 @@ use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -18,11 +18,12 @@ use hyper_util::server::conn::auto;
 use tapedeck_captures::{ConnectionId, IdGenerator};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 
 use crate::capture::{CaptureReport, CaptureWriter};
 use crate::client_body::BodyLimit;
 use crate::config::{Limits, ProxyConfig, Timeouts};
+use crate::connections::Connections;
 use crate::forward::{ConnInfo, Forwarder, Shared};
 use crate::metrics::{ConnError, Metrics};
 use crate::recording::Clock;
@@ -240,51 +241,6 @@ enum Phase {
 /// `--max-body`): a sidecar with thousands of open sessions stays bounded.
 const WEBSOCKET_POOL: usize = 64 << 20;
 
-/// Open connections across all workers (upgraded ones too), so shutdown can wait for them
-/// and the connection cap counts them.
-#[derive(Default)]
-pub(crate) struct Connections {
-    open: AtomicUsize,
-    all_closed: Notify,
-}
-
-impl Connections {
-    /// Counts one more open connection until the guard is dropped.
-    pub(crate) fn hold(self: &Arc<Self>, metrics: Arc<Metrics>) -> ConnGuard {
-        let open = self.open.fetch_add(1, Ordering::AcqRel) + 1;
-        metrics.connections.set(open as i64);
-        ConnGuard(self.clone(), metrics)
-    }
-
-    /// Waits up to `limit` for every connection to close; true if they did.
-    async fn wait_closed(&self, limit: Duration) -> bool {
-        tokio::time::timeout(limit, async {
-            loop {
-                let notified = self.all_closed.notified();
-                if self.open.load(Ordering::Acquire) == 0 {
-                    break;
-                }
-                notified.await;
-            }
-        })
-        .await
-        .is_ok()
-    }
-}
-
-/// An open connection, counted until dropped.
-pub(crate) struct ConnGuard(Arc<Connections>, Arc<Metrics>);
-
-impl Drop for ConnGuard {
-    fn drop(&mut self) {
-        let left = self.0.open.fetch_sub(1, Ordering::AcqRel) - 1;
-        self.1.connections.set(left as i64);
-        if left == 0 {
-            self.0.all_closed.notify_waiters();
-        }
-    }
-}
-
 /// Runs shutdown: drain, cut what is left at the deadline, stop the workers, close the
 /// capture.
 struct Coordinator {
@@ -309,9 +265,9 @@ impl Coordinator {
             }
         }
         ready.store(false, Ordering::Release);
-        tracing::info!(open = self.connections.open.load(Ordering::Acquire), "stopped accepting; draining");
+        tracing::info!(open = self.connections.open(), "stopped accepting; draining");
         let drained = self.connections.wait_closed(self.timeouts.drain).await;
-        let connections_cut = self.connections.open.load(Ordering::Acquire);
+        let connections_cut = self.connections.open();
         if !drained {
             tracing::warn!(open = connections_cut, "drain deadline reached; closing the remaining connections");
         }
@@ -407,7 +363,7 @@ impl Acceptor {
         stop: watch::Receiver<Phase>,
     ) {
         let guard = self.connections.hold(self.metrics.clone());
-        if self.connections.open.load(Ordering::Acquire) > self.limits.max_connections {
+        if self.connections.open() > self.limits.max_connections {
             self.metrics.conn_error(ConnError::Overload);
             return;
         }

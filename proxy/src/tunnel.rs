@@ -36,7 +36,7 @@ pub(crate) async fn tunnel(
     watch: Option<Watch>,
     metrics: Arc<Metrics>,
     idle: std::time::Duration,
-    _open: crate::server::ConnGuard,
+    _open: crate::connections::ConnGuard,
 ) {
     let (c, u) = match tokio::try_join!(client, upstream) {
         Ok(both) => both,

@@ -124,7 +124,7 @@ struct Inner {
     h2c: tokio::sync::Mutex<Option<http2::SendRequest<PacedBody>>>,
     permits: Arc<Semaphore>,
     /// Where the first cause of each error kind is kept for the report.
-    progress: Arc<crate::engine::Progress>,
+    progress: Arc<crate::progress::Progress>,
 }
 
 #[derive(Default)]
@@ -283,7 +283,7 @@ impl Pool {
         port: u16,
         tls: Option<Arc<rustls::ClientConfig>>,
         config: ClientConfig,
-        progress: Arc<crate::engine::Progress>,
+        progress: Arc<crate::progress::Progress>,
     ) -> Result<Pool, String> {
         let tls_http1 = tls.as_ref().map(|c| {
             let mut http1 = (**c).clone();
@@ -760,7 +760,7 @@ impl Pool {
             .map_err(|_| ErrorKind::ConnectTimeout)?
             .map_err(|e| {
                 let host = &self.inner.host;
-                self.inner.progress.note_cause(ErrorKind::Tls, || crate::engine::explain_tls(&e.to_string(), host));
+                self.inner.progress.note_cause(ErrorKind::Tls, || crate::progress::explain_tls(&e.to_string(), host));
                 ErrorKind::Tls
             })
     }

@@ -212,7 +212,7 @@ impl Source {
             }
         }
         if let Some(share) = s.sample {
-            let h = crate::session_key(ex).stable_hash();
+            let h = crate::session::session_key(ex).stable_hash();
             if (h as f64 / u64::MAX as f64) >= share {
                 return false;
             }

@@ -19,10 +19,10 @@ use hyper_util::rt::TokioIo;
 use support::{recorded, write_tape};
 use tapedeck_captures::exchange::{Body, Headers, Response};
 use tapedeck_captures::Exchange;
-use tapedeck_replayer::compare::diff::DiffKind;
-use tapedeck_replayer::report::{html, junit};
+use tapedeck_compare::diff::DiffKind;
 use tapedeck_replayer::schedule::Pacing;
 use tapedeck_replayer::{replay, ReplayConfig, ReplayReport};
+use tapedeck_report::{html, junit};
 
 /// What a handler answers: status, headers, body.
 type Answer = (u16, Vec<(&'static str, String)>, String);
@@ -214,12 +214,12 @@ fn the_report_round_trips_as_json_and_renders_as_one_self_contained_html_file() 
     let loaded = ReplayReport::load(&path).unwrap();
     assert_eq!(serde_json::to_value(&loaded).unwrap(), serde_json::to_value(&report).unwrap());
     let value: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    assert_eq!(value["schema_version"], tapedeck_replayer::report::SCHEMA_VERSION);
+    assert_eq!(value["schema_version"], tapedeck_report::SCHEMA_VERSION);
 
     // Another schema version is refused with both versions named.
     std::fs::write(&path, serde_json::to_string(&serde_json::json!({"schema_version": 99})).unwrap()).unwrap();
     let err = ReplayReport::load(&path).unwrap_err();
-    assert!(err.contains("99") && err.contains(&tapedeck_replayer::report::SCHEMA_VERSION.to_string()), "{err}");
+    assert!(err.contains("99") && err.contains(&tapedeck_report::SCHEMA_VERSION.to_string()), "{err}");
 
     let page = html::render(&report);
     assert!(page.starts_with("<!doctype html>") && page.trim_end().ends_with("</html>"));
@@ -269,7 +269,7 @@ fn probes_learn_the_targets_own_noise_and_a_saved_model_carries_it_to_the_next_r
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("noise.json");
     probed.noise.save(&path).unwrap();
-    let model = tapedeck_replayer::compare::noise::NoiseModel::load(&path).unwrap();
+    let model = tapedeck_compare::noise::NoiseModel::load(&path).unwrap();
     let (_dir, again) = run(&exchanges, target, |c| c.noise_model = model);
     assert_eq!(differing(&again), 0);
     assert_eq!(again.routes[0].diffs.as_ref().unwrap().noise[0].reason, "learned from the noise model");

@@ -226,7 +226,7 @@ fn errors_sum(r: &ReplayReport) -> u64 {
     r.errors.values().sum()
 }
 
-fn route<'r>(r: &'r ReplayReport, name: &str) -> &'r tapedeck_replayer::report::RouteReport {
+fn route<'r>(r: &'r ReplayReport, name: &str) -> &'r tapedeck_report::RouteReport {
     r.routes.iter().find(|x| x.route.starts_with(&format!("GET /{name}"))).unwrap_or_else(|| panic!("{name}: {r:#?}"))
 }
 
@@ -271,7 +271,7 @@ fn broken_answers_are_errors_of_their_kind_never_compared_and_timeouts_count_in_
     // Ten requests are too few to judge a route's latency by, unless they timed out.
     assert!(stall.p99_flagged, "{stall:?}");
     let mut report = report;
-    let gate: tapedeck_replayer::compare::gate::Gate = "p99_ratio<=1.5".parse().unwrap();
+    let gate: tapedeck_report::gate::Gate = "p99_ratio<=1.5".parse().unwrap();
     assert!(!report.apply_gates(&[gate]), "{:?}", report.gates);
     // The results tape holds every request, the broken ones with their error.
     let written: Vec<Exchange> = TapeReader::open(&[results.path()]).unwrap().collect();
@@ -369,7 +369,7 @@ fn damage_to_the_tape_is_in_the_report_and_a_gate() {
     assert_eq!(damage.exchanges_lost, 2000 - report.sent, "{damage:?}");
     assert!(damage.regions >= 1 && damage.bytes_skipped > 0 && !damage.problems.is_empty(), "{damage:?}");
     assert!(report.render(20).contains("tape damage"), "{}", report.render(20));
-    let gate: tapedeck_replayer::compare::gate::Gate = "tape_damaged_exchanges==0".parse().unwrap();
+    let gate: tapedeck_report::gate::Gate = "tape_damaged_exchanges==0".parse().unwrap();
     assert!(!report.apply_gates(&[gate]), "{:?}", report.gates);
     // Played twice (`--loop 2`), the damage lost its exchanges twice.
     let lost_once = damage.exchanges_lost;

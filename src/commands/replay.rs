@@ -13,11 +13,11 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use serde::Deserialize;
 use tapedeck_captures::filter::Filter;
-use tapedeck_replayer::compare::noise::NoiseModel;
-use tapedeck_replayer::report::REPORT_FILE;
+use tapedeck_compare::noise::NoiseModel;
 use tapedeck_replayer::rewrite::{parse_path_rule, parse_set_header};
 use tapedeck_replayer::schedule::Pacing;
 use tapedeck_replayer::{replay, Progress, ReplayConfig};
+use tapedeck_report::REPORT_FILE;
 
 use super::report::{parse_gates, Outputs};
 
@@ -587,7 +587,7 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode> {
             eprintln!(
                 "tapedeck replay: stopped before any answer: {} request(s) sent, none answered ({})",
                 report.sent,
-                tapedeck_replayer::report::mix(&report.errors)
+                tapedeck_report::mix(&report.errors)
             );
         }
         return Ok(ExitCode::from(130));
@@ -598,9 +598,9 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode> {
         }
     }
     if report.sent > 0 && report.completed == 0 {
-        let why = tapedeck_replayer::report::mix(&report.errors);
+        let why = tapedeck_report::mix(&report.errors);
         let unreachable: u64 = ["connect_refused", "dns"].iter().filter_map(|k| report.errors.get(*k)).sum();
-        let gave_up = if report.interrupted && unreachable >= tapedeck_replayer::engine::DEAD_TARGET_AFTER {
+        let gave_up = if report.interrupted && unreachable >= tapedeck_replayer::progress::DEAD_TARGET_AFTER {
             format!("; stopped after {unreachable} unreachable, the rest of the schedule not sent")
         } else {
             String::new()

@@ -8,9 +8,9 @@ use std::process::ExitCode;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use tapedeck_captures::files;
-use tapedeck_replayer::compare::gate::Gate;
-use tapedeck_replayer::compare::{CompareConfig, CompareFile};
-use tapedeck_replayer::report::{baseline, html, junit, ReplayReport};
+use tapedeck_compare::{CompareConfig, CompareFile};
+use tapedeck_report::gate::Gate;
+use tapedeck_report::{baseline, html, junit, ReplayReport};
 
 /// Flags of `tapedeck report`.
 #[derive(Debug, Args)]

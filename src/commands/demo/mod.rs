@@ -16,8 +16,8 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use tapedeck_captures::scrub::Scrubber;
 use tapedeck_captures::tape;
-use tapedeck_replayer::compare::diff::DiffKind;
-use tapedeck_replayer::report::{ReplayReport, RouteReport};
+use tapedeck_compare::diff::DiffKind;
+use tapedeck_report::{ReplayReport, RouteReport};
 
 use crate::cli::DemoArgs;
 use crate::commands::proxy::ProxyArgs;

@@ -10,12 +10,22 @@ use tapedeck_captures::exchange::Response;
 use tapedeck_captures::websocket::WebSocket;
 use tapedeck_captures::Exchange;
 
-use crate::budget;
-use crate::compare::correlate::Vars;
-use crate::compare::diff;
-use crate::compare::noise::{Learner, NoiseModel};
-use crate::compare::tally::RouteTally;
-use crate::worker::Comparing;
+use tapedeck_compare::correlate::Vars;
+use tapedeck_compare::diff;
+use tapedeck_compare::generated::Window;
+use tapedeck_compare::noise::{Learner, NoiseModel};
+use tapedeck_compare::tally::RouteTally;
+use tapedeck_compare::CompareConfig;
+
+use super::budget;
+
+/// How responses are compared.
+pub(crate) struct Comparing {
+    pub config: CompareConfig,
+    pub window: Window,
+    /// Send safe requests twice (a few per route) to learn the target's own noise.
+    pub probe: bool,
+}
 
 /// Bytes of exchanges queued for a comparer at most, in KiB: enough to ride out bursts;
 /// past it, answers go uncompared (counted as shed) rather than slow the sends.
@@ -87,7 +97,7 @@ fn run(rx: &budget::Receiver<Job>, c: &Comparing) -> Compared {
             let r = &job.recorded.request;
             let request = || format!("{} {}", r.method, r.target);
             // As many routes as the stats keep; the rest together, as there.
-            let route = crate::stats::capped(&out.routes, &job.route);
+            let route = tapedeck_report::stats::capped(&out.routes, &job.route);
             if !out.routes.contains_key(route) {
                 out.routes.insert(route.to_string(), RouteTally::default());
             }

@@ -216,7 +216,7 @@ pub struct NoiseEntry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::compare::noise::Source;
+    use crate::noise::Source;
 
     fn diff(key: &str, generated: Option<&'static str>) -> Diff {
         Diff {

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::report::{ReplayReport, RouteReport};
+use crate::{ReplayReport, RouteReport};
 
 /// Metrics a gate can test.
 pub const METRICS: &[(&str, &str)] = &[

@@ -8,17 +8,17 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use tapedeck_captures::{ErrorKind, Exchange};
 
-use crate::compare::noise::NoiseModel;
-use crate::compare::tally::RouteTally;
+use tapedeck_compare::noise::NoiseModel;
+use tapedeck_compare::tally::RouteTally;
 
 /// Distinct routes tracked; more are counted under [`OTHER_ROUTES`].
-pub(crate) const MAX_ROUTES: usize = 2_000;
+pub use tapedeck_compare::MAX_ROUTES;
 /// Where routes beyond the limit are counted.
 pub const OTHER_ROUTES: &str = "(other routes)";
 
 /// The key `route` is counted under in `map`: itself, or [`OTHER_ROUTES`] once the map
 /// holds [`MAX_ROUTES`] others.
-pub(crate) fn capped<'a, V>(map: &HashMap<String, V>, route: &'a str) -> &'a str {
+pub fn capped<'a, V>(map: &HashMap<String, V>, route: &'a str) -> &'a str {
     if map.len() < MAX_ROUTES || map.contains_key(route) {
         route
     } else {
@@ -77,7 +77,7 @@ impl Default for RouteStats {
 
 /// When a recorded stream's first message from the server was complete, ns after the
 /// request started: a gRPC answer of more than one message, a WebSocket session.
-pub(crate) fn stream_first_ns(ex: &Exchange) -> Option<u64> {
+fn stream_first_ns(ex: &Exchange) -> Option<u64> {
     if let Some(ws) = &ex.websocket {
         return ws.first_data(tapedeck_captures::websocket::Side::Server);
     }

@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use super::{mix, ReplayReport};
+use crate::{mix, ReplayReport};
 
 /// Findings shown per route.
 const FINDINGS_SHOWN: usize = 6;
@@ -247,7 +247,7 @@ fn differences(out: &mut String, r: &ReplayReport) {
         let Some(d) = &route.diffs else { continue };
         for f in d.findings.iter().take(FINDINGS_SHOWN) {
             let e = &f.example;
-            let name = super::html::finding_name(f.kind.as_str(), &f.key);
+            let name = crate::html::finding_name(f.kind.as_str(), &f.key);
             let _ = writeln!(out, "    {name} in {} response(s), e.g. {}", f.count, e.request);
             let _ = writeln!(
                 out,

@@ -17,6 +17,8 @@ use tapedeck_captures::Blob;
 use super::generated::{self, Window};
 use super::CompareConfig;
 
+mod lockstep;
+
 /// Differences kept per exchange at most (the first ones, in path order): enough to tell
 /// what differs, bounded for bodies where everything does.
 const MAX_DIFFS: usize = 256;
@@ -357,7 +359,7 @@ fn body(out: &mut Out<'_>, recorded: &Response, replayed: &Response) {
     if is_grpc(recorded) && is_grpc(replayed) && grpc(out, &a, &b) {
         return;
     }
-    if let Some(found) = super::lockstep::diff(&a, &b, MAX_DIFFS) {
+    if let Some(found) = lockstep::diff(&a, &b, MAX_DIFFS) {
         for (kind, key, at, x, y) in found {
             out.push(kind, key, at, &x, &y);
         }
@@ -783,7 +785,7 @@ mod properties {
             let ta = serde_json::to_vec(&a).unwrap();
             for tb in [serde_json::to_vec(&b).unwrap(), serde_json::to_vec_pretty(&b).unwrap()] {
                 // Same shape, plain keys: the fast path always applies.
-                let fast = crate::compare::lockstep::diff(&ta, &tb, MAX_DIFFS).expect("same shape");
+                let fast = lockstep::diff(&ta, &tb, MAX_DIFFS).expect("same shape");
                 let fast: Vec<_> = fast.into_iter().map(|(k, _, at, x, y)| (k, at, shorten(&x), shorten(&y))).collect();
                 prop_assert_eq!(fast, full(&a, &b));
             }
@@ -791,7 +793,7 @@ mod properties {
 
         #[test]
         fn never_panics_on_arbitrary_bodies(a in prop::collection::vec(any::<u8>(), 0..200), b in prop::collection::vec(any::<u8>(), 0..200)) {
-            let _ = crate::compare::lockstep::diff(&a, &b, MAX_DIFFS);
+            let _ = lockstep::diff(&a, &b, MAX_DIFFS);
             let r = |body: &[u8]| Response { status: 200, body: tapedeck_captures::exchange::Body::full(body.to_vec()), ..Default::default() };
             let _ = compare(&r(&a), &r(&b), "GET /x", &CompareConfig::default(), &Window::default());
         }

@@ -10,73 +10,28 @@
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::thread::Thread;
 use std::time::{Duration, Instant};
 
 use tapedeck_captures::exchange::{Body, Header, Headers, Request as Recorded, Response as RecordedResponse};
 use tapedeck_captures::websocket::WebSocket;
 use tapedeck_captures::{ConnectionId, ErrorKind, Exchange, ExchangeId, HttpVersion, IdGenerator, Timing};
-use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
+use tokio::sync::mpsc::UnboundedReceiver;
 
+use tapedeck_compare::correlate::Vars;
+use tapedeck_compare::noise;
+use tapedeck_report::stats::{Sample, Stats};
+
+use super::comparer::{self, Comparing};
+use super::dispatch::{Job, LaneState};
+use super::results::ResultsSink;
 use crate::client::{OnWire, Outcome, Pool};
-use crate::compare::correlate::Vars;
-use crate::compare::generated::Window;
-use crate::compare::noise;
-use crate::compare::CompareConfig;
-use crate::comparer;
-use crate::engine::Progress;
 use crate::paced::MessagePace;
-use crate::results::ResultsSink;
+use crate::progress::Progress;
 use crate::rewrite::Rewrite;
-use crate::stats::{Sample, Stats};
+use crate::session::SessionKey;
 use crate::websocket::WsPlan;
-use crate::SessionKey;
-
-/// A recorded exchange to send at `due`.
-pub(crate) struct Job {
-    pub exchange: Exchange,
-    pub due: Instant,
-    pub key: SessionKey,
-    /// Headers of `exchange` that correlation filled with the target's own values, and
-    /// those values.
-    pub own_headers: Vec<(usize, Vec<String>)>,
-}
-
-/// Wakes the dispatcher when it waits for room in a lane.
-pub(crate) struct DispatcherWake {
-    pub waiting: AtomicBool,
-    pub thread: Thread,
-}
-
-/// The dispatcher's side of a worker.
-pub(crate) struct Lane {
-    pub tx: UnboundedSender<Job>,
-    pub state: Arc<LaneState>,
-}
-
-/// Shared between the dispatcher and one worker.
-pub(crate) struct LaneState {
-    /// Jobs handed over and not yet finished: held, ready or in flight.
-    pub outstanding: AtomicUsize,
-    /// The dispatcher waits when `outstanding` reaches this…
-    pub cap: usize,
-    /// …until it drains to this.
-    pub low_water: usize,
-    pub wake: Arc<DispatcherWake>,
-    /// Set on Ctrl-C: drop what has not started.
-    pub draining: Arc<AtomicBool>,
-}
-
-impl LaneState {
-    fn finished(&self, n: usize) {
-        let left = self.outstanding.fetch_sub(n, Ordering::AcqRel) - n;
-        if left <= self.low_water && self.wake.waiting.swap(false, Ordering::AcqRel) {
-            self.wake.thread.unpark();
-        }
-    }
-}
 
 /// What every request of a worker needs.
 pub(crate) struct WorkerContext {
@@ -96,14 +51,6 @@ pub(crate) struct WorkerContext {
     /// The tempo gRPC streams keep their recorded message pacing at (`--speed`); none
     /// when flat out or at a fixed rate (messages then go at once).
     pub message_speed: Option<f64>,
-}
-
-/// How responses are compared.
-pub(crate) struct Comparing {
-    pub config: CompareConfig,
-    pub window: Window,
-    /// Send safe requests twice (a few per route) to learn the target's own noise.
-    pub probe: bool,
 }
 
 /// Probes per route at most.

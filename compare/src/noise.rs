@@ -239,7 +239,7 @@ impl Learner {
             // Another status is another kind of answer, not noise in the same one.
             return;
         }
-        if !self.model.routes.contains_key(route) && self.model.routes.len() >= crate::stats::MAX_ROUTES {
+        if !self.model.routes.contains_key(route) && self.model.routes.len() >= crate::MAX_ROUTES {
             return;
         }
         let earlier_leaves = leaves(earlier, config);

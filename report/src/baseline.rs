@@ -5,12 +5,12 @@
 
 use std::collections::HashMap;
 
-use super::{sort_by_severity, BaselineInfo, CompareSummary, ReplayReport};
-use crate::compare::CompareConfig;
+use crate::{sort_by_severity, BaselineInfo, CompareSummary, ReplayReport};
+use tapedeck_compare::CompareConfig;
 
 /// The new run against the baseline run.
 pub fn compare(old: &ReplayReport, old_path: &str, new: &ReplayReport, config: &CompareConfig) -> ReplayReport {
-    let before: HashMap<&str, &super::RouteReport> = old.routes.iter().map(|r| (r.route.as_str(), r)).collect();
+    let before: HashMap<&str, &crate::RouteReport> = old.routes.iter().map(|r| (r.route.as_str(), r)).collect();
     let mut report = new.clone();
     for r in &mut report.routes {
         r.against_baseline = true;
@@ -24,10 +24,10 @@ pub fn compare(old: &ReplayReport, old_path: &str, new: &ReplayReport, config: &
             continue;
         };
         // Streams' message times against the baseline's too.
-        let against = |mine: Option<super::MessageTiming>, theirs: Option<super::MessageTiming>| match (mine, theirs) {
+        let against = |mine: Option<crate::MessageTiming>, theirs: Option<crate::MessageTiming>| match (mine, theirs) {
             (Some(mut mine), Some(theirs)) => {
                 mine.recorded_ms = theirs.replayed_ms;
-                (mine.p99_ratio, mine.p99_flagged) = super::p99_verdict(
+                (mine.p99_ratio, mine.p99_flagged) = crate::p99_verdict(
                     Some(mine.recorded_ms),
                     Some(mine.replayed_ms),
                     mine.count.min(theirs.count),
@@ -41,7 +41,7 @@ pub fn compare(old: &ReplayReport, old_path: &str, new: &ReplayReport, config: &
         r.answers = against(r.answers, o.answers);
         r.recorded_ms = o.replayed_ms;
         r.recorded_status = o.replayed_status.clone();
-        (r.p99_ratio, r.p99_flagged) = super::p99_verdict(r.recorded_ms, r.replayed_ms, r.count.min(o.count), config);
+        (r.p99_ratio, r.p99_flagged) = crate::p99_verdict(r.recorded_ms, r.replayed_ms, r.count.min(o.count), config);
         if let (Some(mine), Some(theirs)) = (r.latency_buckets.as_mut(), o.latency_buckets.as_ref()) {
             mine.recorded = theirs.replayed.clone();
         }

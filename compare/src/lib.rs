@@ -1,7 +1,11 @@
-//! Comparison of replayed responses with the recorded baseline.
+//! # tapedeck-compare
+//!
+//! Comparison of replayed (or shadowed) responses with the recorded baseline: pure logic,
+//! no I/O, used by the replayer and by anything else that holds two answers to one request.
 //!
 //! - [`diff`]: what differs in one exchange (status, chosen headers, JSON by path, text,
-//!   binary), under the ignore rules of a [`CompareConfig`].
+//!   binary, WebSocket messages), under the ignore rules of a [`CompareConfig`]; JSON of the
+//!   same shape is walked in lockstep without parsing (its private `lockstep` child).
 //! - [`generated`]: values that differ by design (UUIDs, the replay's timestamps, tokens).
 //! - [`noise`]: paths learned to be noisy — from recorded responses to identical requests,
 //!   from `--noise-probe` (two replays of one request), or from a saved model.
@@ -9,18 +13,21 @@
 //!   whole noise model is known.
 //! - [`correlate`]: values the target generated replace recorded ones in later requests of
 //!   the same session.
-//! - [`gate`]: `--gate` expressions over the report.
+
+#![deny(missing_docs)]
 
 pub mod correlate;
 pub mod diff;
-pub mod gate;
 pub mod generated;
-mod lockstep;
 pub mod noise;
 pub mod tally;
 
 use regex::Regex;
 use serde::Deserialize;
+
+/// Distinct routes tracked by a run's counters (latency, differences, noise); more are
+/// counted together under one name.
+pub const MAX_ROUTES: usize = 2_000;
 
 /// A fast in-process hash (not stable across versions; never stored).
 pub(crate) fn fx_hash(bytes: &[u8]) -> u64 {

@@ -13,7 +13,7 @@ use tapedeck_captures::scrub::Scrubber;
 use tapedeck_captures::tape::TapeWriter;
 use tapedeck_captures::{Exchange, TapeError};
 
-use crate::budget;
+use super::budget;
 
 /// Bytes of results queued for the writer at most, in KiB.
 const BUDGET_KIB: u32 = 64 * 1024;

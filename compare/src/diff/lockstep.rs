@@ -5,7 +5,7 @@
 //! other lengths, an object where the other has a scalar, invalid JSON — returns `None`
 //! and the caller falls back to the full structural diff.
 
-use super::diff::DiffKind;
+use super::DiffKind;
 
 /// A difference found: kind, grouping key (`[*]` for indices), exact path, recorded and
 /// replayed values as shown.
@@ -67,8 +67,8 @@ fn render(path: &[Step<'_>]) -> (String, String) {
             Step::Key(k) => {
                 // Keys were checked to be free of escapes; they are UTF-8 in valid JSON.
                 let k = String::from_utf8_lossy(k);
-                super::diff::push_key(&mut key, &k);
-                super::diff::push_key(&mut at, &k);
+                super::push_key(&mut key, &k);
+                super::push_key(&mut at, &k);
             }
             Step::Index(i) => {
                 key.push_str("[*]");

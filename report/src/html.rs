@@ -4,7 +4,7 @@
 use std::fmt::Write;
 
 use super::junit::escape;
-use super::{mix, Buckets, ReplayReport, RouteReport, TimelineReport};
+use crate::{mix, Buckets, ReplayReport, RouteReport, TimelineReport};
 
 /// Routes with a latency chart at most.
 const CHARTS: usize = 12;

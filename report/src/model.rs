@@ -1,26 +1,15 @@
-//! The replay's report: how faithfully the load shape was reproduced (throughput intended
-//! and achieved, lag against the schedule), how the target compares with the recording per
-//! route (status mix, latency, response differences with noise set apart) and the gates.
-//!
-//! The JSON form is stable: its layout is versioned by [`SCHEMA_VERSION`] and documented in
-//! `docs/report.md`; fields are only added (with defaults) within a version. Renderers:
-//! [`terminal`], [`html`] (one self-contained file), [`junit`]; [`baseline`] compares two
-//! runs.
-
-pub mod baseline;
-pub mod html;
-pub mod junit;
-pub mod terminal;
+//! The report's model: [`ReplayReport`] and its parts, built from a run's [`Stats`].
 
 use std::collections::BTreeMap;
 
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
-use crate::compare::gate::{Gate, GateResult};
-use crate::compare::noise::NoiseModel;
-use crate::compare::tally::RouteDiffs;
-use crate::compare::CompareConfig;
+use tapedeck_compare::noise::NoiseModel;
+use tapedeck_compare::tally::RouteDiffs;
+use tapedeck_compare::CompareConfig;
+
+use crate::gate::{Gate, GateResult};
 use crate::stats::Stats;
 
 /// Version of the JSON layout; bumped on incompatible changes.
@@ -265,7 +254,7 @@ impl TapeDamage {
             "{} damaged region(s) in {} tape segment(s), {} skipped: {}{} exchange(s) not replayed; see `tapedeck inspect`",
             self.regions,
             self.segments,
-            crate::report::bytes(self.bytes_skipped),
+            bytes(self.bytes_skipped),
             if self.exact { "" } else { "at least " },
             self.exchanges_lost
         )
@@ -426,7 +415,7 @@ impl ReplayReport {
     /// Scrubs the request targets the examples name, so no report prints a value a rule
     /// would have scrubbed (recordings made with `--no-scrub`). The example values were
     /// scrubbed when the difference was found, before they were shortened
-    /// ([`CompareConfig::scrub`](crate::compare::CompareConfig)).
+    /// ([`CompareConfig::scrub`](tapedeck_compare::CompareConfig)).
     pub fn scrub_examples(&mut self, scrubber: &tapedeck_captures::scrub::Scrubber) {
         for finding in self.routes.iter_mut().filter_map(|r| r.diffs.as_mut()).flat_map(|d| d.findings.iter_mut()) {
             let e = &mut finding.example;
@@ -569,7 +558,7 @@ impl ReplayReport {
 
     /// The terminal summary, with at most `top` routes in the table.
     pub fn render(&self, top: usize) -> String {
-        terminal::render(self, top)
+        crate::terminal::render(self, top)
     }
 }
 

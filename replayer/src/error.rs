@@ -1,0 +1,43 @@
+//! Why a replay could not run.
+
+/// Why a replay could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    /// The tapes cannot be read.
+    #[error("{0}")]
+    Source(String),
+    /// A setting is invalid.
+    #[error("{0}")]
+    Config(String),
+    /// The target is the service the tapes were recorded from.
+    #[error(
+        "the target is the service these tapes were recorded from ({0}); replaying there would send \
+         recorded traffic to production. Point --target at staging, or pass --allow-production-target"
+    )]
+    ProductionTarget(String),
+    /// The results tape cannot be written.
+    #[error("results: {0}")]
+    Results(#[source] tapedeck_captures::TapeError),
+    /// A thread could not be started.
+    #[error("cannot start thread {name}: {source}")]
+    Thread {
+        /// The thread's name.
+        name: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A thread of the replay stopped unexpectedly (a bug): its numbers are missing, so no
+    /// report is made rather than one that looks cleaner than the run.
+    #[error(
+        "the replay's {thread} thread stopped unexpectedly ({why}); the numbers it held are \
+         missing, so no report is made. This is a bug in tapedeck: please report it with the \
+         command line"
+    )]
+    Crashed {
+        /// The thread's name.
+        thread: String,
+        /// Its panic message.
+        why: String,
+    },
+}
