@@ -13,6 +13,62 @@ use std::fs;
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
+/// Why one of tapedeck's JSON documents (a replay report, a noise model) cannot be read
+/// or written. `what` names the document.
+#[derive(Debug, thiserror::Error)]
+pub enum DocumentError {
+    /// The file cannot be read.
+    #[error("cannot read {what} {}: {source}", path.display())]
+    Read {
+        /// The document.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The file is not such a document.
+    #[error("{} is not a tapedeck {what}: {source}", path.display())]
+    Invalid {
+        /// The document.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A layout this version does not read.
+    #[error("{}: {}", path.display(), version_problem(what, *found, *reads))]
+    Version {
+        /// The document.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Its version (0: none).
+        found: u64,
+        /// The version read.
+        reads: u64,
+    },
+    /// The document cannot be written.
+    #[error("{what}: {source}")]
+    Write {
+        /// The document.
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: OutputError,
+    },
+}
+
+fn version_problem(what: &str, found: u64, reads: u64) -> String {
+    match found {
+        0 => format!("no {what} version in it: not a tapedeck {what}"),
+        _ => format!("{what} version {found}; this tapedeck reads version {reads}"),
+    }
+}
+
 /// Why an output could not be written.
 #[derive(Debug, thiserror::Error)]
 pub enum OutputError {

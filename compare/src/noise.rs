@@ -13,6 +13,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tapedeck_captures::exchange::Response;
+use tapedeck_captures::files::DocumentError;
 use tapedeck_captures::Exchange;
 
 use super::diff;
@@ -48,17 +49,20 @@ pub struct NoiseModel {
 
 impl NoiseModel {
     /// Reads a saved model; every key in it counts as [`Source::Model`].
-    pub fn load(path: &Path) -> Result<Self, String> {
-        let text =
-            std::fs::read_to_string(path).map_err(|e| format!("cannot read noise model {}: {e}", path.display()))?;
-        let mut m: NoiseModel = serde_json::from_str(&text)
-            .map_err(|e| format!("{} is not a tapedeck noise model: {e}", path.display()))?;
+    pub fn load(path: &Path) -> Result<Self, DocumentError> {
+        const WHAT: &str = "noise model";
+        let text = std::fs::read_to_string(path).map_err(|source| DocumentError::Read {
+            what: WHAT,
+            path: path.into(),
+            source,
+        })?;
+        let mut m: NoiseModel = serde_json::from_str(&text).map_err(|source| DocumentError::Invalid {
+            what: WHAT,
+            path: path.into(),
+            source,
+        })?;
         if m.version != 1 {
-            return Err(format!(
-                "{}: noise model version {} (this tapedeck reads version 1)",
-                path.display(),
-                m.version
-            ));
+            return Err(DocumentError::Version { what: WHAT, path: path.into(), found: m.version.into(), reads: 1 });
         }
         for keys in m.routes.values_mut() {
             keys.values_mut().for_each(|s| *s = Source::Model);
@@ -68,12 +72,12 @@ impl NoiseModel {
 
     /// Writes the model as JSON: a new file (mode 0600) renamed over the old model, so a
     /// failed write leaves the old one whole and a planted symlink is replaced, not followed.
-    pub fn save(&self, path: &Path) -> Result<(), String> {
+    pub fn save(&self, path: &Path) -> Result<(), DocumentError> {
         let mut m = self.clone();
         m.version = 1;
-        let text = serde_json::to_string_pretty(&m).map_err(|e| e.to_string())?;
+        let text = serde_json::to_string_pretty(&m).expect("a noise model is plain data");
         tapedeck_captures::files::write_output_bytes(path, true, text.as_bytes())
-            .map_err(|e| format!("noise model: {e}"))
+            .map_err(|source| DocumentError::Write { what: "noise model", source })
     }
 
     /// Marks `key` of `route` noisy (the first source is kept).
@@ -335,6 +339,6 @@ mod tests {
         loaded.merge(other);
         assert_eq!(loaded.len(), 2);
         std::fs::write(&path, "{}").unwrap();
-        assert!(NoiseModel::load(&path).unwrap_err().contains("not a tapedeck noise model"));
+        assert!(NoiseModel::load(&path).unwrap_err().to_string().contains("not a tapedeck noise model"));
     }
 }

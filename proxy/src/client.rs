@@ -10,7 +10,6 @@
 //! connection that turned out to be closed (an upstream keep-alive timeout racing our
 //! reuse) is retried on another connection.
 
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -18,10 +17,10 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use rustls::pki_types::ServerName;
 use tapedeck_captures::ErrorKind;
-use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
+use tapedeck_net::connect::{Connected, Connector};
+use tapedeck_net::tls::{Alpn, Trust};
+use tapedeck_net::NetError;
 
 use crate::client_body::{BodyState, ClientBody};
 use crate::config::{ProxyConfig, UpstreamProtocol};
@@ -32,32 +31,8 @@ use crate::ProxyError;
 /// Body type of requests sent upstream.
 pub type UpBody = TeeBody<ClientBody<Incoming>>;
 
-/// Why an upstream request failed.
-#[derive(Debug)]
-pub struct UpstreamError {
-    /// What kind of failure.
-    pub kind: ErrorKind,
-    /// Details for logs.
-    pub detail: String,
-}
-
-impl UpstreamError {
-    fn new(kind: ErrorKind, detail: impl Into<String>) -> Self {
-        UpstreamError { kind, detail: detail.into() }
-    }
-
-    fn request(e: hyper::Error) -> Self {
-        let kind = if e.is_timeout() {
-            ErrorKind::ResponseTimeout
-        } else if e.is_parse() || e.is_parse_status() || e.is_parse_too_large() {
-            ErrorKind::Protocol
-        } else {
-            // Closed, incomplete, canceled, or an I/O error on the connection.
-            ErrorKind::Reset
-        };
-        UpstreamError::new(kind, e.to_string())
-    }
-}
+/// Why an upstream request failed: its kind, what was being done, and the cause.
+pub type UpstreamError = NetError;
 
 struct Idle {
     tx: http1::SendRequest<UpBody>,
@@ -66,13 +41,7 @@ struct Idle {
 
 /// One worker's connections to the upstream.
 pub struct UpstreamPool {
-    host: String,
-    port: u16,
-    tls: Option<(TlsConnector, ServerName<'static>)>,
-    /// The same TLS offering HTTP/1.1 only: an upgrade (WebSocket) needs it, HTTP/2 has
-    /// no `Upgrade`.
-    tls_http1: Option<TlsConnector>,
-    connect_timeout: Duration,
+    connector: Connector,
     idle_timeout: Duration,
     max_idle: usize,
     preserve_header_case: bool,
@@ -118,39 +87,26 @@ impl Lease {
 impl UpstreamPool {
     /// A pool for `upstream`, with TLS settings from `config`.
     pub fn new(upstream: &Upstream, config: &ProxyConfig) -> Result<Self, ProxyError> {
-        let host = upstream.host().to_string();
-        let tls = if upstream.is_https() {
-            let mut tls = crate::tls::client_config(config.upstream_ca.as_deref())?;
-            tls.alpn_protocols =
+        let (host, port, timeout) = (upstream.host(), upstream.port(), config.timeouts.upstream_connect);
+        let connector = if upstream.is_https() {
+            let alpn =
                 match config.upstream_protocol {
-                    UpstreamProtocol::Auto => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
-                    UpstreamProtocol::Http1 => vec![b"http/1.1".to_vec()],
+                    UpstreamProtocol::Auto => Alpn::H2OrHttp1,
+                    UpstreamProtocol::Http1 => Alpn::Http1,
                     UpstreamProtocol::H2c => return Err(ProxyError::Config(
                         "--upstream-protocol h2c is HTTP/2 over plaintext; an https upstream negotiates h2 by ALPN \
                          (use auto)"
                             .into(),
                     )),
                 };
-            let name =
-                ServerName::try_from(host.trim_start_matches('[').trim_end_matches(']').to_string()).map_err(|e| {
-                    ProxyError::Config(format!("upstream host {host:?} is not a valid TLS server name: {e}"))
-                })?;
-            let mut http1_only = tls.clone();
-            http1_only.alpn_protocols = vec![b"http/1.1".to_vec()];
-            Some((TlsConnector::from(Arc::new(tls)), name, TlsConnector::from(Arc::new(http1_only))))
+            let trust = config.upstream_ca.as_deref().map_or(Trust::System, Trust::CaFile);
+            let tls = tapedeck_net::tls::client_config(trust, alpn)?;
+            Connector::tls(host, port, timeout, Arc::new(tls))?
         } else {
-            None
-        };
-        let (tls, tls_http1) = match tls {
-            Some((connector, name, http1)) => (Some((connector, name)), Some(http1)),
-            None => (None, None),
+            Connector::plain(host, port, timeout)
         };
         Ok(UpstreamPool {
-            host,
-            port: upstream.port(),
-            tls,
-            tls_http1,
-            connect_timeout: config.timeouts.upstream_connect,
+            connector,
             idle_timeout: Duration::from_secs(90),
             max_idle: 1024,
             preserve_header_case: config.forwarding.preserve_header_case,
@@ -202,7 +158,7 @@ impl UpstreamPool {
         if let Some(tx) = self.h2_sender() {
             return Ok(tx);
         }
-        let tx = self.http2(self.tcp().await?).await?;
+        let tx = self.http2(self.connector.tcp().await?).await?;
         *self.h2.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx.clone());
         Ok(tx)
     }
@@ -215,7 +171,7 @@ impl UpstreamPool {
         mut req: Request<UpBody>,
         h2c: bool,
     ) -> Result<(Response<Incoming>, Option<Lease>), UpstreamError> {
-        if self.tls.is_none() && h2c {
+        if !self.connector.is_tls() && h2c {
             h2_form(&mut req);
             // A connection that closed between the check and the send hands the request
             // back: once more on a new one.
@@ -227,7 +183,7 @@ impl UpstreamPool {
             let mut h2 = Box::pin(self.h2c_sender()).await?;
             return h2.send_request(req).await.map(|resp| (resp, None)).map_err(UpstreamError::request);
         }
-        if self.tls.is_some() {
+        if self.connector.is_tls() {
             if let Some(mut h2) = self.h2_sender() {
                 let mut h2_req = req;
                 h2_form(&mut h2_req);
@@ -281,17 +237,19 @@ impl UpstreamPool {
         self: &Arc<Self>,
         req: Request<UpBody>,
     ) -> Result<(Response<Incoming>, Option<Lease>), UpstreamError> {
-        let (Some(connector), Some((_, name))) = (&self.tls_http1, &self.tls) else {
+        if !self.connector.is_tls() {
             // Plaintext: HTTP/1.1 anyway.
             return self.send(req, false).await;
-        };
+        }
         let mut req = h1_form(req);
         let pq = req.uri().path_and_query().cloned().unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
         *req.uri_mut() = http::Uri::from(pq);
-        let stream = self.tcp().await?;
-        let tls = self.handshake(connector, name, stream).await?;
-        let Conn::H1(mut tx) = self.http1(tls).await? else {
-            return Err(UpstreamError::new(ErrorKind::Protocol, "an HTTP/1.1 connection came up as HTTP/2"));
+        let conn = match self.connector.connect(Alpn::Http1).await? {
+            Connected::Plain(tcp) => self.http1(tcp).await?,
+            Connected::Tls(tls) => self.http1(tls).await?,
+        };
+        let Conn::H1(mut tx) = conn else {
+            return Err(NetError::bare(ErrorKind::Protocol, "an HTTP/1.1 connection came up as HTTP/2"));
         };
         match tx.send_request(req).await {
             Ok(resp) => Ok((resp, Some(Lease { tx: Some(tx), pool: self.clone(), request: None }))),
@@ -299,58 +257,13 @@ impl UpstreamPool {
         }
     }
 
-    /// The TLS handshake with the upstream, within the connect timeout.
-    async fn handshake(
-        &self,
-        connector: &TlsConnector,
-        name: &ServerName<'static>,
-        stream: TcpStream,
-    ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, UpstreamError> {
-        tokio::time::timeout(self.connect_timeout, connector.connect(name.clone(), stream))
-            .await
-            .map_err(|_| UpstreamError::new(ErrorKind::ConnectTimeout, "TLS handshake with the upstream timed out"))?
-            .map_err(|e| UpstreamError::new(ErrorKind::Tls, format!("TLS handshake with the upstream: {e}")))
-    }
-
-    async fn tcp(&self) -> Result<TcpStream, UpstreamError> {
-        let addrs: Vec<SocketAddr> = tokio::net::lookup_host((self.host.as_str(), self.port))
-            .await
-            .map_err(|e| UpstreamError::new(ErrorKind::Dns, format!("resolving {}: {e}", self.host)))?
-            .collect();
-        if addrs.is_empty() {
-            return Err(UpstreamError::new(ErrorKind::Dns, format!("{} has no addresses", self.host)));
-        }
-        let mut last = UpstreamError::new(ErrorKind::ConnectRefused, "no address tried");
-        let mut stream = None;
-        for addr in addrs {
-            match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
-                Ok(Ok(s)) => {
-                    stream = Some(s);
-                    break;
-                }
-                Ok(Err(e)) => last = UpstreamError::new(ErrorKind::of_io(&e), format!("connecting to {addr}: {e}")),
-                Err(_) => {
-                    last = UpstreamError::new(ErrorKind::ConnectTimeout, format!("connecting to {addr}: timed out"))
-                }
-            }
-        }
-        let stream = stream.ok_or(last)?;
-        let _ = stream.set_nodelay(true);
-        Ok(stream)
-    }
-
     async fn connect(&self) -> Result<Conn, UpstreamError> {
-        let stream = self.tcp().await?;
-        match &self.tls {
-            None => self.http1(stream).await,
-            Some((connector, name)) => {
-                let tls = self.handshake(connector, name, stream).await?;
-                if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
-                    Ok(Conn::H2(self.http2(tls).await?))
-                } else {
-                    self.http1(tls).await
-                }
-            }
+        let conn = self.connector.connect(Alpn::H2OrHttp1).await?;
+        let h2 = conn.is_h2();
+        match conn {
+            Connected::Plain(tcp) => self.http1(tcp).await,
+            Connected::Tls(tls) if h2 => Ok(Conn::H2(self.http2(tls).await?)),
+            Connected::Tls(tls) => self.http1(tls).await,
         }
     }
 

@@ -16,15 +16,16 @@ use tapedeck_captures::{ConnectionId, ErrorKind, Exchange, ExchangeId, IdGenerat
 use crate::capture::CaptureQueue;
 use crate::client::{UpBody, UpstreamPool};
 use crate::client_body::{BodyLimit, BodyState, ClientBody};
-use crate::failure::ClientFailure;
 use crate::config::{Forwarding, UpstreamProtocol};
+use crate::failure::ClientFailure;
 use crate::headers::{is_grpc, is_upgrade, strip_hop_by_hop, valid_host, wants_trailers};
 use crate::metrics::Metrics;
 use crate::proxy_body::{plain, ProxyBody, StreamIdle};
-use crate::recording::{capture_headers, capture_version, Clock, Part, Recording};
+use crate::recording::{Clock, Part, Recording};
 use crate::sample::{Decision, Sampler};
 use crate::tee::TeeBody;
 use crate::upstream::Upstream;
+use tapedeck_net::convert;
 
 /// One client connection, as the handler sees it.
 pub struct ConnInfo {
@@ -147,7 +148,7 @@ impl Forwarder {
                     .client_failed(body_state.failure().unwrap_or(ClientFailure::Aborted), recording.as_deref());
             }
             Ok(Err(e)) => {
-                tracing::debug!(error = %e.detail, kind = %e.kind, "upstream request failed");
+                tracing::debug!(error = %e.detail(), kind = %e.kind, "upstream request failed");
                 return self.fail(e.kind, recording.as_deref());
             }
             Err(_) => return self.fail(ErrorKind::ResponseTimeout, recording.as_deref()),
@@ -225,7 +226,7 @@ impl Forwarder {
             .map(|a| a.to_string())
             .or_else(|| req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).map(str::to_string))
             .unwrap_or_default();
-        let mut headers = capture_headers(req.headers());
+        let mut headers = convert::headers(req.headers());
         if req.version() == Version::HTTP_2 && !req.headers().contains_key(header::HOST) && !authority.is_empty() {
             // h2 carries the host in :authority; record it as Host so replays have it.
             headers.0.insert(0, tapedeck_captures::Header { name: "host".into(), value: authority.as_str().into() });
@@ -243,7 +244,7 @@ impl Forwarder {
                 scheme: if conn.tls { "https" } else { "http" }.into(),
                 authority,
                 target: req.uri().path_and_query().map_or("/", |pq| pq.as_str()).to_string(),
-                version: capture_version(req.version()),
+                version: convert::version(req.version()),
                 headers,
                 body: Default::default(),
             },

@@ -31,9 +31,9 @@ pub mod admin;
 pub mod capture;
 pub mod client;
 pub mod client_body;
-pub mod failure;
 pub mod config;
 mod connections;
+pub mod failure;
 pub mod forward;
 mod headers;
 pub mod metrics;
@@ -68,7 +68,7 @@ pub enum ProxyError {
     },
     /// TLS files are missing or invalid.
     #[error("TLS: {0}")]
-    Tls(String),
+    Tls(#[from] tapedeck_net::tls::TlsError),
     /// The capture directory cannot be used.
     #[error("capture: {0}")]
     Capture(#[from] tapedeck_captures::TapeError),

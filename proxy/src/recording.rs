@@ -10,67 +10,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use tapedeck_captures::{Blob, ErrorKind, Exchange, Headers, HttpVersion};
+use tapedeck_captures::{Blob, ErrorKind, Exchange};
+pub use tapedeck_net::clock::Clock;
+use tapedeck_net::convert;
 
 use crate::capture::CaptureQueue;
-
-/// The proxy's clock: a monotonic start and its wall-clock time.
-#[derive(Clone, Copy, Debug)]
-pub struct Clock {
-    /// Monotonic start.
-    pub start: Instant,
-    /// Wall-clock time of `start`, ns since the epoch.
-    pub start_unix_ns: i64,
-}
-
-impl Clock {
-    /// A clock starting now.
-    pub fn now() -> Self {
-        Clock { start: Instant::now(), start_unix_ns: tapedeck_captures::tape::writer::now_unix_ns() }
-    }
-
-    fn offset_ns(&self, at: Instant) -> u64 {
-        at.saturating_duration_since(self.start).as_nanos() as u64
-    }
-}
-
-/// Converts `http` headers to the capture model (names as the HTTP stack reports them).
-/// All names and values are copied into one buffer that the fields slice, so a request's
-/// headers cost one allocation rather than two per field.
-pub fn capture_headers(map: &http::HeaderMap) -> Headers {
-    let total: usize = map.iter().map(|(n, v)| n.as_str().len() + v.len()).sum();
-    let mut buf = BytesMut::with_capacity(total);
-    for (name, value) in map {
-        buf.extend_from_slice(name.as_str().as_bytes());
-        buf.extend_from_slice(value.as_bytes());
-    }
-    let all = buf.freeze();
-    let mut at = 0;
-    let fields = map
-        .iter()
-        .map(|(name, value)| {
-            let (n, v) = (name.as_str().len(), value.len());
-            let header = tapedeck_captures::Header {
-                name: Blob::from(all.slice(at..at + n)),
-                value: Blob::from(all.slice(at + n..at + n + v)),
-            };
-            at += n + v;
-            header
-        })
-        .collect();
-    Headers(fields)
-}
-
-/// The capture model's version for an `http` version.
-pub fn capture_version(v: http::Version) -> HttpVersion {
-    match v {
-        http::Version::HTTP_09 => HttpVersion::Http09,
-        http::Version::HTTP_10 => HttpVersion::Http10,
-        http::Version::HTTP_2 => HttpVersion::H2,
-        http::Version::HTTP_3 => HttpVersion::H3,
-        _ => HttpVersion::Http11,
-    }
-}
 
 /// An exchange being captured.
 pub struct Recording {
@@ -126,8 +70,8 @@ impl Recording {
                 message_ns: Vec::new(),
                 trailers: Default::default(),
                 status,
-                version: capture_version(version),
-                headers: capture_headers(headers),
+                version: convert::version(version),
+                headers: convert::headers(headers),
                 body: Default::default(),
             });
         });
@@ -135,7 +79,7 @@ impl Recording {
 
     /// Records the trailer fields that ended `part`'s body.
     pub(crate) fn trailers(&self, part: Part, trailers: &http::HeaderMap) {
-        let trailers = capture_headers(trailers);
+        let trailers = convert::headers(trailers);
         self.with(|ex| match part {
             Part::Request => ex.request.trailers = trailers,
             Part::Response => {

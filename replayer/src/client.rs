@@ -17,11 +17,12 @@ use http::{HeaderMap, Request, StatusCode, Version};
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use rustls::pki_types::ServerName;
 use tapedeck_captures::ErrorKind;
-use tokio::net::TcpStream;
+use tapedeck_net::connect::{Connected, Connector};
+use tapedeck_net::error::{body_kind, request_kind};
+use tapedeck_net::tls::{Alpn, TlsError, Trust};
+use tapedeck_net::NetError;
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
-use tokio_rustls::TlsConnector;
 
 use crate::paced::{MessagePace, PacedBody};
 use crate::websocket::WsPlan;
@@ -112,11 +113,7 @@ pub struct Pool {
 }
 
 struct Inner {
-    host: String,
-    port: u16,
-    tls: Option<(TlsConnector, ServerName<'static>)>,
-    /// The same TLS offering only HTTP/1.1 (a WebSocket upgrade needs it).
-    tls_http1: Option<TlsConnector>,
+    connector: Connector,
     config: ClientConfig,
     state: Mutex<PoolState>,
     h2: Mutex<Option<http2::SendRequest<PacedBody>>>,
@@ -157,123 +154,14 @@ impl PoolState {
     }
 }
 
-fn hyper_kind(e: &hyper::Error) -> ErrorKind {
-    if e.is_timeout() {
-        ErrorKind::ResponseTimeout
-    } else if e.is_parse() || e.is_parse_status() || e.is_parse_too_large() {
-        ErrorKind::Protocol
-    } else {
-        ErrorKind::Reset
-    }
-}
-
-/// Why a response body broke off: cut short of its announced length (the connection
-/// closed early), malformed framing (a bad chunk size), or a reset.
-fn body_kind(e: &hyper::Error) -> ErrorKind {
-    if e.is_timeout() {
-        return ErrorKind::ResponseTimeout;
-    }
-    if e.is_parse() {
-        return ErrorKind::Protocol;
-    }
-    let mut source = std::error::Error::source(e);
-    while let Some(cause) = source {
-        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
-            return match io.kind() {
-                std::io::ErrorKind::UnexpectedEof => ErrorKind::IncompleteBody,
-                std::io::ErrorKind::InvalidData | std::io::ErrorKind::InvalidInput => ErrorKind::Protocol,
-                _ => ErrorKind::Reset,
-            };
-        }
-        if let Some(h2) = cause.downcast_ref::<h2::Error>() {
-            // A stream reset by the server, or a connection gone: reset; framing errors are
-            // the protocol's.
-            return if h2.reason() == Some(h2::Reason::NO_ERROR) {
-                // Ended "gracefully" before the body was whole.
-                ErrorKind::IncompleteBody
-            } else if h2.is_go_away() || h2.is_reset() || h2.is_io() {
-                ErrorKind::Reset
-            } else {
-                ErrorKind::Protocol
-            };
-        }
-        source = cause.source();
-    }
-    if e.is_incomplete_message() {
-        ErrorKind::IncompleteBody
-    } else {
-        ErrorKind::Reset
-    }
-}
-
-/// Accepts any server certificate: `--insecure`, for staging with self-signed ones.
-#[derive(Debug)]
-struct AcceptAny(Arc<rustls::crypto::CryptoProvider>);
-
-impl rustls::client::danger::ServerCertVerifier for AcceptAny {
-    fn verify_server_cert(
-        &self,
-        _: &rustls::pki_types::CertificateDer<'_>,
-        _: &[rustls::pki_types::CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
-/// TLS settings for the target.
-pub fn tls_config(config: &ClientConfig) -> Result<rustls::ClientConfig, String> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?;
-    let mut tls = if config.insecure {
-        builder.dangerous().with_custom_certificate_verifier(Arc::new(AcceptAny(provider))).with_no_client_auth()
-    } else {
-        let mut roots = rustls::RootCertStore::empty();
-        match &config.ca {
-            Some(path) => {
-                use rustls::pki_types::{pem::PemObject, CertificateDer};
-                let certs = CertificateDer::pem_file_iter(path).map_err(|e| format!("--ca {}: {e}", path.display()))?;
-                for cert in certs {
-                    let cert = cert.map_err(|e| format!("--ca {}: not a PEM certificate file: {e}", path.display()))?;
-                    roots.add(cert).map_err(|e| format!("--ca {}: {e}", path.display()))?;
-                }
-            }
-            None => {
-                for cert in rustls_native_certs::load_native_certs().certs {
-                    let _ = roots.add(cert);
-                }
-            }
-        }
-        builder.with_root_certificates(roots).with_no_client_auth()
+/// TLS settings for the target (`--ca`, `--insecure`), offering h2 and HTTP/1.1.
+pub fn tls_config(config: &ClientConfig) -> Result<rustls::ClientConfig, TlsError> {
+    let trust = match (&config.ca, config.insecure) {
+        (_, true) => Trust::AnyCertificate,
+        (Some(ca), false) => Trust::CaFile(ca),
+        (None, false) => Trust::System,
     };
-    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(tls)
+    tapedeck_net::tls::client_config(trust, Alpn::H2OrHttp1)
 }
 
 impl Pool {
@@ -284,26 +172,15 @@ impl Pool {
         tls: Option<Arc<rustls::ClientConfig>>,
         config: ClientConfig,
         progress: Arc<crate::progress::Progress>,
-    ) -> Result<Pool, String> {
-        let tls_http1 = tls.as_ref().map(|c| {
-            let mut http1 = (**c).clone();
-            http1.alpn_protocols = vec![b"http/1.1".to_vec()];
-            TlsConnector::from(Arc::new(http1))
-        });
-        let tls = match tls {
-            Some(c) => {
-                let name = ServerName::try_from(host.trim_start_matches('[').trim_end_matches(']').to_string())
-                    .map_err(|e| format!("target host {host:?}: {e}"))?;
-                Some((TlsConnector::from(c), name))
-            }
-            None => None,
+    ) -> Result<Pool, TlsError> {
+        let timeout = config.connect_timeout;
+        let connector = match tls {
+            Some(tls) => Connector::tls(host, port, timeout, tls)?,
+            None => Connector::plain(host, port, timeout),
         };
         let permits = Arc::new(Semaphore::new(config.connections.max(1)));
         let inner = Inner {
-            host: host.to_string(),
-            port,
-            tls,
-            tls_http1,
+            connector,
             config,
             state: Mutex::new(PoolState::default()),
             h2: Mutex::new(None),
@@ -331,7 +208,7 @@ impl Pool {
         let exchange = async {
             if let Some(plan) = websocket {
                 Box::pin(self.exchange_websocket(req, plan)).await
-            } else if self.inner.tls.is_none() && is_grpc(req.headers()) {
+            } else if !self.inner.connector.is_tls() && is_grpc(req.headers()) {
                 // gRPC needs HTTP/2: a plaintext target speaks it with prior knowledge.
                 self.exchange_h2c(req).await
             } else if self.inner.config.as_recorded
@@ -363,7 +240,7 @@ impl Pool {
                 let head = req.method() == http::Method::HEAD;
                 return match tx.send_request(req).await {
                     Ok(resp) => self.read(sent_at, resp, None, head).await,
-                    Err(e) => Outcome::failed(sent_at, hyper_kind(&e)),
+                    Err(e) => Outcome::failed(sent_at, request_kind(&e)),
                 };
             }
             let idle = self.state().idle.pop();
@@ -389,7 +266,7 @@ impl Pool {
                 Ok(resp) => return self.read(sent_at, resp, Some(conn), head).await,
                 Err(mut e) => match e.take_message() {
                     Some(unsent) => req = unsent,
-                    None => return Outcome::failed(sent_at, hyper_kind(&e.into_error())),
+                    None => return Outcome::failed(sent_at, request_kind(&e.into_error())),
                 },
             }
         }
@@ -399,16 +276,10 @@ impl Pool {
     /// over), then the recorded session played on it.
     async fn exchange_websocket(&self, req: Request<Full<Bytes>>, plan: Arc<WsPlan>) -> Outcome {
         let started = Instant::now();
-        let stream = match self.tcp().await {
-            Ok(s) => s,
-            Err(kind) => return Outcome::failed(started, kind),
-        };
-        match (&self.inner.tls_http1, &self.inner.tls) {
-            (Some(connector), Some((_, name))) => match self.handshake(connector, name, stream).await {
-                Ok(tls) => self.upgrade(tls, req, &plan).await,
-                Err(kind) => Outcome::failed(started, kind),
-            },
-            _ => self.upgrade(stream, req, &plan).await,
+        match self.inner.connector.connect(Alpn::Http1).await {
+            Ok(Connected::Plain(tcp)) => self.upgrade(tcp, req, &plan).await,
+            Ok(Connected::Tls(tls)) => self.upgrade(tls, req, &plan).await,
+            Err(e) => Outcome::failed(started, self.failed(e)),
         }
     }
 
@@ -419,7 +290,7 @@ impl Pool {
         let started = Instant::now();
         let (mut tx, conn) = match http1::handshake(TokioIo::new(io)).await {
             Ok(c) => c,
-            Err(e) => return Outcome::failed(started, hyper_kind(&e)),
+            Err(e) => return Outcome::failed(started, request_kind(&e)),
         };
         tokio::spawn(async move {
             let _ = conn.with_upgrades().await;
@@ -439,7 +310,7 @@ impl Pool {
         on_wire(&req);
         let mut resp = match tx.send_request(req).await {
             Ok(resp) => resp,
-            Err(e) => return Outcome::failed(sent_at, hyper_kind(&e)),
+            Err(e) => return Outcome::failed(sent_at, request_kind(&e)),
         };
         if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
             // Refused: an answer like any other (its status is the difference).
@@ -495,7 +366,7 @@ impl Pool {
                 let ws = crate::websocket::play(TokioIo::new(io), plan, deflate, start, self.inner.config.max_body);
                 outcome.websocket = Some(ws.await);
             }
-            Err(e) => outcome.error = Some(hyper_kind(&e)),
+            Err(e) => outcome.error = Some(request_kind(&e)),
         }
         outcome
     }
@@ -509,7 +380,7 @@ impl Pool {
             match slot.as_ref().filter(|tx| !tx.is_closed()) {
                 Some(tx) => tx.clone(),
                 None => {
-                    let made = match self.tcp().await {
+                    let made = match self.inner.connector.tcp().await.map_err(|e| self.failed(e)) {
                         Ok(stream) => http2_conn(stream).await,
                         Err(kind) => Err(kind),
                     };
@@ -533,7 +404,7 @@ impl Pool {
         let head = req.method() == http::Method::HEAD;
         match tx.send_request(req).await {
             Ok(resp) => self.read(sent_at, resp, None, head).await,
-            Err(e) => Outcome::failed(sent_at, hyper_kind(&e)),
+            Err(e) => Outcome::failed(sent_at, request_kind(&e)),
         }
     }
 
@@ -591,7 +462,7 @@ impl Pool {
                 }
                 outcome
             }
-            Err(e) => Outcome::failed(sent_at, hyper_kind(&e)),
+            Err(e) => Outcome::failed(sent_at, request_kind(&e)),
         }
     }
 
@@ -747,58 +618,24 @@ impl Pool {
         (outcome, conn)
     }
 
-    /// The TLS handshake with the target, within the connect timeout; a failure's reason
-    /// is kept for the report.
-    async fn handshake(
-        &self,
-        connector: &TlsConnector,
-        name: &ServerName<'static>,
-        stream: TcpStream,
-    ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, ErrorKind> {
-        tokio::time::timeout(self.inner.config.connect_timeout, connector.connect(name.clone(), stream))
-            .await
-            .map_err(|_| ErrorKind::ConnectTimeout)?
-            .map_err(|e| {
-                let host = &self.inner.host;
-                self.inner.progress.note_cause(ErrorKind::Tls, || crate::progress::explain_tls(&e.to_string(), host));
-                ErrorKind::Tls
-            })
-    }
-
-    async fn tcp(&self) -> Result<TcpStream, ErrorKind> {
-        let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host((self.inner.host.as_str(), self.inner.port))
-            .await
-            .map_err(|_| ErrorKind::Dns)?
-            .collect();
-        let mut last = ErrorKind::Dns;
-        let mut stream = None;
-        for addr in addrs {
-            match tokio::time::timeout(self.inner.config.connect_timeout, TcpStream::connect(addr)).await {
-                Ok(Ok(s)) => {
-                    stream = Some(s);
-                    break;
-                }
-                Ok(Err(e)) => last = ErrorKind::of_io(&e),
-                Err(_) => last = ErrorKind::ConnectTimeout,
-            }
-        }
-        let stream = stream.ok_or(last)?;
-        let _ = stream.set_nodelay(true);
-        Ok(stream)
+    /// A failure to reach the target: its cause is kept for the report (the first of each
+    /// kind), with advice for TLS failures.
+    fn failed(&self, e: NetError) -> ErrorKind {
+        let host = self.inner.connector.host();
+        self.inner.progress.note_cause(e.kind, || match (e.kind, std::error::Error::source(&e)) {
+            (ErrorKind::Tls, Some(cause)) => crate::progress::explain_tls(&cause.to_string(), host),
+            _ => e.detail(),
+        });
+        e.kind
     }
 
     async fn connect(&self) -> Result<Conn, ErrorKind> {
-        let stream = self.tcp().await?;
-        match &self.inner.tls {
-            None => http1_conn(stream).await,
-            Some((connector, name)) => {
-                let tls = self.handshake(connector, name, stream).await?;
-                if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
-                    Ok(Conn::H2(http2_conn(tls).await?))
-                } else {
-                    http1_conn(tls).await
-                }
-            }
+        let conn = self.inner.connector.connect(Alpn::H2OrHttp1).await.map_err(|e| self.failed(e))?;
+        let h2 = conn.is_h2();
+        match conn {
+            Connected::Plain(tcp) => http1_conn(tcp).await,
+            Connected::Tls(tls) if h2 => Ok(Conn::H2(http2_conn(tls).await?)),
+            Connected::Tls(tls) => http1_conn(tls).await,
         }
     }
 }
@@ -819,7 +656,7 @@ where
         .timer(TokioTimer::new())
         .handshake(TokioIo::new(io))
         .await
-        .map_err(|e| hyper_kind(&e))?;
+        .map_err(|e| request_kind(&e))?;
     tokio::spawn(async move {
         let _ = conn.await;
     });
@@ -857,7 +694,7 @@ async fn http1_conn<T>(io: T) -> Result<Conn, ErrorKind>
 where
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let (tx, conn) = http1::handshake(TokioIo::new(io)).await.map_err(|e| hyper_kind(&e))?;
+    let (tx, conn) = http1::handshake(TokioIo::new(io)).await.map_err(|e| request_kind(&e))?;
     tokio::spawn(async move {
         let _ = conn.await;
     });

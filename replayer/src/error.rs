@@ -4,11 +4,14 @@
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
     /// The tapes cannot be read.
-    #[error("{0}")]
-    Source(String),
+    #[error(transparent)]
+    Source(#[from] crate::source::SourceError),
     /// A setting is invalid.
     #[error("{0}")]
     Config(String),
+    /// The target's TLS settings cannot be used (`--ca`, its host as a server name).
+    #[error("TLS for the target: {0}")]
+    Tls(#[from] tapedeck_net::tls::TlsError),
     /// The target is the service the tapes were recorded from.
     #[error(
         "the target is the service these tapes were recorded from ({0}); replaying there would send \

@@ -108,6 +108,26 @@ impl Selection {
     }
 }
 
+/// Why the tapes cannot be replayed.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// The tapes cannot be opened.
+    #[error(transparent)]
+    Tapes(#[from] TapeError),
+    /// A `--route` pattern is not a valid regular expression.
+    #[error("--route {pattern:?}: {source}")]
+    Route {
+        /// The pattern.
+        pattern: String,
+        /// Why.
+        #[source]
+        source: regex::Error,
+    },
+    /// No segment of the tapes can be read; why the first one cannot.
+    #[error("{0}")]
+    Unreadable(String),
+}
+
 /// The recorded exchanges to replay, in start order.
 pub struct Source {
     paths: Vec<PathBuf>,
@@ -125,8 +145,8 @@ pub struct Source {
 
 impl Source {
     /// Opens the tapes under `paths`.
-    pub fn open(paths: &[PathBuf], selection: Selection) -> Result<Source, String> {
-        let reader = TapeReader::open(paths).map_err(|e: TapeError| e.to_string())?;
+    pub fn open(paths: &[PathBuf], selection: Selection) -> Result<Source, SourceError> {
+        let reader = TapeReader::open(paths)?;
         let route_regexes = selection
             .routes
             .iter()
@@ -134,7 +154,7 @@ impl Source {
                 if r.contains('{') {
                     Ok(None)
                 } else {
-                    Regex::new(r).map(Some).map_err(|e| format!("--route {r:?}: {e}"))
+                    Regex::new(r).map(Some).map_err(|source| SourceError::Route { pattern: r.clone(), source })
                 }
             })
             .collect::<Result<_, _>>()?;
@@ -159,11 +179,11 @@ impl Source {
 
     /// Starts another pass over the tapes; returns the recorded span and mean gap of the
     /// pass just finished (for the schedule), or `None` if it selected nothing.
-    pub fn restart(&mut self) -> Result<Option<(i64, i64)>, String> {
+    pub fn restart(&mut self) -> Result<Option<(i64, i64)>, SourceError> {
         let Some(first) = self.pass_first else { return Ok(None) };
         let span = self.pass_last - first;
         let gap = if self.pass_count > 1 { span / (self.pass_count as i64 - 1) } else { 0 };
-        self.reader = TapeReader::open(&self.paths).map_err(|e| e.to_string())?;
+        self.reader = TapeReader::open(&self.paths)?;
         self.pass_first = None;
         self.pass_count = 0;
         self.exhausted_window = false;

@@ -219,6 +219,11 @@ fn the_report_round_trips_as_json_and_renders_as_one_self_contained_html_file() 
     // Another schema version is refused with both versions named.
     std::fs::write(&path, serde_json::to_string(&serde_json::json!({"schema_version": 99})).unwrap()).unwrap();
     let err = ReplayReport::load(&path).unwrap_err();
+    assert!(
+        matches!(err, tapedeck_captures::files::DocumentError::Version { found: 99, .. }),
+        "a typed error: {err:?}"
+    );
+    let err = err.to_string();
     assert!(err.contains("99") && err.contains(&tapedeck_report::SCHEMA_VERSION.to_string()), "{err}");
 
     let page = html::render(&report);

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
+use tapedeck_captures::files::DocumentError;
 
 use tapedeck_compare::noise::NoiseModel;
 use tapedeck_compare::tally::RouteDiffs;
@@ -531,29 +532,29 @@ impl ReplayReport {
     }
 
     /// Reads a report written by `--report` (or a results directory's `report.json`).
-    pub fn load(path: &std::path::Path) -> Result<Self, String> {
+    pub fn load(path: &std::path::Path) -> Result<Self, DocumentError> {
+        const WHAT: &str = "replay report";
         let file = if path.is_dir() { path.join(REPORT_FILE) } else { path.to_path_buf() };
-        let text = std::fs::read_to_string(&file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
-        let value: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| format!("{} is not JSON: {e}", file.display()))?;
-        match value.get("schema_version").and_then(|v| v.as_u64()) {
-            Some(v) if v == u64::from(SCHEMA_VERSION) => {}
-            Some(v) => {
-                return Err(format!(
-                    "{}: report schema version {v}; this tapedeck reads version {SCHEMA_VERSION}",
-                    file.display()
-                ))
-            }
-            None => return Err(format!("{} is not a tapedeck replay report (no schema_version)", file.display())),
+        let text = std::fs::read_to_string(&file).map_err(|source| DocumentError::Read {
+            what: WHAT,
+            path: file.clone(),
+            source,
+        })?;
+        let invalid = |source| DocumentError::Invalid { what: WHAT, path: file.clone(), source };
+        let value: serde_json::Value = serde_json::from_str(&text).map_err(invalid)?;
+        let found = value.get("schema_version").and_then(|v| v.as_u64()).unwrap_or(0);
+        if found != u64::from(SCHEMA_VERSION) {
+            return Err(DocumentError::Version { what: WHAT, path: file, found, reads: SCHEMA_VERSION.into() });
         }
-        serde_json::from_value(value).map_err(|e| format!("{} is not a tapedeck replay report: {e}", file.display()))
+        serde_json::from_value(value).map_err(invalid)
     }
 
     /// Writes the report as pretty JSON: a new file (mode 0600) renamed into place, over an
     /// existing one only when `replace` is true.
-    pub fn save(&self, path: &std::path::Path, replace: bool) -> Result<(), String> {
-        let text = serde_json::to_string_pretty(self).map_err(|e| e.to_string())? + "\n";
-        tapedeck_captures::files::write_output_bytes(path, replace, text.as_bytes()).map_err(|e| e.to_string())
+    pub fn save(&self, path: &std::path::Path, replace: bool) -> Result<(), DocumentError> {
+        let text = serde_json::to_string_pretty(self).expect("a report is plain data") + "\n";
+        tapedeck_captures::files::write_output_bytes(path, replace, text.as_bytes())
+            .map_err(|source| DocumentError::Write { what: "replay report", source })
     }
 
     /// The terminal summary, with at most `top` routes in the table.

@@ -416,7 +416,7 @@ fn config(args: &ReplayArgs) -> Result<ReplayConfig> {
     };
     c.noise_probe = args.noise_probe;
     if let Some(path) = args.noise_model.as_deref().filter(|p| p.exists()) {
-        c.noise_model = NoiseModel::load(path).map_err(|e| anyhow!(e))?;
+        c.noise_model = NoiseModel::load(path)?;
     }
     Ok(c)
 }

@@ -79,7 +79,7 @@ impl Outputs {
     /// Writes every requested form, saying where.
     pub fn write(&self, report: &ReplayReport) -> Result<()> {
         if let Some(path) = &self.json {
-            report.save(path, self.force).map_err(|e| anyhow!(e))?;
+            report.save(path, self.force)?;
             println!("  JSON report written to {}", path.display());
         }
         if let Some(path) = &self.html {

@@ -122,7 +122,13 @@ impl Dispatcher {
             self.earlier_damage.extend(damaged.cloned());
             match source.restart() {
                 Ok(Some((span, gap))) => schedule.next_loop(span, gap.max(1_000_000)),
-                _ => break,
+                Ok(None) => break,
+                Err(e) => {
+                    // The tapes went away between passes: the run ends with what it sent.
+                    tracing::warn!("cannot read the tapes again for pass {}: {e}; the run ends here", passes + 1);
+                    interrupted = true;
+                    break;
+                }
             }
         }
         // Let what was handed over finish; on Ctrl-C drop what has not started and give

@@ -23,17 +23,17 @@ mod worker;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
 
 use tapedeck_captures::tape::{TapeKind, TapeWriter, WriterConfig};
 use tapedeck_captures::IdGenerator;
 use tapedeck_compare::generated::Window;
+use tapedeck_net::clock::Clock;
 use tapedeck_report::stats::Stats;
 
 use crate::client::Pool;
 use crate::progress::Progress;
 use crate::schedule::Pacing;
-use crate::source::{Selection, Source};
+use crate::source::{Selection, Source, SourceError};
 use crate::{ReplayConfig, ReplayError};
 use comparer::Comparing;
 use dispatch::{Dispatcher, DispatcherWake, Job, Lane, LaneState};
@@ -55,7 +55,7 @@ pub(crate) struct Outcomes {
 
 /// Runs the replay to the end (or until `stop`); returns merged stats and counters.
 pub(crate) fn run(config: &ReplayConfig, stop: &AtomicBool, progress: Arc<Progress>) -> Result<Outcomes, ReplayError> {
-    let mut source = Source::open(&config.paths, config.selection.clone()).map_err(ReplayError::Source)?;
+    let mut source = Source::open(&config.paths, config.selection.clone())?;
     if source.reader().readable_segments() == 0 {
         let why = source
             .reader()
@@ -63,7 +63,7 @@ pub(crate) fn run(config: &ReplayConfig, stop: &AtomicBool, progress: Arc<Progre
             .iter()
             .find_map(|r| r.error.clone())
             .unwrap_or_else(|| "no readable tapes".into());
-        return Err(ReplayError::Source(why));
+        return Err(SourceError::Unreadable(why).into());
     }
     // Known when every segment was closed (its footer counts its records) and nothing but
     // a limit narrows the selection.
@@ -78,20 +78,16 @@ pub(crate) fn run(config: &ReplayConfig, stop: &AtomicBool, progress: Arc<Progre
     crate::guard::unscrubbed(config, &source)?;
     crate::guard::warn_missing_schema(config, &source);
     let rewrite = Arc::new(config.rewrite.clone());
-    let tls = if rewrite.is_https() {
-        Some(Arc::new(crate::client::tls_config(&config.client).map_err(ReplayError::Config)?))
-    } else {
-        None
-    };
+    let tls = if rewrite.is_https() { Some(Arc::new(crate::client::tls_config(&config.client)?)) } else { None };
 
-    let clock = (Instant::now(), tapedeck_captures::tape::writer::now_unix_ns());
+    let clock = Clock::now();
     let results = match &config.results {
         Some(dir) => {
             let mut wc = WriterConfig::new(dir);
             wc.prefix = "replay".into();
             wc.kind = TapeKind::Replay;
             wc.allow_shared_dir = config.allow_shared_dir;
-            wc.tape_start_unix_ns = clock.1;
+            wc.tape_start_unix_ns = clock.start_unix_ns;
             wc.labels.push(("target".into(), rewrite.origin()));
             wc.scrub_fingerprint = config.scrub.as_ref().map(|s| s.fingerprint());
             let writer = TapeWriter::new(wc).map_err(ReplayError::Results)?;
@@ -113,7 +109,11 @@ pub(crate) fn run(config: &ReplayConfig, stop: &AtomicBool, progress: Arc<Progre
     let comparing = config.compare.as_ref().map(|c| {
         let mut c = c.clone();
         c.scrub = config.scrub.clone();
-        Arc::new(Comparing { config: c, window: Window::since(clock.1 / 1_000_000_000), probe: config.noise_probe })
+        Arc::new(Comparing {
+            config: c,
+            window: Window::since(clock.start_unix_ns / 1_000_000_000),
+            probe: config.noise_probe,
+        })
     });
     let mut comparers = Vec::new();
     let mut lanes = Vec::with_capacity(workers);
@@ -131,8 +131,7 @@ pub(crate) fn run(config: &ReplayConfig, stop: &AtomicBool, progress: Arc<Progre
         });
         let mut client = config.client.clone();
         client.connections = share(config.client.connections.max(workers), i);
-        let pool = Pool::new(rewrite.host(), rewrite.port(), tls.clone(), client, progress.clone())
-            .map_err(ReplayError::Config)?;
+        let pool = Pool::new(rewrite.host(), rewrite.port(), tls.clone(), client, progress.clone())?;
         let ctx = WorkerContext {
             rewrite: rewrite.clone(),
             results: results.as_ref().map(|(sink, _, _)| sink.clone()),

@@ -14,13 +14,15 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tapedeck_captures::exchange::{Body, Header, Headers, Request as Recorded, Response as RecordedResponse};
+use tapedeck_captures::exchange::{Body, Request as Recorded, Response as RecordedResponse};
 use tapedeck_captures::websocket::WebSocket;
 use tapedeck_captures::{ConnectionId, ErrorKind, Exchange, ExchangeId, HttpVersion, IdGenerator, Timing};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use tapedeck_compare::correlate::Vars;
 use tapedeck_compare::noise;
+use tapedeck_net::clock::Clock;
+use tapedeck_net::convert;
 use tapedeck_report::stats::{Sample, Stats};
 
 use super::comparer::{self, Comparing};
@@ -40,7 +42,7 @@ pub(crate) struct WorkerContext {
     pub progress: Arc<Progress>,
     pub ids: Arc<IdGenerator>,
     /// The replay's clock: an instant and the wall time then (ns).
-    pub clock: (Instant, i64),
+    pub clock: Clock,
     pub lane: Arc<LaneState>,
     /// Requests in flight at most in this worker.
     pub limit: usize,
@@ -193,7 +195,7 @@ fn start_ready(queues: &Rc<RefCell<Queues>>, shared: &Rc<(Pool, WorkerContext)>)
             {
                 let mut q = queues.borrow_mut();
                 q.stats.substitutions += substituted as u64;
-                q.stats.record(&sample.as_sample(&job, &route, ctx.clock.0));
+                q.stats.record(&sample.as_sample(&job, &route, ctx.clock.start));
                 q.release(&job.key);
             }
             if let Some(mut ex) = sample.result.take() {
@@ -272,7 +274,7 @@ impl Drop for Flight<'_> {
         let sample = Sample {
             recorded: &self.job.exchange,
             route: self.route,
-            origin: self.ctx.clock.0,
+            origin: self.ctx.clock.start,
             due: self.job.due,
             sent_at: self.started,
             status: None,
@@ -499,19 +501,6 @@ async fn send_again(
     response_of(&outcome).filter(|_| outcome.error.is_none()).ok_or(())
 }
 
-fn headers_of(map: &http::HeaderMap) -> Headers {
-    Headers(map.iter().map(|(n, v)| Header { name: n.as_str().into(), value: v.as_bytes().into() }).collect())
-}
-
-fn version_of(v: http::Version) -> HttpVersion {
-    match v {
-        http::Version::HTTP_10 => HttpVersion::Http10,
-        http::Version::HTTP_2 => HttpVersion::H2,
-        http::Version::HTTP_3 => HttpVersion::H3,
-        _ => HttpVersion::Http11,
-    }
-}
-
 /// The request as sent, for the results tape.
 fn sent_request(req: &http::Request<http_body_util::Full<bytes::Bytes>>) -> Recorded {
     let body = http_body::Body::size_hint(req.body()).exact().unwrap_or(0);
@@ -523,7 +512,7 @@ fn sent_request(req: &http::Request<http_body_util::Full<bytes::Bytes>>) -> Reco
         authority: req.uri().authority().map(|a| a.to_string()).unwrap_or_default(),
         target: req.uri().path_and_query().map_or("/".to_string(), |pq| pq.to_string()),
         version: HttpVersion::Http11,
-        headers: headers_of(req.headers()),
+        headers: convert::headers(req.headers()),
         body: Body { len: body, ..Default::default() },
     }
 }
@@ -531,10 +520,10 @@ fn sent_request(req: &http::Request<http_body_util::Full<bytes::Bytes>>) -> Reco
 fn response_of(outcome: &Outcome) -> Option<RecordedResponse> {
     outcome.status.map(|s| RecordedResponse {
         message_ns: outcome.message_ns.clone(),
-        trailers: headers_of(&outcome.trailers),
+        trailers: convert::headers(&outcome.trailers),
         status: s.as_u16(),
-        version: version_of(outcome.version),
-        headers: headers_of(&outcome.headers),
+        version: convert::version(outcome.version),
+        headers: convert::headers(&outcome.headers),
         body: Body {
             truncated: (outcome.body.len() as u64) < outcome.body_len,
             data: outcome.body.clone().into(),
@@ -548,14 +537,14 @@ fn response_of(outcome: &Outcome) -> Option<RecordedResponse> {
 fn result_exchange(ctx: &WorkerContext, recorded: &Exchange, mut request: Recorded, outcome: &Outcome) -> Exchange {
     // The request body is the recorded one; keep a reference, not a second copy.
     request.body.data = recorded.request.body.data.clone();
-    let start_ns = outcome.sent_at.saturating_duration_since(ctx.clock.0).as_nanos() as u64;
+    let start_ns = outcome.sent_at.saturating_duration_since(ctx.clock.start).as_nanos() as u64;
     Exchange {
         id: ExchangeId(ctx.ids.next()),
         connection: ConnectionId(recorded.connection.0),
         session: recorded.session.clone(),
         sequence: recorded.sequence,
         timing: Timing {
-            tape_start_unix_ns: ctx.clock.1,
+            tape_start_unix_ns: ctx.clock.start_unix_ns,
             start_ns,
             head_ns: outcome.head.map(|d| d.as_nanos() as u64),
             end_ns: outcome.end.map(|d| d.as_nanos() as u64),

@@ -169,7 +169,7 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
         ..Default::default()
     };
     crate::commands::replay::run(replay_args)?;
-    let report = ReplayReport::load(&out.join("report.json")).map_err(anyhow::Error::msg)?;
+    let report = ReplayReport::load(&out.join("report.json"))?;
     if !report.gates_passed() {
         println!("    (`tapedeck replay` exited with code 1 here: a CI job with these gates would stop the release)\n");
     }
