@@ -3,7 +3,9 @@
 //! The spine of tapedeck: the [`Exchange`] data model, the `.tape` capture format
 //! ([`tape`]), route templates ([`route`]), filter expressions ([`filter`]), tape
 //! summaries ([`summary`]) and conversion to and from other formats ([`convert`]: HAR,
-//! GoReplay, JSON lines, raw HTTP text, curl).
+//! GoReplay, JSON lines, raw HTTP text, curl). Personal data is removed before anything
+//! reaches a disk by [`scrub`]; bodies are read through their content codings ([`coding`]),
+//! gRPC bodies and protobuf messages on the wire ([`wire`]) or by a schema ([`proto`]).
 //!
 //! This crate has no async runtime and no HTTP stack: the proxy and the replayer depend on
 //! it, never the other way round.
@@ -25,6 +27,7 @@
 
 pub mod blob;
 pub mod codec;
+pub mod coding;
 pub mod convert;
 pub mod error;
 pub mod exchange;
@@ -37,6 +40,7 @@ pub mod summary;
 pub mod synth;
 pub mod tape;
 pub mod websocket;
+pub mod wire;
 
 pub use blob::Blob;
 pub use error::TapeError;

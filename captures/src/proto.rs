@@ -115,7 +115,7 @@ impl ProtoSchema {
     /// such a message.
     pub fn to_json(desc: &MessageDescriptor, bytes: &[u8]) -> Option<serde_json::Value> {
         // Nesting (an `Any` in an `Any` …) is bounded before the recursive reader sees it.
-        if !crate::scrub::grpc::nested_within(bytes, MAX_WIRE_DEPTH) {
+        if !crate::wire::nested_within(bytes, MAX_WIRE_DEPTH) {
             return None;
         }
         let message = DynamicMessage::decode(desc.clone(), bytes).ok()?;
@@ -145,12 +145,12 @@ pub fn messages_json(
     body: &crate::Body,
 ) -> Option<Vec<serde_json::Value>> {
     let content_type = headers.get_str("content-type")?.trim();
-    if !crate::scrub::is_grpc_content_type(content_type.as_bytes()) || body.data.is_empty() {
+    if !crate::wire::is_grpc_content_type(content_type.as_bytes()) || body.data.is_empty() {
         return None;
     }
     let json = content_type.get(16..).is_some_and(|rest| rest.to_ascii_lowercase().starts_with("+json"));
     let encoding = headers.get_str("grpc-encoding").map(|e| e.trim().to_ascii_lowercase());
-    let messages = crate::scrub::grpc_messages(&body.data, encoding.as_deref())?;
+    let messages = crate::wire::messages(&body.data, encoding.as_deref())?;
     let desc = schema.and_then(|s| s.message(path, side));
     Some(
         messages
@@ -220,17 +220,12 @@ pub fn wire_json(bytes: &[u8]) -> Option<serde_json::Value> {
     wire_object(bytes, 0)
 }
 
-/// Text without control characters (but tabs and line ends).
-pub(crate) fn is_printable(text: &str) -> bool {
-    !text.chars().any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
-}
-
 /// Nesting read as messages at most (deeper values stay text or bytes).
 const MAX_WIRE_DEPTH: usize = 32;
 
 fn wire_object(bytes: &[u8], depth: usize) -> Option<serde_json::Value> {
     use serde_json::Value;
-    let fields = crate::scrub::grpc::parse(bytes)?;
+    let fields = crate::wire::parse(bytes)?;
     let mut map = serde_json::Map::new();
     for f in fields {
         let raw = &bytes[f.value.clone()];
@@ -245,7 +240,7 @@ fn wire_object(bytes: &[u8], depth: usize) -> Option<serde_json::Value> {
             1 => Value::from(u64::from_le_bytes(raw.try_into().ok()?)),
             5 => Value::from(u32::from_le_bytes(raw.try_into().ok()?)),
             // Printable text is text (as the scrubber reads it), even if it would parse.
-            _ => match std::str::from_utf8(raw).ok().filter(|t| is_printable(t)) {
+            _ => match std::str::from_utf8(raw).ok().filter(|t| crate::wire::is_printable(t)) {
                 Some(text) => Value::String(text.to_string()),
                 None => {
                     match (!raw.is_empty() && depth < MAX_WIRE_DEPTH).then(|| wire_object(raw, depth + 1)).flatten() {

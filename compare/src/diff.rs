@@ -318,13 +318,13 @@ fn decoded(r: &Response) -> std::borrow::Cow<'_, [u8]> {
     // gRPC compresses message by message (`grpc-encoding`); captures store them decoded.
     if r.headers.get_str("content-type").is_some_and(|t| t.trim_start().starts_with("application/grpc")) {
         let encoding = r.headers.get_str("grpc-encoding").map(str::trim);
-        if let Some(plain) = tapedeck_captures::scrub::grpc_uncompressed(&r.body.data, encoding) {
+        if let Some(plain) = tapedeck_captures::wire::uncompressed(&r.body.data, encoding) {
             return plain.into();
         }
     }
     match r.headers.get_str("content-encoding").map(str::trim) {
         Some(enc) if !enc.is_empty() && !enc.eq_ignore_ascii_case("identity") && r.body.decoded_from.is_none() => {
-            match tapedeck_captures::scrub::body::decode(enc, &r.body.data) {
+            match tapedeck_captures::coding::decode(enc, &r.body.data) {
                 Some((bytes, _)) => bytes.into(),
                 None => (&r.body.data[..]).into(),
             }
@@ -384,7 +384,7 @@ fn body(out: &mut Out<'_>, recorded: &Response, replayed: &Response) {
 fn is_grpc(r: &Response) -> bool {
     r.headers
         .get_str("content-type")
-        .is_some_and(|t| tapedeck_captures::scrub::is_grpc_content_type(t.trim().as_bytes()))
+        .is_some_and(|t| tapedeck_captures::wire::is_grpc_content_type(t.trim().as_bytes()))
 }
 
 /// gRPC bodies (decoded frames) compared message by message, as JSON documents (one
@@ -393,8 +393,7 @@ fn is_grpc(r: &Response) -> bool {
 /// when they are not whole frames or messages (then compared as any body).
 fn grpc(out: &mut Out<'_>, a: &[u8], b: &[u8]) -> bool {
     use tapedeck_captures::proto::{ProtoSchema, Side};
-    let (Some(ma), Some(mb)) =
-        (tapedeck_captures::scrub::grpc_messages(a, None), tapedeck_captures::scrub::grpc_messages(b, None))
+    let (Some(ma), Some(mb)) = (tapedeck_captures::wire::messages(a, None), tapedeck_captures::wire::messages(b, None))
     else {
         return false;
     };

@@ -31,7 +31,7 @@ const HOP_BY_HOP: [HeaderName; 9] = [
 /// gRPC over HTTP/2 (`application/grpc`, `+proto`, `+json`…); gRPC-Web, made for
 /// HTTP/1.1, is not.
 pub(crate) fn is_grpc(headers: &HeaderMap) -> bool {
-    headers.get(header::CONTENT_TYPE).is_some_and(|v| tapedeck_captures::scrub::is_grpc_content_type(v.as_bytes()))
+    headers.get(header::CONTENT_TYPE).is_some_and(|v| tapedeck_captures::wire::is_grpc_content_type(v.as_bytes()))
 }
 
 /// The client accepts trailers (`TE: trailers`).

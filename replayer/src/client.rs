@@ -685,9 +685,7 @@ async fn paced(req: Request<Full<Bytes>>) -> Request<PacedBody> {
 
 /// gRPC over HTTP/2 (`application/grpc…`; gRPC-Web, made for HTTP/1.1, is not).
 fn is_grpc(headers: &HeaderMap) -> bool {
-    headers
-        .get(http::header::CONTENT_TYPE)
-        .is_some_and(|v| tapedeck_captures::scrub::is_grpc_content_type(v.as_bytes()))
+    headers.get(http::header::CONTENT_TYPE).is_some_and(|v| tapedeck_captures::wire::is_grpc_content_type(v.as_bytes()))
 }
 
 async fn http1_conn<T>(io: T) -> Result<Conn, ErrorKind>

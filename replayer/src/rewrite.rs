@@ -145,38 +145,45 @@ fn issued_by_target(name: &str, now: &str, issued: &[String]) -> Option<String> 
     only_issued(credentials).then(|| now.to_string())
 }
 
+/// A `--set-header` or `--rewrite-path` rule that does not parse (a header value is never
+/// shown: it is a credential more often than not).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct RuleError(String);
+
 /// Parses `K: V` for `--set-header`, expanding `${VAR}` from the environment so
 /// credentials need not appear on the command line.
-pub fn parse_set_header(s: &str) -> Result<(HeaderName, HeaderValue), String> {
+pub fn parse_set_header(s: &str) -> Result<(HeaderName, HeaderValue), RuleError> {
     // The value is a credential more often than not: never echoed, the name at most.
-    let (name, value) = s
-        .split_once(':')
-        .ok_or_else(|| "--set-header: expected 'Name: value' (no ':' found; the value is not shown)".to_string())?;
+    let (name, value) = s.split_once(':').ok_or_else(|| {
+        RuleError("--set-header: expected 'Name: value' (no ':' found; the value is not shown)".into())
+    })?;
     let name = HeaderName::from_bytes(name.trim().as_bytes()).map_err(|_| {
         let shown: String = name.trim().chars().take(40).collect();
-        format!("--set-header {shown:?}: invalid header name")
+        RuleError(format!("--set-header {shown:?}: invalid header name"))
     })?;
     let mut expanded = String::new();
     let mut rest = value.trim();
     while let Some(i) = rest.find("${") {
         expanded.push_str(&rest[..i]);
-        let end = rest[i..].find('}').ok_or_else(|| format!("--set-header {name}: unclosed ${{"))?;
+        let end = rest[i..].find('}').ok_or_else(|| RuleError(format!("--set-header {name}: unclosed ${{")))?;
         let var = &rest[i + 2..i + end];
-        let v =
-            std::env::var(var).map_err(|_| format!("--set-header {name}: environment variable {var} is not set"))?;
+        let v = std::env::var(var)
+            .map_err(|_| RuleError(format!("--set-header {name}: environment variable {var} is not set")))?;
         expanded.push_str(&v);
         rest = &rest[i + end + 1..];
     }
     expanded.push_str(rest);
     let value = HeaderValue::from_str(&expanded)
-        .map_err(|_| format!("--set-header {name}: the value is not a valid header value"))?;
+        .map_err(|_| RuleError(format!("--set-header {name}: the value is not a valid header value")))?;
     Ok((name, value))
 }
 
 /// Parses `REGEX=REPLACEMENT` for `--rewrite-path` (`$1` refers to groups).
-pub fn parse_path_rule(s: &str) -> Result<(Regex, String), String> {
-    let (re, rep) = s.split_once('=').ok_or_else(|| format!("--rewrite-path {s:?}: expected REGEX=REPLACEMENT"))?;
-    let re = Regex::new(re).map_err(|e| format!("--rewrite-path {s:?}: {e}"))?;
+pub fn parse_path_rule(s: &str) -> Result<(Regex, String), RuleError> {
+    let (re, rep) =
+        s.split_once('=').ok_or_else(|| RuleError(format!("--rewrite-path {s:?}: expected REGEX=REPLACEMENT")))?;
+    let re = Regex::new(re).map_err(|e| RuleError(format!("--rewrite-path {s:?}: {e}")))?;
     Ok((re, rep.to_string()))
 }
 
@@ -448,7 +455,7 @@ mod tests {
     #[test]
     fn rejects_bad_flags() {
         assert!(parse_set_header("no colon").is_err());
-        assert!(parse_set_header("X: ${TAPEDECK_SURELY_UNSET_VAR}").unwrap_err().contains("not set"));
+        assert!(parse_set_header("X: ${TAPEDECK_SURELY_UNSET_VAR}").unwrap_err().to_string().contains("not set"));
         assert!(parse_path_rule("(=x").is_err());
         assert!(Rewrite::new(&"ftp://x".parse().unwrap()).is_err());
     }

@@ -70,10 +70,15 @@ pub struct GateResult {
     pub detail: String,
 }
 
-impl std::str::FromStr for Gate {
-    type Err = String;
+/// A `--gate` expression that does not parse: what is wrong, the grammar and the metrics.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct GateError(String);
 
-    fn from_str(text: &str) -> Result<Self, String> {
+impl std::str::FromStr for Gate {
+    type Err = GateError;
+
+    fn from_str(text: &str) -> Result<Self, GateError> {
         let t = text.trim();
         let (route, expr) = match t.rsplit_once(':') {
             Some((route, expr)) if route.trim().contains(' ') => (Some(route.trim().to_string()), expr.trim()),
@@ -102,12 +107,12 @@ impl std::str::FromStr for Gate {
     }
 }
 
-fn usage(text: &str, why: &str) -> String {
+fn usage(text: &str, why: &str) -> GateError {
     let metrics: Vec<&str> = METRICS.iter().map(|(m, _)| *m).collect();
-    format!(
+    GateError(format!(
         "gate `{text}`: {why}. A gate is `[ROUTE:]METRIC OP NUMBER[%]`, e.g. `diff_rate<=0.5%`, `GET /search:p99_ratio<=1.5`; metrics: {}",
         metrics.join(", ")
-    )
+    ))
 }
 
 fn ratio_of(r: &RouteReport, q: &str) -> Option<f64> {

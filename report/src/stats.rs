@@ -149,7 +149,7 @@ fn is_grpc_with_deadline(r: &tapedeck_captures::Request) -> bool {
     r.headers.get_str("grpc-timeout").is_some()
         && r.headers
             .get_str("content-type")
-            .is_some_and(|t| tapedeck_captures::scrub::is_grpc_content_type(t.trim().as_bytes()))
+            .is_some_and(|t| tapedeck_captures::wire::is_grpc_content_type(t.trim().as_bytes()))
 }
 
 fn class(status: Option<u16>) -> &'static str {

@@ -65,6 +65,52 @@ pub fn toml_error(what: &str, path: &std::path::Path, text: &str, e: &toml::de::
     anyhow::anyhow!("{what} {}{line}: {}{hint}", path.display(), without_quoted(e.message().trim_end()))
 }
 
+/// Refuses a config file key that is not one of `A`'s flags (`--config` aside): the keys
+/// are the flag names, so a typo never passes silently. Names its line.
+pub fn refuse_unknown_keys<A: clap::Args>(what: &str, path: &std::path::Path, text: &str) -> anyhow::Result<()> {
+    use std::collections::BTreeMap;
+    let keys: BTreeMap<toml::Spanned<String>, serde::de::IgnoredAny> =
+        toml::from_str(text).map_err(|e| toml_error(what, path, text, &e))?;
+    let command = A::augment_args(clap::Command::new("config"));
+    let known: Vec<String> = command
+        .get_arguments()
+        .filter(|a| a.get_id() != "config")
+        .map(|a| a.get_long().map_or_else(|| a.get_id().as_str().replace('_', "-"), str::to_string))
+        .collect();
+    for key in keys.keys() {
+        if !known.iter().any(|k| k == key.get_ref()) {
+            let line = text[..key.span().start.min(text.len())].matches('\n').count() + 1;
+            let near = known
+                .iter()
+                .filter(|k| edit_distance(k, key.get_ref()) <= 2)
+                .min_by_key(|k| edit_distance(k, key.get_ref()));
+            let hint = near.map_or(String::new(), |k| format!(" (did you mean `{k}`?)"));
+            anyhow::bail!(
+                "{what} {}, line {line}: {}{hint}; the keys are the flag names without their leading -- (see --help)",
+                path.display(),
+                without_quoted(&format!("unknown key `{}`", key.get_ref()))
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Levenshtein distance, for suggesting a key (short strings only).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let substitution = diagonal + usize::from(ca != *cb);
+            diagonal = row[j + 1];
+            row[j + 1] = substitution.min(row[j] + 1).min(row[j + 1] + 1);
+        }
+    }
+    row[b.len()]
+}
+
 /// `message` with the values a parser quotes shown as `…`: double-quoted strings
 /// (`invalid type: string "Bearer …"`), and in backticks anything but a short lower-case
 /// name (an unknown key `Qm9z…` that is a key file's text, a long integer). A value in a

@@ -19,12 +19,16 @@ use tapedeck_replayer::schedule::Pacing;
 use tapedeck_replayer::{replay, Progress, ReplayConfig};
 use tapedeck_report::REPORT_FILE;
 
-use super::report::{parse_gates, Outputs};
+use super::report::ReportFlags;
 
 /// Flags of `tapedeck replay`, also the keys of its config file.
 #[derive(Debug, Default, Args, Deserialize)]
-#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+#[serde(default, rename_all = "kebab-case")]
 pub struct ReplayArgs {
+    /// Report files, gates, compare settings.
+    #[command(flatten)]
+    #[serde(skip)]
+    pub output: ReportFlags,
     /// Tapes or directories to replay (merged in recorded order).
     #[arg(value_name = "TAPE_OR_DIR")]
     pub paths: Vec<PathBuf>,
@@ -138,24 +142,6 @@ pub struct ReplayArgs {
     /// Response body bytes kept per response in the results [default: 1MiB].
     #[arg(long, value_name = "SIZE")]
     pub max_body: Option<String>,
-    /// Write the report as JSON (schema: docs/report.md).
-    #[arg(long, value_name = "FILE")]
-    pub report: Option<PathBuf>,
-    /// Write the report as one self-contained HTML file (charts, diffs side by side).
-    #[arg(long, value_name = "FILE")]
-    pub html: Option<PathBuf>,
-    /// Write the report as JUnit XML (one test case per route, one per gate).
-    #[arg(long, value_name = "FILE")]
-    pub junit: Option<PathBuf>,
-    /// Fail (exit 1) unless this holds: `[ROUTE:]METRIC OP NUMBER[%]`, e.g.
-    /// `diff_rate<=0.5%`, `p99_ratio<=1.25`, `errors==0`, `GET /search:p99_ratio<=2`.
-    /// Repeatable.
-    #[arg(long, value_name = "EXPR")]
-    pub gate: Vec<String>,
-    /// Compare settings (TOML): headers compared, ignore rules, correlation rules, latency
-    /// flag thresholds. See examples/compare.toml.
-    #[arg(long, value_name = "FILE")]
-    pub compare_config: Option<PathBuf>,
     /// Never report this difference: `$.json.path`, `header:NAME`, `status`, `body`,
     /// `grpc-status`, `websocket:close`, optionally after a
     /// route (`'GET /users/{id} $.updated_at'`). Repeatable.
@@ -174,9 +160,6 @@ pub struct ReplayArgs {
     /// Do not substitute the target's generated values (ids, tokens) into later requests.
     #[arg(long)]
     pub no_correlate: bool,
-    /// Routes listed in the summary [default: 20].
-    #[arg(long, value_name = "N")]
-    pub top: Option<usize>,
     /// Replay even at the service the tapes were recorded from.
     #[arg(long)]
     pub allow_production_target: bool,
@@ -194,9 +177,6 @@ pub struct ReplayArgs {
     /// (without it, a warning).
     #[arg(long)]
     pub strict_perms: bool,
-    /// Replace report files, and an earlier run in the --results directory, that exist.
-    #[arg(long)]
-    pub force: bool,
     /// Accept a --results directory that is a symlink, writable by group or others, or
     /// owned by another user.
     #[arg(long)]
@@ -216,18 +196,25 @@ impl ReplayArgs {
         let Some(path) = self.config.clone() else { return Ok(self) };
         let text =
             std::fs::read_to_string(&path).with_context(|| format!("cannot read config file {}", path.display()))?;
-        let mut file: ReplayArgs =
-            toml::from_str(&text).map_err(|e| super::toml_error("config file", &path, &text, &e))?;
+        // Keys are the flag names: one that is none is refused (with its line), and each
+        // part of the settings is read on its own, so that a wrong value names its line.
+        super::refuse_unknown_keys::<ReplayArgs>("config file", &path, &text)?;
+        let toml_error = |e| super::toml_error("config file", &path, &text, &e);
+        let mut file: ReplayArgs = toml::from_str(&text).map_err(toml_error)?;
+        file.output = toml::from_str(&text).map_err(toml_error)?;
         // The tempo is one setting: a --speed or --rate flag replaces the file's.
         if self.speed.is_some() || self.rate.is_some() {
             file.speed = None;
             file.rate = None;
         }
         prefer_flags!(self, file; target, speed, rate, concurrency, max_in_flight, filter, from, to, sample, limit,
-            loops, duration, host_header, timeout, connections, connection_reuse, ca, workers, results, max_body, report,
-            top, html, junit, compare_config, noise_model, scrub_policy, scrub_key_file);
-        prefer_lists!(self, file; paths, method, route, status, host, set_header, remove_header, rewrite_path, gate,
-            ignore);
+            loops, duration, host_header, timeout, connections, connection_reuse, ca, workers, results, max_body,
+            noise_model, scrub_policy, scrub_key_file);
+        prefer_lists!(self, file; paths, method, route, status, host, set_header, remove_header, rewrite_path, ignore);
+        let (flags, from_file) = (&mut self.output, &mut file.output);
+        prefer_flags!(flags, from_file; report, html, junit, compare_config, top);
+        prefer_lists!(flags, from_file; gate);
+        flags.force |= from_file.force;
         self.insecure |= file.insecure;
         self.noise_probe |= file.noise_probe;
         self.no_compare |= file.no_compare;
@@ -237,7 +224,6 @@ impl ReplayArgs {
         self.keep_credentials |= file.keep_credentials;
         self.allow_unscrubbed |= file.allow_unscrubbed;
         self.strict_perms |= file.strict_perms;
-        self.force |= file.force;
         self.allow_shared_dir |= file.allow_shared_dir;
         self.no_progress |= file.no_progress;
         Ok(self)
@@ -343,10 +329,10 @@ fn config(args: &ReplayArgs) -> Result<ReplayConfig> {
         })?);
     }
     for h in &args.set_header {
-        c.rewrite.set.push(parse_set_header(h).map_err(|e| anyhow!(e))?);
+        c.rewrite.set.push(parse_set_header(h)?);
     }
     for r in &args.rewrite_path {
-        c.rewrite.paths.push(parse_path_rule(r).map_err(|e| anyhow!(e))?);
+        c.rewrite.paths.push(parse_path_rule(r)?);
     }
     if let Some(t) = &args.timeout {
         c.client.timeout = humantime::parse_duration(t).map_err(|e| anyhow!("--timeout {t:?}: {e}"))?;
@@ -377,12 +363,16 @@ fn config(args: &ReplayArgs) -> Result<ReplayConfig> {
     // Read once: the comparison and the results' scrubbing share it.
     let proto = args.proto_descriptor.as_deref().map(super::scrub::load_proto).transpose()?;
     c.compare = if args.no_compare {
-        if args.noise_probe || args.noise_model.is_some() || !args.ignore.is_empty() || args.compare_config.is_some() {
+        if args.noise_probe
+            || args.noise_model.is_some()
+            || !args.ignore.is_empty()
+            || args.output.compare_config.is_some()
+        {
             bail!("--no-compare turns comparison off; drop it to use --ignore, --noise-probe, --noise-model or --compare-config");
         }
         None
     } else {
-        let mut compare = super::report::compare_config(args.compare_config.as_deref())?;
+        let mut compare = super::report::compare_config(args.output.compare_config.as_deref())?;
         compare.proto = proto.clone();
         for rule in &args.ignore {
             compare.add_ignore(rule).map_err(|e| anyhow!("--ignore: {e}"))?;
@@ -502,10 +492,9 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode> {
             eprintln!("note: {s}");
         }
     }
-    let gates = parse_gates(&args.gate)?;
+    let gates = args.output.gates()?;
     // Outputs that cannot be written are refused before the replay, not after it.
-    let outputs =
-        Outputs { json: args.report.clone(), html: args.html.clone(), junit: args.junit.clone(), force: args.force };
+    let outputs = args.output.outputs();
     // The results directory first (judged, and made if new), so outputs may go inside it.
     if let Some(dir) = &config.results {
         tapedeck_captures::files::check_private_dir(dir, args.allow_shared_dir)?;
@@ -532,7 +521,7 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode> {
     }
     outputs.check(&others)?;
     if let Some(dir) = &config.results {
-        prepare_results(dir, args.force, args.allow_shared_dir)?;
+        prepare_results(dir, args.output.force, args.allow_shared_dir)?;
     }
     if !gates.is_empty() && config.compare.is_none() && gates.iter().any(|g| g.text.contains("diff")) {
         bail!("--gate on differences needs the comparison; drop --no-compare");
@@ -550,10 +539,10 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode> {
     }
     let mut report = result?;
     report.apply_gates(&gates);
-    print!("{}", report.render(args.top.unwrap_or(20)));
+    print!("{}", report.render(args.output.top()));
     if let (Some(dir), Some(_)) = (&config.results, &report.results) {
         // Beside the responses, so `tapedeck report DIR` can re-render without replaying.
-        if let Err(e) = report.save(&dir.join(REPORT_FILE), args.force) {
+        if let Err(e) = report.save(&dir.join(REPORT_FILE), args.output.force) {
             eprintln!("tapedeck replay: {e}");
         }
     }
@@ -630,23 +619,50 @@ mod tests {
 
     #[test]
     fn the_example_config_is_valid_and_flags_win() {
-        let example: ReplayArgs = toml::from_str(include_str!("../../examples/replay.toml")).unwrap();
+        let text = include_str!("../../examples/replay.toml");
+        crate::commands::refuse_unknown_keys::<ReplayArgs>(
+            "example",
+            std::path::Path::new("examples/replay.toml"),
+            text,
+        )
+        .unwrap();
+        let example: ReplayArgs = toml::from_str(text).unwrap();
         assert_eq!(example.target.as_deref(), Some("https://staging.internal:8443"));
         assert_eq!(example.set_header, ["Authorization: Bearer ${STAGING_TOKEN}"]);
 
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("replay.toml");
-        std::fs::write(&file, "paths = [\"caps/\"]\ntarget = \"http://staging:8080\"\nspeed = \"2x\"\nloop = 3\n")
-            .unwrap();
+        std::fs::write(
+            &file,
+            "paths = [\"caps/\"]\ntarget = \"http://staging:8080\"\nspeed = \"2x\"\nloop = 3\ngate = [\"errors==0\"]\ntop = 7\n",
+        )
+        .unwrap();
         let flags = ReplayArgs { rate: Some(50.0), config: Some(file.clone()), ..Default::default() };
         let merged = flags.merge_file().unwrap();
         assert_eq!(merged.paths, [PathBuf::from("caps/")]);
         assert_eq!(merged.target.as_deref(), Some("http://staging:8080"));
         assert_eq!((merged.rate, merged.speed), (Some(50.0), None), "--rate replaces the file's speed");
         assert_eq!(merged.loops, Some(3));
+        assert_eq!((merged.output.gate.as_slice(), merged.output.top), (&["errors==0".to_string()][..], Some(7)));
 
         std::fs::write(&file, "target = \"http://staging:8080\"\nsped = \"2x\"\n").unwrap();
-        let err = ReplayArgs { config: Some(file), ..Default::default() }.merge_file().unwrap_err();
-        assert!(format!("{err:#}").contains("sped"), "{err:#}");
+        let err = ReplayArgs { config: Some(file.clone()), ..Default::default() }.merge_file().unwrap_err();
+        assert!(
+            format!("{err:#}").contains("line 2") && format!("{err:#}").contains("did you mean `speed`"),
+            "{err:#}"
+        );
+        // A wrong value in the report's part names its line too.
+        std::fs::write(&file, "target = \"http://staging:8080\"\n\ntop = \"many\"\n").unwrap();
+        let err = ReplayArgs { config: Some(file.clone()), ..Default::default() }.merge_file().unwrap_err();
+        assert!(format!("{err:#}").contains("line 3"), "{err:#}");
+        // Flags win over the file, the file fills what flags leave.
+        std::fs::write(&file, "top = 7\nhtml = \"r.html\"\n").unwrap();
+        let flags = ReplayArgs {
+            output: ReportFlags { top: Some(3), ..Default::default() },
+            config: Some(file),
+            ..Default::default()
+        };
+        let merged = flags.merge_file().unwrap();
+        assert_eq!((merged.output.top, merged.output.html), (Some(3), Some(PathBuf::from("r.html"))));
     }
 }

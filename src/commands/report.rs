@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
+use serde::Deserialize;
 use tapedeck_captures::files;
 use tapedeck_compare::{CompareConfig, CompareFile};
 use tapedeck_report::gate::Gate;
@@ -23,27 +24,57 @@ pub struct ReportArgs {
     /// new run). Latency ratios, status mixes and gates then read "new against old".
     #[arg(long, num_args = 1..=2, value_names = ["OLD", "NEW"])]
     pub baseline: Vec<PathBuf>,
-    /// Write the report as JSON.
+    #[command(flatten)]
+    pub output: ReportFlags,
+}
+
+/// Where a run's report goes and what it must pass: the flags `replay` and `report` share,
+/// declared once (also keys of `replay`'s config file).
+#[derive(Debug, Default, Args, Deserialize)]
+#[serde(default, rename_all = "kebab-case")]
+pub struct ReportFlags {
+    /// Write the report as JSON (schema: docs/report.md).
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
-    /// Write the report as one self-contained HTML file.
+    /// Write the report as one self-contained HTML file (charts, diffs side by side).
     #[arg(long, value_name = "FILE")]
     pub html: Option<PathBuf>,
-    /// Write the report as JUnit XML.
+    /// Write the report as JUnit XML (one test case per route, one per gate).
     #[arg(long, value_name = "FILE")]
     pub junit: Option<PathBuf>,
-    /// Fail (exit 1) unless this holds (see `tapedeck replay --help`). Repeatable.
+    /// Fail (exit 1) unless this holds: `[ROUTE:]METRIC OP NUMBER[%]`, e.g.
+    /// `diff_rate<=0.5%`, `p99_ratio<=1.25`, `errors==0`, `GET /search:p99_ratio<=2`.
+    /// Repeatable.
     #[arg(long, value_name = "EXPR")]
     pub gate: Vec<String>,
-    /// Latency flag thresholds for --baseline (TOML, as for replay).
+    /// Compare settings (TOML): headers compared, ignore rules, correlation rules, latency
+    /// flag thresholds (all `report --baseline` reads). See examples/compare.toml.
     #[arg(long, value_name = "FILE")]
     pub compare_config: Option<PathBuf>,
-    /// Routes listed in the table.
-    #[arg(long, default_value_t = 20)]
-    pub top: usize,
-    /// Replace report files that exist.
+    /// Routes listed in the summary [default: 20].
+    #[arg(long, value_name = "N")]
+    pub top: Option<usize>,
+    /// Replace output files that exist (reports; for `replay`, also an earlier run in the
+    /// --results directory).
     #[arg(long)]
     pub force: bool,
+}
+
+impl ReportFlags {
+    /// Routes listed in the summary.
+    pub fn top(&self) -> usize {
+        self.top.unwrap_or(20)
+    }
+
+    /// The report files asked for.
+    pub fn outputs(&self) -> Outputs {
+        Outputs { json: self.report.clone(), html: self.html.clone(), junit: self.junit.clone(), force: self.force }
+    }
+
+    /// The `--gate` expressions, parsed.
+    pub fn gates(&self) -> Result<Vec<Gate>> {
+        Ok(self.gate.iter().map(|g| g.parse::<Gate>()).collect::<Result<_, _>>()?)
+    }
 }
 
 /// Where a report goes besides the terminal. Each file is written new (mode 0600) and
@@ -96,11 +127,6 @@ impl Outputs {
     }
 }
 
-/// Parses `--gate` expressions.
-pub fn parse_gates(gates: &[String]) -> Result<Vec<Gate>> {
-    gates.iter().map(|g| g.parse::<Gate>().map_err(|e| anyhow!(e))).collect()
-}
-
 /// The compare settings: defaults, or a TOML file on top of them.
 pub fn compare_config(path: Option<&Path>) -> Result<CompareConfig> {
     let Some(path) = path else { return Ok(CompareConfig::default()) };
@@ -119,8 +145,8 @@ fn load(path: &Path) -> Result<ReplayReport> {
 }
 
 pub fn run(args: ReportArgs) -> Result<ExitCode> {
-    let gates = parse_gates(&args.gate)?;
-    let outputs = Outputs { json: args.report, html: args.html, junit: args.junit, force: args.force };
+    let gates = args.output.gates()?;
+    let outputs = args.output.outputs();
     outputs.check(&[])?;
     let mut report = match (&args.results, &args.baseline[..]) {
         (None, []) => bail!("which run? give a results directory or a report JSON (or --baseline OLD NEW)"),
@@ -129,14 +155,14 @@ pub fn run(args: ReportArgs) -> Result<ExitCode> {
         (Some(path), []) => load(path)?,
         (results, [old, rest @ ..]) => {
             let new = results.as_ref().or(rest.first()).expect("matched above");
-            let mut config = compare_config(args.compare_config.as_deref())?;
+            let mut config = compare_config(args.output.compare_config.as_deref())?;
             let (old_report, new_report) = (load(old)?, load(new)?);
             config.min_count = new_report.min_count;
             baseline::compare(&old_report, &old.display().to_string(), &new_report, &config)
         }
     };
     report.apply_gates(&gates);
-    print!("{}", report.render(args.top));
+    print!("{}", report.render(args.output.top()));
     outputs.write(&report)?;
     Ok(if report.gates_passed() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }

@@ -110,7 +110,7 @@ pub fn is_scrubbed_encoded(value: &str) -> bool {
 pub fn is_scrubbed(value: &str) -> bool {
     if let Some((scheme, rest)) = value.split_once(' ') {
         // Only a real scheme: `Sunshine *` is not `Bearer tok_…`.
-        if crate::scrub::embedded::AUTH_SCHEMES.iter().any(|k| k.eq_ignore_ascii_case(scheme))
+        if crate::scrub::names::AUTH_SCHEMES.iter().any(|k| k.eq_ignore_ascii_case(scheme))
             && !rest.contains(' ')
             && is_scrubbed(rest)
         {

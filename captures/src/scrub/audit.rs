@@ -20,9 +20,12 @@ use crate::scrub::action::{is_scrubbed, Action};
 use crate::scrub::decode::{self, Encoding};
 use crate::scrub::detect::{is_secretish, Finding as Match, Kind};
 use crate::scrub::embedded::{
-    auth_value, base64_json, header_line, is_pair_name_key, is_pair_value_key, is_person_name_key, is_person_parent,
-    is_person_sibling, is_secret_name, labelled_value, leaf_name, looks_like_cookie, looks_like_form, looks_like_url,
+    auth_value, base64_json, header_line, labelled_value, looks_like_cookie, looks_like_form, looks_like_url,
     matching_brace, url_in_text,
+};
+use crate::scrub::names::{
+    is_pair_name_key, is_pair_value_key, is_person_name_key, is_person_parent, is_person_sibling, is_secret_name,
+    leaf_name,
 };
 use crate::scrub::policy::normalize_key;
 use crate::scrub::{body, graphql, Scrubber};
@@ -204,7 +207,7 @@ impl Audit<'_> {
         let mut data = data;
         if let Some(encoding) = headers.get_str("content-encoding").map(|e| e.trim().to_ascii_lowercase()) {
             if !encoding.is_empty() && encoding != "identity" {
-                match body::decode(&encoding, data) {
+                match crate::coding::decode(&encoding, data) {
                     Some((d, _)) => {
                         decoded = d;
                         data = &decoded;
@@ -250,11 +253,11 @@ impl Audit<'_> {
             }
             return;
         }
-        if let Some(desc) = self.proto.clone().filter(|_| super::grpc::reads_frames(&media)) {
+        if let Some(desc) = self.proto.clone().filter(|_| crate::wire::reads_frames(&media)) {
             // Each message checked by its fields' names: what scrubbing it again would
             // change (scrubbing is idempotent: nothing, once scrubbed).
             let encoding = headers.get_str("grpc-encoding").map(|e| e.trim().to_ascii_lowercase());
-            for message in super::grpc::messages_of(data, encoding.as_deref(), truncated).unwrap_or_default() {
+            for message in crate::wire::messages_of(data, encoding.as_deref(), truncated).unwrap_or_default() {
                 let mut pass = crate::scrub::Pass::new(self.scrubber);
                 match super::protobuf::scrub(&mut pass, &desc, &message) {
                     Err(()) => self.flag("gRPC message not of the descriptor set's type", location),

@@ -6,16 +6,12 @@
 //! does not parse, follows the policy's `unparsed` action. `Content-Length` follows the
 //! body.
 
-use std::io::Read;
+use crate::coding::decode;
 
 use crate::blob::Blob;
 use crate::exchange::{Body, Headers};
 use crate::scrub::action::Action;
 use crate::scrub::{json, xml, PairsOf, Pass};
-
-/// Largest body decoded from its `Content-Encoding`; bigger ones count as unparseable
-/// (a decompression bomb must not exhaust the capture writer).
-pub const MAX_DECODED: usize = 32 << 20;
 
 /// What kind of content a body holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,7 +63,7 @@ fn classify(media: &str, data: &[u8]) -> Content {
         "application/graphql" | "application/graphql+json" => Content::GraphQl,
         "text/csv" | "application/csv" | "text/tab-separated-values" => Content::Csv,
         // gRPC-Web's text form is base64: not read.
-        m if crate::scrub::grpc::reads_frames(m) => Content::Grpc { json: m.ends_with("+json") },
+        m if crate::wire::reads_frames(m) => Content::Grpc { json: m.ends_with("+json") },
         m if m.starts_with("text/") || m == "application/javascript" => Content::Text,
         _ => Content::Other,
     }
@@ -281,67 +277,6 @@ fn fix_length(headers: &mut Headers, body: &mut Body) {
     }
 }
 
-/// Decodes a `Content-Encoding` (a comma-separated list, applied in order). Returns the
-/// decoded bytes and whether the stream was complete; `None` when nothing decodes.
-pub fn decode(encoding: &str, data: &[u8]) -> Option<(Vec<u8>, bool)> {
-    let mut current = data.to_vec();
-    let mut complete = true;
-    for coding in encoding.split(',').map(str::trim).rev() {
-        let mut out = Vec::new();
-        let result = match coding {
-            "gzip" | "x-gzip" => read_limited(flate2::read::MultiGzDecoder::new(&current[..]), &mut out),
-            "deflate" => {
-                // Servers send zlib-wrapped or raw deflate under this name; try both.
-                let zlib = read_limited(flate2::read::ZlibDecoder::new(&current[..]), &mut out);
-                if zlib.is_err() && out.is_empty() {
-                    read_limited(flate2::read::DeflateDecoder::new(&current[..]), &mut out)
-                } else {
-                    zlib
-                }
-            }
-            "br" => read_limited(brotli::Decompressor::new(&current[..], 4096), &mut out),
-            "zstd" => match zstd::stream::read::Decoder::new(&current[..]) {
-                Ok(d) => read_limited(d, &mut out),
-                Err(e) => Err(e),
-            },
-            "identity" | "" => {
-                out = std::mem::take(&mut current);
-                Ok(())
-            }
-            _ => return None,
-        };
-        if out.len() > MAX_DECODED {
-            return None;
-        }
-        if let Err(e) = result {
-            if out.is_empty() || e.kind() == std::io::ErrorKind::OutOfMemory {
-                return None;
-            }
-            // A truncated capture cuts the compressed stream: keep what decoded.
-            complete = false;
-        }
-        current = out;
-    }
-    Some((current, complete))
-}
-
-fn read_limited(reader: impl Read, out: &mut Vec<u8>) -> std::io::Result<()> {
-    let mut limited = reader.take(MAX_DECODED as u64 + 1);
-    let mut buf = [0u8; 16 << 10];
-    loop {
-        match limited.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => out.extend_from_slice(&buf[..n]),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-        if out.len() > MAX_DECODED {
-            return Err(std::io::Error::new(std::io::ErrorKind::OutOfMemory, "decoded body too large"));
-        }
-    }
-    Ok(())
-}
-
 /// The `boundary` parameter of a multipart content type.
 fn boundary(content_type: &str) -> Option<String> {
     content_type.split(';').skip(1).find_map(|p| {
@@ -395,7 +330,7 @@ fn multipart(pass: &mut Pass<'_>, data: &[u8], boundary: &str, truncated: bool) 
                 (k.trim().eq_ignore_ascii_case(name)).then(|| v.trim().trim_matches('"').to_string())
             })
         };
-        let field = crate::scrub::embedded::leaf_name(&param("name").unwrap_or_default()).to_ascii_lowercase();
+        let field = crate::scrub::names::leaf_name(&param("name").unwrap_or_default()).to_ascii_lowercase();
         let part_type = head
             .lines()
             .find_map(|l| {

@@ -14,17 +14,10 @@ use crate::scrub::action::Action;
 use crate::scrub::detect::is_secretish;
 use crate::scrub::{graphql, json, HeaderOutcome, PairsOf, Pass};
 
-pub(crate) use crate::scrub::names::{
-    is_pair_name_key, is_pair_value_key, is_person_name_key, is_person_parent, is_person_sibling, is_secret_name,
-    leaf_name,
-};
+use crate::scrub::names::{is_pair_name_key, is_pair_value_key, is_secret_name, AUTH_SCHEMES};
 
 /// How many documents deep a value inside a value is followed.
 pub const MAX_EMBED_DEPTH: u8 = 4;
-
-/// `Authorization` schemes whose credential follows a space.
-pub(crate) const AUTH_SCHEMES: &[&str] =
-    &["bearer", "basic", "digest", "token", "negotiate", "apikey", "api-key", "hoba", "mutual", "dpop", "ntlm"];
 
 /// `Bearer abc…`: the scheme and the credential.
 pub(crate) fn auth_value(text: &str) -> Option<(&str, &str)> {
@@ -522,6 +515,7 @@ pub(crate) fn matching_brace(b: &[u8], open: usize) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::scrub::names::is_person_parent;
 
     #[test]
     fn shapes_are_recognised() {

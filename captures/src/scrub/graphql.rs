@@ -8,7 +8,7 @@
 //! small and exact where it matters; a GraphQL parser crate would rebuild the text.
 
 use crate::scrub::action::Action;
-use crate::scrub::json::{decode_string, write_json_string};
+use crate::scrub::json_string::{decode_string, write_json_string};
 use crate::scrub::Pass;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -8,7 +8,7 @@ use rustc_hash::FxHashMap;
 
 use super::action::Action;
 use super::policy::{self, Compiled};
-use super::{detect, embedded, lowercase_ascii};
+use super::{detect, lowercase_ascii, names};
 
 /// Names one pass remembers, and names the scrubber remembers: bounded, so a stream of
 /// bodies with ever new names (ids as keys) cannot grow them without end; past the bound,
@@ -37,7 +37,7 @@ pub(crate) struct KeyInfo {
 
 /// Works out what `key` means under `policy`.
 pub(crate) fn meaning(policy: &Compiled, key: &str) -> KeyInfo {
-    let leaf = embedded::leaf_name(key);
+    let leaf = names::leaf_name(key);
     let mut buf = [0u8; 64];
     let owned;
     let norm = match policy::normalize_key_ascii(leaf, &mut buf) {
@@ -52,9 +52,9 @@ pub(crate) fn meaning(policy: &Compiled, key: &str) -> KeyInfo {
     KeyInfo {
         rule: policy.key_action(norm).map(|(a, label)| (a, label.into())),
         header: header.map(Arc::from),
-        person_name: embedded::is_person_name_key(norm),
-        pair_value: embedded::is_pair_value_key(norm),
-        person_sibling: embedded::is_person_sibling(norm),
+        person_name: names::is_person_name_key(norm),
+        pair_value: names::is_pair_value_key(norm),
+        person_sibling: names::is_person_sibling(norm),
         path_name: policy.json_path_names.as_ref().is_none_or(|names| names.contains(key)),
         inert: detect::inert(key) && policy.detectors.built_in_only(),
     }

@@ -23,11 +23,11 @@ mod embedded;
 pub mod graphql;
 pub(crate) mod grpc;
 pub mod json;
+mod json_string;
 pub mod jsonpath;
 mod keys;
 mod names;
 
-pub use grpc::{is_grpc_content_type, messages as grpc_messages, uncompressed as grpc_uncompressed};
 pub use names::{is_client_address_header, is_credential_header};
 
 /// A header that holds a credential by its name but has no rule: cookies excepted, whose
@@ -79,6 +79,7 @@ pub fn userinfo_refused(flag: &str, url: &str, instead: &str) -> String {
 }
 pub mod policy;
 mod protobuf;
+mod raw;
 pub mod xml;
 
 use std::collections::BTreeMap;
@@ -471,7 +472,7 @@ impl<'a> Pass<'a> {
                 PairsOf::Form => "form",
             };
             // `user[password]`, `user.password`: the innermost name says what it is.
-            let lower = embedded::leaf_name(&name).to_ascii_lowercase();
+            let lower = names::leaf_name(&name).to_ascii_lowercase();
             let rule = rules.get(&lower).map(|a| (*a, format!("{prefix}:{lower}"))).or_else(|| self.key_rule(&name));
             let replacement = match rule {
                 Some((Action::Drop, rule)) if !value.is_empty() => {

@@ -100,6 +100,10 @@ const PERSON_SIBLINGS: &[&str] = &[
     "nationality",
 ];
 
+/// `Authorization` schemes whose credential follows a space.
+pub(crate) const AUTH_SCHEMES: &[&str] =
+    &["bearer", "basic", "digest", "token", "negotiate", "apikey", "api-key", "hoba", "mutual", "dpop", "ntlm"];
+
 /// The innermost name of a structured field name: `password` for `user[password]`,
 /// `user.password` or `users[0][password]`.
 pub(crate) fn leaf_name(name: &str) -> &str {

@@ -15,8 +15,8 @@
 //! under the name of the field holding them. An `google.protobuf.Any` is read by the type
 //! it names when the schema has it; proto2 extensions by their names. Fields the schema
 //! does not know (a newer client) and bytes fields with no rule are walked as messages
-//! without a schema ([`super::grpc`]); unknown groups are dropped. Nesting past
-//! [`super::grpc::MAX_DEPTH`] is not read at all (the body is unparsed).
+//! without a schema ([`super::raw`]); unknown groups are dropped. Nesting past
+//! [`crate::wire::MAX_DEPTH`] is not read at all (the body is unparsed).
 
 use std::borrow::Cow;
 
@@ -31,7 +31,7 @@ use crate::scrub::Pass;
 /// the bytes are not a message of that type.
 pub(crate) fn scrub(pass: &mut Pass<'_>, desc: &MessageDescriptor, message: &[u8]) -> Result<Option<Vec<u8>>, ()> {
     // The walk recurses into each `Any` it can read: nesting is bounded first.
-    if !super::grpc::nested_within(message, super::grpc::MAX_DEPTH) {
+    if !crate::wire::nested_within(message, crate::wire::MAX_DEPTH) {
         return Err(());
     }
     let mut msg = DynamicMessage::decode(desc.clone(), message).map_err(|_| ())?;
@@ -238,7 +238,7 @@ fn free(pass: &mut Pass<'_>, name: &str, value: &mut Value, path: &mut Path) -> 
             }
             None => Outcome::Kept,
         },
-        Value::Bytes(b) => match super::grpc::scrub_value(pass, b, 0) {
+        Value::Bytes(b) => match super::raw::scrub_value(pass, b, 0) {
             Some(new) => {
                 *b = new.into();
                 Outcome::Changed
@@ -377,12 +377,12 @@ fn unknown_fields(pass: &mut Pass<'_>, msg: &mut DynamicMessage) -> bool {
     for field in msg.take_unknown_fields() {
         field.encode(&mut raw);
     }
-    if super::grpc::parse(&raw).is_none() {
+    if crate::wire::parse(&raw).is_none() {
         // Groups, which the wire walk does not read: they go, rather than pass unread.
         pass.hit("grpc:unknown-fields-dropped");
         return true;
     }
-    let scrubbed = super::grpc::scrub_raw(pass, &raw);
+    let scrubbed = super::raw::scrub_raw(pass, &raw);
     let changed = scrubbed.is_some();
     let bytes = scrubbed.unwrap_or(raw);
     // Merged back, they are unknown fields again (their numbers are not the schema's).

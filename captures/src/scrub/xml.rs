@@ -13,7 +13,7 @@ use quick_xml::events::{BytesStart, Event};
 use quick_xml::Reader;
 
 use crate::scrub::action::Action;
-use crate::scrub::embedded::{is_pair_name_key, is_pair_value_key, is_person_name_key, is_person_parent};
+use crate::scrub::names::{is_pair_name_key, is_pair_value_key, is_person_name_key, is_person_parent};
 use crate::scrub::policy::normalize_key;
 use crate::scrub::Pass;
 

@@ -22,6 +22,7 @@ use tapedeck_report::{ReplayReport, RouteReport};
 use crate::cli::DemoArgs;
 use crate::commands::proxy::ProxyArgs;
 use crate::commands::replay::ReplayArgs;
+use crate::commands::report::ReportFlags;
 
 /// Marks a directory as the demo's own, so re-running may clear it.
 const MARKER: &str = ".tapedeck-demo";
@@ -151,20 +152,22 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
     std::fs::write(&compare_config, format!("p99_min_delta_ms = {}\n", api::SEARCH_MS))
         .with_context(|| format!("writing {}", compare_config.display()))?;
     let replay_args = ReplayArgs {
-        compare_config: Some(compare_config),
+        output: ReportFlags {
+            compare_config: Some(compare_config),
+            report: Some(out.join("report.json")),
+            html: Some(out.join("report.html")),
+            junit: Some(out.join("junit.xml")),
+            gate: gates.iter().map(|g| g.to_string()).collect(),
+            top: Some(12),
+            // The demo's own directory: what an earlier demo wrote is replaced.
+            force: true,
+        },
         paths: vec![capture.clone()],
         target: Some(format!("http://{}", staging.addr)),
         speed: Some("2x".into()),
         results: Some(results.clone()),
-        report: Some(out.join("report.json")),
-        html: Some(out.join("report.html")),
-        junit: Some(out.join("junit.xml")),
         // Staging's answers are scrubbed with the proxy's key, so their tokens join the capture's.
         scrub_key_file: Some(key_file.clone()),
-        gate: gates.iter().map(|g| g.to_string()).collect(),
-        top: Some(12),
-        // The demo's own directory: what an earlier demo wrote is replaced.
-        force: true,
         allow_shared_dir: args.allow_shared_dir,
         ..Default::default()
     };
