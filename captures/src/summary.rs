@@ -12,7 +12,7 @@ use crate::route;
 
 /// Distinct routes tracked; further routes are counted under [`OTHER_ROUTES`].
 const MAX_ROUTES: usize = 10_000;
-/// Route key for requests beyond [`MAX_ROUTES`] distinct routes.
+/// Route key for requests beyond `MAX_ROUTES` distinct routes.
 pub const OTHER_ROUTES: &str = "(other routes)";
 
 /// Per-route counters.

@@ -21,7 +21,7 @@ const MAX_CONNECTIONS: usize = 64;
 
 /// Serves admin requests until the task is aborted. A client must send each request
 /// head within `header_timeout` (which also bounds an idle keep-alive connection), as on
-/// the main listener; at most [`MAX_CONNECTIONS`] are open at once.
+/// the main listener; at most `MAX_CONNECTIONS` (64) are open at once.
 pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, ready: Arc<AtomicBool>, header_timeout: Duration) {
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {

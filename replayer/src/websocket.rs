@@ -4,7 +4,7 @@
 //! handshake (scaled by `--speed`; flat out: at once) — but never before the server's
 //! messages that came before it in the recording have arrived: a client that asked,
 //! waited for the answer and asked again does the same against staging, however fast or
-//! slow staging is. A server that lets [`PATIENCE`] pass without them is not waited for
+//! slow staging is. A server that lets `PATIENCE` (1 s) pass without them is not waited for
 //! again. Pings are answered and the server's close returned as a client does; a close the
 //! recorded client only sent in answer to the server's is not sent first. The session ends
 //! as the recorded one did: closed by either side (waiting for the other's close), or

@@ -3,7 +3,7 @@
 //! traversal, so it does not share its blind spots:
 //!
 //! - every byte of every decoded body, header and target is scanned as one text with all
-//!   detectors, raw and through every decoding ([`decode`](super::decode)), whatever the
+//!   detectors, raw and through every decoding ([`decode`](mod@super::decode)), whatever the
 //!   content type says;
 //! - then the structure is read independently (a JSON tree, form pairs, XML events,
 //!   GraphQL literals, cookies, URLs), and every value under a name a rule selects must

@@ -1,7 +1,7 @@
 //! PII scrubbing: removes or pseudonymises personal data and credentials in exchanges,
 //! inside the capture writer before anything is encoded, and in existing tapes.
 //!
-//! A [`Scrubber`] applies a [`Policy`](policy::Policy) — rules by header, cookie, query,
+//! A [`Scrubber`] applies a [`Policy`] — rules by header, cookie, query,
 //! form-field and JSON key or path, plus value [`detectors`](detect) that run over
 //! everything no rule took — with one of four [`actions`](action). Bodies are handled by
 //! content type ([`body`]): JSON is rewritten in a streaming pass that changes nothing but

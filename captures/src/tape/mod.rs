@@ -1,5 +1,5 @@
 //! The `.tape` capture format: segment files of compressed, checksummed blocks of
-//! exchanges with a footer index. See [`format`] for the byte layout.
+//! exchanges with a footer index. See [`format`](mod@format) for the byte layout.
 //!
 //! - [`TapeWriter`] appends, cuts blocks, rotates segments, fsyncs and renames.
 //! - [`SegmentReader`] streams one segment and recovers from torn tails and damage.
