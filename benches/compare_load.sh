@@ -54,7 +54,7 @@ for r in $(seq "$ROUNDS"); do
         flag=$([ "$mode" = off ] && echo "--no-compare" || true)
         tape=$([ "$mode" = equal ] && echo "$WORK/tape-equal" || echo "$WORK/tape")
         # shellcheck disable=SC2086
-        $BIN replay "$tape" --target http://127.0.0.1:18193 --speed max --concurrency "$CONNS" \
+        $BIN replay "$tape" --allow-unscrubbed --target http://127.0.0.1:18193 --speed max --concurrency "$CONNS" \
             --limit $((SECS * 50000)) --no-progress --report "$WORK/max.json" $flag > /dev/null || true
         python3 -c "import json; r = json.load(open('$WORK/max.json')); c = r.get('compare') or {}; print('$mode', $r, r['achieved_rps'], c.get('differing', 0))" >> "$WORK/max.txt"
     done
@@ -79,7 +79,7 @@ if [ "${SKIP_MEMORY:-0}" != 1 ]; then
     echo "== memory: replaying a ~1 GB tape flat out, comparing =="
     BIG=$(big_tape)
     du -sh "$BIG"
-    /usr/bin/time -f "%M KiB peak RSS, %e s wall" $BIN replay "$BIG" --target http://127.0.0.1:18193 \
+    /usr/bin/time -f "%M KiB peak RSS, %e s wall" $BIN replay "$BIG" --allow-unscrubbed --target http://127.0.0.1:18193 \
         --speed max --concurrency 256 --no-progress --report "$WORK/big.json" 2>&1 > /dev/null | tail -1
     python3 -c "import json; r = json.load(open('$WORK/big.json')); c = r['compare']; print(f\"{r['sent']:,} requests, {c['compared']:,} compared, {len(r['routes'])} routes, {r['achieved_rps']:,.0f}/s\")"
 fi

@@ -16,6 +16,9 @@ big_tape() {
 # DIR (kill "$(cat DIR/nginx.pid)" to stop it).
 start_nginx() {
     local dir=$1 port=$2 body=$3 type=${4:-text/plain}
+    # nginx run as root hands its temp directories to its worker user: a directory of their
+    # own, so that $dir stays private (tapedeck refuses to write tapes in a shared one).
+    mkdir -p "$dir/nginx-tmp"
     cat > "$dir/nginx.conf" <<CONF
 worker_processes 1;
 pid $dir/nginx.pid;
@@ -25,7 +28,8 @@ http {
     access_log off;
     keepalive_requests 1000000;
     default_type $type;
-    client_body_temp_path $dir; proxy_temp_path $dir; fastcgi_temp_path $dir; uwsgi_temp_path $dir; scgi_temp_path $dir;
+    client_body_temp_path $dir/nginx-tmp; proxy_temp_path $dir/nginx-tmp; fastcgi_temp_path $dir/nginx-tmp;
+    uwsgi_temp_path $dir/nginx-tmp; scgi_temp_path $dir/nginx-tmp;
     server { listen 127.0.0.1:$port; location / { return 200 '$body'; } }
 }
 CONF
