@@ -129,7 +129,7 @@ fn bad_settings_fail_at_start_with_one_clear_line() {
                 "--tls-key",
                 "/no.key",
             ],
-            "TLS: /no.pem",
+            "--tls-cert: /no.pem",
         ),
         (vec!["--config", s(&bad_toml)], "unknown field `sample-rate`"),
         (

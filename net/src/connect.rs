@@ -60,7 +60,9 @@ impl Connector {
 
     /// A TCP connection: the first address that accepts within the timeout.
     pub async fn tcp(&self) -> Result<TcpStream, NetError> {
-        let addrs: Vec<SocketAddr> = tokio::net::lookup_host((self.host.as_str(), self.port))
+        // A URL spells an IPv6 address in brackets (`[::1]`); the resolver takes it bare.
+        let host = self.host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(&self.host);
+        let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, self.port))
             .await
             .map_err(|e| NetError::new(ErrorKind::Dns, format!("resolving {}", self.host), e))?
             .collect();
@@ -141,6 +143,22 @@ mod tests {
         assert_eq!(e.kind, ErrorKind::ConnectRefused);
         assert!(e.detail().contains(&format!("127.0.0.1:{port}")), "{}", e.detail());
         assert!(e.source().and_then(|s| s.downcast_ref::<std::io::Error>()).is_some(), "the I/O error is the source");
+    }
+
+    #[tokio::test]
+    async fn an_ipv6_address_in_brackets_connects() {
+        // The host as a URL spells it. Skipped where this machine has no IPv6 loopback.
+        let Ok(listener) = std::net::TcpListener::bind("[::1]:0") else {
+            eprintln!("skipped: no IPv6 loopback here");
+            return;
+        };
+        let port = listener.local_addr().unwrap().port();
+        let c = Connector::plain("[::1]", port, Duration::from_secs(5));
+        let stream = c.tcp().await.expect("connects to ::1");
+        assert!(stream.peer_addr().unwrap().is_ipv6());
+        drop(listener);
+        let e = c.tcp().await.unwrap_err();
+        assert_eq!(e.kind, ErrorKind::ConnectRefused, "{}", e.detail());
     }
 
     #[tokio::test]

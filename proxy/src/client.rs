@@ -100,8 +100,10 @@ impl UpstreamPool {
                     )),
                 };
             let trust = config.upstream_ca.as_deref().map_or(Trust::System, Trust::CaFile);
-            let tls = tapedeck_net::tls::client_config(trust, alpn)?;
-            Connector::tls(host, port, timeout, Arc::new(tls))?
+            let tls = tapedeck_net::tls::client_config(trust, alpn)
+                .map_err(|source| ProxyError::Tls { what: "--upstream-ca", source })?;
+            Connector::tls(host, port, timeout, Arc::new(tls))
+                .map_err(|source| ProxyError::Tls { what: "--upstream", source })?
         } else {
             Connector::plain(host, port, timeout)
         };

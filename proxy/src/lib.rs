@@ -66,9 +66,15 @@ pub enum ProxyError {
         #[source]
         source: std::io::Error,
     },
-    /// TLS files are missing or invalid.
-    #[error("TLS: {0}")]
-    Tls(#[from] tapedeck_net::tls::TlsError),
+    /// TLS settings cannot be used: files missing or invalid, a host that is no server name.
+    #[error("{what}: {source}")]
+    Tls {
+        /// Which setting (`--tls-cert/--tls-key`, `--upstream-ca`, `--upstream`).
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: tapedeck_net::tls::TlsError,
+    },
     /// The capture directory cannot be used.
     #[error("capture: {0}")]
     Capture(#[from] tapedeck_captures::TapeError),

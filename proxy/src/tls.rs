@@ -11,16 +11,17 @@ use crate::ProxyError;
 
 /// Builds the listener's TLS config (ALPN: h2, http/1.1).
 pub fn server_config(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, ProxyError> {
-    let certs = read_certs(&files.cert)?;
-    let key = read_key(&files.key)?;
+    let tls = |what, source| ProxyError::Tls { what, source };
+    let certs = read_certs(&files.cert).map_err(|e| tls("--tls-cert", e))?;
+    let key = read_key(&files.key).map_err(|e| tls("--tls-key", e))?;
     let mut config = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .map_err(TlsError::from)?
+        .map_err(|e| tls("TLS", TlsError::from(e)))?
         .with_no_client_auth()
         .with_single_cert(certs, key)
-        .map_err(|source| TlsError::Refused {
-            path: format!("{} / {}", files.cert.display(), files.key.display()).into(),
-            source,
+        .map_err(|source| {
+            let path = format!("{} / {}", files.cert.display(), files.key.display()).into();
+            tls("--tls-cert/--tls-key", TlsError::Refused { path, source })
         })?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))

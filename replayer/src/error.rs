@@ -10,8 +10,14 @@ pub enum ReplayError {
     #[error("{0}")]
     Config(String),
     /// The target's TLS settings cannot be used (`--ca`, its host as a server name).
-    #[error("TLS for the target: {0}")]
-    Tls(#[from] tapedeck_net::tls::TlsError),
+    #[error("{what}: {source}")]
+    Tls {
+        /// Which setting (`--ca`, `--target`).
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: tapedeck_net::tls::TlsError,
+    },
     /// The target is the service the tapes were recorded from.
     #[error(
         "the target is the service these tapes were recorded from ({0}); replaying there would send \

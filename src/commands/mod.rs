@@ -1,17 +1,16 @@
 //! One module per subcommand, plus what they share: opening tapes with warnings for the
 //! damaged ones, and selecting exchanges with `--filter`/`--limit`.
 
-/// Config files: an option the flags left unset takes the file's value.
-macro_rules! prefer_flags {
-    ($flags:ident, $file:ident; $($field:ident),*) => {
-        $( if $flags.$field.is_none() { $flags.$field = $file.$field.take(); } )*
-    };
-}
-
-/// Config files: a repeatable flag given no values takes the file's list.
-macro_rules! prefer_lists {
-    ($flags:ident, $file:ident; $($field:ident),*) => {
-        $( if $flags.$field.is_empty() { $flags.$field = std::mem::take(&mut $file.$field); } )*
+/// Config files: what the flags left unset takes the file's value — an option its value, a
+/// repeatable flag its list, a switch is on if either sets it. The file's settings are
+/// destructured into locals of the fields' names beforehand, without `..`, so that a field
+/// added to the flags and forgotten here does not compile (it would be read from the file
+/// and silently ignored).
+macro_rules! merge_from_file {
+    ($flags:expr; options: $($o:ident),*; lists: $($l:ident),*; switches: $($s:ident),* $(,)?) => {
+        $( if $flags.$o.is_none() { $flags.$o = $o; } )*
+        $( if $flags.$l.is_empty() { $flags.$l = $l; } )*
+        $( $flags.$s |= $s; )*
     };
 }
 
@@ -60,9 +59,26 @@ pub fn toml_error(what: &str, path: &std::path::Path, text: &str, e: &toml::de::
     let line = e
         .span()
         .map_or(String::new(), |s| format!(", line {}", text[..s.start.min(text.len())].matches('\n').count() + 1));
-    let hint =
-        if text.contains('=') { "" } else { " (this does not look like a TOML settings file: is it the right one?)" };
-    anyhow::anyhow!("{what} {}{line}: {}{hint}", path.display(), without_quoted(e.message().trim_end()))
+    // Settings read `key = "text"`, `key = 5`, `key = [...]`, `key = true` or `[table]`: a
+    // file with no such line (a key or certificate, `TOKEN=abc`) is probably the wrong one.
+    let settings_line = |line: &str| {
+        let line = line.trim_start();
+        line.starts_with('[')
+            || line.split_once('=').is_some_and(|(key, value)| {
+                let key = key.trim();
+                !key.is_empty()
+                    && key.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+                    && value.trim_start().starts_with(|c: char| "\"'[{+-tf".contains(c) || c.is_ascii_digit())
+            })
+    };
+    let hint = if text.lines().any(settings_line) {
+        ""
+    } else {
+        " (this does not look like a TOML settings file: is it the right one?)"
+    };
+    // One line: the parser's message may span several.
+    let message: Vec<&str> = e.message().lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    anyhow::anyhow!("{what} {}{line}: {}{hint}", path.display(), without_quoted(&message.join("; ")))
 }
 
 /// Refuses a config file key that is not one of `A`'s flags (`--config` aside): the keys
@@ -77,13 +93,16 @@ pub fn refuse_unknown_keys<A: clap::Args>(what: &str, path: &std::path::Path, te
         .filter(|a| a.get_id() != "config")
         .map(|a| a.get_long().map_or_else(|| a.get_id().as_str().replace('_', "-"), str::to_string))
         .collect();
-    for key in keys.keys() {
+    // In the file's order: the first unknown key is the one reported.
+    let mut keys: Vec<_> = keys.into_keys().collect();
+    keys.sort_by_key(|k| k.span().start);
+    for key in &keys {
         if !known.iter().any(|k| k == key.get_ref()) {
             let line = text[..key.span().start.min(text.len())].matches('\n').count() + 1;
-            let near = known
-                .iter()
-                .filter(|k| edit_distance(k, key.get_ref()) <= 2)
-                .min_by_key(|k| edit_distance(k, key.get_ref()));
+            // Compared as a flag would be spelled (`MAX_BODY`, `max_body` are `max-body`).
+            let spelled = key.get_ref().to_ascii_lowercase().replace('_', "-");
+            let distance = |k: &&String| edit_distance(k, &spelled);
+            let near = known.iter().filter(|k| distance(k) <= 2).min_by_key(distance);
             let hint = near.map_or(String::new(), |k| format!(" (did you mean `{k}`?)"));
             anyhow::bail!(
                 "{what} {}, line {line}: {}{hint}; the keys are the flag names without their leading -- (see --help)",

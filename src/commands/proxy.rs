@@ -182,17 +182,25 @@ impl ProxyArgs {
         let Some(path) = self.config.clone() else { return Ok(self) };
         let text =
             std::fs::read_to_string(&path).with_context(|| format!("cannot read config file {}", path.display()))?;
-        let mut file: ProxyArgs =
-            toml::from_str(&text).map_err(|e| super::toml_error("config file", &path, &text, &e))?;
-        prefer_flags!(self, file; listen, upstream, capture_dir, admin, sample, sample_key, sample_salt, max_capture_rps,
-            max_body, tls_cert, tls_key, upstream_ca, upstream_protocol, host_header, forwarded_headers, trust_forwarded, header_timeout, connect_timeout,
-            upstream_timeout, body_timeout, body_min_rate, idle_timeout, stream_idle_timeout, drain_timeout, queue_max, queue_max_bytes, segment_max_size, segment_max_age,
-            instance, max_connections, max_header_size, workers, scrub_policy, scrub_key_file, proto_descriptor);
-        self.preserve_header_case |= file.preserve_header_case;
-        self.no_scrub |= file.no_scrub;
-        self.allow_shared_dir |= file.allow_shared_dir;
-        self.strict_perms |= file.strict_perms;
-        prefer_lists!(self, file; include, exclude);
+        let file: ProxyArgs = toml::from_str(&text).map_err(|e| super::toml_error("config file", &path, &text, &e))?;
+        #[rustfmt::skip]
+        let ProxyArgs {
+            listen, upstream, capture_dir, allow_shared_dir, admin, sample, sample_key, sample_salt, max_capture_rps,
+            include, exclude, max_body, scrub_policy, scrub_key_file, proto_descriptor, no_scrub, tls_cert, tls_key,
+            strict_perms, upstream_ca, upstream_protocol, host_header, forwarded_headers, trust_forwarded,
+            header_timeout, connect_timeout, upstream_timeout, body_timeout, body_min_rate, stream_idle_timeout,
+            idle_timeout, drain_timeout, queue_max, queue_max_bytes, segment_max_size, segment_max_age, instance,
+            workers, preserve_header_case, max_connections, max_header_size, config: _,
+        } = file;
+        merge_from_file!(self;
+            options: listen, upstream, capture_dir, admin, sample, sample_key, sample_salt, max_capture_rps, max_body,
+                scrub_policy, scrub_key_file, proto_descriptor, tls_cert, tls_key, upstream_ca, upstream_protocol,
+                host_header, forwarded_headers, trust_forwarded, header_timeout, connect_timeout, upstream_timeout,
+                body_timeout, body_min_rate, stream_idle_timeout, idle_timeout, drain_timeout, queue_max,
+                queue_max_bytes, segment_max_size, segment_max_age, instance, workers, max_connections,
+                max_header_size;
+            lists: include, exclude;
+            switches: allow_shared_dir, no_scrub, strict_perms, preserve_header_case);
         Ok(self)
     }
 }
@@ -272,6 +280,9 @@ pub(crate) fn build_config(args: ProxyArgs) -> Result<ProxyConfig> {
         bail!("--tls-cert and --tls-key go together");
     }
     config.upstream_ca = args.upstream_ca.clone();
+    if config.upstream_ca.is_some() && config.upstream.scheme() != Some(&http::uri::Scheme::HTTPS) {
+        tracing::warn!("--upstream-ca applies to an https:// upstream; {} is plain http", config.upstream);
+    }
     if let Some(p) = &args.upstream_protocol {
         config.upstream_protocol =
             tapedeck_proxy::config::UpstreamProtocol::parse(p).map_err(|e| anyhow!("--upstream-protocol {e}"))?;

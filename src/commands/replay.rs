@@ -25,10 +25,6 @@ use super::report::ReportFlags;
 #[derive(Debug, Default, Args, Deserialize)]
 #[serde(default, rename_all = "kebab-case")]
 pub struct ReplayArgs {
-    /// Report files, gates, compare settings.
-    #[command(flatten)]
-    #[serde(skip)]
-    pub output: ReportFlags,
     /// Tapes or directories to replay (merged in recorded order).
     #[arg(value_name = "TAPE_OR_DIR")]
     pub paths: Vec<PathBuf>,
@@ -184,6 +180,10 @@ pub struct ReplayArgs {
     /// No live progress bar.
     #[arg(long)]
     pub no_progress: bool,
+    /// Report files, gates, compare settings.
+    #[command(flatten)]
+    #[serde(skip)]
+    pub output: ReportFlags,
     /// Read settings from this TOML file (keys are the flag names; flags win).
     #[arg(long, value_name = "FILE")]
     #[serde(skip)]
@@ -200,32 +200,29 @@ impl ReplayArgs {
         // part of the settings is read on its own, so that a wrong value names its line.
         super::refuse_unknown_keys::<ReplayArgs>("config file", &path, &text)?;
         let toml_error = |e| super::toml_error("config file", &path, &text, &e);
-        let mut file: ReplayArgs = toml::from_str(&text).map_err(toml_error)?;
-        file.output = toml::from_str(&text).map_err(toml_error)?;
+        let file: ReplayArgs = toml::from_str(&text).map_err(toml_error)?;
+        let output: ReportFlags = toml::from_str(&text).map_err(toml_error)?;
+        #[rustfmt::skip]
+        let ReplayArgs {
+            paths, target, speed, rate, concurrency, max_in_flight, filter, method, route, status, host, from, to,
+            sample, limit, loops, duration, set_header, remove_header, rewrite_path, host_header, timeout, connections,
+            connection_reuse, insecure, ca, workers, results, scrub_policy, scrub_key_file, proto_descriptor,
+            no_scrub_results, max_body, ignore, noise_probe, noise_model, no_compare, no_correlate,
+            allow_production_target, keep_credentials, allow_unscrubbed, strict_perms, allow_shared_dir, no_progress,
+            output: _, config: _,
+        } = file;
         // The tempo is one setting: a --speed or --rate flag replaces the file's.
-        if self.speed.is_some() || self.rate.is_some() {
-            file.speed = None;
-            file.rate = None;
-        }
-        prefer_flags!(self, file; target, speed, rate, concurrency, max_in_flight, filter, from, to, sample, limit,
-            loops, duration, host_header, timeout, connections, connection_reuse, ca, workers, results, max_body,
-            noise_model, scrub_policy, scrub_key_file);
-        prefer_lists!(self, file; paths, method, route, status, host, set_header, remove_header, rewrite_path, ignore);
-        let (flags, from_file) = (&mut self.output, &mut file.output);
-        prefer_flags!(flags, from_file; report, html, junit, compare_config, top);
-        prefer_lists!(flags, from_file; gate);
-        flags.force |= from_file.force;
-        self.insecure |= file.insecure;
-        self.noise_probe |= file.noise_probe;
-        self.no_compare |= file.no_compare;
-        self.no_correlate |= file.no_correlate;
-        self.no_scrub_results |= file.no_scrub_results;
-        self.allow_production_target |= file.allow_production_target;
-        self.keep_credentials |= file.keep_credentials;
-        self.allow_unscrubbed |= file.allow_unscrubbed;
-        self.strict_perms |= file.strict_perms;
-        self.allow_shared_dir |= file.allow_shared_dir;
-        self.no_progress |= file.no_progress;
+        let (speed, rate) = if self.speed.is_some() || self.rate.is_some() { (None, None) } else { (speed, rate) };
+        merge_from_file!(self;
+            options: target, speed, rate, concurrency, max_in_flight, filter, from, to, sample, limit, loops, duration,
+                host_header, timeout, connections, connection_reuse, ca, workers, results, scrub_policy, scrub_key_file,
+                proto_descriptor, max_body, noise_model;
+            lists: paths, method, route, status, host, set_header, remove_header, rewrite_path, ignore;
+            switches: insecure, no_scrub_results, noise_probe, no_compare, no_correlate, allow_production_target,
+                keep_credentials, allow_unscrubbed, strict_perms, allow_shared_dir, no_progress);
+        let ReportFlags { report, html, junit, gate, compare_config, top, force } = output;
+        merge_from_file!(self.output;
+            options: report, html, junit, compare_config, top; lists: gate; switches: force);
         Ok(self)
     }
 }
@@ -348,6 +345,9 @@ fn config(args: &ReplayArgs) -> Result<ReplayConfig> {
     };
     c.client.insecure = args.insecure;
     c.client.ca = args.ca.clone();
+    if !c.rewrite.is_https() && (args.insecure || args.ca.is_some()) {
+        tracing::warn!("--ca and --insecure apply to an https:// target; {} is plain http", c.rewrite.origin());
+    }
     if let Some(m) = &args.max_body {
         c.client.max_body =
             m.parse::<bytesize::ByteSize>().map_err(|e| anyhow!("--max-body {m:?}: {e}"))?.as_u64() as usize;
@@ -585,6 +585,12 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode> {
         if let Some(d) = &report.tape_damage {
             bail!("nothing was replayed, and the tapes are damaged: {}", d.summary());
         }
+        // Not an error (an empty window can be expected), but never silent.
+        eprintln!(
+            "tapedeck replay: nothing was replayed: no recorded exchange matched the selection \
+             (--route, --method, --status, --host, --filter, --from/--to, --sample); `tapedeck inspect TAPES` \
+             lists the routes and times the tapes hold"
+        );
     }
     if report.sent > 0 && report.completed == 0 {
         let why = tapedeck_report::mix(&report.errors);
@@ -599,10 +605,16 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode> {
             .iter()
             .filter_map(|k| report.errors.get(*k))
             .sum();
-        let advice = if broken == report.sent {
-            "it is reachable, but every answer broke off or timed out: see its logs"
-        } else {
-            "is it running and reachable?"
+        let most = report.errors.iter().max_by_key(|(_, n)| **n).map(|(k, _)| k.as_str());
+        let advice = match most {
+            _ if broken == report.sent => "it is reachable, but every answer broke off or timed out: see its logs",
+            Some("tls") => "the TLS handshake failed: see why above",
+            Some("dns") => "its name does not resolve from this machine",
+            Some("connect_timeout") => {
+                "nothing accepted the connection in time: a wrong address or port, or a firewall?"
+            }
+            Some("connect_refused") => "is it running, and listening on that port?",
+            _ => "is it running and reachable?",
         };
         bail!(
             "the target {} answered none of {} requests completely ({why}{gave_up}){causes}; {advice}",
@@ -651,6 +663,24 @@ mod tests {
             format!("{err:#}").contains("line 2") && format!("{err:#}").contains("did you mean `speed`"),
             "{err:#}"
         );
+        // The first unknown key in the file's order; a key spelled in capitals or with
+        // underscores is matched as a flag would be spelled, its text never shown.
+        std::fs::write(&file, "zzz = 1\ntarget = \"http://x\"\nMAX_BODY = \"1MiB\"\n").unwrap();
+        let err = ReplayArgs { config: Some(file.clone()), ..Default::default() }.merge_file().unwrap_err();
+        assert!(format!("{err:#}").contains("line 1: unknown key `zzz`"), "{err:#}");
+        std::fs::write(&file, "target = \"http://x\"\nMAX_BODY = \"1MiB\"\n").unwrap();
+        let err =
+            format!("{:#}", ReplayArgs { config: Some(file.clone()), ..Default::default() }.merge_file().unwrap_err());
+        assert!(
+            err.contains("line 2") && err.contains("did you mean `max-body`") && !err.contains("MAX_BODY"),
+            "{err}"
+        );
+        // A file that is no settings file (a token, a key): one line, and said so.
+        std::fs::write(&file, "API_TOKEN=abc123def456\n").unwrap();
+        let err =
+            format!("{:#}", ReplayArgs { config: Some(file.clone()), ..Default::default() }.merge_file().unwrap_err());
+        assert!(!err.contains('\n') && err.contains("does not look like a TOML settings file"), "{err}");
+        assert!(!err.contains("abc123"), "{err}");
         // A wrong value in the report's part names its line too.
         std::fs::write(&file, "target = \"http://staging:8080\"\n\ntop = \"many\"\n").unwrap();
         let err = ReplayArgs { config: Some(file.clone()), ..Default::default() }.merge_file().unwrap_err();

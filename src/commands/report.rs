@@ -32,6 +32,7 @@ pub struct ReportArgs {
 /// declared once (also keys of `replay`'s config file).
 #[derive(Debug, Default, Args, Deserialize)]
 #[serde(default, rename_all = "kebab-case")]
+#[command(next_help_heading = "Report")]
 pub struct ReportFlags {
     /// Write the report as JSON (schema: docs/report.md).
     #[arg(long, value_name = "FILE")]
@@ -47,15 +48,14 @@ pub struct ReportFlags {
     /// Repeatable.
     #[arg(long, value_name = "EXPR")]
     pub gate: Vec<String>,
-    /// Compare settings (TOML): headers compared, ignore rules, correlation rules, latency
-    /// flag thresholds (all `report --baseline` reads). See examples/compare.toml.
+    /// Compare settings (TOML): headers compared, ignore rules, correlation rules and latency
+    /// flag thresholds. See examples/compare.toml.
     #[arg(long, value_name = "FILE")]
     pub compare_config: Option<PathBuf>,
     /// Routes listed in the summary [default: 20].
     #[arg(long, value_name = "N")]
     pub top: Option<usize>,
-    /// Replace output files that exist (reports; for `replay`, also an earlier run in the
-    /// --results directory).
+    /// Replace report files that exist (and, replaying, an earlier run in --results).
     #[arg(long)]
     pub force: bool,
 }

@@ -78,7 +78,13 @@ pub(crate) fn run(config: &ReplayConfig, stop: &AtomicBool, progress: Arc<Progre
     crate::guard::unscrubbed(config, &source)?;
     crate::guard::warn_missing_schema(config, &source);
     let rewrite = Arc::new(config.rewrite.clone());
-    let tls = if rewrite.is_https() { Some(Arc::new(crate::client::tls_config(&config.client)?)) } else { None };
+    let tls = if rewrite.is_https() {
+        Some(Arc::new(
+            crate::client::tls_config(&config.client).map_err(|source| ReplayError::Tls { what: "--ca", source })?,
+        ))
+    } else {
+        None
+    };
 
     let clock = Clock::now();
     let results = match &config.results {
@@ -131,7 +137,8 @@ pub(crate) fn run(config: &ReplayConfig, stop: &AtomicBool, progress: Arc<Progre
         });
         let mut client = config.client.clone();
         client.connections = share(config.client.connections.max(workers), i);
-        let pool = Pool::new(rewrite.host(), rewrite.port(), tls.clone(), client, progress.clone())?;
+        let pool = Pool::new(rewrite.host(), rewrite.port(), tls.clone(), client, progress.clone())
+            .map_err(|source| ReplayError::Tls { what: "--target", source })?;
         let ctx = WorkerContext {
             rewrite: rewrite.clone(),
             results: results.as_ref().map(|(sink, _, _)| sink.clone()),
