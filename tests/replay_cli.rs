@@ -155,6 +155,11 @@ fn bad_flags_are_explained() {
         (vec!["--target", "http://127.0.0.1:9", "--rewrite-path", "([=x"], "--rewrite-path"),
         (vec!["--target", "http://127.0.0.1:9", "--status", "teapot"], "--status"),
         (vec!["--target", "http://127.0.0.1:9", "--from", "soon"], "--from"),
+        (vec!["--target", "http://127.0.0.1:9", "--shard", "3/3"], "K/N"),
+        (vec!["--target", "http://127.0.0.1:9", "--shard", "0/0"], "K/N"),
+        (vec!["--target", "http://127.0.0.1:9", "--start-at", "2020-01-01T00:00:00Z"], "--late-ok"),
+        (vec!["--target", "http://127.0.0.1:9", "--start-at", "tomorrow"], "RFC 3339"),
+        (vec!["--target", "http://127.0.0.1:9", "--late-ok"], "--start-at"),
     ] {
         let out = tapedeck().arg("replay").arg(d).args(&args).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{args:?}");

@@ -35,6 +35,12 @@ pub struct ReplayConfig {
     pub workers: usize,
     /// Directory for the results tape (responses, linked to the recorded exchanges).
     pub results: Option<PathBuf>,
+    /// Begin the schedule at this wall-clock time (ns since the epoch) instead of at once:
+    /// N hosts replaying N shards start the same schedule at the same instant.
+    pub start_at: Option<i64>,
+    /// Join a `start_at` that has passed (requests already due go at once) instead of
+    /// refusing to start.
+    pub late_ok: bool,
     /// Replay even at the authority the tapes were recorded from.
     pub allow_production_target: bool,
     /// Replay tapes that were never scrubbed, with a warning (the default here); else they
@@ -76,6 +82,8 @@ impl ReplayConfig {
             },
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
             results: None,
+            start_at: None,
+            late_ok: false,
             allow_production_target: false,
             allow_shared_dir: false,
             allow_unscrubbed: true,

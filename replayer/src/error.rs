@@ -24,6 +24,18 @@ pub enum ReplayError {
          recorded traffic to production. Point --target at staging, or pass --allow-production-target"
     )]
     ProductionTarget(String),
+    /// The run was to start at `--start-at`, which had passed.
+    #[error(
+        "this host is {late:.1?} past --start-at {at}: the shards would not be in step. Start every host \
+         before that time (a minute ahead is usual), or pass --late-ok to join the schedule late (requests \
+         already due are sent at once, and counted as late)"
+    )]
+    Late {
+        /// The start time asked for.
+        at: String,
+        /// How late this host is.
+        late: std::time::Duration,
+    },
     /// The results tape cannot be written.
     #[error("results: {0}")]
     Results(#[source] tapedeck_captures::TapeError),

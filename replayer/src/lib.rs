@@ -71,6 +71,7 @@ pub fn replay(config: &ReplayConfig, stop: &AtomicBool, progress: Arc<Progress>)
     if let Some(s) = &config.scrub {
         report.scrub_examples(s);
     }
+    report.shard = config.selection.shard.map(|s| s.to_string());
     report.interrupted = outcome.interrupted;
     report.error_causes = progress.causes.lock().map(|c| c.clone()).unwrap_or_default();
     report.results = config.results.as_ref().map(|p| p.display().to_string());

@@ -69,6 +69,14 @@ impl Schedule {
         self.start
     }
 
+    /// Keeps in step with other hosts replaying other shards of the same selection: times
+    /// count from `origin_ns` (the selection's first recorded start) and the next request is
+    /// the selection's `position`-th, whatever this shard skipped.
+    pub fn align(&mut self, origin_ns: i64, position: u64) {
+        self.origin_ns.get_or_insert(origin_ns);
+        self.index = position;
+    }
+
     /// When the next request, recorded at `recorded_ns` (wall clock, ns), is due.
     pub fn due(&mut self, recorded_ns: i64) -> Instant {
         let i = self.index;

@@ -10,6 +10,8 @@ use tapedeck_captures::filter::Filter;
 use tapedeck_captures::tape::TapeReader;
 use tapedeck_captures::{route, Exchange, TapeError};
 
+use crate::session::SessionKey;
+
 /// A bound of the time window.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TimeBound {
@@ -89,6 +91,8 @@ pub struct Selection {
     pub to: Option<TimeBound>,
     /// Share of sessions to replay (whole sessions, chosen by a hash of their key).
     pub sample: Option<f64>,
+    /// This host's part of the tapes when several hosts replay them together.
+    pub shard: Option<Shard>,
     /// At most this many exchanges.
     pub limit: Option<u64>,
 }
@@ -104,7 +108,54 @@ impl Selection {
             && self.from.is_none()
             && self.to.is_none()
             && self.sample.is_none()
+            && self.shard.is_none()
             && self.limit.is_none()
+    }
+}
+
+/// Shard `index` of `count` (`--shard K/N`): when N hosts replay the same tapes, host K
+/// sends the sessions whose key hashes to K — a session stays on one host and keeps its
+/// order; exchanges without a session spread by their recorded connection (or alone). The N
+/// shards together are the whole selection, each exchange in exactly one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shard {
+    /// This host's shard, from 0.
+    pub index: u32,
+    /// Shards in all.
+    pub count: u32,
+}
+
+impl Shard {
+    /// True when `key`'s exchanges are this shard's.
+    pub fn holds(&self, key: &SessionKey) -> bool {
+        // Re-mixed, so that the shards do not follow `--sample`'s cut of the same hash.
+        let h = (key.stable_hash() ^ 0x9e37_79b9_7f4a_7c15).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        (h >> 32) % u64::from(self.count) == u64::from(self.index)
+    }
+}
+
+impl std::fmt::Display for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
+}
+
+impl std::str::FromStr for Shard {
+    type Err = String;
+
+    /// `K/N`: shard K (from 0) of N.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let usage = |why: &str| format!("{s:?}: {why}; expected K/N, this host's shard K (0 to N-1) of N, e.g. 0/3");
+        let (k, n) = s.trim().split_once('/').ok_or_else(|| usage("no '/'"))?;
+        let index: u32 = k.trim().parse().map_err(|_| usage("K is not a number"))?;
+        let count: u32 = n.trim().parse().map_err(|_| usage("N is not a number"))?;
+        if count == 0 {
+            return Err(usage("N must be at least 1"));
+        }
+        if index >= count {
+            return Err(usage("K counts from 0, so it must be below N"));
+        }
+        Ok(Shard { index, count })
     }
 }
 
@@ -135,6 +186,10 @@ pub struct Source {
     route_regexes: Vec<Option<Regex>>,
     reader: TapeReader,
     first_ns: Option<i64>,
+    /// The recorded start of the first selected exchange (whichever shard's).
+    origin_ns: Option<i64>,
+    /// Exchanges selected, whichever shard's, across loops.
+    candidates: u64,
     taken: u64,
     /// First and last start of the current pass, for looping.
     pass_first: Option<i64>,
@@ -164,6 +219,8 @@ impl Source {
             route_regexes,
             reader,
             first_ns: None,
+            origin_ns: None,
+            candidates: 0,
             taken: 0,
             pass_first: None,
             pass_last: 0,
@@ -190,9 +247,22 @@ impl Source {
         Ok(Some((span, gap)))
     }
 
-    /// True when the limit is reached.
+    /// True when the limit is reached (`--limit` counts the whole selection, every shard's
+    /// exchanges: a shard replays its part of the first N).
     pub fn limit_reached(&self) -> bool {
-        self.selection.limit.is_some_and(|l| self.taken >= l)
+        self.selection.limit.is_some_and(|l| self.candidates >= l)
+    }
+
+    /// Where the schedule of the exchange just returned stands, the same for every shard:
+    /// the recorded start of the selection's first exchange, and this one's position in the
+    /// selection (from 0, across loops).
+    pub fn schedule_position(&self) -> (i64, u64) {
+        (self.origin_ns.unwrap_or(0), self.candidates.saturating_sub(1))
+    }
+
+    /// Exchanges of this shard returned so far.
+    pub fn taken(&self) -> u64 {
+        self.taken
     }
 
     fn selected(&mut self, ex: &Exchange) -> bool {
@@ -248,21 +318,25 @@ impl Iterator for Source {
     type Item = Exchange;
 
     fn next(&mut self) -> Option<Exchange> {
-        if self.limit_reached() || self.exhausted_window {
-            return None;
-        }
         loop {
+            if self.limit_reached() || self.exhausted_window {
+                return None;
+            }
             let ex = self.reader.next()?;
             if self.selected(&ex) {
+                // Counted whichever shard it is: every shard keeps the same schedule (origin,
+                // position, loop span), so that together they play the recorded shape.
                 let start = ex.wall_start_ns();
+                self.origin_ns.get_or_insert(start);
                 self.pass_first.get_or_insert(start);
                 self.pass_last = self.pass_last.max(start);
                 self.pass_count += 1;
+                self.candidates += 1;
+                if self.selection.shard.is_some_and(|shard| !shard.holds(&crate::session::session_key(&ex))) {
+                    continue;
+                }
                 self.taken += 1;
                 return Some(ex);
-            }
-            if self.exhausted_window {
-                return None;
             }
         }
     }
@@ -282,5 +356,34 @@ mod tests {
         assert_eq!("404".parse::<StatusRange>().unwrap(), StatusRange(404, 404));
         assert_eq!("500-504".parse::<StatusRange>().unwrap(), StatusRange(500, 504));
         assert!("ok".parse::<StatusRange>().is_err());
+    }
+
+    #[test]
+    fn shards_parse_and_refuse_what_cannot_be() {
+        assert_eq!("1/3".parse::<Shard>().unwrap(), Shard { index: 1, count: 3 });
+        assert_eq!(" 0 / 1 ".parse::<Shard>().unwrap().to_string(), "0/1");
+        for bad in ["3/3", "0/0", "1", "a/3", "-1/3", "1/x", ""] {
+            let e = bad.parse::<Shard>().unwrap_err();
+            assert!(e.contains("K/N"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn every_key_is_in_exactly_one_shard_and_shards_are_even() {
+        for count in [1u32, 2, 3, 7] {
+            let mut sizes = vec![0u32; count as usize];
+            for i in 0..30_000u64 {
+                let key = match i % 3 {
+                    0 => SessionKey::Session(format!("user-{i}")),
+                    1 => SessionKey::Connection(i),
+                    _ => SessionKey::Single(i),
+                };
+                let owners: Vec<u32> = (0..count).filter(|&index| Shard { index, count }.holds(&key)).collect();
+                assert_eq!(owners.len(), 1, "{key:?} in shards {owners:?} of {count}");
+                sizes[owners[0] as usize] += 1;
+            }
+            let even = 30_000 / count;
+            assert!(sizes.iter().all(|&n| n.abs_diff(even) < even / 10), "{count} shards: {sizes:?}");
+        }
     }
 }

@@ -335,6 +335,9 @@ pub struct ReplayReport {
     pub target: String,
     /// How it was paced (`1x`, `rate 500/s`, `max`).
     pub pacing: String,
+    /// The shard this run replayed (`K/N`, with `--shard`); absent for a whole replay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<String>,
     /// Wall-clock start, RFC 3339.
     pub started_at: String,
     /// Seconds from the first to the last send.
@@ -492,6 +495,7 @@ impl ReplayReport {
             target,
             pacing,
             started_at,
+            shard: None,
             duration_secs: sent_secs,
             sent: stats.sent,
             completed: stats.completed,

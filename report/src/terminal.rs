@@ -26,10 +26,11 @@ pub fn render(report: &ReplayReport, top: usize) -> String {
 fn header(out: &mut String, r: &ReplayReport) {
     let _ = writeln!(
         out,
-        "replayed {} requests against {} ({}){}",
+        "replayed {} requests against {} ({}{}){}",
         r.sent,
         r.target,
         r.pacing,
+        r.shard.as_ref().map_or(String::new(), |s| format!(", shard {s}")),
         if r.interrupted { ", stopped early" } else { "" }
     );
     if let Some(b) = &r.baseline {

@@ -71,6 +71,20 @@ pub struct ReplayArgs {
     /// Replay this share of sessions (whole sessions), e.g. `10%`.
     #[arg(long, value_name = "PERCENT")]
     pub sample: Option<String>,
+    /// Replay part K of N of the tapes, for N hosts replaying them together: whole sessions
+    /// (and recorded connections) to one host each, every host keeping the same schedule.
+    /// With --start-at, their union plays the recorded load shape.
+    #[arg(long, value_name = "K/N")]
+    pub shard: Option<String>,
+    /// Start the schedule at this time (RFC 3339, e.g. 2026-12-03T10:00:00Z) instead of at
+    /// once, so that hosts replaying shards start in step. A host started after it refuses
+    /// (exit 2) unless --late-ok.
+    #[arg(long, value_name = "TIME")]
+    pub start_at: Option<String>,
+    /// With --start-at: join a schedule that has begun (requests already due go at once,
+    /// counted as late) instead of refusing.
+    #[arg(long, requires = "start_at")]
+    pub late_ok: bool,
     /// Stop after this many requests.
     #[arg(long, value_name = "N")]
     pub limit: Option<u64>,
@@ -205,7 +219,7 @@ impl ReplayArgs {
         #[rustfmt::skip]
         let ReplayArgs {
             paths, target, speed, rate, concurrency, max_in_flight, filter, method, route, status, host, from, to,
-            sample, limit, loops, duration, set_header, remove_header, rewrite_path, host_header, timeout, connections,
+            sample, shard, start_at, late_ok, limit, loops, duration, set_header, remove_header, rewrite_path, host_header, timeout, connections,
             connection_reuse, insecure, ca, workers, results, scrub_policy, scrub_key_file, proto_descriptor,
             no_scrub_results, max_body, ignore, noise_probe, noise_model, no_compare, no_correlate,
             allow_production_target, keep_credentials, allow_unscrubbed, strict_perms, allow_shared_dir, no_progress,
@@ -214,11 +228,12 @@ impl ReplayArgs {
         // The tempo is one setting: a --speed or --rate flag replaces the file's.
         let (speed, rate) = if self.speed.is_some() || self.rate.is_some() { (None, None) } else { (speed, rate) };
         merge_from_file!(self;
-            options: target, speed, rate, concurrency, max_in_flight, filter, from, to, sample, limit, loops, duration,
+            options: target, speed, rate, concurrency, max_in_flight, filter, from, to, sample, shard, start_at, limit,
+                loops, duration,
                 host_header, timeout, connections, connection_reuse, ca, workers, results, scrub_policy, scrub_key_file,
                 proto_descriptor, max_body, noise_model;
             lists: paths, method, route, status, host, set_header, remove_header, rewrite_path, ignore;
-            switches: insecure, no_scrub_results, noise_probe, no_compare, no_correlate, allow_production_target,
+            switches: late_ok, insecure, no_scrub_results, noise_probe, no_compare, no_correlate, allow_production_target,
                 keep_credentials, allow_unscrubbed, strict_perms, allow_shared_dir, no_progress);
         let ReportFlags { report, html, junit, gate, compare_config, top, force } = output;
         merge_from_file!(self.output;
@@ -301,6 +316,7 @@ fn config(args: &ReplayArgs) -> Result<ReplayConfig> {
     s.hosts = args.host.clone();
     s.from = args.from.as_deref().map(str::parse).transpose().map_err(|e: String| anyhow!("--from {e}"))?;
     s.to = args.to.as_deref().map(str::parse).transpose().map_err(|e: String| anyhow!("--to {e}"))?;
+    s.shard = args.shard.as_deref().map(str::parse).transpose().map_err(|e| anyhow!("--shard {e}"))?;
     s.sample = args
         .sample
         .as_deref()
@@ -309,6 +325,23 @@ fn config(args: &ReplayArgs) -> Result<ReplayConfig> {
         .map_err(|e| anyhow!("--sample {e}"))?;
     s.limit = args.limit;
     c.loops = args.loops;
+    if let Some(at) = &args.start_at {
+        let t: jiff::Timestamp = at.parse().map_err(|e| {
+            anyhow!("--start-at {at:?}: {e} (an RFC 3339 time with its offset, e.g. 2026-12-03T10:00:00Z)")
+        })?;
+        let ahead = t.as_nanosecond() - i128::from(tapedeck_captures::tape::writer::now_unix_ns());
+        if ahead > 7 * 24 * 3_600_000_000_000 {
+            bail!("--start-at {at}: more than a week ahead; is the date right?");
+        }
+        c.start_at = Some(i64::try_from(t.as_nanosecond()).map_err(|_| anyhow!("--start-at {at}: out of range"))?);
+        c.late_ok = args.late_ok;
+        if ahead > 1_000_000_000 {
+            eprintln!(
+                "tapedeck replay: waiting until {t} ({}s) to start, in step with the other shards",
+                ahead / 1_000_000_000
+            );
+        }
+    }
     c.duration = args.duration.as_deref().map(humantime::parse_duration).transpose().context("invalid --duration")?;
     if c.duration.is_some_and(|d| d > Duration::from_secs(365 * 24 * 3600)) {
         bail!("--duration: at most a year");

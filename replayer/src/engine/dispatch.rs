@@ -60,6 +60,17 @@ impl LaneState {
     }
 }
 
+/// The monotonic instant of a wall-clock time (ns since the epoch).
+fn instant_of(unix_ns: i64) -> Instant {
+    let (now, wall) = (Instant::now(), tapedeck_captures::tape::writer::now_unix_ns());
+    let gap = Duration::from_nanos(unix_ns.abs_diff(wall));
+    if unix_ns >= wall {
+        now + gap
+    } else {
+        now.checked_sub(gap).unwrap_or(now)
+    }
+}
+
 pub(crate) struct Dispatcher {
     pub lanes: Vec<Lane>,
     pub wake: Arc<DispatcherWake>,
@@ -81,15 +92,19 @@ impl Dispatcher {
         draining: &AtomicBool,
     ) -> bool {
         precise_timers();
-        // A short lead lets the workers start before the first request is due.
-        let start = Instant::now() + Duration::from_millis(20);
+        // A short lead lets the workers start before the first request is due; with
+        // `--start-at`, the instant every shard starts at (in the past when joining late).
+        let start = match config.start_at {
+            Some(at) => instant_of(at),
+            None => Instant::now() + Duration::from_millis(20),
+        };
         let mut schedule = Schedule::new(config.pacing, start);
         let deadline = config.duration.map(|d| start + d);
         let mut passes = 0u64;
         let mut interrupted = false;
         'passes: loop {
             passes += 1;
-            for ex in source.by_ref() {
+            while let Some(ex) = source.next() {
                 if !config.allow_production_target
                     && config.rewrite.is_target(&ex.request.authority, &ex.request.scheme)
                 {
@@ -97,6 +112,8 @@ impl Dispatcher {
                     interrupted = true;
                     break 'passes;
                 }
+                let (origin_ns, position) = source.schedule_position();
+                schedule.align(origin_ns, position);
                 let due = schedule.due(ex.wall_start_ns());
                 // Paced, a request due after the deadline ends the run; flat out
                 // (`--speed max`), everything is due at once and the clock decides.

@@ -23,6 +23,7 @@ mod worker;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tapedeck_captures::tape::{TapeKind, TapeWriter, WriterConfig};
 use tapedeck_captures::IdGenerator;
@@ -43,6 +44,9 @@ use worker::WorkerContext;
 /// sessions held behind a slow response without reading the tapes without bound.
 const MAX_OUTSTANDING: usize = 100_000;
 
+/// A `--start-at` this far in the past still counts as on time (setting up takes a moment).
+const LATE_AFTER: Duration = Duration::from_secs(1);
+
 /// What [`run`] returns.
 pub(crate) struct Outcomes {
     pub stats: Stats,
@@ -55,6 +59,14 @@ pub(crate) struct Outcomes {
 
 /// Runs the replay to the end (or until `stop`); returns merged stats and counters.
 pub(crate) fn run(config: &ReplayConfig, stop: &AtomicBool, progress: Arc<Progress>) -> Result<Outcomes, ReplayError> {
+    if let Some(start_ns) = config.start_at {
+        let late = tapedeck_captures::tape::writer::now_unix_ns().saturating_sub(start_ns);
+        if late > LATE_AFTER.as_nanos() as i64 && !config.late_ok {
+            let at = jiff::Timestamp::from_nanosecond(i128::from(start_ns))
+                .map_or_else(|_| start_ns.to_string(), |t| t.to_string());
+            return Err(ReplayError::Late { at, late: Duration::from_nanos(late as u64) });
+        }
+    }
     let mut source = Source::open(&config.paths, config.selection.clone())?;
     if source.reader().readable_segments() == 0 {
         let why = source

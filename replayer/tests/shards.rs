@@ -1,0 +1,134 @@
+//! N hosts replaying one capture together: `--shard K/N` splits it by session (whole
+//! sessions and recorded connections to one shard each) and `start_at` starts every
+//! shard's schedule at the same instant, so that together they play the recorded shape.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use support::{recorded, recorded_id, write_tape, Target};
+use tapedeck_captures::{ConnectionId, Exchange};
+use tapedeck_replayer::schedule::Pacing;
+use tapedeck_replayer::source::{Selection, Shard, Source};
+use tapedeck_replayer::{replay, session_key, ReplayConfig, ReplayError};
+
+/// `count` exchanges over ~`count` × 6 ms: a third in 40 sessions, a third on 17 recorded
+/// connections, a third independent.
+fn mixed(count: u64) -> Vec<Exchange> {
+    let mut at = 0.0;
+    (0..count)
+        .map(|i| {
+            at += 1.0 + ((i * 7919) % 11) as f64;
+            let mut ex = recorded(i, at, "GET", &format!("/api/items/{i}"));
+            match i % 3 {
+                0 => ex.session = Some(format!("user-{}", i % 40)),
+                1 => ex.connection = ConnectionId(1000 + i % 17),
+                _ => {}
+            }
+            ex
+        })
+        .collect()
+}
+
+fn now_ns() -> i64 {
+    tapedeck_captures::tape::writer::now_unix_ns()
+}
+
+#[test]
+fn shards_are_whole_sessions_and_together_exactly_the_selection() {
+    let dir = tempfile::tempdir().unwrap();
+    let exchanges = mixed(600);
+    let path = write_tape(dir.path(), &exchanges, &[]);
+    for (count, limit) in [(1, None), (3, None), (4, Some(250))] {
+        let mut owner: BTreeMap<u64, u32> = BTreeMap::new();
+        let mut key_owner = BTreeMap::new();
+        for index in 0..count {
+            let selection = Selection { shard: Some(Shard { index, count }), limit, ..Default::default() };
+            let mut source = Source::open(std::slice::from_ref(&path), selection).unwrap();
+            let mut positions = Vec::new();
+            while let Some(ex) = source.next() {
+                assert!(owner.insert(ex.id.0, index).is_none(), "exchange {} in two shards", ex.id.0);
+                let key = format!("{:?}", session_key(&ex));
+                let first = *key_owner.entry(key.clone()).or_insert(index);
+                assert_eq!(first, index, "{key} split between shards {first} and {index}");
+                // Every shard keeps the selection's schedule: its position is the exchange's
+                // place in the whole selection, not in the shard.
+                positions.push((source.schedule_position().1, ex.id.0));
+            }
+            assert!(positions.iter().all(|(p, id)| p == id), "shard {index}/{count}: {positions:?}");
+        }
+        let want: BTreeSet<u64> = (0..limit.unwrap_or(600)).collect();
+        assert_eq!(owner.keys().copied().collect::<BTreeSet<_>>(), want, "{count} shards, limit {limit:?}");
+        if count > 1 {
+            let sizes: Vec<usize> = (0..count).map(|k| owner.values().filter(|&&o| o == k).count()).collect();
+            assert!(sizes.iter().all(|&n| n > 0), "every shard has work: {sizes:?}");
+        }
+    }
+}
+
+#[test]
+fn shards_started_together_play_the_recorded_shape() {
+    let dir = tempfile::tempdir().unwrap();
+    let exchanges = mixed(300);
+    let path = write_tape(dir.path(), &exchanges, &[]);
+    let recorded_span_ms = (exchanges.last().unwrap().timing.start_ns - exchanges[0].timing.start_ns) as f64 / 1e6;
+    let target = Target::start(Duration::ZERO);
+    // Every host is told the same instant, a little ahead (as a job would be).
+    let start_at = now_ns() + 1_500_000_000;
+    let start = Instant::now() + Duration::from_nanos((start_at - now_ns()) as u64);
+    let reports: Vec<_> = std::thread::scope(|s| {
+        let runs: Vec<_> = (0..3)
+            .map(|index| {
+                let (path, url) = (path.clone(), target.url());
+                s.spawn(move || {
+                    let mut c = ReplayConfig::new(vec![path], url.parse().unwrap()).unwrap();
+                    c.pacing = Pacing::Recorded { speed: 1.0 };
+                    c.selection.shard = Some(Shard { index, count: 3 });
+                    c.start_at = Some(start_at);
+                    replay(&c, &AtomicBool::new(false), Default::default()).expect("replay")
+                })
+            })
+            .collect();
+        runs.into_iter().map(|r| r.join().unwrap()).collect()
+    });
+    let arrivals = target.arrivals();
+    let ids: Vec<u64> = arrivals.iter().map(recorded_id).collect();
+    assert_eq!(ids.len(), 300, "each exchange sent once");
+    assert_eq!(ids.iter().copied().collect::<BTreeSet<_>>(), (0..300).collect(), "by one shard or another");
+    assert_eq!(reports.iter().map(|r| r.sent).sum::<u64>(), 300);
+    let mut shards: Vec<String> = reports.iter().filter_map(|r| r.shard.clone()).collect();
+    shards.sort();
+    assert_eq!(shards, ["0/3", "1/3", "2/3"]);
+    // Nothing before the agreed instant (a small allowance for the two clocks' conversion),
+    // and the union spans the recorded time: the load was not squeezed together. (Lower
+    // bounds: a busy machine only sends later.)
+    let first = arrivals.iter().map(|a| a.at).min().unwrap();
+    let last = arrivals.iter().map(|a| a.at).max().unwrap();
+    assert!(first + Duration::from_millis(5) >= start, "sent {:?} before --start-at", start - first);
+    let span_ms = (last - first).as_secs_f64() * 1e3;
+    assert!(span_ms >= 0.9 * recorded_span_ms, "the shards together span {span_ms:.0} ms of {recorded_span_ms:.0}");
+}
+
+#[test]
+fn a_host_started_after_start_at_refuses_unless_late_is_ok() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_tape(dir.path(), &mixed(20), &[]);
+    let target = Target::start(Duration::ZERO);
+    let mut c = ReplayConfig::new(vec![path], target.url().parse().unwrap()).unwrap();
+    c.pacing = Pacing::Max;
+    c.start_at = Some(now_ns() - 30_000_000_000);
+    match replay(&c, &AtomicBool::new(false), Default::default()) {
+        Err(e @ ReplayError::Late { .. }) => {
+            let text = e.to_string();
+            assert!(text.contains("--late-ok") && text.contains("--start-at"), "{text}");
+        }
+        other => panic!("expected Late, got {:?}", other.map(|r| r.sent)),
+    }
+    assert!(target.arrivals().is_empty(), "nothing sent");
+    c.late_ok = true;
+    let report = replay(&c, &AtomicBool::new(false), Default::default()).expect("joins late");
+    assert_eq!(report.sent, 20);
+    assert_eq!(target.arrivals().len(), 20);
+}
