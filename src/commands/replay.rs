@@ -369,6 +369,8 @@ fn config(args: &ReplayArgs) -> Result<ReplayConfig> {
         if c.client.timeout > Duration::from_secs(30 * 24 * 3600) {
             bail!("--timeout {t:?}: at most 30 days");
         }
+        // Connecting (and the TLS handshake) within the request's own time, not past it.
+        c.client.connect_timeout = c.client.connect_timeout.min(c.client.timeout);
     }
     c.client.connections = args.connections.unwrap_or(1024).max(1);
     c.client.as_recorded = match args.connection_reuse.as_deref().unwrap_or("pooled") {
