@@ -171,6 +171,85 @@ fn bad_flags_are_explained() {
 }
 
 #[test]
+fn start_at_from_a_config_file_quoted_or_not_and_late_ok_from_a_flag() {
+    let staging = Upstream::start();
+    let dir = tempfile::tempdir().unwrap();
+    let caps = dir.path().join("caps");
+    write_tape(&caps, &synth(3));
+    for (n, value) in ["2020-01-01T00:00:00Z", "\"2020-01-01T00:00:00Z\""].into_iter().enumerate() {
+        let config = dir.path().join(format!("replay-{n}.toml"));
+        std::fs::write(&config, format!("target = \"{}\"\nstart-at = {value}\nspeed = \"max\"\n", staging.url()))
+            .unwrap();
+        // Long past: refused, naming the way out…
+        let out = run(&["replay", s(&caps), "--config", s(&config)]);
+        assert_eq!(out.status.code(), Some(2), "{value}: {}", stderr(&out));
+        assert!(stderr(&out).contains("--late-ok"), "{value}: {}", stderr(&out));
+        // …which a flag gives, with the time from the file.
+        let out = run(&["replay", s(&caps), "--config", s(&config), "--late-ok"]);
+        assert_eq!(out.status.code(), Some(0), "{value}: {}", stderr(&out));
+        assert!(stderr(&out).contains("late"), "{value}: the late join is said: {}", stderr(&out));
+    }
+    assert_eq!(staging.seen().len(), 6);
+    // A date-time without its offset is ambiguous between hosts: refused.
+    let config = dir.path().join("local.toml");
+    std::fs::write(&config, format!("target = \"{}\"\nstart-at = 2020-01-01T00:00:00\n", staging.url())).unwrap();
+    let out = run(&["replay", s(&caps), "--config", s(&config)]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--start-at") && stderr(&out).contains("offset"), "{}", stderr(&out));
+}
+
+#[test]
+fn ctrl_c_while_waiting_for_start_at_says_nothing_was_sent() {
+    let staging = Upstream::start();
+    let dir = tempfile::tempdir().unwrap();
+    let caps = dir.path().join("caps");
+    write_tape(&caps, &synth(3));
+    let at = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(3 * 3600 + 120);
+    let child = tapedeck()
+        .args(["replay", s(&caps), "--target", &staging.url(), "--start-at", &at.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut child = KillOnDrop(child);
+    // Stderr read on a thread of its own: a wait never announced fails, never hangs.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut err = child.0.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 512];
+        while let Ok(n @ 1..) = err.read(&mut buf) {
+            let _ = tx.send(buf[..n].to_vec());
+        }
+    });
+    // The wait is announced (once the tapes are checked), in hours and minutes.
+    let mut seen = Vec::new();
+    while !String::from_utf8_lossy(&seen).contains("waiting") {
+        match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(bytes) => seen.extend(bytes),
+            Err(_) => panic!("no wait announced: {}", String::from_utf8_lossy(&seen)),
+        }
+    }
+    // SAFETY: kill(2) on our own child.
+    assert_eq!(unsafe { libc::kill(child.0.id() as i32, libc::SIGINT) }, 0);
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "replay did not stop");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    while let Ok(bytes) = rx.recv_timeout(Duration::from_secs(5)) {
+        seen.extend(bytes);
+    }
+    let text = String::from_utf8_lossy(&seen);
+    assert_eq!(status.code(), Some(130), "{text}");
+    assert!(text.contains("3h 1m") || text.contains("3h 2m"), "{text}");
+    assert!(text.contains("stopped before the first request was sent") && !text.contains("()"), "{text}");
+    assert!(staging.seen().is_empty());
+}
+
+#[test]
 fn ctrl_c_stops_sending_and_still_reports() {
     let staging = Upstream::start();
     let dir = tempfile::tempdir().unwrap();

@@ -60,7 +60,12 @@ pub use tapedeck_report::ReplayReport;
 
 /// Replays `config` until done or `stop` is set; `progress` is updated live.
 pub fn replay(config: &ReplayConfig, stop: &AtomicBool, progress: Arc<Progress>) -> Result<ReplayReport, ReplayError> {
-    let started_at = jiff::Timestamp::now().to_string();
+    // With `--start-at`, the agreed instant: every shard's report starts at the same time.
+    let started_at = config
+        .start_at
+        .and_then(|at| jiff::Timestamp::from_nanosecond(i128::from(at)).ok())
+        .unwrap_or_else(jiff::Timestamp::now)
+        .to_string();
     let outcome = engine::run(config, stop, progress.clone())?;
     let mut noise = config.noise_model.clone();
     noise.merge(outcome.stats.noise.clone());

@@ -24,6 +24,10 @@ pub struct Progress {
     pub answered: AtomicU64,
     /// Requests whose connection the target refused (or whose address did not resolve).
     pub unreachable: AtomicU64,
+    /// When the schedule starts more than a second after the replay was set up
+    /// (`--start-at`): its wall-clock time, ns since the epoch; else 0. Set once the tapes
+    /// and settings have been checked, before the wait.
+    pub starts_at_unix_ns: AtomicI64,
     /// The first cause of each error kind that has one ([`Progress::note_cause`]).
     pub causes: std::sync::Mutex<std::collections::BTreeMap<String, String>>,
 }

@@ -147,8 +147,18 @@ impl std::str::FromStr for Shard {
     fn from_str(s: &str) -> Result<Self, String> {
         let usage = |why: &str| format!("{s:?}: {why}; expected K/N, this host's shard K (0 to N-1) of N, e.g. 0/3");
         let (k, n) = s.trim().split_once('/').ok_or_else(|| usage("no '/'"))?;
-        let index: u32 = k.trim().parse().map_err(|_| usage("K is not a number"))?;
-        let count: u32 = n.trim().parse().map_err(|_| usage("N is not a number"))?;
+        if n.contains('/') {
+            return Err(usage("more than one '/'"));
+        }
+        let number = |part: &str, name: &str| {
+            let part = part.trim();
+            part.parse::<u32>().map_err(|e| match e.kind() {
+                std::num::IntErrorKind::PosOverflow => usage(&format!("{name} is too large")),
+                std::num::IntErrorKind::Empty => usage(&format!("{name} is missing")),
+                _ => usage(&format!("{name} ({part:?}) is not a whole number")),
+            })
+        };
+        let (index, count) = (number(k, "K")?, number(n, "N")?);
         if count == 0 {
             return Err(usage("N must be at least 1"));
         }
@@ -360,6 +370,16 @@ mod tests {
 
     #[test]
     fn shards_parse_and_refuse_what_cannot_be() {
+        for (bad, why) in [
+            ("1/2/3", "more than one '/'"),
+            ("99999999999/3", "K is too large"),
+            ("0/", "N is missing"),
+            ("a/3", "K (\"a\") is not a whole number"),
+            ("-1/3", "K (\"-1\") is not a whole number"),
+        ] {
+            let e = bad.parse::<Shard>().unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
         assert_eq!("1/3".parse::<Shard>().unwrap(), Shard { index: 1, count: 3 });
         assert_eq!(" 0 / 1 ".parse::<Shard>().unwrap().to_string(), "0/1");
         for bad in ["3/3", "0/0", "1", "a/3", "-1/3", "1/x", ""] {

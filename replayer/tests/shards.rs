@@ -109,6 +109,62 @@ fn shards_started_together_play_the_recorded_shape() {
     assert!(first + Duration::from_millis(5) >= start, "sent {:?} before --start-at", start - first);
     let span_ms = (last - first).as_secs_f64() * 1e3;
     assert!(span_ms >= 0.9 * recorded_span_ms, "the shards together span {span_ms:.0} ms of {recorded_span_ms:.0}");
+    // Every shard's report counts from the agreed instant: the same start, and timelines
+    // that line up (no bucket for the wait before it).
+    let agreed = jiff::Timestamp::from_nanosecond(i128::from(start_at)).unwrap().to_string();
+    for r in &reports {
+        assert_eq!(r.started_at, agreed);
+        let timeline = r.timeline.as_ref().expect("a timeline");
+        let first_due = timeline.recorded.iter().position(|&n| n > 0).expect("something due");
+        assert!(first_due as f64 * timeline.bucket_secs < 0.5, "first due {first_due} buckets after the start");
+    }
+}
+
+#[test]
+fn a_shard_without_exchanges_ends_at_once_even_with_a_duration() {
+    // One session: all of it goes to one shard, the other two have nothing to send, and
+    // must say so at once rather than reading the tapes again until --duration is up.
+    let dir = tempfile::tempdir().unwrap();
+    let mut exchanges = mixed(30);
+    for ex in &mut exchanges {
+        ex.session = Some("only-user".into());
+    }
+    let path = write_tape(dir.path(), &exchanges, &[]);
+    let target = Target::start(Duration::ZERO);
+    let owner = (0..3).find(|&i| Shard { index: i, count: 3 }.holds(&session_key(&exchanges[0]))).unwrap();
+    for index in (0..3).filter(|&i| i != owner) {
+        let mut c = ReplayConfig::new(vec![path.clone()], target.url().parse().unwrap()).unwrap();
+        c.selection.shard = Some(Shard { index, count: 3 });
+        c.duration = Some(Duration::from_secs(120));
+        let started = Instant::now();
+        let report = replay(&c, &AtomicBool::new(false), Default::default()).expect("replay");
+        assert_eq!(report.sent, 0);
+        assert!(started.elapsed() < Duration::from_secs(30), "ran {:?}", started.elapsed());
+    }
+    assert!(target.arrivals().is_empty());
+}
+
+#[test]
+fn a_stop_while_waiting_for_start_at_ends_the_run_without_sending() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_tape(dir.path(), &mixed(10), &[]);
+    let target = Target::start(Duration::ZERO);
+    let mut c = ReplayConfig::new(vec![path], target.url().parse().unwrap()).unwrap();
+    c.start_at = Some(now_ns() + 600_000_000_000);
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let stopper = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        })
+    };
+    let started = Instant::now();
+    let report = replay(&c, &stop, Default::default()).expect("replay");
+    stopper.join().unwrap();
+    assert!(report.interrupted && report.sent == 0);
+    assert!(started.elapsed() < Duration::from_secs(30), "waited {:?}", started.elapsed());
+    assert!(target.arrivals().is_empty());
 }
 
 #[test]

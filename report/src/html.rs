@@ -51,10 +51,11 @@ pub fn render(report: &ReplayReport) -> String {
         .map_or_else(|_| report.started_at.clone(), |t| t.strftime("%Y-%m-%d %H:%M:%S UTC").to_string());
     let _ = write!(
         o,
-        "<h1>{}</h1><div class=\"sub\">{} requests · paced {} · started {} · lasted {:.1} s{}</div>",
+        "<h1>{}</h1><div class=\"sub\">{} requests · paced {}{} · started {} · lasted {:.1} s{}</div>",
         escape(&title),
         report.sent,
         escape(&report.pacing),
+        report.shard.as_ref().map_or(String::new(), |s| format!(" · shard {}", escape(s))),
         escape(&started),
         report.duration_secs,
         if report.interrupted { " · stopped early" } else { "" }

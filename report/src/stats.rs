@@ -27,8 +27,15 @@ pub fn capped<'a, V>(map: &HashMap<String, V>, route: &'a str) -> &'a str {
 }
 
 fn histogram() -> Histogram<u64> {
-    // 1 µs .. 1 h at 3 significant digits: constant, valid bounds.
+    // 1 µs .. 1 h at 3 significant digits: constant, valid bounds. Longer times are
+    // recorded as 1 h (`saturating_record`), not lost.
     Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("constant histogram bounds are valid")
+}
+
+/// The lag histogram: 1 µs .. 30 days, so that a host joining a `--start-at` schedule
+/// hours late (`--late-ok`) shows how late.
+fn lag_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 30 * 24 * 3_600_000_000, 3).expect("constant histogram bounds are valid")
 }
 
 /// One route's numbers.
@@ -207,7 +214,7 @@ impl Default for Stats {
     fn default() -> Self {
         Stats {
             routes: HashMap::new(),
-            lag: histogram(),
+            lag: lag_histogram(),
             late_1ms: 0,
             late_10ms: 0,
             sent: 0,
@@ -266,7 +273,7 @@ pub struct Sample<'a> {
 /// Records `ns` (as µs) into a pair's histogram `side`, making the pair at first use.
 fn record_pair(pair: &mut Option<Box<(Histogram<u64>, Histogram<u64>)>>, replayed: bool, ns: u64) {
     let (a, b) = &mut **pair.get_or_insert_with(|| Box::new((histogram(), histogram())));
-    let _ = if replayed { b } else { a }.record((ns / 1000).max(1));
+    if replayed { b } else { a }.saturating_record((ns / 1000).max(1));
 }
 
 impl Stats {
@@ -277,7 +284,7 @@ impl Stats {
         widen(&mut self.sends, s.sent_at);
         widen(&mut self.dues, s.due);
         let lag = s.sent_at.saturating_duration_since(s.due);
-        let _ = self.lag.record((lag.as_micros() as u64).max(1));
+        self.lag.saturating_record((lag.as_micros() as u64).max(1));
         self.late_1ms += u64::from(lag > Duration::from_millis(1));
         self.late_10ms += u64::from(lag > Duration::from_millis(10));
         match s.error {
@@ -289,16 +296,16 @@ impl Stats {
         let r = self.route(s.route);
         r.count += 1;
         if let Some(ns) = s.recorded.timing.end_ns {
-            let _ = r.recorded.record((ns / 1000).max(1));
+            r.recorded.saturating_record((ns / 1000).max(1));
         }
         match (s.end, s.error, s.failed_after) {
             (Some(end), None, _) => {
-                let _ = r.replayed.record((end.as_micros() as u64).max(1));
+                r.replayed.saturating_record((end.as_micros() as u64).max(1));
             }
             // A request that timed out took at least the timeout, as its user saw it: left
             // out, the percentiles would describe only the answers that came in time.
             (_, Some(ErrorKind::ResponseTimeout), Some(after)) => {
-                let _ = r.replayed.record((after.as_micros() as u64).max(1));
+                r.replayed.saturating_record((after.as_micros() as u64).max(1));
                 r.timeouts += 1;
             }
             _ => {}

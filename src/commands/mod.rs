@@ -81,6 +81,21 @@ pub fn toml_error(what: &str, path: &std::path::Path, text: &str, e: &toml::de::
     anyhow::anyhow!("{what} {}{line}: {}{hint}", path.display(), without_quoted(&message.join("; ")))
 }
 
+/// A time setting given in TOML as a string (`start-at = "2026-12-03T10:00:00Z"`) or as a
+/// TOML date-time (`start-at = 2026-12-03T10:00:00Z`, unquoted): both are read as its text.
+pub fn string_or_datetime<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum Time {
+        Text(String),
+        DateTime(toml::value::Datetime),
+    }
+    Ok(Some(match serde::Deserialize::deserialize(d)? {
+        Time::Text(s) => s,
+        Time::DateTime(t) => t.to_string(),
+    }))
+}
+
 /// Refuses a config file key that is not one of `A`'s flags (`--config` aside): the keys
 /// are the flag names, so a typo never passes silently. Names its line.
 pub fn refuse_unknown_keys<A: clap::Args>(what: &str, path: &std::path::Path, text: &str) -> anyhow::Result<()> {

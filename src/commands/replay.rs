@@ -80,10 +80,11 @@ pub struct ReplayArgs {
     /// once, so that hosts replaying shards start in step. A host started after it refuses
     /// (exit 2) unless --late-ok.
     #[arg(long, value_name = "TIME")]
+    #[serde(deserialize_with = "super::string_or_datetime")]
     pub start_at: Option<String>,
     /// With --start-at: join a schedule that has begun (requests already due go at once,
     /// counted as late) instead of refusing.
-    #[arg(long, requires = "start_at")]
+    #[arg(long)]
     pub late_ok: bool,
     /// Stop after this many requests.
     #[arg(long, value_name = "N")]
@@ -335,12 +336,8 @@ fn config(args: &ReplayArgs) -> Result<ReplayConfig> {
         }
         c.start_at = Some(i64::try_from(t.as_nanosecond()).map_err(|_| anyhow!("--start-at {at}: out of range"))?);
         c.late_ok = args.late_ok;
-        if ahead > 1_000_000_000 {
-            eprintln!(
-                "tapedeck replay: waiting until {t} ({}s) to start, in step with the other shards",
-                ahead / 1_000_000_000
-            );
-        }
+    } else if args.late_ok {
+        bail!("--late-ok goes with --start-at (it lets a host join a schedule that has begun)");
     }
     c.duration = args.duration.as_deref().map(humantime::parse_duration).transpose().context("invalid --duration")?;
     if c.duration.is_some_and(|d| d > Duration::from_secs(365 * 24 * 3600)) {
@@ -471,6 +468,31 @@ fn watch_signals(stop: Arc<AtomicBool>) {
     });
 }
 
+/// While the schedule waits for `--start-at`: how long, for people (whole seconds).
+fn waiting(progress: &Progress) -> Option<String> {
+    let at = progress.starts_at_unix_ns.load(Ordering::Relaxed);
+    let left = at.checked_sub(tapedeck_captures::tape::writer::now_unix_ns()).filter(|&ns| at != 0 && ns > 0)?;
+    let left = humantime::format_duration(Duration::from_secs((left as u64).div_ceil(1_000_000_000)));
+    let at = jiff::Timestamp::from_nanosecond(i128::from(at)).map_or_else(|_| String::new(), |t| t.to_string());
+    Some(format!("waiting {left} until --start-at {at}, in step with the other shards"))
+}
+
+/// Without a progress bar: says once that the schedule waits for `--start-at`, when it
+/// does (after the tapes and settings were checked).
+fn announce_wait(progress: Arc<Progress>, done: Arc<AtomicBool>) {
+    std::thread::spawn(move || {
+        while !done.load(Ordering::Relaxed) {
+            if progress.starts_at_unix_ns.load(Ordering::Relaxed) != 0 {
+                if let Some(wait) = waiting(&progress) {
+                    eprintln!("tapedeck replay: {wait}");
+                }
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    });
+}
+
 /// A live progress bar on stderr, until `done` is set: sent (of the total, once the tapes'
 /// footers give it), the rate over the last second, in flight, errors and lag.
 fn show_progress(progress: Arc<Progress>, done: Arc<AtomicBool>, paced: bool) -> std::thread::JoinHandle<()> {
@@ -483,6 +505,11 @@ fn show_progress(progress: Arc<Progress>, done: Arc<AtomicBool>, paced: bool) ->
         let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
         let mut window = std::collections::VecDeque::from([(std::time::Instant::now(), 0u64)]);
         while !done.load(Ordering::Relaxed) {
+            if let Some(wait) = waiting(&progress) {
+                bar.set_message(wait);
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
             let total = load(&progress.total_hint);
             if total > 0 && bar.length().is_none() {
                 bar.set_length(total);
@@ -567,6 +594,9 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode> {
     let done = Arc::new(AtomicBool::new(false));
     let bar = (!args.no_progress && std::io::stderr().is_terminal())
         .then(|| show_progress(progress.clone(), done.clone(), config.pacing != Pacing::Max));
+    if bar.is_none() && config.start_at.is_some() {
+        announce_wait(progress.clone(), done.clone());
+    }
     let result = replay(&config, &stop, progress);
     done.store(true, Ordering::Relaxed);
     if let Some(b) = bar {
@@ -607,11 +637,17 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode> {
     let stopped = report.interrupted && stop.load(Ordering::Relaxed);
     if stopped {
         // Ctrl-C: the run's own exit code, whatever was answered (the summary says what).
-        if report.completed == 0 {
+        if report.sent == 0 {
+            eprintln!("tapedeck replay: stopped before the first request was sent");
+        } else if report.completed == 0 {
+            let why = if report.errors.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", tapedeck_report::mix(&report.errors))
+            };
             eprintln!(
-                "tapedeck replay: stopped before any answer: {} request(s) sent, none answered ({})",
-                report.sent,
-                tapedeck_report::mix(&report.errors)
+                "tapedeck replay: stopped before any answer: {} request(s) sent, none answered{why}",
+                report.sent
             );
         }
         return Ok(ExitCode::from(130));
@@ -620,11 +656,19 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode> {
         if let Some(d) = &report.tape_damage {
             bail!("nothing was replayed, and the tapes are damaged: {}", d.summary());
         }
-        // Not an error (an empty window can be expected), but never silent.
+        // Not an error (an empty window, or a shard without sessions, can be expected), but
+        // never silent.
+        let shard = match &report.shard {
+            Some(s) => format!(
+                ", or none of those it matched is in shard {s} (whole sessions go to one shard: with few sessions, \
+                 or a small --limit, a shard can get none)"
+            ),
+            None => String::new(),
+        };
         eprintln!(
             "tapedeck replay: nothing was replayed: no recorded exchange matched the selection \
-             (--route, --method, --status, --host, --filter, --from/--to, --sample); `tapedeck inspect TAPES` \
-             lists the routes and times the tapes hold"
+             (--route, --method, --status, --host, --filter, --from/--to, --sample, --limit){shard}; \
+             `tapedeck inspect TAPES` lists the routes and times the tapes hold"
         );
     }
     if report.sent > 0 && report.completed == 0 {

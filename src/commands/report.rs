@@ -158,6 +158,16 @@ pub fn run(args: ReportArgs) -> Result<ExitCode> {
             let mut config = compare_config(args.output.compare_config.as_deref())?;
             let (old_report, new_report) = (load(old)?, load(new)?);
             config.min_count = new_report.min_count;
+            if old_report.shard != new_report.shard {
+                let part =
+                    |s: &Option<String>| s.as_ref().map_or("the whole selection".to_string(), |s| format!("shard {s}"));
+                eprintln!(
+                    "warning: the baseline replayed {} and the new run {}: counts and rates are not comparable \
+                     (compare whole runs, or the same shard of each)",
+                    part(&old_report.shard),
+                    part(&new_report.shard)
+                );
+            }
             baseline::compare(&old_report, &old.display().to_string(), &new_report, &config)
         }
     };

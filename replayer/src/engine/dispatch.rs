@@ -60,17 +60,6 @@ impl LaneState {
     }
 }
 
-/// The monotonic instant of a wall-clock time (ns since the epoch).
-fn instant_of(unix_ns: i64) -> Instant {
-    let (now, wall) = (Instant::now(), tapedeck_captures::tape::writer::now_unix_ns());
-    let gap = Duration::from_nanos(unix_ns.abs_diff(wall));
-    if unix_ns >= wall {
-        now + gap
-    } else {
-        now.checked_sub(gap).unwrap_or(now)
-    }
-}
-
 pub(crate) struct Dispatcher {
     pub lanes: Vec<Lane>,
     pub wake: Arc<DispatcherWake>,
@@ -83,27 +72,23 @@ pub(crate) struct Dispatcher {
 }
 
 impl Dispatcher {
-    /// Runs the schedule; returns true if it was stopped early.
+    /// Runs the schedule from `start`; returns true if it was stopped early.
     pub fn run(
         &mut self,
         config: &ReplayConfig,
         source: &mut Source,
+        start: Instant,
         stop: &AtomicBool,
         draining: &AtomicBool,
     ) -> bool {
         precise_timers();
-        // A short lead lets the workers start before the first request is due; with
-        // `--start-at`, the instant every shard starts at (in the past when joining late).
-        let start = match config.start_at {
-            Some(at) => instant_of(at),
-            None => Instant::now() + Duration::from_millis(20),
-        };
         let mut schedule = Schedule::new(config.pacing, start);
         let deadline = config.duration.map(|d| start + d);
         let mut passes = 0u64;
         let mut interrupted = false;
         'passes: loop {
             passes += 1;
+            let taken_before = source.taken();
             while let Some(ex) = source.next() {
                 if !config.allow_production_target
                     && config.rewrite.is_target(&ex.request.authority, &ex.request.scheme)
@@ -132,7 +117,14 @@ impl Dispatcher {
                 }
             }
             let more = config.loops.is_none_or(|n| passes < n) && (config.loops.is_some() || deadline.is_some());
-            if !more || source.limit_reached() {
+            // A pass that held none of this shard's exchanges: every pass is the same (the
+            // next would only read the tapes again, at once, until the deadline).
+            let nothing_of_ours = source.taken() == taken_before;
+            if !more || source.limit_reached() || nothing_of_ours {
+                break;
+            }
+            if stop.load(Ordering::Relaxed) {
+                interrupted = true;
                 break;
             }
             let damaged = source.reader().reports().iter().filter(|r| r.error.is_some() || !r.stats.is_clean());

@@ -23,7 +23,7 @@ mod worker;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tapedeck_captures::tape::{TapeKind, TapeWriter, WriterConfig};
 use tapedeck_captures::IdGenerator;
@@ -98,7 +98,19 @@ pub(crate) fn run(config: &ReplayConfig, stop: &AtomicBool, progress: Arc<Progre
         None
     };
 
-    let clock = Clock::now();
+    // With `--start-at`, the run (its timeline, its results tape) counts from the agreed
+    // instant, as every shard's does; else from now, the schedule starting shortly after.
+    let (clock, start) = match config.start_at {
+        Some(at) => {
+            let clock = Clock::at_unix_ns(at);
+            (clock, clock.start)
+        }
+        None => {
+            let clock = Clock::now();
+            // A short lead lets the workers start before the first request is due.
+            (clock, clock.start + Duration::from_millis(20))
+        }
+    };
     let results = match &config.results {
         Some(dir) => {
             let mut wc = WriterConfig::new(dir);
@@ -184,8 +196,21 @@ pub(crate) fn run(config: &ReplayConfig, stop: &AtomicBool, progress: Arc<Progre
         (counters, handle)
     });
 
+    if config.start_at.is_some() {
+        // Whole seconds: the wait is a schedule, not a measurement.
+        let secs = |d: Duration| humantime::format_duration(Duration::from_secs(d.as_secs().max(1)));
+        let now = Instant::now();
+        if start > now + Duration::from_secs(1) {
+            progress.starts_at_unix_ns.store(clock.start_unix_ns, Ordering::Relaxed);
+        } else if now > start + LATE_AFTER {
+            tracing::warn!(
+                "joining the schedule {} late (--late-ok): requests due before now are sent at once and count as late",
+                secs(now - start)
+            );
+        }
+    }
     let mut d = Dispatcher { lanes, wake, refused: None, progress: progress.clone(), earlier_damage: Vec::new() };
-    let interrupted = d.run(config, &mut source, stop, &draining);
+    let interrupted = d.run(config, &mut source, start, stop, &draining);
     let refused = d.refused.take();
     let earlier_damage = std::mem::take(&mut d.earlier_damage);
     drop(d);
