@@ -133,6 +133,68 @@ fn saved_results_are_reported_again_and_two_runs_compare() {
 }
 
 #[test]
+fn shards_results_merge_into_the_report_of_the_whole_run() {
+    let _serial = serial();
+    let upstream = Upstream::start();
+    let dir = tempfile::tempdir().unwrap();
+    let drift = tape(&dir.path().join("drift"), 10);
+    // Three hosts' runs, as an Indexed Job would make them, each with its results.
+    let at = (jiff::Timestamp::now() + jiff::SignedDuration::from_millis(1500)).to_string();
+    let children: Vec<_> = (0..3)
+        .map(|k| {
+            let results = dir.path().join(format!("shard-{k}"));
+            let shard = format!("{k}/3");
+            let args = [
+                "replay",
+                &drift,
+                "--target",
+                &upstream.url(),
+                "--shard",
+                &shard,
+                "--start-at",
+                &at,
+                "--no-progress",
+                "--results",
+                s(&results),
+            ];
+            let mut command = tapedeck();
+            command.args(args).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+            (results, command.spawn().unwrap())
+        })
+        .collect();
+    let mut dirs = Vec::new();
+    for (results, child) in children {
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        dirs.push(results);
+    }
+    let merged_json = dir.path().join("merged.json");
+    let mut args = vec!["report", "--merge"];
+    args.extend(dirs.iter().map(|d| s(d)));
+    args.extend(["--report", s(&merged_json), "--gate", "diff_rate<=1%"]);
+    let out = run(&args);
+    let text = stdout(&out);
+    // The gate judges the whole run: 10 of 40 differ, wherever they were replayed.
+    assert_eq!(out.status.code(), Some(1), "{text}{}", stderr(&out));
+    assert!(text.contains("3 shards merged"), "{text}");
+    assert!(text.contains("GET /size/{id}: 10 of 40 responses differ from the recording"), "{text}");
+    assert!(text.contains("FAIL diff_rate<=1%"), "{text}");
+    let merged: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&merged_json).unwrap()).unwrap();
+    assert_eq!(merged["sent"], 40);
+    assert_eq!(merged["merged_from"].as_array().map(Vec::len), Some(3));
+    // A shard left out is said; one given twice is refused.
+    let out = run(&["report", "--merge", s(&dirs[0]), s(&dirs[2])]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).contains("shard 1/3 missing"), "{}", stderr(&out));
+    let out = run(&["report", "--merge", s(&dirs[0]), s(&dirs[0])]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("given twice"), "{}", stderr(&out));
+    // The merged report is a report: it compares with a later run.
+    let out = run(&["report", "--baseline", s(&merged_json), s(&dirs[0])]);
+    assert!(stderr(&out).contains("not comparable"), "{}", stderr(&out));
+}
+
+#[test]
 fn the_demo_finds_every_planted_drift_and_nothing_else() {
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();

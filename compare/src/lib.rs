@@ -37,6 +37,23 @@ pub(crate) fn fx_hash(bytes: &[u8]) -> u64 {
     h.finish()
 }
 
+/// A name read back from a document (a status class, an error kind, why a value looked
+/// generated) as the `&'static str` the counters key on: each distinct name is kept once
+/// for the life of the process, so reading many documents costs no more than their
+/// distinct names.
+pub fn intern(name: &str) -> &'static str {
+    use std::collections::HashSet;
+    use std::sync::{Mutex, OnceLock};
+    static NAMES: OnceLock<Mutex<HashSet<&'static str>>> = OnceLock::new();
+    let mut names = NAMES.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(&known) = names.get(name) {
+        return known;
+    }
+    let kept: &'static str = Box::leak(name.to_owned().into_boxed_str());
+    names.insert(kept);
+    kept
+}
+
 /// The path of a `Location` value (absolute URL or path), without query or fragment.
 pub(crate) fn location_path(location: &str) -> &str {
     let p = match location.find("://") {

@@ -166,6 +166,104 @@ impl RouteTally {
     }
 }
 
+/// A [`RouteTally`] as data, for a report that other reports can be merged with
+/// (`tapedeck report --merge`): differing keys by name, so that it reads back whatever
+/// hash a later version uses.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TallyDoc {
+    /// Exchanges compared.
+    pub compared: u64,
+    /// Exchanges with a difference whose signature did not fit.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub overflow: u64,
+    /// Sets of keys that differed together, and how often; a key whose name was not kept
+    /// is `#` and its hash in hex.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub signatures: Vec<(Vec<String>, u64)>,
+    /// Keys that differed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keys: Vec<KeyDoc>,
+}
+
+/// One key of a [`TallyDoc`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct KeyDoc {
+    /// Where (`status`, `header:NAME`, `$.path`).
+    pub key: String,
+    /// What kind of difference.
+    pub kind: DiffKind,
+    /// Exchanges with it.
+    pub count: u64,
+    /// The first one.
+    pub example: Example,
+    /// Why every difference in it looked generated (`uuid`, …), if so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generated: Option<String>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+impl RouteTally {
+    /// The tally as data ([`TallyDoc`]).
+    pub fn to_doc(&self) -> TallyDoc {
+        let name = |h: &u64| self.names.get(h).cloned().unwrap_or_else(|| format!("#{h:x}"));
+        let mut signatures: Vec<(Vec<String>, u64)> =
+            self.signatures.iter().map(|(s, n)| (s.iter().map(name).collect(), *n)).collect();
+        signatures.sort();
+        let mut keys: Vec<KeyDoc> = self
+            .keys
+            .iter()
+            .map(|(key, k)| KeyDoc {
+                key: key.clone(),
+                kind: k.kind,
+                count: k.count,
+                example: k.example.clone(),
+                generated: k.generated.map(str::to_string),
+            })
+            .collect();
+        keys.sort_by(|a, b| a.key.cmp(&b.key));
+        TallyDoc { compared: self.compared, overflow: self.overflow, signatures, keys }
+    }
+
+    /// A tally read back from data (as [`RouteTally::to_doc`] wrote it); the same limits
+    /// hold as when counting.
+    pub fn from_doc(doc: TallyDoc) -> RouteTally {
+        let mut t = RouteTally { compared: doc.compared, overflow: doc.overflow, ..Default::default() };
+        for (keys, n) in doc.signatures {
+            let mut signature: Vec<u64> = keys
+                .iter()
+                .map(|k| match k.strip_prefix('#').and_then(|h| u64::from_str_radix(h, 16).ok()) {
+                    Some(h) => h,
+                    None => {
+                        let h = super::fx_hash(k.as_bytes());
+                        if t.names.len() < LIMIT {
+                            t.names.entry(h).or_insert_with(|| k.clone());
+                        }
+                        h
+                    }
+                })
+                .collect();
+            signature.sort_unstable();
+            signature.dedup();
+            let signature = signature.into_boxed_slice();
+            if let Some(m) = t.signatures.get_mut(&signature) {
+                *m += n;
+            } else if t.signatures.len() < LIMIT {
+                t.signatures.insert(signature, n);
+            } else {
+                t.overflow += n;
+            }
+        }
+        for k in doc.keys.into_iter().take(LIMIT) {
+            let generated = k.generated.as_deref().map(crate::intern);
+            t.keys.insert(k.key, KeyTally { kind: k.kind, count: k.count, example: k.example, generated });
+        }
+        t
+    }
+}
+
 fn source_name(s: super::noise::Source) -> &'static str {
     match s {
         super::noise::Source::Recording => "the recording",
@@ -247,6 +345,29 @@ mod tests {
         assert_eq!(after.findings[0].key, "$.total");
         let reasons: Vec<(&str, &str)> = after.noise.iter().map(|n| (n.key.as_str(), n.reason.as_str())).collect();
         assert_eq!(reasons, [("$.ts", "learned from the recording"), ("$.id", "uuid")]);
+    }
+
+    #[test]
+    fn a_tally_read_back_from_its_doc_finishes_the_same() {
+        let mut t = RouteTally::default();
+        t.add(|| "GET /a".into(), vec![diff("$.ts", None), diff("$.total", None)]);
+        t.add(|| "GET /a".into(), vec![diff("$.ts", None)]);
+        t.add(|| "GET /a".into(), vec![diff("$.id", Some("uuid"))]);
+        t.add(|| "GET /a".into(), vec![]);
+        let doc = t.to_doc();
+        let json = serde_json::to_string(&doc).unwrap();
+        let back = RouteTally::from_doc(serde_json::from_str(&json).unwrap());
+        let mut noise = NoiseModel::default();
+        noise.add("GET /a", "$.ts", Source::Recording);
+        for noise in [NoiseModel::default(), noise] {
+            assert_eq!(back.finish("GET /a", &noise), t.finish("GET /a", &noise));
+        }
+        assert_eq!(back.to_doc(), doc);
+        // Merged after reading back, as two shards' tallies are.
+        let mut twice = RouteTally::from_doc(doc.clone());
+        twice.merge(RouteTally::from_doc(doc));
+        let r = twice.finish("GET /a", &NoiseModel::default());
+        assert_eq!((r.compared, r.differing), (8, 4));
     }
 
     #[test]

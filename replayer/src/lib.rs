@@ -72,6 +72,8 @@ pub fn replay(config: &ReplayConfig, stop: &AtomicBool, progress: Arc<Progress>)
     let compare = config.compare.as_ref().map(|c| (c, &noise));
     let mut report =
         ReplayReport::new(&outcome.stats, config.rewrite.origin(), config.pacing_label(), started_at, compare);
+    // The run's counts, for `report --merge` of shards.
+    report.stats = Some(Box::new(outcome.stats.to_doc(outcome.start_unix_ns, &noise)));
     report.noise = noise;
     if let Some(s) = &config.scrub {
         report.scrub_examples(s);

@@ -188,3 +188,126 @@ fn a_host_started_after_start_at_refuses_unless_late_is_ok() {
     assert_eq!(report.sent, 20);
     assert_eq!(target.arrivals().len(), 20);
 }
+
+/// Runs `count` shards of `path` together (all of them, or `Some(K)` alone), each report
+/// read back from its JSON as `report --merge` reads it.
+fn run_shards(path: &std::path::Path, url: &str, count: u32) -> Vec<tapedeck_report::merge::Part> {
+    let start_at = now_ns() + 1_000_000_000;
+    std::thread::scope(|s| {
+        let runs: Vec<_> = (0..count)
+            .map(|index| {
+                s.spawn(move || {
+                    let mut c = ReplayConfig::new(vec![path.to_path_buf()], url.parse().unwrap()).unwrap();
+                    c.selection.shard = Some(Shard { index, count });
+                    c.start_at = Some(start_at);
+                    let report = replay(&c, &AtomicBool::new(false), Default::default()).expect("replay");
+                    let json = serde_json::to_string(&report).unwrap();
+                    tapedeck_report::merge::Part {
+                        name: format!("shard-{index}"),
+                        report: serde_json::from_str(&json).unwrap(),
+                    }
+                })
+            })
+            .collect();
+        runs.into_iter().map(|r| r.join().unwrap()).collect()
+    })
+}
+
+#[test]
+fn merged_shard_reports_count_what_the_whole_run_counts() {
+    // Three routes, recorded latencies 1-13 ms, some answers the target now gives
+    // differently (a body, a status): everything a report counts, in every shard.
+    let dir = tempfile::tempdir().unwrap();
+    let mut exchanges = mixed(240);
+    for (i, ex) in exchanges.iter_mut().enumerate() {
+        ex.request.target = ["/api/items/", "/api/users/", "/health?x="][i % 3].to_string() + &i.to_string();
+        ex.timing.end_ns = Some(1_000_000 * (1 + (i as u64 * 7) % 13));
+        let response = ex.response.as_mut().unwrap();
+        if i % 5 == 0 {
+            response.body = tapedeck_captures::exchange::Body::full(bytes::Bytes::from_static(b"changed"));
+        }
+        if i % 7 == 0 {
+            response.status = 503;
+        }
+    }
+    let path = write_tape(dir.path(), &exchanges, &[]);
+    let target = Target::start(Duration::ZERO);
+    let mut c = ReplayConfig::new(vec![path.clone()], target.url().parse().unwrap()).unwrap();
+    c.start_at = Some(now_ns() + 500_000_000);
+    let whole = replay(&c, &AtomicBool::new(false), Default::default()).expect("replay");
+    let parts = run_shards(&path, &target.url(), 3);
+    let merged = tapedeck_report::merge::merge(parts, &tapedeck_compare::CompareConfig::default()).expect("merge");
+    assert!(merged.warnings.is_empty(), "{:?}", merged.warnings);
+    let m = merged.report;
+    assert_eq!((m.sent, m.completed, &m.errors), (whole.sent, whole.completed, &whole.errors));
+    assert_eq!((m.shard.as_deref(), m.merged_from.len()), (None, 3));
+    let routes = |r: &tapedeck_replayer::ReplayReport| {
+        let mut v: Vec<_> = r
+            .routes
+            .iter()
+            .map(|x| {
+                let diffs = x.diffs.as_ref().expect("compared");
+                let findings: Vec<_> = diffs.findings.iter().map(|f| (f.key.clone(), f.count)).collect();
+                // Recorded latencies come from the tape: merged exactly, they are the same.
+                (
+                    x.route.clone(),
+                    x.count,
+                    x.recorded_status.clone(),
+                    x.replayed_status.clone(),
+                    x.recorded_ms.map(|l| (l.p50, l.p95, l.p99, l.max)),
+                    diffs.compared,
+                    diffs.differing,
+                    findings,
+                )
+            })
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    };
+    assert_eq!(routes(&m), routes(&whole));
+    assert_eq!(
+        m.compare.as_ref().map(|c| (c.compared, c.differing)),
+        whole.compare.as_ref().map(|c| (c.compared, c.differing))
+    );
+    assert!(m.compare.as_ref().unwrap().differing > 0, "the planted differences are found");
+    // The same schedule from the same kind of start: the same requests due per bucket.
+    assert_eq!(m.timeline.as_ref().map(|t| &t.recorded), whole.timeline.as_ref().map(|t| &t.recorded));
+    // Replayed latency: each shard's requests, every one of them, in the merged histogram.
+    let replayed: u64 =
+        m.routes.iter().filter_map(|r| r.latency_buckets.as_ref()).map(|b| b.replayed.iter().sum::<u64>()).sum();
+    assert_eq!(replayed, whole.completed);
+}
+
+#[test]
+fn merging_refuses_what_is_not_one_runs_shards_and_says_what_is_missing() {
+    use tapedeck_report::merge::{merge, MergeError, Part};
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_tape(dir.path(), &mixed(60), &[]);
+    let target = Target::start(Duration::ZERO);
+    let config = tapedeck_compare::CompareConfig::default();
+    let parts = || run_shards(&path, &target.url(), 3);
+    let mut three = parts();
+    // A shard missing: merged, and said.
+    three.remove(1);
+    let merged = merge(three, &config).expect("two of three merge");
+    assert!(merged.warnings.iter().any(|w| w.contains("1/3 missing")), "{:?}", merged.warnings);
+    assert_eq!(merged.report.shard.as_deref(), Some("0,2/3"));
+    // A shard twice: refused (its requests would count twice).
+    let mut twice = parts();
+    let copy = Part { name: "again".into(), report: twice[0].report.clone() };
+    twice.push(copy);
+    assert!(matches!(merge(twice, &config), Err(MergeError::Twice { .. })));
+    // A whole run, or a report without counts: refused.
+    let mut whole = parts();
+    whole[0].report.shard = None;
+    assert!(matches!(merge(whole, &config), Err(MergeError::NotAShard { .. })));
+    let mut bare = parts();
+    bare[2].report.stats = None;
+    assert!(matches!(merge(bare, &config), Err(MergeError::NoCounts { .. })));
+    // Shards of another split.
+    let mut mixed_split = parts();
+    mixed_split[1].report.shard = Some("1/4".into());
+    let e = merge(mixed_split, &config).err().expect("refused");
+    assert!(matches!(e, MergeError::Splits { .. }) && e.to_string().contains("1/4"), "{e}");
+    assert!(matches!(merge(Vec::new(), &config), Err(MergeError::Empty)));
+}

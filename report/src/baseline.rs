@@ -12,6 +12,8 @@ use tapedeck_compare::CompareConfig;
 pub fn compare(old: &ReplayReport, old_path: &str, new: &ReplayReport, config: &CompareConfig) -> ReplayReport {
     let before: HashMap<&str, &crate::RouteReport> = old.routes.iter().map(|r| (r.route.as_str(), r)).collect();
     let mut report = new.clone();
+    // A comparison, not a run: nothing in it to merge with other runs.
+    report.stats = None;
     for r in &mut report.routes {
         r.against_baseline = true;
         let Some(o) = before.get(r.route.as_str()) else {

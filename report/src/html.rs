@@ -55,7 +55,12 @@ pub fn render(report: &ReplayReport) -> String {
         escape(&title),
         report.sent,
         escape(&report.pacing),
-        report.shard.as_ref().map_or(String::new(), |s| format!(" · shard {}", escape(s))),
+        match (&report.shard, report.merged_from.len()) {
+            (Some(s), 0) => format!(" · shard {}", escape(s)),
+            (Some(s), n) => format!(" · {n} shards merged: {}", escape(s)),
+            (None, 0) => String::new(),
+            (None, n) => format!(" · {n} shards merged"),
+        },
         escape(&started),
         report.duration_secs,
         if report.interrupted { " · stopped early" } else { "" }

@@ -7,7 +7,7 @@
 //! The JSON form is stable: its layout is versioned by [`SCHEMA_VERSION`] and documented in
 //! `docs/report.md`; fields are only added (with defaults) within a version. Renderers:
 //! [`terminal`], [`html`] (one self-contained file), [`junit`]; [`baseline`] compares two
-//! runs.
+//! runs; [`merge`] makes N shards' reports one.
 //!
 //! - [`stats`]: what a run measured, per worker and merged (the input of a report).
 //! - [`gate`]: `--gate` expressions over a report.
@@ -17,6 +17,7 @@ pub mod baseline;
 pub mod gate;
 pub mod html;
 pub mod junit;
+pub mod merge;
 mod model;
 pub mod stats;
 pub mod terminal;

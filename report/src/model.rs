@@ -392,6 +392,14 @@ pub struct ReplayReport {
     /// "recorded" side is the baseline run.
     #[serde(default)]
     pub baseline: Option<BaselineInfo>,
+    /// When this report merges shards' reports (`report --merge`): each shard and its
+    /// file.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub merged_from: Vec<String>,
+    /// The run's raw counts (HDR histograms in base64, difference tallies, the timeline),
+    /// for `tapedeck report --merge`; not meant to be read otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stats: Option<Box<crate::merge::StatsDoc>>,
     /// The noise model the run ended with (what was known plus what was learned), for
     /// `--noise-model FILE`; not part of the JSON report.
     #[serde(skip)]
@@ -438,8 +446,7 @@ impl ReplayReport {
         started_at: String,
         compare: Option<(&CompareConfig, &NoiseModel)>,
     ) -> Self {
-        let secs =
-            |span: Option<(std::time::Instant, std::time::Instant)>| span.map_or(0.0, |(a, b)| (b - a).as_secs_f64());
+        let secs = |span: Option<(u64, u64)>| span.map_or(0.0, |(a, b)| b.saturating_sub(a) as f64 / 1e9);
         let rate = |n: u64, s: f64| if s > 0.0 { n.saturating_sub(1) as f64 / s } else { 0.0 };
         let defaults = CompareConfig::default();
         let config = compare.map_or(&defaults, |(c, _)| c);
@@ -520,6 +527,8 @@ impl ReplayReport {
             }),
             gates: Vec::new(),
             baseline: None,
+            merged_from: Vec::new(),
+            stats: None,
             noise: NoiseModel::default(),
         }
     }

@@ -26,7 +26,7 @@ pub fn capped<'a, V>(map: &HashMap<String, V>, route: &'a str) -> &'a str {
     }
 }
 
-fn histogram() -> Histogram<u64> {
+pub(crate) fn histogram() -> Histogram<u64> {
     // 1 µs .. 1 h at 3 significant digits: constant, valid bounds. Longer times are
     // recorded as 1 h (`saturating_record`), not lost.
     Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("constant histogram bounds are valid")
@@ -126,6 +126,31 @@ impl Timeline {
         }
     }
 
+    /// A timeline read back (`bucket_ms` wide buckets), moved `shift_ns` later: buckets as
+    /// wide as needed (100 ms × 2^k, as a run makes them) to hold it in
+    /// [`TIMELINE_BUCKETS`], whatever the file says.
+    pub(crate) fn from_parts(bucket_ms: u64, due: Vec<u64>, sent: Vec<u64>, shift_ns: u64) -> Timeline {
+        let (width, shift_ms) = (u128::from(bucket_ms.max(1)), u128::from(shift_ns / 1_000_000));
+        let end_ms = shift_ms + width * due.len().max(sent.len()) as u128;
+        let mut bucket_ms = Timeline::default().bucket_ms;
+        while end_ms / u128::from(bucket_ms) >= TIMELINE_BUCKETS as u128 && bucket_ms < u64::MAX / 2 {
+            bucket_ms *= 2;
+        }
+        let place = |series: Vec<u64>| {
+            let mut out = Vec::new();
+            for (i, n) in series.into_iter().enumerate().filter(|(_, n)| *n > 0) {
+                let at = ((shift_ms + width * i as u128) / u128::from(bucket_ms)).min(TIMELINE_BUCKETS as u128 - 1);
+                let at = at as usize;
+                if out.len() <= at {
+                    out.resize(at + 1, 0);
+                }
+                out[at] += n;
+            }
+            out
+        };
+        Timeline { bucket_ms, due: place(due), sent: place(sent) }
+    }
+
     fn coarsen(&mut self) {
         self.bucket_ms *= 2;
         for series in [&mut self.due, &mut self.sent] {
@@ -190,10 +215,10 @@ pub struct Stats {
     pub errors: BTreeMap<&'static str, u64>,
     /// Response body bytes received.
     pub bytes: u64,
-    /// First and last send.
-    pub sends: Option<(Instant, Instant)>,
-    /// First and last due time.
-    pub dues: Option<(Instant, Instant)>,
+    /// First and last send, ns after the run's start.
+    pub sends: Option<(u64, u64)>,
+    /// First and last due time, ns after the run's start.
+    pub dues: Option<(u64, u64)>,
     /// Requests over time.
     pub timeline: Timeline,
     /// Noise learned in this run (from the recording and probes).
@@ -233,7 +258,7 @@ impl Default for Stats {
     }
 }
 
-fn widen(span: &mut Option<(Instant, Instant)>, at: Instant) {
+fn widen(span: &mut Option<(u64, u64)>, at: u64) {
     *span = Some(match *span {
         Some((a, b)) => (a.min(at), b.max(at)),
         None => (at, at),
@@ -246,7 +271,7 @@ pub struct Sample<'a> {
     pub recorded: &'a Exchange,
     /// Its route key.
     pub route: &'a str,
-    /// The replay's start.
+    /// The replay's start (what the run's times count from).
     pub origin: Instant,
     /// When it was due.
     pub due: Instant,
@@ -281,8 +306,9 @@ impl Stats {
     pub fn record(&mut self, s: &Sample<'_>) {
         self.sent += 1;
         self.bytes += s.bytes;
-        widen(&mut self.sends, s.sent_at);
-        widen(&mut self.dues, s.due);
+        let ns = |at: Instant| at.saturating_duration_since(s.origin).as_nanos() as u64;
+        widen(&mut self.sends, ns(s.sent_at));
+        widen(&mut self.dues, ns(s.due));
         let lag = s.sent_at.saturating_duration_since(s.due);
         self.lag.saturating_record((lag.as_micros() as u64).max(1));
         self.late_1ms += u64::from(lag > Duration::from_millis(1));

@@ -30,7 +30,12 @@ fn header(out: &mut String, r: &ReplayReport) {
         r.sent,
         r.target,
         r.pacing,
-        r.shard.as_ref().map_or(String::new(), |s| format!(", shard {s}")),
+        match (&r.shard, r.merged_from.len()) {
+            (Some(s), 0) => format!(", shard {s}"),
+            (Some(s), n) => format!(", {n} shards merged: {s}"),
+            (None, 0) => String::new(),
+            (None, n) => format!(", {n} shards merged"),
+        },
         if r.interrupted { ", stopped early" } else { "" }
     );
     if let Some(b) = &r.baseline {

@@ -24,6 +24,11 @@ pub struct ReportArgs {
     /// new run). Latency ratios, status mixes and gates then read "new against old".
     #[arg(long, num_args = 1..=2, value_names = ["OLD", "NEW"])]
     pub baseline: Vec<PathBuf>,
+    /// Merge the reports of a run's shards (`replay --shard K/N`, each a results
+    /// directory or report JSON) into the report of the whole: counts added, latency
+    /// histograms merged exactly, differences tallied again, gates applied to the whole.
+    #[arg(long, num_args = 1.., value_name = "RESULTS", conflicts_with_all = ["results", "baseline"])]
+    pub merge: Vec<PathBuf>,
     #[command(flatten)]
     pub output: ReportFlags,
 }
@@ -144,12 +149,30 @@ fn load(path: &Path) -> Result<ReplayReport> {
     })
 }
 
+/// The shards' reports under `paths` as one report; warnings (a missing shard…) on stderr.
+fn merge(paths: &[PathBuf], compare: Option<&Path>) -> Result<ReplayReport> {
+    let parts = paths
+        .iter()
+        .map(|p| Ok(tapedeck_report::merge::Part { name: p.display().to_string(), report: load(p)? }))
+        .collect::<Result<Vec<_>>>()?;
+    let mut config = compare_config(compare)?;
+    config.min_count = parts[0].report.min_count;
+    let merged = tapedeck_report::merge::merge(parts, &config)?;
+    for w in &merged.warnings {
+        eprintln!("warning: {w}");
+    }
+    Ok(merged.report)
+}
+
 pub fn run(args: ReportArgs) -> Result<ExitCode> {
     let gates = args.output.gates()?;
     let outputs = args.output.outputs();
     outputs.check(&[])?;
     let mut report = match (&args.results, &args.baseline[..]) {
-        (None, []) => bail!("which run? give a results directory or a report JSON (or --baseline OLD NEW)"),
+        _ if !args.merge.is_empty() => merge(&args.merge, args.output.compare_config.as_deref())?,
+        (None, []) => {
+            bail!("which run? give a results directory or a report JSON (or --baseline OLD NEW, or --merge SHARDS...)")
+        }
         (Some(_), [_, _]) => bail!("--baseline OLD NEW already names both runs; drop RESULTS or NEW"),
         (None, [_]) => bail!("--baseline OLD compares with a new run: give it as RESULTS or as --baseline OLD NEW"),
         (Some(path), []) => load(path)?,

@@ -50,6 +50,8 @@ const LATE_AFTER: Duration = Duration::from_secs(1);
 /// What [`run`] returns.
 pub(crate) struct Outcomes {
     pub stats: Stats,
+    /// The run's start (what its times count from), ns since the epoch.
+    pub start_unix_ns: i64,
     pub interrupted: bool,
     pub results_written: u64,
     pub results_failed: u64,
@@ -260,7 +262,15 @@ pub(crate) fn run(config: &ReplayConfig, stop: &AtomicBool, progress: Arc<Progre
         !interrupted && !source.limit_reached() && sel.limit.is_none() && sel.from.is_none() && sel.to.is_none();
     let passes = earlier_damage.iter().map(|r| (r, true));
     let damage = damage(passes.chain(source.reader().reports().iter().map(|r| (r, read_whole))));
-    Ok(Outcomes { stats: merged, interrupted, results_written, results_failed, results_waited, damage })
+    Ok(Outcomes {
+        stats: merged,
+        start_unix_ns: clock.start_unix_ns,
+        interrupted,
+        results_written,
+        results_failed,
+        results_waited,
+        damage,
+    })
 }
 
 /// What of the tapes could not be read; `None` when they were whole.
