@@ -76,6 +76,18 @@ Stop with Ctrl-C or SIGTERM: in-flight requests drain, the current tape is close
 SIGHUP reloads the TLS certificate.")]
     Proxy(Box<crate::commands::proxy::ProxyArgs>),
 
+    /// Write a capture stream (NATS JetStream, filled by `proxy --sink`) into tapes.
+    #[command(after_help = "\
+Examples:
+  tapedeck archive nats://127.0.0.1:4222/CAPTURES -o captures/            until Ctrl-C/SIGTERM
+  tapedeck archive nats://nats:4222/CAPTURES -o captures/ --once          what the stream holds now
+  tapedeck archive tls://nats:4222/CAPTURES -o payments/ --filter 'tapedeck.capture.payments.>' \\
+                   --durable archive-payments --nats-creds archive.creds --nats-ca nats-ca.pem
+
+Blocks are acknowledged only once they are on disk (fsynced): at least once, and a block
+delivered twice is written once. Archivers sharing a --durable name share the work.")]
+    Archive(crate::commands::archive::ArchiveArgs),
+
     /// Replay captured traffic against a target (staging) at the recorded tempo.
     #[command(after_help = "\
 Examples:
@@ -102,13 +114,14 @@ lag is reported. Replaying at the service the tapes were recorded from is refuse
 unless --allow-production-target.")]
     Replay(Box<crate::commands::replay::ReplayArgs>),
 
-    /// Re-render a replay's report from its results, or compare two runs.
+    /// Re-render a replay's report from its results, compare two runs, or merge shards.
     #[command(after_help = "\
 Examples:
   tapedeck report run/                                   the report of `replay --results run/`
   tapedeck report run/ --html report.html --gate 'diff_rate<=1%'
   tapedeck report --baseline last-week.json today.json   load-shape regression: new vs old
   tapedeck report --baseline old/ new/ --gate 'p99_ratio<=1.2' --gate 'error_rate<=0.1%'
+  tapedeck report --merge run-0/ run-1/ run-2/ --gate 'diff_rate<=0.5%'   the shards of one run
 
 Exit code: 0 ok, 1 a gate failed, 2 the reports cannot be read.")]
     Report(crate::commands::report::ReportArgs),

@@ -21,7 +21,7 @@ fn main() -> ExitCode {
     exit_quietly_on_broken_pipe();
     let cli = Cli::parse();
     // A long-running service logs what it does; one-shot commands only warn.
-    let quiet = !matches!(cli.command, Command::Proxy(_));
+    let quiet = !matches!(cli.command, Command::Proxy(_) | Command::Archive(_));
     init_logging(cli.log_format, cli.verbose, quiet);
     let result = match cli.command {
         Command::Inspect(args) => commands::inspect::run(args),
@@ -30,6 +30,7 @@ fn main() -> ExitCode {
         Command::Import(args) => commands::import::run(args),
         Command::Demo(args) => commands::demo::run(args),
         Command::Proxy(args) => commands::proxy::run(*args),
+        Command::Archive(args) => commands::archive::run(args),
         Command::Scrub(args) => commands::scrub::run(args),
         Command::Replay(args) => commands::replay::run(*args),
         Command::Report(args) => commands::report::run(args),

@@ -64,7 +64,8 @@ pub enum TapeError {
 }
 
 impl TapeError {
-    pub(crate) fn io(path: &Path, action: &'static str, source: io::Error) -> Self {
+    /// An I/O error while `action` on `path`.
+    pub fn io(path: &Path, action: &'static str, source: io::Error) -> Self {
         TapeError::Io { path: path.to_path_buf(), action, source }
     }
 

@@ -36,6 +36,7 @@ pub mod filter;
 pub mod proto;
 pub mod route;
 pub mod scrub;
+pub mod sink;
 pub mod summary;
 pub mod synth;
 pub mod tape;

@@ -13,10 +13,11 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use tapedeck_captures::sink::{CaptureSink, SinkStats};
 use tapedeck_captures::tape::{TapeWriter, WriterConfig, WriterStats};
 use tapedeck_captures::{Exchange, TapeError};
 
-use crate::metrics::{DropReason, Metrics};
+use crate::metrics::{DropReason, Metrics, SinkDrop};
 
 /// How long the writer sleeps when the queue is empty.
 const POLL_INTERVAL: Duration = Duration::from_millis(2);
@@ -36,6 +37,10 @@ pub struct CaptureConfig {
     pub queue_max_bytes: usize,
     /// Runs on every exchange before it is encoded.
     pub scrub: Option<ScrubHook>,
+    /// Write tapes into `writer.dir` (else only the sinks get the captures).
+    pub write_tapes: bool,
+    /// Other destinations (a stream), fed the same scrubbed exchanges.
+    pub sinks: Vec<Box<dyn CaptureSink>>,
 }
 
 impl CaptureConfig {
@@ -47,6 +52,8 @@ impl CaptureConfig {
             queue_max_exchanges: 10_000,
             queue_max_bytes: 256 << 20,
             scrub: None,
+            write_tapes: true,
+            sinks: Vec::new(),
         }
     }
 }
@@ -114,6 +121,8 @@ pub struct CaptureReport {
     pub segments: Vec<PathBuf>,
     /// The error that stopped the final close, if any.
     pub close_error: Option<String>,
+    /// Each sink: what it sends to, and what it did.
+    pub sinks: Vec<(String, SinkStats)>,
 }
 
 /// The writer thread.
@@ -134,12 +143,21 @@ impl CaptureWriter {
 
 /// Creates the tape directory, checks it is writable, and starts the writer thread.
 pub fn start(mut config: CaptureConfig, metrics: Arc<Metrics>) -> Result<(CaptureQueue, CaptureWriter), TapeError> {
-    let mut writer = TapeWriter::new(config.writer.clone())?;
-    check_writable(&config.writer.dir)?;
-    let renamed = writer.recover_closed_partials();
-    if !renamed.is_empty() {
-        let names: Vec<String> = renamed.iter().map(|p| p.display().to_string()).collect();
-        tracing::warn!(segments = %names.join(", "), "renamed segments an earlier run closed but could not rename");
+    let writer = if config.write_tapes {
+        let mut writer = TapeWriter::new(config.writer.clone())?;
+        check_writable(&config.writer.dir)?;
+        let renamed = writer.recover_closed_partials();
+        if !renamed.is_empty() {
+            let names: Vec<String> = renamed.iter().map(|p| p.display().to_string()).collect();
+            tracing::warn!(segments = %names.join(", "), "renamed segments an earlier run closed but could not rename");
+        }
+        Some(writer)
+    } else {
+        None
+    };
+    let mut sinks = std::mem::take(&mut config.sinks);
+    for sink in &mut sinks {
+        sink.open(&config.writer);
     }
     let (tx, rx) = mpsc::sync_channel::<Exchange>(config.queue_max_exchanges.max(1));
     let depth = Arc::new(AtomicI64::new(0));
@@ -160,6 +178,7 @@ pub fn start(mut config: CaptureConfig, metrics: Arc<Metrics>) -> Result<(Captur
         .spawn(move || {
             let mut state = WriterLoop {
                 writer,
+                sinks: sinks.into_iter().map(|s| (s, SinkStats::default())).collect(),
                 scrub,
                 metrics,
                 depth,
@@ -187,7 +206,9 @@ fn check_writable(dir: &std::path::Path) -> Result<(), TapeError> {
 }
 
 struct WriterLoop {
-    writer: TapeWriter,
+    writer: Option<TapeWriter>,
+    /// Each sink, and its counters as last reported to the metrics.
+    sinks: Vec<(Box<dyn CaptureSink>, SinkStats)>,
     scrub: Option<ScrubHook>,
     metrics: Arc<Metrics>,
     depth: Arc<AtomicI64>,
@@ -227,27 +248,57 @@ impl WriterLoop {
                 break;
             }
             if last_tick.elapsed() >= tick {
-                let result = self.writer.tick();
-                self.settle(result);
+                if let Some(writer) = self.writer.as_mut() {
+                    let result = writer.tick();
+                    self.settle(result);
+                }
+                for (sink, _) in &mut self.sinks {
+                    sink.tick();
+                }
+                self.account_sinks();
                 last_tick = Instant::now();
             }
             if drained == 0 {
                 std::thread::sleep(POLL_INTERVAL);
             }
         }
-        let close = self.writer.rotate();
-        if let Some(e) = self.writer.take_lost() {
-            tracing::error!(error = %e, "capture segment lost");
+        let mut report = CaptureReport::default();
+        if let Some(writer) = self.writer.as_mut() {
+            let close = writer.rotate();
+            if let Some(e) = writer.take_lost() {
+                tracing::error!(error = %e, "capture segment lost");
+            }
+            let stats = writer.stats().clone();
+            report.segments = writer.finished_segments().to_vec();
+            self.account(&stats, close.as_ref().err());
+            if let Err(e) = &close {
+                tracing::error!(error = %e, "could not close the last capture segment; it stays as .partial and is still readable");
+            }
+            report.stats = stats;
+            report.close_error = close.err().map(|e| e.to_string());
         }
-        let stats = self.writer.stats().clone();
-        self.account(&stats, close.as_ref().err());
-        if let Err(e) = &close {
-            tracing::error!(error = %e, "could not close the last capture segment; it stays as .partial and is still readable");
+        for (sink, _) in &mut self.sinks {
+            let stats = sink.close();
+            report.sinks.push((sink.describe(), stats));
         }
-        CaptureReport {
-            stats,
-            segments: self.writer.finished_segments().to_vec(),
-            close_error: close.err().map(|e| e.to_string()),
+        self.account_sinks();
+        report
+    }
+
+    /// Brings the sink metrics up to the sinks' counters.
+    fn account_sinks(&mut self) {
+        for (sink, reported) in &mut self.sinks {
+            let now = sink.stats();
+            let m = &self.metrics;
+            m.sink_blocks.inc_by(now.blocks - reported.blocks);
+            m.sink_records.inc_by(now.records - reported.records);
+            m.sink_bytes.inc_by(now.bytes - reported.bytes);
+            m.sink_dropped(SinkDrop::QueueFull, now.dropped_queue_full - reported.dropped_queue_full);
+            m.sink_dropped(SinkDrop::Encode, now.dropped_encode - reported.dropped_encode);
+            m.sink_dropped(SinkDrop::Refused, now.dropped_refused - reported.dropped_refused);
+            m.sink_queue_bytes.set(now.queue_bytes as i64);
+            m.sink_connected.set(i64::from(now.connected));
+            *reported = now;
         }
     }
 
@@ -263,13 +314,18 @@ impl WriterLoop {
                 self.metrics.scrub_hit(&hit.rule, u64::from(hit.count));
             }
         }
-        let result = self.writer.append(&exchange);
-        self.settle(result);
+        for (sink, _) in &mut self.sinks {
+            sink.append(&exchange);
+        }
+        if let Some(writer) = self.writer.as_mut() {
+            let result = writer.append(&exchange);
+            self.settle(result);
+        }
     }
 
     /// Updates metrics from the writer's counters and logs write-error episodes.
     fn settle(&mut self, result: Result<(), TapeError>) {
-        let stats = self.writer.stats().clone();
+        let Some(stats) = self.writer.as_ref().map(|w| w.stats().clone()) else { return };
         self.account(&stats, result.as_ref().err());
         match result {
             Ok(()) => {

@@ -67,6 +67,17 @@ pub enum DropReason {
     Shutdown,
 }
 
+/// Why a sink (a stream) dropped captures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SinkDrop {
+    /// Its queue was full: the destination was slow or down for longer than it holds.
+    QueueFull,
+    /// The exchange could not be encoded.
+    Encode,
+    /// The destination refused the block for good, or it was still queued at shutdown.
+    Refused,
+}
+
 /// Why a client connection ended badly.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConnError {
@@ -118,6 +129,17 @@ pub struct Metrics {
     conn_errors: [Counter; 5],
     client_errors: [Counter; 3],
     scrub_hits: Family<RuleLabel, Counter>,
+    /// Blocks a sink's destination acknowledged.
+    pub sink_blocks: Counter,
+    /// Exchanges in them.
+    pub sink_records: Counter,
+    /// Bytes in them.
+    pub sink_bytes: Counter,
+    sink_drops: [Counter; 3],
+    /// Bytes a sink holds, not yet acknowledged.
+    pub sink_queue_bytes: Gauge,
+    /// 1 while the sink is connected.
+    pub sink_connected: Gauge,
 }
 
 impl Metrics {
@@ -208,7 +230,40 @@ impl Metrics {
         let scrub_hits = Family::<RuleLabel, Counter>::default();
         registry.register("scrub_hits", "Values changed by the scrubber, by rule", scrub_hits.clone());
 
+        let sink_blocks = Counter::default();
+        registry.register(
+            "sink_blocks",
+            "Capture blocks the sink's destination (NATS JetStream) acknowledged",
+            sink_blocks.clone(),
+        );
+        let sink_records = Counter::default();
+        registry.register(
+            "sink_records",
+            "Exchanges in the blocks the sink's destination acknowledged",
+            sink_records.clone(),
+        );
+        let sink_bytes = Counter::default();
+        registry.register("sink_bytes", "Bytes (compressed) the sink's destination acknowledged", sink_bytes.clone());
+        let sink_family = Family::<ReasonLabel, Counter>::default();
+        let sink_drops = ["queue_full", "encode_error", "refused"]
+            .map(|r| sink_family.get_or_create(&ReasonLabel { reason: r }).clone());
+        registry.register(
+            "sink_dropped",
+            "Captures the sink dropped (the requests were served), by reason",
+            sink_family,
+        );
+        let sink_queue_bytes = Gauge::default();
+        registry.register("sink_queue_bytes", "Bytes the sink holds, not yet acknowledged", sink_queue_bytes.clone());
+        let sink_connected = Gauge::default();
+        registry.register("sink_connected", "1 while the sink is connected to its destination", sink_connected.clone());
+
         Metrics {
+            sink_blocks,
+            sink_records,
+            sink_bytes,
+            sink_drops,
+            sink_queue_bytes,
+            sink_connected,
             registry,
             requests,
             captured,
@@ -252,6 +307,16 @@ impl Metrics {
     /// Total dropped captures for `reason`.
     pub fn dropped_count(&self, reason: DropReason) -> u64 {
         self.dropped[reason as usize].get()
+    }
+
+    /// Counts captures a sink dropped.
+    pub fn sink_dropped(&self, reason: SinkDrop, n: u64) {
+        self.sink_drops[reason as usize].inc_by(n);
+    }
+
+    /// Total captures a sink dropped for `reason`.
+    pub fn sink_dropped_count(&self, reason: SinkDrop) -> u64 {
+        self.sink_drops[reason as usize].get()
     }
 
     /// Counts a request that failed because of its client's body.

@@ -14,10 +14,12 @@ macro_rules! merge_from_file {
     };
 }
 
+pub mod archive;
 pub mod cat;
 pub mod demo;
 pub mod import;
 pub mod inspect;
+pub mod nats;
 pub mod proxy;
 pub mod replay;
 pub mod report;

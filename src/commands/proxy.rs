@@ -21,7 +21,7 @@ use crate::human;
 
 /// Flags of `tapedeck proxy`, also the keys of its config file.
 #[derive(Debug, Default, Args, Deserialize)]
-#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+#[serde(default, rename_all = "kebab-case")]
 pub struct ProxyArgs {
     /// Address to listen on, e.g. `:8080` or `127.0.0.1:8080`.
     #[arg(long, value_name = "ADDR")]
@@ -33,6 +33,17 @@ pub struct ProxyArgs {
     /// forwards.
     #[arg(long, value_name = "DIR")]
     pub capture_dir: Option<PathBuf>,
+    /// Also (or instead of --capture-dir) publish the scrubbed captures to a NATS
+    /// JetStream stream: `nats://HOST:PORT/STREAM` (`tls://…` for TLS), subject
+    /// `tapedeck.capture.<service>.<instance>`; `tapedeck archive` writes it into tapes.
+    /// When the server is slow or down, captures queue up to --queue-max-bytes, then are
+    /// dropped and counted; requests never wait.
+    #[arg(long, value_name = "URL")]
+    pub sink: Option<String>,
+    /// The service captured, for the stream's subjects and the tapes' labels [default:
+    /// default].
+    #[arg(long, value_name = "NAME")]
+    pub service: Option<String>,
     /// Accept a --capture-dir that is a symlink, writable by group or others, or owned by
     /// another user (others could then read, replace or plant tapes).
     #[arg(long)]
@@ -170,6 +181,9 @@ pub struct ProxyArgs {
     /// Largest request head accepted [default: 64KiB].
     #[arg(long, value_name = "SIZE")]
     pub max_header_size: Option<String>,
+    #[command(flatten)]
+    #[serde(skip)]
+    pub nats: super::nats::NatsFlags,
     /// Read settings from this TOML file (keys are the flag names).
     #[arg(long, value_name = "FILE")]
     #[serde(skip)]
@@ -182,10 +196,14 @@ impl ProxyArgs {
         let Some(path) = self.config.clone() else { return Ok(self) };
         let text =
             std::fs::read_to_string(&path).with_context(|| format!("cannot read config file {}", path.display()))?;
-        let file: ProxyArgs = toml::from_str(&text).map_err(|e| super::toml_error("config file", &path, &text, &e))?;
+        // Keys are the flag names: one that is none is refused (with its line).
+        super::refuse_unknown_keys::<ProxyArgs>("config file", &path, &text)?;
+        let toml_error = |e| super::toml_error("config file", &path, &text, &e);
+        let file: ProxyArgs = toml::from_str(&text).map_err(toml_error)?;
+        self.nats.merge(toml::from_str(&text).map_err(toml_error)?);
         #[rustfmt::skip]
         let ProxyArgs {
-            listen, upstream, capture_dir, allow_shared_dir, admin, sample, sample_key, sample_salt, max_capture_rps,
+            listen, upstream, sink, service, nats: _, capture_dir, allow_shared_dir, admin, sample, sample_key, sample_salt, max_capture_rps,
             include, exclude, max_body, scrub_policy, scrub_key_file, proto_descriptor, no_scrub, tls_cert, tls_key,
             strict_perms, upstream_ca, upstream_protocol, host_header, forwarded_headers, trust_forwarded,
             header_timeout, connect_timeout, upstream_timeout, body_timeout, body_min_rate, stream_idle_timeout,
@@ -193,7 +211,7 @@ impl ProxyArgs {
             workers, preserve_header_case, max_connections, max_header_size, config: _,
         } = file;
         merge_from_file!(self;
-            options: listen, upstream, capture_dir, admin, sample, sample_key, sample_salt, max_capture_rps, max_body,
+            options: listen, upstream, sink, service, capture_dir, admin, sample, sample_key, sample_salt, max_capture_rps, max_body,
                 scrub_policy, scrub_key_file, proto_descriptor, tls_cert, tls_key, upstream_ca, upstream_protocol,
                 host_header, forwarded_headers, trust_forwarded, header_timeout, connect_timeout, upstream_timeout,
                 body_timeout, body_min_rate, stream_idle_timeout, idle_timeout, drain_timeout, queue_max,
@@ -321,8 +339,15 @@ pub(crate) fn build_config(args: ProxyArgs) -> Result<ProxyConfig> {
         config.limits.max_connections = n;
     }
     config.limits.max_header_bytes = size("max-header-size", args.max_header_size.as_deref(), 64 << 10)? as usize;
-    if let Some(dir) = &args.capture_dir {
-        let mut capture = CaptureConfig::new(dir);
+    let sink = args.sink.as_deref().map(|s| super::nats::address("--sink", s)).transpose()?;
+    if sink.is_none() && args.nats.any() {
+        bail!("the --nats-* flags go with --sink nats://HOST:PORT/STREAM");
+    }
+    if args.capture_dir.is_some() || sink.is_some() {
+        let mut capture = CaptureConfig::new(args.capture_dir.clone().unwrap_or_default());
+        capture.write_tapes = args.capture_dir.is_some();
+        let service = args.service.clone().unwrap_or_else(|| "default".into());
+        capture.writer.labels.push(("service".into(), service.clone()));
         capture.writer.allow_shared_dir = args.allow_shared_dir;
         capture.max_body = size("max-body", args.max_body.as_deref(), 1 << 20)? as usize;
         if capture.max_body > 100 << 20 {
@@ -352,6 +377,13 @@ pub(crate) fn build_config(args: ProxyArgs) -> Result<ProxyConfig> {
             capture.writer.scrub_fingerprint = Some(scrubber.fingerprint());
             capture.scrub = Some(Box::new(move |ex| scrubber.scrub(ex)));
         }
+        if let Some(address) = sink {
+            let mut sink = tapedeck_stream::sink::NatsSinkConfig::new(address);
+            sink.auth = args.nats.auth();
+            sink.service = service;
+            sink.queue_max_bytes = capture.queue_max_bytes;
+            capture.sinks.push(Box::new(tapedeck_stream::sink::NatsSink::new(sink)));
+        }
         config.capture = Some(capture);
     } else if args.sample.is_some()
         || args.sample_key.is_some()
@@ -359,7 +391,7 @@ pub(crate) fn build_config(args: ProxyArgs) -> Result<ProxyConfig> {
         || args.scrub_policy.is_some()
         || args.proto_descriptor.is_some()
     {
-        bail!("sampling and scrub flags need --capture-dir: without it the proxy only forwards");
+        bail!("sampling and scrub flags need --capture-dir or --sink: without them the proxy only forwards");
     }
     Ok(config)
 }
@@ -374,21 +406,26 @@ pub fn run(args: ProxyArgs) -> Result<ExitCode> {
 }
 
 async fn serve(config: ProxyConfig) -> Result<ExitCode> {
-    let capture_dir = config.capture.as_ref().map(|c| c.writer.dir.clone());
+    let capture_dir = config.capture.as_ref().filter(|c| c.write_tapes).map(|c| c.writer.dir.clone());
+    let sinks: Vec<String> =
+        config.capture.as_ref().map(|c| c.sinks.iter().map(|s| s.describe()).collect()).unwrap_or_default();
     let scrubbed = config.capture.as_ref().is_some_and(|c| c.scrub.is_some());
     let rate = config.sampling.rate;
     let upstream = config.upstream.to_string();
     // Before the address is printed: a supervisor may signal as soon as it reads it.
     let mut signals = Signals::install();
     let proxy = tapedeck_proxy::start(config).await?;
-    let capture = match &capture_dir {
-        Some(dir) => format!(
+    let mut into: Vec<String> = capture_dir.iter().map(|d| d.display().to_string()).collect();
+    into.extend(sinks.iter().map(|s| format!("stream {s}")));
+    let capture = if into.is_empty() {
+        "capture off".to_string()
+    } else {
+        format!(
             "capturing {} of requests into {}{}",
             human::percent((rate * 1000.0) as u64, 1000),
-            dir.display(),
+            into.join(" and "),
             if scrubbed { ", scrubbed" } else { " UNSCRUBBED (--no-scrub)" }
-        ),
-        None => "capture off".to_string(),
+        )
     };
     let admin = proxy.admin_addr().map_or("admin off".to_string(), |a| format!("metrics at http://{a}/metrics"));
     super::status("proxy", format_args!("listening on {} -> {upstream}; {capture}; {admin}", proxy.local_addr()));
@@ -416,22 +453,47 @@ async fn serve(config: ProxyConfig) -> Result<ExitCode> {
         );
     }
     if let Some(c) = report.capture {
+        for (sink, s) in &c.sinks {
+            let dropped = s.dropped_queue_full + s.dropped_encode + s.dropped_refused;
+            super::status(
+                "proxy",
+                format_args!(
+                    "published {} exchanges in {} blocks to {sink}; {} dropped{}",
+                    human::count(s.records),
+                    human::count(s.blocks),
+                    human::count(dropped),
+                    if dropped > 0 {
+                        format!(
+                            " ({} queue full, {} unencodable, {} refused or unacknowledged at shutdown)",
+                            s.dropped_queue_full, s.dropped_encode, s.dropped_refused
+                        )
+                    } else {
+                        String::new()
+                    }
+                ),
+            );
+        }
         let s = c.stats;
-        super::status(
-            "proxy",
-            format_args!(
-                "wrote {} exchanges ({} on disk) in {} segment(s); {} lost to write errors{}",
-                human::count(s.records),
-                human::bytes(s.bytes_on_disk),
-                c.segments.len(),
-                human::count(s.records_lost),
-                if s.records_deleted > 0 {
-                    format!("; {} of those written were in a segment someone deleted", human::count(s.records_deleted))
-                } else {
-                    String::new()
-                }
-            ),
-        );
+        if capture_dir.is_some() {
+            super::status(
+                "proxy",
+                format_args!(
+                    "wrote {} exchanges ({} on disk) in {} segment(s); {} lost to write errors{}",
+                    human::count(s.records),
+                    human::bytes(s.bytes_on_disk),
+                    c.segments.len(),
+                    human::count(s.records_lost),
+                    if s.records_deleted > 0 {
+                        format!(
+                            "; {} of those written were in a segment someone deleted",
+                            human::count(s.records_deleted)
+                        )
+                    } else {
+                        String::new()
+                    }
+                ),
+            );
+        }
         if let Some(e) = c.close_error {
             bail!("closing the capture: {e}");
         }

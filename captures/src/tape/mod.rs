@@ -6,6 +6,7 @@
 //! - [`TapeReader`] merges many segments into one stream in request-start order.
 //! - [`discover`] turns user-given paths (files and directories) into segment files.
 
+pub mod block;
 pub mod format;
 pub mod merge;
 pub mod reader;

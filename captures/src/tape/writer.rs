@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use crate::codec;
 use crate::error::TapeError;
 use crate::exchange::Exchange;
+use crate::tape::block::BlockBuilder;
 use crate::tape::format::*;
 
 /// How a [`TapeWriter`] cuts blocks, names and rotates segments.
@@ -115,38 +116,6 @@ pub struct WriterStats {
     pub bytes_on_disk: u64,
     /// Uncompressed record bytes written.
     pub raw_bytes: u64,
-}
-
-/// Records gathered for the next block.
-struct BlockBuilder {
-    raw: Vec<u8>,
-    records: u32,
-    min_start: i64,
-    max_start: i64,
-    max_lateness: u64,
-    opened: Option<Instant>,
-}
-
-impl BlockBuilder {
-    fn new() -> Self {
-        BlockBuilder {
-            raw: Vec::new(),
-            records: 0,
-            min_start: i64::MAX,
-            max_start: i64::MIN,
-            max_lateness: 0,
-            opened: None,
-        }
-    }
-
-    fn reset(&mut self) {
-        self.raw.clear();
-        self.records = 0;
-        self.min_start = i64::MAX;
-        self.max_start = i64::MIN;
-        self.max_lateness = 0;
-        self.opened = None;
-    }
 }
 
 /// One open `.tape.partial` file.
@@ -453,17 +422,9 @@ impl TapeWriter {
     /// written its records are counted in [`WriterStats::records_lost`] and the error is
     /// returned; the writer stays usable and later blocks are written normally.
     pub fn append(&mut self, exchange: &Exchange) -> Result<(), TapeError> {
-        codec::encode_record(exchange, &mut self.block.raw).map_err(TapeError::Encode)?;
-        let start = exchange.wall_start_ns();
-        let frontier = self.segment.as_ref().map_or(i64::MIN, |s| s.frontier).max(self.block.max_start);
-        if frontier > start {
-            self.block.max_lateness = self.block.max_lateness.max(frontier.abs_diff(start));
-        }
-        self.block.records += 1;
-        self.block.min_start = self.block.min_start.min(start);
-        self.block.max_start = self.block.max_start.max(start);
-        self.block.opened.get_or_insert_with(Instant::now);
-        if self.block.records >= self.config.block_max_records || self.block.raw.len() >= self.config.block_max_bytes {
+        let frontier = self.segment.as_ref().map_or(i64::MIN, |s| s.frontier);
+        self.block.push(exchange, frontier).map_err(TapeError::Encode)?;
+        if self.block.is_full(self.config.block_max_records, self.config.block_max_bytes) {
             self.flush()?;
         }
         self.tick()
@@ -500,22 +461,11 @@ impl TapeWriter {
     }
 
     fn write_block(&mut self) -> Result<(), TapeError> {
-        self.payload.clear();
-        self.payload.reserve(zstd::zstd_safe::compress_bound(self.block.raw.len()));
-        self.compressor
-            .compress_to_buffer(&self.block.raw[..], &mut self.payload)
+        let (header, index) = self
+            .block
+            .compress(&mut self.compressor, &mut self.payload)
             .map_err(|e| TapeError::io(&self.config.dir, "compressing block", e))?;
-        let raw_len = self.block.raw.len() as u32;
-        let header = BlockHeader::for_payload(&self.payload, raw_len, self.block.records, self.block.max_lateness);
-        let index = BlockIndex {
-            offset: 0,
-            payload_len: header.payload_len,
-            raw_len,
-            records: self.block.records,
-            min_start_ns: self.block.min_start,
-            max_start_ns: self.block.max_start,
-            max_lateness_ns: self.block.max_lateness,
-        };
+        let raw_len = index.raw_len;
         let segment = match self.segment.take() {
             Some(s) => s,
             None => self.open_segment(self.block.opened.unwrap_or_else(Instant::now))?,

@@ -1,0 +1,244 @@
+//! The fleet path on a real NATS JetStream server (Debian's `nats-server`, started here
+//! on a free port with its store in a temp dir): sidecars publish scrubbed captures to a
+//! stream, `tapedeck archive` writes the stream into tapes. Skipped, saying why, when
+//! `nats-server` is not installed (`.ci/run` installs it).
+
+mod common;
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::proxy::ProxyProcess;
+use common::upstream::{http, Upstream};
+use common::*;
+
+/// A `nats-server -js` child on 127.0.0.1, killed when dropped.
+struct Nats {
+    child: Option<Child>,
+    port: u16,
+    store: PathBuf,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl Nats {
+    /// Starts a server, or `None` (with the reason printed) when there is none to start.
+    fn start(store: &Path) -> Option<Nats> {
+        if Command::new("nats-server").arg("--version").output().is_err() {
+            eprintln!("skipped: nats-server is not installed (apt-get install nats-server; .ci/run does)");
+            return None;
+        }
+        let mut n = Nats { child: None, port: free_port(), store: store.to_path_buf() };
+        n.restart();
+        Some(n)
+    }
+
+    fn restart(&mut self) {
+        let child = Command::new("nats-server")
+            .args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string(), "-sd"])
+            .arg(&self.store)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server starts");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "nats-server did not listen");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn url(&self, stream: &str) -> String {
+        format!("nats://127.0.0.1:{}/{stream}", self.port)
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn get(addr: std::net::SocketAddr, path: &str) -> u16 {
+    http(addr, "GET", path, b"").map(|(status, _)| status).unwrap_or(0)
+}
+
+fn stop(proxy: ProxyProcess) -> Vec<String> {
+    proxy.signal(libc::SIGTERM);
+    let (code, lines) = proxy.wait(Duration::from_secs(30));
+    assert_eq!(code, 0, "{lines:#?}");
+    lines
+}
+
+fn archive(url: &str, out: &Path) -> String {
+    let out = run(&["archive", url, "-o", s(out), "--once"]);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    err
+}
+
+#[test]
+fn captures_published_to_the_stream_archive_into_the_tapes_the_sidecar_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(nats) = Nats::start(&dir.path().join("js")) else { return };
+    let upstream = Upstream::start();
+    let (local, archived) = (dir.path().join("local"), dir.path().join("archived"));
+    let url = nats.url("CAPTURES");
+    // Two sidecars of one service, as a fleet would run them, each also writing locally.
+    for instance in ["pod-a", "pod-b"] {
+        let caps = local.join(instance);
+        let proxy = ProxyProcess::capturing(
+            &upstream,
+            &caps,
+            &["--sink", &url, "--service", "shop", "--instance", instance],
+            None,
+        );
+        for i in 0..120 {
+            // Personal data in the query and a header: scrubbed before either copy.
+            let path = format!("/orders/{i}?email=jane.doe{i}@example.com&who={instance}");
+            assert_eq!(get(proxy.addr, &path), 200);
+        }
+        let lines = stop(proxy);
+        assert!(lines.iter().any(|l| l.contains("published 120 exchanges") && l.contains("0 dropped")), "{lines:#?}");
+    }
+    let said = archive(&url, &archived);
+    assert!(said.contains("240 exchanges"), "{said}");
+    // The same exchanges, byte for byte, as the sidecars' own tapes.
+    let by_id = |paths: &[&Path]| {
+        let mut v = read_all(paths);
+        v.sort_by(|a, b| (a.request.target.as_str(), a.id.0).cmp(&(b.request.target.as_str(), b.id.0)));
+        v
+    };
+    let mine = by_id(&[&local.join("pod-a"), &local.join("pod-b")]);
+    let theirs = by_id(&[&archived]);
+    assert_eq!(mine.len(), 240);
+    assert!(mine == theirs, "the archive differs from the local tapes");
+    assert!(theirs.iter().all(|e| !e.request.target.contains("jane.doe")), "scrubbed before publishing");
+    // In start order across producers, as any tape is read.
+    let starts: Vec<i64> = read_all(&[&archived]).iter().map(|e| e.wall_start_ns()).collect();
+    assert!(starts.windows(2).all(|w| w[0] <= w[1]));
+    // Archiving again takes nothing twice: the consumer is durable.
+    let again = dir.path().join("again");
+    let said = archive(&url, &again);
+    assert!(said.contains("0 exchanges"), "{said}");
+}
+
+#[test]
+fn a_server_that_dies_and_comes_back_fails_no_request_and_capture_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(mut nats) = Nats::start(&dir.path().join("js")) else { return };
+    let upstream = Upstream::start();
+    let url = nats.url("CAPTURES");
+    // The stream only: no local tapes.
+    let proxy = ProxyProcess::spawn(
+        &["--listen", "127.0.0.1:0", "--upstream", &upstream.url(), "--sink", &url, "--admin", "127.0.0.1:0"],
+        None,
+    );
+    let (sent, failed, running) =
+        (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)), Arc::new(AtomicBool::new(true)));
+    let load = {
+        let (sent, failed, running, addr) = (sent.clone(), failed.clone(), running.clone(), proxy.addr);
+        std::thread::spawn(move || {
+            while running.load(Ordering::Relaxed) {
+                let i = sent.fetch_add(1, Ordering::Relaxed);
+                if get(addr, &format!("/load/{i}")) != 200 {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(1500));
+    nats.kill();
+    let down_at = sent.load(Ordering::Relaxed);
+    std::thread::sleep(Duration::from_millis(2000));
+    nats.restart();
+    let up_at = sent.load(Ordering::Relaxed);
+    // Published again once reconnected: the blocks queued while it was down, and new ones.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let published = |m: &str| {
+        m.lines()
+            .find_map(|l| l.strip_prefix("tapedeck_sink_records_total "))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    };
+    let before = published(&proxy.metrics()).unwrap_or(0);
+    while published(&proxy.metrics()).unwrap_or(0) <= before {
+        assert!(Instant::now() < deadline, "capture did not resume: {}", proxy.metrics());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_millis(1000));
+    running.store(false, Ordering::Relaxed);
+    load.join().unwrap();
+    let total = sent.load(Ordering::Relaxed);
+    assert_eq!(failed.load(Ordering::Relaxed), 0, "no request failed ({total} sent)");
+    assert!(up_at > down_at, "requests went on while the server was down");
+    let lines = stop(proxy);
+    let summary = lines.iter().find(|l| l.contains("published")).cloned().unwrap_or_default();
+    // Everything is either in the stream or counted as dropped.
+    let numbers: Vec<u64> = summary
+        .split(|c: char| !c.is_ascii_digit() && c != ',')
+        .filter_map(|w| w.replace(',', "").parse().ok())
+        .collect();
+    let archived = dir.path().join("archived");
+    let said = archive(&url, &archived);
+    let in_stream = read_all(&[&archived]).len() as u64;
+    assert!(numbers.first() == Some(&in_stream), "{summary} / archive: {said}");
+    let dropped = summary
+        .split("; ")
+        .nth(1)
+        .and_then(|d| d.split(' ').next())
+        .and_then(|n| n.replace(',', "").parse::<u64>().ok());
+    assert_eq!(in_stream + dropped.unwrap_or(u64::MAX), total, "{summary}");
+    // Requests sent after the restart are in the stream.
+    let last = read_all(&[&archived])
+        .iter()
+        .filter_map(|e| e.request.target.strip_prefix("/load/")?.parse::<u64>().ok())
+        .max();
+    assert!(last.is_some_and(|l| l > up_at), "{last:?} after {up_at}");
+}
+
+#[test]
+fn an_unreachable_stream_drops_captures_counted_and_never_a_request() {
+    let dir = tempfile::tempdir().unwrap();
+    if Command::new("nats-server").arg("--version").output().is_err() {
+        eprintln!("skipped: nats-server is not installed");
+        return;
+    }
+    let upstream = Upstream::start();
+    // Nothing listens there; the queue holds little.
+    let url = format!("nats://127.0.0.1:{}/CAPTURES", free_port());
+    let proxy = ProxyProcess::capturing(
+        &upstream,
+        &dir.path().join("caps"),
+        &["--sink", &url, "--queue-max-bytes", "4KiB"],
+        None,
+    );
+    for i in 0..300 {
+        assert_eq!(get(proxy.addr, &format!("/item/{i}?pad={}", "x".repeat(200))), 200);
+        if i % 100 == 99 {
+            // Blocks are cut every second.
+            std::thread::sleep(Duration::from_millis(1100));
+        }
+    }
+    std::thread::sleep(Duration::from_millis(1200));
+    assert!(proxy.metrics().contains("tapedeck_sink_connected 0"));
+    let lines = stop(proxy);
+    let summary = lines.iter().find(|l| l.contains("published")).cloned().unwrap_or_default();
+    assert!(summary.contains("published 0 exchanges") && summary.contains("300 dropped"), "{summary}");
+    // The local tapes have everything: a sink's trouble is the sink's alone.
+    assert_eq!(read_all(&[&dir.path().join("caps")]).len(), 300);
+}
