@@ -135,6 +135,38 @@ fn captures_published_to_the_stream_archive_into_the_tapes_the_sidecar_writes() 
     let again = dir.path().join("again");
     let said = archive(&url, &again);
     assert!(said.contains("0 exchanges"), "{said}");
+    // Replayed straight from the stream (a copy of its own: the archive's consumer is
+    // not touched), whole or a window of it; never at production, which the sidecars'
+    // labels name through the stream.
+    let out = run(&["replay", &url, "--target", &upstream.url(), "--speed", "max", "--no-progress"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("recorded from"), "{}", String::from_utf8_lossy(&out.stderr));
+    let staging = Upstream::start();
+    let out = run(&["replay", &url, "--target", &staging.url(), "--speed", "max", "--no-progress"]);
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("copied 240 exchanges"), "{stderr}");
+    assert!(stdout.contains("replayed 240 requests"), "{stdout}");
+    let first = jiff::Timestamp::from_nanosecond(i128::from(starts[0])).unwrap();
+    let middle = jiff::Timestamp::from_nanosecond(i128::from(starts[120])).unwrap();
+    let window = format!("{url}?from={first}&to={middle}");
+    let out = run(&[
+        "replay",
+        &window,
+        "--target",
+        &staging.url(),
+        "--speed",
+        "max",
+        "--no-progress",
+        "--to",
+        &middle.to_string(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("replayed 120 requests"), "{stdout}");
+    let out = run(&["replay", &format!("{url}?since=5m"), "--target", &staging.url()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("from= and to="));
 }
 
 #[test]

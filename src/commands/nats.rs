@@ -102,3 +102,29 @@ fn redact(value: &str) -> String {
         None => value.to_string(),
     }
 }
+
+/// The `?from=TIME&to=TIME` window of a stream address (RFC 3339 times), as ns since the
+/// epoch.
+pub fn window(value: &str) -> Result<(Option<i64>, Option<i64>)> {
+    let Some((_, query)) = value.split_once('?') else { return Ok((None, None)) };
+    let (mut from, mut to) = (None, None);
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (key, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let at = || -> Result<i64> {
+            let t: jiff::Timestamp =
+                v.parse().map_err(|e| anyhow!("{key}={v}: {e} (an RFC 3339 time, e.g. 2026-12-03T10:00:00Z)"))?;
+            i64::try_from(t.as_nanosecond()).map_err(|_| anyhow!("{key}={v}: out of range"))
+        };
+        match key {
+            "from" => from = Some(at()?),
+            "to" => to = Some(at()?),
+            other => return Err(anyhow!("{}: unknown setting {other:?}; a stream takes from= and to=", redact(value))),
+        }
+    }
+    if let (Some(a), Some(b)) = (from, to) {
+        if a >= b {
+            return Err(anyhow!("{}: from= must be before to=", redact(value)));
+        }
+    }
+    Ok((from, to))
+}

@@ -199,6 +199,9 @@ pub struct ReplayArgs {
     #[command(flatten)]
     #[serde(skip)]
     pub output: ReportFlags,
+    #[command(flatten)]
+    #[serde(skip)]
+    pub nats: super::nats::NatsFlags,
     /// Read settings from this TOML file (keys are the flag names; flags win).
     #[arg(long, value_name = "FILE")]
     #[serde(skip)]
@@ -217,6 +220,7 @@ impl ReplayArgs {
         let toml_error = |e| super::toml_error("config file", &path, &text, &e);
         let file: ReplayArgs = toml::from_str(&text).map_err(toml_error)?;
         let output: ReportFlags = toml::from_str(&text).map_err(toml_error)?;
+        self.nats.merge(toml::from_str(&text).map_err(toml_error)?);
         #[rustfmt::skip]
         let ReplayArgs {
             paths, target, speed, rate, concurrency, max_in_flight, filter, method, route, status, host, from, to,
@@ -224,7 +228,7 @@ impl ReplayArgs {
             connection_reuse, insecure, ca, workers, results, scrub_policy, scrub_key_file, proto_descriptor,
             no_scrub_results, max_body, ignore, noise_probe, noise_model, no_compare, no_correlate,
             allow_production_target, keep_credentials, allow_unscrubbed, strict_perms, allow_shared_dir, no_progress,
-            output: _, config: _,
+            output: _, nats: _, config: _,
         } = file;
         // The tempo is one setting: a --speed or --rate flag replaces the file's.
         let (speed, rate) = if self.speed.is_some() || self.rate.is_some() { (None, None) } else { (speed, rate) };
@@ -546,8 +550,47 @@ fn show_progress(progress: Arc<Progress>, done: Arc<AtomicBool>, paced: bool) ->
     })
 }
 
+/// Replaces each stream among `args.paths` by a private temporary directory holding a
+/// copy of it (kept until the returned directories are dropped).
+fn copy_streams(args: &mut ReplayArgs) -> Result<Vec<tempfile::TempDir>> {
+    let mut copies = Vec::new();
+    for path in &mut args.paths {
+        let Some(text) = path.to_str().filter(|t| tapedeck_stream::address::StreamAddress::is_stream(t)) else {
+            continue;
+        };
+        let address = super::nats::address("stream", text)?;
+        let (from, to) = super::nats::window(text)?;
+        let dir = tempfile::Builder::new().prefix("tapedeck-stream-").tempdir().context("a temporary directory")?;
+        let mut config = tapedeck_stream::archive::ArchiveConfig::new(address.clone(), dir.path().join("tapes"));
+        config.auth = args.nats.auth();
+        let runtime =
+            tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")?;
+        let copied = runtime.block_on(tapedeck_stream::archive::snapshot(config, from, to))?;
+        eprintln!(
+            "tapedeck replay: copied {} exchanges ({} blocks) from {address}{}",
+            copied.exchanges,
+            copied.blocks,
+            if copied.damaged > 0 {
+                format!("; {} unreadable message(s) skipped", copied.damaged)
+            } else {
+                String::new()
+            }
+        );
+        if copied.exchanges == 0 {
+            bail!("{address} holds no captures{}", if from.is_some() || to.is_some() { " in that window" } else { "" });
+        }
+        *path = dir.path().join("tapes");
+        copies.push(dir);
+    }
+    if copies.is_empty() && args.nats.any() {
+        bail!("the --nats-* flags go with a nats:// stream among the tapes");
+    }
+    Ok(copies)
+}
+
 pub fn run(args: ReplayArgs) -> Result<ExitCode> {
-    let args = args.merge_file()?;
+    let mut args = args.merge_file()?;
+    let _copies = copy_streams(&mut args)?;
     let config = config(&args)?;
     if let Ok((_, skipped)) = tapedeck_captures::tape::discover_recordings(&args.paths) {
         for s in skipped {

@@ -19,6 +19,9 @@ use tapedeck_captures::tape::{TapeKind, TapeWriter, WriterConfig};
 use crate::address::{NatsAuth, StreamAddress};
 use crate::{headers, StreamError};
 
+/// Tape writers open at most (kinds of scrub fingerprint and producer labels).
+const MAX_WRITERS: usize = 64;
+
 /// Block ids remembered for removing duplicates.
 const SEEN_IDS: usize = 100_000;
 
@@ -78,16 +81,29 @@ pub struct ArchiveReport {
     pub segments: Vec<PathBuf>,
 }
 
-/// Tape writers by scrub fingerprint: a tape's header says how its records were
-/// scrubbed, so blocks scrubbed differently (or not at all) go to tapes of their own.
+/// Tape writers by scrub fingerprint and labels: a tape's header says how its records
+/// were scrubbed and where they were recorded (the replay's guard against production
+/// reads the `upstream` label), so blocks that differ in either go to tapes of their own.
 struct Writers {
     config: ArchiveConfig,
-    by_scrub: HashMap<Option<String>, TapeWriter>,
+    by_scrub: HashMap<(Option<String>, String), TapeWriter>,
 }
 
 impl Writers {
-    fn get(&mut self, scrub: Option<String>) -> Result<&mut TapeWriter, StreamError> {
-        if !self.by_scrub.contains_key(&scrub) {
+    fn get(&mut self, scrub: Option<String>, labels: String) -> Result<&mut TapeWriter, StreamError> {
+        let mut key = (scrub, labels);
+        if !self.by_scrub.contains_key(&key) && self.by_scrub.len() >= MAX_WRITERS {
+            // Open files stay bounded whatever the stream holds: beyond, blocks keep their
+            // scrub fingerprint and lose their labels.
+            if !self.by_scrub.keys().any(|(_, l)| l.is_empty()) {
+                tracing::warn!(
+                    "archive: more than {MAX_WRITERS} kinds of producer labels; the rest are archived without labels"
+                );
+            }
+            key.1.clear();
+        }
+        if !self.by_scrub.contains_key(&key) {
+            let (scrub, labels) = key.clone();
             let mut wc = WriterConfig::new(&self.config.out);
             wc.prefix = "archive".into();
             wc.kind = TapeKind::Capture;
@@ -97,12 +113,16 @@ impl Writers {
             wc.sync_every_block = true;
             // Cut only when the batch is flushed: blocks follow the stream's.
             wc.block_max_age = Duration::from_secs(3600);
+            wc.labels = headers::decode_labels(&labels);
+            wc.labels.retain(|(k, _)| k != "stream");
             wc.labels.push(("stream".into(), self.config.address.to_string()));
-            wc.scrub_fingerprint = scrub.clone();
+            wc.scrub_fingerprint = scrub;
+            // Each writer names its tapes apart: several may rotate in one second.
+            wc.instance = format!("{}-{}", wc.instance, self.by_scrub.len() + 1);
             let w = TapeWriter::new(wc).map_err(StreamError::Tape)?;
-            self.by_scrub.insert(scrub.clone(), w);
+            self.by_scrub.insert(key.clone(), w);
         }
-        Ok(self.by_scrub.get_mut(&scrub).expect("inserted above"))
+        Ok(self.by_scrub.get_mut(&key).expect("inserted above"))
     }
 
     fn flush(&mut self) -> Result<(), StreamError> {
@@ -164,12 +184,7 @@ pub async fn run(config: ArchiveConfig, stop: Arc<AtomicBool>) -> Result<Archive
         )
         .await
         .map_err(|e| StreamError::Stream { stream: config.address.stream.clone(), why: format!("consumer: {e}") })?;
-    let mut writers = Writers { config: config.clone(), by_scrub: HashMap::new() };
-    let mut seen: HashSet<String> = HashSet::new();
-    let mut order: VecDeque<String> = VecDeque::new();
-    let mut decompressor = zstd::bulk::Decompressor::new()
-        .map_err(|e| StreamError::Tape(tapedeck_captures::TapeError::io(&config.out, "initialising zstd", e)))?;
-    let mut report = ArchiveReport::default();
+    let mut sink = Sink::new(&config)?;
     let mut idle_fetches = 0;
     while !stop.load(Ordering::Relaxed) {
         let mut batch = consumer
@@ -192,41 +207,17 @@ pub async fn run(config: ArchiveConfig, stop: Arc<AtomicBool>) -> Result<Archive
             if let Ok(info) = message.info() {
                 highest = highest.max(info.stream_sequence);
             }
-            let header = |name: &str| message.headers.as_ref().and_then(|h| h.get(name)).map(|v| v.to_string());
-            let id = header(headers::BLOCK);
-            if id.as_ref().is_some_and(|id| seen.contains(id)) {
-                report.duplicates += 1;
-                taken.push((message, AckKind::Ack));
-                continue;
-            }
-            match decode_framed(&message.payload, &mut decompressor) {
-                Ok((_, exchanges)) => {
-                    let writer = writers.get(header(headers::SCRUB))?;
-                    for ex in &exchanges {
-                        writer.append(ex).map_err(StreamError::Tape)?;
-                    }
-                    report.blocks += 1;
-                    report.exchanges += exchanges.len() as u64;
-                    if let Some(id) = id {
-                        seen.insert(id.clone());
-                        order.push_back(id);
-                        if order.len() > SEEN_IDS {
-                            if let Some(old) = order.pop_front() {
-                                seen.remove(&old);
-                            }
-                        }
-                    }
-                    taken.push((message, AckKind::Ack));
-                }
-                Err(e) => {
+            let kind = match take(&mut sink, &message.payload, message.headers.as_ref())? {
+                Taken::Written | Taken::Duplicate => AckKind::Ack,
+                Taken::Damaged(e) => {
                     tracing::warn!(subject = %message.subject, "archive: a message is not a readable block ({e}); skipped");
-                    report.damaged += 1;
-                    taken.push((message, AckKind::Term));
+                    AckKind::Term
                 }
-            }
+            };
+            taken.push((message, kind));
         }
         if taken.is_empty() {
-            writers.tick()?;
+            sink.writers.tick()?;
             idle_fetches += 1;
             // With --once: done when the stream's messages at the start are in (or the
             // consumer has nothing more to give, twice over).
@@ -237,7 +228,7 @@ pub async fn run(config: ArchiveConfig, stop: Arc<AtomicBool>) -> Result<Archive
         }
         idle_fetches = 0;
         // On disk (fsynced) before anything is acknowledged.
-        writers.flush()?;
+        sink.writers.flush()?;
         for (message, kind) in taken {
             if let Err(e) = message.ack_with(kind).await {
                 tracing::warn!("archive: acknowledgement failed ({e}); the block will come again and be skipped");
@@ -247,6 +238,144 @@ pub async fn run(config: ArchiveConfig, stop: Arc<AtomicBool>) -> Result<Archive
             break;
         }
     }
-    report.segments = writers.finish()?;
-    Ok(report)
+    sink.finish()
+}
+
+/// What became of a message.
+enum Taken {
+    Written,
+    Duplicate,
+    Damaged(tapedeck_captures::tape::block::BlockError),
+}
+
+/// Blocks on their way into tapes: the writers, the ids seen, the counts.
+struct Sink {
+    writers: Writers,
+    seen: HashSet<String>,
+    order: VecDeque<String>,
+    decompressor: zstd::bulk::Decompressor<'static>,
+    report: ArchiveReport,
+}
+
+impl Sink {
+    fn new(config: &ArchiveConfig) -> Result<Sink, StreamError> {
+        let decompressor = zstd::bulk::Decompressor::new()
+            .map_err(|e| StreamError::Tape(tapedeck_captures::TapeError::io(&config.out, "initialising zstd", e)))?;
+        Ok(Sink {
+            writers: Writers { config: config.clone(), by_scrub: HashMap::new() },
+            seen: HashSet::new(),
+            order: VecDeque::new(),
+            decompressor,
+            report: ArchiveReport::default(),
+        })
+    }
+
+    fn finish(mut self) -> Result<ArchiveReport, StreamError> {
+        self.report.segments = self.writers.finish()?;
+        Ok(self.report)
+    }
+}
+
+/// Writes one message's block (unless its id was seen); an unreadable one is counted.
+fn take(sink: &mut Sink, payload: &[u8], headers: Option<&async_nats::HeaderMap>) -> Result<Taken, StreamError> {
+    let header = |name: &str| headers.and_then(|h| h.get(name)).map(|v| v.to_string());
+    let id = header(headers::BLOCK);
+    if id.as_ref().is_some_and(|id| sink.seen.contains(id)) {
+        sink.report.duplicates += 1;
+        return Ok(Taken::Duplicate);
+    }
+    let exchanges = match decode_framed(payload, &mut sink.decompressor) {
+        Ok((_, exchanges)) => exchanges,
+        Err(e) => {
+            sink.report.damaged += 1;
+            return Ok(Taken::Damaged(e));
+        }
+    };
+    let writer = sink.writers.get(header(headers::SCRUB), header(headers::LABELS).unwrap_or_default())?;
+    for ex in &exchanges {
+        writer.append(ex).map_err(StreamError::Tape)?;
+    }
+    sink.report.blocks += 1;
+    sink.report.exchanges += exchanges.len() as u64;
+    if let Some(id) = id {
+        sink.seen.insert(id.clone());
+        sink.order.push_back(id);
+        if sink.order.len() > SEEN_IDS {
+            if let Some(old) = sink.order.pop_front() {
+                sink.seen.remove(&old);
+            }
+        }
+    }
+    Ok(Taken::Written)
+}
+
+/// Copies what the stream holds now — from `from` on (ns since the epoch, by the time
+/// blocks were published, a little before to be safe) and up to blocks starting after
+/// `to` — into tapes in `config.out`, through an ordered consumer of its own: nothing is
+/// acknowledged or taken from other consumers (`replay nats://…`).
+pub async fn snapshot(config: ArchiveConfig, from: Option<i64>, to: Option<i64>) -> Result<ArchiveReport, StreamError> {
+    let stream_error = |why: String| StreamError::Stream { stream: config.address.stream.clone(), why };
+    let client = config
+        .auth
+        .options("tapedeck replay")
+        .await?
+        .connect(config.address.server_urls())
+        .await
+        .map_err(|e| StreamError::Connect { address: config.address.to_string(), why: e.to_string() })?;
+    let js = jetstream::new(client);
+    let mut stream = js.get_stream(&config.address.stream).await.map_err(|e| stream_error(e.to_string()))?;
+    let last = stream.info().await.map_err(|e| stream_error(e.to_string()))?.state.last_sequence;
+    let mut sink = Sink::new(&config)?;
+    if last == 0 {
+        return sink.finish();
+    }
+    // Blocks are published up to a block's age after their first request: start earlier.
+    let deliver_policy = match from {
+        Some(ns) => {
+            let at = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ns) - 60_000_000_000)
+                .map_err(|e| stream_error(format!("from: {e}")))?;
+            jetstream::consumer::DeliverPolicy::ByStartTime { start_time: at }
+        }
+        None => jetstream::consumer::DeliverPolicy::All,
+    };
+    let consumer = stream
+        .create_consumer(pull::OrderedConfig {
+            deliver_policy,
+            filter_subject: config.filter.clone().unwrap_or_default(),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| stream_error(format!("consumer: {e}")))?;
+    let mut messages = consumer.messages().await.map_err(|e| stream_error(e.to_string()))?;
+    loop {
+        let next = tokio::time::timeout(Duration::from_secs(5), messages.next()).await;
+        let message = match next {
+            Ok(Some(Ok(m))) => m,
+            Ok(Some(Err(e))) => return Err(stream_error(e.to_string())),
+            // Nothing more within the wait (a filter that leaves the last messages out).
+            Ok(None) | Err(_) => break,
+        };
+        let (seq, published) = match message.info() {
+            Ok(i) => (i.stream_sequence, i.published.unix_timestamp_nanos()),
+            Err(_) => (last, 0),
+        };
+        let first_ns = message
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(headers::FIRST_NS))
+            .and_then(|v| v.as_str().parse::<i64>().ok());
+        // Producers publish late by up to a block's age (and their queues): a block past
+        // `to` is skipped, and the copy ends once blocks are published well after it.
+        let past = to.is_some_and(|to| first_ns.is_some_and(|f| f >= to));
+        if !past {
+            if let Taken::Damaged(e) = take(&mut sink, &message.payload, message.headers.as_ref())? {
+                tracing::warn!(subject = %message.subject, "a stream message is not a readable block ({e}); skipped");
+            }
+        }
+        let well_after = to.is_some_and(|to| published > i128::from(to) + 60_000_000_000);
+        if seq >= last || well_after {
+            break;
+        }
+    }
+    sink.finish()
 }

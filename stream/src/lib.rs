@@ -35,6 +35,75 @@ pub mod headers {
     pub const RECORDS: &str = "Tapedeck-Records";
     /// The scrub policy's fingerprint (absent: not scrubbed).
     pub const SCRUB: &str = "Tapedeck-Scrub";
+    /// The producer's tape labels (`upstream`, `service`): `key=value` pairs joined by
+    /// `;`, each part percent-escaped ([`encode_labels`]).
+    pub const LABELS: &str = "Tapedeck-Labels";
+
+    fn escape(s: &str, out: &mut String) {
+        for b in s.bytes() {
+            if b.is_ascii_graphic() && !b"%;=".contains(&b) {
+                out.push(b as char);
+            } else {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        }
+    }
+
+    fn unescape(s: &str) -> Option<String> {
+        let mut out = Vec::with_capacity(s.len());
+        let mut bytes = s.bytes();
+        while let Some(b) = bytes.next() {
+            if b == b'%' {
+                let hex = [bytes.next()?, bytes.next()?];
+                out.push(u8::from_str_radix(std::str::from_utf8(&hex).ok()?, 16).ok()?);
+            } else {
+                out.push(b);
+            }
+        }
+        String::from_utf8(out).ok()
+    }
+
+    /// Labels as one header value.
+    pub fn encode_labels(labels: &[(String, String)]) -> String {
+        let mut out = String::new();
+        for (i, (k, v)) in labels.iter().enumerate() {
+            if i > 0 {
+                out.push(';');
+            }
+            escape(k, &mut out);
+            out.push('=');
+            escape(v, &mut out);
+        }
+        out
+    }
+
+    /// Labels from a header value; pairs that do not decode are left out.
+    pub fn decode_labels(value: &str) -> Vec<(String, String)> {
+        value
+            .split(';')
+            .filter_map(|pair| {
+                let (k, v) = pair.split_once('=')?;
+                Some((unescape(k)?, unescape(v)?))
+            })
+            .filter(|(k, _)| !k.is_empty())
+            .take(64)
+            .collect()
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn labels_survive_a_header() {
+            let labels = vec![
+                ("upstream".to_string(), "http://127.0.0.1:3000/a;b=c".to_string()),
+                ("service".to_string(), "shop é %".to_string()),
+            ];
+            let v = super::encode_labels(&labels);
+            assert!(v.bytes().all(|b| b.is_ascii_graphic()), "{v}");
+            assert_eq!(super::decode_labels(&v), labels);
+            assert!(super::decode_labels("x=%G1;=y;z").is_empty());
+        }
+    }
 }
 
 /// What went wrong with a stream.

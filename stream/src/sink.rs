@@ -111,6 +111,7 @@ pub struct NatsSink {
     subject: String,
     producer: String,
     scrub: Option<String>,
+    labels: String,
     seq: u64,
     /// Distinguishes this run's block ids from an earlier run's of the same producer.
     run: String,
@@ -134,6 +135,7 @@ impl NatsSink {
             subject: String::new(),
             producer: String::new(),
             scrub: None,
+            labels: String::new(),
             seq: 0,
             run: String::new(),
             dropped_encode: 0,
@@ -168,6 +170,9 @@ impl NatsSink {
         if let Some(scrub) = &self.scrub {
             h.insert(headers::SCRUB, scrub.as_str());
         }
+        if !self.labels.is_empty() {
+            h.insert(headers::LABELS, self.labels.as_str());
+        }
         let payload = Bytes::copy_from_slice(&self.frame);
         let size = payload.len() as u64;
         let out = Outgoing { subject: self.subject.clone(), headers: h, payload, id, records };
@@ -187,6 +192,7 @@ impl CaptureSink for NatsSink {
         self.producer = subject_token(&writer.instance);
         self.subject = format!("tapedeck.capture.{}.{}", subject_token(&self.config.service), self.producer);
         self.scrub = writer.scrub_fingerprint.clone();
+        self.labels = headers::encode_labels(&writer.labels);
         self.block_max_records = writer.block_max_records.max(1);
         self.block_max_bytes = writer.block_max_bytes.clamp(1, MAX_BLOCK_RAW);
         self.block_max_age = writer.block_max_age;
