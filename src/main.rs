@@ -104,6 +104,9 @@ fn init_logging(format: LogFormat, verbose: u8, quiet: bool) {
         1 => "debug",
         _ => "trace",
     };
+    // The NATS client logs its connection's ups and downs itself; tapedeck says what they
+    // mean (once per episode), so the client's own lines show with -v only.
+    let default = if verbose == 0 { format!("{default},async_nats=off") } else { default.to_string() };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);

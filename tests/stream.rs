@@ -21,6 +21,7 @@ struct Nats {
     child: Option<Child>,
     port: u16,
     store: PathBuf,
+    extra: Vec<String>,
 }
 
 fn free_port() -> u16 {
@@ -30,11 +31,17 @@ fn free_port() -> u16 {
 impl Nats {
     /// Starts a server, or `None` (with the reason printed) when there is none to start.
     fn start(store: &Path) -> Option<Nats> {
+        Nats::start_with(store, &[])
+    }
+
+    /// With more server flags (`--auth TOKEN`).
+    fn start_with(store: &Path, extra: &[&str]) -> Option<Nats> {
         if Command::new("nats-server").arg("--version").output().is_err() {
             eprintln!("skipped: nats-server is not installed (apt-get install nats-server; .ci/run does)");
             return None;
         }
-        let mut n = Nats { child: None, port: free_port(), store: store.to_path_buf() };
+        let extra = extra.iter().map(|s| s.to_string()).collect();
+        let mut n = Nats { child: None, port: free_port(), store: store.to_path_buf(), extra };
         n.restart();
         Some(n)
     }
@@ -43,6 +50,7 @@ impl Nats {
         let child = Command::new("nats-server")
             .args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string(), "-sd"])
             .arg(&self.store)
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -104,7 +112,7 @@ fn captures_published_to_the_stream_archive_into_the_tapes_the_sidecar_writes() 
         let proxy = ProxyProcess::capturing(
             &upstream,
             &caps,
-            &["--sink", &url, "--service", "shop", "--instance", instance],
+            &["--sink", &url, "--create-stream", "--service", "shop", "--instance", instance],
             None,
         );
         for i in 0..120 {
@@ -177,7 +185,17 @@ fn a_server_that_dies_and_comes_back_fails_no_request_and_capture_resumes() {
     let url = nats.url("CAPTURES");
     // The stream only: no local tapes.
     let proxy = ProxyProcess::spawn(
-        &["--listen", "127.0.0.1:0", "--upstream", &upstream.url(), "--sink", &url, "--admin", "127.0.0.1:0"],
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+            &upstream.url(),
+            "--sink",
+            &url,
+            "--create-stream",
+            "--admin",
+            "127.0.0.1:0",
+        ],
         None,
     );
     let (sent, failed, running) =
@@ -273,4 +291,70 @@ fn an_unreachable_stream_drops_captures_counted_and_never_a_request() {
     assert!(summary.contains("published 0 exchanges") && summary.contains("300 dropped"), "{summary}");
     // The local tapes have everything: a sink's trouble is the sink's alone.
     assert_eq!(read_all(&[&dir.path().join("caps")]).len(), 300);
+}
+
+#[test]
+fn bad_streams_and_credentials_get_one_line_and_never_echo_a_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(nats) = Nats::start_with(&dir.path().join("js"), &["--auth", "s3cret-token-for-tests"]) else { return };
+    let url = nats.url("CAPTURES");
+    let (wrong, right) = (dir.path().join("wrong.token"), dir.path().join("right.token"));
+    std::fs::write(&wrong, "not-the-token-XYZZY\n").unwrap();
+    std::fs::write(&right, "s3cret-token-for-tests\n").unwrap();
+    let out_dir = dir.path().join("out");
+    let one_line = |out: &std::process::Output| {
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty() && !l.contains(" INFO ")).collect();
+        (out.status.code(), lines.len(), err)
+    };
+    // Wrong credentials: exit 2, one line, the token nowhere.
+    let out = run(&["archive", &url, "-o", s(&out_dir), "--once", "--nats-token-file", s(&wrong)]);
+    let (code, lines, err) = one_line(&out);
+    assert_eq!((code, lines), (Some(2), 1), "{err}");
+    assert!(!err.contains("XYZZY") && !err.contains("s3cret"), "{err}");
+    // No stream yet: one line naming the flag that creates it…
+    let out = run(&["archive", &url, "-o", s(&out_dir), "--once", "--nats-token-file", s(&right)]);
+    let (code, lines, err) = one_line(&out);
+    assert_eq!((code, lines), (Some(2), 1), "{err}");
+    assert!(err.contains("--create-stream"), "{err}");
+    // …which makes it.
+    let out = run(&["archive", &url, "-o", s(&out_dir), "--once", "--create-stream", "--nats-token-file", s(&right)]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    // Nothing listening: one line, at once.
+    let started = Instant::now();
+    let nowhere = format!("nats://127.0.0.1:{}/CAPTURES", free_port());
+    let out = run(&["archive", &nowhere, "-o", s(&out_dir), "--once"]);
+    let (code, lines, err) = one_line(&out);
+    assert_eq!((code, lines), (Some(2), 1), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(20), "{:?}", started.elapsed());
+    // Credentials in the address: refused without echoing them.
+    let out = run(&["archive", "nats://me:hunter2@127.0.0.1:4222/CAPTURES", "-o", s(&out_dir)]);
+    let (code, _, err) = one_line(&out);
+    assert_eq!(code, Some(2));
+    assert!(!err.contains("hunter2") && err.contains("--nats-creds"), "{err}");
+    // A sidecar with the wrong token serves every request; its captures are dropped,
+    // counted, and the log says why without the token.
+    let upstream = Upstream::start();
+    let proxy = ProxyProcess::spawn(
+        &[
+            "--admin",
+            "off",
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+            &upstream.url(),
+            "--sink",
+            &url,
+            "--nats-token-file",
+            s(&wrong),
+        ],
+        None,
+    );
+    for i in 0..20 {
+        assert_eq!(get(proxy.addr, &format!("/a/{i}")), 200);
+    }
+    let lines = stop(proxy);
+    let text = lines.join("\n");
+    assert!(text.contains("published 0 exchanges") && text.contains("20 dropped"), "{text}");
+    assert!(!text.contains("XYZZY"), "{text}");
 }

@@ -32,6 +32,10 @@ pub struct ArchiveArgs {
     /// Only subjects matching this, e.g. `tapedeck.capture.payments.>` (one service).
     #[arg(long, value_name = "SUBJECT")]
     pub filter: Option<String>,
+    /// Create the stream (file storage, subjects `tapedeck.capture.>`) if it does not
+    /// exist.
+    #[arg(long)]
+    pub create_stream: bool,
     /// Accept an output directory that is a symlink, writable by others, or someone
     /// else's.
     #[arg(long)]
@@ -48,6 +52,7 @@ pub fn run(args: ArchiveArgs) -> Result<ExitCode> {
     config.durable = args.durable.clone();
     config.filter = args.filter.clone();
     config.allow_shared_dir = args.allow_shared_dir;
+    config.create_stream = args.create_stream;
     let stop = Arc::new(AtomicBool::new(false));
     let runtime =
         tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")?;

@@ -40,6 +40,11 @@ pub struct ProxyArgs {
     /// dropped and counted; requests never wait.
     #[arg(long, value_name = "URL")]
     pub sink: Option<String>,
+    /// With --sink: create the stream (file storage, subjects `tapedeck.capture.>`) if it
+    /// does not exist; without it, a missing stream is an error (logged; captures for it
+    /// are dropped and counted).
+    #[arg(long)]
+    pub create_stream: bool,
     /// The service captured, for the stream's subjects and the tapes' labels [default:
     /// default].
     #[arg(long, value_name = "NAME")]
@@ -203,7 +208,7 @@ impl ProxyArgs {
         self.nats.merge(toml::from_str(&text).map_err(toml_error)?);
         #[rustfmt::skip]
         let ProxyArgs {
-            listen, upstream, sink, service, nats: _, capture_dir, allow_shared_dir, admin, sample, sample_key, sample_salt, max_capture_rps,
+            listen, upstream, sink, create_stream, service, nats: _, capture_dir, allow_shared_dir, admin, sample, sample_key, sample_salt, max_capture_rps,
             include, exclude, max_body, scrub_policy, scrub_key_file, proto_descriptor, no_scrub, tls_cert, tls_key,
             strict_perms, upstream_ca, upstream_protocol, host_header, forwarded_headers, trust_forwarded,
             header_timeout, connect_timeout, upstream_timeout, body_timeout, body_min_rate, stream_idle_timeout,
@@ -218,7 +223,7 @@ impl ProxyArgs {
                 queue_max_bytes, segment_max_size, segment_max_age, instance, workers, max_connections,
                 max_header_size;
             lists: include, exclude;
-            switches: allow_shared_dir, no_scrub, strict_perms, preserve_header_case);
+            switches: create_stream, allow_shared_dir, no_scrub, strict_perms, preserve_header_case);
         Ok(self)
     }
 }
@@ -340,8 +345,8 @@ pub(crate) fn build_config(args: ProxyArgs) -> Result<ProxyConfig> {
     }
     config.limits.max_header_bytes = size("max-header-size", args.max_header_size.as_deref(), 64 << 10)? as usize;
     let sink = args.sink.as_deref().map(|s| super::nats::address("--sink", s)).transpose()?;
-    if sink.is_none() && args.nats.any() {
-        bail!("the --nats-* flags go with --sink nats://HOST:PORT/STREAM");
+    if sink.is_none() && (args.nats.any() || args.create_stream) {
+        bail!("--create-stream and the --nats-* flags go with --sink nats://HOST:PORT/STREAM");
     }
     if args.capture_dir.is_some() || sink.is_some() {
         let mut capture = CaptureConfig::new(args.capture_dir.clone().unwrap_or_default());
@@ -381,6 +386,7 @@ pub(crate) fn build_config(args: ProxyArgs) -> Result<ProxyConfig> {
             let mut sink = tapedeck_stream::sink::NatsSinkConfig::new(address);
             sink.auth = args.nats.auth();
             sink.service = service;
+            sink.create_stream = args.create_stream;
             sink.queue_max_bytes = capture.queue_max_bytes;
             capture.sinks.push(Box::new(tapedeck_stream::sink::NatsSink::new(sink)));
         }

@@ -46,6 +46,8 @@ pub struct ArchiveConfig {
     pub segment_max_age: Duration,
     /// Accept a shared output directory.
     pub allow_shared_dir: bool,
+    /// Create the stream if it does not exist (`--create-stream`).
+    pub create_stream: bool,
 }
 
 impl ArchiveConfig {
@@ -61,6 +63,7 @@ impl ArchiveConfig {
             segment_max_bytes: 256 << 20,
             segment_max_age: Duration::from_secs(3600),
             allow_shared_dir: false,
+            create_stream: false,
         }
     }
 }
@@ -152,19 +155,16 @@ impl Writers {
 /// Runs the archive until `stop` is set (or, with `once`, until the stream's messages at
 /// the start are written).
 pub async fn run(config: ArchiveConfig, stop: Arc<AtomicBool>) -> Result<ArchiveReport, StreamError> {
-    let mut options = config.auth.options("tapedeck archive").await?;
-    if !config.once {
-        options = options.retry_on_initial_connect();
-    }
-    let client = options
+    // Unreachable at start: said at once (later outages, the client rides out).
+    let client = config
+        .auth
+        .options("tapedeck archive")
+        .await?
         .connect(config.address.server_urls())
         .await
-        .map_err(|e| StreamError::Connect { address: config.address.to_string(), why: e.to_string() })?;
+        .map_err(|e| crate::connect_error(&config.address, &e))?;
     let js = jetstream::new(client);
-    let mut stream = js
-        .get_stream(&config.address.stream)
-        .await
-        .map_err(|e| StreamError::Stream { stream: config.address.stream.clone(), why: e.to_string() })?;
+    let mut stream = open_stream(&js, &config).await?;
     let last = stream
         .info()
         .await
@@ -239,6 +239,27 @@ pub async fn run(config: ArchiveConfig, stop: Arc<AtomicBool>) -> Result<Archive
         }
     }
     sink.finish()
+}
+
+/// The stream, created first with `create_stream` if it does not exist.
+async fn open_stream(
+    js: &jetstream::Context,
+    config: &ArchiveConfig,
+) -> Result<jetstream::stream::Stream, StreamError> {
+    let name = &config.address.stream;
+    let error = |why: String| StreamError::Stream { stream: name.clone(), why };
+    match js.get_stream(name).await {
+        Ok(s) => Ok(s),
+        Err(e) if crate::sink::is_not_found(&e) && config.create_stream => {
+            crate::sink::create_stream(js, name).await.map_err(error)?;
+            js.get_stream(name).await.map_err(|e| error(e.to_string()))
+        }
+        Err(e) if crate::sink::is_not_found(&e) => Err(error(format!(
+            "does not exist on {} (pass --create-stream to create it, or check the name)",
+            config.address
+        ))),
+        Err(e) => Err(error(e.to_string())),
+    }
 }
 
 /// What became of a message.
@@ -321,9 +342,9 @@ pub async fn snapshot(config: ArchiveConfig, from: Option<i64>, to: Option<i64>)
         .await?
         .connect(config.address.server_urls())
         .await
-        .map_err(|e| StreamError::Connect { address: config.address.to_string(), why: e.to_string() })?;
+        .map_err(|e| crate::connect_error(&config.address, &e))?;
     let js = jetstream::new(client);
-    let mut stream = js.get_stream(&config.address.stream).await.map_err(|e| stream_error(e.to_string()))?;
+    let mut stream = open_stream(&js, &ArchiveConfig { create_stream: false, ..config.clone() }).await?;
     let last = stream.info().await.map_err(|e| stream_error(e.to_string()))?.state.last_sequence;
     let mut sink = Sink::new(&config)?;
     if last == 0 {

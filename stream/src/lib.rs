@@ -106,6 +106,20 @@ pub mod headers {
     }
 }
 
+/// Why a connection failed, for people: the client's reason and what to do.
+pub(crate) fn connect_error(address: &address::StreamAddress, e: &async_nats::ConnectError) -> StreamError {
+    use async_nats::ConnectErrorKind as K;
+    let advice = match e.kind() {
+        K::AuthorizationViolation | K::Authentication => {
+            "the server refused the login: check --nats-creds, --nats-nkey, --nats-token-file or --nats-user"
+        }
+        K::Tls => "TLS failed: check tls:// and --nats-ca (and --nats-cert/--nats-key if the server asks for one)",
+        K::Dns => "the host name does not resolve",
+        _ => "is nats-server running there, with JetStream on (`nats-server -js`)?",
+    };
+    StreamError::Connect { address: address.to_string(), why: format!("{} — {advice}", e.kind()) }
+}
+
 /// What went wrong with a stream.
 #[derive(Debug, thiserror::Error)]
 pub enum StreamError {
@@ -116,9 +130,7 @@ pub enum StreamError {
     #[error("{0}")]
     Auth(String),
     /// The server cannot be reached.
-    #[error(
-        "cannot connect to {address}: {why} (is nats-server running there, with JetStream on: `nats-server -js`?)"
-    )]
+    #[error("cannot connect to {address}: {why}")]
     Connect {
         /// Where.
         address: String,

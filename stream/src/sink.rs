@@ -45,6 +45,8 @@ pub struct NatsSinkConfig {
     pub ack_window: usize,
     /// How long closing waits for the queue to be acknowledged.
     pub close_timeout: Duration,
+    /// Create the stream if it does not exist (`--create-stream`).
+    pub create_stream: bool,
 }
 
 impl NatsSinkConfig {
@@ -57,6 +59,7 @@ impl NatsSinkConfig {
             queue_max_bytes: 256 << 20,
             ack_window: 32,
             close_timeout: Duration::from_secs(5),
+            create_stream: false,
         }
     }
 }
@@ -93,6 +96,7 @@ struct Shared {
     dropped_queue_full: AtomicU64,
     dropped_refused: AtomicU64,
     connected: AtomicBool,
+    last_server_error: Mutex<Option<(String, Instant)>>,
 }
 
 /// Publishes capture blocks to a JetStream stream.
@@ -293,6 +297,23 @@ async fn publish(shared: Arc<Shared>, config: NatsSinkConfig, name: String) {
                     events.connected.store(false, Ordering::Relaxed);
                     tracing::warn!("stream sink: disconnected; captures queue (bounded) until it reconnects");
                 }
+                async_nats::Event::ServerError(e) => {
+                    // Each reconnect attempt repeats it: said once a minute at most.
+                    let text = e.to_string();
+                    let mut last = events.last_server_error.lock().unwrap_or_else(|p| p.into_inner());
+                    let fresh =
+                        last.as_ref().is_none_or(|(t, at)| *t != text || at.elapsed() >= Duration::from_secs(60));
+                    if fresh {
+                        let hint = if text.contains("authorization") || text.contains("authentication") {
+                            " (the server refused the login: check --nats-creds, --nats-nkey, --nats-token-file or \
+                             --nats-user)"
+                        } else {
+                            ""
+                        };
+                        tracing::error!("stream sink: the server says: {text}{hint}");
+                        *last = Some((text, Instant::now()));
+                    }
+                }
                 other => tracing::debug!("stream sink: {other}"),
             }
         }
@@ -300,7 +321,7 @@ async fn publish(shared: Arc<Shared>, config: NatsSinkConfig, name: String) {
     let client = match options.connect(config.address.server_urls()).await {
         Ok(c) => c,
         Err(e) => {
-            tracing::error!("stream sink: cannot connect to {}: {e}; captures are not published", config.address);
+            tracing::error!("stream sink: {}; captures are not published", crate::connect_error(&config.address, &e));
             return;
         }
     };
@@ -310,7 +331,7 @@ async fn publish(shared: Arc<Shared>, config: NatsSinkConfig, name: String) {
     let js = jetstream::new(client);
     let mut closing_since: Option<Instant> = None;
     let mut stream_ready = false;
-    let mut failing = false;
+    let mut trouble = Trouble::default();
     let mut backoff = Duration::from_millis(100);
     loop {
         if deadline(&shared) {
@@ -321,13 +342,10 @@ async fn publish(shared: Arc<Shared>, config: NatsSinkConfig, name: String) {
             }
         }
         if !stream_ready {
-            match ensure_stream(&js, &config.address.stream).await {
+            match ensure_stream(&js, &config).await {
                 Ok(()) => stream_ready = true,
                 Err(e) => {
-                    if !failing {
-                        tracing::error!("stream sink: {e}; captures queue (bounded) and are retried");
-                        failing = true;
-                    }
+                    trouble.fail(&shared, &e);
                     pause(&shared, &mut backoff).await;
                     continue;
                 }
@@ -390,26 +408,58 @@ async fn publish(shared: Arc<Shared>, config: NatsSinkConfig, name: String) {
         }
         match problem {
             None => {
-                if failing {
-                    tracing::warn!("stream sink: publishing resumed");
-                    failing = false;
-                }
+                trouble.ok();
                 backoff = Duration::from_millis(100);
             }
             Some(e) => {
-                if !failing {
-                    tracing::error!(
-                        "stream sink: publishing to {} failed ({e}); captures queue (up to the queue's bytes) and are \
-                         retried, requests are unaffected",
-                        config.address
-                    );
-                    failing = true;
-                }
+                trouble.fail(&shared, &format!("publishing to {} failed ({e})", config.address));
                 if e.kind() == PublishErrorKind::StreamNotFound {
                     stream_ready = false;
                 }
                 pause(&shared, &mut backoff).await;
             }
+        }
+    }
+}
+
+/// How often a sink that keeps failing says so again.
+const COMPLAIN_EVERY: Duration = Duration::from_secs(60);
+
+/// A failure episode: said when it starts, again each minute with what it has cost, and
+/// when it ends.
+#[derive(Default)]
+struct Trouble {
+    since: Option<Instant>,
+    said: Option<Instant>,
+}
+
+impl Trouble {
+    fn fail(&mut self, shared: &Shared, what: &str) {
+        let now = Instant::now();
+        let since = *self.since.get_or_insert(now);
+        if self.said.is_some_and(|t| now.duration_since(t) < COMPLAIN_EVERY) {
+            return;
+        }
+        self.said = Some(now);
+        let queued = shared.queue_bytes.load(Ordering::Relaxed);
+        let dropped =
+            shared.dropped_queue_full.load(Ordering::Relaxed) + shared.dropped_refused.load(Ordering::Relaxed);
+        if since == now {
+            tracing::error!(
+                "stream sink: {what}; captures queue (up to --queue-max-bytes) and are retried, requests are unaffected"
+            );
+        } else {
+            tracing::warn!(
+                "stream sink: still failing after {}s: {what}; {queued} bytes queued, {dropped} captures dropped so far",
+                now.duration_since(since).as_secs()
+            );
+        }
+    }
+
+    fn ok(&mut self) {
+        if let Some(since) = self.since.take() {
+            tracing::warn!("stream sink: publishing resumed after {}s", since.elapsed().as_secs());
+            self.said = None;
         }
     }
 }
@@ -421,25 +471,39 @@ async fn pause(shared: &Shared, backoff: &mut Duration) {
     *backoff = (*backoff * 2).min(Duration::from_secs(2));
 }
 
-/// The stream, created (file storage, subjects `tapedeck.capture.>`) if it does not exist.
-async fn ensure_stream(js: &jetstream::Context, name: &str) -> Result<(), String> {
+/// The stream must exist; with `create_stream`, it is created (file storage, subjects
+/// `tapedeck.capture.>`) if it does not.
+async fn ensure_stream(js: &jetstream::Context, config: &NatsSinkConfig) -> Result<(), String> {
+    let name = &config.address.stream;
     match js.get_stream(name).await {
         Ok(_) => Ok(()),
-        Err(e)
-            if matches!(e.kind(), jetstream::context::GetStreamErrorKind::JetStream(j)
-                if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND) =>
-        {
-            js.create_stream(jetstream::stream::Config {
-                name: name.to_string(),
-                subjects: vec!["tapedeck.capture.>".into()],
-                storage: jetstream::stream::StorageType::File,
-                duplicate_window: Duration::from_secs(120),
-                ..Default::default()
-            })
-            .await
-            .map(|_| ())
-            .map_err(|e| format!("cannot create stream {name}: {e}"))
-        }
+        Err(e) if is_not_found(&e) && !config.create_stream => Err(format!(
+            "stream {name} does not exist on {}: pass --create-stream to create it (or create it with the NATS \
+             tools, subjects tapedeck.capture.>)",
+            config.address
+        )),
+        Err(e) if is_not_found(&e) => create_stream(js, name).await,
         Err(e) => Err(format!("cannot look up stream {name}: {e}")),
     }
+}
+
+/// True when `e` says the stream does not exist.
+pub(crate) fn is_not_found(e: &jetstream::context::GetStreamError) -> bool {
+    matches!(e.kind(), jetstream::context::GetStreamErrorKind::JetStream(j)
+        if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND)
+}
+
+/// Creates a capture stream: file storage, subjects `tapedeck.capture.>`, a two-minute
+/// window for removing blocks published twice.
+pub(crate) async fn create_stream(js: &jetstream::Context, name: &str) -> Result<(), String> {
+    js.create_stream(jetstream::stream::Config {
+        name: name.to_string(),
+        subjects: vec!["tapedeck.capture.>".into()],
+        storage: jetstream::stream::StorageType::File,
+        duplicate_window: Duration::from_secs(120),
+        ..Default::default()
+    })
+    .await
+    .map(|_| ())
+    .map_err(|e| format!("cannot create stream {name}: {e}"))
 }
