@@ -32,8 +32,8 @@ pub struct ArchiveArgs {
     /// Only subjects matching this, e.g. `tapedeck.capture.payments.>` (one service).
     #[arg(long, value_name = "SUBJECT")]
     pub filter: Option<String>,
-    /// Create the stream (file storage, subjects `tapedeck.capture.>`) if it does not
-    /// exist.
+    /// Create the stream (file storage, subjects: --filter, else `tapedeck.capture.>`)
+    /// if it does not exist.
     #[arg(long)]
     pub create_stream: bool,
     /// Accept an output directory that is a symlink, writable by others, or someone

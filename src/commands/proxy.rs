@@ -40,8 +40,8 @@ pub struct ProxyArgs {
     /// dropped and counted; requests never wait.
     #[arg(long, value_name = "URL")]
     pub sink: Option<String>,
-    /// With --sink: create the stream (file storage, subjects `tapedeck.capture.>`) if it
-    /// does not exist; without it, a missing stream is an error (logged; captures for it
+    /// With --sink: create the stream (file storage, subjects
+    /// `tapedeck.capture.<service>.>`) if it does not exist; without it, a missing stream is an error (logged; captures for it
     /// are dropped and counted).
     #[arg(long)]
     pub create_stream: bool,

@@ -251,7 +251,8 @@ async fn open_stream(
     match js.get_stream(name).await {
         Ok(s) => Ok(s),
         Err(e) if crate::sink::is_not_found(&e) && config.create_stream => {
-            crate::sink::create_stream(js, name).await.map_err(error)?;
+            let subjects = config.filter.clone().unwrap_or_else(|| "tapedeck.capture.>".into());
+            crate::sink::create_stream(js, name, &subjects).await.map_err(error)?;
             js.get_stream(name).await.map_err(|e| error(e.to_string()))
         }
         Err(e) if crate::sink::is_not_found(&e) => Err(error(format!(

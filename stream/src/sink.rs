@@ -472,7 +472,7 @@ async fn pause(shared: &Shared, backoff: &mut Duration) {
 }
 
 /// The stream must exist; with `create_stream`, it is created (file storage, subjects
-/// `tapedeck.capture.>`) if it does not.
+/// `tapedeck.capture.<service>.>`) if it does not.
 async fn ensure_stream(js: &jetstream::Context, config: &NatsSinkConfig) -> Result<(), String> {
     let name = &config.address.stream;
     match js.get_stream(name).await {
@@ -482,7 +482,10 @@ async fn ensure_stream(js: &jetstream::Context, config: &NatsSinkConfig) -> Resu
              tools, subjects tapedeck.capture.>)",
             config.address
         )),
-        Err(e) if is_not_found(&e) => create_stream(js, name).await,
+        // The service's subjects only: streams of other services can live beside it.
+        Err(e) if is_not_found(&e) => {
+            create_stream(js, name, &format!("tapedeck.capture.{}.>", subject_token(&config.service))).await
+        }
         Err(e) => Err(format!("cannot look up stream {name}: {e}")),
     }
 }
@@ -493,17 +496,25 @@ pub(crate) fn is_not_found(e: &jetstream::context::GetStreamError) -> bool {
         if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND)
 }
 
-/// Creates a capture stream: file storage, subjects `tapedeck.capture.>`, a two-minute
-/// window for removing blocks published twice.
-pub(crate) async fn create_stream(js: &jetstream::Context, name: &str) -> Result<(), String> {
+/// Creates a capture stream: file storage, `subjects`, a two-minute window for removing
+/// blocks published twice.
+pub(crate) async fn create_stream(js: &jetstream::Context, name: &str, subjects: &str) -> Result<(), String> {
     js.create_stream(jetstream::stream::Config {
         name: name.to_string(),
-        subjects: vec!["tapedeck.capture.>".into()],
+        subjects: vec![subjects.to_string()],
         storage: jetstream::stream::StorageType::File,
         duplicate_window: Duration::from_secs(120),
         ..Default::default()
     })
     .await
     .map(|_| ())
-    .map_err(|e| format!("cannot create stream {name}: {e}"))
+    .map_err(|e| {
+        let overlap = if e.to_string().contains("overlap") {
+            " (another stream already takes those subjects: publish to that one, or give this one other \
+             subjects with the NATS tools)"
+        } else {
+            ""
+        };
+        format!("cannot create stream {name} for {subjects}: {e}{overlap}")
+    })
 }
