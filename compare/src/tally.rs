@@ -101,10 +101,11 @@ impl RouteTally {
 
     /// Folds another worker's tally in.
     pub fn merge(&mut self, other: RouteTally) {
-        self.compared += other.compared;
-        self.overflow += other.overflow;
+        self.compared = self.compared.saturating_add(other.compared);
+        self.overflow = self.overflow.saturating_add(other.overflow);
         for (s, n) in other.signatures {
-            *self.signatures.entry(s).or_default() += n;
+            let m = self.signatures.entry(s).or_default();
+            *m = m.saturating_add(n);
         }
         for (h, name) in other.names {
             self.names.entry(h).or_insert(name);
@@ -112,7 +113,7 @@ impl RouteTally {
         for (key, theirs) in other.keys {
             match self.keys.get_mut(&key) {
                 Some(mine) => {
-                    mine.count += theirs.count;
+                    mine.count = mine.count.saturating_add(theirs.count);
                     if theirs.generated.is_none() {
                         mine.generated = None;
                     }
@@ -133,7 +134,7 @@ impl RouteTally {
         let real = |h: &u64| self.names.get(h).is_none_or(|k| !is_noise(k));
         for (signature, n) in &self.signatures {
             if signature.iter().any(real) {
-                differing += n;
+                differing = differing.saturating_add(*n);
             }
         }
         let mut findings = Vec::new();
@@ -249,11 +250,11 @@ impl RouteTally {
             signature.dedup();
             let signature = signature.into_boxed_slice();
             if let Some(m) = t.signatures.get_mut(&signature) {
-                *m += n;
+                *m = m.saturating_add(n);
             } else if t.signatures.len() < LIMIT {
                 t.signatures.insert(signature, n);
             } else {
-                t.overflow += n;
+                t.overflow = t.overflow.saturating_add(n);
             }
         }
         for k in doc.keys.into_iter().take(LIMIT) {

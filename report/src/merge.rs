@@ -190,11 +190,33 @@ fn encode(h: &Histogram<u64>) -> String {
 
 /// Decodes into `into` (a histogram with the bounds the run uses): values outside them
 /// saturate, so a file written with other bounds still merges.
+/// The largest value a run's histograms track (the lag's, 30 days in µs).
+const MAX_TRACKABLE_US: u64 = 30 * 24 * 3_600_000_000;
+
+/// Shards of one run at most (a larger N is no split tapedeck makes sense of).
+const MAX_SHARDS: u32 = 10_000;
+
 fn decode_into(text: &str, into: &mut Histogram<u64>) -> Result<(), String> {
     if text.is_empty() {
         return Ok(());
     }
     let bytes = base64::engine::general_purpose::STANDARD.decode(text).map_err(|e| e.to_string())?;
+    // The V2 header (40 bytes) says how long the counts are and how the histogram was
+    // made: checked against the bytes there are and the bounds a run uses before the
+    // decoder sizes anything from it.
+    let field = |at: usize, len: usize| -> u64 {
+        bytes.get(at..at + len).map_or(0, |b| b.iter().fold(0u64, |n, x| (n << 8) | u64::from(*x)))
+    };
+    if bytes.len() < 40 {
+        return Err("too short for a histogram".into());
+    }
+    let (payload_len, digits, lowest, highest) = (field(4, 4), field(12, 4), field(16, 8), field(24, 8));
+    if payload_len != (bytes.len() - 40) as u64 {
+        return Err(format!("it claims {payload_len} bytes of counts and holds {}", bytes.len() - 40));
+    }
+    if digits != 3 || lowest != 1 || highest > MAX_TRACKABLE_US {
+        return Err(format!("bounds 1..{highest} at {digits} digits are not a replay's (1..≤30 days in µs, 3 digits)"));
+    }
     let h: Histogram<u64> =
         Deserializer::new().deserialize(&mut std::io::Cursor::new(bytes)).map_err(|e| format!("{e:?}"))?;
     for v in h.iter_recorded() {
@@ -288,6 +310,15 @@ impl Stats {
             ..Stats::default()
         };
         decode_into(&doc.lag, &mut stats.lag).map_err(bad("(all)", "lag"))?;
+        // A run keeps MAX_ROUTES routes and `(other routes)`: more is no run's.
+        if doc.routes.len() > crate::stats::MAX_ROUTES + 1 {
+            return Err(MergeError::Histogram {
+                part: part.to_string(),
+                route: format!("{} routes", doc.routes.len()),
+                what: "route",
+                why: format!("a run keeps at most {} routes", crate::stats::MAX_ROUTES + 1),
+            });
+        }
         for (route, r) in doc.routes {
             let mut mine = RouteStats {
                 count: r.count,
@@ -321,7 +352,8 @@ impl Stats {
 /// `K/N` → (K, N).
 fn shard_of(text: &str) -> Option<(u32, u32)> {
     let (k, n) = text.split_once('/')?;
-    Some((k.parse().ok()?, n.parse().ok()?))
+    let (k, n): (u32, u32) = (k.parse().ok()?, n.parse().ok()?);
+    (n >= 1 && n <= MAX_SHARDS && k < n).then_some((k, n))
 }
 
 /// Merges shards' reports into the report of the whole run: counts added, histograms
@@ -396,7 +428,13 @@ pub fn merge(parts: Vec<Part>, config: &CompareConfig) -> Result<Merged, MergeEr
     }
 
     let compared = parts.iter().any(|p| p.report.compare.is_some());
-    let started_at = parts.iter().map(|p| p.report.started_at.clone()).min().unwrap_or_default();
+    // The earliest, by time (RFC 3339 texts do not sort by time: `…53.5Z` < `…53Z`).
+    let started_at = parts
+        .iter()
+        .map(|p| &p.report.started_at)
+        .min_by_key(|t| t.parse::<jiff::Timestamp>().map_or(i128::MAX, |t| t.as_nanosecond()))
+        .cloned()
+        .unwrap_or_default();
     let mut stats = Stats::default();
     let mut noise = NoiseModel::default();
     let mut merged_from = Vec::new();
@@ -440,4 +478,67 @@ pub fn merge(parts: Vec<Part>, config: &CompareConfig) -> Result<Merged, MergeEr
         report.shard = Some(format!("{}/{count}", covered.join(",")));
     }
     Ok(Merged { report, warnings })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn part(name: &str, shard: &str, doc: StatsDoc) -> Part {
+        let mut report = ReplayReport::new(&Stats::default(), "http://t".into(), "1x".into(), String::new(), None);
+        report.shard = Some(shard.into());
+        report.stats = Some(Box::new(doc));
+        Part { name: name.into(), report }
+    }
+
+    fn doc_with(sent: u64) -> StatsDoc {
+        let mut s = Stats::default();
+        s.sent = sent;
+        s.lag.saturating_record(5);
+        s.route("GET /a").count = sent;
+        s.to_doc(0, &NoiseModel::default())
+    }
+
+    #[test]
+    fn tampered_counts_merge_without_panics_or_unbounded_work() {
+        let config = CompareConfig::default();
+        // Counts at their limit add up to their limit, not a panic or a wrap.
+        let merged = merge(vec![part("a", "0/2", doc_with(u64::MAX)), part("b", "1/2", doc_with(u64::MAX))], &config)
+            .expect("merged");
+        assert_eq!(merged.report.sent, u64::MAX);
+        // A split no run makes, K past N: refused as not a shard.
+        for shard in ["0/4294967295", "5/3", "0/0"] {
+            let e = merge(vec![part("a", shard, doc_with(1))], &config).err().expect(shard);
+            assert!(matches!(e, MergeError::NotAShard { .. }), "{shard}: {e}");
+        }
+        // A histogram whose header claims more counts than it holds: refused at once.
+        let mut bad = doc_with(1);
+        let mut header = Vec::new();
+        for v in [0x1c84_9313u32, 0xFFFF_FFF0, 0, 3] {
+            header.extend_from_slice(&v.to_be_bytes());
+        }
+        header.extend_from_slice(&1u64.to_be_bytes());
+        header.extend_from_slice(&(1u64 << 62).to_be_bytes());
+        header.extend_from_slice(&1f64.to_be_bytes());
+        bad.lag = base64::engine::general_purpose::STANDARD.encode(&header);
+        let started = std::time::Instant::now();
+        let e = merge(vec![part("a", "0/1", bad)], &config).err().expect("refused");
+        assert!(matches!(e, MergeError::Histogram { .. }), "{e}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
+        // More routes than a run keeps: refused, not decoded.
+        let mut many = doc_with(1);
+        let route = many.routes.values().next().unwrap().clone();
+        for i in 0..crate::stats::MAX_ROUTES + 5 {
+            many.routes.insert(format!("GET /r{i}"), route.clone());
+        }
+        assert!(merge(vec![part("a", "0/1", many)], &config).is_err());
+        // Timelines with absurd widths and shifts stay within their bucket count.
+        let mut wide = doc_with(1);
+        wide.timeline = TimelineDoc { bucket_ms: 0, due: vec![u64::MAX; 3], sent: vec![1; 5_000] };
+        wide.origin_unix_ns = i64::MAX;
+        let mut early = doc_with(1);
+        early.origin_unix_ns = i64::MIN;
+        let merged = merge(vec![part("a", "0/2", wide), part("b", "1/2", early)], &config).expect("merged");
+        assert!(merged.report.timeline.unwrap().replayed.len() <= 600);
+    }
 }

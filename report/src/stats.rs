@@ -137,14 +137,14 @@ impl Timeline {
             bucket_ms *= 2;
         }
         let place = |series: Vec<u64>| {
-            let mut out = Vec::new();
+            let mut out: Vec<u64> = Vec::new();
             for (i, n) in series.into_iter().enumerate().filter(|(_, n)| *n > 0) {
                 let at = ((shift_ms + width * i as u128) / u128::from(bucket_ms)).min(TIMELINE_BUCKETS as u128 - 1);
                 let at = at as usize;
                 if out.len() <= at {
                     out.resize(at + 1, 0);
                 }
-                out[at] += n;
+                out[at] = out[at].saturating_add(n);
             }
             out
         };
@@ -154,7 +154,7 @@ impl Timeline {
     fn coarsen(&mut self) {
         self.bucket_ms *= 2;
         for series in [&mut self.due, &mut self.sent] {
-            *series = series.chunks(2).map(|c| c.iter().sum()).collect();
+            *series = series.chunks(2).map(|c| c.iter().fold(0u64, |a, b| a.saturating_add(*b))).collect();
         }
     }
 
@@ -170,7 +170,7 @@ impl Timeline {
                 mine.resize(theirs.len(), 0);
             }
             for (m, t) in mine.iter_mut().zip(theirs) {
-                *m += t;
+                *m = m.saturating_add(t);
             }
         }
     }
@@ -387,20 +387,21 @@ impl Stats {
 
     /// Folds another worker's stats in.
     pub fn merge(&mut self, other: Stats) {
-        self.sent += other.sent;
-        self.completed += other.completed;
-        self.bytes += other.bytes;
-        self.late_1ms += other.late_1ms;
-        self.late_10ms += other.late_10ms;
-        self.substitutions += other.substitutions;
-        self.probes += other.probes;
-        self.compare_shed += other.compare_shed;
-        self.probes_failed += other.probes_failed;
+        self.sent = self.sent.saturating_add(other.sent);
+        self.completed = self.completed.saturating_add(other.completed);
+        self.bytes = self.bytes.saturating_add(other.bytes);
+        self.late_1ms = self.late_1ms.saturating_add(other.late_1ms);
+        self.late_10ms = self.late_10ms.saturating_add(other.late_10ms);
+        self.substitutions = self.substitutions.saturating_add(other.substitutions);
+        self.probes = self.probes.saturating_add(other.probes);
+        self.compare_shed = self.compare_shed.saturating_add(other.compare_shed);
+        self.probes_failed = self.probes_failed.saturating_add(other.probes_failed);
         self.timeline.merge(other.timeline);
         self.noise.merge(other.noise);
         let _ = self.lag.add(&other.lag);
         for (k, v) in other.errors {
-            *self.errors.entry(k).or_default() += v;
+            let n = self.errors.entry(k).or_default();
+            *n = n.saturating_add(v);
         }
         for at in other.sends.iter().flat_map(|(a, b)| [*a, *b]) {
             widen(&mut self.sends, at);
@@ -409,9 +410,15 @@ impl Stats {
             widen(&mut self.dues, at);
         }
         for (k, theirs) in other.routes {
-            let mine = self.routes.entry(k).or_default();
-            mine.count += theirs.count;
-            mine.timeouts += theirs.timeouts;
+            // Past MAX_ROUTES, as when recording: under `(other routes)`.
+            let key = if self.routes.contains_key(&k) || self.routes.len() < MAX_ROUTES {
+                k
+            } else {
+                OTHER_ROUTES.to_string()
+            };
+            let mine = self.routes.entry(key).or_default();
+            mine.count = mine.count.saturating_add(theirs.count);
+            mine.timeouts = mine.timeouts.saturating_add(theirs.timeouts);
             let _ = mine.recorded.add(&theirs.recorded);
             let _ = mine.replayed.add(&theirs.replayed);
             mine.diffs.merge(theirs.diffs);
@@ -432,7 +439,8 @@ impl Stats {
                 (&mut mine.errors, theirs.errors),
             ] {
                 for (k, v) in b {
-                    *a.entry(k).or_default() += v;
+                    let n = a.entry(k).or_default();
+                    *n = n.saturating_add(v);
                 }
             }
         }

@@ -91,15 +91,12 @@ pub fn address(flag: &str, value: &str) -> Result<StreamAddress> {
     value.parse().map_err(|e| anyhow!("{flag} {}: {e}", redact(value)))
 }
 
-/// An address as it may be shown: whatever precedes an `@` in the servers is hidden.
+/// An address as it may be shown: everything up to its last `@` (credentials, whatever
+/// characters they hold) is hidden.
 fn redact(value: &str) -> String {
-    match value.split_once("://") {
-        Some((scheme, rest)) => {
-            let (hosts, path) = rest.split_once('/').unwrap_or((rest, ""));
-            let hosts = hosts.rsplit_once('@').map_or(hosts, |(_, h)| h);
-            format!("{scheme}://{hosts}/{path}")
-        }
-        None => value.to_string(),
+    match (value.split_once("://"), value.rfind('@')) {
+        (Some((scheme, _)), Some(at)) => format!("{scheme}://…@{}", &value[at + 1..]),
+        _ => value.to_string(),
     }
 }
 

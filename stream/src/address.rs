@@ -53,8 +53,8 @@ impl std::str::FromStr for StreamAddress {
         } else {
             return Err(bad("not a nats:// or tls:// address"));
         };
-        let (hosts, path) = rest.split_once('/').ok_or_else(|| bad("no stream name after the servers"))?;
-        if hosts.contains('@') {
+        // An `@` anywhere (a password may hold `/`, `?` or `#`): credentials, never parsed.
+        if rest.contains('@') {
             // Never in an address: it would show in `ps`, logs and reports.
             return Err(StreamError::Address(
                 "credentials do not go in the address (it shows in process lists and logs); give them with \
@@ -62,7 +62,8 @@ impl std::str::FromStr for StreamAddress {
                     .into(),
             ));
         }
-        let stream = path.split(['?', '#']).next().unwrap_or("");
+        let (hosts, path) = rest.split_once('/').ok_or_else(|| bad("no stream name after the servers"))?;
+        let stream = path.split(['?', '#']).next().unwrap_or("").trim_end_matches('/');
         if stream.is_empty() {
             return Err(bad("no stream name after the servers"));
         }
@@ -75,10 +76,18 @@ impl std::str::FromStr for StreamAddress {
             if host.is_empty() {
                 return Err(bad("an empty server"));
             }
-            let with_port = if host.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) {
-                host.to_string()
-            } else {
-                format!("{host}:4222")
+            // `host`, `host:port`, `[v6]`, `[v6]:port`.
+            let with_port = match host.rsplit_once(':') {
+                Some((h, p)) if !h.is_empty() && (!h.contains(':') || h.ends_with(']')) => {
+                    if p.parse::<u16>().map_or(true, |p| p == 0) {
+                        return Err(bad(&format!("{p:?} is not a port")));
+                    }
+                    host.to_string()
+                }
+                Some(_) if !host.starts_with('[') => {
+                    return Err(bad("an IPv6 address goes in brackets: [::1]:4222"));
+                }
+                _ => format!("{host}:4222"),
             };
             servers.push(with_port);
         }
@@ -174,7 +183,7 @@ mod tests {
             ["http://x/S", "nats://x", "nats://x/", "nats://u:p@x/S", "nats://x/a.b", "nats://,x/S", "nats://x/a b"]
         {
             let e = bad.parse::<StreamAddress>().unwrap_err().to_string();
-            assert!(!e.contains(":p@"), "{bad}: {e}");
+            assert!(!e.contains(":p@") && !e.contains("ss@"), "{bad}: {e}");
         }
         assert!("nats://u:secret@x/S".parse::<StreamAddress>().unwrap_err().to_string().contains("--nats-creds"));
     }

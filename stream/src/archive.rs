@@ -128,6 +128,24 @@ impl Writers {
         Ok(self.by_scrub.get_mut(&key).expect("inserted above"))
     }
 
+    /// The output directory is one tapes can be written to (private, writable), made if
+    /// missing.
+    fn check(&mut self) -> Result<(), StreamError> {
+        let out = self.config.out.clone();
+        tapedeck_captures::files::check_private_dir(&out, self.config.allow_shared_dir)
+            .map_err(|e| StreamError::Tape(e.into()))?;
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder.create(&out).map_err(|e| {
+            StreamError::Tape(tapedeck_captures::TapeError::io(&out, "creating the output directory", e))
+        })?;
+        tapedeck_captures::files::check_private_dir(&out, self.config.allow_shared_dir)
+            .map_err(|e| StreamError::Tape(e.into()))?;
+        tapedeck_captures::files::write_probe(&out)
+            .map_err(|e| StreamError::Tape(tapedeck_captures::TapeError::io(&out, "checking that it is writable", e)))
+    }
+
     fn flush(&mut self) -> Result<(), StreamError> {
         for w in self.by_scrub.values_mut() {
             w.flush().map_err(StreamError::Tape)?;
@@ -155,6 +173,10 @@ impl Writers {
 /// Runs the archive until `stop` is set (or, with `once`, until the stream's messages at
 /// the start are written).
 pub async fn run(config: ArchiveConfig, stop: Arc<AtomicBool>) -> Result<ArchiveReport, StreamError> {
+    // The output first: a directory that cannot be used is said before anything is
+    // taken from the stream (taken and not acknowledged, it would wait out the ack wait).
+    let mut sink = Sink::new(&config)?;
+    sink.writers.check()?;
     // Unreachable at start: said at once (later outages, the client rides out).
     let client = config
         .auth
@@ -163,7 +185,7 @@ pub async fn run(config: ArchiveConfig, stop: Arc<AtomicBool>) -> Result<Archive
         .connect(config.address.server_urls())
         .await
         .map_err(|e| crate::connect_error(&config.address, &e))?;
-    let js = jetstream::new(client);
+    let js = jetstream::new(client.clone());
     let mut stream = open_stream(&js, &config).await?;
     let last = stream
         .info()
@@ -184,7 +206,20 @@ pub async fn run(config: ArchiveConfig, stop: Arc<AtomicBool>) -> Result<Archive
         )
         .await
         .map_err(|e| StreamError::Stream { stream: config.address.stream.clone(), why: format!("consumer: {e}") })?;
-    let mut sink = Sink::new(&config)?;
+    // Blocks an earlier archiver of this name took and did not acknowledge (it crashed)
+    // come back only after the ack wait: a `--once` now would miss them.
+    let mut consumer = consumer;
+    if let Ok(info) = consumer.info().await {
+        if info.num_ack_pending > 0 {
+            tracing::warn!(
+                "archive: {} block(s) taken by an earlier archiver of {} are not acknowledged yet; they come back \
+                 within 60 s{}",
+                info.num_ack_pending,
+                config.durable,
+                if config.once { ": run again then to have them" } else { "" }
+            );
+        }
+    }
     let mut idle_fetches = 0;
     while !stop.load(Ordering::Relaxed) {
         let mut batch = consumer
@@ -234,10 +269,16 @@ pub async fn run(config: ArchiveConfig, stop: Arc<AtomicBool>) -> Result<Archive
                 tracing::warn!("archive: acknowledgement failed ({e}); the block will come again and be skipped");
             }
         }
+        // Acknowledgements are queued in the client: sent before anything else happens (a
+        // stop right after would drop them, and the next run would write the blocks again).
+        if let Err(e) = client.flush().await {
+            tracing::warn!("archive: acknowledgements not confirmed sent ({e}); those blocks may come again");
+        }
         if config.once && highest >= last {
             break;
         }
     }
+    let _ = client.flush().await;
     sink.finish()
 }
 

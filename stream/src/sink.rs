@@ -97,6 +97,8 @@ struct Shared {
     dropped_refused: AtomicU64,
     connected: AtomicBool,
     last_server_error: Mutex<Option<(String, Instant)>>,
+    /// The server's largest message (0 until connected): blocks are cut to fit it.
+    max_payload: std::sync::atomic::AtomicUsize,
 }
 
 /// Publishes capture blocks to a JetStream stream.
@@ -144,6 +146,17 @@ impl NatsSink {
             run: String::new(),
             dropped_encode: 0,
         }
+    }
+
+    /// Uncompressed bytes a block holds at most: the configured size, or less so that it
+    /// fits the server's largest message once compressed and framed (zstd grows data it
+    /// cannot compress by a little).
+    fn block_limit(&self) -> usize {
+        let server = self.shared.max_payload.load(Ordering::Relaxed);
+        if server == 0 {
+            return self.block_max_bytes;
+        }
+        self.block_max_bytes.min((server - server / 16).saturating_sub(4096).max(1024))
     }
 
     /// Compresses the gathered block and queues it for publishing (or drops it, counted,
@@ -224,7 +237,7 @@ impl CaptureSink for NatsSink {
             self.dropped_encode += 1;
             return;
         }
-        if self.builder.is_full(self.block_max_records, self.block_max_bytes) {
+        if self.builder.is_full(self.block_max_records, self.block_limit()) {
             self.cut();
         }
     }
@@ -297,9 +310,9 @@ async fn publish(shared: Arc<Shared>, config: NatsSinkConfig, name: String) {
                     events.connected.store(false, Ordering::Relaxed);
                     tracing::warn!("stream sink: disconnected; captures queue (bounded) until it reconnects");
                 }
-                async_nats::Event::ServerError(e) => {
+                async_nats::Event::ServerError(_) | async_nats::Event::ClientError(_) => {
                     // Each reconnect attempt repeats it: said once a minute at most.
-                    let text = e.to_string();
+                    let text = event.to_string();
                     let mut last = events.last_server_error.lock().unwrap_or_else(|p| p.into_inner());
                     let fresh =
                         last.as_ref().is_none_or(|(t, at)| *t != text || at.elapsed() >= Duration::from_secs(60));
@@ -328,6 +341,9 @@ async fn publish(shared: Arc<Shared>, config: NatsSinkConfig, name: String) {
     if client.connection_state() == async_nats::connection::State::Connected {
         shared.connected.store(true, Ordering::Relaxed);
     }
+    let mut seen_max_payload = 0;
+    let mut too_large_said: Option<Instant> = None;
+    let mut wrong_stream_said: Option<Instant> = None;
     let js = jetstream::new(client);
     let mut closing_since: Option<Instant> = None;
     let mut stream_ready = false;
@@ -340,6 +356,12 @@ async fn publish(shared: Arc<Shared>, config: NatsSinkConfig, name: String) {
             if empty || since.elapsed() >= config.close_timeout {
                 return;
             }
+        }
+        // Known once connected (and again after a reconnect, perhaps to another server).
+        let max_payload = js.client().server_info().max_payload;
+        if max_payload != seen_max_payload && max_payload > 0 {
+            seen_max_payload = max_payload;
+            shared.max_payload.store(max_payload, Ordering::Relaxed);
         }
         if !stream_ready {
             match ensure_stream(&js, &config).await {
@@ -382,7 +404,19 @@ async fn publish(shared: Arc<Shared>, config: NatsSinkConfig, name: String) {
                 Err(e) => Err(e),
             };
             match result {
-                Ok(_) => {
+                Ok(ack) => {
+                    if ack.stream != config.address.stream
+                        && wrong_stream_said.is_none_or(|t: Instant| t.elapsed() >= Duration::from_secs(60))
+                    {
+                        wrong_stream_said = Some(Instant::now());
+                        tracing::error!(
+                            "stream sink: the captures went to stream {}, not {}: that stream takes their subjects \
+                             (tapedeck.capture.{}.…); publish to it, or give the streams subjects apart",
+                            ack.stream,
+                            config.address.stream,
+                            subject_token(&config.service)
+                        );
+                    }
                     let Some(done) = shared.queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front() else { break };
                     shared.queue_bytes.fetch_sub(done.payload.len() as u64, Ordering::Relaxed);
                     shared.blocks.fetch_add(1, Ordering::Relaxed);
@@ -390,14 +424,19 @@ async fn publish(shared: Arc<Shared>, config: NatsSinkConfig, name: String) {
                     shared.bytes.fetch_add(done.payload.len() as u64, Ordering::Relaxed);
                 }
                 Err(e) if e.kind() == PublishErrorKind::MaxPayloadExceeded => {
-                    // Never fits this server: counted, not retried.
+                    // Never fits this server (one capture larger than its largest message):
+                    // counted, not retried, said once a minute at most.
                     if let Some(done) = shared.queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front() {
                         shared.queue_bytes.fetch_sub(done.payload.len() as u64, Ordering::Relaxed);
                         shared.dropped_refused.fetch_add(u64::from(done.records), Ordering::Relaxed);
                     }
-                    tracing::warn!(
-                        "stream sink: a block was larger than the server takes ({e}); its captures are dropped"
-                    );
+                    if too_large_said.is_none_or(|t: Instant| t.elapsed() >= Duration::from_secs(60)) {
+                        too_large_said = Some(Instant::now());
+                        tracing::warn!(
+                            "stream sink: a block was larger than the server's max_payload ({e}): a capture larger \
+                             than that cannot be published (lower --max-body, or raise max_payload); dropped, counted"
+                        );
+                    }
                     break;
                 }
                 Err(e) => {
