@@ -353,7 +353,7 @@ impl Stats {
 fn shard_of(text: &str) -> Option<(u32, u32)> {
     let (k, n) = text.split_once('/')?;
     let (k, n): (u32, u32) = (k.parse().ok()?, n.parse().ok()?);
-    (n >= 1 && n <= MAX_SHARDS && k < n).then_some((k, n))
+    ((1..=MAX_SHARDS).contains(&n) && k < n).then_some((k, n))
 }
 
 /// Merges shards' reports into the report of the whole run: counts added, histograms
