@@ -492,8 +492,7 @@ mod tests {
     }
 
     fn doc_with(sent: u64) -> StatsDoc {
-        let mut s = Stats::default();
-        s.sent = sent;
+        let mut s = Stats { sent, ..Stats::default() };
         s.lag.saturating_record(5);
         s.route("GET /a").count = sent;
         s.to_doc(0, &NoiseModel::default())
