@@ -61,6 +61,9 @@ curl -s http://127.0.0.1:18194/metrics | grep -E '^tapedeck_(captured_total|sink
 for round in $(seq "$ROUNDS"); do
     out=$(./target/release/examples/publish_bench "nats://127.0.0.1:14250/BENCH$round" "$PUBLISH")
     echo "$out"
+    enc=$(echo "$out" | awk '/alone/ {print $(NF-2)}')
+    echo "encode $round $enc" | tee -a "$RESULTS"
+    out=$(echo "$out" | grep acknowledged)
     blocks=$(echo "$out" | awk '{print $4}')
     secs=$(echo "$out" | awk '{print $8}')
     mbs=$(echo "$out" | awk '{for (i = 1; i <= NF; i++) if ($i == "MB/s") print $(i-1)}')
@@ -93,6 +96,8 @@ for line in open(sys.argv[1]):
         pub.setdefault(p[2], []).append((float(p[3]), float(p[4])))
     elif p[0] == "archive":
         arch.append(float(p[2]))
+    elif p[0] == "encode":
+        pub.setdefault("encode", []).append((float(p[2]), 0.0))
 med = lambda xs: statistics.median(xs)
 d, s = proxy["disk"], proxy["sink"]
 print("\n| proxy, 100% capture | requests/s (median) | p99 ms (median) |")
@@ -107,5 +112,6 @@ if "peer" in pub:
     print(f", nats-py {peer_mb:.1f} MB/s: {sink_mb / peer_mb:.2f}x")
 else:
     print(" (no peer: pip install nats-py)")
+print(f"encode+compress alone (the sink's work before the network): {med(m for m, _ in pub['encode']):.1f} MB/s")
 print(f"archive: {med(arch):,.0f} exchanges/s")
 PY

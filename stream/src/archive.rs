@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::pull, AckKind};
 use futures_util::StreamExt;
-use tapedeck_captures::tape::block::decode_framed;
+use tapedeck_captures::tape::block::{check_framed, decode_framed};
 use tapedeck_captures::tape::{TapeKind, TapeWriter, WriterConfig};
 
 use crate::address::{NatsAuth, StreamAddress};
@@ -347,19 +347,38 @@ fn take(sink: &mut Sink, payload: &[u8], headers: Option<&async_nats::HeaderMap>
         sink.report.duplicates += 1;
         return Ok(Taken::Duplicate);
     }
-    let exchanges = match decode_framed(payload, &mut sink.decompressor) {
-        Ok((_, exchanges)) => exchanges,
-        Err(e) => {
-            sink.report.damaged += 1;
-            return Ok(Taken::Damaged(e));
-        }
-    };
+    let number = |name: &str| header(name).and_then(|v| v.parse::<i64>().ok());
     let writer = sink.writers.get(header(headers::SCRUB), header(headers::LABELS).unwrap_or_default())?;
-    for ex in &exchanges {
-        writer.append(ex).map_err(StreamError::Tape)?;
-    }
+    let records = match (number(headers::FIRST_NS), number(headers::LAST_NS)) {
+        // The block goes to the tape as it came, checksum verified, never decoded: the
+        // archive's cost is the network and the disk.
+        (Some(first), Some(last)) if first <= last => match check_framed(payload) {
+            Ok(h) => {
+                writer.append_framed(payload, first, last).map_err(StreamError::Tape)?;
+                u64::from(h.records)
+            }
+            Err(e) => {
+                sink.report.damaged += 1;
+                return Ok(Taken::Damaged(e));
+            }
+        },
+        // Without its span (another producer's message), decoded and written record by
+        // record.
+        _ => match decode_framed(payload, &mut sink.decompressor) {
+            Ok((_, exchanges)) => {
+                for ex in &exchanges {
+                    writer.append(ex).map_err(StreamError::Tape)?;
+                }
+                exchanges.len() as u64
+            }
+            Err(e) => {
+                sink.report.damaged += 1;
+                return Ok(Taken::Damaged(e));
+            }
+        },
+    };
     sink.report.blocks += 1;
-    sink.report.exchanges += exchanges.len() as u64;
+    sink.report.exchanges += records;
     if let Some(id) = id {
         sink.seen.insert(id.clone());
         sink.order.push_back(id);

@@ -156,12 +156,9 @@ pub enum BlockError {
     },
 }
 
-/// The exchanges of one framed block (as [`BlockBuilder::frame`] makes it), checked
-/// against its checksum.
-pub fn decode_framed(
-    framed: &[u8],
-    decompressor: &mut zstd::bulk::Decompressor<'static>,
-) -> Result<(BlockHeader, Vec<Exchange>), BlockError> {
+/// The header of a framed block (as [`BlockBuilder::frame`] makes it), its lengths and
+/// checksum verified; the payload is not decompressed.
+pub fn check_framed(framed: &[u8]) -> Result<BlockHeader, BlockError> {
     let head: &[u8; BLOCK_HEADER_LEN] =
         framed.get(..BLOCK_HEADER_LEN).and_then(|h| h.try_into().ok()).ok_or(BlockError::Framing("too short"))?;
     let header = BlockHeader::parse(head).ok_or(BlockError::Framing("no block magic"))?;
@@ -175,11 +172,26 @@ pub fn decode_framed(
     if header.compute_crc(payload) != header.crc {
         return Err(BlockError::Checksum);
     }
+    Ok(header)
+}
+
+/// The exchanges of one framed block (as [`BlockBuilder::frame`] makes it), checked
+/// against its checksum.
+pub fn decode_framed(
+    framed: &[u8],
+    decompressor: &mut zstd::bulk::Decompressor<'static>,
+) -> Result<(BlockHeader, Vec<Exchange>), BlockError> {
+    let header = check_framed(framed)?;
+    let payload = &framed[BLOCK_HEADER_LEN..];
     let mut raw = Vec::with_capacity(header.raw_len as usize);
     match decompressor.decompress_to_buffer(payload, &mut raw) {
         Ok(n) if n == header.raw_len as usize => {}
         _ => return Err(BlockError::Compression),
     }
+    decode_records(&header, &raw).map(|exchanges| (header, exchanges))
+}
+
+fn decode_records(header: &BlockHeader, raw: &[u8]) -> Result<Vec<Exchange>, BlockError> {
     let mut exchanges = Vec::with_capacity(header.records.min(1 << 16) as usize);
     let mut at = 0;
     for index in 0..header.records {
@@ -191,7 +203,7 @@ pub fn decode_framed(
         at += used;
         exchanges.push(ex);
     }
-    Ok((header, exchanges))
+    Ok(exchanges)
 }
 
 #[cfg(test)]
@@ -223,5 +235,48 @@ mod tests {
         }
         assert!(decode_framed(&framed[..framed.len() - 1], &mut decompressor).is_err());
         assert!(decode_framed(b"TBLK", &mut decompressor).is_err());
+    }
+
+    #[test]
+    fn framed_blocks_of_two_producers_interleaved_read_back_in_start_order() {
+        let all: Vec<Exchange> = Synth::new(SynthConfig { count: 400, ..Default::default() }).collect();
+        // Two producers take turns; their blocks overlap in time and arrive one after the
+        // other, as on a stream.
+        let (a, b): (Vec<_>, Vec<_>) = all.iter().cloned().enumerate().partition(|(i, _)| i % 2 == 0);
+        let mut compressor = zstd::bulk::Compressor::new(3).unwrap();
+        let mut blocks = Vec::new();
+        for producer in [a, b] {
+            for chunk in producer.chunks(50) {
+                let mut builder = BlockBuilder::new();
+                for (_, ex) in chunk {
+                    builder.push(ex, i64::MIN).unwrap();
+                }
+                let mut framed = Vec::new();
+                let index = builder.frame(&mut compressor, &mut framed).unwrap();
+                blocks.push((framed, index.min_start_ns, index.max_start_ns));
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = crate::tape::TapeWriter::new(crate::tape::WriterConfig::new(dir.path())).unwrap();
+        // A's blocks then B's: B's requests start before A's last ones.
+        for (framed, first, last) in &blocks {
+            w.append_framed(framed, *first, *last).unwrap();
+        }
+        let mut damaged = blocks[0].0.clone();
+        let at = damaged.len() - 3;
+        damaged[at] ^= 1;
+        assert!(w.append_framed(&damaged, blocks[0].1, blocks[0].2).is_err(), "a damaged block is refused");
+        w.finish().unwrap();
+        let back: Vec<Exchange> = crate::tape::TapeReader::open(&[dir.path()]).unwrap().collect();
+        let mut want = all.clone();
+        want.sort_by_key(|e| e.wall_start_ns());
+        assert_eq!(back.len(), 400);
+        assert!(back.windows(2).all(|w| w[0].wall_start_ns() <= w[1].wall_start_ns()), "in start order");
+        let ids = |v: &[Exchange]| {
+            let mut ids: Vec<u64> = v.iter().map(|e| e.id.0).collect();
+            ids.sort_unstable();
+            ids
+        };
+        assert_eq!(ids(&back), ids(&want));
     }
 }

@@ -430,6 +430,63 @@ impl TapeWriter {
         self.tick()
     }
 
+    /// Appends a whole block as another writer framed it ([`BlockBuilder::frame`]: a
+    /// capture stream's message), without decoding it: its checksum is verified, its
+    /// lateness widened to this segment's (its requests may start before ones already
+    /// written) and it is written as one block. `min_start_ns`/`max_start_ns` are its
+    /// requests' first and last start, as its producer said. Records gathered by
+    /// [`append`](Self::append) are written first.
+    pub fn append_framed(&mut self, framed: &[u8], min_start_ns: i64, max_start_ns: i64) -> Result<(), TapeError> {
+        let bad = |what: &'static str| TapeError::io(&self.config.dir, what, std::io::ErrorKind::InvalidData.into());
+        let head: &[u8; BLOCK_HEADER_LEN] = framed
+            .get(..BLOCK_HEADER_LEN)
+            .and_then(|h| h.try_into().ok())
+            .ok_or_else(|| bad("reading a framed block"))?;
+        let header = BlockHeader::parse(head).ok_or_else(|| bad("reading a framed block (no block magic)"))?;
+        let payload = &framed[BLOCK_HEADER_LEN..];
+        if !header.is_plausible() || payload.len() != header.payload_len as usize || min_start_ns > max_start_ns {
+            return Err(bad("reading a framed block (lengths out of range)"));
+        }
+        if header.compute_crc(payload) != header.crc {
+            return Err(bad("reading a framed block (checksum mismatch)"));
+        }
+        self.flush_block_only()?;
+        let opened = Instant::now();
+        let segment = match self.segment.take() {
+            Some(s) => s,
+            None => self.open_segment(opened)?,
+        };
+        let segment = self.segment.insert(segment);
+        let lateness = if segment.frontier > min_start_ns { segment.frontier.abs_diff(min_start_ns) } else { 0 };
+        let max_lateness = header.max_lateness_ns.max(lateness);
+        let header = BlockHeader::for_payload(payload, header.raw_len, header.records, max_lateness);
+        let index = BlockIndex {
+            offset: 0,
+            payload_len: header.payload_len,
+            raw_len: header.raw_len,
+            records: header.records,
+            min_start_ns,
+            max_start_ns,
+            max_lateness_ns: max_lateness,
+        };
+        let written = match segment.write_block(&header, payload, index, self.config.sync_every_block) {
+            Ok(n) => n,
+            Err(e) => {
+                self.stats.records_lost += u64::from(header.records);
+                return Err(e);
+            }
+        };
+        segment.frontier = segment.frontier.max(max_start_ns);
+        self.stats.blocks += 1;
+        self.stats.records += u64::from(header.records);
+        self.stats.raw_bytes += u64::from(header.raw_len);
+        self.stats.bytes_on_disk += written;
+        if self.segment.as_ref().is_some_and(|s| s.offset >= self.config.segment_max_bytes) {
+            self.rotate()?;
+        }
+        Ok(())
+    }
+
     /// Cuts the current block if it is older than `block_max_age` and rotates the segment
     /// if it is older than `segment_max_age`. Call it about once per `block_max_age`.
     pub fn tick(&mut self) -> Result<(), TapeError> {
