@@ -294,12 +294,21 @@ fn an_unreachable_stream_drops_captures_counted_and_never_a_request() {
         }
     }
     std::thread::sleep(Duration::from_millis(1200));
-    assert!(proxy.metrics().contains("tapedeck_sink_connected 0"));
+    let metrics = proxy.metrics();
+    assert!(metrics.contains("tapedeck_sink_connected 0"), "{metrics}");
+    // The small queue bound is the capture queue's too: on a busy machine a few captures
+    // are dropped (counted) before either destination sees them.
+    let before_both = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("tapedeck_capture_dropped_total{reason=\"queue_full\"} "))
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .expect("a capture drop counter");
     let lines = stop(proxy);
     let summary = lines.iter().find(|l| l.contains("published")).cloned().unwrap_or_default();
-    assert!(summary.contains("published 0 exchanges") && summary.contains("300 dropped"), "{summary}");
-    // The local tapes have everything: a sink's trouble is the sink's alone.
-    assert_eq!(read_all(&[&dir.path().join("caps")]).len(), 300);
+    let reached = 300 - before_both;
+    assert!(summary.contains("published 0 exchanges") && summary.contains(&format!("{reached} dropped")), "{summary}");
+    // The local tapes have every capture the writer got: a sink's trouble is its own.
+    assert_eq!(read_all(&[&dir.path().join("caps")]).len(), reached);
 }
 
 #[test]

@@ -41,8 +41,8 @@ pub struct ProxyArgs {
     #[arg(long, value_name = "URL")]
     pub sink: Option<String>,
     /// With --sink: create the stream (file storage, subjects
-    /// `tapedeck.capture.<service>.>`) if it does not exist; without it, a missing stream is an error (logged; captures for it
-    /// are dropped and counted).
+    /// `tapedeck.capture.<service>.>`) if it does not exist; without it, a missing stream
+    /// is an error (logged; the captures for it are dropped and counted).
     #[arg(long)]
     pub create_stream: bool,
     /// The service captured, for the stream's subjects and the tapes' labels [default:

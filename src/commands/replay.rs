@@ -590,8 +590,11 @@ fn copy_streams(args: &mut ReplayArgs) -> Result<Vec<tempfile::TempDir>> {
 
 pub fn run(args: ReplayArgs) -> Result<ExitCode> {
     let mut args = args.merge_file()?;
+    // The flags are checked before a stream is copied (which can take a while), and the
+    // copies' directories replace the streams among the paths.
+    let mut config = config(&args)?;
     let _copies = copy_streams(&mut args)?;
-    let config = config(&args)?;
+    config.paths = args.paths.clone();
     if let Ok((_, skipped)) = tapedeck_captures::tape::discover_recordings(&args.paths) {
         for s in skipped {
             eprintln!("note: {s}");
