@@ -176,7 +176,7 @@ fn shards_results_merge_into_the_report_of_the_whole_run() {
     let text = stdout(&out);
     // The gate judges the whole run: 10 of 40 differ, wherever they were replayed.
     assert_eq!(out.status.code(), Some(1), "{text}{}", stderr(&out));
-    assert!(text.contains("3 shards merged"), "{text}");
+    assert!(text.contains("3 shard(s) merged"), "{text}");
     assert!(text.contains("GET /size/{id}: 10 of 40 responses differ from the recording"), "{text}");
     assert!(text.contains("FAIL diff_rate<=1%"), "{text}");
     let merged: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&merged_json).unwrap()).unwrap();
@@ -184,7 +184,7 @@ fn shards_results_merge_into_the_report_of_the_whole_run() {
     assert_eq!(merged["merged_from"].as_array().map(Vec::len), Some(3));
     // A shard left out is said; one given twice is refused.
     let out = run(&["report", "--merge", s(&dirs[0]), s(&dirs[2])]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(1), "a partial run never passes: {}", stderr(&out));
     assert!(stderr(&out).contains("shard 1/3 missing"), "{}", stderr(&out));
     let out = run(&["report", "--merge", s(&dirs[0]), s(&dirs[0])]);
     assert_eq!(out.status.code(), Some(2));

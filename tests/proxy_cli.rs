@@ -101,7 +101,16 @@ fn bad_settings_fail_at_start_with_one_clear_line() {
             "--body-timeout \"18446744073709551615s\": at most 30 days",
         ),
         (
-            vec!["--listen", "127.0.0.1:0", "--upstream", "http://127.0.0.1:1", "--capture-dir", "/proc/no-such/dir"],
+            vec![
+                "--listen",
+                "127.0.0.1:0",
+                "--upstream",
+                "http://127.0.0.1:1",
+                "--capture-dir",
+                "/proc/no-such/dir",
+                "--admin",
+                "off",
+            ],
             "capture",
         ),
         (vec!["--listen", "127.0.0.1:0", "--upstream", "http://127.0.0.1:1", "--sample", "10%"], "need --capture-dir"),
@@ -131,7 +140,7 @@ fn bad_settings_fail_at_start_with_one_clear_line() {
             ],
             "--tls-cert: /no.pem",
         ),
-        (vec!["--config", s(&bad_toml)], "unknown field `sample-rate`"),
+        (vec!["--config", s(&bad_toml)], "unknown key `sample-rate`"),
         (
             vec![
                 "--listen",

@@ -146,12 +146,31 @@ fn captures_published_to_the_stream_archive_into_the_tapes_the_sidecar_writes() 
     // In start order across producers, as any tape is read.
     let starts: Vec<i64> = read_all(&[&archived]).iter().map(|e| e.wall_start_ns()).collect();
     assert!(starts.windows(2).all(|w| w[0] <= w[1]));
+    // Another service on the same stream: its subjects are not the stream's until
+    // --create-stream adds them (said, not published into the void).
+    for (create, published) in [(false, "published 0 exchanges"), (true, "published 5 exchanges")] {
+        let mut extra = vec!["--sink", url.as_str(), "--service", "pay"];
+        if create {
+            extra.push("--create-stream");
+        }
+        let proxy = ProxyProcess::capturing(&upstream, &dir.path().join(format!("pay-{create}")), &extra, None);
+        for i in 0..5 {
+            assert_eq!(get(proxy.addr, &format!("/pay/{i}")), 200);
+        }
+        std::thread::sleep(Duration::from_millis(1500));
+        let text = stop(proxy).join("\n");
+        assert!(text.contains(published), "{text}");
+        if !create {
+            assert!(text.contains("--create-stream") && text.contains("tapedeck.capture.shop.>"), "{text}");
+        }
+    }
     // Archiving again takes nothing twice: the consumer is durable.
     let again = dir.path().join("again");
     let said = archive(&url, &again);
+    assert!(said.contains("5 exchanges"), "only the pay service's, added since: {said}");
     // …and nothing of the last run is left unacknowledged (its last batch's acks are sent
     // before it exits; else they would come again after the ack wait, written twice).
-    assert!(said.contains("0 exchanges") && !said.contains("not acknowledged"), "{said}");
+    assert!(!said.contains("not acknowledged"), "{said}");
     // Replayed straight from the stream (a copy of its own: the archive's consumer is
     // not touched), whole or a window of it; never at production, which the sidecars'
     // labels name through the stream.
@@ -162,22 +181,13 @@ fn captures_published_to_the_stream_archive_into_the_tapes_the_sidecar_writes() 
     let out = run(&["replay", &url, "--target", &staging.url(), "--speed", "max", "--no-progress"]);
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert_eq!(out.status.code(), Some(0), "{stderr}");
-    assert!(stderr.contains("copied 240 exchanges"), "{stderr}");
-    assert!(stdout.contains("replayed 240 requests"), "{stdout}");
+    // The shop's 240 and the pay service's 5.
+    assert!(stderr.contains("copied 245 exchanges"), "{stderr}");
+    assert!(stdout.contains("replayed 245 requests"), "{stdout}");
     let first = jiff::Timestamp::from_nanosecond(i128::from(starts[0])).unwrap();
     let middle = jiff::Timestamp::from_nanosecond(i128::from(starts[120])).unwrap();
     let window = format!("{url}?from={first}&to={middle}");
-    let out = run(&[
-        "replay",
-        &window,
-        "--target",
-        &staging.url(),
-        "--speed",
-        "max",
-        "--no-progress",
-        "--to",
-        &middle.to_string(),
-    ]);
+    let out = run(&["replay", &window, "--target", &staging.url(), "--speed", "max", "--no-progress"]);
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("replayed 120 requests"), "{stdout}");

@@ -57,9 +57,9 @@ pub fn render(report: &ReplayReport) -> String {
         escape(&report.pacing),
         match (&report.shard, report.merged_from.len()) {
             (Some(s), 0) => format!(" · shard {}", escape(s)),
-            (Some(s), n) => format!(" · {n} shards merged: {}", escape(s)),
+            (Some(s), n) => format!(" · {n} shard(s) merged: {}", escape(s)),
             (None, 0) => String::new(),
-            (None, n) => format!(" · {n} shards merged"),
+            (None, n) => format!(" · {n} shard(s) merged"),
         },
         escape(&started),
         report.duration_secs,

@@ -32,9 +32,9 @@ fn header(out: &mut String, r: &ReplayReport) {
         r.pacing,
         match (&r.shard, r.merged_from.len()) {
             (Some(s), 0) => format!(", shard {s}"),
-            (Some(s), n) => format!(", {n} shards merged: {s}"),
+            (Some(s), n) => format!(", {n} shard(s) merged: {s}"),
             (None, 0) => String::new(),
-            (None, n) => format!(", {n} shards merged"),
+            (None, n) => format!(", {n} shard(s) merged"),
         },
         if r.interrupted { ", stopped early" } else { "" }
     );

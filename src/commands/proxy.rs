@@ -169,7 +169,8 @@ pub struct ProxyArgs {
     /// Start a new tape segment at this age [default: 1h].
     #[arg(long, value_name = "DURATION")]
     pub segment_max_age: Option<String>,
-    /// Instance name in segment file names [default: the host name].
+    /// Instance name in segment file names and, with --sink, the last token of the
+    /// stream subject (`tapedeck.capture.<service>.<instance>`) [default: the host name].
     #[arg(long, value_name = "NAME")]
     pub instance: Option<String>,
     /// Worker threads, each with its own event loop and upstream connections [default:
@@ -385,6 +386,7 @@ pub(crate) fn build_config(args: ProxyArgs) -> Result<ProxyConfig> {
         if let Some(address) = sink {
             let mut sink = tapedeck_stream::sink::NatsSinkConfig::new(address);
             sink.auth = args.nats.auth();
+            sink.auth.check_files()?;
             sink.service = service;
             sink.create_stream = args.create_stream;
             sink.queue_max_bytes = capture.queue_max_bytes;

@@ -590,9 +590,35 @@ fn copy_streams(args: &mut ReplayArgs) -> Result<Vec<tempfile::TempDir>> {
 
 pub fn run(args: ReplayArgs) -> Result<ExitCode> {
     let mut args = args.merge_file()?;
+    // A stream's `?from=&to=` window is the replay's window too (the copy reaches a little
+    // wider, to catch blocks published late), unless --from/--to say otherwise.
+    for path in &args.paths {
+        let Some(text) = path.to_str().filter(|t| tapedeck_stream::address::StreamAddress::is_stream(t)) else {
+            continue;
+        };
+        let (from, to) = super::nats::window(text)?;
+        let at = |ns: i64| jiff::Timestamp::from_nanosecond(i128::from(ns)).map(|t| t.to_string()).ok();
+        if args.from.is_none() {
+            args.from = from.and_then(at);
+        }
+        if args.to.is_none() {
+            args.to = to.and_then(at);
+        }
+    }
     // The flags are checked before a stream is copied (which can take a while), and the
     // copies' directories replace the streams among the paths.
     let mut config = config(&args)?;
+    if let (Some(start_ns), false) = (config.start_at, config.late_ok) {
+        // Late already: said before a copy that would only make it later.
+        if tapedeck_captures::tape::writer::now_unix_ns().saturating_sub(start_ns) > 1_000_000_000 {
+            let at = jiff::Timestamp::from_nanosecond(i128::from(start_ns))
+                .map_or_else(|_| start_ns.to_string(), |t| t.to_string());
+            bail!(
+                "this host is past --start-at {at}: the shards would not be in step. Start every host before that \
+                 time (allow for copying a stream's window), or pass --late-ok to join the schedule late"
+            );
+        }
+    }
     let _copies = copy_streams(&mut args)?;
     config.paths = args.paths.clone();
     if let Ok((_, skipped)) = tapedeck_captures::tape::discover_recordings(&args.paths) {

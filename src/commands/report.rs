@@ -197,5 +197,14 @@ pub fn run(args: ReportArgs) -> Result<ExitCode> {
     report.apply_gates(&gates);
     print!("{}", report.render(args.output.top()));
     outputs.write(&report)?;
-    Ok(if report.gates_passed() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    // Shards missing from a merge: the report is of part of the run, which must not pass
+    // a release as if it were all of it.
+    let partial = !args.merge.is_empty() && report.shard.is_some();
+    if partial {
+        eprintln!(
+            "tapedeck report: FAIL: the merged report covers shards {} only; merge every shard of the run",
+            report.shard.as_deref().unwrap_or("?")
+        );
+    }
+    Ok(if report.gates_passed() && !partial { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }

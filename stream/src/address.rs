@@ -128,6 +128,27 @@ fn secret(path: &PathBuf, what: &str) -> Result<String, StreamError> {
 }
 
 impl NatsAuth {
+    /// Checks now that every file given can be read (and secrets are not empty), so that
+    /// a long-running command refuses to start rather than run without its stream.
+    pub fn check_files(&self) -> Result<(), StreamError> {
+        for (path, what) in [
+            (&self.creds, "NATS credentials"),
+            (&self.nkey, "NATS nkey seed"),
+            (&self.token, "NATS token"),
+            (&self.password, "NATS password"),
+        ] {
+            if let Some(path) = path {
+                secret(path, what)?;
+            }
+        }
+        for (path, what) in [(&self.ca, "--nats-ca"), (&self.cert, "--nats-cert"), (&self.key, "--nats-key")] {
+            if let Some(path) = path {
+                std::fs::metadata(path).map_err(|e| StreamError::Auth(format!("{what} {}: {e}", path.display())))?;
+            }
+        }
+        Ok(())
+    }
+
     /// Client options with these credentials and TLS settings.
     pub async fn options(&self, name: &str) -> Result<async_nats::ConnectOptions, StreamError> {
         let given = [self.creds.is_some(), self.nkey.is_some(), self.token.is_some(), self.user.is_some()];

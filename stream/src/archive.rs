@@ -48,6 +48,8 @@ pub struct ArchiveConfig {
     pub allow_shared_dir: bool,
     /// Create the stream if it does not exist (`--create-stream`).
     pub create_stream: bool,
+    /// Name `--create-stream` when the stream does not exist (the command has it).
+    pub suggest_create: bool,
 }
 
 impl ArchiveConfig {
@@ -64,6 +66,7 @@ impl ArchiveConfig {
             segment_max_age: Duration::from_secs(3600),
             allow_shared_dir: false,
             create_stream: false,
+            suggest_create: true,
         }
     }
 }
@@ -296,10 +299,18 @@ async fn open_stream(
             crate::sink::create_stream(js, name, &subjects).await.map_err(error)?;
             js.get_stream(name).await.map_err(|e| error(e.to_string()))
         }
-        Err(e) if crate::sink::is_not_found(&e) => Err(error(format!(
-            "does not exist on {} (pass --create-stream to create it, or check the name)",
-            config.address
-        ))),
+        Err(e) if crate::sink::is_not_found(&e) => {
+            let names: Vec<String> = {
+                use futures_util::StreamExt as _;
+                js.stream_names().take(20).filter_map(|n| async move { n.ok() }).collect().await
+            };
+            let known = if names.is_empty() { "none".to_string() } else { names.join(", ") };
+            Err(error(format!(
+                "does not exist on {} (streams there: {known}){}",
+                config.address,
+                if config.suggest_create { "; pass --create-stream to create it, or check the name" } else { "" }
+            )))
+        }
         Err(e) => Err(error(e.to_string())),
     }
 }
@@ -405,7 +416,8 @@ pub async fn snapshot(config: ArchiveConfig, from: Option<i64>, to: Option<i64>)
         .await
         .map_err(|e| crate::connect_error(&config.address, &e))?;
     let js = jetstream::new(client);
-    let mut stream = open_stream(&js, &ArchiveConfig { create_stream: false, ..config.clone() }).await?;
+    let mut stream =
+        open_stream(&js, &ArchiveConfig { create_stream: false, suggest_create: false, ..config.clone() }).await?;
     let last = stream.info().await.map_err(|e| stream_error(e.to_string()))?.state.last_sequence;
     let mut sink = Sink::new(&config)?;
     if last == 0 {

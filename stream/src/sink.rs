@@ -514,8 +514,25 @@ async fn pause(shared: &Shared, backoff: &mut Duration) {
 /// `tapedeck.capture.<service>.>`) if it does not.
 async fn ensure_stream(js: &jetstream::Context, config: &NatsSinkConfig) -> Result<(), String> {
     let name = &config.address.stream;
+    let ours = format!("tapedeck.capture.{}.>", subject_token(&config.service));
     match js.get_stream(name).await {
-        Ok(_) => Ok(()),
+        Ok(mut stream) => {
+            let info = stream.info().await.map_err(|e| format!("cannot read stream {name}: {e}"))?.clone();
+            let sample = format!("tapedeck.capture.{}._", subject_token(&config.service));
+            if info.config.subjects.iter().any(|filter| subject_matches(filter, &sample)) {
+                return Ok(());
+            }
+            if !config.create_stream {
+                return Err(format!(
+                    "stream {name} takes {}, not this service's {ours}: pass --create-stream to add them to it, or \
+                     publish to the stream that takes them",
+                    info.config.subjects.join(", ")
+                ));
+            }
+            let mut updated = info.config.clone();
+            updated.subjects.push(ours.clone());
+            js.update_stream(updated).await.map(|_| ()).map_err(|e| format!("cannot add {ours} to stream {name}: {e}"))
+        }
         Err(e) if is_not_found(&e) && !config.create_stream => Err(format!(
             "stream {name} does not exist on {}: pass --create-stream to create it (or create it with the NATS \
              tools, subjects tapedeck.capture.>)",
@@ -526,6 +543,20 @@ async fn ensure_stream(js: &jetstream::Context, config: &NatsSinkConfig) -> Resu
             create_stream(js, name, &format!("tapedeck.capture.{}.>", subject_token(&config.service))).await
         }
         Err(e) => Err(format!("cannot look up stream {name}: {e}")),
+    }
+}
+
+/// True when NATS subject `filter` (`*` one token, `>` the rest) takes `subject`.
+pub(crate) fn subject_matches(filter: &str, subject: &str) -> bool {
+    let (mut f, mut s) = (filter.split('.'), subject.split('.'));
+    loop {
+        match (f.next(), s.next()) {
+            (Some(">"), Some(_)) => return true,
+            (Some("*"), Some(_)) => {}
+            (Some(a), Some(b)) if a == b => {}
+            (None, None) => return true,
+            _ => return false,
+        }
     }
 }
 
@@ -556,4 +587,18 @@ pub(crate) async fn create_stream(js: &jetstream::Context, name: &str, subjects:
         };
         format!("cannot create stream {name} for {subjects}: {e}{overlap}")
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn subjects_match_as_nats_does() {
+        use super::subject_matches as m;
+        assert!(m("tapedeck.capture.>", "tapedeck.capture.shop.pod-1"));
+        assert!(m("tapedeck.capture.shop.>", "tapedeck.capture.shop.pod-1"));
+        assert!(m("tapedeck.*.shop.*", "tapedeck.capture.shop.pod-1"));
+        assert!(!m("tapedeck.capture.shop.>", "tapedeck.capture.pay.pod-1"));
+        assert!(!m("tapedeck.capture.>", "tapedeck.capture"));
+        assert!(!m("tapedeck.capture.shop", "tapedeck.capture.shop.pod-1"));
+    }
 }
