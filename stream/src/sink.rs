@@ -166,7 +166,13 @@ impl NatsSink {
         if records == 0 {
             return;
         }
-        let Some(compressor) = self.compressor.as_mut() else { return };
+        let Some(compressor) = self.compressor.as_mut() else {
+            // No compressor (zstd could not start): nothing can be published; never hold
+            // the records.
+            self.dropped_encode += u64::from(records);
+            self.builder.reset();
+            return;
+        };
         let span = self.builder.span().unwrap_or_default();
         let framed = self.builder.frame(compressor, &mut self.frame);
         self.builder.reset();
@@ -179,7 +185,8 @@ impl NatsSink {
         let id = format!("{}-{}-{}", self.producer, self.run, self.seq);
         let mut h = async_nats::HeaderMap::new();
         h.insert(headers::PRODUCER, self.producer.as_str());
-        h.insert(headers::SERVICE, self.config.service.as_str());
+        // Header values are one line of text: the service as its subject token.
+        h.insert(headers::SERVICE, subject_token(&self.config.service).as_str());
         h.insert(headers::BLOCK, id.as_str());
         h.insert(headers::FIRST_NS, span.0.to_string().as_str());
         h.insert(headers::LAST_NS, span.1.to_string().as_str());
