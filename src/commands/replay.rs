@@ -458,15 +458,19 @@ fn watch_signals(stop: Arc<AtomicBool>) {
                     _ = tokio::signal::ctrl_c() => {}
                     _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
                 }
+                // Stderr may be a closed pipe (a supervisor's log gone): saying so must never
+                // keep the signal from working, so the flag is set first and nothing panics.
+                use std::io::Write as _;
                 if signals > 0 {
                     // A second Ctrl-C: the user will not wait for the requests in flight.
-                    eprintln!("tapedeck replay: stopped at once; the summary and results are not written");
+                    let _ = writeln!(std::io::stderr(), "tapedeck replay: stopped at once; the summary and results are not written");
                     std::process::exit(130);
                 }
-                eprintln!(
+                stop.store(true, Ordering::Relaxed);
+                let _ = writeln!(
+                    std::io::stderr(),
                     "\ntapedeck replay: stopping; waiting up to 5 s for requests in flight (Ctrl-C again to quit at once)"
                 );
-                stop.store(true, Ordering::Relaxed);
             }
         });
     });
