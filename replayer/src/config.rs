@@ -94,6 +94,19 @@ impl ReplayConfig {
         })
     }
 
+    /// Refuses a run whose `start_at` has passed (by more than setting up takes) unless
+    /// `late_ok`: the shards would not be in step.
+    pub fn check_on_time(&self) -> Result<(), ReplayError> {
+        let Some(start_ns) = self.start_at.filter(|_| !self.late_ok) else { return Ok(()) };
+        let late = tapedeck_captures::tape::writer::now_unix_ns().saturating_sub(start_ns);
+        if late <= crate::engine::LATE_AFTER.as_nanos() as i64 {
+            return Ok(());
+        }
+        let at = jiff::Timestamp::from_nanosecond(i128::from(start_ns))
+            .map_or_else(|_| start_ns.to_string(), |t| t.to_string());
+        Err(ReplayError::Late { at, late: Duration::from_nanos(late as u64) })
+    }
+
     /// How the pacing reads in reports.
     pub fn pacing_label(&self) -> String {
         match self.pacing {

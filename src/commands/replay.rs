@@ -612,17 +612,8 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode> {
     // The flags are checked before a stream is copied (which can take a while), and the
     // copies' directories replace the streams among the paths.
     let mut config = config(&args)?;
-    if let (Some(start_ns), false) = (config.start_at, config.late_ok) {
-        // Late already: said before a copy that would only make it later.
-        if tapedeck_captures::tape::writer::now_unix_ns().saturating_sub(start_ns) > 1_000_000_000 {
-            let at = jiff::Timestamp::from_nanosecond(i128::from(start_ns))
-                .map_or_else(|_| start_ns.to_string(), |t| t.to_string());
-            bail!(
-                "this host is past --start-at {at}: the shards would not be in step. Start every host before that \
-                 time (allow for copying a stream's window), or pass --late-ok to join the schedule late"
-            );
-        }
-    }
+    // Late already: said before a copy of a stream that would only make it later.
+    config.check_on_time()?;
     let _copies = copy_streams(&mut args)?;
     config.paths = args.paths.clone();
     if let Ok((_, skipped)) = tapedeck_captures::tape::discover_recordings(&args.paths) {

@@ -45,7 +45,7 @@ use worker::WorkerContext;
 const MAX_OUTSTANDING: usize = 100_000;
 
 /// A `--start-at` this far in the past still counts as on time (setting up takes a moment).
-const LATE_AFTER: Duration = Duration::from_secs(1);
+pub(crate) const LATE_AFTER: Duration = Duration::from_secs(1);
 
 /// What [`run`] returns.
 pub(crate) struct Outcomes {
@@ -61,14 +61,7 @@ pub(crate) struct Outcomes {
 
 /// Runs the replay to the end (or until `stop`); returns merged stats and counters.
 pub(crate) fn run(config: &ReplayConfig, stop: &AtomicBool, progress: Arc<Progress>) -> Result<Outcomes, ReplayError> {
-    if let Some(start_ns) = config.start_at {
-        let late = tapedeck_captures::tape::writer::now_unix_ns().saturating_sub(start_ns);
-        if late > LATE_AFTER.as_nanos() as i64 && !config.late_ok {
-            let at = jiff::Timestamp::from_nanosecond(i128::from(start_ns))
-                .map_or_else(|_| start_ns.to_string(), |t| t.to_string());
-            return Err(ReplayError::Late { at, late: Duration::from_nanos(late as u64) });
-        }
-    }
+    config.check_on_time()?;
     let mut source = Source::open(&config.paths, config.selection.clone())?;
     if source.reader().readable_segments() == 0 {
         let why = source
