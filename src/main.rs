@@ -2,6 +2,16 @@
 //! command and maps its outcome to an exit code: 0 ok, 1 a check failed, 2 usage or
 //! runtime error (one line saying what failed, where, and what to do).
 
+/// `eprintln!` that never panics: a long-running proxy or archiver whose stderr is a
+/// closed pipe (its log collector died, `… 2>&1 | head`) goes on serving and draining;
+/// a line it cannot write is lost, not the process. `eprintln!` would panic the thread.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 mod cli;
 mod commands;
 mod human;
@@ -42,7 +52,7 @@ fn main() -> ExitCode {
             if commands::JSON_LOGS.load(std::sync::atomic::Ordering::Relaxed) {
                 tracing::error!(target: "tapedeck", "{}", describe(&e));
             } else {
-                eprintln!("error: {}", describe(&e));
+                say!("error: {}", describe(&e));
             }
             ExitCode::from(2)
         }
@@ -84,7 +94,7 @@ fn exit_quietly_on_broken_pipe() {
         }
         // `> /dev/full`: the output could not be written; say so in one line.
         if let Some(why) = message.strip_prefix("failed printing to stdout: ") {
-            eprintln!("error: writing output: {why}");
+            say!("error: writing output: {why}");
             std::process::exit(2);
         }
         default(info);
@@ -110,6 +120,9 @@ fn init_logging(format: LogFormat, verbose: u8, quiet: bool) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
+    // A log line that cannot be written is dropped; by default the subscriber would then
+    // `eprintln!` about it, which panics on a closed stderr.
+    let builder = builder.log_internal_errors(false);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => {

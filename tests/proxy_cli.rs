@@ -288,3 +288,53 @@ fn a_segment_deleted_just_before_shutdown_does_not_fail_the_shutdown() {
     assert_eq!(kept.len(), 5, "the captures after the deleted block are in a new segment");
     assert!(std::fs::read_dir(&caps).unwrap().all(|e| !e.unwrap().path().to_string_lossy().ends_with(".partial")));
 }
+
+/// A sidecar whose log collector dies (stderr a closed pipe) goes on serving, capturing
+/// and draining: a log line it cannot write is lost, never the process. Before, the first
+/// status line after the pipe closed panicked the main thread and the proxy died with its
+/// tape left `.partial`.
+#[test]
+fn a_closed_stderr_neither_stops_the_proxy_nor_its_shutdown() {
+    use std::io::{BufRead, BufReader};
+    let upstream = Upstream::start();
+    for format in ["text", "json"] {
+        let dir = tempfile::tempdir().unwrap();
+        let caps = dir.path().join("caps");
+        let mut child = proxy::KillOnDrop(
+            tapedeck()
+                .args(["--log-format", format, "-v", "proxy", "--listen", "127.0.0.1:0", "--upstream", &upstream.url()])
+                .args(["--capture-dir", s(&caps), "--admin", "none"])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        let mut lines = BufReader::new(child.0.stderr.take().unwrap()).lines();
+        let addr: std::net::SocketAddr = loop {
+            let line = lines.next().expect("the proxy reports its address").unwrap();
+            if let Some(at) = line.split("listening on ").nth(1) {
+                let at = at.split(|c: char| c.is_whitespace() || c == '"').next().unwrap();
+                break at.parse().unwrap_or_else(|e| panic!("{e}: {line}"));
+            }
+        };
+        drop(lines); // the collector goes away: every later write to stderr fails (EPIPE)
+        for i in 0..20 {
+            let (status, _) = http(addr, "GET", &format!("/after-{i}"), b"").expect("served with stderr closed");
+            assert_eq!(status, 200, "{format}");
+        }
+        // SAFETY: kill(2) on our own child.
+        assert_eq!(unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) }, 0);
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        let code = loop {
+            if let Some(status) = child.0.try_wait().unwrap() {
+                break status.code();
+            }
+            assert!(std::time::Instant::now() < deadline, "{format}: the proxy did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert_eq!(code, Some(0), "{format}: a clean stop despite the closed stderr");
+        let files: Vec<_> = std::fs::read_dir(&caps).unwrap().map(|e| e.unwrap().path()).collect();
+        assert!(files.iter().all(|f| s(f).ends_with(".tape")), "{format}: tape closed: {files:?}");
+        assert_eq!(read_all(&[&caps]).len(), 20, "{format}");
+    }
+}

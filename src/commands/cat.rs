@@ -36,7 +36,7 @@ pub fn run_export(args: ExportArgs) -> Result<ExitCode> {
     if args.out == Path::new("-") {
         let exporter = Exporter::new(format, BufWriter::new(io::stdout().lock())).context("writing output")?;
         let n = stream(&args.paths, &args.selection, exporter)?;
-        eprintln!("exported {n} exchanges as {format}");
+        say!("exported {n} exchanges as {format}");
         return Ok(ExitCode::SUCCESS);
     }
     // Refused before any tape is read; the output appears only once complete.
@@ -51,7 +51,7 @@ pub fn run_export(args: ExportArgs) -> Result<ExitCode> {
         })
     });
     let n = written.map_err(|e| failed.take().unwrap_or_else(|| e.into()))?;
-    eprintln!("exported {n} exchanges as {format} to {}", args.out.display());
+    say!("exported {n} exchanges as {format} to {}", args.out.display());
     Ok(ExitCode::SUCCESS)
 }
 

@@ -44,13 +44,13 @@ pub fn run(args: ImportArgs) -> Result<ExitCode> {
     };
     let segments = writer.finish()?;
     for w in &report.warnings {
-        eprintln!("warning: {source_name}: {w}");
+        say!("warning: {source_name}: {w}");
     }
     if report.skipped as usize > report.warnings.len() {
-        eprintln!("warning: {source_name}: … and {} more skipped", report.skipped as usize - report.warnings.len());
+        say!("warning: {source_name}: … and {} more skipped", report.skipped as usize - report.warnings.len());
     }
     for n in &report.notes {
-        eprintln!("note: {n}");
+        say!("note: {n}");
     }
     let written: Vec<String> = segments.iter().map(|p| p.display().to_string()).collect();
     println!(
@@ -60,7 +60,7 @@ pub fn run(args: ImportArgs) -> Result<ExitCode> {
         if written.is_empty() { args.out.display().to_string() } else { written.join(", ") },
     );
     if report.imported == 0 {
-        eprintln!("warning: {source_name} holds no exchanges");
+        say!("warning: {source_name} holds no exchanges");
     }
     Ok(ExitCode::SUCCESS)
 }

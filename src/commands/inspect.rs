@@ -25,7 +25,7 @@ struct Segment {
 pub fn run(args: InspectArgs) -> Result<ExitCode> {
     let (files, skipped) = tape::discover_recordings(&args.paths)?;
     for s in &skipped {
-        eprintln!("note: {s}");
+        say!("note: {s}");
     }
     let segments: Vec<Segment> = files.into_iter().map(inspect_segment).collect();
     let readable = segments.iter().filter(|s| s.header.is_some()).count();
@@ -59,7 +59,7 @@ fn inspect_segment(path: PathBuf) -> Segment {
     let mut reader = match SegmentReader::open(&path) {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("warning: {e}; skipping it");
+            say!("warning: {e}; skipping it");
             return Segment { path, header: None, stats: ReadStats::default(), summary, error: Some(e.to_string()) };
         }
     };
@@ -69,7 +69,7 @@ fn inspect_segment(path: PathBuf) -> Segment {
             Ok(Some(ex)) => summary.add(&ex),
             Ok(None) => break,
             Err(e) => {
-                eprintln!("warning: {e}; summarising what was read before it");
+                say!("warning: {e}; summarising what was read before it");
                 error = Some(e.to_string());
                 break;
             }

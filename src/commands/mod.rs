@@ -46,7 +46,7 @@ pub fn status(command: &str, line: std::fmt::Arguments<'_>) {
     if JSON_LOGS.load(std::sync::atomic::Ordering::Relaxed) {
         tracing::info!(target: "tapedeck", command, "{line}");
     } else {
-        eprintln!("tapedeck {command}: {line}");
+        say!("tapedeck {command}: {line}");
     }
 }
 
@@ -222,7 +222,7 @@ pub fn check_secret_file(path: &std::path::Path, what: &str, strict: bool) -> Re
 pub fn open_tapes(paths: &[PathBuf]) -> Result<TapeReader> {
     let reader = TapeReader::open(paths)?;
     for skipped in reader.skipped_results() {
-        eprintln!("note: {skipped}");
+        say!("note: {skipped}");
     }
     let failed: Vec<_> = reader.reports().iter().filter_map(|r| r.error.as_deref()).collect();
     if reader.readable_segments() == 0 {
@@ -232,7 +232,7 @@ pub fn open_tapes(paths: &[PathBuf]) -> Result<TapeReader> {
         }
     }
     for e in failed {
-        eprintln!("warning: {e}; skipping it");
+        say!("warning: {e}; skipping it");
     }
     Ok(reader)
 }
@@ -244,12 +244,12 @@ pub fn warn_damage(reader: &TapeReader) {
             continue;
         }
         if let Some(e) = &r.error {
-            eprintln!("warning: {e}");
+            say!("warning: {e}");
         }
         let s = &r.stats;
         if !s.is_clean() {
             let tail = if s.torn_tail { " (unfinished: the writer did not close it)" } else { "" };
-            eprintln!(
+            say!(
                 "warning: {}: skipped {} of damaged data in {} place(s){tail}; every intact record was read",
                 r.path.display(),
                 human::bytes(s.bytes_skipped),

@@ -423,7 +423,7 @@ fn config(args: &ReplayArgs) -> Result<ReplayConfig> {
         if args.scrub_policy.is_some() || args.scrub_key_file.is_some() {
             bail!("--no-scrub-results turns scrubbing off; drop --scrub-policy and --scrub-key-file with it");
         }
-        eprintln!(
+        say!(
             "WARNING: --no-scrub-results: staging's answers (--results) and the reports' examples are written \
              UNSCRUBBED and may hold personal data and credentials"
         );
@@ -436,7 +436,7 @@ fn config(args: &ReplayArgs) -> Result<ReplayConfig> {
             strict_perms: args.strict_perms,
         })?;
         if args.results.is_some() && !scrubber.has_key() {
-            eprintln!("note: results are scrubbed; {}", super::scrub::NO_KEY_NOTICE);
+            say!("note: results are scrubbed; {}", super::scrub::NO_KEY_NOTICE);
         }
         Some(std::sync::Arc::new(scrubber))
     };
@@ -492,7 +492,7 @@ fn announce_wait(progress: Arc<Progress>, done: Arc<AtomicBool>) {
         while !done.load(Ordering::Relaxed) {
             if progress.starts_at_unix_ns.load(Ordering::Relaxed) != 0 {
                 if let Some(wait) = waiting(&progress) {
-                    eprintln!("tapedeck replay: {wait}");
+                    say!("tapedeck replay: {wait}");
                 }
                 return;
             }
@@ -570,7 +570,7 @@ fn copy_streams(args: &mut ReplayArgs) -> Result<Vec<tempfile::TempDir>> {
         let runtime =
             tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")?;
         let copied = runtime.block_on(tapedeck_stream::archive::snapshot(config, from, to))?;
-        eprintln!(
+        say!(
             "tapedeck replay: copied {} exchanges ({} blocks) from {address}{}",
             copied.exchanges,
             copied.blocks,
@@ -618,7 +618,7 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode> {
     config.paths = args.paths.clone();
     if let Ok((_, skipped)) = tapedeck_captures::tape::discover_recordings(&args.paths) {
         for s in skipped {
-            eprintln!("note: {s}");
+            say!("note: {s}");
         }
     }
     let gates = args.output.gates()?;
@@ -675,13 +675,13 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode> {
     if let (Some(dir), Some(_)) = (&config.results, &report.results) {
         // Beside the responses, so `tapedeck report DIR` can re-render without replaying.
         if let Err(e) = report.save(&dir.join(REPORT_FILE), args.output.force) {
-            eprintln!("tapedeck replay: {e}");
+            say!("tapedeck replay: {e}");
         }
     }
     if let Some(path) = &args.noise_model {
         match report.noise.save(path) {
             Ok(()) => println!("  noise model ({} noisy keys) written to {}", report.noise.len(), path.display()),
-            Err(e) => eprintln!("tapedeck replay: {e}"),
+            Err(e) => say!("tapedeck replay: {e}"),
         }
     }
     let withheld = config.rewrite.withheld.load(Ordering::Relaxed);
@@ -705,17 +705,14 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode> {
     if stopped {
         // Ctrl-C: the run's own exit code, whatever was answered (the summary says what).
         if report.sent == 0 {
-            eprintln!("tapedeck replay: stopped before the first request was sent");
+            say!("tapedeck replay: stopped before the first request was sent");
         } else if report.completed == 0 {
             let why = if report.errors.is_empty() {
                 String::new()
             } else {
                 format!(" ({})", tapedeck_report::mix(&report.errors))
             };
-            eprintln!(
-                "tapedeck replay: stopped before any answer: {} request(s) sent, none answered{why}",
-                report.sent
-            );
+            say!("tapedeck replay: stopped before any answer: {} request(s) sent, none answered{why}", report.sent);
         }
         return Ok(ExitCode::from(130));
     }
@@ -732,7 +729,7 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode> {
             ),
             None => String::new(),
         };
-        eprintln!(
+        say!(
             "tapedeck replay: nothing was replayed: no recorded exchange matched the selection \
              (--route, --method, --status, --host, --filter, --from/--to, --sample, --limit){shard}; \
              `tapedeck inspect TAPES` lists the routes and times the tapes hold"

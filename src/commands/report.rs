@@ -159,7 +159,7 @@ fn merge(paths: &[PathBuf], compare: Option<&Path>) -> Result<ReplayReport> {
     config.min_count = parts[0].report.min_count;
     let merged = tapedeck_report::merge::merge(parts, &config)?;
     for w in &merged.warnings {
-        eprintln!("warning: {w}");
+        say!("warning: {w}");
     }
     Ok(merged.report)
 }
@@ -184,7 +184,7 @@ pub fn run(args: ReportArgs) -> Result<ExitCode> {
             if old_report.shard != new_report.shard {
                 let part =
                     |s: &Option<String>| s.as_ref().map_or("the whole selection".to_string(), |s| format!("shard {s}"));
-                eprintln!(
+                say!(
                     "warning: the baseline replayed {} and the new run {}: counts and rates are not comparable \
                      (compare whole runs, or the same shard of each)",
                     part(&old_report.shard),
@@ -201,7 +201,7 @@ pub fn run(args: ReportArgs) -> Result<ExitCode> {
     // a release as if it were all of it.
     let partial = !args.merge.is_empty() && report.shard.is_some();
     if partial {
-        eprintln!(
+        say!(
             "tapedeck report: FAIL: the merged report covers shards {} only; merge every shard of the run",
             report.shard.as_deref().unwrap_or("?")
         );

@@ -166,7 +166,7 @@ pub fn run(args: ScrubArgs) -> Result<ExitCode> {
         return check(&args.paths, &scrubber);
     }
     if !scrubber.has_key() {
-        eprintln!("note: {NO_KEY_NOTICE}");
+        say!("note: {NO_KEY_NOTICE}");
     }
     let Some(out) = args.out.as_ref() else { bail!("--out DIR is required (or --check)") };
     // Scrubbed tapes beside the unscrubbed ones would be read together, and the directory
