@@ -186,6 +186,21 @@ pub struct SharedDirError {
     pub advice: String,
 }
 
+/// Makes `dir` (and missing parents) as a directory only this user can open (0700), judged
+/// by [`check_private_dir`] before it is made (a refused directory leaves nothing behind)
+/// and after (what exists now is what was judged). `action` names the step in an error
+/// ("creating the output directory").
+pub fn make_private_dir(dir: &Path, allow_shared: bool, action: &'static str) -> Result<(), crate::TapeError> {
+    check_private_dir(dir, allow_shared)?;
+    let mut builder = fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir).map_err(|e| crate::TapeError::io(dir, action, e))?;
+    check_private_dir(dir, allow_shared)?;
+    Ok(())
+}
+
 /// Checks that `dir` is private to this user: not a symlink, writable by nobody else,
 /// owned by this user or by root; and that no directory above it lets anyone else swap it
 /// (each owned by this user or root, writable by others only with the sticky bit, as

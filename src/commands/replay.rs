@@ -554,16 +554,34 @@ fn show_progress(progress: Arc<Progress>, done: Arc<AtomicBool>, paced: bool) ->
     })
 }
 
-/// Replaces each stream among `args.paths` by a private temporary directory holding a
-/// copy of it (kept until the returned directories are dropped).
-fn copy_streams(args: &mut ReplayArgs) -> Result<Vec<tempfile::TempDir>> {
-    let mut copies = Vec::new();
-    for path in &mut args.paths {
+/// A `nats://` stream among the replay's paths: its place among them, its address and
+/// its `?from=&to=` window (ns since the Unix epoch).
+struct StreamPath {
+    index: usize,
+    address: tapedeck_stream::address::StreamAddress,
+    from: Option<i64>,
+    to: Option<i64>,
+}
+
+/// The streams among `paths`, each parsed once.
+fn stream_paths(paths: &[std::path::PathBuf]) -> Result<Vec<StreamPath>> {
+    let mut streams = Vec::new();
+    for (index, path) in paths.iter().enumerate() {
         let Some(text) = path.to_str().filter(|t| tapedeck_stream::address::StreamAddress::is_stream(t)) else {
             continue;
         };
         let address = super::nats::address("stream", text)?;
         let (from, to) = super::nats::window(text)?;
+        streams.push(StreamPath { index, address, from, to });
+    }
+    Ok(streams)
+}
+
+/// Replaces each stream among `args.paths` by a private temporary directory holding a
+/// copy of it (kept until the returned directories are dropped).
+fn copy_streams(args: &mut ReplayArgs, streams: Vec<StreamPath>) -> Result<Vec<tempfile::TempDir>> {
+    let mut copies = Vec::new();
+    for StreamPath { index, address, from, to } in streams {
         let dir = tempfile::Builder::new().prefix("tapedeck-stream-").tempdir().context("a temporary directory")?;
         let mut config = tapedeck_stream::archive::ArchiveConfig::new(address.clone(), dir.path().join("tapes"));
         config.auth = args.nats.auth();
@@ -583,7 +601,7 @@ fn copy_streams(args: &mut ReplayArgs) -> Result<Vec<tempfile::TempDir>> {
         if copied.exchanges == 0 {
             bail!("{address} holds no captures{}", if from.is_some() || to.is_some() { " in that window" } else { "" });
         }
-        *path = dir.path().join("tapes");
+        args.paths[index] = dir.path().join("tapes");
         copies.push(dir);
     }
     if copies.is_empty() && args.nats.any() {
@@ -596,11 +614,8 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode> {
     let mut args = args.merge_file()?;
     // A stream's `?from=&to=` window is the replay's window too (the copy reaches a little
     // wider, to catch blocks published late), unless --from/--to say otherwise.
-    for path in &args.paths {
-        let Some(text) = path.to_str().filter(|t| tapedeck_stream::address::StreamAddress::is_stream(t)) else {
-            continue;
-        };
-        let (from, to) = super::nats::window(text)?;
+    let streams = stream_paths(&args.paths)?;
+    for &StreamPath { from, to, .. } in &streams {
         let at = |ns: i64| jiff::Timestamp::from_nanosecond(i128::from(ns)).map(|t| t.to_string()).ok();
         if args.from.is_none() {
             args.from = from.and_then(at);
@@ -614,7 +629,7 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode> {
     let mut config = config(&args)?;
     // Late already: said before a copy of a stream that would only make it later.
     config.check_on_time()?;
-    let _copies = copy_streams(&mut args)?;
+    let _copies = copy_streams(&mut args, streams)?;
     config.paths = args.paths.clone();
     if let Ok((_, skipped)) = tapedeck_captures::tape::discover_recordings(&args.paths) {
         for s in skipped {
@@ -626,15 +641,7 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode> {
     let outputs = args.output.outputs();
     // The results directory first (judged, and made if new), so outputs may go inside it.
     if let Some(dir) = &config.results {
-        tapedeck_captures::files::check_private_dir(dir, args.allow_shared_dir)?;
-        if !dir.exists() {
-            use std::os::unix::fs::DirBuilderExt;
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)
-                .with_context(|| format!("cannot create the results directory {}", dir.display()))?;
-        }
+        tapedeck_captures::files::make_private_dir(dir, args.allow_shared_dir, "creating the results directory")?;
     }
     let results_report = config.results.as_ref().map(|d| d.join(REPORT_FILE));
     let mut others: Vec<&std::path::Path> = results_report.iter().map(|p| p.as_path()).collect();

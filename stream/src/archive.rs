@@ -135,16 +135,8 @@ impl Writers {
     /// missing.
     fn check(&mut self) -> Result<(), StreamError> {
         let out = self.config.out.clone();
-        tapedeck_captures::files::check_private_dir(&out, self.config.allow_shared_dir)
-            .map_err(|e| StreamError::Tape(e.into()))?;
-        let mut builder = std::fs::DirBuilder::new();
-        builder.recursive(true);
-        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-        builder.create(&out).map_err(|e| {
-            StreamError::Tape(tapedeck_captures::TapeError::io(&out, "creating the output directory", e))
-        })?;
-        tapedeck_captures::files::check_private_dir(&out, self.config.allow_shared_dir)
-            .map_err(|e| StreamError::Tape(e.into()))?;
+        tapedeck_captures::files::make_private_dir(&out, self.config.allow_shared_dir, "creating the output directory")
+            .map_err(StreamError::Tape)?;
         tapedeck_captures::files::write_probe(&out)
             .map_err(|e| StreamError::Tape(tapedeck_captures::TapeError::io(&out, "checking that it is writable", e)))
     }

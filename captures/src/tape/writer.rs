@@ -352,14 +352,7 @@ impl TapeWriter {
     /// A writer into `config.dir`, creating the directory (mode 0700) if needed. No file is
     /// created until the first exchange arrives.
     pub fn new(config: WriterConfig) -> Result<Self, TapeError> {
-        let mut builder = fs::DirBuilder::new();
-        builder.recursive(true);
-        #[cfg(unix)]
-        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-        // Judged before it is made (a refused run leaves nothing behind), and once it is.
-        crate::files::check_private_dir(&config.dir, config.allow_shared_dir)?;
-        builder.create(&config.dir).map_err(|e| TapeError::io(&config.dir, "creating capture directory", e))?;
-        crate::files::check_private_dir(&config.dir, config.allow_shared_dir)?;
+        crate::files::make_private_dir(&config.dir, config.allow_shared_dir, "creating capture directory")?;
         let compressor = zstd::bulk::Compressor::new(config.zstd_level)
             .map_err(|e| TapeError::io(&config.dir, "initialising zstd", e))?;
         Ok(TapeWriter {
