@@ -85,7 +85,7 @@ Examples:
                    --durable archive-payments --nats-creds archive.creds --nats-ca nats-ca.pem
 
 Blocks are acknowledged only once they are on disk (fsynced): at least once, and a block
-delivered twice is written once. Archivers sharing a --durable name share the work.")]
+delivered twice is written once (one written again after a crash is read once). Archivers sharing a --durable name share the work.")]
     Archive(crate::commands::archive::ArchiveArgs),
 
     /// Replay captured traffic against a target (staging) at the recorded tempo.

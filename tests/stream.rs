@@ -146,6 +146,16 @@ fn captures_published_to_the_stream_archive_into_the_tapes_the_sidecar_writes() 
     // In start order across producers, as any tape is read.
     let starts: Vec<i64> = read_all(&[&archived]).iter().map(|e| e.wall_start_ns()).collect();
     assert!(starts.windows(2).all(|w| w[0] <= w[1]));
+    // A block on disk twice — what an archiver that crashed between its fsync and its
+    // acknowledgement leaves once the stream hands the block again; here a second durable
+    // archiving into the same directory — is read once, and said.
+    let said = run(&["archive", &url, "-o", s(&archived), "--once", "--durable", "second"]);
+    assert_eq!(said.status.code(), Some(0), "{}", String::from_utf8_lossy(&said.stderr));
+    assert_eq!(read_all(&[&archived]).len(), 240, "each exchange read once");
+    let inspected = ok(&["inspect", s(&archived)]);
+    assert!(inspected.contains("stored twice") && inspected.contains("240 exchanges, read once"), "{inspected}");
+    let exchanges = inspected.lines().find(|l| l.trim_start().starts_with("exchanges")).unwrap_or_default();
+    assert!(exchanges.ends_with(" 240"), "{inspected}");
     // Another service on the same stream: its subjects are not the stream's until
     // --create-stream adds them (said, not published into the void).
     for (create, published) in [(false, "published 0 exchanges"), (true, "published 5 exchanges")] {

@@ -27,7 +27,9 @@ pub fn run(args: InspectArgs) -> Result<ExitCode> {
     for s in &skipped {
         say!("note: {s}");
     }
-    let segments: Vec<Segment> = files.into_iter().map(inspect_segment).collect();
+    // A block stored twice (an archiver restarted before acknowledging it) counts once.
+    let seen = tape::SeenBlocks::default();
+    let segments: Vec<Segment> = files.into_iter().map(|f| inspect_segment(f, &seen)).collect();
     let readable = segments.iter().filter(|s| s.header.is_some()).count();
     if readable == 0 {
         let first = segments.iter().find_map(|s| s.error.as_deref()).unwrap_or("no segments");
@@ -54,10 +56,10 @@ pub fn run(args: InspectArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn inspect_segment(path: PathBuf) -> Segment {
+fn inspect_segment(path: PathBuf, seen: &tape::SeenBlocks) -> Segment {
     let mut summary = Summary::new();
     let mut reader = match SegmentReader::open(&path) {
-        Ok(r) => r,
+        Ok(r) => r.skipping_seen(seen.clone()),
         Err(e) => {
             say!("warning: {e}; skipping it");
             return Segment { path, header: None, stats: ReadStats::default(), summary, error: Some(e.to_string()) };
@@ -86,6 +88,8 @@ struct Damage {
     bytes_skipped: u64,
     corrupt_regions: u64,
     corrupt_records: u64,
+    /// Records stored twice and read once (not damage).
+    duplicate_records: u64,
     unfinished_segments: Vec<PathBuf>,
     unreadable_segments: Vec<PathBuf>,
 }
@@ -101,6 +105,7 @@ impl Damage {
         self.bytes_skipped += s.stats.bytes_skipped;
         self.corrupt_regions += s.stats.corrupt_regions;
         self.corrupt_records += s.stats.corrupt_records;
+        self.duplicate_records += s.stats.duplicate_records;
         if !s.stats.has_footer {
             self.unfinished_segments.push(s.path.clone());
         }
@@ -160,6 +165,7 @@ struct SummaryJson {
     bytes_skipped: u64,
     corrupt_regions: u64,
     corrupt_records: u64,
+    duplicate_records: u64,
 }
 
 fn summary_json(s: &Summary, d: &Damage, top: usize) -> SummaryJson {
@@ -199,6 +205,7 @@ fn summary_json(s: &Summary, d: &Damage, top: usize) -> SummaryJson {
         bytes_skipped: d.bytes_skipped,
         corrupt_regions: d.corrupt_regions,
         corrupt_records: d.corrupt_records,
+        duplicate_records: d.duplicate_records,
     }
 }
 
@@ -372,6 +379,15 @@ fn print_human(segments: &[Segment], total: &Summary, damage: &Damage, top: usiz
         row("scrubbed", hits.join(", "));
     }
     row("damage", damage_line(damage));
+    if damage.duplicate_records > 0 {
+        row(
+            "stored twice",
+            format!(
+                "{} exchanges, read once (an archiver restarted before acknowledging them)",
+                human::count(damage.duplicate_records)
+            ),
+        );
+    }
     println!();
     println!("  {:>8}  {:>6}  {:>7}  {:>9}  {:>9}  top routes", "count", "share", "5xx/err", "mean", "max");
     for (route, r) in total.top_routes(top) {

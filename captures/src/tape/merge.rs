@@ -19,7 +19,7 @@ use serde::Serialize;
 use crate::error::TapeError;
 use crate::exchange::Exchange;
 use crate::tape::format::SegmentHeader;
-use crate::tape::reader::{ReadStats, SegmentReader};
+use crate::tape::reader::{ReadStats, SeenBlocks, SegmentReader};
 
 /// Records an [`Ordered`] stream holds back at most, whatever the window says.
 const MAX_HELD: usize = 100_000;
@@ -158,12 +158,16 @@ struct Pending {
 ///
 /// Segments that cannot be opened or are damaged do not stop the stream: they are
 /// described in [`reports`](Self::reports), and the caller decides whether to warn or fail.
+/// A block stored twice (an archiver restarted between writing and acknowledging it) is
+/// read once and counted in its segment's [`ReadStats::duplicate_blocks`].
 pub struct TapeReader {
     pending: Vec<Pending>,
     open: Vec<Option<Ordered>>,
     heads: BinaryHeap<Reverse<ByStart>>,
     reports: Vec<SegmentReport>,
     skipped: Vec<crate::tape::SkippedResults>,
+    /// A block stored twice (in one segment or two) is read once.
+    seen: SeenBlocks,
 }
 
 impl TapeReader {
@@ -192,7 +196,14 @@ impl TapeReader {
         // Latest first, so the next segment to open is at the end.
         pending.sort_by_key(|p| Reverse((p.earliest, p.index)));
         let open = (0..reports.len()).map(|_| None).collect();
-        TapeReader { pending, open, heads: BinaryHeap::new(), reports, skipped: Vec::new() }
+        TapeReader {
+            pending,
+            open,
+            heads: BinaryHeap::new(),
+            reports,
+            skipped: Vec::new(),
+            seen: SeenBlocks::default(),
+        }
     }
 
     /// Discovers the segments under `paths` (recordings only, where a directory also
@@ -239,7 +250,7 @@ impl TapeReader {
     fn activate(&mut self, p: Pending) {
         match SegmentReader::open(&p.path) {
             Ok(reader) => {
-                self.open[p.index] = Some(Ordered::new(reader));
+                self.open[p.index] = Some(Ordered::new(reader.skipping_seen(self.seen.clone())));
                 self.advance(p.index);
             }
             Err(e) => self.reports[p.index].error = Some(e.to_string()),

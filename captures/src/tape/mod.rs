@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 pub use format::{SegmentHeader, TapeKind};
 pub use merge::{SegmentReport, TapeReader};
-pub use reader::{ReadStats, SegmentReader};
+pub use reader::{ReadStats, SeenBlocks, SegmentReader};
 pub use writer::{TapeWriter, WriterConfig, WriterStats};
 
 use crate::error::TapeError;

@@ -6,12 +6,18 @@
 //! footer lists or scans for the next block magic, and counts what it skipped in
 //! [`ReadStats`]. Errors are reserved for files that are not tapes, versions this build
 //! cannot read, and I/O failures. Every step moves forward, so no input can make it loop.
+//!
+//! Readers that share a [`SeenBlocks`] read a block stored twice once: the archiver
+//! acknowledges a block after it is on disk, so one that crashes in between writes the
+//! block again when the stream hands it back (at-least-once on disk, once as read).
 
 use std::fs::File;
 use std::io::{self, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
+use sha2::Digest as _;
 
 use crate::codec;
 use crate::error::TapeError;
@@ -41,6 +47,11 @@ pub struct ReadStats {
     pub corrupt_records: u64,
     /// The file ends in a damaged or unfinished region (no footer): it was not closed.
     pub torn_tail: bool,
+    /// Intact blocks skipped because a reader sharing this one's [`SeenBlocks`] had read
+    /// the same bytes already (stored twice; not damage).
+    pub duplicate_blocks: u64,
+    /// Records in those blocks.
+    pub duplicate_records: u64,
     /// The file has a valid footer index (it was closed cleanly).
     pub has_footer: bool,
     /// The segment header was damaged; records were recovered without it.
@@ -59,6 +70,43 @@ impl ReadStats {
         if self.problems.len() < MAX_PROBLEMS {
             self.problems.push(msg);
         }
+    }
+}
+
+/// How many blocks a [`SeenBlocks`] remembers. A block and its second copy cover the same
+/// requests, so a reader merging by time meets them close together.
+const BLOCKS_REMEMBERED: usize = 1 << 16;
+
+/// The blocks that readers sharing this have read, by a digest of their compressed bytes
+/// (SHA-256, 128 bits kept: two different blocks never meet by chance). The last
+/// [`BLOCKS_REMEMBERED`] are kept.
+#[derive(Clone, Default)]
+pub struct SeenBlocks(Arc<Mutex<SeenInner>>);
+
+#[derive(Default)]
+struct SeenInner {
+    set: std::collections::HashSet<u128>,
+    order: std::collections::VecDeque<u128>,
+}
+
+impl SeenBlocks {
+    /// True the first time these compressed bytes are offered.
+    fn first_time(&self, payload: &[u8]) -> bool {
+        let digest = sha2::Sha256::digest(payload);
+        let mut key = [0u8; 16];
+        key.copy_from_slice(&digest[..16]);
+        let key = u128::from_le_bytes(key);
+        let mut inner = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if !inner.set.insert(key) {
+            return false;
+        }
+        inner.order.push_back(key);
+        if inner.order.len() > BLOCKS_REMEMBERED {
+            if let Some(old) = inner.order.pop_front() {
+                inner.set.remove(&old);
+            }
+        }
+        true
     }
 }
 
@@ -82,6 +130,7 @@ pub struct SegmentReader<R = BufReader<File>> {
     in_damage: bool,
     max_lateness_seen: u64,
     done: bool,
+    seen: Option<SeenBlocks>,
 }
 
 impl SegmentReader<BufReader<File>> {
@@ -184,6 +233,7 @@ impl<R: Read + Seek> SegmentReader<R> {
             in_damage: false,
             max_lateness_seen: 0,
             done: pos >= end,
+            seen: None,
         };
         if header_damaged && !reader.done {
             // Without a trustworthy header length, find the first block by its magic.
@@ -193,6 +243,13 @@ impl<R: Read + Seek> SegmentReader<R> {
             reader.jump(pos, next);
         }
         Ok(reader)
+    }
+
+    /// Skips blocks that a reader sharing `seen` has read already (counted in
+    /// [`ReadStats::duplicate_blocks`]).
+    pub fn skipping_seen(mut self, seen: SeenBlocks) -> Self {
+        self.seen = Some(seen);
+        self
     }
 
     /// The file this reader reads.
@@ -281,6 +338,13 @@ impl<R: Read + Seek> SegmentReader<R> {
         self.src.read_exact(&mut self.payload).map_err(|e| self.io_err("reading block", e))?;
         if header.compute_crc(&self.payload) != header.crc {
             return self.damaged(at, "block checksum mismatch");
+        }
+        if self.seen.as_ref().is_some_and(|seen| !seen.first_time(&self.payload)) {
+            self.in_damage = false;
+            self.stats.duplicate_blocks += 1;
+            self.stats.duplicate_records += u64::from(header.records);
+            self.pos = block_end;
+            return Ok(());
         }
         self.block.clear();
         self.block.reserve(header.raw_len as usize);

@@ -276,7 +276,9 @@ fn damage<'a>(
         let regions = r.stats.corrupt_regions.max(u64::from(r.error.is_some()));
         d.regions += regions;
         d.bytes_skipped += r.stats.bytes_skipped;
-        let known = r.footer_records.filter(|_| read_whole).map(|f| f.saturating_sub(r.stats.records));
+        // Records skipped as a second copy of a block are read, not lost.
+        let read = r.stats.records + r.stats.duplicate_records;
+        let known = r.footer_records.filter(|_| read_whole).map(|f| f.saturating_sub(read));
         d.exact &= known.is_some();
         d.exchanges_lost += known.unwrap_or(r.stats.corrupt_records.max(regions));
         let file =
