@@ -70,6 +70,13 @@ impl Nats {
         }
     }
 
+    /// SIGSTOP / SIGCONT: a server that hangs with its connections open.
+    fn signal(&self, sig: i32) {
+        let pid = self.child.as_ref().expect("running").id() as i32;
+        // SAFETY: kill(2) on our own child.
+        assert_eq!(unsafe { libc::kill(pid, sig) }, 0);
+    }
+
     fn url(&self, stream: &str) -> String {
         format!("nats://127.0.0.1:{}/{stream}", self.port)
     }
@@ -259,6 +266,25 @@ fn a_server_that_dies_and_comes_back_fails_no_request_and_capture_resumes() {
         assert!(Instant::now() < deadline, "capture did not resume: {}", proxy.metrics());
         std::thread::sleep(Duration::from_millis(200));
     }
+    // A server that hangs with the connection open (frozen, out of disk): the sink says
+    // it is not connected (nothing is acknowledged), requests go on, and it recovers.
+    let gauge =
+        |m: &str| m.lines().find_map(|l| l.strip_prefix("tapedeck_sink_connected ")).map(str::trim).map(String::from);
+    assert_eq!(gauge(&proxy.metrics()).as_deref(), Some("1"));
+    nats.signal(libc::SIGSTOP);
+    let frozen_at = sent.load(Ordering::Relaxed);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while gauge(&proxy.metrics()).as_deref() != Some("0") {
+        assert!(Instant::now() < deadline, "a frozen server still looks connected: {}", proxy.metrics());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(sent.load(Ordering::Relaxed) > frozen_at, "requests went on while the server was frozen");
+    nats.signal(libc::SIGCONT);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while gauge(&proxy.metrics()).as_deref() != Some("1") {
+        assert!(Instant::now() < deadline, "the sink did not recover from the freeze: {}", proxy.metrics());
+        std::thread::sleep(Duration::from_millis(200));
+    }
     std::thread::sleep(Duration::from_millis(1000));
     running.store(false, Ordering::Relaxed);
     load.join().unwrap();
@@ -358,6 +384,22 @@ fn bad_streams_and_credentials_get_one_line_and_never_echo_a_secret() {
     // …which makes it.
     let out = run(&["archive", &url, "-o", s(&out_dir), "--once", "--create-stream", "--nats-token-file", s(&right)]);
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    // A filter outside the stream's subjects, and a filter the existing durable was not
+    // made with (it would archive other services than asked): one line each, saying why.
+    let token = ["--nats-token-file", s(&right)];
+    for (filter, durable, expect) in [
+        ("other.>", "fresh", "not among the stream's subjects (tapedeck.capture.>)"),
+        ("tapedeck.capture.shop.>", "tapedeck-archive", "was made with no --filter"),
+    ] {
+        let out = run(&[
+            &["archive", &url, "-o", s(&out_dir), "--once", "--filter", filter, "--durable", durable][..],
+            &token,
+        ]
+        .concat());
+        let (code, lines, err) = one_line(&out);
+        assert_eq!((code, lines), (Some(2), 1), "{err}");
+        assert!(err.contains(expect), "{err}");
+    }
     // Nothing listening: one line, at once.
     let started = Instant::now();
     let nowhere = format!("nats://127.0.0.1:{}/CAPTURES", free_port());

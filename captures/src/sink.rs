@@ -25,7 +25,8 @@ pub struct SinkStats {
     pub dropped_refused: u64,
     /// Bytes queued, not yet acknowledged.
     pub queue_bytes: u64,
-    /// True while the sink is connected to its destination.
+    /// True while the sink is connected to its destination and the destination takes what
+    /// it sends (false while publishing fails, even over a live connection).
     pub connected: bool,
 }
 

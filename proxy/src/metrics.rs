@@ -255,7 +255,11 @@ impl Metrics {
         let sink_queue_bytes = Gauge::default();
         registry.register("sink_queue_bytes", "Bytes the sink holds, not yet acknowledged", sink_queue_bytes.clone());
         let sink_connected = Gauge::default();
-        registry.register("sink_connected", "1 while the sink is connected to its destination", sink_connected.clone());
+        registry.register(
+            "sink_connected",
+            "1 while the sink is connected and its destination acknowledges what it publishes",
+            sink_connected.clone(),
+        );
 
         Metrics {
             sink_blocks,

@@ -182,12 +182,9 @@ pub async fn run(config: ArchiveConfig, stop: Arc<AtomicBool>) -> Result<Archive
         .map_err(|e| crate::connect_error(&config.address, &e))?;
     let js = jetstream::new(client.clone());
     let mut stream = open_stream(&js, &config).await?;
-    let last = stream
-        .info()
-        .await
-        .map_err(|e| StreamError::Stream { stream: config.address.stream.clone(), why: e.to_string() })?
-        .state
-        .last_sequence;
+    let stream_error = |why: String| StreamError::Stream { stream: config.address.stream.clone(), why };
+    let info = stream.info().await.map_err(|e| stream_error(e.to_string()))?;
+    let (last, subjects) = (info.state.last_sequence, info.config.subjects.join(", "));
     let consumer: jetstream::consumer::PullConsumer = stream
         .get_or_create_consumer(
             &config.durable,
@@ -200,7 +197,32 @@ pub async fn run(config: ArchiveConfig, stop: Arc<AtomicBool>) -> Result<Archive
             },
         )
         .await
-        .map_err(|e| StreamError::Stream { stream: config.address.stream.clone(), why: format!("consumer: {e}") })?;
+        .map_err(|e| {
+            let text = e.to_string();
+            stream_error(match &config.filter {
+                Some(f) if text.contains("filter subject") => {
+                    format!("--filter {f} is not among the stream's subjects ({subjects}); name a subject within them")
+                }
+                _ => format!("consumer: {text}"),
+            })
+        })?;
+    // A durable made earlier keeps the filter it was made with: an archiver that asked
+    // for another would silently archive the wrong services.
+    let had = consumer.cached_info().config.filter_subject.clone();
+    let wanted = config.filter.clone().unwrap_or_default();
+    if had != wanted {
+        let say =
+            |f: &str| if f.is_empty() { "no --filter (every subject)".to_string() } else { format!("--filter {f}") };
+        return Err(stream_error(format!(
+            "the durable consumer {} was made with {}, not {}; give this archive a --durable name of its own (or \
+             remove that consumer: nats consumer rm {} {})",
+            config.durable,
+            say(&had),
+            say(&wanted),
+            config.address.stream,
+            config.durable
+        )));
+    }
     // Blocks an earlier archiver of this name took and did not acknowledge (it crashed)
     // come back only after the ack wait: a `--once` now would miss them.
     let mut consumer = consumer;

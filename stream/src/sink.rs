@@ -96,6 +96,9 @@ struct Shared {
     dropped_queue_full: AtomicU64,
     dropped_refused: AtomicU64,
     connected: AtomicBool,
+    /// Publishing fails (no acknowledgement, an error) since the episode began; a
+    /// connection to a server that is frozen or out of storage stays up.
+    failing: AtomicBool,
     last_server_error: Mutex<Option<(String, Instant)>>,
     /// The server's largest message (0 until connected): blocks are cut to fit it.
     max_payload: std::sync::atomic::AtomicUsize,
@@ -266,7 +269,7 @@ impl CaptureSink for NatsSink {
             dropped_encode: self.dropped_encode,
             dropped_refused: load(&s.dropped_refused),
             queue_bytes: load(&s.queue_bytes),
-            connected: s.connected.load(Ordering::Relaxed),
+            connected: s.connected.load(Ordering::Relaxed) && !s.failing.load(Ordering::Relaxed),
         }
     }
 
@@ -454,7 +457,7 @@ async fn publish(shared: Arc<Shared>, config: NatsSinkConfig, name: String) {
         }
         match problem {
             None => {
-                trouble.ok();
+                trouble.ok(&shared);
                 backoff = Duration::from_millis(100);
             }
             Some(e) => {
@@ -481,6 +484,7 @@ struct Trouble {
 
 impl Trouble {
     fn fail(&mut self, shared: &Shared, what: &str) {
+        shared.failing.store(true, Ordering::Relaxed);
         let now = Instant::now();
         let since = *self.since.get_or_insert(now);
         if self.said.is_some_and(|t| now.duration_since(t) < COMPLAIN_EVERY) {
@@ -502,7 +506,8 @@ impl Trouble {
         }
     }
 
-    fn ok(&mut self) {
+    fn ok(&mut self, shared: &Shared) {
+        shared.failing.store(false, Ordering::Relaxed);
         if let Some(since) = self.since.take() {
             tracing::warn!("stream sink: publishing resumed after {}s", since.elapsed().as_secs());
             self.said = None;
