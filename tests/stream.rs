@@ -88,6 +88,20 @@ impl Drop for Nats {
     }
 }
 
+/// The body of a `Transfer-Encoding: chunked` answer (the NATS monitor sends them).
+fn dechunk(mut raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(eol) = raw.windows(2).position(|w| w == b"\r\n") {
+        let size = usize::from_str_radix(std::str::from_utf8(&raw[..eol]).unwrap().trim(), 16).unwrap();
+        if size == 0 {
+            break;
+        }
+        out.extend_from_slice(&raw[eol + 2..eol + 2 + size]);
+        raw = &raw[eol + 2 + size + 2..];
+    }
+    out
+}
+
 fn get(addr: std::net::SocketAddr, path: &str) -> u16 {
     http(addr, "GET", path, b"").map(|(status, _)| status).unwrap_or(0)
 }
@@ -360,7 +374,12 @@ fn an_unreachable_stream_drops_captures_counted_and_never_a_request() {
 #[test]
 fn bad_streams_and_credentials_get_one_line_and_never_echo_a_secret() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(nats) = Nats::start_with(&dir.path().join("js"), &["--auth", "s3cret-token-for-tests"]) else { return };
+    let monitor = free_port();
+    let Some(nats) =
+        Nats::start_with(&dir.path().join("js"), &["--auth", "s3cret-token-for-tests", "-m", &monitor.to_string()])
+    else {
+        return;
+    };
     let url = nats.url("CAPTURES");
     let (wrong, right) = (dir.path().join("wrong.token"), dir.path().join("right.token"));
     std::fs::write(&wrong, "not-the-token-XYZZY\n").unwrap();
@@ -381,9 +400,29 @@ fn bad_streams_and_credentials_get_one_line_and_never_echo_a_secret() {
     let (code, lines, err) = one_line(&out);
     assert_eq!((code, lines), (Some(2), 1), "{err}");
     assert!(err.contains("--create-stream"), "{err}");
-    // …which makes it.
-    let out = run(&["archive", &url, "-o", s(&out_dir), "--once", "--create-stream", "--nats-token-file", s(&right)]);
+    // Three copies need three servers: said, with the flag; the stream settings without
+    // --create-stream are refused, not ignored.
+    let create = ["archive", &url, "-o", s(&out_dir), "--once", "--create-stream", "--nats-token-file", s(&right)];
+    let out = run(&[&create[..], &["--stream-replicas", "3"]].concat());
+    let (code, lines, err) = one_line(&out);
+    assert_eq!((code, lines), (Some(2), 1), "{err}");
+    assert!(err.contains("--stream-replicas 3 needs a JetStream cluster"), "{err}");
+    let out = run(&["archive", &url, "-o", s(&out_dir), "--once", "--stream-max-age", "6h"]);
+    let (code, lines, err) = one_line(&out);
+    assert_eq!((code, lines), (Some(2), 1), "{err}");
+    assert!(err.contains("add --create-stream"), "{err}");
+    // …which makes it, with a retention (a day unless said: a stream without one would
+    // fill the server's disk and then refuse every capture).
+    let out = run(&[&create[..], &["--stream-max-age", "6h", "--stream-max-bytes", "1GiB"]].concat());
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let (_, body) = http(([127, 0, 0, 1], monitor).into(), "GET", "/jsz?streams=true&config=true", b"").unwrap();
+    let jsz: serde_json::Value =
+        serde_json::from_slice(&dechunk(&body)).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&body)));
+    let config = &jsz["account_details"][0]["stream_detail"][0]["config"];
+    assert_eq!(config["name"], "CAPTURES", "{jsz}");
+    assert_eq!(config["max_age"], 6 * 3600 * 1_000_000_000_u64, "{config}");
+    assert_eq!(config["max_bytes"], 1_u64 << 30, "{config}");
+    assert_eq!(config["num_replicas"], 1, "{config}");
     // A filter outside the stream's subjects, and a filter the existing durable was not
     // made with (it would archive other services than asked): one line each, saying why.
     let token = ["--nats-token-file", s(&right)];

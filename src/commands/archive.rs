@@ -41,6 +41,8 @@ pub struct ArchiveArgs {
     #[arg(long)]
     pub allow_shared_dir: bool,
     #[command(flatten)]
+    pub stream_flags: super::nats::StreamFlags,
+    #[command(flatten)]
     pub nats: NatsFlags,
 }
 
@@ -52,7 +54,7 @@ pub fn run(args: ArchiveArgs) -> Result<ExitCode> {
     config.durable = args.durable.clone();
     config.filter = args.filter.clone();
     config.allow_shared_dir = args.allow_shared_dir;
-    config.create_stream = args.create_stream;
+    config.create_stream = args.stream_flags.settings(args.create_stream)?;
     let stop = Arc::new(AtomicBool::new(false));
     let runtime =
         tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")?;

@@ -86,6 +86,74 @@ impl NatsFlags {
     }
 }
 
+/// How `--create-stream` makes the stream (also keys of the config file). A stream that
+/// exists is left as it is.
+#[derive(Debug, Default, Args, Deserialize)]
+#[serde(default, rename_all = "kebab-case")]
+#[command(next_help_heading = "NATS")]
+pub struct StreamFlags {
+    /// With --create-stream: copies of each message in a JetStream cluster, 1–5 (3 keeps
+    /// the stream through the loss of a server) [default: 1].
+    #[arg(long, value_name = "N")]
+    pub stream_replicas: Option<usize>,
+    /// With --create-stream: captures older than this are removed from the stream (`0`:
+    /// kept until --stream-max-bytes or the server's limit) [default: 24h].
+    #[arg(long, value_name = "DURATION")]
+    pub stream_max_age: Option<String>,
+    /// With --create-stream: the stream's size limit, oldest captures removed first
+    /// (e.g. `500GiB`) [default: the server's limits].
+    #[arg(long, value_name = "SIZE")]
+    pub stream_max_bytes: Option<String>,
+}
+
+impl StreamFlags {
+    /// Fills unset flags from the config file's values.
+    pub fn merge(&mut self, file: StreamFlags) {
+        let StreamFlags { stream_replicas, stream_max_age, stream_max_bytes } = file;
+        merge_from_file!(self; options: stream_replicas, stream_max_age, stream_max_bytes; lists: ; switches: );
+    }
+
+    /// The settings for `--create-stream` (`None` without it); the flags without it are
+    /// refused rather than ignored.
+    pub fn settings(&self, create_stream: bool) -> Result<Option<tapedeck_stream::StreamSettings>> {
+        let StreamFlags { stream_replicas, stream_max_age, stream_max_bytes } = self;
+        if !create_stream {
+            if stream_replicas.is_some() || stream_max_age.is_some() || stream_max_bytes.is_some() {
+                return Err(anyhow!(
+                    "--stream-replicas, --stream-max-age and --stream-max-bytes say how --create-stream makes the \
+                     stream; add --create-stream (a stream that exists is left as it is)"
+                ));
+            }
+            return Ok(None);
+        }
+        let mut settings = tapedeck_stream::StreamSettings::default();
+        if let Some(n) = *stream_replicas {
+            if !(1..=5).contains(&n) {
+                return Err(anyhow!("--stream-replicas {n}: JetStream keeps 1 to 5 copies"));
+            }
+            settings.replicas = n;
+        }
+        if let Some(age) = stream_max_age {
+            settings.max_age = match age.trim() {
+                "0" => std::time::Duration::ZERO,
+                v => humantime::parse_duration(v)
+                    .map_err(|e| anyhow!("--stream-max-age {v:?}: {e} (examples: 6h, 7days, 0 for no age limit)"))?,
+            };
+        }
+        if let Some(size) = stream_max_bytes {
+            let bytes = size
+                .parse::<bytesize::ByteSize>()
+                .map_err(|e| anyhow!("--stream-max-bytes {size:?}: {e} (examples: 500GiB, 2TB)"))?
+                .as_u64();
+            if bytes == 0 {
+                return Err(anyhow!("--stream-max-bytes 0: a stream needs room; leave it out for the server's limits"));
+            }
+            settings.max_bytes = Some(bytes);
+        }
+        Ok(Some(settings))
+    }
+}
+
 /// A stream address from a flag, or why not.
 pub fn address(flag: &str, value: &str) -> Result<StreamAddress> {
     value.parse().map_err(|e| anyhow!("{flag} {}: {e}", redact(value)))

@@ -189,6 +189,9 @@ pub struct ProxyArgs {
     pub max_header_size: Option<String>,
     #[command(flatten)]
     #[serde(skip)]
+    pub stream_flags: super::nats::StreamFlags,
+    #[command(flatten)]
+    #[serde(skip)]
     pub nats: super::nats::NatsFlags,
     /// Read settings from this TOML file (keys are the flag names).
     #[arg(long, value_name = "FILE")]
@@ -207,9 +210,10 @@ impl ProxyArgs {
         let toml_error = |e| super::toml_error("config file", &path, &text, &e);
         let file: ProxyArgs = toml::from_str(&text).map_err(toml_error)?;
         self.nats.merge(toml::from_str(&text).map_err(toml_error)?);
+        self.stream_flags.merge(toml::from_str(&text).map_err(toml_error)?);
         #[rustfmt::skip]
         let ProxyArgs {
-            listen, upstream, sink, create_stream, service, nats: _, capture_dir, allow_shared_dir, admin, sample, sample_key, sample_salt, max_capture_rps,
+            listen, upstream, sink, create_stream, service, stream_flags: _, nats: _, capture_dir, allow_shared_dir, admin, sample, sample_key, sample_salt, max_capture_rps,
             include, exclude, max_body, scrub_policy, scrub_key_file, proto_descriptor, no_scrub, tls_cert, tls_key,
             strict_perms, upstream_ca, upstream_protocol, host_header, forwarded_headers, trust_forwarded,
             header_timeout, connect_timeout, upstream_timeout, body_timeout, body_min_rate, stream_idle_timeout,
@@ -349,6 +353,7 @@ pub(crate) fn build_config(args: ProxyArgs) -> Result<ProxyConfig> {
     if sink.is_none() && (args.nats.any() || args.create_stream) {
         bail!("--create-stream and the --nats-* flags go with --sink nats://HOST:PORT/STREAM");
     }
+    let stream_settings = args.stream_flags.settings(args.create_stream)?;
     if args.capture_dir.is_some() || sink.is_some() {
         let mut capture = CaptureConfig::new(args.capture_dir.clone().unwrap_or_default());
         capture.write_tapes = args.capture_dir.is_some();
@@ -388,7 +393,7 @@ pub(crate) fn build_config(args: ProxyArgs) -> Result<ProxyConfig> {
             sink.auth = args.nats.auth();
             sink.auth.check_files()?;
             sink.service = service;
-            sink.create_stream = args.create_stream;
+            sink.create_stream = stream_settings.clone();
             sink.queue_max_bytes = capture.queue_max_bytes;
             capture.sinks.push(Box::new(tapedeck_stream::sink::NatsSink::new(sink)));
         }

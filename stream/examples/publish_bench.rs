@@ -44,7 +44,9 @@ fn main() {
     let mut config = NatsSinkConfig::new(address.clone());
     // A service of its own: the stream is created for its subjects only.
     config.service = format!("bench-{}", address.stream);
-    config.create_stream = true;
+    // REPLICAS=3 against a JetStream cluster: the stream replicated on three servers.
+    let replicas = std::env::var("REPLICAS").ok().and_then(|r| r.parse().ok()).unwrap_or(1);
+    config.create_stream = Some(tapedeck_stream::StreamSettings { replicas, ..Default::default() });
     config.queue_max_bytes = 1 << 30;
     config.close_timeout = Duration::from_secs(120);
     let mut sink = NatsSink::new(config);

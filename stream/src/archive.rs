@@ -46,8 +46,8 @@ pub struct ArchiveConfig {
     pub segment_max_age: Duration,
     /// Accept a shared output directory.
     pub allow_shared_dir: bool,
-    /// Create the stream if it does not exist (`--create-stream`).
-    pub create_stream: bool,
+    /// Create the stream, made so, if it does not exist (`--create-stream`).
+    pub create_stream: Option<crate::StreamSettings>,
     /// Name `--create-stream` when the stream does not exist (the command has it).
     pub suggest_create: bool,
 }
@@ -65,7 +65,7 @@ impl ArchiveConfig {
             segment_max_bytes: 256 << 20,
             segment_max_age: Duration::from_secs(3600),
             allow_shared_dir: false,
-            create_stream: false,
+            create_stream: None,
             suggest_create: true,
         }
     }
@@ -308,9 +308,11 @@ async fn open_stream(
     let error = |why: String| StreamError::Stream { stream: name.clone(), why };
     match js.get_stream(name).await {
         Ok(s) => Ok(s),
-        Err(e) if crate::sink::is_not_found(&e) && config.create_stream => {
+        Err(e) if crate::sink::is_not_found(&e) && config.create_stream.is_some() => {
             let subjects = config.filter.clone().unwrap_or_else(|| "tapedeck.capture.>".into());
-            crate::sink::create_stream(js, name, &subjects).await.map_err(error)?;
+            crate::sink::create_stream(js, name, &subjects, &config.create_stream.clone().unwrap_or_default())
+                .await
+                .map_err(error)?;
             js.get_stream(name).await.map_err(|e| error(e.to_string()))
         }
         Err(e) if crate::sink::is_not_found(&e) => {
@@ -431,7 +433,7 @@ pub async fn snapshot(config: ArchiveConfig, from: Option<i64>, to: Option<i64>)
         .map_err(|e| crate::connect_error(&config.address, &e))?;
     let js = jetstream::new(client);
     let mut stream =
-        open_stream(&js, &ArchiveConfig { create_stream: false, suggest_create: false, ..config.clone() }).await?;
+        open_stream(&js, &ArchiveConfig { create_stream: None, suggest_create: false, ..config.clone() }).await?;
     let last = stream.info().await.map_err(|e| stream_error(e.to_string()))?.state.last_sequence;
     let mut sink = Sink::new(&config)?;
     if last == 0 {

@@ -19,6 +19,29 @@ pub mod address;
 pub mod archive;
 pub mod sink;
 
+use std::time::Duration;
+
+/// How a stream tapedeck creates (`--create-stream`) is made. A stream that exists is
+/// left as its owner made it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamSettings {
+    /// Copies of each message in a JetStream cluster (1–5; 3 keeps the stream through the
+    /// loss of a node).
+    pub replicas: usize,
+    /// Messages older than this are removed; zero keeps them until `max_bytes`.
+    pub max_age: Duration,
+    /// The stream's size limit, oldest removed first; `None`: the server's limits.
+    pub max_bytes: Option<u64>,
+}
+
+impl Default for StreamSettings {
+    /// One copy, a day of captures: a stream that outgrows the server's disk would refuse
+    /// every capture from then on.
+    fn default() -> Self {
+        StreamSettings { replicas: 1, max_age: Duration::from_secs(24 * 3600), max_bytes: None }
+    }
+}
+
 /// Header names of a capture message.
 pub mod headers {
     /// The producing sidecar (its instance name).

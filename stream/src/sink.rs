@@ -45,8 +45,8 @@ pub struct NatsSinkConfig {
     pub ack_window: usize,
     /// How long closing waits for the queue to be acknowledged.
     pub close_timeout: Duration,
-    /// Create the stream if it does not exist (`--create-stream`).
-    pub create_stream: bool,
+    /// Create the stream, made so, if it does not exist (`--create-stream`).
+    pub create_stream: Option<crate::StreamSettings>,
 }
 
 impl NatsSinkConfig {
@@ -59,7 +59,7 @@ impl NatsSinkConfig {
             queue_max_bytes: 256 << 20,
             ack_window: 32,
             close_timeout: Duration::from_secs(5),
-            create_stream: false,
+            create_stream: None,
         }
     }
 }
@@ -534,7 +534,7 @@ async fn ensure_stream(js: &jetstream::Context, config: &NatsSinkConfig) -> Resu
             if info.config.subjects.iter().any(|filter| subject_matches(filter, &sample)) {
                 return Ok(());
             }
-            if !config.create_stream {
+            if config.create_stream.is_none() {
                 return Err(format!(
                     "stream {name} takes {}, not this service's {ours}: pass --create-stream to add them to it, or \
                      publish to the stream that takes them",
@@ -545,14 +545,15 @@ async fn ensure_stream(js: &jetstream::Context, config: &NatsSinkConfig) -> Resu
             updated.subjects.push(ours.clone());
             js.update_stream(updated).await.map(|_| ()).map_err(|e| format!("cannot add {ours} to stream {name}: {e}"))
         }
-        Err(e) if is_not_found(&e) && !config.create_stream => Err(format!(
+        Err(e) if is_not_found(&e) && config.create_stream.is_none() => Err(format!(
             "stream {name} does not exist on {}: pass --create-stream to create it (or create it with the NATS \
              tools, subjects tapedeck.capture.>)",
             config.address
         )),
         // The service's subjects only: streams of other services can live beside it.
         Err(e) if is_not_found(&e) => {
-            create_stream(js, name, &format!("tapedeck.capture.{}.>", subject_token(&config.service))).await
+            let settings = config.create_stream.clone().unwrap_or_default();
+            create_stream(js, name, &format!("tapedeck.capture.{}.>", subject_token(&config.service)), &settings).await
         }
         Err(e) => Err(format!("cannot look up stream {name}: {e}")),
     }
@@ -580,12 +581,20 @@ pub(crate) fn is_not_found(e: &jetstream::context::GetStreamError) -> bool {
 
 /// Creates a capture stream: file storage, `subjects`, a two-minute window for removing
 /// blocks published twice.
-pub(crate) async fn create_stream(js: &jetstream::Context, name: &str, subjects: &str) -> Result<(), String> {
+pub(crate) async fn create_stream(
+    js: &jetstream::Context,
+    name: &str,
+    subjects: &str,
+    settings: &crate::StreamSettings,
+) -> Result<(), String> {
     js.create_stream(jetstream::stream::Config {
         name: name.to_string(),
         subjects: vec![subjects.to_string()],
         storage: jetstream::stream::StorageType::File,
         duplicate_window: Duration::from_secs(120),
+        num_replicas: settings.replicas,
+        max_age: settings.max_age,
+        max_bytes: settings.max_bytes.map_or(-1, |b| i64::try_from(b).unwrap_or(i64::MAX)),
         ..Default::default()
     })
     .await
@@ -597,7 +606,15 @@ pub(crate) async fn create_stream(js: &jetstream::Context, name: &str, subjects:
         } else {
             ""
         };
-        format!("cannot create stream {name} for {subjects}: {e}{overlap}")
+        let replicas = if e.to_string().contains("insufficient resources") || e.to_string().contains("replicas") {
+            format!(
+                " (--stream-replicas {} needs a JetStream cluster of at least that many servers with room)",
+                settings.replicas
+            )
+        } else {
+            String::new()
+        };
+        format!("cannot create stream {name} for {subjects}: {e}{overlap}{replicas}")
     })
 }
 
