@@ -4,6 +4,7 @@ in flight, as the capture sink does. Prints messages/s and MB/s acknowledged.
 
     pip install nats-py
     python3 benches/nats_peer.py nats://127.0.0.1:4222 STREAM COUNT SIZE [WINDOW]
+    REPLICAS=3 python3 benches/nats_peer.py …     (a stream of 3 copies, on a cluster)
 """
 import asyncio
 import os
@@ -19,7 +20,8 @@ async def main():
     nc = await nats.connect(url)
     js = nc.jetstream()
     try:
-        await js.add_stream(name=stream, subjects=[f"peer.{stream}.>"])
+        await js.add_stream(name=stream, subjects=[f"peer.{stream}.>"],
+                            num_replicas=int(os.environ.get("REPLICAS", "1")))
     except Exception:
         pass
     # Compressed tape blocks look random to the wire: random bytes, not zeros.
