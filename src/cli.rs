@@ -300,4 +300,11 @@ pub struct DemoArgs {
     /// 0777); see `tapedeck proxy --help`.
     #[arg(long)]
     pub allow_shared_dir: bool,
+    /// Only serve the demo's API, as production or as staging with its planted drift,
+    /// until stopped (to try `proxy --shadow` or a replay by hand).
+    #[arg(long, value_name = "FLAVOR", value_parser = ["production", "staging"])]
+    pub serve: Option<String>,
+    /// With --serve: where to listen [default: 127.0.0.1, any free port].
+    #[arg(long, value_name = "ADDR", requires = "serve")]
+    pub listen: Option<std::net::SocketAddr>,
 }

@@ -47,3 +47,32 @@ pub trait CaptureSink: Send {
     /// What it sends to, for people (no credentials).
     fn describe(&self) -> String;
 }
+
+/// A page an admin listener serves for a [`LiveTap`].
+#[derive(Clone, Debug)]
+pub struct AdminPage {
+    /// Its `Content-Type`.
+    pub content_type: &'static str,
+    /// Its body.
+    pub body: Vec<u8>,
+}
+
+/// Takes finished exchanges live, as production saw them (not scrubbed: they stay in
+/// memory, and what it keeps or shows it scrubs itself) — the shadow that re-sends them
+/// to a canary and compares. The proxy asks at each request's head whether the tap wants
+/// it, and offers the exchange once production's answer has gone to the client.
+pub trait LiveTap: Send + Sync {
+    /// Whether to record this request for the tap (its sampling and method rules).
+    /// Called on the request path: cheap, never waits.
+    fn wants(&self, method: &str, path: &str) -> bool;
+    /// A finished exchange the tap wanted. Never waits: when the tap is full, the exchange
+    /// is dropped and counted.
+    fn offer(&self, exchange: Exchange);
+    /// Its metrics, in the Prometheus text format, appended to the proxy's `/metrics`.
+    fn metrics(&self, out: &mut String);
+    /// The admin page at `path` (`/shadow`, `/shadow.html`), if it serves one.
+    fn page(&self, path: &str) -> Option<AdminPage>;
+    /// Stops taking exchanges, finishes (bounded) what is under way, and says what it did
+    /// in one line.
+    fn close(&self) -> String;
+}

@@ -1,5 +1,6 @@
 //! The admin listener (127.0.0.1 by default): `/metrics` (Prometheus text), `/healthz`
-//! (the process is alive) and `/readyz` (accepting traffic; 503 while draining).
+//! (the process is alive) and `/readyz` (accepting traffic; 503 while draining); with a
+//! live tap (the shadow), its metrics in `/metrics` and its pages (`/shadow`).
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,6 +15,8 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
+use tapedeck_captures::sink::LiveTap;
+
 use crate::metrics::Metrics;
 
 /// Admin connections served at once; more are closed on accept (a scraper needs one).
@@ -22,7 +25,13 @@ const MAX_CONNECTIONS: usize = 64;
 /// Serves admin requests until the task is aborted. A client must send each request
 /// head within `header_timeout` (which also bounds an idle keep-alive connection), as on
 /// the main listener; at most `MAX_CONNECTIONS` (64) are open at once.
-pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, ready: Arc<AtomicBool>, header_timeout: Duration) {
+pub async fn serve(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    tap: Option<Arc<dyn LiveTap>>,
+    ready: Arc<AtomicBool>,
+    header_timeout: Duration,
+) {
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         let Ok((stream, _)) = listener.accept().await else {
@@ -35,9 +44,10 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, ready: Arc<Atom
         };
         let metrics = metrics.clone();
         let ready = ready.clone();
+        let tap = tap.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req| {
-                let response = route(&req, &metrics, &ready);
+                let response = route(&req, &metrics, tap.as_deref(), &ready);
                 async move { Ok::<_, Infallible>(response) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
@@ -50,10 +60,32 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, ready: Arc<Atom
     }
 }
 
-fn route(req: &Request<Incoming>, metrics: &Metrics, ready: &AtomicBool) -> Response<Full<Bytes>> {
+fn route(
+    req: &Request<Incoming>,
+    metrics: &Metrics,
+    tap: Option<&dyn LiveTap>,
+    ready: &AtomicBool,
+) -> Response<Full<Bytes>> {
+    let page = tap.filter(|_| req.method() == Method::GET).and_then(|t| t.page(req.uri().path()));
     let (status, content_type, body) = match (req.method(), req.uri().path()) {
+        _ if page.is_some() => {
+            let page = page.expect("checked");
+            (StatusCode::OK, page.content_type, Bytes::from(page.body))
+        }
         (&Method::GET, "/metrics") => {
-            (StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", Bytes::from(metrics.render()))
+            let mut text = metrics.render();
+            if let Some(tap) = tap {
+                // Before the exposition's end marker.
+                let eof = text.ends_with("# EOF\n");
+                if eof {
+                    text.truncate(text.len() - "# EOF\n".len());
+                }
+                tap.metrics(&mut text);
+                if eof {
+                    text.push_str("# EOF\n");
+                }
+            }
+            (StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", Bytes::from(text))
         }
         (&Method::GET, "/healthz") => (StatusCode::OK, "text/plain", Bytes::from_static(b"ok\n")),
         (&Method::GET, "/readyz") if ready.load(Ordering::Acquire) => {

@@ -21,6 +21,9 @@ pub struct ProxyConfig {
     pub capture: Option<CaptureConfig>,
     /// Which requests to capture.
     pub sampling: SamplingConfig,
+    /// A live tap (the shadow): offered the requests it wants, unscrubbed, once
+    /// production's answer has gone out; its metrics and pages join the admin listener's.
+    pub tap: Option<std::sync::Arc<dyn tapedeck_captures::sink::LiveTap>>,
     /// TLS on the listener.
     pub tls: Option<TlsFiles>,
     /// CA certificates (PEM) to trust for an https upstream instead of the system's.
@@ -48,6 +51,7 @@ impl ProxyConfig {
             admin: Some(SocketAddr::from(([127, 0, 0, 1], 9091))),
             capture: None,
             sampling: SamplingConfig::default(),
+            tap: None,
             tls: None,
             upstream_ca: None,
             upstream_protocol: UpstreamProtocol::Auto,

@@ -54,6 +54,7 @@ pub struct Shared {
     pub(crate) upstream: Upstream,
     pub(crate) sampler: Option<Sampler>,
     pub(crate) capture: Option<Arc<CaptureQueue>>,
+    pub(crate) tap: Option<Arc<dyn tapedeck_captures::sink::LiveTap>>,
     pub(crate) clock: Clock,
     pub(crate) ids: IdGenerator,
     pub(crate) metrics: Arc<Metrics>,
@@ -211,15 +212,27 @@ impl Forwarder {
         sequence: u32,
         started: Instant,
     ) -> Option<Arc<Recording>> {
-        let (sampler, queue) = (self.sampler.as_ref()?, self.capture.as_ref()?);
-        let session = match sampler.decide(req.method(), req.uri(), req.headers()) {
-            Decision::Capture { session } => session,
-            Decision::Skip(reason) => {
-                self.metrics.skipped(reason);
-                return None;
-            }
+        let captured = match (self.sampler.as_ref(), self.capture.as_ref()) {
+            (Some(sampler), Some(queue)) => match sampler.decide(req.method(), req.uri(), req.headers()) {
+                Decision::Capture { session } => Some((session, queue.clone())),
+                Decision::Skip(reason) => {
+                    self.metrics.skipped(reason);
+                    None
+                }
+            },
+            _ => None,
         };
-        self.metrics.captured.inc();
+        let tap = self.tap.as_ref().filter(|t| t.wants(req.method().as_str(), req.uri().path())).cloned();
+        if captured.is_none() && tap.is_none() {
+            return None;
+        }
+        let (session, queue) = match captured {
+            Some((session, queue)) => {
+                self.metrics.captured.inc();
+                (session, Some(queue))
+            }
+            None => (None, None),
+        };
         let authority = req
             .uri()
             .authority()
@@ -254,7 +267,7 @@ impl Forwarder {
             replay_of: None,
             websocket: None,
         };
-        Some(Recording::new(queue.clone(), self.clock, started, self.max_body, exchange))
+        Some(Recording::new(queue, tap, self.clock, started, self.max_body, exchange))
     }
 
     fn upstream_request(

@@ -4,7 +4,7 @@
 //! arrives, the response head when it comes, each body when its tee lets go, a WebSocket
 //! session when its tunnel ends. The handler, both body tees and a tunnel each hold it;
 //! when the last of them lets go — everything finished, failed or was abandoned — it is
-//! complete and goes to the capture queue.
+//! complete and goes to the capture queue, and to the live tap if it wanted it.
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -18,7 +18,8 @@ use crate::capture::CaptureQueue;
 
 /// An exchange being captured.
 pub struct Recording {
-    queue: Arc<CaptureQueue>,
+    queue: Option<Arc<CaptureQueue>>,
+    tap: Option<Arc<dyn tapedeck_captures::sink::LiveTap>>,
     started: Instant,
     max_body: usize,
     exchange: Mutex<Exchange>,
@@ -41,9 +42,11 @@ pub(crate) enum Outcome {
 }
 
 impl Recording {
-    /// Starts recording `exchange` (request head filled in) that began at `started`.
+    /// Starts recording `exchange` (request head filled in) that began at `started`, for
+    /// the capture `queue` and/or the live `tap`.
     pub fn new(
-        queue: Arc<CaptureQueue>,
+        queue: Option<Arc<CaptureQueue>>,
+        tap: Option<Arc<dyn tapedeck_captures::sink::LiveTap>>,
         clock: Clock,
         started: Instant,
         max_body: usize,
@@ -51,7 +54,7 @@ impl Recording {
     ) -> Arc<Self> {
         exchange.timing.tape_start_unix_ns = clock.start_unix_ns;
         exchange.timing.start_ns = clock.offset_ns(started);
-        Arc::new(Recording { queue, started, max_body, exchange: Mutex::new(exchange) })
+        Arc::new(Recording { queue, tap, started, max_body, exchange: Mutex::new(exchange) })
     }
 
     fn with<R>(&self, f: impl FnOnce(&mut Exchange) -> R) -> R {
@@ -172,6 +175,15 @@ impl Drop for Recording {
         if exchange.response.is_none() && exchange.error.is_none() {
             exchange.error = Some(ErrorKind::ClientAborted);
         }
-        self.queue.push(exchange);
+        // The answer has gone to the client: the tap's work starts after it.
+        match (&self.queue, &self.tap) {
+            (Some(queue), Some(tap)) => {
+                tap.offer(exchange.clone());
+                queue.push(exchange);
+            }
+            (Some(queue), None) => queue.push(exchange),
+            (None, Some(tap)) => tap.offer(exchange),
+            (None, None) => {}
+        }
     }
 }

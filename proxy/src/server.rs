@@ -49,6 +49,8 @@ pub struct ShutdownReport {
     pub connections_cut: usize,
     /// The capture writer's final report, if capture was on.
     pub capture: Option<CaptureReport>,
+    /// The tap's closing line, if there was one.
+    pub tap: Option<String>,
 }
 
 impl Proxy {
@@ -123,9 +125,11 @@ pub async fn start(mut config: ProxyConfig) -> Result<Proxy, ProxyError> {
             let (queue, writer) = crate::capture::start(c, metrics.clone())?;
             (Some(Arc::new(queue)), Some(writer), max_body)
         }
-        None => (None, None, 0),
+        // The tap alone records bodies up to the capture's default.
+        None => (None, None, 1 << 20),
     };
     let sampler = capture.as_ref().map(|_| Sampler::new(&config.sampling));
+    let tap = config.tap.take();
     let connections = Arc::new(Connections::default());
     let shared = Arc::new(Shared {
         connections: connections.clone(),
@@ -133,6 +137,7 @@ pub async fn start(mut config: ProxyConfig) -> Result<Proxy, ProxyError> {
         upstream,
         sampler,
         capture,
+        tap: tap.clone(),
         clock,
         ids: IdGenerator::new(),
         metrics: metrics.clone(),
@@ -153,8 +158,8 @@ pub async fn start(mut config: ProxyConfig) -> Result<Proxy, ProxyError> {
         );
     }
     let header_timeout = config.timeouts.header_read;
-    let admin_task =
-        admin_listener.map(|l| tokio::spawn(admin::serve(l, metrics.clone(), ready.clone(), header_timeout)));
+    let admin_task = admin_listener
+        .map(|l| tokio::spawn(admin::serve(l, metrics.clone(), tap.clone(), ready.clone(), header_timeout)));
     let conn_ids = Arc::new(IdGenerator::new());
     let mut worker_threads = Vec::with_capacity(workers);
     for (i, listener) in listeners.into_iter().enumerate() {
@@ -184,8 +189,15 @@ pub async fn start(mut config: ProxyConfig) -> Result<Proxy, ProxyError> {
             .map_err(|e| ProxyError::Config(format!("cannot start worker threads: {e}")))?;
         worker_threads.push(handle);
     }
-    let coordinator =
-        Coordinator { shared, connections, timeouts: config.timeouts, workers: worker_threads, writer, admin_task };
+    let coordinator = Coordinator {
+        shared,
+        connections,
+        timeouts: config.timeouts,
+        workers: worker_threads,
+        writer,
+        tap,
+        admin_task,
+    };
     let task = tokio::spawn(coordinator.run(stop.clone(), stop_rx, ready));
     let admin = admin_addr.map_or_else(|| "off".to_string(), |a| a.to_string());
     tracing::info!(listen = %local_addr, %admin, workers, "proxy started");
@@ -249,6 +261,7 @@ struct Coordinator {
     timeouts: Timeouts,
     workers: Vec<std::thread::JoinHandle<()>>,
     writer: Option<CaptureWriter>,
+    tap: Option<Arc<dyn tapedeck_captures::sink::LiveTap>>,
     admin_task: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -284,11 +297,16 @@ impl Coordinator {
             Some(w) => tokio::task::spawn_blocking(move || w.join()).await.ok(),
             None => None,
         };
+        // Every request has let go of its recording: nothing more is offered to the tap.
+        let tap = match self.tap {
+            Some(t) => tokio::task::spawn_blocking(move || t.close()).await.ok(),
+            None => None,
+        };
         if let Some(t) = self.admin_task {
             t.abort();
         }
         tracing::info!("proxy stopped");
-        ShutdownReport { connections_cut, capture }
+        ShutdownReport { connections_cut, capture, tap }
     }
 }
 

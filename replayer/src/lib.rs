@@ -13,6 +13,8 @@
 //!   guard against replaying at production.
 //! - [`websocket`]: a recorded WebSocket session as a plan to play; [`paced`]: a gRPC
 //!   stream's messages at their recorded pace.
+//! - [`shadow`]: the live shadow — what a proxy just answered, re-sent to a canary and
+//!   compared as it comes (a capture tap the binary hands the proxy).
 //!
 //! At run time:
 //!
@@ -46,6 +48,7 @@ pub mod progress;
 pub mod rewrite;
 pub mod schedule;
 mod session;
+pub mod shadow;
 pub mod source;
 pub mod websocket;
 

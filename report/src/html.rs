@@ -37,7 +37,11 @@ const REP: &str = "#e15759";
 /// Renders `report` as a complete HTML document.
 pub fn render(report: &ReplayReport) -> String {
     let mut o = String::with_capacity(64 * 1024);
-    let title = format!("tapedeck replay against {}", report.target);
+    let title = if report.pacing == crate::LIVE_SHADOW {
+        format!("tapedeck live shadow: {}", report.target)
+    } else {
+        format!("tapedeck replay against {}", report.target)
+    };
     let _ = write!(
         o,
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{}</title><style>{STYLE}</style></head><body><main>",

@@ -16,6 +16,10 @@ use crate::stats::Stats;
 /// Version of the JSON layout; bumped on incompatible changes.
 pub const SCHEMA_VERSION: u32 = 2;
 
+/// The `pacing` of a live shadow's report (`proxy --shadow`): its "replay" is production's
+/// own traffic, mirrored as it comes.
+pub const LIVE_SHADOW: &str = "live shadow";
+
 /// Upper bounds of the latency chart's buckets, ms (the last one is open).
 const BUCKETS_MS: &[f64] = &[0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0];
 
@@ -434,6 +438,17 @@ impl ReplayReport {
             if let Some((method, target)) = e.request.split_once(' ') {
                 e.request = format!("{method} {}", scrubber.scrub_target(target));
             }
+        }
+    }
+
+    /// Scrubs the examples' requests and both values (a live shadow's: production's own
+    /// answers and a canary's, neither scrubbed before), each value by where it was.
+    pub fn scrub_examples_and_values(&mut self, scrubber: &tapedeck_captures::scrub::Scrubber) {
+        self.scrub_examples(scrubber);
+        for finding in self.routes.iter_mut().filter_map(|r| r.diffs.as_mut()).flat_map(|d| d.findings.iter_mut()) {
+            let e = &mut finding.example;
+            e.recorded = scrubber.scrub_value(&e.at, &e.recorded);
+            e.replayed = scrubber.scrub_value(&e.at, &e.replayed);
         }
     }
 

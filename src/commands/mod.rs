@@ -24,6 +24,7 @@ pub mod proxy;
 pub mod replay;
 pub mod report;
 pub mod scrub;
+pub mod shadow;
 
 use std::path::PathBuf;
 

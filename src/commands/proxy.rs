@@ -189,6 +189,9 @@ pub struct ProxyArgs {
     pub max_header_size: Option<String>,
     #[command(flatten)]
     #[serde(skip)]
+    pub shadow: super::shadow::ShadowFlags,
+    #[command(flatten)]
+    #[serde(skip)]
     pub stream_flags: super::nats::StreamFlags,
     #[command(flatten)]
     #[serde(skip)]
@@ -211,9 +214,10 @@ impl ProxyArgs {
         let file: ProxyArgs = toml::from_str(&text).map_err(toml_error)?;
         self.nats.merge(toml::from_str(&text).map_err(toml_error)?);
         self.stream_flags.merge(toml::from_str(&text).map_err(toml_error)?);
+        self.shadow.merge(toml::from_str(&text).map_err(toml_error)?);
         #[rustfmt::skip]
         let ProxyArgs {
-            listen, upstream, sink, create_stream, service, stream_flags: _, nats: _, capture_dir, allow_shared_dir, admin, sample, sample_key, sample_salt, max_capture_rps,
+            listen, upstream, sink, create_stream, service, shadow: _, stream_flags: _, nats: _, capture_dir, allow_shared_dir, admin, sample, sample_key, sample_salt, max_capture_rps,
             include, exclude, max_body, scrub_policy, scrub_key_file, proto_descriptor, no_scrub, tls_cert, tls_key,
             strict_perms, upstream_ca, upstream_protocol, host_header, forwarded_headers, trust_forwarded,
             header_timeout, connect_timeout, upstream_timeout, body_timeout, body_min_rate, stream_idle_timeout,
@@ -262,7 +266,8 @@ fn socket_addr(flag: &str, value: &str) -> Result<SocketAddr> {
     full.parse().map_err(|_| anyhow!("--{flag} {value:?}: expected HOST:PORT such as 127.0.0.1:8080 or :8080"))
 }
 
-pub(crate) fn build_config(args: ProxyArgs) -> Result<ProxyConfig> {
+/// The proxy's settings, and a line saying what the shadow does (with --shadow, started).
+pub(crate) fn build_config(args: ProxyArgs) -> Result<(ProxyConfig, Option<String>)> {
     let listen = socket_addr(
         "listen",
         args.listen.as_deref().ok_or_else(|| anyhow!("--listen is required (e.g. --listen :8080)"))?,
@@ -354,6 +359,21 @@ pub(crate) fn build_config(args: ProxyArgs) -> Result<ProxyConfig> {
         bail!("--create-stream and the --nats-* flags go with --sink nats://HOST:PORT/STREAM");
     }
     let stream_settings = args.stream_flags.settings(args.create_stream)?;
+    // One scrubber for the captures and the shadow's report examples.
+    let scrubber = if !args.no_scrub && (args.capture_dir.is_some() || sink.is_some() || args.shadow.shadow.is_some()) {
+        let scrubber = load_scrubber(ScrubFiles {
+            policy: args.scrub_policy.as_deref(),
+            key_file: args.scrub_key_file.as_deref(),
+            proto: args.proto_descriptor.as_deref().map(crate::commands::scrub::load_proto).transpose()?,
+            strict_perms: args.strict_perms,
+        })?;
+        if !scrubber.has_key() {
+            tracing::warn!("{NO_KEY_NOTICE}");
+        }
+        Some(std::sync::Arc::new(scrubber))
+    } else {
+        None
+    };
     if args.capture_dir.is_some() || sink.is_some() {
         let mut capture = CaptureConfig::new(args.capture_dir.clone().unwrap_or_default());
         capture.write_tapes = args.capture_dir.is_some();
@@ -375,16 +395,7 @@ pub(crate) fn build_config(args: ProxyArgs) -> Result<ProxyConfig> {
             capture.writer.instance = instance.clone();
         }
         capture.writer.producer = concat!("tapedeck ", env!("CARGO_PKG_VERSION")).into();
-        if !args.no_scrub {
-            let scrubber = load_scrubber(ScrubFiles {
-                policy: args.scrub_policy.as_deref(),
-                key_file: args.scrub_key_file.as_deref(),
-                proto: args.proto_descriptor.as_deref().map(crate::commands::scrub::load_proto).transpose()?,
-                strict_perms: args.strict_perms,
-            })?;
-            if !scrubber.has_key() {
-                tracing::warn!("{NO_KEY_NOTICE}");
-            }
+        if let Some(scrubber) = scrubber.clone() {
             capture.writer.scrub_fingerprint = Some(scrubber.fingerprint());
             capture.scrub = Some(Box::new(move |ex| scrubber.scrub(ex)));
         }
@@ -401,24 +412,33 @@ pub(crate) fn build_config(args: ProxyArgs) -> Result<ProxyConfig> {
     } else if args.sample.is_some()
         || args.sample_key.is_some()
         || !args.include.is_empty()
-        || args.scrub_policy.is_some()
-        || args.proto_descriptor.is_some()
+        || (args.shadow.shadow.is_none() && (args.scrub_policy.is_some() || args.proto_descriptor.is_some()))
     {
-        bail!("sampling and scrub flags need --capture-dir or --sink: without them the proxy only forwards");
+        bail!(
+            "sampling and scrub flags need --capture-dir or --sink (scrub flags also --shadow): without them the \
+             proxy only forwards"
+        );
     }
-    Ok(config)
+    let shadow = match args.shadow.start(&config.upstream, scrubber)? {
+        Some((shadow, line)) => {
+            config.tap = Some(std::sync::Arc::new(shadow));
+            Some(line)
+        }
+        None => None,
+    };
+    Ok((config, shadow))
 }
 
 pub fn run(args: ProxyArgs) -> Result<ExitCode> {
-    let config = build_config(args.merge_file()?)?;
+    let (config, shadow) = build_config(args.merge_file()?)?;
     // Requests are served by the proxy's own worker threads; this runtime only waits for
     // signals and runs the admin endpoint and shutdown.
     let runtime =
         tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")?;
-    runtime.block_on(serve(config))
+    runtime.block_on(serve(config, shadow))
 }
 
-async fn serve(config: ProxyConfig) -> Result<ExitCode> {
+async fn serve(config: ProxyConfig, shadow: Option<String>) -> Result<ExitCode> {
     let capture_dir = config.capture.as_ref().filter(|c| c.write_tapes).map(|c| c.writer.dir.clone());
     let sinks: Vec<String> =
         config.capture.as_ref().map(|c| c.sinks.iter().map(|s| s.describe()).collect()).unwrap_or_default();
@@ -442,6 +462,14 @@ async fn serve(config: ProxyConfig) -> Result<ExitCode> {
     };
     let admin = proxy.admin_addr().map_or("admin off".to_string(), |a| format!("metrics at http://{a}/metrics"));
     super::status("proxy", format_args!("listening on {} -> {upstream}; {capture}; {admin}", proxy.local_addr()));
+    if let Some(line) = shadow {
+        let page = proxy
+            .admin_addr()
+            .map_or("; no admin listener (--admin off): its counts and report are not shown".to_string(), |a| {
+                format!("; live report at http://{a}/shadow.html")
+            });
+        super::status("proxy", format_args!("{line}{page}"));
+    }
     signals.wait_for_stop(&proxy).await;
     super::status("proxy", format_args!("stopping; draining in-flight requests (Ctrl-C again to stop at once)"));
     let shutdown = proxy.shutdown();
@@ -464,6 +492,9 @@ async fn serve(config: ProxyConfig) -> Result<ExitCode> {
                 report.connections_cut
             ),
         );
+    }
+    if let Some(line) = &report.tap {
+        super::status("proxy", format_args!("{line}"));
     }
     if let Some(c) = report.capture {
         for (sink, s) in &c.sinks {
@@ -573,7 +604,7 @@ mod tests {
     fn the_example_config_is_valid() {
         let example = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/proxy.toml");
         let args = ProxyArgs { config: Some(example.into()), ..Default::default() }.merge_file().unwrap();
-        let config = build_config(args).unwrap();
+        let (config, _) = build_config(args).unwrap();
         assert_eq!(config.sampling.rate, 0.25);
         assert_eq!(config.listen, "0.0.0.0:8080".parse().unwrap());
         assert_eq!(config.capture.unwrap().max_body, 1 << 20);

@@ -19,7 +19,7 @@ mod budget;
 mod comparer;
 mod dispatch;
 mod results;
-mod worker;
+pub(crate) mod worker;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;

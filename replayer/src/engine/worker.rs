@@ -517,7 +517,7 @@ fn sent_request(req: &http::Request<http_body_util::Full<bytes::Bytes>>) -> Reco
     }
 }
 
-fn response_of(outcome: &Outcome) -> Option<RecordedResponse> {
+pub(crate) fn response_of(outcome: &Outcome) -> Option<RecordedResponse> {
     outcome.status.map(|s| RecordedResponse {
         message_ns: outcome.message_ns.clone(),
         trailers: convert::headers(&outcome.trailers),

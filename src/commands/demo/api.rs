@@ -101,7 +101,12 @@ fn now() -> String {
 
 /// Starts the API on 127.0.0.1 (any free port).
 pub async fn start(flavor: Flavor) -> std::io::Result<Api> {
-    let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
+    start_on(flavor, SocketAddr::from(([127, 0, 0, 1], 0))).await
+}
+
+/// Starts the API on `addr`.
+pub async fn start_on(flavor: Flavor, addr: SocketAddr) -> std::io::Result<Api> {
+    let listener = TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
     let mut orders = BTreeMap::new();
     for uid in (1..=USERS).filter(|u| u % 4 != 0) {

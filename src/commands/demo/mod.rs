@@ -81,7 +81,35 @@ const PLANTED: &[Planted] = &[
     },
 ];
 
+/// `demo --serve FLAVOR`: the demo's API alone, until SIGTERM or Ctrl-C.
+fn serve(flavor: &str, listen: Option<std::net::SocketAddr>) -> Result<ExitCode> {
+    let flavor = if flavor == "staging" { api::Flavor::Staging } else { api::Flavor::Production };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async {
+        let addr = listen.unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+        let api = api::start_on(flavor, addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+        let drift = if flavor == api::Flavor::Staging { " (with the planted drift)" } else { "" };
+        crate::commands::status(
+            "demo",
+            format_args!("serving the demo API as {flavor:?}{drift} on http://{}", api.addr),
+        );
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
 pub fn run(args: DemoArgs) -> Result<ExitCode> {
+    if let Some(flavor) = &args.serve {
+        return serve(flavor, args.listen);
+    }
     let out = args.out.clone();
     // Refused before any server starts, and before anything is made.
     tapedeck_captures::files::check_private_dir(&out, args.allow_shared_dir)?;
@@ -114,7 +142,7 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
         allow_shared_dir: args.allow_shared_dir,
         ..Default::default()
     };
-    let proxy_config = crate::commands::proxy::build_config(proxy_args)?;
+    let (proxy_config, _) = crate::commands::proxy::build_config(proxy_args)?;
     let seconds = Duration::from_secs(args.seconds.max(1));
     let (done, captured) = runtime.block_on(async {
         let proxy = tapedeck_proxy::start(proxy_config).await?;

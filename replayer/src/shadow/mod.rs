@@ -1,0 +1,538 @@
+//! The live shadow: requests production just answered, re-sent to a canary (or staging)
+//! and its answers compared with production's as they come.
+//!
+//! The proxy offers each sampled exchange once production's answer has gone to the
+//! client ([`LiveTap`]); nothing here can hold a request: an offer is a counter check and a
+//! `try_send`, and a full shadow drops the exchange and counts it. Re-sending runs on a
+//! thread of its own at a lower CPU priority, with its own connections, an in-flight cap
+//! and a byte budget; comparing runs on another. Only safe methods are mirrored unless
+//! named. What the shadow keeps or shows (report examples) is scrubbed like a capture; the
+//! exchanges themselves are never written.
+
+mod live;
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use http::Uri;
+use tapedeck_captures::exchange::Response;
+use tapedeck_captures::scrub::Scrubber;
+use tapedeck_captures::sink::{AdminPage, LiveTap};
+use tapedeck_captures::{ErrorKind, Exchange};
+use tapedeck_compare::generated::Window;
+use tapedeck_compare::noise::NoiseModel;
+use tapedeck_compare::CompareConfig;
+use tapedeck_report::gate::Gate;
+use tapedeck_report::stats::Sample;
+
+use crate::client::{ClientConfig, Outcome, Pool};
+use crate::rewrite::Rewrite;
+use crate::ReplayError;
+use live::{head, label, Live, Reporting, Snapshot, RATIO_BOUNDS};
+
+/// How long a stopping shadow waits for answers under way.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// Methods mirrored unless `--shadow-methods` says otherwise: the ones that change nothing.
+pub const SAFE_METHODS: &[&str] = &["GET", "HEAD", "OPTIONS"];
+
+/// How the shadow runs.
+pub struct ShadowConfig {
+    /// Where to, with the request rewrites (headers set or removed, credentials withheld
+    /// unless kept).
+    pub rewrite: Rewrite,
+    /// Share of the proxy's requests mirrored, 0–1.
+    pub rate: f64,
+    /// Methods mirrored (upper case).
+    pub methods: Vec<String>,
+    /// Requests sent to the shadow and not yet answered, at most.
+    pub max_in_flight: usize,
+    /// Bytes of exchanges waiting or in flight, at most.
+    pub max_bytes: usize,
+    /// Timeouts, TLS trust, connections.
+    pub client: ClientConfig,
+    /// What to compare and ignore.
+    pub compare: CompareConfig,
+    /// Noise known before (a saved model).
+    pub noise_model: NoiseModel,
+    /// Judged over `window`, live.
+    pub gates: Vec<Gate>,
+    /// The gates' sliding window.
+    pub window: Duration,
+    /// Scrubs the report's examples (production's answers are in them).
+    pub scrub: Option<Arc<Scrubber>>,
+}
+
+impl ShadowConfig {
+    /// Mirrors every safe request to `target`, with defaults for the rest.
+    pub fn new(target: &Uri) -> Result<ShadowConfig, String> {
+        Ok(ShadowConfig {
+            rewrite: Rewrite::new(target).map_err(|e| e.replace("--target", "--shadow"))?,
+            rate: 1.0,
+            methods: SAFE_METHODS.iter().map(|m| m.to_string()).collect(),
+            max_in_flight: 64,
+            max_bytes: 64 << 20,
+            client: ClientConfig {
+                timeout: Duration::from_secs(10),
+                connect_timeout: Duration::from_secs(2),
+                connections: 64,
+                max_body: 1 << 20,
+                insecure: false,
+                ca: None,
+                as_recorded: false,
+            },
+            compare: CompareConfig::default(),
+            noise_model: NoiseModel::default(),
+            gates: Vec::new(),
+            window: Duration::from_secs(300),
+            scrub: None,
+        })
+    }
+}
+
+/// Why an exchange was not mirrored (beyond not being sampled).
+#[derive(Clone, Copy)]
+enum Shed {
+    /// The byte budget or the queue was full.
+    QueueFull,
+    /// Its request body was not recorded whole (larger than `--max-body`, or cut off).
+    BodyTruncated,
+    /// Production did not answer it completely: nothing to compare with.
+    NoAnswer,
+    /// Offered while the shadow was stopping.
+    Closing,
+}
+
+const DROPS: [(Shed, &str); 4] = [
+    (Shed::QueueFull, "queue_full"),
+    (Shed::BodyTruncated, "body_truncated"),
+    (Shed::NoAnswer, "no_production_answer"),
+    (Shed::Closing, "closing"),
+];
+
+/// One answer on its way to the comparer.
+struct Answered {
+    exchange: Exchange,
+    route: String,
+    sent_at: Instant,
+    outcome: Outcome,
+}
+
+struct Inner {
+    rate_threshold: u64,
+    methods: Vec<String>,
+    max_bytes: usize,
+    target: String,
+    queue: Mutex<Option<tokio::sync::mpsc::Sender<Exchange>>>,
+    bytes: AtomicUsize,
+    in_flight: AtomicUsize,
+    not_mirrored_method: AtomicU64,
+    dropped: [AtomicU64; DROPS.len()],
+    sent: AtomicU64,
+    answered: AtomicU64,
+    errors: AtomicU64,
+    compared: AtomicU64,
+    differing: AtomicU64,
+    not_compared: AtomicU64,
+    snapshot: Mutex<Arc<Snapshot>>,
+    closing: AtomicBool,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// The live shadow (see the module docs). Cheap to share: the proxy holds it as its tap.
+pub struct Shadow {
+    inner: Arc<Inner>,
+}
+
+impl Shadow {
+    /// Starts the sending and comparing threads.
+    pub fn start(config: ShadowConfig) -> Result<Shadow, ReplayError> {
+        let tls = if config.rewrite.is_https() {
+            let tls = crate::client::tls_config(&config.client)
+                .map_err(|source| ReplayError::Tls { what: "--shadow", source })?;
+            Some(Arc::new(tls))
+        } else {
+            None
+        };
+        let pool = Pool::new(
+            config.rewrite.host(),
+            config.rewrite.port(),
+            tls,
+            config.client.clone(),
+            Arc::new(crate::Progress::default()),
+        )
+        .map_err(|source| ReplayError::Tls { what: "--shadow", source })?;
+        let (tx, rx) = tokio::sync::mpsc::channel::<Exchange>((config.max_in_flight * 4).max(64));
+        let inner = Arc::new(Inner {
+            rate_threshold: (config.rate.clamp(0.0, 1.0) * u64::MAX as f64) as u64,
+            methods: config.methods.iter().map(|m| m.to_ascii_uppercase()).collect(),
+            max_bytes: config.max_bytes,
+            target: config.rewrite.origin(),
+            queue: Mutex::new(Some(tx)),
+            bytes: AtomicUsize::new(0),
+            in_flight: AtomicUsize::new(0),
+            not_mirrored_method: AtomicU64::new(0),
+            dropped: Default::default(),
+            sent: AtomicU64::new(0),
+            answered: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            compared: AtomicU64::new(0),
+            differing: AtomicU64::new(0),
+            not_compared: AtomicU64::new(0),
+            snapshot: Mutex::new(Arc::new(Snapshot::default())),
+            closing: AtomicBool::new(false),
+            threads: Mutex::new(Vec::new()),
+        });
+        let (answers, answered) = mpsc::sync_channel::<Answered>(config.max_in_flight.max(1) * 4);
+        let reporting = Reporting {
+            target: config.rewrite.origin(),
+            compare: config.compare,
+            noise_model: config.noise_model,
+            gates: config.gates,
+            window: config.window,
+            scrub: config.scrub,
+            started_at: jiff::Timestamp::now().to_string(),
+        };
+        let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
+            std::thread::Builder::new()
+                .name(name.into())
+                .spawn(f)
+                .map_err(|source| ReplayError::Thread { name: name.into(), source })
+        };
+        let sender = {
+            let (inner, rewrite, cap) = (inner.clone(), config.rewrite, config.max_in_flight.max(1));
+            spawn("tapedeck-shadow", Box::new(move || send_loop(&inner, rx, pool, rewrite, cap, answers)))?
+        };
+        let comparer = {
+            let inner = inner.clone();
+            spawn("tapedeck-shadow-compare", Box::new(move || compare_loop(&inner, &answered, &reporting)))?
+        };
+        inner.threads.lock().unwrap_or_else(|p| p.into_inner()).extend([sender, comparer]);
+        Ok(Shadow { inner })
+    }
+}
+
+impl Inner {
+    fn drop_one(&self, why: Shed) {
+        self.dropped[why as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+impl LiveTap for Shadow {
+    fn wants(&self, method: &str, _path: &str) -> bool {
+        let i = &self.inner;
+        if i.rate_threshold == 0 || i.closing.load(Ordering::Relaxed) {
+            return false;
+        }
+        if !i.methods.iter().any(|m| m == method) {
+            i.not_mirrored_method.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        i.rate_threshold == u64::MAX || rand::random::<u64>() < i.rate_threshold
+    }
+
+    fn offer(&self, exchange: Exchange) {
+        let i = &self.inner;
+        if i.closing.load(Ordering::Relaxed) {
+            return i.drop_one(Shed::Closing);
+        }
+        if exchange.request.body.truncated {
+            return i.drop_one(Shed::BodyTruncated);
+        }
+        if exchange.error.is_some() || exchange.response.as_ref().is_none_or(|r| r.body.truncated) {
+            return i.drop_one(Shed::NoAnswer);
+        }
+        let size = exchange.approx_bytes();
+        if i.bytes.fetch_add(size, Ordering::Relaxed) + size > i.max_bytes {
+            i.bytes.fetch_sub(size, Ordering::Relaxed);
+            return i.drop_one(Shed::QueueFull);
+        }
+        let queue = i.queue.lock().unwrap_or_else(|p| p.into_inner());
+        let taken = queue.as_ref().is_some_and(|q| q.try_send(exchange).is_ok());
+        drop(queue);
+        if !taken {
+            i.bytes.fetch_sub(size, Ordering::Relaxed);
+            i.drop_one(Shed::QueueFull);
+        }
+    }
+
+    fn metrics(&self, out: &mut String) {
+        let i = &self.inner;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let counter = |out: &mut String, name: &str, help: &str, value: u64| {
+            head(out, name, "counter", help);
+            let _ = writeln!(out, "{name}_total {value}");
+        };
+        counter(out, "tapedeck_shadow_requests", "Requests sent to the shadow target.", get(&i.sent));
+        counter(out, "tapedeck_shadow_answered", "Shadow requests answered completely.", get(&i.answered));
+        counter(out, "tapedeck_shadow_errors", "Shadow requests without a complete answer.", get(&i.errors));
+        counter(out, "tapedeck_shadow_compared", "Shadow answers compared with production's.", get(&i.compared));
+        counter(
+            out,
+            "tapedeck_shadow_differing",
+            "Shadow answers with a difference (noise included; the report sets noise apart).",
+            get(&i.differing),
+        );
+        counter(
+            out,
+            "tapedeck_shadow_not_compared",
+            "Shadow answers not compared: the comparer had fallen behind.",
+            get(&i.not_compared),
+        );
+        counter(
+            out,
+            "tapedeck_shadow_not_mirrored_method",
+            "Requests not mirrored for their method (state-changing; see --shadow-methods).",
+            get(&i.not_mirrored_method),
+        );
+        head(out, "tapedeck_shadow_dropped", "counter", "Sampled requests not mirrored, by reason.");
+        for (d, name) in DROPS {
+            let _ = writeln!(out, "tapedeck_shadow_dropped_total{{reason=\"{name}\"}} {}", get(&i.dropped[d as usize]));
+        }
+        head(out, "tapedeck_shadow_in_flight", "gauge", "Shadow requests sent and not yet answered.");
+        let _ = writeln!(out, "tapedeck_shadow_in_flight {}", i.in_flight.load(Ordering::Relaxed));
+        head(out, "tapedeck_shadow_queue_bytes", "gauge", "Bytes of exchanges waiting for or in the shadow.");
+        let _ = writeln!(out, "tapedeck_shadow_queue_bytes {}", i.bytes.load(Ordering::Relaxed));
+        let snap = i.snapshot();
+        head(
+            out,
+            "tapedeck_shadow_diff_rate",
+            "gauge",
+            "Share of a route's compared answers that differ beyond noise, since the start.",
+        );
+        for (route, (_, _, rate)) in &snap.routes {
+            let _ = writeln!(out, "tapedeck_shadow_diff_rate{{route=\"{}\"}} {rate}", label(route));
+        }
+        head(out, "tapedeck_shadow_gate_failing", "gauge", "1 while a --shadow-gate fails over its window.");
+        for (gate, failing) in &snap.gates {
+            let _ = writeln!(out, "tapedeck_shadow_gate_failing{{gate=\"{}\"}} {}", label(gate), u8::from(*failing));
+        }
+        if let Some(live) = snap.ratios {
+            head(
+                out,
+                "tapedeck_shadow_latency_ratio",
+                "histogram",
+                "Shadow time to last byte over production's, per compared request.",
+            );
+            let mut cumulative = 0;
+            for (n, bound) in live.0.iter().zip(RATIO_BOUNDS.iter().map(|b| b.to_string()).chain(["+Inf".into()])) {
+                cumulative += n;
+                let _ = writeln!(out, "tapedeck_shadow_latency_ratio_bucket{{le=\"{bound}\"}} {cumulative}");
+            }
+            let _ = writeln!(out, "tapedeck_shadow_latency_ratio_sum {}", live.1);
+            let _ = writeln!(out, "tapedeck_shadow_latency_ratio_count {cumulative}");
+        }
+    }
+
+    fn page(&self, path: &str) -> Option<AdminPage> {
+        let snap = self.inner.snapshot();
+        match path {
+            "/shadow" | "/shadow.json" => Some(AdminPage { content_type: "application/json", body: snap.json.clone() }),
+            "/shadow.html" => Some(AdminPage { content_type: "text/html; charset=utf-8", body: snap.html.clone() }),
+            _ => None,
+        }
+    }
+
+    fn close(&self) -> String {
+        let i = &self.inner;
+        i.closing.store(true, Ordering::Relaxed);
+        // The sender finishes what it holds (each within the request timeout), then the
+        // comparer what it was handed.
+        i.queue.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let threads = std::mem::take(&mut *i.threads.lock().unwrap_or_else(|p| p.into_inner()));
+        for t in threads {
+            let _ = t.join();
+        }
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let dropped: u64 = i.dropped.iter().map(get).sum();
+        let snap = i.snapshot();
+        let differing: u64 = snap.routes.values().map(|(_, d, _)| d).sum();
+        let compared: u64 = snap.routes.values().map(|(c, _, _)| c).sum();
+        format!(
+            "shadow: {} requests sent to {}, {} answered, {compared} compared, {differing} differing beyond noise; \
+             {dropped} not mirrored (full or unanswerable)",
+            get(&i.sent),
+            i.target,
+            get(&i.answered),
+        )
+    }
+}
+
+/// Sends what the proxy offers, at most `cap` at once, and hands the answers on.
+fn send_loop(
+    inner: &Arc<Inner>,
+    mut rx: tokio::sync::mpsc::Receiver<Exchange>,
+    pool: Pool,
+    rewrite: Rewrite,
+    cap: usize,
+    answers: mpsc::SyncSender<Answered>,
+) {
+    crate::os::background_priority();
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+        tracing::error!("shadow: cannot start its event loop; nothing is mirrored");
+        return;
+    };
+    let permits = Arc::new(tokio::sync::Semaphore::new(cap));
+    let rewrite = Arc::new(rewrite);
+    runtime.block_on(async {
+        let mut tasks = tokio::task::JoinSet::new();
+        while let Some(exchange) = rx.recv().await {
+            // Stopping: what waits is not sent (counted), and a permit is not waited for.
+            let permit = loop {
+                if inner.closing.load(Ordering::Relaxed) {
+                    break None;
+                }
+                match tokio::time::timeout(Duration::from_millis(100), permits.clone().acquire_owned()).await {
+                    Ok(Ok(p)) => break Some(p),
+                    Ok(Err(_)) => break None,
+                    Err(_) => {}
+                }
+            };
+            let Some(permit) = permit else {
+                inner.bytes.fetch_sub(exchange.approx_bytes(), Ordering::Relaxed);
+                inner.drop_one(Shed::Closing);
+                continue;
+            };
+            let (inner, pool, rewrite, answers) = (inner.clone(), pool.clone(), rewrite.clone(), answers.clone());
+            while tasks.try_join_next().is_some() {}
+            tasks.spawn(async move {
+                inner.in_flight.fetch_add(1, Ordering::Relaxed);
+                let size = exchange.approx_bytes();
+                let route = tapedeck_captures::route::route_key(&exchange.request.method, &exchange.request.target);
+                let outcome = match rewrite.request(&exchange) {
+                    Ok(req) => {
+                        inner.sent.fetch_add(1, Ordering::Relaxed);
+                        pool.send(req, exchange.connection.0).await
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "shadow: cannot build the request");
+                        Outcome::failed(Instant::now(), ErrorKind::Other)
+                    }
+                };
+                inner.in_flight.fetch_sub(1, Ordering::Relaxed);
+                if outcome.error.is_some() {
+                    inner.errors.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    inner.answered.fetch_add(1, Ordering::Relaxed);
+                }
+                let sent_at = outcome.sent_at;
+                // The comparer may be behind: then this answer is not compared, never
+                // waited for.
+                if answers.try_send(Answered { exchange, route, sent_at, outcome }).is_err() {
+                    inner.not_compared.fetch_add(1, Ordering::Relaxed);
+                }
+                inner.bytes.fetch_sub(size, Ordering::Relaxed);
+                drop(permit);
+            });
+        }
+        // Stopping: answers under way get a short grace, then are abandoned (counted) —
+        // a hung shadow never holds the proxy's shutdown.
+        let finished = tokio::time::timeout(CLOSE_GRACE, async { while tasks.join_next().await.is_some() {} }).await;
+        if finished.is_err() {
+            let abandoned = tasks.len() as u64;
+            tasks.abort_all();
+            inner.dropped[Shed::Closing as usize].fetch_add(abandoned, Ordering::Relaxed);
+        }
+    });
+}
+
+/// Compares each answer with production's, keeps the live stats, and snapshots them.
+fn compare_loop(inner: &Inner, rx: &mpsc::Receiver<Answered>, reporting: &Reporting) {
+    crate::os::background_priority();
+    let origin = Instant::now();
+    let window = Window::since(jiff::Timestamp::now().as_second());
+    let mut live = Live::new(reporting.gates.len());
+    let mut last_snapshot = Instant::now();
+    loop {
+        let got = rx.recv_timeout(Duration::from_millis(500));
+        let done = matches!(got, Err(mpsc::RecvTimeoutError::Disconnected));
+        if let Ok(a) = got {
+            compare_one(inner, &mut live, a, origin, &window, &reporting.compare, reporting.window);
+        }
+        let now = Instant::now();
+        if done || now.duration_since(last_snapshot) >= Duration::from_millis(500) {
+            last_snapshot = now;
+            if let Some((mut snap, transitions)) = live.snapshot(reporting, now) {
+                snap.ratios = Some((live.ratios, live.ratio_sum));
+                for (gate, failing) in transitions {
+                    if failing {
+                        tracing::warn!(gate = %gate, "shadow gate failing over the last {}", humantime::format_duration(reporting.window));
+                    } else {
+                        tracing::warn!(gate = %gate, "shadow gate passing again");
+                    }
+                }
+                *inner.snapshot.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(snap);
+            }
+        }
+        if done {
+            break;
+        }
+    }
+}
+
+fn compare_one(
+    inner: &Inner,
+    live: &mut Live,
+    a: Answered,
+    origin: Instant,
+    window: &Window,
+    config: &CompareConfig,
+    gate_window: Duration,
+) {
+    let Answered { exchange, route, sent_at, outcome } = a;
+    // Production's own answers teach what is noise (identical requests answered
+    // differently by production itself).
+    live.learner.observe(&exchange, &route, config);
+    let replayed: Option<Response> = crate::engine::worker::response_of(&outcome).filter(|_| outcome.error.is_none());
+    let diffs = match (exchange.response.as_ref(), replayed.as_ref()) {
+        (Some(production), Some(shadow)) => {
+            let path = Some(exchange.request.path());
+            Some(tapedeck_compare::diff::compare_call(production, shadow, &route, path, config, window))
+        }
+        _ => None,
+    };
+    let sample = Sample {
+        recorded: &exchange,
+        route: &route,
+        origin,
+        due: sent_at,
+        sent_at,
+        status: outcome.status.map(|s| s.as_u16()).filter(|_| outcome.error.is_none()),
+        grpc_status: outcome.grpc_status(),
+        end: outcome.end,
+        error: outcome.error,
+        failed_after: outcome.error.map(|_| sent_at.elapsed()),
+        bytes: outcome.body_len,
+        first_message: None,
+        websocket: None,
+    };
+    let r = &exchange.request;
+    let request = || format!("{} {}", r.method, r.target);
+    live.whole.record(&sample);
+    // As many routes as the stats keep; the rest together, as there.
+    let route_key = tapedeck_report::stats::capped(&live.whole.routes, &route).to_string();
+    if let Some(d) = &diffs {
+        live.whole.route(&route_key).diffs.add(request, d.clone());
+    }
+    let bucket = live.bucket(Instant::now(), gate_window);
+    bucket.record(&sample);
+    if let Some(diffs) = diffs {
+        inner.compared.fetch_add(1, Ordering::Relaxed);
+        if !diffs.is_empty() {
+            inner.differing.fetch_add(1, Ordering::Relaxed);
+        }
+        bucket.route(&route_key).diffs.add(request, diffs);
+        if let (Some(p), Some(s)) = (exchange.timing.end_ns, outcome.end) {
+            if p > 0 {
+                live.ratio(s.as_nanos() as f64 / p as f64);
+            }
+        }
+    }
+}

@@ -1,0 +1,319 @@
+//! `tapedeck proxy --shadow`: production's requests mirrored to a canary and compared
+//! live, against the demo's API as production and as a canary with planted drift; a
+//! shadow that is down or hangs never touches production; only safe methods, and no
+//! production credentials, reach it by default.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::proxy::{metric, KillOnDrop, ProxyProcess};
+use common::upstream::{http, Upstream};
+use common::*;
+
+/// `tapedeck demo --serve FLAVOR` on a free port.
+struct DemoApi {
+    _child: KillOnDrop,
+    url: String,
+}
+
+impl DemoApi {
+    fn start(flavor: &str) -> DemoApi {
+        let mut child = KillOnDrop(
+            tapedeck()
+                .args(["demo", "--serve", flavor, "--listen", "127.0.0.1:0"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        let mut lines = BufReader::new(child.0.stderr.take().unwrap()).lines();
+        let url = loop {
+            let line = lines.next().expect("the demo API says where it listens").unwrap();
+            if let Some(url) = line.split(" on ").nth(1).filter(|u| u.starts_with("http://")) {
+                break url.trim().to_string();
+            }
+        };
+        DemoApi { _child: child, url }
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.url.trim_start_matches("http://").parse().unwrap()
+    }
+}
+
+fn shadow_report(proxy: &ProxyProcess) -> serde_json::Value {
+    let (status, body) = http(proxy.admin.unwrap(), "GET", "/shadow", b"").unwrap();
+    assert_eq!(status, 200);
+    serde_json::from_slice(&body).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&body)))
+}
+
+/// Waits until the shadow's metric `name` reaches `at_least`.
+fn wait_for(proxy: &ProxyProcess, name: &str, at_least: f64) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let m = proxy.metrics();
+        if metric(&m, name) >= at_least {
+            return m;
+        }
+        assert!(Instant::now() < deadline, "{name} stayed below {at_least}:\n{m}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn stop(proxy: ProxyProcess) -> Vec<String> {
+    proxy.signal(libc::SIGTERM);
+    let (code, lines) = proxy.wait(Duration::from_secs(30));
+    assert_eq!(code, 0, "{lines:#?}");
+    lines
+}
+
+#[test]
+fn the_shadow_finds_the_planted_drifts_with_examples_and_sets_nothing_else_apart() {
+    let production = DemoApi::start("production");
+    let canary = DemoApi::start("staging");
+    let proxy = ProxyProcess::spawn(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+            &production.url,
+            "--admin",
+            "127.0.0.1:0",
+            "--shadow",
+            &canary.url,
+            "--shadow-gate",
+            "diff_rate<=0.5%",
+        ],
+        None,
+    );
+    for i in 0..40 {
+        for path in [
+            format!("/users/{}", 1 + i % 12),
+            format!("/products/{}", 1 + i % 30),
+            format!("/users/{}/orders", 1 + i % 12),
+            "/search?q=lamp".to_string(),
+        ] {
+            let (status, _) = http(proxy.addr, "GET", &path, b"").unwrap();
+            assert_eq!(status, 200, "production answers as it would without the shadow: {path}");
+        }
+    }
+    // State-changing requests are not mirrored.
+    for i in 0..10 {
+        let body = format!(r#"{{"user_id": {}, "items": [{{"product_id": 1, "qty": 1}}]}}"#, 1 + i);
+        let (status, _) = http(proxy.addr, "POST", "/orders", body.as_bytes()).unwrap();
+        assert!(status < 500, "{status}");
+    }
+    let m = wait_for(&proxy, "tapedeck_shadow_compared_total", 160.0);
+    assert_eq!(metric(&m, "tapedeck_shadow_requests_total"), 160.0, "{m}");
+    assert_eq!(metric(&m, "tapedeck_shadow_not_mirrored_method_total"), 10.0, "{m}");
+    // The snapshot follows within a second.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let report = loop {
+        let r = shadow_report(&proxy);
+        let counted: u64 = r["routes"].as_array().unwrap().iter().map(|r| r["count"].as_u64().unwrap()).sum();
+        if counted == 160 {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "{r}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let route = |name: &str| -> &serde_json::Value {
+        report["routes"].as_array().unwrap().iter().find(|r| r["route"] == name).unwrap_or_else(|| panic!("{report}"))
+    };
+    let findings = |name: &str| -> Vec<(String, String, String)> {
+        route(name)["diffs"]["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| {
+                let e = &f["example"];
+                (
+                    f["key"].as_str().unwrap().to_string(),
+                    e["recorded"].as_str().unwrap().to_string(),
+                    e["replayed"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    // Config drift in a header.
+    let products = findings("GET /products/{id}");
+    assert!(products.iter().any(|(k, _, new)| k == "header:cache-control" && new == "no-store"), "{products:?}");
+    // A renamed field, its example scrubbed (production's own answers are in it).
+    let users = findings("GET /users/{id}");
+    assert!(users.iter().any(|(k, _, _)| k == "$.email") && users.iter().any(|(k, _, _)| k == "$.email_address"));
+    assert!(!report.to_string().contains("@example.com"), "examples are scrubbed: {users:?}");
+    // A 500 on an edge case.
+    let orders = findings("GET /users/{id}/orders");
+    assert!(orders.iter().any(|(k, old, new)| k == "status" && old == "200" && new == "500"), "{orders:?}");
+    // A slower route, and nothing else on it.
+    assert!(findings("GET /search").is_empty(), "{report}");
+    assert!(route("GET /search")["p99_ratio"].as_f64().unwrap() > 1.5, "{}", route("GET /search"));
+    // The ids and times that differ on every answer are noise, not findings.
+    for r in report["routes"].as_array().unwrap() {
+        let keys: Vec<&str> =
+            r["diffs"]["findings"].as_array().unwrap().iter().map(|f| f["key"].as_str().unwrap()).collect();
+        assert!(!keys.iter().any(|k| k.contains("request_id") || k.contains("served_at")), "{keys:?}");
+    }
+    assert!(report.to_string().contains("$.request_id"), "set apart as noise: {report}");
+    assert!(!report["routes"].as_array().unwrap().iter().any(|r| r["route"].as_str().unwrap().starts_with("POST")));
+    // The gate fails over its window, for a canary controller to read.
+    let m = proxy.metrics();
+    assert!(m.contains("tapedeck_shadow_gate_failing{gate=\"diff_rate<=0.5%\"} 1"), "{m}");
+    let (status, html) = http(proxy.admin.unwrap(), "GET", "/shadow.html", b"").unwrap();
+    assert_eq!(status, 200);
+    let html = String::from_utf8_lossy(&html);
+    assert!(
+        html.contains("http-equiv=\"refresh\"") && html.contains("live shadow"),
+        "{}",
+        &html[..300.min(html.len())]
+    );
+    let lines = stop(proxy);
+    assert!(lines.iter().any(|l| l.contains("shadow: 160 requests sent")), "{lines:#?}");
+    drop(production);
+}
+
+#[test]
+fn a_shadow_that_is_down_or_hangs_never_delays_or_fails_production() {
+    let upstream = Upstream::start();
+    // Down: nothing listens there.
+    let closed = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let url = upstream.url();
+    let proxy = ProxyProcess::spawn(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+            &url,
+            "--admin",
+            "127.0.0.1:0",
+            "--shadow",
+            &format!("http://{closed}"),
+        ],
+        None,
+    );
+    for i in 0..50 {
+        assert_eq!(http(proxy.addr, "GET", &format!("/down/{i}"), b"").unwrap(), (200, b"ok".to_vec()));
+    }
+    wait_for(&proxy, "tapedeck_shadow_errors_total", 50.0);
+    stop(proxy);
+    // Hangs: accepts, reads, never answers.
+    let hung = TcpListener::bind("127.0.0.1:0").unwrap();
+    let hung_addr = hung.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in hung.incoming().flatten() {
+            held.push(s);
+        }
+    });
+    let proxy = ProxyProcess::spawn(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+            &url,
+            "--admin",
+            "127.0.0.1:0",
+            "--shadow",
+            &format!("http://{hung_addr}"),
+            "--shadow-max-in-flight",
+            "2",
+            "--shadow-timeout",
+            "60s",
+        ],
+        None,
+    );
+    for i in 0..400 {
+        let started = Instant::now();
+        assert_eq!(http(proxy.addr, "GET", &format!("/hung/{i}"), b"").unwrap(), (200, b"ok".to_vec()));
+        // The shadow's 60 s timeout is nowhere near a production request.
+        assert!(started.elapsed() < Duration::from_secs(10));
+    }
+    let m = wait_for(&proxy, "tapedeck_shadow_dropped_total{reason=\"queue_full\"}", 1.0);
+    assert_eq!(metric(&m, "tapedeck_shadow_in_flight"), 2.0, "{m}");
+    // Shutdown is not held by the hung shadow (its grace is 2 s).
+    let started = Instant::now();
+    let lines = stop(proxy);
+    assert!(started.elapsed() < Duration::from_secs(20), "{lines:#?}");
+    assert!(lines.iter().any(|l| l.contains("shadow: ") && l.contains("0 answered")), "{lines:#?}");
+    // Every request reached production once.
+    assert_eq!(upstream.seen().len(), 450);
+}
+
+#[test]
+fn only_safe_methods_and_no_production_credentials_reach_the_shadow() {
+    let production = Upstream::start();
+    let shadow = Upstream::start();
+    let proxy = ProxyProcess::spawn(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+            &production.url(),
+            "--admin",
+            "127.0.0.1:0",
+            "--shadow",
+            &shadow.url(),
+            "--shadow-set-header",
+            "X-Canary-Token: canary-own",
+        ],
+        None,
+    );
+    let send = |method: &str, path: &str| {
+        let mut s = std::net::TcpStream::connect(proxy.addr).unwrap();
+        use std::io::{Read, Write};
+        write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nHost: shop.example\r\nAuthorization: Bearer prod-secret\r\nCookie: \
+             session=prod-cookie\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    };
+    for method in ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD"] {
+        send(method, &format!("/m/{method}"));
+    }
+    wait_for(&proxy, "tapedeck_shadow_answered_total", 2.0);
+    let seen = shadow.seen();
+    let methods: Vec<&str> = seen.iter().map(|s| s.method.as_str()).collect();
+    assert_eq!(methods.len(), 2, "{methods:?}");
+    assert!(methods.contains(&"GET") && methods.contains(&"HEAD"), "{methods:?}");
+    for s in &seen {
+        assert!(s.header("authorization").is_none() && s.header("cookie").is_none(), "{s:?}");
+        assert_eq!(s.header("x-canary-token"), Some("canary-own"), "{s:?}");
+    }
+    // Production got everything, credentials included.
+    assert_eq!(production.seen().len(), 6);
+    assert!(production.seen().iter().all(|s| s.header("authorization") == Some("Bearer prod-secret")));
+    stop(proxy);
+}
+
+#[test]
+fn bad_shadow_settings_are_one_line_each() {
+    let production = DemoApi::start("production");
+    let url = production.url.clone();
+    let same = format!("http://localhost:{}", production.addr().port());
+    for (extra, expect) in [
+        (vec!["--shadow", "not a url"], "--shadow"),
+        (vec!["--shadow", &same], "is the --upstream"),
+        (vec!["--shadow", "http://127.0.0.1:9", "--shadow-sample", "150%"], "--shadow-sample"),
+        (vec!["--shadow", "http://127.0.0.1:9", "--shadow-gate", "diff_rate<<1"], "--shadow-gate"),
+        (vec!["--shadow", "http://127.0.0.1:9", "--shadow-methods", "G T"], "--shadow-methods"),
+        (vec!["--shadow", "http://127.0.0.1:9", "--shadow-timeout", "0s"], "--shadow-timeout"),
+        (vec!["--shadow-sample", "5%"], "go with --shadow"),
+    ] {
+        let mut args = vec!["proxy", "--listen", "127.0.0.1:0", "--upstream", &url, "--admin", "off"];
+        args.extend(extra.iter().copied());
+        let out = run(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        let lines: Vec<&str> = err.lines().filter(|l| !l.contains(" WARN ") && !l.contains(" INFO ")).collect();
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert_eq!(lines.len(), 1, "{args:?}: {err}");
+        assert!(err.contains(expect), "{args:?}: {err}");
+    }
+}
