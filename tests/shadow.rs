@@ -75,6 +75,8 @@ fn stop(proxy: ProxyProcess) -> Vec<String> {
 fn the_shadow_finds_the_planted_drifts_with_examples_and_sets_nothing_else_apart() {
     let production = DemoApi::start("production");
     let canary = DemoApi::start("staging");
+    let dir = tempfile::tempdir().unwrap();
+    let evidence = dir.path().join("shadow");
     let proxy = ProxyProcess::spawn(
         &[
             "--listen",
@@ -87,6 +89,8 @@ fn the_shadow_finds_the_planted_drifts_with_examples_and_sets_nothing_else_apart
             &canary.url,
             "--shadow-gate",
             "diff_rate<=0.5%",
+            "--shadow-results",
+            s(&evidence),
         ],
         None,
     );
@@ -173,6 +177,36 @@ fn the_shadow_finds_the_planted_drifts_with_examples_and_sets_nothing_else_apart
     );
     let lines = stop(proxy);
     assert!(lines.iter().any(|l| l.contains("shadow: 160 requests sent")), "{lines:#?}");
+    // The evidence stays: the report (rendered and gated like a replay's) and both answers
+    // of each exchange that differed, scrubbed.
+    let out = run(&["report", s(&evidence), "--gate", "diff_rate<=0.5%"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "the gate fails: {text}");
+    assert!(text.contains("GET /users/{id}") && text.contains("live shadow"), "{text}");
+    let mut records = Vec::new();
+    for entry in std::fs::read_dir(&evidence).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "tape") {
+            let mut r = tapedeck_captures::tape::SegmentReader::open(&path).unwrap();
+            while let Some(ex) = r.next_exchange().unwrap() {
+                records.push(ex);
+            }
+        }
+    }
+    let answers: Vec<_> = records.iter().filter(|e| e.replay_of.is_some()).collect();
+    // Differing beyond noise: users (renamed field), products (header), orders of users
+    // without any (a quarter); not search.
+    assert!(answers.len() >= 80 && answers.len() <= 100, "{}", answers.len());
+    for a in &answers {
+        let production = records.iter().find(|p| Some(p.id) == a.replay_of).expect("production's answer beside it");
+        assert_eq!(production.request.target, a.request.target);
+        assert!(!a.request.target.starts_with("/search"));
+    }
+    for e in &records {
+        let body =
+            e.response.as_ref().map(|r| String::from_utf8_lossy(r.body.data.as_ref()).to_string()).unwrap_or_default();
+        assert!(!body.contains("@example.com"), "scrubbed: {body}");
+    }
     drop(production);
 }
 

@@ -419,7 +419,7 @@ pub(crate) fn build_config(args: ProxyArgs) -> Result<(ProxyConfig, Option<Strin
              proxy only forwards"
         );
     }
-    let shadow = match args.shadow.start(&config.upstream, scrubber)? {
+    let shadow = match args.shadow.start(&config.upstream, scrubber, args.allow_shared_dir)? {
         Some((shadow, line)) => {
             config.tap = Some(std::sync::Arc::new(shadow));
             Some(line)

@@ -61,6 +61,11 @@ pub struct ShadowFlags {
     /// What to compare and ignore (the replay's --compare-config file).
     #[arg(long, value_name = "FILE")]
     pub shadow_compare_config: Option<PathBuf>,
+    /// Keep the evidence here: report.json, rewritten every 5 s and at the end (`tapedeck
+    /// report DIR` renders it), and a results tape of the exchanges that differed —
+    /// production's answer and the shadow's, scrubbed.
+    #[arg(long, value_name = "DIR")]
+    pub shadow_results: Option<PathBuf>,
 }
 
 impl ShadowFlags {
@@ -79,10 +84,11 @@ impl ShadowFlags {
             shadow_set_header,
             shadow_ca,
             shadow_compare_config,
+            shadow_results,
         } = file;
         merge_from_file!(self;
             options: shadow, shadow_sample, shadow_max_in_flight, shadow_queue_max_bytes, shadow_timeout,
-                shadow_window, shadow_ca, shadow_compare_config;
+                shadow_window, shadow_ca, shadow_compare_config, shadow_results;
             lists: shadow_methods, shadow_gate, shadow_set_header;
             switches: shadow_keep_credentials);
     }
@@ -100,11 +106,17 @@ impl ShadowFlags {
             || !self.shadow_set_header.is_empty()
             || self.shadow_ca.is_some()
             || self.shadow_compare_config.is_some()
+            || self.shadow_results.is_some()
     }
 
     /// The shadow, started, and a line saying what it does; `None` without --shadow.
     /// `upstream` is production: a shadow that is production is refused.
-    pub fn start(&self, upstream: &http::Uri, scrub: Option<Arc<Scrubber>>) -> Result<Option<(Shadow, String)>> {
+    pub fn start(
+        &self,
+        upstream: &http::Uri,
+        scrub: Option<Arc<Scrubber>>,
+        allow_shared_dir: bool,
+    ) -> Result<Option<(Shadow, String)>> {
         let Some(url) = &self.shadow else {
             if self.any_setting() {
                 bail!("the --shadow-* settings go with --shadow URL");
@@ -177,6 +189,8 @@ impl ShadowFlags {
         config.client.ca = self.shadow_ca.clone();
         config.compare = super::report::compare_config(self.shadow_compare_config.as_deref())?;
         config.scrub = scrub;
+        config.results = self.shadow_results.clone();
+        config.allow_shared_dir = allow_shared_dir;
         let methods = config.methods.join(", ");
         let rate = config.rate;
         let origin = config.rewrite.origin();

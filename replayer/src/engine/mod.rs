@@ -18,7 +18,7 @@
 mod budget;
 mod comparer;
 mod dispatch;
-mod results;
+pub(crate) mod results;
 pub(crate) mod worker;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

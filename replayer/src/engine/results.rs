@@ -47,6 +47,17 @@ impl ResultsSink {
 }
 
 impl ResultsSink {
+    /// Hands `ex` to the writer if its budget has room now; else counts it as failed and
+    /// returns false (a live shadow never waits on its disk).
+    pub fn try_send(&self, ex: Exchange) -> bool {
+        let kib = budget::kib(ex.approx_bytes());
+        let taken = self.tx.try_send(ex, kib).is_ok();
+        if !taken {
+            self.counters.failed.fetch_add(1, Ordering::Relaxed);
+        }
+        taken
+    }
+
     /// Hands `ex` to the writer at once, without waiting for room (a stopped run's last
     /// results).
     pub fn send_now(&self, ex: Exchange) {

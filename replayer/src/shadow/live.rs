@@ -30,6 +30,8 @@ pub(crate) struct Reporting {
     pub window: Duration,
     pub scrub: Option<Arc<Scrubber>>,
     pub started_at: String,
+    pub started_unix_ns: i64,
+    pub results: Option<std::path::PathBuf>,
 }
 
 /// The live state, behind one lock (taken by the comparer per answer and by the
@@ -119,6 +121,7 @@ impl Live {
         };
         let mut whole = report(&self.whole);
         whole.noise = noise.clone();
+        whole.results = r.results.as_ref().map(|d| d.display().to_string());
         // The gates judge the window: what the canary does now, not since it started.
         let mut window = Stats::default();
         for (_, b) in &self.buckets {

@@ -33,6 +33,9 @@ use crate::rewrite::Rewrite;
 use crate::ReplayError;
 use live::{head, label, Live, Reporting, Snapshot, RATIO_BOUNDS};
 
+/// How often the results directory's `report.json` is rewritten.
+const SAVE_EVERY: Duration = Duration::from_secs(5);
+
 /// How long a stopping shadow waits for answers under way.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
@@ -62,8 +65,14 @@ pub struct ShadowConfig {
     pub gates: Vec<Gate>,
     /// The gates' sliding window.
     pub window: Duration,
-    /// Scrubs the report's examples (production's answers are in them).
+    /// Scrubs the report's examples and the results (production's answers are in them).
     pub scrub: Option<Arc<Scrubber>>,
+    /// Where to keep the evidence: `report.json` (rewritten every few seconds and at the
+    /// end; `tapedeck report DIR` renders it) and a results tape of the exchanges that
+    /// differed — production's and the shadow's answer to each, scrubbed.
+    pub results: Option<std::path::PathBuf>,
+    /// Accept a shared results directory.
+    pub allow_shared_dir: bool,
 }
 
 impl ShadowConfig {
@@ -89,6 +98,8 @@ impl ShadowConfig {
             gates: Vec::new(),
             window: Duration::from_secs(300),
             scrub: None,
+            results: None,
+            allow_shared_dir: false,
         })
     }
 }
@@ -187,6 +198,25 @@ impl Shadow {
             threads: Mutex::new(Vec::new()),
         });
         let (answers, answered) = mpsc::sync_channel::<Answered>(config.max_in_flight.max(1) * 4);
+        let results = match &config.results {
+            Some(dir) => {
+                let mut wc = tapedeck_captures::tape::WriterConfig::new(dir);
+                wc.prefix = "shadow".into();
+                wc.kind = tapedeck_captures::tape::TapeKind::Replay;
+                wc.allow_shared_dir = config.allow_shared_dir;
+                wc.labels.push(("target".into(), config.rewrite.origin()));
+                wc.scrub_fingerprint = config.scrub.as_ref().map(|s| s.fingerprint());
+                let writer = tapedeck_captures::tape::TapeWriter::new(wc).map_err(ReplayError::Results)?;
+                let (sink, _, handle) = crate::engine::results::start(writer, config.scrub.clone())
+                    .map_err(|source| ReplayError::Thread { name: "tapedeck-results".into(), source })?;
+                Some((sink, handle))
+            }
+            None => None,
+        };
+        let (results_sink, results_thread) = match results {
+            Some((sink, handle)) => (Some(sink), Some(handle)),
+            None => (None, None),
+        };
         let reporting = Reporting {
             target: config.rewrite.origin(),
             compare: config.compare,
@@ -195,6 +225,8 @@ impl Shadow {
             window: config.window,
             scrub: config.scrub,
             started_at: jiff::Timestamp::now().to_string(),
+            started_unix_ns: jiff::Timestamp::now().as_nanosecond() as i64,
+            results: config.results,
         };
         let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
             std::thread::Builder::new()
@@ -208,9 +240,15 @@ impl Shadow {
         };
         let comparer = {
             let inner = inner.clone();
-            spawn("tapedeck-shadow-compare", Box::new(move || compare_loop(&inner, &answered, &reporting)))?
+            let results = results_sink;
+            spawn("tapedeck-shadow-compare", Box::new(move || compare_loop(&inner, &answered, &reporting, results)))?
         };
-        inner.threads.lock().unwrap_or_else(|p| p.into_inner()).extend([sender, comparer]);
+        // Joined in this order at close: each finishes what the one before handed it.
+        inner
+            .threads
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend([sender, comparer].into_iter().chain(results_thread));
         Ok(Shadow { inner })
     }
 }
@@ -444,17 +482,23 @@ fn send_loop(
 }
 
 /// Compares each answer with production's, keeps the live stats, and snapshots them.
-fn compare_loop(inner: &Inner, rx: &mpsc::Receiver<Answered>, reporting: &Reporting) {
+fn compare_loop(
+    inner: &Inner,
+    rx: &mpsc::Receiver<Answered>,
+    reporting: &Reporting,
+    results: Option<crate::engine::results::ResultsSink>,
+) {
     crate::os::background_priority();
     let origin = Instant::now();
     let window = Window::since(jiff::Timestamp::now().as_second());
     let mut live = Live::new(reporting.gates.len());
     let mut last_snapshot = Instant::now();
+    let mut last_save: Option<Instant> = None;
     loop {
         let got = rx.recv_timeout(Duration::from_millis(500));
         let done = matches!(got, Err(mpsc::RecvTimeoutError::Disconnected));
         if let Ok(a) = got {
-            compare_one(inner, &mut live, a, origin, &window, &reporting.compare, reporting.window);
+            compare_one(inner, &mut live, a, origin, &window, reporting, results.as_ref());
         }
         let now = Instant::now();
         if done || now.duration_since(last_snapshot) >= Duration::from_millis(500) {
@@ -468,7 +512,18 @@ fn compare_loop(inner: &Inner, rx: &mpsc::Receiver<Answered>, reporting: &Report
                         tracing::warn!(gate = %gate, "shadow gate passing again");
                     }
                 }
-                *inner.snapshot.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(snap);
+                let snap = Arc::new(snap);
+                *inner.snapshot.lock().unwrap_or_else(|p| p.into_inner()) = snap.clone();
+                // The evidence on disk: every few seconds, and last at the end.
+                if let Some(dir) = &reporting.results {
+                    if done || last_save.is_none_or(|t| now.duration_since(t) >= SAVE_EVERY) {
+                        last_save = Some(now);
+                        let path = dir.join(tapedeck_report::REPORT_FILE);
+                        if let Err(e) = tapedeck_captures::files::write_output_bytes(&path, true, &snap.json) {
+                            tracing::warn!("shadow: cannot write {}: {e}", path.display());
+                        }
+                    }
+                }
             }
         }
         if done {
@@ -483,9 +538,10 @@ fn compare_one(
     a: Answered,
     origin: Instant,
     window: &Window,
-    config: &CompareConfig,
-    gate_window: Duration,
+    reporting: &Reporting,
+    results: Option<&crate::engine::results::ResultsSink>,
 ) {
+    let (config, gate_window) = (&reporting.compare, reporting.window);
     let Answered { exchange, route, sent_at, outcome } = a;
     // Production's own answers teach what is noise (identical requests answered
     // differently by production itself).
@@ -520,6 +576,27 @@ fn compare_one(
     let route_key = tapedeck_report::stats::capped(&live.whole.routes, &route).to_string();
     if let Some(d) = &diffs {
         live.whole.route(&route_key).diffs.add(request, d.clone());
+    }
+    // The evidence: both answers of an exchange that differs beyond what is known to be
+    // noise so far.
+    if let (Some(sink), Some(d)) = (results, &diffs) {
+        let noise = |key: &str| {
+            live.learner.model.source(&route, key).is_some() || reporting.noise_model.source(&route, key).is_some()
+        };
+        if d.iter().any(|d| d.generated.is_none() && !noise(&d.key)) {
+            let mut answer = exchange.clone();
+            answer.id = tapedeck_captures::ExchangeId(exchange.id.0 ^ (1 << 63));
+            answer.replay_of = Some(exchange.id);
+            answer.response = replayed.clone();
+            answer.error = outcome.error;
+            answer.timing.start_ns = sent_at.saturating_duration_since(origin).as_nanos() as u64;
+            answer.timing.tape_start_unix_ns = reporting.started_unix_ns;
+            answer.timing.head_ns = outcome.head.map(|h| h.as_nanos() as u64);
+            answer.timing.end_ns = outcome.end.map(|e| e.as_nanos() as u64);
+            if sink.try_send(exchange.clone()) {
+                sink.try_send(answer);
+            }
+        }
     }
     let bucket = live.bucket(Instant::now(), gate_window);
     bucket.record(&sample);
