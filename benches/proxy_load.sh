@@ -7,12 +7,17 @@
 #   tapedeck-off      wrk -> tapedeck proxy (no capture) -> upstream
 #   tapedeck-noscrub  wrk -> tapedeck proxy (100% capture to disk, --no-scrub) -> upstream
 #   tapedeck-capture  wrk -> tapedeck proxy (100% capture, default scrub policy) -> upstream
+#   with SHADOW=1 (issue I), two more:
+#   tapedeck-shadow   as tapedeck-capture, plus --shadow to a second nginx (100% of requests
+#                     mirrored and compared)
+#   tapedeck-stalled  as tapedeck-shadow, but the shadow accepts connections and never answers
 #
 # Targets are interleaved in every round so drift on a shared machine hits all alike;
 # medians over ROUNDS are reported, with ratios against nginx.
 #
 #   benches/proxy_load.sh                      (needs nginx and wrk: apt-get install nginx-light wrk)
 #   ROUNDS=7 DURATION=10s CONNS=32 benches/proxy_load.sh
+#   SHADOW=1 benches/proxy_load.sh             (the live shadow's rows too)
 #   BODY_KIND=echo benches/proxy_load.sh       (answers: a 2.5 KiB httpbin-shaped JSON echo of a
 #                                               request with personal data, instead of 1 KiB of x)
 set -euo pipefail
@@ -24,6 +29,7 @@ CONNS=${CONNS:-32}
 THREADS=${THREADS:-2}
 EXTRA=${EXTRA:-}   # extra flags for the capturing tapedecks
 BODY_KIND=${BODY_KIND:-text}
+SHADOW=${SHADOW:-0}
 for tool in nginx wrk python3; do
     command -v "$tool" > /dev/null || { echo "needs $tool (apt-get install nginx-light wrk)"; exit 2; }
 done
@@ -62,6 +68,7 @@ fi
 start_nginx_http "
     upstream backend { server 127.0.0.1:18081; keepalive 64; }
     server { listen 127.0.0.1:18081; $UPSTREAM_LOCATION }
+    server { listen 127.0.0.1:18087; $UPSTREAM_LOCATION }
     server {
         listen 127.0.0.1:18082;
         location / {
@@ -83,15 +90,39 @@ CAP_PID=$!
 $BIN proxy --listen 127.0.0.1:18086 --upstream http://127.0.0.1:18081 --capture-dir "$WORK/caps-raw" --no-scrub \
     --admin off $EXTRA 2> "$WORK/logs/noscrub.log" &
 PIDS+=($!)
+TARGETS="direct:18081 nginx:18082 tapedeck-off:18083 tapedeck-noscrub:18086 tapedeck-capture:18084"
+PORTS="18081 18082 18083 18084 18086"
+if [ "$SHADOW" = 1 ]; then
+    # The canary: a second nginx server answering alike. The stalled one: accepts, never answers.
+    python3 -c '
+import socket, time
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", 18089)); s.listen(4096)
+held = []
+while True:
+    c, _ = s.accept(); held.append(c)
+' &
+    PIDS+=($!)
+    # shellcheck disable=SC2086
+    $BIN proxy --listen 127.0.0.1:18088 --upstream http://127.0.0.1:18081 --capture-dir "$WORK/caps-shadow" \
+        --admin 127.0.0.1:18098 --shadow http://127.0.0.1:18087 $EXTRA 2> "$WORK/logs/shadow.log" &
+    PIDS+=($!)
+    # shellcheck disable=SC2086
+    $BIN proxy --listen 127.0.0.1:18090 --upstream http://127.0.0.1:18081 --capture-dir "$WORK/caps-stalled" \
+        --admin 127.0.0.1:18099 --shadow http://127.0.0.1:18089 $EXTRA 2> "$WORK/logs/stalled.log" &
+    PIDS+=($!)
+    TARGETS="$TARGETS tapedeck-shadow:18088 tapedeck-stalled:18090"
+    PORTS="$PORTS 18088 18090"
+fi
 sleep 1
-for port in 18081 18082 18083 18084 18086; do
+for port in $PORTS; do
     curl -sf -o /dev/null "http://127.0.0.1:$port/" || { echo "port $port is not serving"; cat "$WORK"/logs/*; exit 1; }
 done
 
 RESULTS="$WORK/results.txt"
 : > "$RESULTS"
 for round in $(seq "$ROUNDS"); do
-    for target in direct:18081 nginx:18082 tapedeck-off:18083 tapedeck-noscrub:18086 tapedeck-capture:18084; do
+    for target in $TARGETS; do
         name=${target%%:*}
         port=${target##*:}
         out=$(wrk --latency -t"$THREADS" -c"$CONNS" -d"$DURATION" "http://127.0.0.1:$port/")
@@ -105,6 +136,13 @@ done
 rss() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
 echo "peak RSS: tapedeck-off $(rss $OFF_PID) KiB, tapedeck-capture $(rss $CAP_PID) KiB"
 curl -s http://127.0.0.1:18094/metrics | grep -E '^tapedeck_(captured_total|capture_written_total|capture_dropped_total)' || true
+if [ "$SHADOW" = 1 ]; then
+    for port in 18098 18099; do
+        echo "shadow metrics (admin $port):"
+        curl -s "http://127.0.0.1:$port/metrics" \
+            | grep -E '^tapedeck_(shadow_(requests|answered|compared|errors|dropped)_total|capture_dropped_total)' || true
+    done
+fi
 
 PYTHONPATH=benches python3 - "$RESULTS" <<'PY'
 import statistics, sys
@@ -118,8 +156,13 @@ med = {k: (statistics.median(r[0] for r in v), statistics.median(r[1] for r in v
 nginx = med["nginx"]
 print("\n| target | requests/s (median) | vs nginx | p50 ms | p99 ms | p99 added over direct, ms |")
 print("|---|---:|---:|---:|---:|---:|")
-for k in ["direct", "nginx", "tapedeck-off", "tapedeck-noscrub", "tapedeck-capture"]:
+for k in ["direct", "nginx", "tapedeck-off", "tapedeck-noscrub", "tapedeck-capture", "tapedeck-shadow", "tapedeck-stalled"]:
+    if k not in med: continue
     r, p50, p99 = med[k]
     print(f"| {k} | {r:,.0f} | {r / nginx[0]:.2f}x | {p50:.3f} | {p99:.3f} | {p99 - med['direct'][2]:+.3f} |")
 print(f"\nscrubbing costs {100 * (1 - med['tapedeck-capture'][0] / med['tapedeck-noscrub'][0]):.1f}% of capture throughput")
+cap = med["tapedeck-capture"]
+for k, goal in [("tapedeck-shadow", "goal >= 0.8x requests/s, p99 <= 1.1x"), ("tapedeck-stalled", "goal: production unaffected")]:
+    if k in med:
+        print(f"{k} / capture alone: {med[k][0] / cap[0]:.2f}x requests/s, p99 {med[k][2] / cap[2]:.2f}x ({goal})")
 PY

@@ -439,6 +439,18 @@ fn bad_streams_and_credentials_get_one_line_and_never_echo_a_secret() {
         assert_eq!((code, lines), (Some(2), 1), "{err}");
         assert!(err.contains(expect), "{err}");
     }
+    // Settings that could only lose captures, and a sharded copy of an open window (each
+    // shard would copy different captures): refused before anything is done.
+    for (args, expect) in [
+        (vec!["archive", url.as_str(), "-o", s(&out_dir), "--create-stream", "--stream-max-age", "30s"], "at least 1m"),
+        (vec!["archive", url.as_str(), "-o", s(&out_dir), "--create-stream", "--stream-max-bytes", "1KiB"], "16MiB"),
+        (vec!["replay", url.as_str(), "--target", "http://127.0.0.1:9", "--shard", "0/2"], "needs its window's end"),
+    ] {
+        let out = run(&args);
+        let (code, lines, err) = one_line(&out);
+        assert_eq!((code, lines), (Some(2), 1), "{args:?}: {err}");
+        assert!(err.contains(expect), "{args:?}: {err}");
+    }
     // Nothing listening: one line, at once.
     let started = Instant::now();
     let nowhere = format!("nats://127.0.0.1:{}/CAPTURES", free_port());

@@ -383,7 +383,8 @@ fn print_human(segments: &[Segment], total: &Summary, damage: &Damage, top: usiz
         row(
             "stored twice",
             format!(
-                "{} exchanges, read once (an archiver restarted before acknowledging them)",
+                "{} exchanges, read once (the same blocks in two files, or a path given twice: an archiver \
+                 restarted before acknowledging them, two archivers into one directory, a copied tape)",
                 human::count(damage.duplicate_records)
             ),
         );

@@ -139,14 +139,23 @@ impl StreamFlags {
                 v => humantime::parse_duration(v)
                     .map_err(|e| anyhow!("--stream-max-age {v:?}: {e} (examples: 6h, 7days, 0 for no age limit)"))?,
             };
+            // Less than a minute would lose captures before an archiver or replay could
+            // read them (and JetStream needs its de-duplication window inside it).
+            if !settings.max_age.is_zero() && settings.max_age < std::time::Duration::from_secs(60) {
+                return Err(anyhow!("--stream-max-age {age:?}: at least 1m (or 0 for no age limit)"));
+            }
         }
         if let Some(size) = stream_max_bytes {
             let bytes = size
                 .parse::<bytesize::ByteSize>()
                 .map_err(|e| anyhow!("--stream-max-bytes {size:?}: {e} (examples: 500GiB, 2TB)"))?
                 .as_u64();
-            if bytes == 0 {
-                return Err(anyhow!("--stream-max-bytes 0: a stream needs room; leave it out for the server's limits"));
+            // A limit below one block would drop every block as it came.
+            if bytes < 16 << 20 {
+                return Err(anyhow!(
+                    "--stream-max-bytes {size:?}: at least 16MiB (a stream holds whole blocks of up to 1 MiB); leave \
+                     it out for the server's limits"
+                ));
             }
             settings.max_bytes = Some(bytes);
         }
@@ -181,6 +190,9 @@ pub fn window(value: &str) -> Result<(Option<i64>, Option<i64>)> {
             i64::try_from(t.as_nanosecond()).map_err(|_| anyhow!("{key}={v}: out of range"))
         };
         match key {
+            "from" | "to" if (if key == "from" { from } else { to }).is_some() => {
+                return Err(anyhow!("{}: {key}= is given twice", redact(value)));
+            }
             "from" => from = Some(at()?),
             "to" => to = Some(at()?),
             other => return Err(anyhow!("{}: unknown setting {other:?}; a stream takes from= and to=", redact(value))),

@@ -614,7 +614,22 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode> {
     let mut args = args.merge_file()?;
     // A stream's `?from=&to=` window is the replay's window too (the copy reaches a little
     // wider, to catch blocks published late), unless --from/--to say otherwise.
-    let streams = stream_paths(&args.paths)?;
+    let mut streams = stream_paths(&args.paths)?;
+    // Shards copy the stream each at its own moment: an open window would give each
+    // different captures. It ends at --start-at, or must say where it ends.
+    if args.shard.is_some() && args.to.is_none() {
+        let start_at = args.start_at.as_deref().and_then(|t| t.trim().parse::<jiff::Timestamp>().ok());
+        for s in streams.iter_mut().filter(|s| s.to.is_none()) {
+            match start_at {
+                Some(at) => s.to = i64::try_from(at.as_nanosecond()).ok(),
+                None => bail!(
+                    "{}: a sharded replay from a stream needs its window's end (?to=TIME, or --to, or --start-at, \
+                     which then ends it) so that every shard copies the same captures",
+                    s.address
+                ),
+            }
+        }
+    }
     for &StreamPath { from, to, .. } in &streams {
         let at = |ns: i64| jiff::Timestamp::from_nanosecond(i128::from(ns)).map(|t| t.to_string()).ok();
         if args.from.is_none() {

@@ -172,14 +172,49 @@ pub async fn run(config: ArchiveConfig, stop: Arc<AtomicBool>) -> Result<Archive
     // taken from the stream (taken and not acknowledged, it would wait out the ack wait).
     let mut sink = Sink::new(&config)?;
     sink.writers.check()?;
-    // Unreachable at start: said at once (later outages, the client rides out).
-    let client = config
-        .auth
-        .options("tapedeck archive")
-        .await?
-        .connect(config.address.server_urls())
-        .await
-        .map_err(|e| crate::connect_error(&config.address, &e))?;
+    // Unreachable at start: said at once (later outages, the client rides out, and says
+    // so: when the connection goes, each minute while it is away, and when it is back).
+    let away: Arc<std::sync::Mutex<Option<std::time::Instant>>> = Arc::default();
+    let events = away.clone();
+    let server = config.address.to_string();
+    let options = config.auth.options("tapedeck archive").await?.event_callback(move |event| {
+        let (away, server) = (events.clone(), server.clone());
+        async move {
+            let mut away = away.lock().unwrap_or_else(|p| p.into_inner());
+            match event {
+                async_nats::Event::Disconnected if away.is_none() => {
+                    *away = Some(std::time::Instant::now());
+                    tracing::warn!(
+                        "archive: lost the connection to {server}; reconnecting (nothing is lost: blocks not yet \
+                         acknowledged stay in the stream)"
+                    );
+                }
+                async_nats::Event::Connected => {
+                    if let Some(since) = away.take() {
+                        tracing::warn!("archive: connected again after {}s", since.elapsed().as_secs());
+                    }
+                }
+                _ => {}
+            }
+        }
+    });
+    let reminder = {
+        let (away, server) = (away.clone(), config.address.to_string());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let since = *away.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(since) = since {
+                    tracing::warn!("archive: still no connection to {server} after {}s", since.elapsed().as_secs());
+                }
+            }
+        })
+    };
+    let _reminder = AbortOnDrop(reminder);
+    let client =
+        options.connect(config.address.server_urls()).await.map_err(|e| crate::connect_error(&config.address, &e))?;
     let js = jetstream::new(client.clone());
     let mut stream = open_stream(&js, &config).await?;
     let stream_error = |why: String| StreamError::Stream { stream: config.address.stream.clone(), why };
@@ -223,6 +258,13 @@ pub async fn run(config: ArchiveConfig, stop: Arc<AtomicBool>) -> Result<Archive
             config.durable
         )));
     }
+    tracing::info!(
+        "archive: {} (durable {}{}) into {}; {last} message(s) in the stream now",
+        config.address,
+        config.durable,
+        config.filter.as_deref().map(|f| format!(", {f}")).unwrap_or_default(),
+        config.out.display()
+    );
     // Blocks an earlier archiver of this name took and did not acknowledge (it crashed)
     // come back only after the ack wait: a `--once` now would miss them.
     let mut consumer = consumer;
@@ -488,4 +530,13 @@ pub async fn snapshot(config: ArchiveConfig, from: Option<i64>, to: Option<i64>)
         }
     }
     sink.finish()
+}
+
+/// Aborts a task when dropped (however the function that started it returns).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }

@@ -591,7 +591,11 @@ pub(crate) async fn create_stream(
         name: name.to_string(),
         subjects: vec![subjects.to_string()],
         storage: jetstream::stream::StorageType::File,
-        duplicate_window: Duration::from_secs(120),
+        // JetStream's de-duplication window may not exceed the stream's age limit.
+        duplicate_window: match settings.max_age {
+            age if age.is_zero() => Duration::from_secs(120),
+            age => age.min(Duration::from_secs(120)),
+        },
         num_replicas: settings.replicas,
         max_age: settings.max_age,
         max_bytes: settings.max_bytes.map_or(-1, |b| i64::try_from(b).unwrap_or(i64::MAX)),
@@ -606,14 +610,16 @@ pub(crate) async fn create_stream(
         } else {
             ""
         };
-        let replicas = if e.to_string().contains("insufficient resources") || e.to_string().contains("replicas") {
-            format!(
-                " (--stream-replicas {} needs a JetStream cluster of at least that many servers with room)",
-                settings.replicas
-            )
-        } else {
-            String::new()
-        };
+        let text = e.to_string();
+        let replicas =
+            if ["insufficient resources", "replicas", "no suitable peers", "10005"].iter().any(|t| text.contains(t)) {
+                format!(
+                    " (--stream-replicas {} needs a JetStream cluster of at least that many servers with room)",
+                    settings.replicas
+                )
+            } else {
+                String::new()
+            };
         format!("cannot create stream {name} for {subjects}: {e}{overlap}{replicas}")
     })
 }
