@@ -351,3 +351,46 @@ fn bad_shadow_settings_are_one_line_each() {
         assert!(err.contains(expect), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn shadow_settings_come_from_the_config_file_too() {
+    let production = Upstream::start();
+    let shadow = Upstream::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("proxy.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:0\"\nupstream = \"{}\"\nadmin = \"127.0.0.1:0\"\nshadow = \"{}\"\n\
+             shadow-sample = \"100%\"\nshadow-methods = [\"GET\", \"PUT\"]\nshadow-gate = [\"errors==0\"]\n\
+             shadow-window = \"1m\"\n",
+            production.url(),
+            shadow.url()
+        ),
+    )
+    .unwrap();
+    let proxy = ProxyProcess::spawn(&["--config", s(&config)], None);
+    for method in ["GET", "PUT", "POST"] {
+        let mut stream = std::net::TcpStream::connect(proxy.addr).unwrap();
+        use std::io::{Read, Write};
+        write!(stream, "{method} /c HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
+        let mut out = String::new();
+        stream.read_to_string(&mut out).unwrap();
+        assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    }
+    wait_for(&proxy, "tapedeck_shadow_answered_total", 2.0);
+    // The gates are judged with each snapshot (twice a second).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let m = proxy.metrics();
+        if m.contains("tapedeck_shadow_gate_failing{gate=\"errors==0\"} 0") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{m}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let methods: Vec<String> = shadow.seen().iter().map(|s| s.method.clone()).collect();
+    assert_eq!(methods.len(), 2, "{methods:?}");
+    assert!(methods.contains(&"PUT".to_string()) && !methods.contains(&"POST".to_string()), "{methods:?}");
+    stop(proxy);
+}

@@ -115,13 +115,17 @@ enum Shed {
     NoAnswer,
     /// Offered while the shadow was stopping.
     Closing,
+    /// A connection upgrade (WebSocket) or a gRPC call: a session or a stream, not one
+    /// answer to compare; not mirrored.
+    Unsupported,
 }
 
-const DROPS: [(Shed, &str); 4] = [
+const DROPS: [(Shed, &str); 5] = [
     (Shed::QueueFull, "queue_full"),
     (Shed::BodyTruncated, "body_truncated"),
     (Shed::NoAnswer, "no_production_answer"),
     (Shed::Closing, "closing"),
+    (Shed::Unsupported, "upgrade_or_grpc"),
 ];
 
 /// One answer on its way to the comparer.
@@ -139,6 +143,10 @@ struct Inner {
     target: String,
     queue: Mutex<Option<tokio::sync::mpsc::Sender<Exchange>>>,
     bytes: AtomicUsize,
+    /// Set when an offer found no room, cleared when the sender takes the next one: while
+    /// set, requests are not even recorded for the shadow (a saturated shadow costs the
+    /// request path one load).
+    full: AtomicBool,
     in_flight: AtomicUsize,
     not_mirrored_method: AtomicU64,
     dropped: [AtomicU64; DROPS.len()],
@@ -148,6 +156,8 @@ struct Inner {
     compared: AtomicU64,
     differing: AtomicU64,
     not_compared: AtomicU64,
+    /// Answers by status class (1xx … 5xx), production's and the shadow's.
+    classes: [[AtomicU64; 5]; 2],
     snapshot: Mutex<Arc<Snapshot>>,
     closing: AtomicBool,
     threads: Mutex<Vec<JoinHandle<()>>>,
@@ -184,6 +194,7 @@ impl Shadow {
             target: config.rewrite.origin(),
             queue: Mutex::new(Some(tx)),
             bytes: AtomicUsize::new(0),
+            full: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
             not_mirrored_method: AtomicU64::new(0),
             dropped: Default::default(),
@@ -193,6 +204,7 @@ impl Shadow {
             compared: AtomicU64::new(0),
             differing: AtomicU64::new(0),
             not_compared: AtomicU64::new(0),
+            classes: Default::default(),
             snapshot: Mutex::new(Arc::new(Snapshot::default())),
             closing: AtomicBool::new(false),
             threads: Mutex::new(Vec::new()),
@@ -273,13 +285,27 @@ impl LiveTap for Shadow {
             i.not_mirrored_method.fetch_add(1, Ordering::Relaxed);
             return false;
         }
-        i.rate_threshold == u64::MAX || rand::random::<u64>() < i.rate_threshold
+        if !(i.rate_threshold == u64::MAX || rand::random::<u64>() < i.rate_threshold) {
+            return false;
+        }
+        if i.full.load(Ordering::Relaxed) {
+            i.drop_one(Shed::QueueFull);
+            return false;
+        }
+        true
     }
 
     fn offer(&self, exchange: Exchange) {
         let i = &self.inner;
         if i.closing.load(Ordering::Relaxed) {
             return i.drop_one(Shed::Closing);
+        }
+        let header = |name: &str| exchange.request.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name));
+        if exchange.websocket.is_some()
+            || header("upgrade").is_some()
+            || header("content-type").is_some_and(|h| h.value.as_ref().starts_with(b"application/grpc"))
+        {
+            return i.drop_one(Shed::Unsupported);
         }
         if exchange.request.body.truncated {
             return i.drop_one(Shed::BodyTruncated);
@@ -288,8 +314,14 @@ impl LiveTap for Shadow {
             return i.drop_one(Shed::NoAnswer);
         }
         let size = exchange.approx_bytes();
-        if i.bytes.fetch_add(size, Ordering::Relaxed) + size > i.max_bytes {
+        let before = i.bytes.fetch_add(size, Ordering::Relaxed);
+        if before + size > i.max_bytes {
             i.bytes.fetch_sub(size, Ordering::Relaxed);
+            // Full of others' bytes (which free it when done); one larger than the whole
+            // budget is only dropped.
+            if before > 0 {
+                i.full.store(true, Ordering::Relaxed);
+            }
             return i.drop_one(Shed::QueueFull);
         }
         let queue = i.queue.lock().unwrap_or_else(|p| p.into_inner());
@@ -297,6 +329,7 @@ impl LiveTap for Shadow {
         drop(queue);
         if !taken {
             i.bytes.fetch_sub(size, Ordering::Relaxed);
+            i.full.store(true, Ordering::Relaxed);
             i.drop_one(Shed::QueueFull);
         }
     }
@@ -333,6 +366,19 @@ impl LiveTap for Shadow {
         head(out, "tapedeck_shadow_dropped", "counter", "Sampled requests not mirrored, by reason.");
         for (d, name) in DROPS {
             let _ = writeln!(out, "tapedeck_shadow_dropped_total{{reason=\"{name}\"}} {}", get(&i.dropped[d as usize]));
+        }
+        head(
+            out,
+            "tapedeck_shadow_answers",
+            "counter",
+            "Answered shadow requests by status class, of production and of the shadow (a 5xx the shadow gives \
+             and production did not is in the gap between the two).",
+        );
+        for (side, name) in [(0, "production"), (1, "shadow")] {
+            for (c, class) in ["1xx", "2xx", "3xx", "4xx", "5xx"].iter().enumerate() {
+                let n = get(&i.classes[side][c]);
+                let _ = writeln!(out, "tapedeck_shadow_answers_total{{side=\"{name}\",class=\"{class}\"}} {n}");
+            }
         }
         head(out, "tapedeck_shadow_in_flight", "gauge", "Shadow requests sent and not yet answered.");
         let _ = writeln!(out, "tapedeck_shadow_in_flight {}", i.in_flight.load(Ordering::Relaxed));
@@ -433,6 +479,8 @@ fn send_loop(
                     Err(_) => {}
                 }
             };
+            // Room again: requests are recorded for the shadow again.
+            inner.full.store(false, Ordering::Relaxed);
             let Some(permit) = permit else {
                 inner.bytes.fetch_sub(exchange.approx_bytes(), Ordering::Relaxed);
                 inner.drop_one(Shed::Closing);
@@ -459,6 +507,11 @@ fn send_loop(
                     inner.errors.fetch_add(1, Ordering::Relaxed);
                 } else {
                     inner.answered.fetch_add(1, Ordering::Relaxed);
+                    let class = |status: u16| usize::from(status / 100).clamp(1, 5) - 1;
+                    if let (Some(p), Some(s)) = (exchange.response.as_ref(), outcome.status) {
+                        inner.classes[0][class(p.status)].fetch_add(1, Ordering::Relaxed);
+                        inner.classes[1][class(s.as_u16())].fetch_add(1, Ordering::Relaxed);
+                    }
                 }
                 let sent_at = outcome.sent_at;
                 // The comparer may be behind: then this answer is not compared, never
@@ -467,6 +520,7 @@ fn send_loop(
                     inner.not_compared.fetch_add(1, Ordering::Relaxed);
                 }
                 inner.bytes.fetch_sub(size, Ordering::Relaxed);
+                inner.full.store(false, Ordering::Relaxed);
                 drop(permit);
             });
         }
