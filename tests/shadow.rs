@@ -394,3 +394,53 @@ fn shadow_settings_come_from_the_config_file_too() {
     assert!(methods.contains(&"PUT".to_string()) && !methods.contains(&"POST".to_string()), "{methods:?}");
     stop(proxy);
 }
+
+/// Routes the shadow tells apart are bounded (its memory and its metrics' label values),
+/// whatever URLs clients send.
+#[test]
+fn many_distinct_routes_stay_bounded() {
+    let production = Upstream::start();
+    let shadow = Upstream::start();
+    let proxy = ProxyProcess::spawn(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+            &production.url(),
+            "--admin",
+            "127.0.0.1:0",
+            "--shadow",
+            &shadow.url(),
+        ],
+        None,
+    );
+    // Words, not numbers: each path is a route of its own.
+    let word = |mut n: usize| {
+        let mut w = String::new();
+        for _ in 0..4 {
+            w.push((b'a' + (n % 26) as u8) as char);
+            n /= 26;
+        }
+        w
+    };
+    for i in 0..260 {
+        assert_eq!(http(proxy.addr, "GET", &format!("/{}", word(i)), b"").unwrap().0, 200);
+    }
+    wait_for(&proxy, "tapedeck_shadow_compared_total", 260.0);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let report = loop {
+        let r = shadow_report(&proxy);
+        let counted: u64 = r["routes"].as_array().unwrap().iter().map(|r| r["count"].as_u64().unwrap()).sum();
+        if counted == 260 {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "{r}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let routes = report["routes"].as_array().unwrap();
+    assert_eq!(routes.len(), 201, "200 routes and the rest together");
+    assert!(routes.iter().any(|r| r["route"] == "(other routes)"));
+    let labels = proxy.metrics().lines().filter(|l| l.starts_with("tapedeck_shadow_diff_rate{")).count();
+    assert!(labels <= 201, "{labels}");
+    stop(proxy);
+}

@@ -191,7 +191,7 @@ fn encode(h: &Histogram<u64>) -> String {
 /// Decodes into `into` (a histogram with the bounds the run uses): values outside them
 /// saturate, so a file written with other bounds still merges.
 /// The largest value a run's histograms track (the lag's, 30 days in µs).
-const MAX_TRACKABLE_US: u64 = 30 * 24 * 3_600_000_000;
+const MAX_TRACKABLE_US: u64 = crate::stats::MAX_LAG_US;
 
 /// Shards of one run at most (a larger N is no split tapedeck makes sense of).
 const MAX_SHARDS: u32 = 10_000;
@@ -220,7 +220,7 @@ fn decode_into(text: &str, into: &mut Histogram<u64>) -> Result<(), String> {
     let h: Histogram<u64> =
         Deserializer::new().deserialize(&mut std::io::Cursor::new(bytes)).map_err(|e| format!("{e:?}"))?;
     for v in h.iter_recorded() {
-        into.saturating_record_n(v.value_iterated_to(), v.count_at_value());
+        let _ = into.record_n(v.value_iterated_to().clamp(1, MAX_TRACKABLE_US), v.count_at_value());
     }
     Ok(())
 }

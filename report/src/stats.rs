@@ -19,23 +19,36 @@ pub const OTHER_ROUTES: &str = "(other routes)";
 /// The key `route` is counted under in `map`: itself, or [`OTHER_ROUTES`] once the map
 /// holds [`MAX_ROUTES`] others.
 pub fn capped<'a, V>(map: &HashMap<String, V>, route: &'a str) -> &'a str {
-    if map.len() < MAX_ROUTES || map.contains_key(route) {
+    capped_at(map, route, MAX_ROUTES)
+}
+
+/// As [`capped`], at `max` routes (a live shadow keeps fewer).
+pub fn capped_at<'a, V>(map: &HashMap<String, V>, route: &'a str, max: usize) -> &'a str {
+    if map.len() < max || map.contains_key(route) {
         route
     } else {
         OTHER_ROUTES
     }
 }
 
+/// Latencies longer than this (µs: 1 h) are kept as this, not lost.
+pub(crate) const MAX_LATENCY_US: u64 = 3_600_000_000;
+/// Lag longer than this (µs: 30 days) is kept as this: a host joining a `--start-at`
+/// schedule hours late (`--late-ok`) shows how late.
+pub(crate) const MAX_LAG_US: u64 = 30 * 24 * 3_600_000_000;
+
+/// A latency histogram: from 1 µs at 3 significant digits, sized to what it holds — an
+/// empty one costs a few KiB and one of 100 ms latencies 64 KiB, where one sized for an
+/// hour up front cost 200 KiB per route and side whatever it held (a live shadow keeps
+/// many).
 pub(crate) fn histogram() -> Histogram<u64> {
-    // 1 µs .. 1 h at 3 significant digits: constant, valid bounds. Longer times are
-    // recorded as 1 h (`saturating_record`), not lost.
-    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("constant histogram bounds are valid")
+    Histogram::new(3).expect("3 significant digits are valid")
 }
 
-/// The lag histogram: 1 µs .. 30 days, so that a host joining a `--start-at` schedule
-/// hours late (`--late-ok`) shows how late.
-fn lag_histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 30 * 24 * 3_600_000_000, 3).expect("constant histogram bounds are valid")
+/// Records `us` into `h`, at least 1 and at most `max`.
+pub(crate) fn record(h: &mut Histogram<u64>, us: u64, max: u64) {
+    // A growing histogram only fails on values it could never hold; `max` is far below.
+    let _ = h.record(us.clamp(1, max));
 }
 
 /// One route's numbers.
@@ -239,7 +252,7 @@ impl Default for Stats {
     fn default() -> Self {
         Stats {
             routes: HashMap::new(),
-            lag: lag_histogram(),
+            lag: histogram(),
             late_1ms: 0,
             late_10ms: 0,
             sent: 0,
@@ -298,7 +311,7 @@ pub struct Sample<'a> {
 /// Records `ns` (as µs) into a pair's histogram `side`, making the pair at first use.
 fn record_pair(pair: &mut Option<Box<(Histogram<u64>, Histogram<u64>)>>, replayed: bool, ns: u64) {
     let (a, b) = &mut **pair.get_or_insert_with(|| Box::new((histogram(), histogram())));
-    if replayed { b } else { a }.saturating_record((ns / 1000).max(1));
+    record(if replayed { b } else { a }, ns / 1000, MAX_LATENCY_US);
 }
 
 impl Stats {
@@ -310,7 +323,7 @@ impl Stats {
         widen(&mut self.sends, ns(s.sent_at));
         widen(&mut self.dues, ns(s.due));
         let lag = s.sent_at.saturating_duration_since(s.due);
-        self.lag.saturating_record((lag.as_micros() as u64).max(1));
+        record(&mut self.lag, lag.as_micros() as u64, MAX_LAG_US);
         self.late_1ms += u64::from(lag > Duration::from_millis(1));
         self.late_10ms += u64::from(lag > Duration::from_millis(10));
         match s.error {
@@ -322,16 +335,16 @@ impl Stats {
         let r = self.route(s.route);
         r.count += 1;
         if let Some(ns) = s.recorded.timing.end_ns {
-            r.recorded.saturating_record((ns / 1000).max(1));
+            record(&mut r.recorded, ns / 1000, MAX_LATENCY_US);
         }
         match (s.end, s.error, s.failed_after) {
             (Some(end), None, _) => {
-                r.replayed.saturating_record((end.as_micros() as u64).max(1));
+                record(&mut r.replayed, end.as_micros() as u64, MAX_LATENCY_US);
             }
             // A request that timed out took at least the timeout, as its user saw it: left
             // out, the percentiles would describe only the answers that came in time.
             (_, Some(ErrorKind::ResponseTimeout), Some(after)) => {
-                r.replayed.saturating_record((after.as_micros() as u64).max(1));
+                record(&mut r.replayed, after.as_micros() as u64, MAX_LATENCY_US);
                 r.timeouts += 1;
             }
             _ => {}

@@ -15,8 +15,8 @@ use tapedeck_report::gate::Gate;
 use tapedeck_report::stats::Stats;
 use tapedeck_report::ReplayReport;
 
-/// Buckets a gate window is cut into: the window slides a tenth at a time.
-const BUCKETS: u32 = 10;
+/// Buckets a gate window is cut into: the window slides a fifth at a time.
+const BUCKETS: u32 = 5;
 
 /// Upper bounds of the latency-ratio histogram (shadow time / production time).
 pub(crate) const RATIO_BOUNDS: [f64; 11] = [0.5, 0.8, 0.9, 1.0, 1.1, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0];
@@ -74,7 +74,7 @@ impl Live {
         }
     }
 
-    /// The window's newest bucket, started if the last one is a tenth of the window old;
+    /// The window's newest bucket, started if the last one is a fifth of the window old;
     /// buckets older than the window are let go.
     pub fn bucket(&mut self, now: Instant, window: Duration) -> &mut Stats {
         self.changed = true;

@@ -33,6 +33,11 @@ use crate::rewrite::Rewrite;
 use crate::ReplayError;
 use live::{head, label, Live, Reporting, Snapshot, RATIO_BOUNDS};
 
+/// Routes the shadow tells apart (in its report and its metrics' labels); more are
+/// counted together. Each costs two latency histograms per window bucket: a sidecar's
+/// memory stays bounded whatever the URLs.
+const MAX_ROUTES: usize = 200;
+
 /// How often the results directory's `report.json` is rewritten.
 const SAVE_EVERY: Duration = Duration::from_secs(5);
 
@@ -547,6 +552,7 @@ fn compare_loop(
     let window = Window::since(jiff::Timestamp::now().as_second());
     let mut live = Live::new(reporting.gates.len());
     let mut last_snapshot = Instant::now();
+    let mut snapshot_every = Duration::from_millis(500);
     let mut last_save: Option<Instant> = None;
     loop {
         let got = rx.recv_timeout(Duration::from_millis(500));
@@ -555,9 +561,13 @@ fn compare_loop(
             compare_one(inner, &mut live, a, origin, &window, reporting, results.as_ref());
         }
         let now = Instant::now();
-        if done || now.duration_since(last_snapshot) >= Duration::from_millis(500) {
+        if done || now.duration_since(last_snapshot) >= snapshot_every {
             last_snapshot = now;
-            if let Some((mut snap, transitions)) = live.snapshot(reporting, now) {
+            let snapshot = live.snapshot(reporting, now);
+            // Twice a second, or less often when a snapshot is costly (many routes): at
+            // most a twentieth of this thread's time goes to them.
+            snapshot_every = Duration::from_millis(500).max(now.elapsed() * 20);
+            if let Some((mut snap, transitions)) = snapshot {
                 snap.ratios = Some((live.ratios, live.ratio_sum));
                 for (gate, failing) in transitions {
                     if failing {
@@ -608,9 +618,11 @@ fn compare_one(
         }
         _ => None,
     };
+    // As many routes as the shadow keeps apart; the rest together.
+    let route_key = tapedeck_report::stats::capped_at(&live.whole.routes, &route, MAX_ROUTES).to_string();
     let sample = Sample {
         recorded: &exchange,
-        route: &route,
+        route: &route_key,
         origin,
         due: sent_at,
         sent_at,
@@ -626,8 +638,6 @@ fn compare_one(
     let r = &exchange.request;
     let request = || format!("{} {}", r.method, r.target);
     live.whole.record(&sample);
-    // As many routes as the stats keep; the rest together, as there.
-    let route_key = tapedeck_report::stats::capped(&live.whole.routes, &route).to_string();
     if let Some(d) = &diffs {
         live.whole.route(&route_key).diffs.add(request, d.clone());
     }
