@@ -554,6 +554,8 @@ fn compare_loop(
     let mut last_snapshot = Instant::now();
     let mut snapshot_every = Duration::from_millis(500);
     let mut last_save: Option<Instant> = None;
+    // A snapshot not yet on disk (saves are every few seconds at most).
+    let mut unsaved = false;
     loop {
         let got = rx.recv_timeout(Duration::from_millis(500));
         let done = matches!(got, Err(mpsc::RecvTimeoutError::Disconnected));
@@ -576,16 +578,18 @@ fn compare_loop(
                         tracing::warn!(gate = %gate, "shadow gate passing again");
                     }
                 }
-                let snap = Arc::new(snap);
-                *inner.snapshot.lock().unwrap_or_else(|p| p.into_inner()) = snap.clone();
-                // The evidence on disk: every few seconds, and last at the end.
-                if let Some(dir) = &reporting.results {
-                    if done || last_save.is_none_or(|t| now.duration_since(t) >= SAVE_EVERY) {
-                        last_save = Some(now);
-                        let path = dir.join(tapedeck_report::REPORT_FILE);
-                        if let Err(e) = tapedeck_captures::files::write_output_bytes(&path, true, &snap.json) {
-                            tracing::warn!("shadow: cannot write {}: {e}", path.display());
-                        }
+                *inner.snapshot.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(snap);
+                unsaved = true;
+            }
+            // The evidence on disk: every few seconds, and last at the end.
+            if let Some(dir) = reporting.results.as_ref().filter(|_| unsaved) {
+                if done || last_save.is_none_or(|t| now.duration_since(t) >= SAVE_EVERY) {
+                    last_save = Some(now);
+                    unsaved = false;
+                    let path = dir.join(tapedeck_report::REPORT_FILE);
+                    let json = inner.snapshot().json.clone();
+                    if let Err(e) = tapedeck_captures::files::write_output_bytes(&path, true, &json) {
+                        tracing::warn!("shadow: cannot write {}: {e}", path.display());
                     }
                 }
             }
