@@ -105,6 +105,49 @@ pub fn is_withheld(name: &str) -> bool {
     tapedeck_captures::scrub::is_credential_header(name) || tapedeck_captures::scrub::is_client_address_header(name)
 }
 
+/// `target` (`/path;params?query`) without the credentials it carries: query parameters
+/// named as credentials ([`tapedeck_captures::scrub::is_credential_param`]) and path
+/// parameters (`;jsessionid=…`) are left out; `None` when it carries none.
+pub fn without_credential_params(target: &str) -> Option<String> {
+    let (path, query) = match target.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (target, None),
+    };
+    let name_of = |pair: &str| {
+        let name = pair.split('=').next().unwrap_or(pair);
+        percent_encoding::percent_decode_str(name).decode_utf8_lossy().into_owned()
+    };
+    let mut changed = false;
+    let segments: Vec<&str> = path
+        .split('/')
+        .map(|segment| match segment.split_once(';') {
+            Some((head, params))
+                if params.split(';').any(|p| tapedeck_captures::scrub::is_credential_param(&name_of(p))) =>
+            {
+                changed = true;
+                head
+            }
+            _ => segment,
+        })
+        .collect();
+    let mut out = segments.join("/");
+    if let Some(query) = query {
+        let kept: Vec<&str> = query
+            .split('&')
+            .filter(|pair| {
+                let credential = tapedeck_captures::scrub::is_credential_param(&name_of(pair));
+                changed |= credential;
+                !credential
+            })
+            .collect();
+        if !kept.is_empty() {
+            out.push('?');
+            out.push_str(&kept.join("&"));
+        }
+    }
+    changed.then_some(out)
+}
+
 /// What of a credential header's value `now` the target issued (`issued`: the values
 /// correlation put in): of a cookie header, the cookies whose value is nothing but issued
 /// values; of any other, the whole value if, but for an authentication scheme (`Bearer`)

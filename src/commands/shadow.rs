@@ -126,11 +126,16 @@ impl ShadowFlags {
         let target: http::Uri = url.parse().map_err(|e| anyhow!("--shadow {url:?}: {e} (e.g. http://canary:8080)"))?;
         let mut config = ShadowConfig::new(&target).map_err(|e| anyhow!(e))?;
         let production = upstream.authority().map(|a| a.as_str()).unwrap_or_default();
-        if config.rewrite.is_target(production, upstream.scheme_str().unwrap_or("http")) {
+        if config.rewrite.is_target(production, upstream.scheme_str().unwrap_or("http"))
+            || same_machine_port(&target, upstream)
+        {
             bail!("--shadow {url} is the --upstream ({upstream}): every mirrored request would reach production twice");
         }
         if let Some(rate) = &self.shadow_sample {
             config.rate = tapedeck_proxy::sample::parse_rate(rate).map_err(|e| anyhow!("--shadow-sample {e}"))?;
+            if config.rate <= 0.0 {
+                bail!("--shadow-sample {rate}: mirrors nothing; leave --shadow out instead");
+            }
         }
         if !self.shadow_methods.is_empty() {
             config.methods = Vec::new();
@@ -152,8 +157,8 @@ impl ShadowFlags {
             }
         }
         if let Some(n) = self.shadow_max_in_flight {
-            if n == 0 {
-                bail!("--shadow-max-in-flight 0: at least 1");
+            if !(1..=4096).contains(&n) {
+                bail!("--shadow-max-in-flight {n}: from 1 to 4096");
             }
             config.max_in_flight = n;
             config.client.connections = n;
@@ -163,6 +168,9 @@ impl ShadowFlags {
                 .parse::<bytesize::ByteSize>()
                 .map_err(|e| anyhow!("--shadow-queue-max-bytes {size:?}: {e} (examples: 64MiB, 512KiB)"))?
                 .as_u64() as usize;
+            if config.max_bytes < 64 << 10 {
+                bail!("--shadow-queue-max-bytes {size}: at least 64KiB");
+            }
         }
         let duration = |flag: &str, v: &Option<String>, default: Duration| -> Result<Duration> {
             match v {
@@ -188,6 +196,7 @@ impl ShadowFlags {
         }
         config.client.ca = self.shadow_ca.clone();
         config.compare = super::report::compare_config(self.shadow_compare_config.as_deref())?;
+        let unscrubbed = if scrub.is_none() { "; its report's examples are UNSCRUBBED (--no-scrub)" } else { "" };
         config.scrub = scrub;
         config.results = self.shadow_results.clone();
         config.allow_shared_dir = allow_shared_dir;
@@ -196,9 +205,38 @@ impl ShadowFlags {
         let origin = config.rewrite.origin();
         let shadow = Shadow::start(config)?;
         let line = format!(
-            "shadowing {} of {methods} requests to {origin}",
+            "shadowing {} of {methods} requests to {origin}{unscrubbed}",
             crate::human::percent((rate * 1000.0) as u64, 1000)
         );
         Ok(Some((shadow, line)))
     }
+}
+
+/// True when `a` and `b` name the same port on this machine in spellings a resolver would
+/// not equate: a wildcard address (`0.0.0.0`, `0`, `[::]`: a listener on it takes
+/// connections to any local address) or two loopback addresses.
+fn same_machine_port(a: &http::Uri, b: &http::Uri) -> bool {
+    use std::net::ToSocketAddrs as _;
+    let local = |u: &http::Uri| -> Option<(Vec<std::net::IpAddr>, u16)> {
+        let host = u.host()?.trim_start_matches('[').trim_end_matches(']').trim_end_matches('.');
+        let port = u.port_u16().unwrap_or(if u.scheme_str() == Some("https") { 443 } else { 80 });
+        // Only local spellings are resolved: a canary's DNS name is not looked up here.
+        let literal = host.chars().all(|c| c.is_ascii_hexdigit() || matches!(c, '.' | ':' | 'x' | 'X'));
+        if !literal && !host.eq_ignore_ascii_case("localhost") && !host.to_ascii_lowercase().ends_with(".localhost") {
+            return None;
+        }
+        let addrs = (host, port).to_socket_addrs().ok()?.map(|a| a.ip()).collect();
+        Some((addrs, port))
+    };
+    let (Some((a, pa)), Some((b, pb))) = (local(a), local(b)) else { return false };
+    let mapped = |ip: &std::net::IpAddr| match ip {
+        std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(*ip, std::net::IpAddr::V4),
+        v4 => *v4,
+    };
+    pa == pb
+        && a.iter().map(mapped).any(|x| {
+            b.iter()
+                .map(mapped)
+                .any(|y| x.is_unspecified() || y.is_unspecified() || (x.is_loopback() && y.is_loopback()))
+        })
 }

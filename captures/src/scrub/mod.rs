@@ -28,7 +28,7 @@ pub mod jsonpath;
 mod keys;
 mod names;
 
-pub use names::{is_client_address_header, is_credential_header};
+pub use names::{is_client_address_header, is_credential_header, is_credential_param};
 
 /// A header that holds a credential by its name but has no rule: cookies excepted, whose
 /// rules are per cookie.

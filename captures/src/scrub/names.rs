@@ -171,6 +171,19 @@ pub(crate) fn is_secret_name(name: &str) -> bool {
     })
 }
 
+/// True when a query parameter (or path parameter, `;jsessionid=`) named `name` carries a
+/// credential: a secret's name (`token`, `access_token`, `api_key`, `session`,
+/// `password`, `client_secret`), a signature (`sig`, `signature`, `X-Amz-Signature`,
+/// `X-Amz-Credential`, `X-Goog-Signature`), an OAuth `code`, or a bare `key`.
+pub fn is_credential_param(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    is_secret_name(name)
+        || matches!(lower.as_str(), "sig" | "signature" | "code" | "key" | "apikey" | "pass" | "pwd" | "password")
+        || lower.ends_with("-signature")
+        || lower.ends_with("-credential")
+        || lower.ends_with("-security-token")
+}
+
 /// True when a request header named `name` carries a credential or an identity vouched for
 /// by a proxy in front: `Authorization`, `Authentication`, `Proxy-Authorization`,
 /// `Cookie`/`Cookie2`; a name that says secret (`X-Auth-Token`, `X-Session-Id`,

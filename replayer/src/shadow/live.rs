@@ -45,6 +45,8 @@ pub(crate) struct Live {
     pub ratio_sum: f64,
     /// Each gate's state over the window: failing or not (None until first judged).
     pub failing: Vec<Option<bool>>,
+    /// When a failing shadow was last said so in the log.
+    pub failure_said: Option<Instant>,
     changed: bool,
 }
 
@@ -70,6 +72,7 @@ impl Live {
             ratios: [0; RATIO_BOUNDS.len() + 1],
             ratio_sum: 0.0,
             failing: vec![None; gates],
+            failure_said: None,
             changed: true,
         }
     }
@@ -132,8 +135,10 @@ impl Live {
         let mut gates = Vec::new();
         for (i, gate) in r.gates.iter().enumerate() {
             let result = gate.evaluate(&windowed);
-            // An empty window proves nothing either way: the state stays.
-            let failing = if window.sent == 0 { self.failing[i].unwrap_or(false) } else { !result.passed };
+            // An empty window (or no traffic on the gate's route in it) proves nothing
+            // either way: the state stays.
+            let no_data = window.sent == 0 || gate.route.as_ref().is_some_and(|r| !window.routes.contains_key(r));
+            let failing = if no_data { self.failing[i].unwrap_or(false) } else { !result.passed };
             if self.failing[i] != Some(failing) && (self.failing[i].is_some() || failing) {
                 transitions.push((gate.text.clone(), failing));
             }

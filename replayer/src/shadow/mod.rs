@@ -83,8 +83,12 @@ pub struct ShadowConfig {
 impl ShadowConfig {
     /// Mirrors every safe request to `target`, with defaults for the rest.
     pub fn new(target: &Uri) -> Result<ShadowConfig, String> {
+        let mut rewrite = Rewrite::new(target).map_err(|e| e.replace("--target", "--shadow"))?;
+        // The client's credentials for a proxy in front of production: never the shadow's,
+        // even with --shadow-keep-credentials (production itself never gets them either).
+        rewrite.remove.push(http::header::PROXY_AUTHORIZATION);
         Ok(ShadowConfig {
-            rewrite: Rewrite::new(target).map_err(|e| e.replace("--target", "--shadow"))?,
+            rewrite,
             rate: 1.0,
             methods: SAFE_METHODS.iter().map(|m| m.to_string()).collect(),
             max_in_flight: 64,
@@ -146,6 +150,9 @@ struct Inner {
     methods: Vec<String>,
     max_bytes: usize,
     target: String,
+    /// Route names are shown (metrics labels, the report): taken from the scrubbed target.
+    scrub: Option<Arc<Scrubber>>,
+    progress: Arc<crate::Progress>,
     queue: Mutex<Option<tokio::sync::mpsc::Sender<Exchange>>>,
     bytes: AtomicUsize,
     /// Set when an offer found no room, cleared when the sender takes the next one: while
@@ -183,20 +190,19 @@ impl Shadow {
         } else {
             None
         };
-        let pool = Pool::new(
-            config.rewrite.host(),
-            config.rewrite.port(),
-            tls,
-            config.client.clone(),
-            Arc::new(crate::Progress::default()),
-        )
-        .map_err(|source| ReplayError::Tls { what: "--shadow", source })?;
+        // Where the client keeps the first cause of each kind of failure, for the log.
+        let progress = Arc::new(crate::Progress::default());
+        let pool =
+            Pool::new(config.rewrite.host(), config.rewrite.port(), tls, config.client.clone(), progress.clone())
+                .map_err(|source| ReplayError::Tls { what: "--shadow", source })?;
         let (tx, rx) = tokio::sync::mpsc::channel::<Exchange>((config.max_in_flight * 4).max(64));
         let inner = Arc::new(Inner {
             rate_threshold: (config.rate.clamp(0.0, 1.0) * u64::MAX as f64) as u64,
             methods: config.methods.iter().map(|m| m.to_ascii_uppercase()).collect(),
             max_bytes: config.max_bytes,
             target: config.rewrite.origin(),
+            scrub: config.scrub.clone(),
+            progress,
             queue: Mutex::new(Some(tx)),
             bytes: AtomicUsize::new(0),
             full: AtomicBool::new(false),
@@ -245,6 +251,10 @@ impl Shadow {
             started_unix_ns: jiff::Timestamp::now().as_nanosecond() as i64,
             results: config.results,
         };
+        // /shadow answers a report from the start (an empty one until answers come).
+        if let Some((snap, _)) = Live::new(reporting.gates.len()).snapshot(&reporting, Instant::now()) {
+            *inner.snapshot.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(snap);
+        }
         let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
             std::thread::Builder::new()
                 .name(name.into())
@@ -444,12 +454,18 @@ impl LiveTap for Shadow {
         let snap = i.snapshot();
         let differing: u64 = snap.routes.values().map(|(_, d, _)| d).sum();
         let compared: u64 = snap.routes.values().map(|(c, _, _)| c).sum();
+        let behind = get(&i.not_compared);
         format!(
             "shadow: {} requests sent to {}, {} answered, {compared} compared, {differing} differing beyond noise; \
-             {dropped} not mirrored (full or unanswerable)",
+             {dropped} not mirrored (full or unanswerable){}",
             get(&i.sent),
             i.target,
             get(&i.answered),
+            if behind > 0 {
+                format!("; {behind} answers not compared (the comparer was behind)")
+            } else {
+                String::new()
+            }
         )
     }
 }
@@ -470,6 +486,9 @@ fn send_loop(
     };
     let permits = Arc::new(tokio::sync::Semaphore::new(cap));
     let rewrite = Arc::new(rewrite);
+    // Set once the grace at close has passed: requests still waiting end as timeouts (and
+    // are counted as such), never as if they had not been sent.
+    let (give_up, given_up) = tokio::sync::watch::channel(false);
     runtime.block_on(async {
         let mut tasks = tokio::task::JoinSet::new();
         while let Some(exchange) = rx.recv().await {
@@ -492,15 +511,33 @@ fn send_loop(
                 continue;
             };
             let (inner, pool, rewrite, answers) = (inner.clone(), pool.clone(), rewrite.clone(), answers.clone());
+            let mut given_up = given_up.clone();
             while tasks.try_join_next().is_some() {}
             tasks.spawn(async move {
                 inner.in_flight.fetch_add(1, Ordering::Relaxed);
                 let size = exchange.approx_bytes();
-                let route = tapedeck_captures::route::route_key(&exchange.request.method, &exchange.request.target);
-                let outcome = match rewrite.request(&exchange) {
+                // Personal data in a path (a card number) must not become a route's name.
+                let scrubbed = inner.scrub.as_ref().map(|s| s.scrub_target(&exchange.request.target));
+                let target = scrubbed.as_deref().unwrap_or(&exchange.request.target);
+                let route = tapedeck_captures::route::route_key(&exchange.request.method, target);
+                // Credentials in the query string are withheld like credential headers.
+                let request = match crate::rewrite::without_credential_params(&exchange.request.target) {
+                    Some(target) if !rewrite.keep_credentials => {
+                        rewrite.withheld.fetch_add(1, Ordering::Relaxed);
+                        let mut without = exchange.clone();
+                        without.request.target = target;
+                        rewrite.request(&without)
+                    }
+                    _ => rewrite.request(&exchange),
+                };
+                let outcome = match request {
                     Ok(req) => {
                         inner.sent.fetch_add(1, Ordering::Relaxed);
-                        pool.send(req, exchange.connection.0).await
+                        let started = Instant::now();
+                        tokio::select! {
+                            outcome = pool.send(req, exchange.connection.0) => outcome,
+                            _ = given_up.wait_for(|g| *g) => Outcome::failed(started, ErrorKind::ResponseTimeout),
+                        }
                     }
                     Err(e) => {
                         tracing::debug!(error = %e, "shadow: cannot build the request");
@@ -533,9 +570,8 @@ fn send_loop(
         // a hung shadow never holds the proxy's shutdown.
         let finished = tokio::time::timeout(CLOSE_GRACE, async { while tasks.join_next().await.is_some() {} }).await;
         if finished.is_err() {
-            let abandoned = tasks.len() as u64;
-            tasks.abort_all();
-            inner.dropped[Shed::Closing as usize].fetch_add(abandoned, Ordering::Relaxed);
+            let _ = give_up.send(true);
+            while tasks.join_next().await.is_some() {}
         }
     });
 }
@@ -563,7 +599,8 @@ fn compare_loop(
             compare_one(inner, &mut live, a, origin, &window, reporting, results.as_ref());
         }
         let now = Instant::now();
-        if done || now.duration_since(last_snapshot) >= snapshot_every {
+        let closing = inner.closing.load(Ordering::Relaxed);
+        if done || (!closing && now.duration_since(last_snapshot) >= snapshot_every) {
             last_snapshot = now;
             let snapshot = live.snapshot(reporting, now);
             // Twice a second, or less often when a snapshot is costly (many routes): at
@@ -611,6 +648,19 @@ fn compare_one(
 ) {
     let (config, gate_window) = (&reporting.compare, reporting.window);
     let Answered { exchange, route, sent_at, outcome } = a;
+    // A shadow that fails is said, with the first cause of its kind, once a minute.
+    if let Some(kind) = outcome.error {
+        if live.failure_said.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
+            live.failure_said = Some(Instant::now());
+            let cause = inner.progress.causes.lock().map(|c| c.get(kind.as_str()).cloned()).unwrap_or_default();
+            tracing::warn!(
+                "shadow: requests to {} fail ({}{}); production is unaffected",
+                inner.target,
+                kind.as_str(),
+                cause.map(|c| format!(": {c}")).unwrap_or_default()
+            );
+        }
+    }
     // Production's own answers teach what is noise (identical requests answered
     // differently by production itself).
     live.learner.observe(&exchange, &route, config);
