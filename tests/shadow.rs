@@ -357,6 +357,7 @@ fn bad_shadow_settings_are_one_line_each() {
         (vec!["--shadow", "not a url"], "--shadow"),
         (vec!["--shadow", &same], "is the --upstream"),
         (vec!["--shadow", &wildcard], "is the --upstream"),
+        (vec!["--shadow", "http://127.0.0.1:9/?a=b"], "a query would be lost"),
         (vec!["--shadow", "http://127.0.0.1:9", "--shadow-max-in-flight", "1000000"], "from 1 to 4096"),
         (vec!["--shadow", "http://127.0.0.1:9", "--shadow-sample", "0%"], "mirrors nothing"),
         (vec!["--shadow", "http://127.0.0.1:9", "--shadow-sample", "150%"], "--shadow-sample"),

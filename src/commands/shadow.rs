@@ -124,6 +124,11 @@ impl ShadowFlags {
             return Ok(None);
         };
         let target: http::Uri = url.parse().map_err(|e| anyhow!("--shadow {url:?}: {e} (e.g. http://canary:8080)"))?;
+        if target.query().is_some() {
+            bail!(
+                "--shadow {url}: a query would be lost (each request keeps its own); give the canary's origin and path"
+            );
+        }
         let mut config = ShadowConfig::new(&target).map_err(|e| anyhow!(e))?;
         let production = upstream.authority().map(|a| a.as_str()).unwrap_or_default();
         if config.rewrite.is_target(production, upstream.scheme_str().unwrap_or("http"))
