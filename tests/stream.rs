@@ -430,14 +430,16 @@ fn bad_streams_and_credentials_get_one_line_and_never_echo_a_secret() {
         ("other.>", "fresh", "not among the stream's subjects (tapedeck.capture.>)"),
         ("tapedeck.capture.shop.>", "tapedeck-archive", "was made with no --filter"),
     ] {
+        let refused = dir.path().join(format!("refused-{durable}"));
         let out = run(&[
-            &["archive", &url, "-o", s(&out_dir), "--once", "--filter", filter, "--durable", durable][..],
+            &["archive", &url, "-o", s(&refused), "--once", "--filter", filter, "--durable", durable][..],
             &token,
         ]
         .concat());
         let (code, lines, err) = one_line(&out);
         assert_eq!((code, lines), (Some(2), 1), "{err}");
         assert!(err.contains(expect), "{err}");
+        assert!(!refused.exists(), "a refused archive leaves no directory behind");
     }
     // Settings that could only lose captures, and a sharded copy of an open window (each
     // shard would copy different captures): refused before anything is done.

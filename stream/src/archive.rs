@@ -168,10 +168,7 @@ impl Writers {
 /// Runs the archive until `stop` is set (or, with `once`, until the stream's messages at
 /// the start are written).
 pub async fn run(config: ArchiveConfig, stop: Arc<AtomicBool>) -> Result<ArchiveReport, StreamError> {
-    // The output first: a directory that cannot be used is said before anything is
-    // taken from the stream (taken and not acknowledged, it would wait out the ack wait).
     let mut sink = Sink::new(&config)?;
-    sink.writers.check()?;
     // Unreachable at start: said at once (later outages, the client rides out, and says
     // so: when the connection goes, each minute while it is away, and when it is back).
     let away: Arc<std::sync::Mutex<Option<std::time::Instant>>> = Arc::default();
@@ -258,6 +255,10 @@ pub async fn run(config: ArchiveConfig, stop: Arc<AtomicBool>) -> Result<Archive
             config.durable
         )));
     }
+    // The output now, with the stream and the filter known good (a refused one leaves no
+    // directory behind), and before anything is taken from the stream (taken and not
+    // acknowledged, it would wait out the ack wait).
+    sink.writers.check()?;
     tracing::info!(
         "archive: {} (durable {}{}) into {}; {last} message(s) in the stream now",
         config.address,
