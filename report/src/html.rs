@@ -47,7 +47,12 @@ pub fn render(report: &ReplayReport) -> String {
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{}</title><style>{STYLE}</style></head><body><main>",
         escape(&title)
     );
-    let (a, b) = if report.baseline.is_some() { ("baseline", "new run") } else { ("recorded", "replayed") };
+    let shadow = report.pacing == crate::LIVE_SHADOW;
+    let (a, b) = match (report.baseline.is_some(), shadow) {
+        (true, _) => ("baseline", "new run"),
+        (false, true) => ("production", "shadow"),
+        (false, false) => ("recorded", "replayed"),
+    };
     // `2026-12-02T11:00:00.123456789Z` → `2026-12-02 11:00:00 UTC`.
     let started = report
         .started_at
@@ -55,10 +60,14 @@ pub fn render(report: &ReplayReport) -> String {
         .map_or_else(|_| report.started_at.clone(), |t| t.strftime("%Y-%m-%d %H:%M:%S UTC").to_string());
     let _ = write!(
         o,
-        "<h1>{}</h1><div class=\"sub\">{} requests · paced {}{} · started {} · lasted {:.1} s{}</div>",
+        "<h1>{}</h1><div class=\"sub\">{} requests · {}{} · started {} · lasted {:.1} s{}</div>",
         escape(&title),
         report.sent,
-        escape(&report.pacing),
+        if shadow {
+            "mirrored from production as they came".to_string()
+        } else {
+            format!("paced {}", escape(&report.pacing))
+        },
         match (&report.shard, report.merged_from.len()) {
             (Some(s), 0) => format!(" · shard {}", escape(s)),
             (Some(s), n) => format!(" · {n} shard(s) merged: {}", escape(s)),
@@ -125,9 +134,12 @@ fn cards(o: &mut String, r: &ReplayReport) {
             card("not compared (comparer behind)", c.shed.to_string(), true);
         }
         card("slower routes", c.slower_routes.to_string(), c.slower_routes > 0);
-        card("values correlated", c.substitutions.to_string(), false);
+        if r.pacing != crate::LIVE_SHADOW {
+            card("values correlated", c.substitutions.to_string(), false);
+        }
     }
-    if let Some(l) = r.lag.ms.filter(|_| !r.pacing.starts_with("max")) {
+    // A shadow has no schedule to lag behind.
+    if let Some(l) = r.lag.ms.filter(|_| !r.pacing.starts_with("max") && r.pacing != crate::LIVE_SHADOW) {
         card("schedule lag p99", format!("{:.2} ms", l.p99), l.p99 > 10.0);
     }
     if !r.gates.is_empty() {
