@@ -384,6 +384,13 @@ fn bad_streams_and_credentials_get_one_line_and_never_echo_a_secret() {
     let (wrong, right) = (dir.path().join("wrong.token"), dir.path().join("right.token"));
     std::fs::write(&wrong, "not-the-token-XYZZY\n").unwrap();
     std::fs::write(&right, "s3cret-token-for-tests\n").unwrap();
+    // A secret others can read is said (as for the TLS and scrub keys); these are private.
+    let open = dir.path().join("open.token");
+    std::fs::write(&open, "s3cret-token-for-tests\n").unwrap();
+    std::fs::set_permissions(&open, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    for f in [&wrong, &right] {
+        std::fs::set_permissions(f, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    }
     let out_dir = dir.path().join("out");
     let one_line = |out: &std::process::Output| {
         let err = String::from_utf8_lossy(&out.stderr).to_string();
@@ -453,6 +460,10 @@ fn bad_streams_and_credentials_get_one_line_and_never_echo_a_secret() {
         assert_eq!((code, lines), (Some(2), 1), "{args:?}: {err}");
         assert!(err.contains(expect), "{args:?}: {err}");
     }
+    let out = run(&["archive", &url, "-o", s(&out_dir), "--once", "--nats-token-file", s(&open)]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("can be read by everyone") && err.contains("chmod 600"), "{err}");
+    assert!(!err.contains("s3cret"), "{err}");
     // Nothing listening: one line, at once.
     let started = Instant::now();
     let nowhere = format!("nats://127.0.0.1:{}/CAPTURES", free_port());

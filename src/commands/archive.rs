@@ -50,6 +50,7 @@ pub fn run(args: ArchiveArgs) -> Result<ExitCode> {
     let address = super::nats::address("STREAM", &args.stream)?;
     let mut config = ArchiveConfig::new(address, args.out.clone());
     config.auth = args.nats.auth();
+    args.nats.check_secrets(false)?;
     config.once = args.once;
     config.durable = args.durable.clone();
     config.filter = args.filter.clone();

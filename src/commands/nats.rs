@@ -71,6 +71,24 @@ impl NatsFlags {
             || self.nats_key.is_some()
     }
 
+    /// Warns (refuses with `strict`) when a file holding a NATS secret can be read by
+    /// others, as for the TLS key and the scrub key.
+    pub fn check_secrets(&self, strict: bool) -> Result<()> {
+        let files = [
+            (&self.nats_creds, "NATS credentials file"),
+            (&self.nats_nkey, "NATS nkey seed file"),
+            (&self.nats_token_file, "NATS token file"),
+            (&self.nats_password_file, "NATS password file"),
+            (&self.nats_key, "NATS client key"),
+        ];
+        for (file, what) in files {
+            if let Some(path) = file {
+                super::check_secret_file(path, what, strict)?;
+            }
+        }
+        Ok(())
+    }
+
     /// The login and TLS settings.
     pub fn auth(&self) -> NatsAuth {
         NatsAuth {

@@ -403,6 +403,7 @@ pub(crate) fn build_config(args: ProxyArgs) -> Result<(ProxyConfig, Option<Strin
             let mut sink = tapedeck_stream::sink::NatsSinkConfig::new(address);
             sink.auth = args.nats.auth();
             sink.auth.check_files()?;
+            args.nats.check_secrets(args.strict_perms)?;
             sink.service = service;
             sink.create_stream = stream_settings.clone();
             sink.queue_max_bytes = capture.queue_max_bytes;

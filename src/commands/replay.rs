@@ -581,6 +581,9 @@ fn stream_paths(paths: &[std::path::PathBuf]) -> Result<Vec<StreamPath>> {
 /// copy of it (kept until the returned directories are dropped).
 fn copy_streams(args: &mut ReplayArgs, streams: Vec<StreamPath>) -> Result<Vec<tempfile::TempDir>> {
     let mut copies = Vec::new();
+    if !streams.is_empty() {
+        args.nats.check_secrets(false)?;
+    }
     for StreamPath { index, address, from, to } in streams {
         let dir = tempfile::Builder::new().prefix("tapedeck-stream-").tempdir().context("a temporary directory")?;
         let mut config = tapedeck_stream::archive::ArchiveConfig::new(address.clone(), dir.path().join("tapes"));
