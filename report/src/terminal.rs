@@ -24,10 +24,13 @@ pub fn render(report: &ReplayReport, top: usize) -> String {
 }
 
 fn header(out: &mut String, r: &ReplayReport) {
+    let shadow = r.pacing == crate::LIVE_SHADOW;
     let _ = writeln!(
         out,
-        "replayed {} requests against {} ({}{}){}",
+        "{} {} requests {} {} ({}{}){}",
+        if shadow { "mirrored" } else { "replayed" },
         r.sent,
+        if shadow { "from production to" } else { "against" },
         r.target,
         r.pacing,
         match (&r.shard, r.merged_from.len()) {
@@ -60,8 +63,14 @@ fn header(out: &mut String, r: &ReplayReport) {
     }
     // Unpaced (`--speed max`): nothing was due at a time, so there is no schedule to
     // keep; the "lag" is how long requests waited for a free slot.
-    let paced = !r.pacing.starts_with("max");
-    if let Some(b) = &r.baseline {
+    let paced = !r.pacing.starts_with("max") && !shadow;
+    if shadow {
+        let _ = writeln!(
+            out,
+            "  throughput    {:.1} requests/s mirrored (production's own pace) over {:.1} s",
+            r.achieved_rps, r.duration_secs
+        );
+    } else if let Some(b) = &r.baseline {
         let _ = writeln!(
             out,
             "  throughput    {:.1} requests/s, baseline {:.1} ({:+.1}%) over {:.1} s",
@@ -110,7 +119,7 @@ fn header(out: &mut String, r: &ReplayReport) {
             r.lag.late_over_10ms
         );
     }
-    if let Some(l) = r.lag.ms.filter(|_| !paced && r.baseline.is_none()) {
+    if let Some(l) = r.lag.ms.filter(|_| !paced && r.baseline.is_none() && !shadow) {
         // Flat out there is no schedule: the wait is for a free slot.
         let _ = writeln!(
             out,
@@ -226,6 +235,8 @@ fn table(out: &mut String, r: &ReplayReport, top: usize) {
 }
 
 fn differences(out: &mut String, r: &ReplayReport) {
+    let shadow = r.pacing == crate::LIVE_SHADOW;
+    let (a, b) = if shadow { ("production", "shadow") } else { ("recorded", "replayed") };
     let troubled: Vec<_> = r.routes.iter().filter(|route| !route.problems().is_empty()).collect();
     if r.compare.is_none() && troubled.is_empty() {
         return;
@@ -239,10 +250,13 @@ fn differences(out: &mut String, r: &ReplayReport) {
         };
         let _ = writeln!(out, "nothing compared: {why}");
     } else if troubled.is_empty() {
-        let _ = writeln!(out, "no differences: every route answered as recorded (noise excluded)");
+        let same = if shadow { "as production did" } else { "as recorded" };
+        let _ = writeln!(out, "no differences: every route answered {same} (noise excluded)");
     } else {
         let what = if r.baseline.is_some() {
             "with problems (latency and statuses against the baseline run, responses against the recording)"
+        } else if shadow {
+            "differ from production"
         } else {
             "differ from the recording"
         };
@@ -255,13 +269,7 @@ fn differences(out: &mut String, r: &ReplayReport) {
             let e = &f.example;
             let name = crate::html::finding_name(f.kind.as_str(), &f.key);
             let _ = writeln!(out, "    {name} in {} response(s), e.g. {}", f.count, e.request);
-            let _ = writeln!(
-                out,
-                "        at {}: recorded {} → replayed {}",
-                e.at,
-                quoted(&e.recorded),
-                quoted(&e.replayed)
-            );
+            let _ = writeln!(out, "        at {}: {a} {} → {b} {}", e.at, quoted(&e.recorded), quoted(&e.replayed));
         }
         if d.findings.len() > FINDINGS_SHOWN {
             let _ = writeln!(
