@@ -120,6 +120,9 @@ pub struct RouteReport {
     /// with the recording; response differences stay against the recording.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub against_baseline: bool,
+    /// A live shadow's route: its "recording" is production's answer of the moment.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub against_production: bool,
     /// Streams (gRPC answers of several messages, WebSocket sessions): time to the
     /// server's first message (the route's latency is the whole stream's, or a session's
     /// handshake).
@@ -172,14 +175,17 @@ impl RouteReport {
         let mut out = Vec::new();
         let (base, rate_base) = if self.against_baseline {
             ("the baseline run", "in the baseline run")
+        } else if self.against_production {
+            ("production", "in production")
         } else {
             ("the recording", "recorded")
         };
         if let Some(d) = self.diffs.as_ref().filter(|d| d.differing > 0) {
             out.push(format!(
-                "{} of {} responses differ from the recording ({:.1}%)",
+                "{} of {} responses differ from {} ({:.1}%)",
                 d.differing,
                 d.compared,
+                if self.against_production { "production's" } else { "the recording" },
                 100.0 * d.diff_rate
             ));
         }
@@ -488,6 +494,7 @@ impl ReplayReport {
                     diffs: compare.map(|(_, noise)| r.diffs.finish(route, noise)),
                     latency_buckets: Some(buckets(&r.recorded, &r.replayed)),
                     against_baseline: false,
+                    against_production: pacing == crate::LIVE_SHADOW,
                     first_message: r.first_message.as_deref().and_then(|pair| timing(pair, config)),
                     answers: r.answers.as_deref().and_then(|pair| timing(pair, config)),
                 }
