@@ -124,8 +124,8 @@ enum Shed {
     NoAnswer,
     /// Offered while the shadow was stopping.
     Closing,
-    /// A connection upgrade (WebSocket) or a gRPC call: a session or a stream, not one
-    /// answer to compare; not mirrored.
+    /// A connection upgrade (WebSocket), a gRPC call (a session or a stream, not one
+    /// answer to compare) or `OPTIONS *`: not mirrored.
     Unsupported,
 }
 
@@ -316,7 +316,9 @@ impl LiveTap for Shadow {
             return i.drop_one(Shed::Closing);
         }
         let header = |name: &str| exchange.request.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name));
+        // `OPTIONS *` asks about the server, not a resource: the canary is not production.
         if exchange.websocket.is_some()
+            || exchange.request.target == "*"
             || header("upgrade").is_some()
             || header("content-type").is_some_and(|h| h.value.as_ref().starts_with(b"application/grpc"))
         {
