@@ -82,6 +82,10 @@ pub fn replay(config: &ReplayConfig, stop: &AtomicBool, progress: Arc<Progress>)
         report.scrub_examples(s);
     }
     report.shard = config.selection.shard.map(|s| s.to_string());
+    // Only a run that read its selection to the end has the selection's digest.
+    if !outcome.interrupted && config.duration.is_none() && config.loops.is_none_or(|l| l == 1) {
+        report.input_digest = Some(format!("{:016x}", outcome.input_digest));
+    }
     report.interrupted = outcome.interrupted;
     report.error_causes = progress.causes.lock().map(|c| c.clone()).unwrap_or_default();
     report.results = config.results.as_ref().map(|p| p.display().to_string());

@@ -200,6 +200,8 @@ pub struct Source {
     origin_ns: Option<i64>,
     /// Exchanges selected, whichever shard's, across loops.
     candidates: u64,
+    /// An order-free digest of the selection, whichever shard's ([`Source::input_digest`]).
+    digest: u64,
     taken: u64,
     /// First and last start of the current pass, for looping.
     pass_first: Option<i64>,
@@ -231,6 +233,7 @@ impl Source {
             first_ns: None,
             origin_ns: None,
             candidates: 0,
+            digest: 0,
             taken: 0,
             pass_first: None,
             pass_last: 0,
@@ -255,6 +258,13 @@ impl Source {
         self.pass_count = 0;
         self.exhausted_window = false;
         Ok(Some((span, gap)))
+    }
+
+    /// A digest of the exchanges selected so far, every shard's, in any order: shards that
+    /// read the same captures under the same flags to the end agree on it (`report
+    /// --merge` says when they do not).
+    pub fn input_digest(&self) -> u64 {
+        self.digest
     }
 
     /// True when the limit is reached (`--limit` counts the whole selection, every shard's
@@ -342,6 +352,10 @@ impl Iterator for Source {
                 self.pass_last = self.pass_last.max(start);
                 self.pass_count += 1;
                 self.candidates += 1;
+                // Summed: the same whatever order the tapes are read in.
+                let mut h = (ex.id.0 ^ (start as u64).rotate_left(29)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+                h ^= h >> 31;
+                self.digest = self.digest.wrapping_add(h);
                 if self.selection.shard.is_some_and(|shard| !shard.holds(&crate::session::session_key(&ex))) {
                     continue;
                 }

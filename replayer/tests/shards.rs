@@ -310,4 +310,14 @@ fn merging_refuses_what_is_not_one_runs_shards_and_says_what_is_missing() {
     let e = merge(mixed_split, &config).err().expect("refused");
     assert!(matches!(e, MergeError::Splits { .. }) && e.to_string().contains("1/4"), "{e}");
     assert!(matches!(merge(Vec::new(), &config), Err(MergeError::Empty)));
+    // Shards of different captures (another tape, another window): merged, and said.
+    let other_dir = tempfile::tempdir().unwrap();
+    let other = write_tape(other_dir.path(), &mixed(61), &[]);
+    let same = parts();
+    let digests: Vec<_> = same.iter().map(|p| p.report.input_digest.clone()).collect();
+    assert!(digests[0].is_some() && digests.iter().all(|d| *d == digests[0]), "{digests:?}");
+    let mut different = parts();
+    different[1] = run_shards(&other, &target.url(), 3).swap_remove(1);
+    let merged = merge(different, &config).expect("merged");
+    assert!(merged.warnings.iter().any(|w| w.contains("read different captures")), "{:?}", merged.warnings);
 }

@@ -415,6 +415,14 @@ pub fn merge(parts: Vec<Part>, config: &CompareConfig) -> Result<Merged, MergeEr
             pacings.iter().copied().collect::<Vec<_>>().join(", ")
         ));
     }
+    let digests: BTreeSet<&str> = parts.iter().filter_map(|p| p.report.input_digest.as_deref()).collect();
+    if digests.len() > 1 {
+        warnings.push(
+            "the shards read different captures (their input digests differ: other tapes, another stream window, \
+             other selection flags): their union is not one recording"
+                .to_string(),
+        );
+    }
     let pacing = parts[0].report.pacing.clone();
     let origins: Vec<i64> = parts.iter().filter_map(|p| p.report.stats.as_ref().map(|s| s.origin_unix_ns)).collect();
     let base = origins.iter().copied().min().unwrap_or(0);

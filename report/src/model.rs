@@ -348,6 +348,10 @@ pub struct ReplayReport {
     /// The shard this run replayed (`K/N`, with `--shard`); absent for a whole replay.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shard: Option<String>,
+    /// A digest (hex) of the exchanges the run read, every shard's, when it read them to
+    /// the end: shards of one run agree on it (`report --merge` says when they do not).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_digest: Option<String>,
     /// Wall-clock start, RFC 3339.
     pub started_at: String,
     /// Seconds from the first to the last send.
@@ -525,6 +529,7 @@ impl ReplayReport {
             pacing,
             started_at,
             shard: None,
+            input_digest: None,
             duration_secs: sent_secs,
             sent: stats.sent,
             completed: stats.completed,

@@ -52,6 +52,8 @@ pub(crate) struct Outcomes {
     pub stats: Stats,
     /// The run's start (what its times count from), ns since the epoch.
     pub start_unix_ns: i64,
+    /// The source's digest of what it read ([`crate::source::Source::input_digest`]).
+    pub input_digest: u64,
     pub interrupted: bool,
     pub results_written: u64,
     pub results_failed: u64,
@@ -258,6 +260,7 @@ pub(crate) fn run(config: &ReplayConfig, stop: &AtomicBool, progress: Arc<Progre
     Ok(Outcomes {
         stats: merged,
         start_unix_ns: clock.start_unix_ns,
+        input_digest: source.input_digest(),
         interrupted,
         results_written,
         results_failed,
