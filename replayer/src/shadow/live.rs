@@ -54,13 +54,26 @@ pub(crate) struct Live {
 #[derive(Default)]
 pub(crate) struct Snapshot {
     pub json: Vec<u8>,
-    pub html: Vec<u8>,
+    /// The report itself: its HTML page is made when someone asks for it.
+    pub report: Option<ReplayReport>,
     /// Per route: (compared, differing, diff rate) over the whole run.
     pub routes: BTreeMap<String, (u64, u64, f64)>,
     /// Each gate as written, and whether it fails over the window.
     pub gates: Vec<(String, bool)>,
     /// The latency-ratio histogram: counts by [`RATIO_BOUNDS`] (the last is +Inf), sum.
     pub ratios: Option<([u64; RATIO_BOUNDS.len() + 1], f64)>,
+}
+
+impl Snapshot {
+    /// The HTML page of a snapshot's report, refreshing itself.
+    pub fn html(&self) -> Vec<u8> {
+        let Some(report) = &self.report else { return Vec::new() };
+        let mut html = tapedeck_report::html::render(report);
+        if let Some(at) = html.find("<meta charset=\"utf-8\">") {
+            html.insert_str(at, "<meta http-equiv=\"refresh\" content=\"5\">");
+        }
+        html.into_bytes()
+    }
 }
 
 impl Live {
@@ -154,12 +167,7 @@ impl Live {
             })
             .collect();
         let json = serde_json::to_vec_pretty(&whole).unwrap_or_default();
-        let mut html = tapedeck_report::html::render(&whole);
-        // The page refreshes itself.
-        if let Some(at) = html.find("<meta charset=\"utf-8\">") {
-            html.insert_str(at, "<meta http-equiv=\"refresh\" content=\"5\">");
-        }
-        Some((Snapshot { json, html: html.into_bytes(), routes, gates, ratios: None }, transitions))
+        Some((Snapshot { json, report: Some(whole), routes, gates, ratios: None }, transitions))
     }
 }
 

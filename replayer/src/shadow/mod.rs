@@ -436,7 +436,7 @@ impl LiveTap for Shadow {
         let snap = self.inner.snapshot();
         match path {
             "/shadow" | "/shadow.json" => Some(AdminPage { content_type: "application/json", body: snap.json.clone() }),
-            "/shadow.html" => Some(AdminPage { content_type: "text/html; charset=utf-8", body: snap.html.clone() }),
+            "/shadow.html" => Some(AdminPage { content_type: "text/html; charset=utf-8", body: snap.html() }),
             _ => None,
         }
     }
