@@ -237,7 +237,7 @@ impl ProxyArgs {
     }
 }
 
-fn duration(flag: &str, value: Option<&str>, default: Duration) -> Result<Duration> {
+pub(super) fn duration(flag: &str, value: Option<&str>, default: Duration) -> Result<Duration> {
     const MAX: Duration = Duration::from_secs(30 * 24 * 3600);
     match value {
         None => Ok(default),
@@ -249,7 +249,7 @@ fn duration(flag: &str, value: Option<&str>, default: Duration) -> Result<Durati
     }
 }
 
-fn size(flag: &str, value: Option<&str>, default: u64) -> Result<u64> {
+pub(super) fn size(flag: &str, value: Option<&str>, default: u64) -> Result<u64> {
     match value {
         None => Ok(default),
         Some(v) => v

@@ -169,23 +169,18 @@ impl ShadowFlags {
             config.client.connections = n;
         }
         if let Some(size) = &self.shadow_queue_max_bytes {
-            config.max_bytes = size
-                .parse::<bytesize::ByteSize>()
-                .map_err(|e| anyhow!("--shadow-queue-max-bytes {size:?}: {e} (examples: 64MiB, 512KiB)"))?
-                .as_u64() as usize;
+            config.max_bytes = super::proxy::size("shadow-queue-max-bytes", Some(size), 0)? as usize;
             if config.max_bytes < 64 << 10 {
                 bail!("--shadow-queue-max-bytes {size}: at least 64KiB");
             }
         }
+        // The proxy's durations, and more than zero.
         let duration = |flag: &str, v: &Option<String>, default: Duration| -> Result<Duration> {
-            match v {
-                None => Ok(default),
-                Some(v) => match humantime::parse_duration(v) {
-                    Ok(d) if !d.is_zero() => Ok(d),
-                    Ok(_) => bail!("--{flag} {v:?}: must be more than zero"),
-                    Err(e) => bail!("--{flag} {v:?}: {e} (examples: 500ms, 30s, 5m)"),
-                },
+            let d = super::proxy::duration(flag, v.as_deref(), default)?;
+            if d.is_zero() {
+                bail!("--{flag} {:?}: must be more than zero", v.as_deref().unwrap_or_default());
             }
+            Ok(d)
         };
         config.client.timeout = duration("shadow-timeout", &self.shadow_timeout, config.client.timeout)?;
         config.window = duration("shadow-window", &self.shadow_window, config.window)?;
