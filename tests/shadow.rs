@@ -64,6 +64,44 @@ fn wait_for(proxy: &ProxyProcess, name: &str, at_least: f64) -> String {
     }
 }
 
+/// A proxy in front of `production` mirroring to `shadow`, admin on a free port.
+fn shadowing(production: &str, shadow: &str, extra: &[&str]) -> ProxyProcess {
+    let mut args =
+        vec!["--listen", "127.0.0.1:0", "--upstream", production, "--admin", "127.0.0.1:0", "--shadow", shadow];
+    args.extend_from_slice(extra);
+    ProxyProcess::spawn(&args, None)
+}
+
+/// `f`'s first `Some`, asked every 100 ms for 10 s at most; `what` is said if it never is.
+fn until<T>(what: impl Fn() -> String, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(t) = f() {
+            return t;
+        }
+        assert!(Instant::now() < deadline, "{}", what());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The live report once it counts `n` requests (it follows the answers within a second).
+fn report_counting(proxy: &ProxyProcess, n: u64) -> serde_json::Value {
+    let counted = |r: &serde_json::Value| -> u64 {
+        r["routes"].as_array().unwrap().iter().map(|r| r["count"].as_u64().unwrap()).sum()
+    };
+    until(|| shadow_report(proxy).to_string(), || Some(shadow_report(proxy)).filter(|r| counted(r) == n))
+}
+
+/// One request written as is (`head`: the lines after the request line), its answer.
+fn raw(addr: SocketAddr, method: &str, path: &str, head: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(s, "{method} {path} HTTP/1.1\r\n{head}Content-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
 fn stop(proxy: ProxyProcess) -> Vec<String> {
     proxy.signal(libc::SIGTERM);
     let (code, lines) = proxy.wait(Duration::from_secs(30));
@@ -77,22 +115,10 @@ fn the_shadow_finds_the_planted_drifts_with_examples_and_sets_nothing_else_apart
     let canary = DemoApi::start("staging");
     let dir = tempfile::tempdir().unwrap();
     let evidence = dir.path().join("shadow");
-    let proxy = ProxyProcess::spawn(
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--upstream",
-            &production.url,
-            "--admin",
-            "127.0.0.1:0",
-            "--shadow",
-            &canary.url,
-            "--shadow-gate",
-            "diff_rate<=0.5%",
-            "--shadow-results",
-            s(&evidence),
-        ],
-        None,
+    let proxy = shadowing(
+        &production.url,
+        &canary.url,
+        &["--shadow-gate", "diff_rate<=0.5%", "--shadow-results", s(&evidence)],
     );
     for i in 0..40 {
         for path in [
@@ -114,17 +140,7 @@ fn the_shadow_finds_the_planted_drifts_with_examples_and_sets_nothing_else_apart
     let m = wait_for(&proxy, "tapedeck_shadow_compared_total", 160.0);
     assert_eq!(metric(&m, "tapedeck_shadow_requests_total"), 160.0, "{m}");
     assert_eq!(metric(&m, "tapedeck_shadow_not_mirrored_method_total"), 10.0, "{m}");
-    // The snapshot follows within a second.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let report = loop {
-        let r = shadow_report(&proxy);
-        let counted: u64 = r["routes"].as_array().unwrap().iter().map(|r| r["count"].as_u64().unwrap()).sum();
-        if counted == 160 {
-            break r;
-        }
-        assert!(Instant::now() < deadline, "{r}");
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let report = report_counting(&proxy, 160);
     let route = |name: &str| -> &serde_json::Value {
         report["routes"].as_array().unwrap().iter().find(|r| r["route"] == name).unwrap_or_else(|| panic!("{report}"))
     };
@@ -216,19 +232,7 @@ fn a_shadow_that_is_down_or_hangs_never_delays_or_fails_production() {
     // Down: nothing listens there.
     let closed = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let url = upstream.url();
-    let proxy = ProxyProcess::spawn(
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--upstream",
-            &url,
-            "--admin",
-            "127.0.0.1:0",
-            "--shadow",
-            &format!("http://{closed}"),
-        ],
-        None,
-    );
+    let proxy = shadowing(&url, &format!("http://{closed}"), &[]);
     for i in 0..50 {
         assert_eq!(http(proxy.addr, "GET", &format!("/down/{i}"), b"").unwrap(), (200, b"ok".to_vec()));
     }
@@ -243,23 +247,8 @@ fn a_shadow_that_is_down_or_hangs_never_delays_or_fails_production() {
             held.push(s);
         }
     });
-    let proxy = ProxyProcess::spawn(
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--upstream",
-            &url,
-            "--admin",
-            "127.0.0.1:0",
-            "--shadow",
-            &format!("http://{hung_addr}"),
-            "--shadow-max-in-flight",
-            "2",
-            "--shadow-timeout",
-            "60s",
-        ],
-        None,
-    );
+    let proxy =
+        shadowing(&url, &format!("http://{hung_addr}"), &["--shadow-max-in-flight", "2", "--shadow-timeout", "60s"]);
     for i in 0..400 {
         let started = Instant::now();
         assert_eq!(http(proxy.addr, "GET", &format!("/hung/{i}"), b"").unwrap(), (200, b"ok".to_vec()));
@@ -281,32 +270,10 @@ fn a_shadow_that_is_down_or_hangs_never_delays_or_fails_production() {
 fn only_safe_methods_and_no_production_credentials_reach_the_shadow() {
     let production = Upstream::start();
     let shadow = Upstream::start();
-    let proxy = ProxyProcess::spawn(
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--upstream",
-            &production.url(),
-            "--admin",
-            "127.0.0.1:0",
-            "--shadow",
-            &shadow.url(),
-            "--shadow-set-header",
-            "X-Canary-Token: canary-own",
-        ],
-        None,
-    );
+    let proxy = shadowing(&production.url(), &shadow.url(), &["--shadow-set-header", "X-Canary-Token: canary-own"]);
     let send = |method: &str, path: &str| {
-        let mut s = std::net::TcpStream::connect(proxy.addr).unwrap();
-        use std::io::{Read, Write};
-        write!(
-            s,
-            "{method} {path} HTTP/1.1\r\nHost: shop.example\r\nAuthorization: Bearer prod-secret\r\nCookie: \
-             session=prod-cookie\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-        )
-        .unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).unwrap();
+        let head = "Host: shop.example\r\nAuthorization: Bearer prod-secret\r\nCookie: session=prod-cookie\r\n";
+        let out = raw(proxy.addr, method, path, head);
         assert!(out.starts_with("HTTP/1.1 200"), "{out}");
     };
     // Personal data in a path is no route name (metrics labels, the report).
@@ -325,16 +292,12 @@ fn only_safe_methods_and_no_production_credentials_reach_the_shadow() {
         );
     }
     assert!(seen.iter().any(|s| s.path == "/m/GET?page=2"), "{seen:?}");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (m, report) = (proxy.metrics(), shadow_report(&proxy).to_string());
-        if report.contains("/cards/") {
-            assert!(!m.contains("4111111111111111") && !report.contains("4111111111111111"), "{m}\n{report}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "{report}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let report = until(
+        || shadow_report(&proxy).to_string(),
+        || Some(shadow_report(&proxy).to_string()).filter(|r| r.contains("/cards/")),
+    );
+    let m = proxy.metrics();
+    assert!(!m.contains("4111111111111111") && !report.contains("4111111111111111"), "{m}\n{report}");
     assert!(methods.contains(&"GET") && methods.contains(&"HEAD"), "{methods:?}");
     for s in &seen {
         assert!(s.header("authorization").is_none() && s.header("cookie").is_none(), "{s:?}");
@@ -396,24 +359,15 @@ fn shadow_settings_come_from_the_config_file_too() {
     .unwrap();
     let proxy = ProxyProcess::spawn(&["--config", s(&config)], None);
     for method in ["GET", "PUT", "POST"] {
-        let mut stream = std::net::TcpStream::connect(proxy.addr).unwrap();
-        use std::io::{Read, Write};
-        write!(stream, "{method} /c HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
-        let mut out = String::new();
-        stream.read_to_string(&mut out).unwrap();
+        let out = raw(proxy.addr, method, "/c", "Host: x\r\n");
         assert!(out.starts_with("HTTP/1.1 200"), "{out}");
     }
     wait_for(&proxy, "tapedeck_shadow_answered_total", 2.0);
     // The gates are judged with each snapshot (twice a second).
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let m = proxy.metrics();
-        if m.contains("tapedeck_shadow_gate_failing{gate=\"errors==0\"} 0") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{m}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    until(
+        || proxy.metrics(),
+        || proxy.metrics().contains("tapedeck_shadow_gate_failing{gate=\"errors==0\"} 0").then_some(()),
+    );
     let methods: Vec<String> = shadow.seen().iter().map(|s| s.method.clone()).collect();
     assert_eq!(methods.len(), 2, "{methods:?}");
     assert!(methods.contains(&"PUT".to_string()) && !methods.contains(&"POST".to_string()), "{methods:?}");
@@ -426,19 +380,7 @@ fn shadow_settings_come_from_the_config_file_too() {
 fn many_distinct_routes_stay_bounded() {
     let production = Upstream::start();
     let shadow = Upstream::start();
-    let proxy = ProxyProcess::spawn(
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--upstream",
-            &production.url(),
-            "--admin",
-            "127.0.0.1:0",
-            "--shadow",
-            &shadow.url(),
-        ],
-        None,
-    );
+    let proxy = shadowing(&production.url(), &shadow.url(), &[]);
     // Words, not numbers: each path is a route of its own.
     let word = |mut n: usize| {
         let mut w = String::new();
@@ -452,16 +394,7 @@ fn many_distinct_routes_stay_bounded() {
         assert_eq!(http(proxy.addr, "GET", &format!("/{}", word(i)), b"").unwrap().0, 200);
     }
     wait_for(&proxy, "tapedeck_shadow_compared_total", 260.0);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let report = loop {
-        let r = shadow_report(&proxy);
-        let counted: u64 = r["routes"].as_array().unwrap().iter().map(|r| r["count"].as_u64().unwrap()).sum();
-        if counted == 260 {
-            break r;
-        }
-        assert!(Instant::now() < deadline, "{r}");
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let report = report_counting(&proxy, 260);
     let routes = report["routes"].as_array().unwrap();
     assert_eq!(routes.len(), 201, "200 routes and the rest together");
     assert!(routes.iter().any(|r| r["route"] == "(other routes)"));
