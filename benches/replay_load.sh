@@ -58,7 +58,7 @@ for r in $(seq "$ROUNDS"); do
     fi
     # Enough requests for about SECS seconds at 60k/s; the report gives the achieved rate.
     $BIN replay "$WORK/tape" --allow-unscrubbed --target http://127.0.0.1:18191 --speed max --concurrency "$CONNS" \
-        --limit $((SECS * 60000)) --no-progress --no-compare --report "$WORK/max.json" > /dev/null
+        --limit $((SECS * 60000)) --no-progress --no-compare --force --report "$WORK/max.json" > /dev/null
     python3 -c "import json; print('tapedeck', $r, json.load(open('$WORK/max.json'))['achieved_rps'])" >> "$WORK/max.txt"
 done
 python3 - "$WORK/max.txt" <<'PY'
@@ -81,7 +81,7 @@ for rate in 1000 5000 20000; do
     for r in $(seq "$ROUNDS"); do
         curl -s http://127.0.0.1:18192/dump > /dev/null
         $BIN replay "$WORK/tape" --allow-unscrubbed --target http://127.0.0.1:18192 --rate "$rate" --limit $((rate * SECS)) \
-            --no-progress --no-compare --report "$WORK/rate.json" > /dev/null
+            --no-progress --no-compare --force --report "$WORK/rate.json" > /dev/null
         curl -s http://127.0.0.1:18192/dump > "$WORK/arrivals.txt"
         python3 - "$rate" "$WORK/rate.json" "$WORK/arrivals.txt" >> "$WORK/fidelity.txt" <<'PY'
 import json, sys
@@ -122,7 +122,7 @@ if [ "${SKIP_MEMORY:-0}" != 1 ]; then
         echo "replay $BIG --speed max --concurrency 256 $extra"
         # shellcheck disable=SC2086
         /usr/bin/time -f "%M KiB peak RSS, %e s wall" $BIN replay "$BIG" --allow-unscrubbed --target http://127.0.0.1:18191 \
-            --speed max --concurrency 256 --no-progress --no-compare --report "$WORK/big.json" $extra 2>&1 > /dev/null | tail -1
+            --speed max --concurrency 256 --no-progress --no-compare --force --report "$WORK/big.json" $extra 2>&1 > /dev/null | tail -1
         python3 -c "import json; r = json.load(open('$WORK/big.json')); print(f\"{r['sent']:,} requests, {r['completed']:,} answered, {r['achieved_rps']:,.0f}/s, {r['results_written']:,} results written\")"
         rm -rf "$WORK/results"
     done
