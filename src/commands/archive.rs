@@ -61,12 +61,9 @@ pub fn run(args: ArchiveArgs) -> Result<ExitCode> {
         tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")?;
     let report = runtime.block_on(async {
         let watcher = stop.clone();
+        let mut signals = super::signals::Stop::install();
         tokio::spawn(async move {
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
-            }
+            signals.recv().await;
             watcher.store(true, Ordering::Relaxed);
         });
         archive::run(config, stop.clone()).await

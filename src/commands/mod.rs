@@ -25,6 +25,7 @@ pub mod replay;
 pub mod report;
 pub mod scrub;
 pub mod shadow;
+mod signals;
 
 use std::path::PathBuf;
 

@@ -477,7 +477,7 @@ async fn serve(config: ProxyConfig, shadow: Option<String>) -> Result<ExitCode> 
     tokio::pin!(shutdown);
     let report = tokio::select! {
         r = &mut shutdown => r,
-        _ = tokio::signal::ctrl_c() => {
+        () = signals.stop.recv() => {
             super::status(
                 "proxy",
                 format_args!("stopped without draining; the open segment stays as .partial (still readable)"),
@@ -548,36 +548,21 @@ async fn serve(config: ProxyConfig, shadow: Option<String>) -> Result<ExitCode> 
 
 /// SIGTERM, SIGINT and SIGHUP, caught from start-up on.
 struct Signals {
-    term: Option<tokio::signal::unix::Signal>,
-    int: Option<tokio::signal::unix::Signal>,
+    stop: super::signals::Stop,
     hup: Option<tokio::signal::unix::Signal>,
 }
 
 impl Signals {
     fn install() -> Self {
-        use tokio::signal::unix::{signal, SignalKind};
-        Signals {
-            term: signal(SignalKind::terminate()).ok(),
-            int: signal(SignalKind::interrupt()).ok(),
-            hup: signal(SignalKind::hangup()).ok(),
-        }
+        Signals { stop: super::signals::Stop::install(), hup: super::signals::hangup() }
     }
 
     /// Waits for SIGTERM or SIGINT; SIGHUP reloads the TLS certificate meanwhile.
     async fn wait_for_stop(&mut self, proxy: &tapedeck_proxy::Proxy) {
-        async fn next(s: &mut Option<tokio::signal::unix::Signal>) {
-            match s {
-                Some(s) => {
-                    s.recv().await;
-                }
-                None => std::future::pending().await,
-            }
-        }
         loop {
             tokio::select! {
-                () = next(&mut self.int) => return,
-                () = next(&mut self.term) => return,
-                () = next(&mut self.hup) => match proxy.reload_tls() {
+                () = self.stop.recv() => return,
+                () = super::signals::recv(&mut self.hup) => match proxy.reload_tls() {
                     Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),
                     Err(e) => tracing::error!(error = %e, "SIGHUP: TLS reload failed; keeping the old certificate"),
                 },

@@ -447,17 +447,19 @@ fn config(args: &ReplayArgs) -> Result<ReplayConfig> {
     Ok(c)
 }
 
-/// Sets `stop` on Ctrl-C or SIGTERM.
+/// Sets `stop` on Ctrl-C or SIGTERM. The handlers are in place when this returns (a
+/// signal that comes a moment later is never the default one, which kills the process
+/// without its summary); they are then served on a thread of their own.
 fn watch_signals(stop: Arc<AtomicBool>) {
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+    let mut stop_signals = {
+        let _context = rt.enter();
+        super::signals::Stop::install()
+    };
     std::thread::spawn(move || {
-        let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
         rt.block_on(async {
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
             for signals in 0.. {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
-                }
+                stop_signals.recv().await;
                 // Stderr may be a closed pipe (a supervisor's log gone): saying so must never
                 // keep the signal from working, so the flag is set first and nothing panics.
                 use std::io::Write as _;

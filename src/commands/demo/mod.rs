@@ -90,6 +90,7 @@ fn serve(flavor: &str, listen: Option<std::net::SocketAddr>) -> Result<ExitCode>
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async {
+        let mut stop = crate::commands::signals::Stop::install();
         let addr = listen.unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
         let api = api::start_on(flavor, addr).await.with_context(|| format!("cannot listen on {addr}"))?;
         let drift = if flavor == api::Flavor::Staging { " (with the planted drift)" } else { "" };
@@ -97,11 +98,7 @@ fn serve(flavor: &str, listen: Option<std::net::SocketAddr>) -> Result<ExitCode>
             "demo",
             format_args!("serving the demo API as {flavor:?}{drift} on http://{}", api.addr),
         );
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
+        stop.recv().await;
         Ok(ExitCode::SUCCESS)
     })
 }
