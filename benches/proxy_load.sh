@@ -9,7 +9,9 @@
 #   tapedeck-capture  wrk -> tapedeck proxy (100% capture, default scrub policy) -> upstream
 #   with SHADOW=1 (issue I), two more:
 #   tapedeck-shadow   as tapedeck-capture, plus --shadow to a second nginx (100% of requests
-#                     mirrored and compared)
+#                     mirrored and compared); that nginx is a process of its own at nice
+#                     $CANARY_NICE (19): it stands for a canary on hosts of its own, taking only
+#                     the CPU production's processes leave
 #   tapedeck-stalled  as tapedeck-shadow, but the shadow accepts connections and never answers
 #
 # Targets are interleaved in every round so drift on a shared machine hits all alike;
@@ -18,6 +20,11 @@
 #   benches/proxy_load.sh                      (needs nginx and wrk: apt-get install nginx-light wrk)
 #   ROUNDS=7 DURATION=10s CONNS=32 benches/proxy_load.sh
 #   SHADOW=1 benches/proxy_load.sh             (the live shadow's rows too)
+#   SHADOW_SAMPLE=25% SHADOW=1 …               (tapedeck-shadow mirrors that share, not 100%)
+#   ONLY="tapedeck-capture tapedeck-shadow" SHADOW=1 benches/proxy_load.sh   (those targets only)
+#   RATE=8000 …                                (oha at a fixed 8,000 requests/s instead of wrk at
+#                                               full speed: latency at a load production has room
+#                                               for, corrected for coordinated omission)
 #   BODY_KIND=echo benches/proxy_load.sh       (answers: a 2.5 KiB httpbin-shaped JSON echo of a
 #                                               request with personal data, instead of 1 KiB of x)
 set -euo pipefail
@@ -30,6 +37,13 @@ THREADS=${THREADS:-2}
 EXTRA=${EXTRA:-}   # extra flags for the capturing tapedecks
 BODY_KIND=${BODY_KIND:-text}
 SHADOW=${SHADOW:-0}
+CANARY_NICE=${CANARY_NICE:-19}
+CANARY_IDLE=${CANARY_IDLE:-0}
+SHADOW_SAMPLE=${SHADOW_SAMPLE:-100%}
+ONLY=${ONLY:-}
+RATE=${RATE:-}
+OHA=${OHA:-oha}
+[ -z "$RATE" ] || command -v "$OHA" > /dev/null || { echo "RATE needs oha (cargo install oha; or OHA=/path/to/oha)"; exit 2; }
 for tool in nginx wrk python3; do
     command -v "$tool" > /dev/null || { echo "needs $tool (apt-get install nginx-light wrk)"; exit 2; }
 done
@@ -68,7 +82,6 @@ fi
 start_nginx_http "
     upstream backend { server 127.0.0.1:18081; keepalive 64; }
     server { listen 127.0.0.1:18081; $UPSTREAM_LOCATION }
-    server { listen 127.0.0.1:18087; $UPSTREAM_LOCATION }
     server {
         listen 127.0.0.1:18082;
         location / {
@@ -93,7 +106,31 @@ PIDS+=($!)
 TARGETS="direct:18081 nginx:18082 tapedeck-off:18083 tapedeck-noscrub:18086 tapedeck-capture:18084"
 PORTS="18081 18082 18083 18084 18086"
 if [ "$SHADOW" = 1 ]; then
-    # The canary: a second nginx server answering alike. The stalled one: accepts, never answers.
+    # The canary: a second nginx answering alike, a process of its own at a lower priority
+    # (a canary runs on hosts of its own). The stalled one: accepts, never answers.
+    mkdir -p "$WORK/canary/logs"
+    cat > "$WORK/canary/nginx.conf" <<CONF
+worker_processes auto;
+worker_priority $CANARY_NICE;
+pid $WORK/canary/nginx.pid;
+error_log $WORK/canary/logs/error.log;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $WORK/nginx-tmp; proxy_temp_path $WORK/nginx-tmp; fastcgi_temp_path $WORK/nginx-tmp;
+    uwsgi_temp_path $WORK/nginx-tmp; scgi_temp_path $WORK/nginx-tmp;
+    server { listen 127.0.0.1:18087; $UPSTREAM_LOCATION }
+}
+CONF
+    nginx -p "$WORK/canary" -c "$WORK/canary/nginx.conf"
+    if [ "$CANARY_IDLE" = 1 ]; then
+        # Closer still to hosts of its own: the canary runs only on CPU nothing else wants.
+        sleep 0.3
+        for pid in $(cat "$WORK/canary/nginx.pid") $(pgrep -P "$(cat "$WORK/canary/nginx.pid")"); do
+            chrt --idle -p 0 "$pid"
+        done
+    fi
+    on_exit() { [ -f "$WORK/canary/nginx.pid" ] && kill "$(cat "$WORK/canary/nginx.pid")" 2> /dev/null || true; }
     python3 -c '
 import socket, time
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -105,7 +142,7 @@ while True:
     PIDS+=($!)
     # shellcheck disable=SC2086
     $BIN proxy --listen 127.0.0.1:18088 --upstream http://127.0.0.1:18081 --capture-dir "$WORK/caps-shadow" \
-        --admin 127.0.0.1:18098 --shadow http://127.0.0.1:18087 $EXTRA 2> "$WORK/logs/shadow.log" &
+        --admin 127.0.0.1:18098 --shadow http://127.0.0.1:18087 --shadow-sample "$SHADOW_SAMPLE" $EXTRA 2> "$WORK/logs/shadow.log" &
     PIDS+=($!)
     # shellcheck disable=SC2086
     $BIN proxy --listen 127.0.0.1:18090 --upstream http://127.0.0.1:18081 --capture-dir "$WORK/caps-stalled" \
@@ -125,11 +162,19 @@ for round in $(seq "$ROUNDS"); do
     for target in $TARGETS; do
         name=${target%%:*}
         port=${target##*:}
-        out=$(wrk --latency -t"$THREADS" -c"$CONNS" -d"$DURATION" "http://127.0.0.1:$port/")
-        rps=$(echo "$out" | awk '/^Requests\/sec:/ {print $2}')
-        p99=$(echo "$out" | awk '$1 == "99%" {print $2}')
-        p50=$(echo "$out" | awk '$1 == "50%" {print $2}')
-        errors=$(echo "$out" | awk '/Non-2xx|Socket errors/ {print}' | tr '\n' ' ')
+        if [ -n "$ONLY" ] && [[ " $ONLY " != *" $name "* ]]; then continue; fi
+        if [ -n "$RATE" ]; then
+            # oha's JSON: requests/s, and latency percentiles in seconds.
+            out=$("$OHA" --no-tui --output-format json --latency-correction -q "$RATE" -c "$CONNS" \
+                -z "$DURATION" "http://127.0.0.1:$port/")
+            read -r rps p50 p99 errors < <(echo "$out" | python3 benches/stats.py oha-row)
+        else
+            out=$(wrk --latency -t"$THREADS" -c"$CONNS" -d"$DURATION" "http://127.0.0.1:$port/")
+            rps=$(echo "$out" | awk '/^Requests\/sec:/ {print $2}')
+            p99=$(echo "$out" | awk '$1 == "99%" {print $2}')
+            p50=$(echo "$out" | awk '$1 == "50%" {print $2}')
+            errors=$(echo "$out" | awk '/Non-2xx|Socket errors/ {print}' | tr '\n' ' ')
+        fi
         echo "$round $name $rps $p50 $p99 $errors" | tee -a "$RESULTS"
     done
 done
@@ -140,7 +185,7 @@ if [ "$SHADOW" = 1 ]; then
     for port in 18098 18099; do
         echo "shadow metrics (admin $port):"
         curl -s "http://127.0.0.1:$port/metrics" \
-            | grep -E '^tapedeck_(shadow_(requests|answered|compared|errors|dropped)_total|capture_dropped_total)' || true
+            | grep -E '^tapedeck_(shadow_((requests|answered|compared|errors|dropped)_total|cpu_wait_seconds)|capture_dropped_total)' || true
     done
 fi
 
@@ -153,16 +198,20 @@ for line in open(sys.argv[1]):
     if len(parts) < 5: continue
     rows.setdefault(parts[1], []).append((float(parts[2]), ms(parts[3]), ms(parts[4])))
 med = {k: (statistics.median(r[0] for r in v), statistics.median(r[1] for r in v), statistics.median(r[2] for r in v)) for k, v in rows.items()}
-nginx = med["nginx"]
-print("\n| target | requests/s (median) | vs nginx | p50 ms | p99 ms | p99 added over direct, ms |")
-print("|---|---:|---:|---:|---:|---:|")
+nginx = med.get("nginx")
+print("\n| target | requests/s (median) | vs nginx | p50 ms | p99 ms | p99 added over direct, ms | p99 per round |")
+print("|---|---:|---:|---:|---:|---:|---|")
 for k in ["direct", "nginx", "tapedeck-off", "tapedeck-noscrub", "tapedeck-capture", "tapedeck-shadow", "tapedeck-stalled"]:
     if k not in med: continue
     r, p50, p99 = med[k]
-    print(f"| {k} | {r:,.0f} | {r / nginx[0]:.2f}x | {p50:.3f} | {p99:.3f} | {p99 - med['direct'][2]:+.3f} |")
-print(f"\nscrubbing costs {100 * (1 - med['tapedeck-capture'][0] / med['tapedeck-noscrub'][0]):.1f}% of capture throughput")
-cap = med["tapedeck-capture"]
+    vs = f"{r / nginx[0]:.2f}x" if nginx else "-"
+    added = f"{p99 - med['direct'][2]:+.3f}" if "direct" in med else "-"
+    rounds = " ".join(f"{x[2]:.2f}" for x in rows[k])
+    print(f"| {k} | {r:,.0f} | {vs} | {p50:.3f} | {p99:.3f} | {added} | {rounds} |")
+if "tapedeck-capture" in med and "tapedeck-noscrub" in med:
+    print(f"\nscrubbing costs {100 * (1 - med['tapedeck-capture'][0] / med['tapedeck-noscrub'][0]):.1f}% of capture throughput")
+cap = med.get("tapedeck-capture")
 for k, goal in [("tapedeck-shadow", "goal >= 0.8x requests/s, p99 <= 1.1x"), ("tapedeck-stalled", "goal: production unaffected")]:
-    if k in med:
+    if k in med and cap:
         print(f"{k} / capture alone: {med[k][0] / cap[0]:.2f}x requests/s, p99 {med[k][2] / cap[2]:.2f}x ({goal})")
 PY

@@ -402,3 +402,49 @@ fn many_distinct_routes_stay_bounded() {
     assert!(labels <= 201, "{labels}");
     stop(proxy);
 }
+
+#[test]
+fn a_shadow_starved_of_cpu_says_so_and_does_not_judge_latency_by_it() {
+    let production = Upstream::start();
+    let canary = Upstream::start();
+    let proxy = shadowing(&production.url(), &canary.url(), &["--shadow-gate", "p99_ratio<=1.5"]);
+    // Busy CPUs: twice as many spinning threads as there are CPUs, at the lowest nice
+    // level (they take next to nothing from the other tests); the shadow runs only on
+    // CPU time nothing else wants, so it now waits for a CPU.
+    let stop_spinning = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let spinners: Vec<_> = (0..2 * cpus)
+        .map(|_| {
+            let stop = stop_spinning.clone();
+            std::thread::spawn(move || {
+                // SAFETY: setpriority on this thread only.
+                unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 19) };
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::hint::spin_loop();
+                }
+            })
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut i = 0;
+    let report = loop {
+        i += 1;
+        assert_eq!(http(proxy.addr, "GET", &format!("/busy/{}", i % 4), b"").unwrap(), (200, b"ok".to_vec()));
+        if i % 20 == 0 {
+            let report = shadow_report(&proxy);
+            if report["lag"]["ms"]["p99"].as_f64().is_some_and(|p99| p99 > 1.0) {
+                break report;
+            }
+        }
+        assert!(Instant::now() < deadline, "no wait for a CPU seen: {}", shadow_report(&proxy));
+    };
+    stop_spinning.store(true, std::sync::atomic::Ordering::Relaxed);
+    for s in spinners {
+        s.join().unwrap();
+    }
+    // The report says the shadow's latencies are not to be trusted, and why.
+    let gate = &report["gates"][0];
+    assert!(gate["detail"].as_str().unwrap().contains("waited up to"), "{gate}");
+    let lines = stop(proxy);
+    assert!(lines.iter().any(|l| l.contains("latency gates not judged for now")), "{lines:#?}");
+}

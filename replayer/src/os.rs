@@ -23,3 +23,19 @@ pub(crate) fn background_priority() {
         let _ = libc::setpriority(libc::PRIO_PROCESS, tid, 10);
     }
 }
+
+/// Lets the calling thread (and the threads it starts) run only on a CPU that would
+/// otherwise be idle (`SCHED_IDLE`; nice 19 where that is refused): work that must never
+/// take a moment of CPU from the requests a process serves, such as the live shadow.
+pub(crate) fn idle_priority() {
+    // SAFETY: plain syscalls on the calling thread (pid 0); failure only leaves the
+    // priority as is.
+    #[cfg(target_os = "linux")]
+    unsafe {
+        let param = libc::sched_param { sched_priority: 0 };
+        if libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) != 0 {
+            let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+            let _ = libc::setpriority(libc::PRIO_PROCESS, tid, 19);
+        }
+    }
+}

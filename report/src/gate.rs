@@ -126,6 +126,11 @@ fn ratio_of(r: &RouteReport, q: &str) -> Option<f64> {
 }
 
 impl Gate {
+    /// True for a gate on latency (replayed over recorded).
+    pub fn is_latency(&self) -> bool {
+        self.metric.ends_with("_ratio")
+    }
+
     /// Evaluates the gate on `report`.
     pub fn evaluate(&self, report: &ReplayReport) -> GateResult {
         let actual = match &self.route {

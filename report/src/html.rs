@@ -138,9 +138,12 @@ fn cards(o: &mut String, r: &ReplayReport) {
             card("values correlated", c.substitutions.to_string(), false);
         }
     }
-    // A shadow has no schedule to lag behind.
+    // A shadow has no schedule to lag behind: its lag is its thread's wait for a CPU.
     if let Some(l) = r.lag.ms.filter(|_| !r.pacing.starts_with("max") && r.pacing != crate::LIVE_SHADOW) {
         card("schedule lag p99", format!("{:.2} ms", l.p99), l.p99 > 10.0);
+    }
+    if let Some(l) = r.lag.ms.filter(|l| r.pacing == crate::LIVE_SHADOW && l.p99 > 0.0) {
+        card("shadow CPU wait p99", format!("{:.2} ms", l.p99), l.p99 > 1.0);
     }
     if !r.gates.is_empty() {
         let failed = r.gates.iter().filter(|g| !g.passed).count();

@@ -119,6 +119,17 @@ fn header(out: &mut String, r: &ReplayReport) {
             r.lag.late_over_10ms
         );
     }
+    // A live shadow has no schedule: its "lag" is its thread's wait for a CPU.
+    if let Some(l) = r.lag.ms.filter(|l| shadow && l.p99 > 0.0) {
+        let _ = writeln!(
+            out,
+            "  CPU wait      p50 {} ms  p99 {} ms  max {} ms: the shadow's thread runs only on CPU time production \
+             leaves, and its latencies include this wait",
+            ms(Some(l.p50)),
+            ms(Some(l.p99)),
+            ms(Some(l.max)),
+        );
+    }
     if let Some(l) = r.lag.ms.filter(|_| !paced && r.baseline.is_none() && !shadow) {
         // Flat out there is no schedule: the wait is for a free slot.
         let _ = writeln!(

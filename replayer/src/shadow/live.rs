@@ -47,6 +47,8 @@ pub(crate) struct Live {
     pub failing: Vec<Option<bool>>,
     /// When a failing shadow was last said so in the log.
     pub failure_said: Option<Instant>,
+    /// Whether latency gates were last left unjudged for the shadow's wait for a CPU.
+    latency_unjudged: bool,
     changed: bool,
 }
 
@@ -86,6 +88,7 @@ impl Live {
             ratio_sum: 0.0,
             failing: vec![None; gates],
             failure_said: None,
+            latency_unjudged: false,
             changed: true,
         }
     }
@@ -146,11 +149,19 @@ impl Live {
         let windowed = report(&window);
         let mut transitions = Vec::new();
         let mut gates = Vec::new();
+        let mut unjudged = None;
         for (i, gate) in r.gates.iter().enumerate() {
             let result = gate.evaluate(&windowed);
             // An empty window (or no traffic on the gate's route in it) proves nothing
-            // either way: the state stays.
-            let no_data = window.sent == 0 || gate.route.as_ref().is_some_and(|r| !window.routes.contains_key(r));
+            // either way: the state stays. Nor do the shadow's latencies while its thread
+            // waits for a CPU about as long as production takes to answer.
+            let spoiled = cpu_wait_spoils(&windowed, gate);
+            if spoiled.is_some() {
+                unjudged = spoiled.clone();
+            }
+            let no_data = window.sent == 0
+                || gate.route.as_ref().is_some_and(|r| !window.routes.contains_key(r))
+                || spoiled.is_some();
             let failing = if no_data { self.failing[i].unwrap_or(false) } else { !result.passed };
             if self.failing[i] != Some(failing) && (self.failing[i].is_some() || failing) {
                 transitions.push((gate.text.clone(), failing));
@@ -158,7 +169,20 @@ impl Live {
             self.failing[i] = Some(failing);
             gates.push((gate.text.clone(), failing));
         }
+        if unjudged.is_some() != self.latency_unjudged {
+            self.latency_unjudged = unjudged.is_some();
+            match &unjudged {
+                Some(why) => tracing::warn!("shadow: latency gates not judged for now: {why}"),
+                None => tracing::warn!("shadow: latency gates judged again (the shadow's thread gets a CPU in time)"),
+            }
+        }
         whole.apply_gates(&r.gates);
+        let spoiled: Vec<_> = r.gates.iter().map(|gate| cpu_wait_spoils(&whole, gate)).collect();
+        for (result, why) in whole.gates.iter_mut().zip(spoiled) {
+            if let Some(why) = why {
+                result.detail = format!("{}; not to be trusted: {why}", result.detail);
+            }
+        }
         let routes = whole
             .routes
             .iter()
@@ -169,6 +193,32 @@ impl Live {
         let json = serde_json::to_vec_pretty(&whole).unwrap_or_default();
         Some((Snapshot { json, report: Some(whole), routes, gates, ratios: None }, transitions))
     }
+}
+
+/// Why the shadow's latencies in `report` cannot judge `gate`, if they cannot: its
+/// thread runs only on idle CPU time, so on a busy host each latency it takes includes
+/// its wait for a CPU (the report's lag). Judged again once that wait (p99) is under
+/// 1 ms and under a tenth of production's median in the gate's scope.
+pub(crate) fn cpu_wait_spoils(report: &ReplayReport, gate: &Gate) -> Option<String> {
+    if !gate.is_latency() {
+        return None;
+    }
+    let wait = report.lag.ms?.p99;
+    let production = report
+        .routes
+        .iter()
+        .filter(|route| gate.route.as_ref().is_none_or(|g| *g == route.route))
+        .filter(|route| gate.route.is_some() || route.count >= report.min_count)
+        .filter_map(|route| route.recorded_ms.map(|l| l.p50))
+        .fold(f64::INFINITY, f64::min);
+    (wait > 1.0 || wait > production / 10.0).then(|| {
+        let median =
+            if production.is_finite() { format!(", production's median {production:.2} ms") } else { String::new() };
+        format!(
+            "the shadow's thread waited up to {wait:.2} ms (p99) for a CPU, which its latencies include{median}; \
+             it runs only on CPU time production leaves"
+        )
+    })
 }
 
 /// A Prometheus label value: backslash, quote and newline escaped.

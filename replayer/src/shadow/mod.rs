@@ -4,10 +4,11 @@
 //! The proxy offers each sampled exchange once production's answer has gone to the
 //! client ([`LiveTap`]); nothing here can hold a request: an offer is a counter check and a
 //! `try_send`, and a full shadow drops the exchange and counts it. Re-sending runs on a
-//! thread of its own at a lower CPU priority, with its own connections, an in-flight cap
-//! and a byte budget; comparing runs on another. Only safe methods are mirrored unless
-//! named. What the shadow keeps or shows (report examples) is scrubbed like a capture; the
-//! exchanges themselves are never written.
+//! thread of its own that gets only CPU time production leaves idle, with its own
+//! connections, an in-flight cap and a byte budget; comparing runs on another (also idle
+//! time). Only safe methods are mirrored unless named. What the shadow keeps or shows
+//! (report examples) is scrubbed like a capture; the exchanges themselves are never
+//! written.
 
 mod live;
 
@@ -43,6 +44,9 @@ const SAVE_EVERY: Duration = Duration::from_secs(5);
 
 /// How long a stopping shadow waits for answers under way.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// How long after the last offer the shadow keeps looking for offers by itself.
+const BUSY_FOR: Duration = Duration::from_millis(50);
 
 /// Methods mirrored unless `--shadow-methods` says otherwise: the ones that change nothing.
 pub const SAFE_METHODS: &[&str] = &["GET", "HEAD", "OPTIONS"];
@@ -143,6 +147,8 @@ struct Answered {
     route: String,
     sent_at: Instant,
     outcome: Outcome,
+    /// How long the shadow's thread was waiting for a CPU lately (its latencies include it).
+    cpu_wait: Duration,
 }
 
 struct Inner {
@@ -160,6 +166,8 @@ struct Inner {
     /// request path one load).
     full: AtomicBool,
     in_flight: AtomicUsize,
+    /// The longest the sending thread waited for a CPU in the last second, µs.
+    cpu_wait_us: AtomicU64,
     not_mirrored_method: AtomicU64,
     dropped: [AtomicU64; DROPS.len()],
     sent: AtomicU64,
@@ -207,6 +215,7 @@ impl Shadow {
             bytes: AtomicUsize::new(0),
             full: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
+            cpu_wait_us: AtomicU64::new(0),
             not_mirrored_method: AtomicU64::new(0),
             dropped: Default::default(),
             sent: AtomicU64::new(0),
@@ -399,6 +408,14 @@ impl LiveTap for Shadow {
         }
         head(out, "tapedeck_shadow_in_flight", "gauge", "Shadow requests sent and not yet answered.");
         let _ = writeln!(out, "tapedeck_shadow_in_flight {}", i.in_flight.load(Ordering::Relaxed));
+        head(
+            out,
+            "tapedeck_shadow_cpu_wait_seconds",
+            "gauge",
+            "The longest the shadow's thread waited for a CPU in the last second (it runs on idle CPU \
+             time only; its latencies include this wait).",
+        );
+        let _ = writeln!(out, "tapedeck_shadow_cpu_wait_seconds {}", get(&i.cpu_wait_us) as f64 / 1e6);
         head(out, "tapedeck_shadow_queue_bytes", "gauge", "Bytes of exchanges waiting for or in the shadow.");
         let _ = writeln!(out, "tapedeck_shadow_queue_bytes {}", i.bytes.load(Ordering::Relaxed));
         let snap = i.snapshot();
@@ -481,7 +498,7 @@ fn send_loop(
     cap: usize,
     answers: mpsc::SyncSender<Answered>,
 ) {
-    crate::os::background_priority();
+    crate::os::idle_priority();
     let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
         tracing::error!("shadow: cannot start its event loop; nothing is mirrored");
         return;
@@ -492,8 +509,26 @@ fn send_loop(
     // are counted as such), never as if they had not been sent.
     let (give_up, given_up) = tokio::sync::watch::channel(false);
     runtime.block_on(async {
+        let probe = tokio::spawn(probe_cpu_wait(inner.clone()));
         let mut tasks = tokio::task::JoinSet::new();
-        while let Some(exchange) = rx.recv().await {
+        let mut busy_at = Instant::now();
+        loop {
+            // While offers keep coming, the queue is looked at every millisecond instead of
+            // the offering request's thread waking this one for each (a syscall on
+            // production's time); once quiet, it waits to be woken.
+            let exchange = match rx.try_recv() {
+                Ok(exchange) => exchange,
+                Err(tokio::sync::mpsc::error::TryRecvError::Empty) if busy_at.elapsed() < BUSY_FOR => {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    continue;
+                }
+                Err(tokio::sync::mpsc::error::TryRecvError::Empty) => match rx.recv().await {
+                    Some(exchange) => exchange,
+                    None => break,
+                },
+                Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => break,
+            };
+            busy_at = Instant::now();
             // Stopping: what waits is not sent (counted), and a permit is not waited for.
             let permit = loop {
                 if inner.closing.load(Ordering::Relaxed) {
@@ -558,9 +593,10 @@ fn send_loop(
                     }
                 }
                 let sent_at = outcome.sent_at;
+                let cpu_wait = Duration::from_micros(inner.cpu_wait_us.load(Ordering::Relaxed));
                 // The comparer may be behind: then this answer is not compared, never
                 // waited for.
-                if answers.try_send(Answered { exchange, route, sent_at, outcome }).is_err() {
+                if answers.try_send(Answered { exchange, route, sent_at, outcome, cpu_wait }).is_err() {
                     inner.not_compared.fetch_add(1, Ordering::Relaxed);
                 }
                 inner.bytes.fetch_sub(size, Ordering::Relaxed);
@@ -575,7 +611,27 @@ fn send_loop(
             let _ = give_up.send(true);
             while tasks.join_next().await.is_some() {}
         }
+        probe.abort();
     });
+}
+
+/// How often the sending thread checks how late it runs.
+const PROBE_EVERY: Duration = Duration::from_millis(50);
+
+/// Measures how long the sending thread waits for a CPU: how much later than asked a short
+/// sleep ends. It runs only on idle CPU time, so on a busy host that wait is in every
+/// shadow latency it takes; the report shows it and latency gates are not judged by it.
+async fn probe_cpu_wait(inner: Arc<Inner>) {
+    // The last second's probes; the longest wait among them is what an answer is told.
+    let mut recent = [0u64; (1000 / PROBE_EVERY.as_millis()) as usize];
+    for i in (0..recent.len()).cycle() {
+        let asked = Instant::now();
+        tokio::time::sleep(PROBE_EVERY).await;
+        // The timer's own granularity (1 ms) is not a wait for the CPU.
+        let late = asked.elapsed().saturating_sub(PROBE_EVERY + Duration::from_millis(1));
+        recent[i] = late.as_micros() as u64;
+        inner.cpu_wait_us.store(recent.iter().copied().max().unwrap_or(0), Ordering::Relaxed);
+    }
 }
 
 /// Compares each answer with production's, keeps the live stats, and snapshots them.
@@ -585,7 +641,7 @@ fn compare_loop(
     reporting: &Reporting,
     results: Option<crate::engine::results::ResultsSink>,
 ) {
-    crate::os::background_priority();
+    crate::os::idle_priority();
     let origin = Instant::now();
     let window = Window::since(jiff::Timestamp::now().as_second());
     let mut live = Live::new(reporting.gates.len());
@@ -649,7 +705,7 @@ fn compare_one(
     results: Option<&crate::engine::results::ResultsSink>,
 ) {
     let (config, gate_window) = (&reporting.compare, reporting.window);
-    let Answered { exchange, route, sent_at, outcome } = a;
+    let Answered { exchange, route, sent_at, outcome, cpu_wait } = a;
     // A shadow that fails is said, with the first cause of its kind, once a minute.
     if let Some(kind) = outcome.error {
         if live.failure_said.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
@@ -680,7 +736,9 @@ fn compare_one(
         recorded: &exchange,
         route: &route_key,
         origin,
-        due: sent_at,
+        // The shadow has no schedule; its "lag" is how long its thread was waiting for a
+        // CPU, which its latencies include.
+        due: sent_at.checked_sub(cpu_wait).unwrap_or(sent_at),
         sent_at,
         status: outcome.status.map(|s| s.as_u16()).filter(|_| outcome.error.is_none()),
         grpc_status: outcome.grpc_status(),
