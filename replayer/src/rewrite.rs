@@ -53,6 +53,15 @@ fn local_spelling(host: &str) -> bool {
         || (!h.is_empty() && h.bytes().all(|b| b.is_ascii_hexdigit() || matches!(b, b'.' | b':' | b'x')))
 }
 
+/// True when connecting to `a` and to `b` reaches the same listener: the same address and
+/// port, or a wildcard address (`0.0.0.0`, `[::]`; connecting to one reaches this machine)
+/// and a loopback or wildcard one on the same port.
+fn same_socket(a: &std::net::SocketAddr, b: &std::net::SocketAddr) -> bool {
+    let (x, y) = (a.ip(), b.ip());
+    let local = |ip: std::net::IpAddr| ip.is_unspecified() || ip.is_loopback();
+    a.port() == b.port() && (x == y || (x.is_unspecified() && local(y)) || (y.is_unspecified() && local(x)))
+}
+
 /// The addresses `host:port` resolves to, IPv4-mapped IPv6 written as IPv4; empty if it
 /// does not resolve within two seconds (a production name the replay host cannot
 /// resolve is not the target it can reach).
@@ -304,7 +313,7 @@ impl Rewrite {
             return *known;
         }
         let target = self.guard.target.get_or_init(|| resolve(self.authority.host(), self.port()));
-        let same = resolve(a.host(), port).iter().any(|addr| target.contains(addr));
+        let same = resolve(a.host(), port).iter().any(|addr| target.iter().any(|t| same_socket(addr, t)));
         // Bounded: a tape with ever new authorities is decided again, not remembered.
         if decided.len() < 1024 {
             decided.insert(key, same);
@@ -493,6 +502,14 @@ mod tests {
         assert!(!local.is_target("127.0.0.2:9000", "http"));
         let by_name = Rewrite::new(&"http://localhost:9000".parse().unwrap()).unwrap();
         assert!(by_name.is_target("127.0.0.1:9000", "http"));
+        // Connecting to a wildcard address reaches this machine.
+        let wildcard = Rewrite::new(&"http://0.0.0.0:9000".parse().unwrap()).unwrap();
+        for spelling in ["127.0.0.1:9000", "localhost:9000", "[::]:9000", "0:9000"] {
+            assert!(wildcard.is_target(spelling, "http"), "{spelling}");
+        }
+        assert!(!wildcard.is_target("127.0.0.1:8000", "http"));
+        assert!(local.is_target("0.0.0.0:9000", "http"));
+        assert!(Rewrite::new(&"http://[::]:9000".parse().unwrap()).unwrap().is_target("[::1]:9000", "http"));
     }
 
     #[test]

@@ -131,9 +131,7 @@ impl ShadowFlags {
         }
         let mut config = ShadowConfig::new(&target).map_err(|e| anyhow!(e))?;
         let production = upstream.authority().map(|a| a.as_str()).unwrap_or_default();
-        if config.rewrite.is_target(production, upstream.scheme_str().unwrap_or("http"))
-            || same_machine_port(&target, upstream)
-        {
+        if config.rewrite.is_target(production, upstream.scheme_str().unwrap_or("http")) {
             bail!("--shadow {url} is the --upstream ({upstream}): every mirrored request would reach production twice");
         }
         if let Some(rate) = &self.shadow_sample {
@@ -210,33 +208,4 @@ impl ShadowFlags {
         );
         Ok(Some((shadow, line)))
     }
-}
-
-/// True when `a` and `b` name the same port on this machine in spellings a resolver would
-/// not equate: a wildcard address (`0.0.0.0`, `0`, `[::]`: a listener on it takes
-/// connections to any local address) or two loopback addresses.
-fn same_machine_port(a: &http::Uri, b: &http::Uri) -> bool {
-    use std::net::ToSocketAddrs as _;
-    let local = |u: &http::Uri| -> Option<(Vec<std::net::IpAddr>, u16)> {
-        let host = u.host()?.trim_start_matches('[').trim_end_matches(']').trim_end_matches('.');
-        let port = u.port_u16().unwrap_or(if u.scheme_str() == Some("https") { 443 } else { 80 });
-        // Only local spellings are resolved: a canary's DNS name is not looked up here.
-        let literal = host.chars().all(|c| c.is_ascii_hexdigit() || matches!(c, '.' | ':' | 'x' | 'X'));
-        if !literal && !host.eq_ignore_ascii_case("localhost") && !host.to_ascii_lowercase().ends_with(".localhost") {
-            return None;
-        }
-        let addrs = (host, port).to_socket_addrs().ok()?.map(|a| a.ip()).collect();
-        Some((addrs, port))
-    };
-    let (Some((a, pa)), Some((b, pb))) = (local(a), local(b)) else { return false };
-    let mapped = |ip: &std::net::IpAddr| match ip {
-        std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(*ip, std::net::IpAddr::V4),
-        v4 => *v4,
-    };
-    pa == pb
-        && a.iter().map(mapped).any(|x| {
-            b.iter()
-                .map(mapped)
-                .any(|y| x.is_unspecified() || y.is_unspecified() || (x.is_loopback() && y.is_loopback()))
-        })
 }
