@@ -502,3 +502,97 @@ fn bad_streams_and_credentials_get_one_line_and_never_echo_a_secret() {
     assert!(text.contains("published 0 exchanges") && text.contains("20 dropped"), "{text}");
     assert!(!text.contains("XYZZY"), "{text}");
 }
+
+#[test]
+fn shards_publish_their_reports_and_report_merges_the_run_from_the_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(nats) = Nats::start(&dir.path().join("js")) else { return };
+    let upstream = Upstream::start();
+    let url = nats.url("FLEET");
+    // Captures go to the stream, and are archived into tapes to replay.
+    let proxy = ProxyProcess::capturing(
+        &upstream,
+        &dir.path().join("local"),
+        &["--sink", &url, "--create-stream", "--service", "shop"],
+        None,
+    );
+    for i in 0..90 {
+        assert_eq!(get(proxy.addr, &format!("/orders/{}", i % 7)), 200);
+    }
+    stop(proxy);
+    let tapes = dir.path().join("tapes");
+    assert!(archive(&url, &tapes).contains("90 exchanges"));
+    let staging = Upstream::start();
+    let target = staging.url();
+    let replay = |shard: &str, run_id: &str, extra: &[&str]| {
+        let mut args = vec![
+            "replay",
+            s(&tapes),
+            "--target",
+            &target,
+            "--speed",
+            "max",
+            "--no-progress",
+            "--shard",
+            shard,
+            "--publish-results",
+            &url,
+            "--run-id",
+            run_id,
+        ];
+        args.extend_from_slice(extra);
+        run(&args)
+    };
+    // The stream takes captures only: publishing is refused before anything is sent,
+    // naming the flag that adds the results' subjects.
+    let out = replay("0/3", "rel-1", &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("--create-stream") && err.contains("tapedeck.results.>"), "{err}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("replayed"), "refused before replaying");
+    // Three shards publish; the report of the run is built from the stream and counts
+    // what the three sent, every one of the 90.
+    let mut sent = 0;
+    for k in 0..3 {
+        let out = replay(&format!("{k}/3"), "rel-1", &["--create-stream"]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+        assert!(stdout.contains(&format!("tapedeck.results.rel-1.{k}-of-3")), "{stdout}");
+        sent += stdout
+            .split("replayed ")
+            .nth(1)
+            .and_then(|t| t.split_whitespace().next())
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("a count in {stdout}"));
+    }
+    assert_eq!(sent, 90);
+    let json = dir.path().join("merged.json");
+    let out = run(&["report", &format!("{url}?run=rel-1"), "--report", s(&json), "--gate", "errors==0"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let merged: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(merged["sent"], 90, "{merged}");
+    assert!(merged["shard"].is_null(), "every shard is in: {}", merged["shard"]);
+    // A run with a shard missing is part of a run: never a pass.
+    for k in 0..2 {
+        assert_eq!(replay(&format!("{k}/3"), "rel-2", &[]).status.code(), Some(0));
+    }
+    let out = run(&["report", &format!("{url}?run=rel-2")]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("covers shards 0,1/3 only"), "{err}");
+    // A run that published nothing, and an address without its run: one line each.
+    for (address, says) in [
+        (format!("{url}?run=rel-9"), "holds no reports of run \"rel-9\""),
+        (url.clone(), "add ?run=ID"),
+        (format!("{url}?run=a.b"), "one NATS subject token"),
+    ] {
+        let out = run(&["report", &address]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{address}: {err}");
+        assert!(err.contains(says), "{address}: {err}");
+    }
+    // The reports share the captures' stream: an archiver passes over them quietly.
+    let said = archive(&url, &dir.path().join("again"));
+    assert!(!said.contains("not a readable block"), "{said}");
+}

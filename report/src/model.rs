@@ -580,11 +580,22 @@ impl ReplayReport {
             path: file.clone(),
             source,
         })?;
-        let invalid = |source| DocumentError::Invalid { what: WHAT, path: file.clone(), source };
-        let value: serde_json::Value = serde_json::from_str(&text).map_err(invalid)?;
+        Self::parse(text.as_bytes(), &file)
+    }
+
+    /// Reads a report from its JSON; `from` names where it came from in errors.
+    pub fn parse(json: &[u8], from: &std::path::Path) -> Result<Self, DocumentError> {
+        const WHAT: &str = "replay report";
+        let invalid = |source| DocumentError::Invalid { what: WHAT, path: from.to_path_buf(), source };
+        let value: serde_json::Value = serde_json::from_slice(json).map_err(invalid)?;
         let found = value.get("schema_version").and_then(|v| v.as_u64()).unwrap_or(0);
         if found != u64::from(SCHEMA_VERSION) {
-            return Err(DocumentError::Version { what: WHAT, path: file, found, reads: SCHEMA_VERSION.into() });
+            return Err(DocumentError::Version {
+                what: WHAT,
+                path: from.to_path_buf(),
+                found,
+                reads: SCHEMA_VERSION.into(),
+            });
         }
         serde_json::from_value(value).map_err(invalid)
     }

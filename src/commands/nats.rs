@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use serde::Deserialize;
 use tapedeck_stream::address::{NatsAuth, StreamAddress};
@@ -222,4 +222,124 @@ pub fn window(value: &str) -> Result<(Option<i64>, Option<i64>)> {
         }
     }
     Ok((from, to))
+}
+
+/// The run id shards publish their reports under: `--run-id`, or else the `--start-at`
+/// instant every shard of a run shares (`20261203T100000Z`).
+pub fn run_id(given: Option<&str>, start_at: Option<i64>) -> Result<String> {
+    let id = match (given, start_at) {
+        (Some(id), _) => id.trim().to_string(),
+        (None, Some(ns)) => jiff::Timestamp::from_nanosecond(i128::from(ns))
+            .map_err(|e| anyhow!("--start-at: {e}"))?
+            .strftime("%Y%m%dT%H%M%SZ")
+            .to_string(),
+        (None, None) => bail!(
+            "--publish-results needs the run's id: --run-id ID (the same on every shard), or --start-at, whose \
+             instant names the run"
+        ),
+    };
+    tapedeck_stream::results::check_run_id(&id).map_err(|e| anyhow!("--run-id: {e}"))?;
+    Ok(id)
+}
+
+/// The `?run=ID` of a results address (`nats://HOST:PORT/STREAM?run=ID`).
+pub fn results_run(value: &str) -> Result<String> {
+    let query = value.split_once('?').map(|(_, q)| q).unwrap_or_default();
+    let mut run = None;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("run", id)) if run.is_none() => run = Some(id.to_string()),
+            Some(("run", _)) => bail!("{}: run= is given twice", redact(value)),
+            _ => bail!("{}: unknown setting {pair:?}; a run's results are named by run=ID", redact(value)),
+        }
+    }
+    let run = run.ok_or_else(|| {
+        anyhow!(
+            "{}: which run? add ?run=ID (the --run-id, or --start-at instant, the shards published under)",
+            redact(value)
+        )
+    })?;
+    tapedeck_stream::results::check_run_id(&run)?;
+    Ok(run)
+}
+
+/// A connection to the stream a run's report is published to (`--publish-results`).
+pub struct ResultsPublisher {
+    runtime: tokio::runtime::Runtime,
+    publisher: tapedeck_stream::results::Publisher,
+    part: String,
+    address: String,
+}
+
+impl ResultsPublisher {
+    /// Connects and checks that the stream takes the run's results.
+    pub fn open(
+        url: &str,
+        nats: &NatsFlags,
+        run: String,
+        shard: Option<(usize, usize)>,
+        create_stream: bool,
+    ) -> Result<ResultsPublisher> {
+        let address = address("--publish-results", url)?;
+        if url.contains('?') {
+            bail!(
+                "--publish-results {}: no settings after the stream name (the run is named by --run-id)",
+                redact(url)
+            );
+        }
+        nats.check_secrets(false)?;
+        let results = tapedeck_stream::results::ResultsConfig {
+            address: address.clone(),
+            auth: nats.auth(),
+            run: run.clone(),
+            create_stream: create_stream.then(tapedeck_stream::StreamSettings::default),
+        };
+        // A worker of its own keeps the connection alive (answering the server's pings)
+        // through a replay that may last hours.
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("tapedeck-results")
+            .enable_all()
+            .build()
+            .context("starting the async runtime")?;
+        let publisher = runtime
+            .block_on(tapedeck_stream::results::Publisher::open(results))
+            .map_err(|e| anyhow!("--publish-results: {e}"))?;
+        let part = tapedeck_stream::results::part(shard);
+        Ok(ResultsPublisher { runtime, publisher, part, address: format!("{address}?run={run}") })
+    }
+
+    /// Publishes the run's report, saying where (or why not).
+    pub fn publish(&self, report: &tapedeck_report::ReplayReport) -> Result<()> {
+        let json = serde_json::to_vec(report).context("the report as JSON")?;
+        match self.runtime.block_on(self.publisher.publish(&self.part, &json)) {
+            Ok(subject) => {
+                println!("  report published to {subject} (`tapedeck report {}` merges the run)", self.address);
+                Ok(())
+            }
+            Err(e) => {
+                say!("tapedeck replay: {e}");
+                Err(anyhow!("the report was not published to {}; the summary above is complete", self.address))
+            }
+        }
+    }
+}
+
+/// The reports a run's shards published to a stream (`nats://HOST:PORT/STREAM?run=ID`),
+/// each read as a report, named by its part.
+pub fn fetch_results(url: &str, nats: &NatsFlags) -> Result<Vec<tapedeck_report::merge::Part>> {
+    let address = address("results", url)?;
+    let run = results_run(url)?;
+    nats.check_secrets(false)?;
+    let runtime =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")?;
+    let published = runtime.block_on(tapedeck_stream::results::fetch(&address, &nats.auth(), &run))?;
+    published
+        .into_iter()
+        .map(|p| {
+            let name = format!("{address}?run={run} ({})", p.part);
+            let report = tapedeck_report::ReplayReport::parse(&p.json, std::path::Path::new(&name))?;
+            Ok(tapedeck_report::merge::Part { name, report })
+        })
+        .collect()
 }

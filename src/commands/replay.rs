@@ -86,6 +86,19 @@ pub struct ReplayArgs {
     /// counted as late) instead of refusing.
     #[arg(long)]
     pub late_ok: bool,
+    /// Publish this run's report (raw counts included) to a NATS JetStream stream, subject
+    /// `tapedeck.results.<run-id>.<K-of-N>`, where `tapedeck report nats://…/STREAM?run=ID`
+    /// merges the shards' reports. The stream is checked before the replay starts.
+    #[arg(long, value_name = "NATS_URL")]
+    pub publish_results: Option<String>,
+    /// The run's id for --publish-results, the same on every shard [default: the
+    /// --start-at instant, e.g. 20261203T100000Z].
+    #[arg(long, value_name = "ID", requires = "publish_results")]
+    pub run_id: Option<String>,
+    /// With --publish-results: create the stream (or add tapedeck.results.> to its
+    /// subjects) if it does not take the results.
+    #[arg(long, requires = "publish_results")]
+    pub create_stream: bool,
     /// Stop after this many requests.
     #[arg(long, value_name = "N")]
     pub limit: Option<u64>,
@@ -224,7 +237,7 @@ impl ReplayArgs {
         #[rustfmt::skip]
         let ReplayArgs {
             paths, target, speed, rate, concurrency, max_in_flight, filter, method, route, status, host, from, to,
-            sample, shard, start_at, late_ok, limit, loops, duration, set_header, remove_header, rewrite_path, host_header, timeout, connections,
+            sample, shard, start_at, late_ok, publish_results, run_id, create_stream, limit, loops, duration, set_header, remove_header, rewrite_path, host_header, timeout, connections,
             connection_reuse, insecure, ca, workers, results, scrub_policy, scrub_key_file, proto_descriptor,
             no_scrub_results, max_body, ignore, noise_probe, noise_model, no_compare, no_correlate,
             allow_production_target, keep_credentials, allow_unscrubbed, strict_perms, allow_shared_dir, no_progress,
@@ -234,11 +247,11 @@ impl ReplayArgs {
         let (speed, rate) = if self.speed.is_some() || self.rate.is_some() { (None, None) } else { (speed, rate) };
         merge_from_file!(self;
             options: target, speed, rate, concurrency, max_in_flight, filter, from, to, sample, shard, start_at, limit,
-                loops, duration,
+                loops, duration, publish_results, run_id,
                 host_header, timeout, connections, connection_reuse, ca, workers, results, scrub_policy, scrub_key_file,
                 proto_descriptor, max_body, noise_model;
             lists: paths, method, route, status, host, set_header, remove_header, rewrite_path, ignore;
-            switches: late_ok, insecure, no_scrub_results, noise_probe, no_compare, no_correlate, allow_production_target,
+            switches: late_ok, create_stream, insecure, no_scrub_results, noise_probe, no_compare, no_correlate, allow_production_target,
                 keep_credentials, allow_unscrubbed, strict_perms, allow_shared_dir, no_progress);
         let ReportFlags { report, html, junit, gate, compare_config, top, force } = output;
         merge_from_file!(self.output;
@@ -609,8 +622,8 @@ fn copy_streams(args: &mut ReplayArgs, streams: Vec<StreamPath>) -> Result<Vec<t
         args.paths[index] = dir.path().join("tapes");
         copies.push(dir);
     }
-    if copies.is_empty() && args.nats.any() {
-        bail!("the --nats-* flags go with a nats:// stream among the tapes");
+    if copies.is_empty() && args.nats.any() && args.publish_results.is_none() {
+        bail!("the --nats-* flags go with a nats:// stream among the tapes, or --publish-results");
     }
     Ok(copies)
 }
@@ -649,6 +662,17 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode> {
     let mut config = config(&args)?;
     // Late already: said before a copy of a stream that would only make it later.
     config.check_on_time()?;
+    // Where the report will be published, checked now: not after a long run.
+    let publisher = match &args.publish_results {
+        Some(url) => Some(super::nats::ResultsPublisher::open(
+            url,
+            &args.nats,
+            super::nats::run_id(args.run_id.as_deref(), config.start_at)?,
+            config.selection.shard.map(|s| (s.index as usize, s.count as usize)),
+            args.create_stream,
+        )?),
+        None => None,
+    };
     let _copies = copy_streams(&mut args, streams)?;
     config.paths = args.paths.clone();
     if let Ok((_, skipped)) = tapedeck_captures::tape::discover_recordings(&args.paths) {
@@ -705,6 +729,7 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode> {
             say!("tapedeck replay: {e}");
         }
     }
+    let unpublished = publisher.as_ref().and_then(|p| p.publish(&report).err());
     if let Some(path) = &args.noise_model {
         match report.noise.save(path) {
             Ok(()) => println!("  noise model ({} noisy keys) written to {}", report.noise.len(), path.display()),
@@ -719,6 +744,10 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode> {
         );
     }
     outputs.write(&report)?;
+    if let Some(e) = unpublished {
+        // The merge of the run would lack this shard (and say so): the shard fails.
+        return Err(e);
+    }
     if report.results_failed > 0 {
         bail!(
             "{} of {} responses could not be written to {} (is the disk full?); the summary above is complete, \

@@ -12,12 +12,14 @@ use tapedeck_captures::files;
 use tapedeck_compare::{CompareConfig, CompareFile};
 use tapedeck_report::gate::Gate;
 use tapedeck_report::{baseline, html, junit, ReplayReport};
+use tapedeck_stream::address::StreamAddress;
 
 /// Flags of `tapedeck report`.
 #[derive(Debug, Args)]
 pub struct ReportArgs {
-    /// A results directory written by `replay --results DIR`, or a report written by
-    /// `replay --report FILE.json`.
+    /// A results directory written by `replay --results DIR`, a report written by
+    /// `replay --report FILE.json`, or `nats://HOST:PORT/STREAM?run=ID`: the reports a
+    /// run's shards published there (`replay --publish-results`), merged.
     #[arg(value_name = "RESULTS")]
     pub results: Option<PathBuf>,
     /// Compare two runs: `--baseline OLD NEW` (or `--baseline OLD` with RESULTS as the
@@ -31,6 +33,10 @@ pub struct ReportArgs {
     pub merge: Vec<PathBuf>,
     #[command(flatten)]
     pub output: ReportFlags,
+    /// Credentials for `tapedeck report nats://HOST:PORT/STREAM?run=ID` (the reports a
+    /// run's shards published with `replay --publish-results`).
+    #[command(flatten)]
+    pub nats: super::nats::NatsFlags,
 }
 
 /// Where a run's report goes and what it must pass: the flags `replay` and `report` share,
@@ -155,6 +161,19 @@ fn merge(paths: &[PathBuf], compare: Option<&Path>) -> Result<ReplayReport> {
         .iter()
         .map(|p| Ok(tapedeck_report::merge::Part { name: p.display().to_string(), report: load(p)? }))
         .collect::<Result<Vec<_>>>()?;
+    merge_parts(parts, compare)
+}
+
+/// The reports a run published to a stream: its shards' merged, or the whole run's.
+fn from_stream(url: &str, args: &ReportArgs) -> Result<ReplayReport> {
+    let mut parts = super::nats::fetch_results(url, &args.nats)?;
+    if parts.len() == 1 && parts[0].report.shard.is_none() {
+        return Ok(parts.remove(0).report);
+    }
+    merge_parts(parts, args.output.compare_config.as_deref())
+}
+
+fn merge_parts(parts: Vec<tapedeck_report::merge::Part>, compare: Option<&Path>) -> Result<ReplayReport> {
     let mut config = compare_config(compare)?;
     config.min_count = parts[0].report.min_count;
     let merged = tapedeck_report::merge::merge(parts, &config)?;
@@ -168,8 +187,13 @@ pub fn run(args: ReportArgs) -> Result<ExitCode> {
     let gates = args.output.gates()?;
     let outputs = args.output.outputs();
     outputs.check(&[])?;
+    let stream = args.results.as_ref().and_then(|p| p.to_str()).filter(|p| StreamAddress::is_stream(p));
+    if args.nats.any() && stream.is_none() {
+        bail!("the --nats-* flags go with a run's results on a stream (nats://HOST:PORT/STREAM?run=ID)");
+    }
     let mut report = match (&args.results, &args.baseline[..]) {
         _ if !args.merge.is_empty() => merge(&args.merge, args.output.compare_config.as_deref())?,
+        (Some(_), []) if stream.is_some() => from_stream(stream.unwrap_or_default(), &args)?,
         (None, []) => {
             bail!("which run? give a results directory or a report JSON (or --baseline OLD NEW, or --merge SHARDS...)")
         }
@@ -199,7 +223,7 @@ pub fn run(args: ReportArgs) -> Result<ExitCode> {
     outputs.write(&report)?;
     // Shards missing from a merge: the report is of part of the run, which must not pass
     // a release as if it were all of it.
-    let partial = !args.merge.is_empty() && report.shard.is_some();
+    let partial = (!args.merge.is_empty() || stream.is_some()) && report.shard.is_some();
     if partial {
         say!(
             "tapedeck report: FAIL: the merged report covers shards {} only; merge every shard of the run",

@@ -302,8 +302,9 @@ pub async fn run(config: ArchiveConfig, stop: Arc<AtomicBool>) -> Result<Archive
             if let Ok(info) = message.info() {
                 highest = highest.max(info.stream_sequence);
             }
-            let kind = match take(&mut sink, &message.payload, message.headers.as_ref())? {
-                Taken::Written | Taken::Duplicate => AckKind::Ack,
+            // A replay's report published to the same stream is not a capture.
+            let kind = match take_capture(&mut sink, &message)? {
+                Taken::Written | Taken::Duplicate | Taken::Other => AckKind::Ack,
                 Taken::Damaged(e) => {
                     tracing::warn!(subject = %message.subject, "archive: a message is not a readable block ({e}); skipped");
                     AckKind::Term
@@ -378,6 +379,8 @@ async fn open_stream(
 enum Taken {
     Written,
     Duplicate,
+    /// Not a capture: a replay's report published to the same stream.
+    Other,
     Damaged(tapedeck_captures::tape::block::BlockError),
 }
 
@@ -461,6 +464,15 @@ fn take(sink: &mut Sink, payload: &[u8], headers: Option<&async_nats::HeaderMap>
     Ok(Taken::Written)
 }
 
+/// Takes `message` if it is a capture; a replay's report published to the same stream
+/// (`tapedeck.results.…`) is passed over.
+fn take_capture(sink: &mut Sink, message: &jetstream::Message) -> Result<Taken, StreamError> {
+    if crate::results::is_results(&message.subject) {
+        return Ok(Taken::Other);
+    }
+    take(sink, &message.payload, message.headers.as_ref())
+}
+
 /// Copies what the stream holds now — from `from` on (ns since the epoch, by the time
 /// blocks were published, a little before to be safe) and up to blocks starting after
 /// `to` — into tapes in `config.out`, through an ordered consumer of its own: nothing is
@@ -521,7 +533,7 @@ pub async fn snapshot(config: ArchiveConfig, from: Option<i64>, to: Option<i64>)
         // `to` is skipped, and the copy ends once blocks are published well after it.
         let past = to.is_some_and(|to| first_ns.is_some_and(|f| f >= to));
         if !past {
-            if let Taken::Damaged(e) = take(&mut sink, &message.payload, message.headers.as_ref())? {
+            if let Taken::Damaged(e) = take_capture(&mut sink, &message)? {
                 tracing::warn!(subject = %message.subject, "a stream message is not a readable block ({e}); skipped");
             }
         }

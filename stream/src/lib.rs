@@ -8,6 +8,8 @@
 //!   slow or down and dropping (counted) beyond, never holding a request.
 //! - [`archive`]: a durable consumer that writes the stream into rotating tapes,
 //!   acknowledging only what is on disk.
+//! - [`results`]: a sharded replay's reports, published by each shard and read back to
+//!   merge them.
 //! - [`address`]: `nats://HOST:PORT/STREAM` addresses and credentials.
 //!
 //! A message is one tape block (the bytes of a block in a `.tape` file) with headers
@@ -17,6 +19,7 @@
 
 pub mod address;
 pub mod archive;
+pub mod results;
 pub mod sink;
 
 use std::time::Duration;
@@ -126,6 +129,46 @@ pub mod headers {
             assert_eq!(super::decode_labels(&v), labels);
             assert!(super::decode_labels("x=%G1;=y;z").is_empty());
         }
+    }
+}
+
+/// Makes sure stream `address` takes `subject` (one of those `ours`, a subject filter,
+/// names): with `create`, a stream that does not exist is created for `ours` and one that
+/// exists is given `ours` too; without, either is an error saying so.
+pub(crate) async fn ensure_subjects(
+    js: &async_nats::jetstream::Context,
+    address: &address::StreamAddress,
+    ours: &str,
+    subject: &str,
+    create: Option<&StreamSettings>,
+) -> Result<(), String> {
+    let name = &address.stream;
+    match js.get_stream(name).await {
+        Ok(mut stream) => {
+            let info = stream.info().await.map_err(|e| format!("cannot read stream {name}: {e}"))?.clone();
+            if info.config.subjects.iter().any(|filter| sink::subject_matches(filter, subject)) {
+                return Ok(());
+            }
+            if create.is_none() {
+                return Err(format!(
+                    "stream {name} takes {}, not {ours}: pass --create-stream to add them to it, or publish to the \
+                     stream that takes them",
+                    info.config.subjects.join(", ")
+                ));
+            }
+            let mut updated = info.config.clone();
+            updated.subjects.push(ours.to_string());
+            js.update_stream(updated).await.map(|_| ()).map_err(|e| format!("cannot add {ours} to stream {name}: {e}"))
+        }
+        Err(e) if sink::is_not_found(&e) => match create {
+            // Only these subjects: streams of other services can live beside it.
+            Some(settings) => sink::create_stream(js, name, ours, settings).await,
+            None => Err(format!(
+                "stream {name} does not exist on {address}: pass --create-stream to create it (or create it with the \
+                 NATS tools, subjects {ours})"
+            )),
+        },
+        Err(e) => Err(format!("cannot look up stream {name}: {e}")),
     }
 }
 

@@ -525,38 +525,16 @@ async fn pause(shared: &Shared, backoff: &mut Duration) {
 /// The stream must exist; with `create_stream`, it is created (file storage, subjects
 /// `tapedeck.capture.<service>.>`) if it does not.
 async fn ensure_stream(js: &jetstream::Context, config: &NatsSinkConfig) -> Result<(), String> {
-    let name = &config.address.stream;
-    let ours = format!("tapedeck.capture.{}.>", subject_token(&config.service));
-    match js.get_stream(name).await {
-        Ok(mut stream) => {
-            let info = stream.info().await.map_err(|e| format!("cannot read stream {name}: {e}"))?.clone();
-            let sample = format!("tapedeck.capture.{}._", subject_token(&config.service));
-            if info.config.subjects.iter().any(|filter| subject_matches(filter, &sample)) {
-                return Ok(());
-            }
-            if config.create_stream.is_none() {
-                return Err(format!(
-                    "stream {name} takes {}, not this service's {ours}: pass --create-stream to add them to it, or \
-                     publish to the stream that takes them",
-                    info.config.subjects.join(", ")
-                ));
-            }
-            let mut updated = info.config.clone();
-            updated.subjects.push(ours.clone());
-            js.update_stream(updated).await.map(|_| ()).map_err(|e| format!("cannot add {ours} to stream {name}: {e}"))
-        }
-        Err(e) if is_not_found(&e) && config.create_stream.is_none() => Err(format!(
-            "stream {name} does not exist on {}: pass --create-stream to create it (or create it with the NATS \
-             tools, subjects tapedeck.capture.>)",
-            config.address
-        )),
-        // The service's subjects only: streams of other services can live beside it.
-        Err(e) if is_not_found(&e) => {
-            let settings = config.create_stream.clone().unwrap_or_default();
-            create_stream(js, name, &format!("tapedeck.capture.{}.>", subject_token(&config.service)), &settings).await
-        }
-        Err(e) => Err(format!("cannot look up stream {name}: {e}")),
-    }
+    let service = subject_token(&config.service);
+    let ours = format!("tapedeck.capture.{service}.>");
+    crate::ensure_subjects(
+        js,
+        &config.address,
+        &ours,
+        &format!("tapedeck.capture.{service}._"),
+        config.create_stream.as_ref(),
+    )
+    .await
 }
 
 /// True when NATS subject `filter` (`*` one token, `>` the rest) takes `subject`.
