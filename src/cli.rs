@@ -88,6 +88,22 @@ Blocks are acknowledged only once they are on disk (fsynced): at least once, and
 delivered twice is written once (one written again after a crash is read once). Archivers sharing a --durable name share the work.")]
     Archive(crate::commands::archive::ArchiveArgs),
 
+    /// Serve a dependency back from tapes recorded in front of it, with its recorded
+    /// latency and failures (or slower, or failing more, on purpose).
+    #[command(after_help = "\
+Examples:
+  tapedeck proxy --listen :7000 --upstream https://payments.internal --capture-dir payments/ --service payments
+  tapedeck mock payments/ --listen 127.0.0.1:7001                     as recorded
+  tapedeck mock payments/ --listen 127.0.0.1:7001 --latency 3x        three times slower
+  tapedeck mock payments/ --listen 127.0.0.1:7001 --fault 'POST /charge: 2% 503, 1% reset, 0.5% timeout'
+
+Each request gets the recorded answer that fits it best: the same request (query
+parameters and JSON keys in any order), else the closest recorded request of its route;
+identical requests recorded several times answer in recorded order. A request nothing
+was recorded for gets --unmatched-status with a JSON explanation. Stop with Ctrl-C or
+SIGTERM: a summary by route follows.")]
+    Mock(crate::commands::mock::MockArgs),
+
     /// Replay captured traffic against a target (staging) at the recorded tempo.
     #[command(after_help = "\
 Examples:

@@ -31,7 +31,7 @@ fn main() -> ExitCode {
     exit_quietly_on_broken_pipe();
     let cli = Cli::parse();
     // A long-running service logs what it does; one-shot commands only warn.
-    let quiet = !matches!(cli.command, Command::Proxy(_) | Command::Archive(_));
+    let quiet = !matches!(cli.command, Command::Proxy(_) | Command::Archive(_) | Command::Mock(_));
     init_logging(cli.log_format, cli.verbose, quiet);
     let result = match cli.command {
         Command::Inspect(args) => commands::inspect::run(args),
@@ -41,6 +41,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => commands::demo::run(args),
         Command::Proxy(args) => commands::proxy::run(*args),
         Command::Archive(args) => commands::archive::run(args),
+        Command::Mock(args) => commands::mock::run(args),
         Command::Scrub(args) => commands::scrub::run(args),
         Command::Replay(args) => commands::replay::run(*args),
         Command::Report(args) => commands::report::run(args),

@@ -19,6 +19,7 @@ pub mod cat;
 pub mod demo;
 pub mod import;
 pub mod inspect;
+pub mod mock;
 pub mod nats;
 pub mod proxy;
 pub mod replay;

@@ -1,0 +1,371 @@
+//! Which recorded answer a request gets.
+//!
+//! Requests are looked up in tiers, each an index, never a scan of the tapes:
+//! 1. **exact**: the same method, path, query (parameters in any order) and body (JSON
+//!    bodies compared as values, keys in any order);
+//! 2. **similar**: the same method and path, or else the same route (`GET /users/{id}`):
+//!    the recorded request closest to it wins — most query parameters and JSON body
+//!    values alike, then the path's segments — among at most [`MAX_CANDIDATES`];
+//! 3. **unmatched**: nothing recorded for the route.
+//!
+//! Identical requests recorded several times are one group, answered in recorded order
+//! (a sequence: a polled job answers "pending", then "done"); past its end the last
+//! answer repeats.
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use rustc_hash::FxHashMap;
+use tapedeck_captures::{route, ErrorKind, Exchange};
+
+/// Groups compared for a similar match, at most: the first recorded ones.
+pub const MAX_CANDIDATES: usize = 2_000;
+
+/// What a recorded exchange answered.
+#[derive(Clone, Debug)]
+pub enum Answer {
+    /// A response.
+    Response {
+        /// Its status.
+        status: u16,
+        /// Its headers (those about the connection left out; `Content-Length` is set
+        /// again for the body sent).
+        headers: Vec<(Bytes, Bytes)>,
+        /// Its body as recorded (possibly cut at the proxy's `--max-body`).
+        body: Bytes,
+    },
+    /// No response: the dependency reset the connection, or never answered in time.
+    Failed(ErrorKind),
+}
+
+/// One recorded answer and when it came.
+#[derive(Clone, Debug)]
+pub struct Recorded {
+    /// `METHOD /template`.
+    pub route: String,
+    /// What was answered.
+    pub answer: Answer,
+    /// From the request's start to the response's head.
+    pub head: Duration,
+    /// From the request's start to its last byte.
+    pub end: Duration,
+}
+
+/// How a request was matched.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MatchKind {
+    /// The same request was recorded.
+    Exact,
+    /// A request like it was recorded.
+    Similar,
+}
+
+/// The answer for a request, or none.
+pub enum Match<'a> {
+    /// A recorded answer, and how it was found.
+    Found(&'a Recorded, MatchKind),
+    /// Nothing recorded for the request's route.
+    Unmatched {
+        /// Its route (`METHOD /template`).
+        route: String,
+    },
+}
+
+/// The recorded requests of one kind, identical, with their answers in recorded order.
+struct Group {
+    query: Vec<(String, String)>,
+    json: Option<serde_json::Value>,
+    segments: Vec<String>,
+    answers: Vec<usize>,
+    next: AtomicUsize,
+}
+
+impl Group {
+    /// The next answer of the sequence (the last one once past its end).
+    fn take(&self) -> usize {
+        let i = self.next.fetch_add(1, Ordering::Relaxed).min(self.answers.len() - 1);
+        self.answers[i]
+    }
+}
+
+/// The recorded answers of a dependency, indexed.
+#[derive(Default)]
+pub struct Index {
+    answers: Vec<Recorded>,
+    groups: Vec<Group>,
+    exact: FxHashMap<u64, usize>,
+    by_path: FxHashMap<(String, String), Vec<usize>>,
+    by_route: FxHashMap<String, Vec<usize>>,
+    /// Each route's recorded end latencies, sorted.
+    latencies: FxHashMap<String, Vec<Duration>>,
+    /// Exchanges without an answer to give (cut off by the client, WebSocket sessions).
+    pub skipped: u64,
+}
+
+impl Index {
+    /// Indexes `exchanges` (in recorded order).
+    pub fn build(exchanges: impl IntoIterator<Item = Exchange>) -> Index {
+        let mut index = Index::default();
+        for exchange in exchanges {
+            index.add(exchange);
+        }
+        for latencies in index.latencies.values_mut() {
+            latencies.sort_unstable();
+        }
+        index
+    }
+
+    fn add(&mut self, e: Exchange) {
+        let answer = match (&e.response, e.error) {
+            _ if e.websocket.is_some() => None,
+            (Some(r), None) => Some(Answer::Response {
+                status: r.status,
+                headers: r
+                    .headers
+                    .iter()
+                    .filter(|h| !is_framing(&h.name.to_str_lossy()))
+                    .map(|h| (h.name.bytes(), h.value.bytes()))
+                    .collect(),
+                body: r.body.data.bytes(),
+            }),
+            // The client gave up (or the capture stopped): not the dependency's doing.
+            (_, Some(ErrorKind::ClientAborted | ErrorKind::Interrupted)) => None,
+            (_, Some(kind)) => Some(Answer::Failed(kind)),
+            (None, None) => None,
+        };
+        let Some(answer) = answer else {
+            self.skipped += 1;
+            return;
+        };
+        let method = e.request.method.to_ascii_uppercase();
+        let target = e.request.target.as_str();
+        let route = route::route_key(&method, target);
+        // Both from the request's start.
+        let head = Duration::from_nanos(e.timing.head_ns.unwrap_or(0));
+        let end = Duration::from_nanos(e.timing.end_ns.or(e.timing.head_ns).unwrap_or(0));
+        let at = self.answers.len();
+        self.answers.push(Recorded { route: route.clone(), answer, head, end: end.max(head) });
+        self.latencies.entry(route.clone()).or_default().push(end.max(head));
+        let request = Request::new(&method, target, &e.request.body.data);
+        let group = match self.exact.get(&request.key) {
+            Some(&g) => g,
+            None => {
+                let g = self.groups.len();
+                self.groups.push(Group {
+                    query: request.query,
+                    json: request.json,
+                    segments: request.segments,
+                    answers: Vec::new(),
+                    next: AtomicUsize::new(0),
+                });
+                self.exact.insert(request.key, g);
+                self.by_path.entry((method, request.path)).or_default().push(g);
+                self.by_route.entry(route).or_default().push(g);
+                g
+            }
+        };
+        self.groups[group].answers.push(at);
+    }
+
+    /// Recorded answers.
+    pub fn len(&self) -> usize {
+        self.answers.len()
+    }
+
+    /// True when nothing can be answered.
+    pub fn is_empty(&self) -> bool {
+        self.answers.is_empty()
+    }
+
+    /// Routes with answers.
+    pub fn routes(&self) -> usize {
+        self.by_route.len()
+    }
+
+    /// `route`'s recorded latencies (request start to last byte), sorted.
+    pub fn latencies(&self, route: &str) -> &[Duration] {
+        self.latencies.get(route).map_or(&[], Vec::as_slice)
+    }
+
+    /// The answer for a request.
+    pub fn answer(&self, method: &str, target: &str, body: &[u8]) -> Match<'_> {
+        let method = method.to_ascii_uppercase();
+        let request = Request::new(&method, target, body);
+        if let Some(&g) = self.exact.get(&request.key) {
+            return Match::Found(&self.answers[self.groups[g].take()], MatchKind::Exact);
+        }
+        let route = route::route_key(&method, target);
+        let candidates = self
+            .by_path
+            .get(&(method, request.path.clone()))
+            .or_else(|| self.by_route.get(&route))
+            .map_or(&[][..], Vec::as_slice);
+        let best = candidates
+            .iter()
+            .take(MAX_CANDIDATES)
+            .copied()
+            // The highest score; the first recorded among equals.
+            .max_by(|&a, &b| request.score(&self.groups[a]).total_cmp(&request.score(&self.groups[b])).then(b.cmp(&a)));
+        match best {
+            Some(g) => Match::Found(&self.answers[self.groups[g].take()], MatchKind::Similar),
+            None => Match::Unmatched { route },
+        }
+    }
+}
+
+/// A request as the index sees it.
+struct Request {
+    key: u64,
+    path: String,
+    query: Vec<(String, String)>,
+    json: Option<serde_json::Value>,
+    segments: Vec<String>,
+}
+
+impl Request {
+    fn new(method: &str, target: &str, body: &[u8]) -> Request {
+        let (path, query) = target.split_once('?').unwrap_or((target, ""));
+        let path = path.split('#').next().unwrap_or_default().to_string();
+        let mut query: Vec<(String, String)> = query
+            .split('&')
+            .filter(|p| !p.is_empty())
+            .map(|p| {
+                let (k, v) = p.split_once('=').unwrap_or((p, ""));
+                (k.to_string(), v.to_string())
+            })
+            .collect();
+        query.sort();
+        let json = serde_json::from_slice::<serde_json::Value>(body).ok().filter(|_| !body.is_empty());
+        let mut h = DefaultHasher::new();
+        (method, &path, &query).hash(&mut h);
+        // JSON as a value (map keys sorted), anything else as bytes.
+        match &json {
+            Some(v) => v.to_string().hash(&mut h),
+            None => body.hash(&mut h),
+        }
+        let segments = path.split('/').map(str::to_string).collect();
+        Request { key: h.finish(), path, query, json, segments }
+    }
+
+    /// How alike a recorded group is: query parameters and JSON values alike count
+    /// most, then path segments.
+    fn score(&self, g: &Group) -> f64 {
+        let mut score = 0.0;
+        for (k, v) in &self.query {
+            if g.query.iter().any(|(gk, gv)| gk == k && gv == v) {
+                score += 2.0;
+            } else if g.query.iter().any(|(gk, _)| gk == k) {
+                score += 1.0;
+            }
+        }
+        score -= 0.5 * g.query.iter().filter(|(gk, _)| !self.query.iter().any(|(k, _)| k == gk)).count() as f64;
+        if let (Some(a), Some(b)) = (&self.json, &g.json) {
+            score += json_likeness(a, b, 0);
+        }
+        score + 0.25 * self.segments.iter().zip(&g.segments).filter(|(a, b)| a == b).count() as f64
+    }
+}
+
+/// Leaves equal count 2, keys present on both sides 1; bounded in depth.
+fn json_likeness(a: &serde_json::Value, b: &serde_json::Value, depth: usize) -> f64 {
+    use serde_json::Value;
+    if depth > 32 {
+        return 0.0;
+    }
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            x.iter().filter_map(|(k, v)| y.get(k).map(|w| 1.0 + json_likeness(v, w, depth + 1))).sum()
+        }
+        (Value::Array(x), Value::Array(y)) => x.iter().zip(y).map(|(v, w)| json_likeness(v, w, depth + 1)).sum(),
+        (x, y) if x == y => 2.0,
+        _ => 0.0,
+    }
+}
+
+/// Headers about the connection or the body's framing: the mock's own.
+fn is_framing(name: &str) -> bool {
+    const NAMES: &[&str] =
+        &["connection", "keep-alive", "transfer-encoding", "upgrade", "proxy-connection", "te", "trailer"];
+    NAMES.iter().any(|n| name.eq_ignore_ascii_case(n))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tapedeck_captures::{Body, Exchange, Request as Req, Response};
+
+    fn exchange(method: &str, target: &str, body: &str, status: u16, answer: &str, ms: u64) -> Exchange {
+        let mut e = Exchange {
+            request: Req {
+                method: method.into(),
+                target: target.into(),
+                body: Body::full(body.to_string()),
+                ..Default::default()
+            },
+            response: Some(Response { status, body: Body::full(answer.to_string()), ..Default::default() }),
+            ..Default::default()
+        };
+        e.timing.head_ns = Some(ms * 1_000_000);
+        e.timing.end_ns = Some(ms * 1_000_000);
+        e
+    }
+
+    fn body(m: Match<'_>) -> (String, Option<MatchKind>) {
+        match m {
+            Match::Found(r, kind) => match &r.answer {
+                Answer::Response { body, .. } => (String::from_utf8_lossy(body).into(), Some(kind)),
+                Answer::Failed(k) => (k.as_str().into(), Some(kind)),
+            },
+            Match::Unmatched { route } => (route, None),
+        }
+    }
+
+    #[test]
+    fn exact_then_similar_then_unmatched_and_sequences_in_order() {
+        let index = Index::build([
+            exchange("GET", "/jobs/7", "", 200, "pending", 10),
+            exchange("GET", "/jobs/7", "", 200, "done", 12),
+            exchange("GET", "/users/1?fields=a&lang=en", "", 200, "user 1 en", 5),
+            exchange("GET", "/users/1?lang=de", "", 200, "user 1 de", 5),
+            exchange("POST", "/charge", r#"{"amount":5,"currency":"EUR","id":"x1"}"#, 200, "eur", 30),
+            exchange("POST", "/charge", r#"{"amount":5,"currency":"USD","id":"x2"}"#, 402, "usd", 30),
+        ]);
+        assert_eq!((index.len(), index.routes()), (6, 3));
+        // A sequence, then its last answer again.
+        for want in ["pending", "done", "done"] {
+            assert_eq!(body(index.answer("GET", "/jobs/7", b"")), (want.into(), Some(MatchKind::Exact)));
+        }
+        // Parameters in another order are the same request; JSON keys likewise.
+        assert_eq!(body(index.answer("get", "/users/1?lang=en&fields=a", b"")).0, "user 1 en");
+        assert_eq!(
+            body(index.answer("POST", "/charge", br#"{"id":"x2","currency":"USD","amount":5}"#)),
+            ("usd".into(), Some(MatchKind::Exact))
+        );
+        // Like one recorded: the closest wins.
+        assert_eq!(
+            body(index.answer("GET", "/users/1?lang=de&x=1", b"")),
+            ("user 1 de".into(), Some(MatchKind::Similar))
+        );
+        assert_eq!(body(index.answer("GET", "/users/2?lang=de", b"")), ("user 1 de".into(), Some(MatchKind::Similar)));
+        assert_eq!(body(index.answer("POST", "/charge", br#"{"amount":9,"currency":"USD","id":"new"}"#)).0, "usd");
+        // Nothing for the route.
+        assert_eq!(body(index.answer("DELETE", "/users/1", b"")), ("DELETE /users/{id}".into(), None));
+        assert_eq!(index.latencies("GET /jobs/{id}"), [Duration::from_millis(10), Duration::from_millis(12)]);
+    }
+
+    #[test]
+    fn recorded_failures_are_answers_and_aborted_exchanges_are_not() {
+        let mut reset = exchange("GET", "/flaky", "", 0, "", 3);
+        reset.response = None;
+        reset.error = Some(ErrorKind::Reset);
+        let mut aborted = exchange("GET", "/gone", "", 0, "", 3);
+        aborted.response = None;
+        aborted.error = Some(ErrorKind::ClientAborted);
+        let index = Index::build([reset, aborted]);
+        assert_eq!((index.len(), index.skipped), (1, 1));
+        assert_eq!(body(index.answer("GET", "/flaky", b"")).0, "reset");
+    }
+}

@@ -1,0 +1,279 @@
+//! The mock's listener: each request gets its recorded answer at its recorded time (or as
+//! `--latency` says), a fault when `--fault` draws one, and an explanation when nothing
+//! was recorded for it.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{combinators::BoxBody, BodyExt, Full, Limited, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rand::SeedableRng;
+
+use crate::index::{Answer, Index, Match, MatchKind};
+use crate::timing::{Fault, FaultRule, Latency, HOLD};
+
+/// Request bodies read for matching, at most.
+const MAX_REQUEST_BODY: usize = 16 << 20;
+
+/// Routes counted apart, at most (the rest together): requests can name any path.
+const MAX_ROUTES: usize = 1_000;
+
+/// How the mock answers.
+#[derive(Clone, Debug)]
+pub struct MockConfig {
+    /// When answers go out.
+    pub latency: Latency,
+    /// Failures injected on purpose (the first rule that covers a request decides).
+    pub faults: Vec<FaultRule>,
+    /// The status of the answer to a request nothing was recorded for.
+    pub unmatched_status: u16,
+    /// Seed for drawing faults (the same seed, the same draws for the same requests in
+    /// the same order).
+    pub seed: Option<u64>,
+}
+
+impl Default for MockConfig {
+    fn default() -> Self {
+        MockConfig { latency: Latency::Recorded, faults: Vec::new(), unmatched_status: 404, seed: None }
+    }
+}
+
+/// What one route was answered.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RouteStats {
+    /// Requests recorded exactly.
+    pub exact: u64,
+    /// Requests answered by a recorded request like them.
+    pub similar: u64,
+    /// Requests nothing was recorded for.
+    pub unmatched: u64,
+    /// Recorded failures reproduced (a reset or timeout production's dependency gave).
+    pub recorded_failures: u64,
+    /// Faults injected, by kind (`503`, `reset`, `timeout`).
+    pub injected: BTreeMap<String, u64>,
+}
+
+/// A dependency mock: its recorded answers and what it has served.
+pub struct Mock {
+    index: Index,
+    config: MockConfig,
+    rng: Mutex<rand::rngs::StdRng>,
+    stats: Mutex<BTreeMap<String, RouteStats>>,
+}
+
+type Body = BoxBody<Bytes, Infallible>;
+
+/// A connection closed without an answer (a reset, or a timeout's end).
+#[derive(Debug, thiserror::Error)]
+#[error("closed without an answer")]
+struct Closed;
+
+impl Mock {
+    /// A mock answering from `index`.
+    pub fn new(index: Index, config: MockConfig) -> Arc<Mock> {
+        let rng = match config.seed {
+            Some(seed) => rand::rngs::StdRng::seed_from_u64(seed),
+            None => rand::rngs::StdRng::from_os_rng(),
+        };
+        Arc::new(Mock { index, config, rng: Mutex::new(rng), stats: Mutex::new(BTreeMap::new()) })
+    }
+
+    /// The recorded answers.
+    pub fn index(&self) -> &Index {
+        &self.index
+    }
+
+    /// What each route was answered so far.
+    pub fn stats(&self) -> BTreeMap<String, RouteStats> {
+        self.stats.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn count(&self, route: &str, f: impl FnOnce(&mut RouteStats)) {
+        let mut stats = self.stats.lock().unwrap_or_else(|p| p.into_inner());
+        let key = if stats.len() < MAX_ROUTES || stats.contains_key(route) { route } else { "(other routes)" };
+        f(stats.entry(key.to_string()).or_default());
+    }
+
+    /// Serves connections from `listener` until `stop` completes.
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: tokio::net::TcpListener,
+        stop: impl std::future::Future<Output = ()>,
+    ) {
+        tokio::pin!(stop);
+        loop {
+            let stream = tokio::select! {
+                _ = &mut stop => return,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        // Out of file descriptors and the like: wait, never spin.
+                        tracing::warn!("mock: cannot accept a connection: {e}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+            };
+            let _ = stream.set_nodelay(true);
+            let mock = self.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req| mock.clone().handle(req));
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    }
+
+    async fn handle(self: Arc<Self>, req: hyper::Request<Incoming>) -> Result<hyper::Response<Body>, Closed> {
+        let came = Instant::now();
+        let (parts, body) = req.into_parts();
+        let method = parts.method.as_str().to_string();
+        let target = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
+        let body = match Limited::new(body, MAX_REQUEST_BODY).collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(_) => return Ok(explain(413, "the request body is over 16 MiB, or broke off", &method, &target)),
+        };
+        let (recorded, kind) = match self.index.answer(&method, &target, &body) {
+            Match::Found(r, kind) => (r, kind),
+            Match::Unmatched { route } => {
+                self.count(&route, |s| s.unmatched += 1);
+                return Ok(explain(
+                    self.config.unmatched_status,
+                    "tapedeck mock: nothing was recorded for this route",
+                    &method,
+                    &target,
+                ));
+            }
+        };
+        let route = recorded.route.as_str();
+        let injected = self
+            .config
+            .faults
+            .iter()
+            .find(|rule| rule.covers(&method, &target))
+            .and_then(|rule| rule.draw(&mut *self.rng.lock().unwrap_or_else(|p| p.into_inner())));
+        self.count(route, |s| {
+            match kind {
+                MatchKind::Exact => s.exact += 1,
+                MatchKind::Similar => s.similar += 1,
+            }
+            if let Some(f) = injected {
+                *s.injected.entry(f.name()).or_default() += 1;
+            } else if matches!(recorded.answer, Answer::Failed(_)) {
+                s.recorded_failures += 1;
+            }
+        });
+        let (head, end) = self.config.latency.apply(recorded.head, recorded.end, self.index.latencies(route));
+        match injected {
+            Some(Fault::Timeout) => {
+                tokio::time::sleep(HOLD).await;
+                return Err(Closed);
+            }
+            Some(Fault::Reset) => {
+                tokio::time::sleep_until((came + head).into()).await;
+                return Err(Closed);
+            }
+            Some(Fault::Status(status)) => {
+                tokio::time::sleep_until((came + head).into()).await;
+                return Ok(explain(status, "tapedeck mock: a fault injected by --fault", &method, &target));
+            }
+            None => {}
+        }
+        let (status, headers, body) = match &recorded.answer {
+            Answer::Response { status, headers, body } => (*status, headers, body.clone()),
+            // Production's dependency failed this one: so does the mock, when it did.
+            Answer::Failed(_) => {
+                tokio::time::sleep_until((came + end).into()).await;
+                return Err(Closed);
+            }
+        };
+        tokio::time::sleep_until((came + head).into()).await;
+        let mut response = hyper::Response::builder()
+            .status(http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::BAD_GATEWAY));
+        // A body goes with its own length (the recorded one may have been cut at
+        // --max-body); a HEAD answer, or one that has no body, keeps the recorded header.
+        let bodiless = method == "HEAD" || status < 200 || status == 204 || status == 304;
+        for (name, value) in headers {
+            let length = name.eq_ignore_ascii_case(b"content-length");
+            if let (Ok(n), Ok(v)) = (http::HeaderName::from_bytes(name), http::HeaderValue::from_bytes(value)) {
+                if !length || bodiless {
+                    response = response.header(n, v);
+                }
+            }
+        }
+        if !bodiless {
+            response = response.header(http::header::CONTENT_LENGTH, body.len());
+        }
+        // The body at its recorded end (its head went out at the recorded head).
+        let rest = end.saturating_sub(head);
+        let body: Body = if rest.is_zero() || body.is_empty() {
+            Full::new(body).boxed()
+        } else {
+            let frame = futures_util::stream::once(async move {
+                tokio::time::sleep(rest).await;
+                Ok::<_, Infallible>(Frame::data(body))
+            });
+            StreamBody::new(frame).boxed()
+        };
+        Ok(response
+            .body(body)
+            .unwrap_or_else(|_| explain(500, "a recorded answer could not be sent", &method, &target)))
+    }
+
+    /// Counts in Prometheus' text format.
+    pub fn metrics(&self) -> String {
+        let mut out = String::new();
+        let label = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+        let stats = self.stats();
+        out.push_str("# HELP tapedeck_mock_requests_total Requests by route and how they were matched.\n");
+        out.push_str("# TYPE tapedeck_mock_requests_total counter\n");
+        for (route, s) in &stats {
+            for (how, n) in [("exact", s.exact), ("similar", s.similar), ("unmatched", s.unmatched)] {
+                let _ = writeln!(out, "tapedeck_mock_requests_total{{route=\"{}\",match=\"{how}\"}} {n}", label(route));
+            }
+        }
+        out.push_str("# HELP tapedeck_mock_faults_total Failures served: injected by --fault, or as recorded.\n");
+        out.push_str("# TYPE tapedeck_mock_faults_total counter\n");
+        for (route, s) in &stats {
+            for (fault, n) in &s.injected {
+                let _ = writeln!(
+                    out,
+                    "tapedeck_mock_faults_total{{route=\"{}\",fault=\"{fault}\",source=\"injected\"}} {n}",
+                    label(route)
+                );
+            }
+            if s.recorded_failures > 0 {
+                let _ = writeln!(
+                    out,
+                    "tapedeck_mock_faults_total{{route=\"{}\",fault=\"recorded\",source=\"recorded\"}} {}",
+                    label(route),
+                    s.recorded_failures
+                );
+            }
+        }
+        out
+    }
+}
+
+/// An answer of the mock's own: `status` with a JSON body saying why.
+fn explain(status: u16, why: &str, method: &str, target: &str) -> hyper::Response<Body> {
+    let path = target.split('?').next().unwrap_or_default();
+    let body = serde_json::json!({
+        "error": why,
+        "method": method,
+        "path": path,
+        "route": tapedeck_captures::route::route_key(method, path),
+    });
+    hyper::Response::builder()
+        .status(http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::NOT_FOUND))
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .header("x-tapedeck-mock", "not-recorded")
+        .body(Full::new(Bytes::from(body.to_string())).boxed())
+        .expect("a valid response")
+}
