@@ -573,6 +573,36 @@ fn shards_publish_their_reports_and_report_merges_the_run_from_the_stream() {
     let merged: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     assert_eq!(merged["sent"], 90, "{merged}");
     assert!(merged["shard"].is_null(), "every shard is in: {}", merged["shard"]);
+    // A shard stopped before its end publishes nothing: its part keeps the complete
+    // report published before, and the run still counts all 90.
+    let at = (jiff::Timestamp::now() + jiff::SignedDuration::from_secs(60)).to_string();
+    let mut stopped = tapedeck()
+        .args(["replay", s(&tapes), "--target", &target, "--no-progress", "--shard", "0/3", "--start-at", &at])
+        .args(["--publish-results", &url, "--run-id", "rel-1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(stopped.stderr.take().unwrap());
+    let mut said = String::new();
+    while !said.contains("waiting") {
+        assert!(std::io::BufRead::read_line(&mut lines, &mut said).unwrap() > 0, "{said}");
+    }
+    // SAFETY: kill(2) on our own child.
+    assert_eq!(unsafe { libc::kill(stopped.id() as i32, libc::SIGINT) }, 0);
+    std::io::Read::read_to_string(&mut lines, &mut said).unwrap();
+    assert_eq!(stopped.wait().unwrap().code(), Some(130), "{said}");
+    assert!(said.contains("not published") && said.contains("stopped early"), "{said}");
+    let out = run(&["report", &format!("{url}?run=rel-1"), "--gate", "errors==0"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("replayed 90 requests"));
+    // The same id used again for another split: the newest split is the run, the older
+    // reports are named and left out.
+    assert_eq!(replay("0/1", "rel-1", &[]).status.code(), Some(0));
+    let out = run(&["report", &format!("{url}?run=rel-1")]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("3 older report(s)") && err.contains("0-of-3"), "{err}");
     // A run with a shard missing is part of a run: never a pass.
     for k in 0..2 {
         assert_eq!(replay(&format!("{k}/3"), "rel-2", &[]).status.code(), Some(0));

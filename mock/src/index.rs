@@ -5,7 +5,8 @@
 //!    bodies compared as values, keys in any order);
 //! 2. **similar**: the same method and path, or else the same route (`GET /users/{id}`):
 //!    the recorded request closest to it wins — most query parameters and JSON body
-//!    values alike, then the path's segments — among at most [`MAX_CANDIDATES`];
+//!    values alike, then the path's segments — among at most [`MAX_CANDIDATES`] (and
+//!    remembered: the same request asked again is not compared again);
 //! 3. **unmatched**: nothing recorded for the route.
 //!
 //! Identical requests recorded several times are one group, answered in recorded order
@@ -22,7 +23,11 @@ use rustc_hash::FxHashMap;
 use tapedeck_captures::{route, ErrorKind, Exchange};
 
 /// Groups compared for a similar match, at most: the first recorded ones.
-pub const MAX_CANDIDATES: usize = 2_000;
+pub const MAX_CANDIDATES: usize = 256;
+
+/// Similar matches remembered (a request asked again is not compared again), at most;
+/// then forgotten all at once.
+const MEMO: usize = 65_536;
 
 /// What a recorded exchange answered.
 #[derive(Clone, Debug)]
@@ -101,6 +106,8 @@ pub struct Index {
     by_route: FxHashMap<String, Vec<usize>>,
     /// Each route's recorded end latencies, sorted.
     latencies: FxHashMap<String, Vec<Duration>>,
+    /// Which group answered a request like it, by the request's key.
+    memo: std::sync::Mutex<FxHashMap<u64, usize>>,
     /// Exchanges without an answer to give (cut off by the client, WebSocket sessions).
     pub skipped: u64,
 }
@@ -198,6 +205,10 @@ impl Index {
             return Match::Found(&self.answers[self.groups[g].take()], MatchKind::Exact);
         }
         let route = route::route_key(&method, target);
+        let remembered = self.memo.lock().unwrap_or_else(|p| p.into_inner()).get(&request.key).copied();
+        if let Some(g) = remembered {
+            return Match::Found(&self.answers[self.groups[g].take()], MatchKind::Similar);
+        }
         let candidates = self
             .by_path
             .get(&(method, request.path.clone()))
@@ -210,7 +221,14 @@ impl Index {
             // The highest score; the first recorded among equals.
             .max_by(|&a, &b| request.score(&self.groups[a]).total_cmp(&request.score(&self.groups[b])).then(b.cmp(&a)));
         match best {
-            Some(g) => Match::Found(&self.answers[self.groups[g].take()], MatchKind::Similar),
+            Some(g) => {
+                let mut memo = self.memo.lock().unwrap_or_else(|p| p.into_inner());
+                if memo.len() >= MEMO {
+                    memo.clear();
+                }
+                memo.insert(request.key, g);
+                Match::Found(&self.answers[self.groups[g].take()], MatchKind::Similar)
+            }
             None => Match::Unmatched { route },
         }
     }

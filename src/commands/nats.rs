@@ -228,7 +228,7 @@ pub fn window(value: &str) -> Result<(Option<i64>, Option<i64>)> {
 /// instant every shard of a run shares (`20261203T100000Z`).
 pub fn run_id(given: Option<&str>, start_at: Option<i64>) -> Result<String> {
     let id = match (given, start_at) {
-        (Some(id), _) => id.trim().to_string(),
+        (Some(id), _) => id.to_string(),
         (None, Some(ns)) => jiff::Timestamp::from_nanosecond(i128::from(ns))
             .map_err(|e| anyhow!("--start-at: {e}"))?
             .strftime("%Y%m%dT%H%M%SZ")
@@ -314,14 +314,19 @@ impl ResultsPublisher {
         let json = serde_json::to_vec(report).context("the report as JSON")?;
         match self.runtime.block_on(self.publisher.publish(&self.part, &json)) {
             Ok(subject) => {
-                println!("  report published to {subject} (`tapedeck report {}` merges the run)", self.address);
+                println!("  report published to {subject} (`tapedeck report '{}'` merges the run)", self.address);
                 Ok(())
             }
-            Err(e) => {
-                say!("tapedeck replay: {e}");
-                Err(anyhow!("the report was not published to {}; the summary above is complete", self.address))
-            }
+            Err(e) => Err(anyhow!(
+                "{e}; the report was not published (the summary above is complete): run the shard again, or keep \
+                 --results DIR on every shard and merge those with `tapedeck report --merge`"
+            )),
         }
+    }
+
+    /// Where the run's reports go, as `report` reads them.
+    pub fn address(&self) -> &str {
+        &self.address
     }
 }
 
@@ -333,8 +338,17 @@ pub fn fetch_results(url: &str, nats: &NatsFlags) -> Result<Vec<tapedeck_report:
     nats.check_secrets(false)?;
     let runtime =
         tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")?;
-    let published = runtime.block_on(tapedeck_stream::results::fetch(&address, &nats.auth(), &run))?;
-    published
+    let fetched = runtime.block_on(tapedeck_stream::results::fetch(&address, &nats.auth(), &run))?;
+    if !fetched.ignored.is_empty() {
+        say!(
+            "warning: {} older report(s) of run {run:?} from another split left out ({}); a fresh --run-id for each \
+             run keeps runs apart",
+            fetched.ignored.len(),
+            fetched.ignored.join(", ")
+        );
+    }
+    fetched
+        .parts
         .into_iter()
         .map(|p| {
             let name = format!("{address}?run={run} ({})", p.part);

@@ -109,8 +109,7 @@ impl Publisher {
         let max = self.js.client().server_info().max_payload;
         if payload.len() > max {
             return Err(stream_error(format!(
-                "the report is {} bytes compressed, over the server's max_payload of {max}: raise max_payload, or \
-                 merge the shards' results directories with `tapedeck report --merge`",
+                "the report is {} bytes compressed, over the server's max_payload of {max}: raise max_payload",
                 payload.len()
             )));
         }
@@ -144,11 +143,31 @@ pub struct Published {
     pub part: String,
     /// The report, as JSON.
     pub json: Vec<u8>,
+    /// When it was stored, ns since the epoch.
+    pub at: i128,
 }
 
-/// The newest report of each part of run `run` on the stream, in part order; an error if
-/// the run has none there.
-pub async fn fetch(address: &StreamAddress, auth: &NatsAuth, run: &str) -> Result<Vec<Published>, StreamError> {
+/// A run's reports as read back.
+#[derive(Debug)]
+pub struct Fetched {
+    /// The newest report of each part of the run's newest split, in part order.
+    pub parts: Vec<Published>,
+    /// Parts of another split (`2-of-3` when the newest is of 4 shards, or `whole`) left
+    /// out: an earlier run under the same id.
+    pub ignored: Vec<String>,
+}
+
+/// The shards a part name says the run was split into (`whole`: 0).
+fn split_of(part: &str) -> Option<u64> {
+    match part.split_once("-of-") {
+        Some((_, n)) => n.parse().ok(),
+        None => (part == "whole").then_some(0),
+    }
+}
+
+/// The newest report of each part of run `run` on the stream; an error if the run has
+/// none there. Parts of another split than the newest report's are left out (named).
+pub async fn fetch(address: &StreamAddress, auth: &NatsAuth, run: &str) -> Result<Fetched, StreamError> {
     check_run_id(run)?;
     let stream_error = |why: String| StreamError::Stream { stream: address.stream.clone(), why };
     let js = connect(address, auth, "tapedeck report").await?;
@@ -205,15 +224,17 @@ pub async fn fetch(address: &StreamAddress, auth: &NatsAuth, run: &str) -> Resul
         } else {
             message.payload.to_vec()
         };
-        found.push(Published { part, json });
+        let at = message.info().map(|i| i.published.unix_timestamp_nanos()).unwrap_or(0);
+        found.push(Published { part, json, at });
         let left = message.info().map(|i| i.pending).unwrap_or(0);
         if left == 0 {
             break;
         }
     }
-    if found.is_empty() {
+    let Some(newest) = found.iter().max_by_key(|p| p.at).map(|p| split_of(&p.part)) else {
         return Err(none());
-    }
-    found.sort_by(|a, b| a.part.cmp(&b.part));
-    Ok(found)
+    };
+    let (mut parts, others): (Vec<_>, Vec<_>) = found.into_iter().partition(|p| split_of(&p.part) == newest);
+    parts.sort_by(|a, b| a.part.cmp(&b.part));
+    Ok(Fetched { parts, ignored: others.into_iter().map(|p| p.part).collect() })
 }
