@@ -36,9 +36,9 @@ pub enum Answer {
     Response {
         /// Its status.
         status: u16,
-        /// Its headers (those about the connection left out; `Content-Length` is set
-        /// again for the body sent).
-        headers: Vec<(Bytes, Bytes)>,
+        /// Its headers (those about the connection, and any a client could not take,
+        /// left out; `Content-Length` is set again for the body sent).
+        headers: http::HeaderMap,
         /// Its body as recorded (possibly cut at the proxy's `--max-body`).
         body: Bytes,
     },
@@ -134,8 +134,16 @@ impl Index {
                     .headers
                     .iter()
                     .filter(|h| !is_framing(&h.name.to_str_lossy()))
-                    .map(|h| (h.name.bytes(), h.value.bytes()))
-                    .collect(),
+                    .filter_map(|h| {
+                        Some((
+                            http::HeaderName::from_bytes(&h.name).ok()?,
+                            http::HeaderValue::from_bytes(&h.value).ok()?,
+                        ))
+                    })
+                    .fold(http::HeaderMap::new(), |mut map, (n, v)| {
+                        map.append(n, v);
+                        map
+                    }),
                 body: r.body.data.bytes(),
             }),
             // The client gave up (or the capture stopped): not the dependency's doing.
@@ -161,15 +169,10 @@ impl Index {
             Some(&g) => g,
             None => {
                 let g = self.groups.len();
-                self.groups.push(Group {
-                    query: request.query,
-                    json: request.json,
-                    segments: request.segments,
-                    answers: Vec::new(),
-                    next: AtomicUsize::new(0),
-                });
-                self.exact.insert(request.key, g);
-                self.by_path.entry((method, request.path)).or_default().push(g);
+                let (key, path) = (request.key, request.path.to_string());
+                self.groups.push(request.group());
+                self.exact.insert(key, g);
+                self.by_path.entry((method, path)).or_default().push(g);
                 self.by_route.entry(route).or_default().push(g);
                 g
             }
@@ -192,6 +195,11 @@ impl Index {
         self.by_route.len()
     }
 
+    /// The routes with answers (`METHOD /template`).
+    pub fn route_names(&self) -> impl Iterator<Item = &str> {
+        self.by_route.keys().map(String::as_str)
+    }
+
     /// `route`'s recorded latencies (request start to last byte), sorted.
     pub fn latencies(&self, route: &str) -> &[Duration] {
         self.latencies.get(route).map_or(&[], Vec::as_slice)
@@ -211,7 +219,7 @@ impl Index {
         }
         let candidates = self
             .by_path
-            .get(&(method, request.path.clone()))
+            .get(&(method, request.path.to_string()))
             .or_else(|| self.by_route.get(&route))
             .map_or(&[][..], Vec::as_slice);
         let best = candidates
@@ -234,38 +242,43 @@ impl Index {
     }
 }
 
-/// A request as the index sees it.
-struct Request {
+/// A request as the index sees it (borrowing from the request: a lookup allocates only
+/// for a JSON body).
+struct Request<'a> {
     key: u64,
-    path: String,
-    query: Vec<(String, String)>,
+    path: &'a str,
+    query: Vec<(&'a str, &'a str)>,
     json: Option<serde_json::Value>,
-    segments: Vec<String>,
 }
 
-impl Request {
-    fn new(method: &str, target: &str, body: &[u8]) -> Request {
+impl<'a> Request<'a> {
+    fn new(method: &str, target: &'a str, body: &[u8]) -> Request<'a> {
         let (path, query) = target.split_once('?').unwrap_or((target, ""));
-        let path = path.split('#').next().unwrap_or_default().to_string();
-        let mut query: Vec<(String, String)> = query
-            .split('&')
-            .filter(|p| !p.is_empty())
-            .map(|p| {
-                let (k, v) = p.split_once('=').unwrap_or((p, ""));
-                (k.to_string(), v.to_string())
-            })
-            .collect();
-        query.sort();
-        let json = serde_json::from_slice::<serde_json::Value>(body).ok().filter(|_| !body.is_empty());
+        let path = path.split('#').next().unwrap_or_default();
+        let mut query: Vec<(&str, &str)> =
+            query.split('&').filter(|p| !p.is_empty()).map(|p| p.split_once('=').unwrap_or((p, ""))).collect();
+        query.sort_unstable();
+        let looks_json = body.iter().find(|b| !b.is_ascii_whitespace()).is_some_and(|b| matches!(b, b'{' | b'['));
+        let json = looks_json.then(|| serde_json::from_slice::<serde_json::Value>(body).ok()).flatten();
         let mut h = DefaultHasher::new();
-        (method, &path, &query).hash(&mut h);
+        (method, path, &query).hash(&mut h);
         // JSON as a value (map keys sorted), anything else as bytes.
         match &json {
             Some(v) => v.to_string().hash(&mut h),
             None => body.hash(&mut h),
         }
-        let segments = path.split('/').map(str::to_string).collect();
-        Request { key: h.finish(), path, query, json, segments }
+        Request { key: h.finish(), path, query, json }
+    }
+
+    /// The group this request would be, when recorded.
+    fn group(self) -> Group {
+        Group {
+            query: self.query.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            json: self.json,
+            segments: self.path.split('/').map(str::to_string).collect(),
+            answers: Vec::new(),
+            next: AtomicUsize::new(0),
+        }
     }
 
     /// How alike a recorded group is: query parameters and JSON values alike count
@@ -283,7 +296,7 @@ impl Request {
         if let (Some(a), Some(b)) = (&self.json, &g.json) {
             score += json_likeness(a, b, 0);
         }
-        score + 0.25 * self.segments.iter().zip(&g.segments).filter(|(a, b)| a == b).count() as f64
+        score + 0.25 * self.path.split('/').zip(&g.segments).filter(|(a, b)| a == b).count() as f64
     }
 }
 

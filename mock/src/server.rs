@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -58,12 +59,24 @@ pub struct RouteStats {
     pub injected: BTreeMap<String, u64>,
 }
 
+/// One recorded route's counts, kept without a lock.
+#[derive(Default)]
+struct Counters {
+    exact: AtomicU64,
+    similar: AtomicU64,
+    recorded_failures: AtomicU64,
+    injected: Mutex<BTreeMap<String, u64>>,
+}
+
 /// A dependency mock: its recorded answers and what it has served.
 pub struct Mock {
     index: Index,
     config: MockConfig,
     rng: Mutex<rand::rngs::StdRng>,
-    stats: Mutex<BTreeMap<String, RouteStats>>,
+    /// The recorded routes' counts.
+    recorded: rustc_hash::FxHashMap<String, Counters>,
+    /// Requests of routes nothing was recorded for, by route.
+    unmatched: Mutex<BTreeMap<String, u64>>,
 }
 
 type Body = BoxBody<Bytes, Infallible>;
@@ -80,7 +93,8 @@ impl Mock {
             Some(seed) => rand::rngs::StdRng::seed_from_u64(seed),
             None => rand::rngs::StdRng::from_os_rng(),
         };
-        Arc::new(Mock { index, config, rng: Mutex::new(rng), stats: Mutex::new(BTreeMap::new()) })
+        let recorded = index.route_names().map(|r| (r.to_string(), Counters::default())).collect();
+        Arc::new(Mock { index, config, rng: Mutex::new(rng), recorded, unmatched: Mutex::new(BTreeMap::new()) })
     }
 
     /// The recorded answers.
@@ -90,13 +104,23 @@ impl Mock {
 
     /// What each route was answered so far.
     pub fn stats(&self) -> BTreeMap<String, RouteStats> {
-        self.stats.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    fn count(&self, route: &str, f: impl FnOnce(&mut RouteStats)) {
-        let mut stats = self.stats.lock().unwrap_or_else(|p| p.into_inner());
-        let key = if stats.len() < MAX_ROUTES || stats.contains_key(route) { route } else { "(other routes)" };
-        f(stats.entry(key.to_string()).or_default());
+        let mut stats = BTreeMap::new();
+        for (route, c) in &self.recorded {
+            let s = RouteStats {
+                exact: c.exact.load(Ordering::Relaxed),
+                similar: c.similar.load(Ordering::Relaxed),
+                unmatched: 0,
+                recorded_failures: c.recorded_failures.load(Ordering::Relaxed),
+                injected: c.injected.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            };
+            if s != RouteStats::default() {
+                stats.insert(route.clone(), s);
+            }
+        }
+        for (route, n) in self.unmatched.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            stats.entry(route.clone()).or_insert_with(RouteStats::default).unmatched += n;
+        }
+        stats
     }
 
     /// Serves connections from `listener` until `stop` completes.
@@ -142,7 +166,10 @@ impl Mock {
         let (recorded, kind) = match self.index.answer(&method, &target, &body) {
             Match::Found(r, kind) => (r, kind),
             Match::Unmatched { route } => {
-                self.count(&route, |s| s.unmatched += 1);
+                let mut unmatched = self.unmatched.lock().unwrap_or_else(|p| p.into_inner());
+                let full = unmatched.len() >= MAX_ROUTES && !unmatched.contains_key(&route);
+                *unmatched.entry(if full { "(other routes)".to_string() } else { route }).or_default() += 1;
+                drop(unmatched);
                 return Ok(explain(
                     self.config.unmatched_status,
                     "tapedeck mock: nothing was recorded for this route",
@@ -158,17 +185,17 @@ impl Mock {
             .iter()
             .find(|rule| rule.covers(&method, &target))
             .and_then(|rule| rule.draw(&mut *self.rng.lock().unwrap_or_else(|p| p.into_inner())));
-        self.count(route, |s| {
+        if let Some(c) = self.recorded.get(route) {
             match kind {
-                MatchKind::Exact => s.exact += 1,
-                MatchKind::Similar => s.similar += 1,
-            }
+                MatchKind::Exact => c.exact.fetch_add(1, Ordering::Relaxed),
+                MatchKind::Similar => c.similar.fetch_add(1, Ordering::Relaxed),
+            };
             if let Some(f) = injected {
-                *s.injected.entry(f.name()).or_default() += 1;
+                *c.injected.lock().unwrap_or_else(|p| p.into_inner()).entry(f.name()).or_default() += 1;
             } else if matches!(recorded.answer, Answer::Failed(_)) {
-                s.recorded_failures += 1;
+                c.recorded_failures.fetch_add(1, Ordering::Relaxed);
             }
-        });
+        }
         let (head, end) = self.config.latency.apply(recorded.head, recorded.end, self.index.latencies(route));
         match injected {
             Some(Fault::Timeout) => {
@@ -176,11 +203,11 @@ impl Mock {
                 return Err(Closed);
             }
             Some(Fault::Reset) => {
-                tokio::time::sleep_until((came + head).into()).await;
+                wait_until(came + head).await;
                 return Err(Closed);
             }
             Some(Fault::Status(status)) => {
-                tokio::time::sleep_until((came + head).into()).await;
+                wait_until(came + head).await;
                 return Ok(explain(status, "tapedeck mock: a fault injected by --fault", &method, &target));
             }
             None => {}
@@ -189,26 +216,19 @@ impl Mock {
             Answer::Response { status, headers, body } => (*status, headers, body.clone()),
             // Production's dependency failed this one: so does the mock, when it did.
             Answer::Failed(_) => {
-                tokio::time::sleep_until((came + end).into()).await;
+                wait_until(came + end).await;
                 return Err(Closed);
             }
         };
-        tokio::time::sleep_until((came + head).into()).await;
-        let mut response = hyper::Response::builder()
-            .status(http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::BAD_GATEWAY));
+        wait_until(came + head).await;
+        let mut response = hyper::Response::new(Full::new(Bytes::new()).boxed());
+        *response.status_mut() = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::BAD_GATEWAY);
+        *response.headers_mut() = headers.clone();
         // A body goes with its own length (the recorded one may have been cut at
         // --max-body); a HEAD answer, or one that has no body, keeps the recorded header.
         let bodiless = method == "HEAD" || status < 200 || status == 204 || status == 304;
-        for (name, value) in headers {
-            let length = name.eq_ignore_ascii_case(b"content-length");
-            if let (Ok(n), Ok(v)) = (http::HeaderName::from_bytes(name), http::HeaderValue::from_bytes(value)) {
-                if !length || bodiless {
-                    response = response.header(n, v);
-                }
-            }
-        }
         if !bodiless {
-            response = response.header(http::header::CONTENT_LENGTH, body.len());
+            response.headers_mut().insert(http::header::CONTENT_LENGTH, body.len().into());
         }
         // The body at its recorded end (its head went out at the recorded head).
         let rest = end.saturating_sub(head);
@@ -221,9 +241,8 @@ impl Mock {
             });
             StreamBody::new(frame).boxed()
         };
-        Ok(response
-            .body(body)
-            .unwrap_or_else(|_| explain(500, "a recorded answer could not be sent", &method, &target)))
+        *response.body_mut() = body;
+        Ok(response)
     }
 
     /// Counts in Prometheus' text format.
@@ -258,6 +277,13 @@ impl Mock {
             }
         }
         out
+    }
+}
+
+/// Waits until `at` (no timer at all when it has passed: `--latency 0`).
+async fn wait_until(at: Instant) {
+    if at > Instant::now() {
+        tokio::time::sleep_until(at.into()).await;
     }
 }
 
