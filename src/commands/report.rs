@@ -148,6 +148,13 @@ pub fn compare_config(path: Option<&Path>) -> Result<CompareConfig> {
 }
 
 fn load(path: &Path) -> Result<ReplayReport> {
+    if path.to_str().is_some_and(StreamAddress::is_stream) {
+        bail!(
+            "{}: a run's reports on a stream are read as the one RESULTS (`tapedeck report 'nats://…/STREAM?run=ID'`), \
+             not with --baseline or --merge",
+            path.display()
+        );
+    }
     ReplayReport::load(path).map_err(|e| {
         anyhow!(
             "{e}\n(give a directory written by `tapedeck replay --results DIR`, or a file from `--report FILE.json`)"

@@ -22,9 +22,14 @@ pub fn is_results(subject: &str) -> bool {
     subject.starts_with("tapedeck.results.")
 }
 
-/// A run's reports larger than this once decompressed are refused (a report with every
-/// route's histograms is a few MiB).
-const MAX_REPORT: u64 = 256 << 20;
+/// A report larger than this once decompressed is refused (one with thousands of routes'
+/// histograms is a few MiB).
+const MAX_REPORT: u64 = 64 << 20;
+
+/// A run's reports read at most, together once decompressed, and parts at most: whoever
+/// may publish to the stream cannot make `report` hold more.
+const MAX_RUN: u64 = 512 << 20;
+const MAX_PARTS: usize = 1024;
 
 /// Where a run's reports go (or come from).
 #[derive(Clone, Debug)]
@@ -203,6 +208,7 @@ pub async fn fetch(address: &StreamAddress, auth: &NatsAuth, run: &str) -> Resul
     }
     let mut messages = consumer.messages().await.map_err(|e| stream_error(e.to_string()))?;
     let mut found = Vec::new();
+    let mut total = 0u64;
     loop {
         let message = match tokio::time::timeout(Duration::from_secs(5), messages.next()).await {
             Ok(Some(Ok(m))) => m,
@@ -225,6 +231,12 @@ pub async fn fetch(address: &StreamAddress, auth: &NatsAuth, run: &str) -> Resul
             message.payload.to_vec()
         };
         let at = message.info().map(|i| i.published.unix_timestamp_nanos()).unwrap_or(0);
+        total += json.len() as u64;
+        if total > MAX_RUN || found.len() >= MAX_PARTS {
+            return Err(stream_error(format!(
+                "run {run:?} holds more than {MAX_PARTS} reports or {MAX_RUN} bytes of them: not a run's shards"
+            )));
+        }
         found.push(Published { part, json, at });
         let left = message.info().map(|i| i.pending).unwrap_or(0);
         if left == 0 {
