@@ -19,6 +19,8 @@ use tapedeck_captures::{Body, Exchange, Request, Response};
 struct MockProcess {
     child: KillOnDrop,
     addr: SocketAddr,
+    /// What it said before answering.
+    said: String,
 }
 
 impl MockProcess {
@@ -35,16 +37,17 @@ impl MockProcess {
                 .expect("tapedeck mock starts"),
         );
         let mut stderr = BufReader::new(child.0.stderr.take().unwrap());
-        let mut line = String::new();
+        let mut said = String::new();
         loop {
-            line.clear();
-            assert!(stderr.read_line(&mut line).unwrap() > 0, "the mock exited before answering");
+            let mut line = String::new();
+            assert!(stderr.read_line(&mut line).unwrap() > 0, "the mock exited before answering: {said}");
             if let Some(rest) = line.trim().strip_prefix("tapedeck mock: answering on http://") {
                 let addr = rest.split_whitespace().next().unwrap().parse().unwrap();
                 // Drained, so the child never blocks on a full pipe.
                 std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
-                return MockProcess { child, addr };
+                return MockProcess { child, addr, said };
             }
+            said.push_str(&line);
         }
     }
 
@@ -227,4 +230,34 @@ fn bad_input_gets_one_line_and_the_expected_form() {
         assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
         assert!(err.contains(says), "{args:?}: {err}");
     }
+}
+
+#[test]
+fn a_directory_with_a_service_and_its_dependency_mocks_the_dependency() {
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = Upstream::start();
+    // The service's own traffic and its dependency's, side by side.
+    for (sub, role, path) in [("shop", "ingress", "/size/5"), ("payments", "dependency", "/delay/1")] {
+        let proxy = ProxyProcess::capturing(&upstream, &dir.path().join(sub), &["--role", role], None);
+        assert_eq!(http(proxy.addr, "GET", path, b"").unwrap().0, 200);
+        proxy.signal(libc::SIGTERM);
+        assert_eq!(proxy.wait(Duration::from_secs(30)).0, 0);
+    }
+    let mock = MockProcess::start(dir.path(), &[]);
+    assert!(mock.said.contains("1 exchanges recorded in front of a service"), "{}", mock.said);
+    assert_eq!(timed(mock.addr, "GET", "/delay/1", b"").1, 200);
+    assert_eq!(timed(mock.addr, "GET", "/size/5", b"").1, 404, "the service's own answers are not the dependency's");
+    let out = run(&[
+        "proxy",
+        "--listen",
+        "127.0.0.1:0",
+        "--upstream",
+        &upstream.url(),
+        "--capture-dir",
+        s(&dir.path().join("x")),
+        "--role",
+        "egress",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ingress (in front of a service) or dependency"));
 }

@@ -48,21 +48,32 @@ pub struct MockArgs {
 fn load(paths: &[PathBuf], service: Option<&str>) -> Result<Index> {
     let mut reader = super::open_tapes(paths)?;
     let mut services = std::collections::BTreeSet::new();
+    // (exchange, recorded in front of a service rather than a dependency)
     let mut exchanges = Vec::new();
     while let Some((segment, exchange)) = reader.next_with_segment() {
-        let labelled = reader.reports()[segment]
-            .header
-            .as_ref()
-            .and_then(|h| h.labels.iter().find(|(k, _)| k == "service").map(|(_, v)| v.clone()));
+        let label = |key: &str| {
+            reader.reports()[segment]
+                .header
+                .as_ref()
+                .and_then(|h| h.labels.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone()))
+        };
+        let labelled = label("service");
         if let Some(s) = &labelled {
             services.insert(s.clone());
         }
         if service.is_none_or(|want| labelled.as_deref() == Some(want)) {
-            exchanges.push(exchange);
+            exchanges.push((exchange, label("role").as_deref() == Some("ingress")));
         }
     }
     super::warn_damage(&reader);
-    let index = Index::build(exchanges);
+    // A directory holding a service's own captures beside its dependencies' (`proxy
+    // --role dependency`): the dependencies' answers only.
+    let dependencies = exchanges.iter().any(|(_, ingress)| !ingress);
+    let ingress = exchanges.iter().filter(|(_, ingress)| *ingress).count();
+    if dependencies && ingress > 0 {
+        say!("note: {ingress} exchanges recorded in front of a service (proxy --role ingress) left out: a mock answers for dependencies");
+    }
+    let index = Index::build(exchanges.into_iter().filter(|(_, ingress)| !dependencies || !ingress).map(|(e, _)| e));
     if index.is_empty() {
         let which = match service {
             Some(s) if services.is_empty() => {

@@ -49,6 +49,11 @@ pub struct ProxyArgs {
     /// default].
     #[arg(long, value_name = "NAME")]
     pub service: Option<String>,
+    /// What the proxy stands in front of, a label of its tapes: `ingress` (a service,
+    /// for `replay`) or `dependency` (a service's dependency, for `tapedeck mock`)
+    /// [default: ingress].
+    #[arg(long, value_name = "ROLE")]
+    pub role: Option<String>,
     /// Accept a --capture-dir that is a symlink, writable by group or others, or owned by
     /// another user (others could then read, replace or plant tapes).
     #[arg(long)]
@@ -217,7 +222,7 @@ impl ProxyArgs {
         self.shadow.merge(toml::from_str(&text).map_err(toml_error)?);
         #[rustfmt::skip]
         let ProxyArgs {
-            listen, upstream, sink, create_stream, service, shadow: _, stream_flags: _, nats: _, capture_dir, allow_shared_dir, admin, sample, sample_key, sample_salt, max_capture_rps,
+            listen, upstream, sink, create_stream, service, role, shadow: _, stream_flags: _, nats: _, capture_dir, allow_shared_dir, admin, sample, sample_key, sample_salt, max_capture_rps,
             include, exclude, max_body, scrub_policy, scrub_key_file, proto_descriptor, no_scrub, tls_cert, tls_key,
             strict_perms, upstream_ca, upstream_protocol, host_header, forwarded_headers, trust_forwarded,
             header_timeout, connect_timeout, upstream_timeout, body_timeout, body_min_rate, stream_idle_timeout,
@@ -225,7 +230,7 @@ impl ProxyArgs {
             workers, preserve_header_case, max_connections, max_header_size, config: _,
         } = file;
         merge_from_file!(self;
-            options: listen, upstream, sink, service, capture_dir, admin, sample, sample_key, sample_salt, max_capture_rps, max_body,
+            options: listen, upstream, sink, service, role, capture_dir, admin, sample, sample_key, sample_salt, max_capture_rps, max_body,
                 scrub_policy, scrub_key_file, proto_descriptor, tls_cert, tls_key, upstream_ca, upstream_protocol,
                 host_header, forwarded_headers, trust_forwarded, header_timeout, connect_timeout, upstream_timeout,
                 body_timeout, body_min_rate, stream_idle_timeout, idle_timeout, drain_timeout, queue_max,
@@ -379,6 +384,11 @@ pub(crate) fn build_config(args: ProxyArgs) -> Result<(ProxyConfig, Option<Strin
         capture.write_tapes = args.capture_dir.is_some();
         let service = args.service.clone().unwrap_or_else(|| "default".into());
         capture.writer.labels.push(("service".into(), service.clone()));
+        let role = args.role.as_deref().unwrap_or("ingress");
+        if !matches!(role, "ingress" | "dependency") {
+            bail!("--role {role}: ingress (in front of a service) or dependency (in front of what a service calls)");
+        }
+        capture.writer.labels.push(("role".into(), role.into()));
         capture.writer.allow_shared_dir = args.allow_shared_dir;
         capture.max_body = size("max-body", args.max_body.as_deref(), 1 << 20)? as usize;
         if capture.max_body > 100 << 20 {
