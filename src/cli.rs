@@ -92,11 +92,12 @@ delivered twice is written once (one written again after a crash is read once). 
     /// latency and failures (or slower, or failing more, on purpose).
     #[command(after_help = "\
 Examples:
-  tapedeck proxy --listen :7000 --upstream https://payments.internal --capture-dir payments/ --service payments \\
-                 --role dependency
-  tapedeck mock payments/ --listen 127.0.0.1:7001                     as recorded
-  tapedeck mock payments/ --listen 127.0.0.1:7001 --latency 3x        three times slower
-  tapedeck mock payments/ --listen 127.0.0.1:7001 --fault 'POST /charge: 2% 503, 1% reset, 0.5% timeout'
+  tapedeck proxy --listen :7000 --upstream https://payments.internal \\
+                 --capture-dir payments/ --service payments --role dependency
+  tapedeck mock payments/ --listen 127.0.0.1:7001                  as recorded
+  tapedeck mock payments/ --listen 127.0.0.1:7001 --latency 3x     three times slower
+  tapedeck mock payments/ --listen 127.0.0.1:7001 \\
+                --fault 'POST /charge: 2% 503, 1% reset, 0.5% timeout'
 
 Each request gets the recorded answer that fits it best: the same request (query
 parameters and JSON keys in any order), else the closest recorded request of its route;
