@@ -41,6 +41,8 @@ pub enum Answer {
         headers: http::HeaderMap,
         /// Its body as recorded (possibly cut at the proxy's `--max-body`).
         body: Bytes,
+        /// The body was recorded cut, or scrubbed away.
+        cut: bool,
     },
     /// No response: the dependency reset the connection, or never answered in time.
     Failed(ErrorKind),
@@ -91,8 +93,12 @@ struct Group {
 impl Group {
     /// The next answer of the sequence (the last one once past its end).
     fn take(&self) -> usize {
-        let i = self.next.fetch_add(1, Ordering::Relaxed).min(self.answers.len() - 1);
-        self.answers[i]
+        self.at(self.next.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// Answer `i` of the sequence (the last one past its end).
+    fn at(&self, i: usize) -> usize {
+        self.answers[i.min(self.answers.len() - 1)]
     }
 }
 
@@ -107,9 +113,13 @@ pub struct Index {
     /// Each route's recorded end latencies, sorted.
     latencies: FxHashMap<String, Vec<Duration>>,
     /// Which group answered a request like it, by the request's key.
-    memo: std::sync::Mutex<FxHashMap<u64, usize>>,
+    /// (the group, how many of its answers the request has had: a request like a
+    /// recorded sequence walks it on its own, never using up the recorded request's)
+    memo: std::sync::Mutex<FxHashMap<u64, (usize, usize)>>,
     /// Exchanges without an answer to give (cut off by the client, WebSocket sessions).
     pub skipped: u64,
+    /// Answers whose body was recorded cut (`--max-body`) or scrubbed away: served as kept.
+    pub cut: u64,
 }
 
 impl Index {
@@ -129,6 +139,7 @@ impl Index {
         let answer = match (&e.response, e.error) {
             _ if e.websocket.is_some() => None,
             (Some(r), None) => Some(Answer::Response {
+                cut: r.body.truncated,
                 status: r.status,
                 headers: r
                     .headers
@@ -155,6 +166,9 @@ impl Index {
             self.skipped += 1;
             return;
         };
+        if matches!(answer, Answer::Response { cut: true, .. }) {
+            self.cut += 1;
+        }
         let method = e.request.method.to_ascii_uppercase();
         let target = e.request.target.as_str();
         let route = route::route_key(&method, target);
@@ -213,9 +227,9 @@ impl Index {
             return Match::Found(&self.answers[self.groups[g].take()], MatchKind::Exact);
         }
         let route = route::route_key(&method, target);
-        let remembered = self.memo.lock().unwrap_or_else(|p| p.into_inner()).get(&request.key).copied();
-        if let Some(g) = remembered {
-            return Match::Found(&self.answers[self.groups[g].take()], MatchKind::Similar);
+        if let Some((g, taken)) = self.memo.lock().unwrap_or_else(|p| p.into_inner()).get_mut(&request.key) {
+            *taken += 1;
+            return Match::Found(&self.answers[self.groups[*g].at(*taken - 1)], MatchKind::Similar);
         }
         let candidates = self
             .by_path
@@ -227,15 +241,18 @@ impl Index {
             .take(MAX_CANDIDATES)
             .copied()
             // The highest score; the first recorded among equals.
-            .max_by(|&a, &b| request.score(&self.groups[a]).total_cmp(&request.score(&self.groups[b])).then(b.cmp(&a)));
+            // Each scored once; the highest score, the first recorded among equals.
+            .map(|g| (request.score(&self.groups[g]), g))
+            .max_by(|(a, ga), (b, gb)| a.total_cmp(b).then(gb.cmp(ga)))
+            .map(|(_, g)| g);
         match best {
             Some(g) => {
                 let mut memo = self.memo.lock().unwrap_or_else(|p| p.into_inner());
                 if memo.len() >= MEMO {
                     memo.clear();
                 }
-                memo.insert(request.key, g);
-                Match::Found(&self.answers[self.groups[g].take()], MatchKind::Similar)
+                memo.insert(request.key, (g, 1));
+                Match::Found(&self.answers[self.groups[g].at(0)], MatchKind::Similar)
             }
             None => Match::Unmatched { route },
         }
@@ -385,6 +402,16 @@ mod tests {
         // Nothing for the route.
         assert_eq!(body(index.answer("DELETE", "/users/1", b"")), ("DELETE /users/{id}".into(), None));
         assert_eq!(index.latencies("GET /jobs/{id}"), [Duration::from_millis(10), Duration::from_millis(12)]);
+        // A request like a recorded sequence walks it on its own.
+        let fresh = Index::build([
+            exchange("GET", "/jobs/1", "", 200, "pending", 10),
+            exchange("GET", "/jobs/1", "", 200, "done", 10),
+        ]);
+        for (target, want) in
+            [("/jobs/2", "pending"), ("/jobs/3", "pending"), ("/jobs/2", "done"), ("/jobs/1", "pending")]
+        {
+            assert_eq!(body(fresh.answer("GET", target, b"")).0, want, "{target}");
+        }
     }
 
     #[test]

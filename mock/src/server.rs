@@ -21,6 +21,14 @@ use crate::timing::{Fault, FaultRule, Latency, HOLD};
 /// Request bodies read for matching, at most.
 const MAX_REQUEST_BODY: usize = 16 << 20;
 
+/// How long a request's head, and its body, may take to arrive (a client that trickles
+/// holds a connection and a task no longer).
+const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+const BODY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Connections served at once, at most; more wait to be accepted.
+const MAX_CONNECTIONS: usize = 10_000;
+
 /// Routes counted apart, at most (the rest together): requests can name any path.
 const MAX_ROUTES: usize = 1_000;
 
@@ -130,7 +138,12 @@ impl Mock {
         stop: impl std::future::Future<Output = ()>,
     ) {
         tokio::pin!(stop);
+        let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
         loop {
+            let slot = tokio::select! {
+                _ = &mut stop => return,
+                slot = slots.clone().acquire_owned() => slot.expect("never closed"),
+            };
             let stream = tokio::select! {
                 _ = &mut stop => return,
                 accepted = listener.accept() => match accepted {
@@ -147,9 +160,10 @@ impl Mock {
             let mock = self.clone();
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |req| mock.clone().handle(req));
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
+                let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                builder.http1().timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT);
+                let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+                drop(slot);
             });
         }
     }
@@ -159,9 +173,13 @@ impl Mock {
         let (parts, body) = req.into_parts();
         let method = parts.method.as_str().to_string();
         let target = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
-        let body = match Limited::new(body, MAX_REQUEST_BODY).collect().await {
-            Ok(b) => b.to_bytes(),
-            Err(_) => return Ok(explain(413, "the request body is over 16 MiB, or broke off", &method, &target)),
+        let read = tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, MAX_REQUEST_BODY).collect()).await;
+        let body = match read {
+            Ok(Ok(b)) => b.to_bytes(),
+            Ok(Err(_)) | Err(_) => {
+                let why = "the request body is over 16 MiB, broke off, or took over 60 s";
+                return Ok(explain(413, "too-large", why, &method, &target));
+            }
         };
         let (recorded, kind) = match self.index.answer(&method, &target, &body) {
             Match::Found(r, kind) => (r, kind),
@@ -172,6 +190,7 @@ impl Mock {
                 drop(unmatched);
                 return Ok(explain(
                     self.config.unmatched_status,
+                    "not-recorded",
                     "tapedeck mock: nothing was recorded for this route",
                     &method,
                     &target,
@@ -208,12 +227,12 @@ impl Mock {
             }
             Some(Fault::Status(status)) => {
                 wait_until(came + head).await;
-                return Ok(explain(status, "tapedeck mock: a fault injected by --fault", &method, &target));
+                return Ok(explain(status, "injected", "tapedeck mock: a fault injected by --fault", &method, &target));
             }
             None => {}
         }
         let (status, headers, body) = match &recorded.answer {
-            Answer::Response { status, headers, body } => (*status, headers, body.clone()),
+            Answer::Response { status, headers, body, .. } => (*status, headers, body.clone()),
             // Production's dependency failed this one: so does the mock, when it did.
             Answer::Failed(_) => {
                 wait_until(came + end).await;
@@ -287,8 +306,9 @@ async fn wait_until(at: Instant) {
     }
 }
 
-/// An answer of the mock's own: `status` with a JSON body saying why.
-fn explain(status: u16, why: &str, method: &str, target: &str) -> hyper::Response<Body> {
+/// An answer of the mock's own: `status` with a JSON body saying why (none for a status
+/// that has no body), marked `x-tapedeck-mock: <tag>`.
+fn explain(status: u16, tag: &'static str, why: &str, method: &str, target: &str) -> hyper::Response<Body> {
     let path = target.split('?').next().unwrap_or_default();
     let body = serde_json::json!({
         "error": why,
@@ -296,10 +316,14 @@ fn explain(status: u16, why: &str, method: &str, target: &str) -> hyper::Respons
         "path": path,
         "route": tapedeck_captures::route::route_key(method, path),
     });
-    hyper::Response::builder()
-        .status(http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::NOT_FOUND))
-        .header(http::header::CONTENT_TYPE, "application/json")
-        .header("x-tapedeck-mock", "not-recorded")
-        .body(Full::new(Bytes::from(body.to_string())).boxed())
-        .expect("a valid response")
+    let status = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::NOT_FOUND);
+    let response = hyper::Response::builder().status(status).header("x-tapedeck-mock", tag);
+    let response = if status == 204 || status == 304 {
+        response.body(Full::new(Bytes::new()).boxed())
+    } else {
+        response
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::from(body.to_string())).boxed())
+    };
+    response.expect("a valid response")
 }

@@ -59,6 +59,12 @@ impl Latency {
     /// recorded at (`head`, `end`) on a route whose recorded latencies are `route`
     /// (sorted).
     pub fn apply(self, head: Duration, end: Duration, route: &[Duration]) -> (Duration, Duration) {
+        let (head, end) = self.unbounded(head, end, route);
+        // An hour at most, however the recorded times were scaled.
+        (head.min(MAX_DELAY), end.min(MAX_DELAY))
+    }
+
+    fn unbounded(self, head: Duration, end: Duration, route: &[Duration]) -> (Duration, Duration) {
         match self {
             Latency::Recorded => (head, end),
             Latency::Scaled(f) => (head.mul_f64(f), end.mul_f64(f)),
@@ -74,6 +80,9 @@ impl Latency {
         }
     }
 }
+
+/// The longest an answer is held back.
+const MAX_DELAY: Duration = Duration::from_secs(3600);
 
 /// A failure injected on purpose.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -147,8 +156,10 @@ impl std::str::FromStr for FaultRule {
                 "reset" => Fault::Reset,
                 "timeout" => Fault::Timeout,
                 code => match code.parse::<u16>() {
-                    Ok(c) if (100..=599).contains(&c) => Fault::Status(c),
-                    _ => return Err(format!("{s:?}: {code:?} is not a status, reset or timeout ({form})")),
+                    Ok(c) if (200..=599).contains(&c) => Fault::Status(c),
+                    _ => {
+                        return Err(format!("{s:?}: {code:?} is not a status (200 to 599), reset or timeout ({form})"))
+                    }
                 },
             };
             total += share;
@@ -228,7 +239,8 @@ mod tests {
         assert!(
             near(Some(Fault::Status(503)), 2.0) && near(Some(Fault::Reset), 1.0) && near(Some(Fault::Timeout), 0.5)
         );
-        for bad in ["", "2%", "2% teapot", "POST charge: 2% 503", "60% 503, 50% reset", "2% 99", "x%: 1% 500"] {
+        for bad in ["", "2%", "2% teapot", "POST charge: 2% 503", "60% 503, 50% reset", "2% 99", "2% 101", "x%: 1% 500"]
+        {
             assert!(bad.parse::<FaultRule>().is_err(), "{bad}");
         }
     }

@@ -106,8 +106,8 @@ fn config(args: &MockArgs) -> Result<MockConfig> {
         .iter()
         .map(|f| f.parse::<FaultRule>().map_err(|e| anyhow!("--fault {e}")))
         .collect::<Result<Vec<_>>>()?;
-    if !(100..=599).contains(&args.unmatched_status) {
-        bail!("--unmatched-status {}: an HTTP status, 100 to 599", args.unmatched_status);
+    if !(200..=599).contains(&args.unmatched_status) {
+        bail!("--unmatched-status {}: a final HTTP status, 200 to 599", args.unmatched_status);
     }
     Ok(MockConfig { latency, faults, unmatched_status: args.unmatched_status, seed: args.seed })
 }
@@ -117,6 +117,13 @@ pub fn run(args: MockArgs) -> Result<ExitCode> {
     let config = config(&args)?;
     let index = load(&args.paths, args.service.as_deref())?;
     let (answers, routes, skipped) = (index.len(), index.routes(), index.skipped);
+    if index.cut > 0 {
+        say!(
+            "note: {} recorded answers have bodies cut at the proxy's --max-body or scrubbed away; they are served as \
+             kept (record with a larger --max-body, or a scrub policy that keeps them, for whole bodies)",
+            index.cut
+        );
+    }
     let mock = Mock::new(index, config);
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
