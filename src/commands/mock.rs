@@ -1,7 +1,6 @@
 //! `tapedeck mock`: a dependency served back from tapes recorded in front of it, with the
 //! latency and failures it had in production (or slower, or failing more, on purpose).
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -19,7 +18,7 @@ pub struct MockArgs {
     /// Where to answer, e.g. `127.0.0.1:7001` (point the application's base URL for the
     /// dependency there).
     #[arg(long, value_name = "ADDR")]
-    pub listen: SocketAddr,
+    pub listen: String,
     /// Only the captures of this service (tapes written with `proxy --service NAME`).
     #[arg(long, value_name = "NAME")]
     pub service: Option<String>,
@@ -41,7 +40,7 @@ pub struct MockArgs {
     pub seed: Option<u64>,
     /// Serve `/metrics` (Prometheus) on this address.
     #[arg(long, value_name = "ADDR")]
-    pub admin: Option<SocketAddr>,
+    pub admin: Option<String>,
 }
 
 /// The recorded answers under `paths` (of `service` only, when given), indexed.
@@ -50,6 +49,7 @@ fn load(paths: &[PathBuf], service: Option<&str>) -> Result<Index> {
     let mut services = std::collections::BTreeSet::new();
     // (exchange, recorded in front of a service rather than a dependency)
     let mut exchanges = Vec::new();
+    let mut replayed = 0u64;
     while let Some((segment, exchange)) = reader.next_with_segment() {
         let label = |key: &str| {
             reader.reports()[segment]
@@ -57,6 +57,12 @@ fn load(paths: &[PathBuf], service: Option<&str>) -> Result<Index> {
                 .as_ref()
                 .and_then(|h| h.labels.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone()))
         };
+        // Answers a replay got from staging are not the dependency's.
+        let header = reader.reports()[segment].header.as_ref();
+        if header.is_some_and(|h| h.kind == tapedeck_captures::tape::TapeKind::Replay) {
+            replayed += 1;
+            continue;
+        }
         let labelled = label("service");
         if let Some(s) = &labelled {
             services.insert(s.clone());
@@ -66,6 +72,9 @@ fn load(paths: &[PathBuf], service: Option<&str>) -> Result<Index> {
         }
     }
     super::warn_damage(&reader);
+    if replayed > 0 {
+        say!("note: {replayed} exchanges of replay results (`tapedeck replay --results`) left out: staging's answers, not the dependency's");
+    }
     // A directory holding a service's own captures beside its dependencies' (`proxy
     // --role dependency`): the dependencies' answers only.
     let dependencies = exchanges.iter().any(|(_, ingress)| !ingress);
@@ -115,6 +124,8 @@ fn config(args: &MockArgs) -> Result<MockConfig> {
 pub fn run(args: MockArgs) -> Result<ExitCode> {
     // Flags first: a usage error never waits for the tapes to be read.
     let config = config(&args)?;
+    let listen = super::proxy::socket_addr("listen", &args.listen)?;
+    let admin = args.admin.as_deref().map(|a| super::proxy::socket_addr("admin", a)).transpose()?;
     let index = load(&args.paths, args.service.as_deref())?;
     let (answers, routes, skipped) = (index.len(), index.routes(), index.skipped);
     if index.cut > 0 {
@@ -129,11 +140,11 @@ pub fn run(args: MockArgs) -> Result<ExitCode> {
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
     runtime.block_on(async {
         let mut stop = super::signals::Stop::install();
-        let listener = tokio::net::TcpListener::bind(args.listen)
+        let listener = tokio::net::TcpListener::bind(listen)
             .await
-            .with_context(|| format!("--listen {}: cannot listen there", args.listen))?;
-        let addr = listener.local_addr().unwrap_or(args.listen);
-        if let Some(admin) = args.admin {
+            .with_context(|| format!("--listen {listen}: cannot listen there"))?;
+        let addr = listener.local_addr().unwrap_or(listen);
+        if let Some(admin) = admin {
             let admin = tokio::net::TcpListener::bind(admin)
                 .await
                 .with_context(|| format!("--admin {admin}: cannot listen there"))?;

@@ -266,7 +266,7 @@ pub(super) fn size(flag: &str, value: Option<&str>, default: u64) -> Result<u64>
 }
 
 /// `:8080` means every interface.
-fn socket_addr(flag: &str, value: &str) -> Result<SocketAddr> {
+pub(crate) fn socket_addr(flag: &str, value: &str) -> Result<SocketAddr> {
     let full = if value.starts_with(':') { format!("0.0.0.0{value}") } else { value.to_string() };
     full.parse().map_err(|_| anyhow!("--{flag} {value:?}: expected HOST:PORT such as 127.0.0.1:8080 or :8080"))
 }
