@@ -479,14 +479,7 @@ fn take_capture(sink: &mut Sink, message: &jetstream::Message) -> Result<Taken, 
 /// acknowledged or taken from other consumers (`replay nats://…`).
 pub async fn snapshot(config: ArchiveConfig, from: Option<i64>, to: Option<i64>) -> Result<ArchiveReport, StreamError> {
     let stream_error = |why: String| StreamError::Stream { stream: config.address.stream.clone(), why };
-    let client = config
-        .auth
-        .options("tapedeck replay")
-        .await?
-        .connect(config.address.server_urls())
-        .await
-        .map_err(|e| crate::connect_error(&config.address, &e))?;
-    let js = jetstream::new(client);
+    let js = crate::connect(&config.address, &config.auth, "tapedeck replay").await?;
     let mut stream =
         open_stream(&js, &ArchiveConfig { create_stream: None, suggest_create: false, ..config.clone() }).await?;
     let last = stream.info().await.map_err(|e| stream_error(e.to_string()))?.state.last_sequence;

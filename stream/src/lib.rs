@@ -172,6 +172,18 @@ pub(crate) async fn ensure_subjects(
     }
 }
 
+/// A JetStream context on `address`, logged in as `auth` says, named `name` on the
+/// server; a failure said for people.
+pub(crate) async fn connect(
+    address: &address::StreamAddress,
+    auth: &address::NatsAuth,
+    name: &str,
+) -> Result<async_nats::jetstream::Context, StreamError> {
+    let client =
+        auth.options(name).await?.connect(address.server_urls()).await.map_err(|e| connect_error(address, &e))?;
+    Ok(async_nats::jetstream::new(client))
+}
+
 /// Why a connection failed, for people: the client's reason and what to do.
 pub(crate) fn connect_error(address: &address::StreamAddress, e: &async_nats::ConnectError) -> StreamError {
     use async_nats::ConnectErrorKind as K;

@@ -70,16 +70,6 @@ fn subject(run: &str, part: &str) -> String {
     format!("tapedeck.results.{run}.{part}")
 }
 
-async fn connect(address: &StreamAddress, auth: &NatsAuth, name: &str) -> Result<jetstream::Context, StreamError> {
-    let client = auth
-        .options(name)
-        .await?
-        .connect(address.server_urls())
-        .await
-        .map_err(|e| crate::connect_error(address, &e))?;
-    Ok(jetstream::new(client))
-}
-
 /// A connection to the stream, checked to take the run's subjects: made before a replay
 /// so that a run that could not publish its report fails before it starts, not after.
 pub struct Publisher {
@@ -92,7 +82,7 @@ impl Publisher {
     /// it only with `create_stream`).
     pub async fn open(config: ResultsConfig) -> Result<Publisher, StreamError> {
         check_run_id(&config.run)?;
-        let js = connect(&config.address, &config.auth, "tapedeck replay").await?;
+        let js = crate::connect(&config.address, &config.auth, "tapedeck replay").await?;
         crate::ensure_subjects(
             &js,
             &config.address,
@@ -175,7 +165,7 @@ fn split_of(part: &str) -> Option<u64> {
 pub async fn fetch(address: &StreamAddress, auth: &NatsAuth, run: &str) -> Result<Fetched, StreamError> {
     check_run_id(run)?;
     let stream_error = |why: String| StreamError::Stream { stream: address.stream.clone(), why };
-    let js = connect(address, auth, "tapedeck report").await?;
+    let js = crate::connect(address, auth, "tapedeck report").await?;
     let mut stream = match js.get_stream(&address.stream).await {
         Ok(s) => s,
         Err(e) if crate::sink::is_not_found(&e) => {
