@@ -71,3 +71,15 @@ stop_work() {
     if declare -F on_exit > /dev/null; then on_exit; fi
     [ -n "${KEEP_WORK:-}" ] || rm -rf "$WORK"
 }
+
+# wrk_row WRK_ARGS...: runs `wrk --latency WRK_ARGS...` and prints one line:
+# "REQUESTS/S P50 P99 [errors…]" (wrk's units).
+wrk_row() {
+    local out rps p50 p99 errors
+    out=$(wrk --latency "$@")
+    rps=$(echo "$out" | awk '/^Requests\/sec:/ {print $2}')
+    p50=$(echo "$out" | awk '$1 == "50%" {print $2}')
+    p99=$(echo "$out" | awk '$1 == "99%" {print $2}')
+    errors=$(echo "$out" | awk '/Non-2xx|Socket errors/ {print}' | tr '\n' ' ')
+    echo "$rps $p50 $p99 $errors"
+}

@@ -64,11 +64,7 @@ for round in $(seq "$ROUNDS"); do
     for target in nginx:18181 mitmproxy:18186 tapedeck-mock:18185; do
         name=${target%%:*}
         port=${target##*:}
-        out=$(wrk --latency -t2 -c"$CONNS" -d"$DURATION" "http://127.0.0.1:$port/items/7")
-        rps=$(echo "$out" | awk '/^Requests\/sec:/ {print $2}')
-        p99=$(echo "$out" | awk '$1 == "99%" {print $2}')
-        errors=$(echo "$out" | awk '/Non-2xx|Socket errors/ {print}' | tr '\n' ' ')
-        echo "$round $name $rps $p99 $errors" | tee -a "$RESULTS"
+        echo "$round $name $(wrk_row -t2 -c"$CONNS" -d"$DURATION" "http://127.0.0.1:$port/items/7")" | tee -a "$RESULTS"
     done
 done
 python3 - "$RESULTS" <<'PY'
@@ -78,7 +74,7 @@ from stats import ms
 rows = {}
 for line in open(sys.argv[1]):
     p = line.split()
-    rows.setdefault(p[1], []).append((float(p[2]), ms(p[3])))
+    rows.setdefault(p[1], []).append((float(p[2]), ms(p[4])))
 med = {k: (statistics.median(r for r, _ in v), statistics.median(p for _, p in v)) for k, v in rows.items()}
 print("\n| target | requests/s (median) | p99 ms | per round |")
 print("|---|---:|---:|---|")

@@ -50,9 +50,7 @@ RESULTS="$WORK/results.txt"
 : > "$RESULTS"
 for round in $(seq "$ROUNDS"); do
     for target in nginx:18282 old-off:18283 new-off:18284 old-capture:18285 new-capture:18286; do
-        out=$(wrk --latency -t2 -c"$CONNS" -d"$DURATION" "http://127.0.0.1:${target##*:}/")
-        rps=$(echo "$out" | awk '/^Requests\/sec:/ {print $2}')
-        p99=$(echo "$out" | awk '$1 == "99%" {print $2}')
+        read -r rps _ p99 _ < <(wrk_row -t2 -c"$CONNS" -d"$DURATION" "http://127.0.0.1:${target##*:}/")
         echo "$round ${target%%:*} $rps $p99" | tee -a "$RESULTS"
     done
 done

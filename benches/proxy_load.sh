@@ -169,11 +169,7 @@ for round in $(seq "$ROUNDS"); do
                 -z "$DURATION" "http://127.0.0.1:$port/")
             read -r rps p50 p99 errors < <(echo "$out" | python3 benches/stats.py oha-row)
         else
-            out=$(wrk --latency -t"$THREADS" -c"$CONNS" -d"$DURATION" "http://127.0.0.1:$port/")
-            rps=$(echo "$out" | awk '/^Requests\/sec:/ {print $2}')
-            p99=$(echo "$out" | awk '$1 == "99%" {print $2}')
-            p50=$(echo "$out" | awk '$1 == "50%" {print $2}')
-            errors=$(echo "$out" | awk '/Non-2xx|Socket errors/ {print}' | tr '\n' ' ')
+            read -r rps p50 p99 errors < <(wrk_row -t"$THREADS" -c"$CONNS" -d"$DURATION" "http://127.0.0.1:$port/")
         fi
         echo "$round $name $rps $p50 $p99 $errors" | tee -a "$RESULTS"
     done

@@ -50,9 +50,7 @@ for round in $(seq "$ROUNDS"); do
     for target in disk:18183 sink:18184; do
         name=${target%%:*}
         port=${target##*:}
-        out=$(wrk --latency -t"$THREADS" -c"$CONNS" -d"$DURATION" "http://127.0.0.1:$port/")
-        rps=$(echo "$out" | awk '/^Requests\/sec:/ {print $2}')
-        p99=$(echo "$out" | awk '$1 == "99%" {print $2}')
+        read -r rps _ p99 _ < <(wrk_row -t"$THREADS" -c"$CONNS" -d"$DURATION" "http://127.0.0.1:$port/")
         echo "proxy $round $name $rps $p99" | tee -a "$RESULTS"
     done
 done
