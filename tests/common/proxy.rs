@@ -17,6 +17,8 @@ pub struct ProxyProcess {
     pub addr: SocketAddr,
     pub admin: Option<SocketAddr>,
     stderr: mpsc::Receiver<String>,
+    /// Lines said before the address (a sink's first complaint can come that early).
+    early: Vec<String>,
 }
 
 impl ProxyProcess {
@@ -35,6 +37,7 @@ impl ProxyProcess {
             }
         });
         let deadline = Instant::now() + Duration::from_secs(20);
+        let mut early = Vec::new();
         loop {
             let line = rx
                 .recv_timeout(deadline.saturating_duration_since(Instant::now()))
@@ -43,8 +46,9 @@ impl ProxyProcess {
                 let addr = rest.split_whitespace().next().unwrap().parse().unwrap();
                 let admin =
                     rest.split("metrics at http://").nth(1).and_then(|a| a.trim_end_matches("/metrics").parse().ok());
-                return ProxyProcess { child, addr, admin, stderr: rx };
+                return ProxyProcess { child, addr, admin, stderr: rx, early };
             }
+            early.push(line);
         }
     }
 
@@ -76,7 +80,7 @@ impl ProxyProcess {
         let deadline = Instant::now() + limit;
         loop {
             if let Some(status) = self.child.0.try_wait().unwrap() {
-                let lines = self.stderr.try_iter().collect();
+                let lines = std::mem::take(&mut self.early).into_iter().chain(self.stderr.try_iter()).collect();
                 return (status.code().unwrap_or(-1), lines);
             }
             assert!(Instant::now() < deadline, "the proxy did not exit");
