@@ -497,3 +497,41 @@ fn a_failed_rename_is_retried_and_a_restart_renames_what_was_closed() {
     assert_eq!(w.recover_closed_partials(), std::slice::from_ref(&final_path));
     assert!(final_path.exists() && crashed.exists() && !partial.exists());
 }
+
+#[test]
+fn a_replay_leaves_out_what_was_recorded_in_front_of_dependencies() {
+    let dir = tempfile::tempdir().unwrap();
+    // (Other counts: a block stored twice is read once.)
+    let write = |sub: &str, labels: &[(&str, &str)], count: usize| {
+        let mut c = config(&dir.path().join(sub));
+        c.labels = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        write_all(c, &synth(count))
+    };
+    let shop = write("shop", &[("service", "shop"), ("role", "ingress")], 3);
+    let payments = write("payments", &[("service", "payments"), ("role", "dependency")], 5);
+    let fx = write("fx", &[("service", "fx")], 4);
+    let all = tapedeck_captures::tape::discover(&[dir.path()]).unwrap();
+    let split = |mocked: &[&str]| {
+        let mocked: Vec<String> = mocked.iter().map(|s| s.to_string()).collect();
+        let (mut traffic, mut deps) = tapedeck_captures::tape::split_dependencies(all.clone(), &mocked);
+        traffic.sort();
+        deps.sort();
+        (traffic, deps)
+    };
+    let sorted = |parts: &[&Vec<PathBuf>]| {
+        let mut v: Vec<PathBuf> = parts.iter().flat_map(|p| p.iter().cloned()).collect();
+        v.sort();
+        v
+    };
+    // A dependency by its role; one named by --mock whatever its role.
+    assert_eq!(split(&[]), (sorted(&[&shop, &fx]), sorted(&[&payments])));
+    assert_eq!(split(&["fx"]), (sorted(&[&shop]), sorted(&[&payments, &fx])));
+    // Only a dependency's own captures: they are the traffic (its staging copy replayed).
+    let (only, _) = tapedeck_captures::tape::split_dependencies(payments.clone(), &[]);
+    assert_eq!(only, payments);
+    // …unless it is mocked: then there is nothing to send.
+    let (none, deps) = tapedeck_captures::tape::split_dependencies(payments.clone(), &["payments".to_string()]);
+    assert!(none.is_empty() && deps == payments);
+    let (reader, left_out) = TapeReader::open_traffic(&[dir.path()], &[]).unwrap();
+    assert_eq!((reader.count(), left_out.len()), (7, payments.len()));
+}

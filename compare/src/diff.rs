@@ -91,6 +91,9 @@ pub struct Diff {
     pub replayed: String,
     /// Set when the values look generated (`uuid`, `timestamp`, `token`): noise.
     pub generated: Option<&'static str>,
+    /// For a status difference: the start of the replayed answer's body (scrubbed), which
+    /// says why when the target explains its error (`payments timed out after 500 ms`).
+    pub answer: Option<String>,
 }
 
 /// Compares `replayed` with `recorded` under `config`; `route` is the exchange's route key,
@@ -124,7 +127,11 @@ pub fn compare_call(
             &recorded.status.to_string(),
             &replayed.status.to_string(),
         );
-        // Another status means another body: its differences would only repeat this one.
+        // Another status means another body: its differences would only repeat this one;
+        // what the target said instead is shown with it.
+        if let Some(d) = out.diffs.last_mut() {
+            d.answer = answer_excerpt(&replayed.body.data.bytes(), config);
+        }
         return out.diffs;
     }
     // gRPC's status is in its trailers (or, for a call that failed at once, its head): a
@@ -264,8 +271,31 @@ impl Out<'_> {
             Some(s) => (shorten(&s.scrub_value(&at, recorded)), shorten(&s.scrub_value(&at, replayed))),
             None => (shorten(recorded), shorten(replayed)),
         };
-        self.diffs.push(Diff { kind, key, at, recorded, replayed, generated });
+        self.diffs.push(Diff { kind, key, at, recorded, replayed, generated, answer: None });
     }
+}
+
+/// Body bytes read for an answer's excerpt.
+const EXCERPT_READ: usize = 4096;
+
+/// The start of an answer's body, when it is text: scrubbed (as a document), on one line,
+/// shortened.
+fn answer_excerpt(body: &[u8], config: &CompareConfig) -> Option<String> {
+    let head = &body[..body.len().min(EXCERPT_READ)];
+    let text = match std::str::from_utf8(head) {
+        Ok(t) => t,
+        // Cut inside a character: up to it.
+        Err(e) if e.error_len().is_none() => std::str::from_utf8(&head[..e.valid_up_to()]).ok()?,
+        Err(_) => return None,
+    };
+    if text.trim().is_empty() || text.chars().any(|c| c.is_control() && !c.is_whitespace()) {
+        return None;
+    }
+    let text = match &config.scrub {
+        Some(s) => s.scrub_value("body", text),
+        None => text.to_string(),
+    };
+    Some(shorten(&text.split_whitespace().collect::<Vec<_>>().join(" ")))
 }
 
 fn shorten(s: &str) -> String {

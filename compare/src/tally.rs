@@ -24,6 +24,9 @@ pub struct Example {
     pub recorded: String,
     /// Replayed value.
     pub replayed: String,
+    /// For a status difference: the start of the replayed answer's body (scrubbed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -79,8 +82,13 @@ impl RouteTally {
                     k.generated = None;
                 }
             } else if self.keys.len() < LIMIT {
-                let example =
-                    Example { request: request.to_string(), at: d.at, recorded: d.recorded, replayed: d.replayed };
+                let example = Example {
+                    request: request.to_string(),
+                    at: d.at,
+                    recorded: d.recorded,
+                    replayed: d.replayed,
+                    answer: d.answer,
+                };
                 self.keys.insert(d.key, KeyTally { kind: d.kind, count: 1, example, generated: d.generated });
             }
         }
@@ -325,6 +333,7 @@ mod tests {
             recorded: "a".into(),
             replayed: "b".into(),
             generated,
+            answer: None,
         }
     }
 

@@ -53,7 +53,7 @@ impl Default for MockConfig {
 }
 
 /// What one route was answered.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct RouteStats {
     /// Requests recorded exactly.
     pub exact: u64,
@@ -65,6 +65,27 @@ pub struct RouteStats {
     pub recorded_failures: u64,
     /// Faults injected, by kind (`503`, `reset`, `timeout`).
     pub injected: BTreeMap<String, u64>,
+    /// Calls whose caller went away before the answer was out (its own timeout, most
+    /// likely: with `--latency 3x`, the timeouts the slower dependency fires).
+    pub abandoned: u64,
+    /// How long the answers took, µs from the request's head to the answer's last byte
+    /// handed to the connection (answers only: not resets, timeouts, unmatched).
+    pub served_us: Option<hdrhistogram::Histogram<u64>>,
+}
+
+impl RouteStats {
+    /// Requests of this route, however they were answered.
+    pub fn calls(&self) -> u64 {
+        self.exact + self.similar + self.unmatched
+    }
+}
+
+/// The largest answer time kept apart in the histograms (longer ones count as this), µs:
+/// answers are delayed an hour at most.
+const MAX_SERVED_US: u64 = 2 * 3600 * 1_000_000;
+
+fn served_histogram() -> hdrhistogram::Histogram<u64> {
+    hdrhistogram::Histogram::new_with_bounds(1, MAX_SERVED_US, 3).expect("valid bounds")
 }
 
 /// One recorded route's counts, kept without a lock.
@@ -74,6 +95,46 @@ struct Counters {
     similar: AtomicU64,
     recorded_failures: AtomicU64,
     injected: Mutex<BTreeMap<String, u64>>,
+    served: Mutex<Option<hdrhistogram::Histogram<u64>>>,
+    abandoned: AtomicU64,
+}
+
+/// An answer being prepared: counted as abandoned if its caller goes away first (hyper
+/// drops the answer's future, or its body, when the connection closes).
+struct Pending {
+    mock: Arc<Mock>,
+    route: String,
+    came: Instant,
+    done: bool,
+}
+
+impl Pending {
+    /// The answer is out.
+    fn served(mut self) {
+        self.done = true;
+        if let Some(c) = self.mock.recorded.get(&self.route) {
+            c.served(self.came.elapsed());
+        }
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if !self.done {
+            if let Some(c) = self.mock.recorded.get(&self.route) {
+                c.abandoned.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+impl Counters {
+    /// An answer of this route went out `took` after its request came.
+    fn served(&self, took: Duration) {
+        let us = (took.as_micros() as u64).clamp(1, MAX_SERVED_US);
+        let mut h = self.served.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = h.get_or_insert_with(served_histogram).record(us);
+    }
 }
 
 /// A dependency mock: its recorded answers and what it has served.
@@ -120,8 +181,10 @@ impl Mock {
                 unmatched: 0,
                 recorded_failures: c.recorded_failures.load(Ordering::Relaxed),
                 injected: c.injected.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+                served_us: c.served.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+                abandoned: c.abandoned.load(Ordering::Relaxed),
             };
-            if s != RouteStats::default() {
+            if s.calls() > 0 {
                 stats.insert(route.clone(), s);
             }
         }
@@ -231,11 +294,13 @@ impl Mock {
             }
             None => {}
         }
+        let mut pending = Pending { mock: self.clone(), route: route.to_string(), came, done: false };
         let (status, headers, body) = match &recorded.answer {
             Answer::Response { status, headers, body, .. } => (*status, headers, body.clone()),
             // Production's dependency failed this one: so does the mock, when it did.
             Answer::Failed(_) => {
                 wait_until(came + end).await;
+                pending.done = true;
                 return Err(Closed);
             }
         };
@@ -252,10 +317,12 @@ impl Mock {
         // The body at its recorded end (its head went out at the recorded head).
         let rest = end.saturating_sub(head);
         let body: Body = if rest.is_zero() || body.is_empty() {
+            pending.served();
             Full::new(body).boxed()
         } else {
             let frame = futures_util::stream::once(async move {
                 tokio::time::sleep(rest).await;
+                pending.served();
                 Ok::<_, Infallible>(Frame::data(body))
             });
             StreamBody::new(frame).boxed()
@@ -275,6 +342,13 @@ impl Mock {
             for (how, n) in [("exact", s.exact), ("similar", s.similar), ("unmatched", s.unmatched)] {
                 let _ = writeln!(out, "tapedeck_mock_requests_total{{route=\"{}\",match=\"{how}\"}} {n}", label(route));
             }
+        }
+        out.push_str(
+            "# HELP tapedeck_mock_abandoned_total Calls whose caller went away before the answer (its timeout?).\n",
+        );
+        out.push_str("# TYPE tapedeck_mock_abandoned_total counter\n");
+        for (route, s) in stats.iter().filter(|(_, s)| s.abandoned > 0) {
+            let _ = writeln!(out, "tapedeck_mock_abandoned_total{{route=\"{}\"}} {}", label(route), s.abandoned);
         }
         out.push_str("# HELP tapedeck_mock_faults_total Failures served: injected by --fault, or as recorded.\n");
         out.push_str("# TYPE tapedeck_mock_faults_total counter\n");

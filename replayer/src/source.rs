@@ -95,6 +95,10 @@ pub struct Selection {
     pub shard: Option<Shard>,
     /// At most this many exchanges.
     pub limit: Option<u64>,
+    /// Services mocked in this run (`replay --mock NAME=ADDR`): their tapes answer the
+    /// mocks and are not replayed, like every tape recorded in front of a dependency
+    /// ([`split_dependencies`](tapedeck_captures::tape::split_dependencies)).
+    pub mocked: Vec<String>,
 }
 
 impl Selection {
@@ -213,7 +217,7 @@ pub struct Source {
 impl Source {
     /// Opens the tapes under `paths`.
     pub fn open(paths: &[PathBuf], selection: Selection) -> Result<Source, SourceError> {
-        let reader = TapeReader::open(paths)?;
+        let (reader, _) = TapeReader::open_traffic(paths, &selection.mocked)?;
         let route_regexes = selection
             .routes
             .iter()
@@ -253,7 +257,7 @@ impl Source {
         let Some(first) = self.pass_first else { return Ok(None) };
         let span = self.pass_last - first;
         let gap = if self.pass_count > 1 { span / (self.pass_count as i64 - 1) } else { 0 };
-        self.reader = TapeReader::open(&self.paths)?;
+        self.reader = TapeReader::open_traffic(&self.paths, &self.selection.mocked)?.0;
         self.pass_first = None;
         self.pass_count = 0;
         self.exhausted_window = false;

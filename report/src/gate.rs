@@ -19,6 +19,7 @@ pub const METRICS: &[(&str, &str)] = &[
     ("p99_ratio", "replayed / recorded p99 latency (globally: the worst route)"),
     ("lag_p99_ms", "p99 lag of sends behind the schedule, ms (global only)"),
     ("not_compared", "complete answers not compared because the comparer fell behind (global only)"),
+    ("mock_unmatched", "calls the target made to a `--mock` that nothing recorded answers: a changed outbound call pattern (global only)"),
     ("tape_damaged_exchanges", "recorded exchanges lost to tape damage, not replayed (global only; at least this many when not exact)"),
 ];
 
@@ -95,7 +96,9 @@ impl std::str::FromStr for Gate {
         if !METRICS.iter().any(|(m, _)| *m == metric) {
             return Err(usage(text, &format!("unknown metric `{metric}`")));
         }
-        if route.is_some() && matches!(metric.as_str(), "lag_p99_ms" | "tape_damaged_exchanges" | "not_compared") {
+        if route.is_some()
+            && matches!(metric.as_str(), "lag_p99_ms" | "tape_damaged_exchanges" | "not_compared" | "mock_unmatched")
+        {
             return Err(usage(text, &format!("{metric} is global")));
         }
         let (number, scale) = match number.strip_suffix('%') {
@@ -181,6 +184,10 @@ impl Gate {
             "lag_p99_ms" => report.lag.ms.map(|l| l.p99),
             "tape_damaged_exchanges" => Some(report.tape_damage.as_ref().map_or(0, |d| d.exchanges_lost) as f64),
             "not_compared" => report.compare.as_ref().map(|c| c.shed as f64),
+            // No mock, no data: a gate on mocks without one fails rather than passes.
+            "mock_unmatched" => {
+                (!report.mocks.is_empty()).then(|| report.mocks.iter().map(|m| m.unmatched()).sum::<u64>() as f64)
+            }
             q => report
                 .routes
                 .iter()
@@ -195,7 +202,13 @@ impl Gate {
 fn shown(v: f64, metric: &str) -> String {
     match metric {
         "diff_rate" | "error_rate" => format!("{:.2}%", v * 100.0),
-        "diffs" | "errors" | "new_5xx" | "new_grpc_faults" | "tape_damaged_exchanges" | "not_compared" => {
+        "diffs"
+        | "errors"
+        | "new_5xx"
+        | "new_grpc_faults"
+        | "tape_damaged_exchanges"
+        | "not_compared"
+        | "mock_unmatched" => {
             format!("{v:.0}")
         }
         _ => format!("{v:.2}"),

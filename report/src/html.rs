@@ -102,6 +102,7 @@ pub fn render(report: &ReplayReport) -> String {
         o.push_str("</div>");
     }
     differences(&mut o, report, a, b);
+    crate::mocks::html(&mut o, &report.mocks);
     gates(&mut o, report);
     o.push_str("</main></body></html>\n");
     o
@@ -249,6 +250,9 @@ fn differences(o: &mut String, r: &ReplayReport, a: &str, b: &str) {
                 escape(if e.recorded.is_empty() { "(absent)" } else { &e.recorded }),
                 escape(if e.replayed.is_empty() { "(absent)" } else { &e.replayed })
             );
+            if let Some(answer) = &e.answer {
+                let _ = write!(o, "<div class=\"sub\">{b} answer: <code>{}</code></div>", escape(answer));
+            }
         }
         if !d.noise.is_empty() {
             let noise: Vec<String> =

@@ -28,11 +28,12 @@ pub fn render(report: &ReplayReport) -> String {
     let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
     let route_failures = report.routes.iter().filter(|r| !r.problems().is_empty()).count();
     let gate_failures = report.gates.iter().filter(|g| !g.passed).count();
+    let mock_failures = report.mocks.iter().filter(|m| m.unmatched() > 0).count();
     let _ = writeln!(
         out,
         "<testsuites name=\"tapedeck replay\" tests=\"{}\" failures=\"{}\" time=\"{:.3}\">",
-        report.routes.len() + report.gates.len(),
-        route_failures + gate_failures,
+        report.routes.len() + report.gates.len() + report.mocks.len(),
+        route_failures + gate_failures + mock_failures,
         report.duration_secs
     );
     let _ = writeln!(
@@ -56,14 +57,15 @@ pub fn render(report: &ReplayReport) -> String {
             let e = &f.example;
             let _ = writeln!(
                 detail,
-                "{} {} in {} response(s), e.g. {} at {}: recorded `{}` → replayed `{}`",
+                "{} {} in {} response(s), e.g. {} at {}: recorded `{}` → replayed `{}`{}",
                 f.kind.as_str(),
                 f.key,
                 f.count,
                 e.request,
                 e.at,
                 e.recorded,
-                e.replayed
+                e.replayed,
+                e.answer.as_ref().map(|a| format!(" ({a})")).unwrap_or_default()
             );
         }
         let _ = writeln!(
@@ -74,6 +76,7 @@ pub fn render(report: &ReplayReport) -> String {
         );
     }
     let _ = writeln!(out, "  </testsuite>");
+    crate::mocks::junit(&mut out, &report.mocks);
     if !report.gates.is_empty() {
         let _ =
             writeln!(out, "  <testsuite name=\"gates\" tests=\"{}\" failures=\"{gate_failures}\">", report.gates.len());

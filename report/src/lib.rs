@@ -18,6 +18,7 @@ pub mod gate;
 pub mod html;
 pub mod junit;
 pub mod merge;
+pub mod mocks;
 mod model;
 pub mod stats;
 pub mod terminal;

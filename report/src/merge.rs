@@ -178,7 +178,7 @@ pub struct Merged {
     pub warnings: Vec<String>,
 }
 
-fn encode(h: &Histogram<u64>) -> String {
+pub(crate) fn encode(h: &Histogram<u64>) -> String {
     let mut bytes = Vec::new();
     // Writing into memory fails only for a histogram the encoding cannot hold, which the
     // constructors here never make; an empty string then reads back as empty.
@@ -196,7 +196,7 @@ const MAX_TRACKABLE_US: u64 = crate::stats::MAX_LAG_US;
 /// Shards of one run at most (a larger N is no split tapedeck makes sense of).
 const MAX_SHARDS: u32 = 10_000;
 
-fn decode_into(text: &str, into: &mut Histogram<u64>) -> Result<(), String> {
+pub(crate) fn decode_into(text: &str, into: &mut Histogram<u64>) -> Result<(), String> {
     if text.is_empty() {
         return Ok(());
     }
@@ -450,6 +450,7 @@ pub fn merge(parts: Vec<Part>, config: &CompareConfig) -> Result<Merged, MergeEr
     let mut causes = BTreeMap::new();
     let mut results = Vec::new();
     let mut damage: Option<TapeDamage> = None;
+    let mut mocks = Vec::new();
     for p in parts {
         let Part { name, mut report } = p;
         let doc = *report.stats.take().expect("checked above");
@@ -464,6 +465,7 @@ pub fn merge(parts: Vec<Part>, config: &CompareConfig) -> Result<Merged, MergeEr
             causes.entry(k).or_insert(v);
         }
         results.extend(report.results);
+        mocks.push(report.mocks);
         // Every shard reads the whole tapes: their damage is the same damage, not a sum.
         if let Some(d) = report.tape_damage {
             if damage.as_ref().is_none_or(|mine| d.exchanges_lost > mine.exchanges_lost) {
@@ -481,6 +483,7 @@ pub fn merge(parts: Vec<Part>, config: &CompareConfig) -> Result<Merged, MergeEr
     report.interrupted = interrupted;
     report.tape_damage = damage;
     report.merged_from = merged_from;
+    report.mocks = crate::mocks::merge(mocks);
     if !missing.is_empty() {
         let covered: Vec<String> = seen.keys().map(u32::to_string).collect();
         report.shard = Some(format!("{}/{count}", covered.join(",")));

@@ -36,7 +36,7 @@ pub struct Latency {
     pub max: f64,
 }
 
-fn latency(h: &Histogram<u64>) -> Option<Latency> {
+pub(crate) fn latency(h: &Histogram<u64>) -> Option<Latency> {
     (!h.is_empty()).then(|| {
         let ms = |v: u64| v as f64 / 1000.0;
         Latency {
@@ -410,6 +410,10 @@ pub struct ReplayReport {
     /// file.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub merged_from: Vec<String>,
+    /// The dependency mocks the replay ran (`--mock NAME=ADDR`): the calls the target
+    /// made to each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mocks: Vec<crate::mocks::MockReport>,
     /// The run's raw counts (HDR histograms in base64, difference tallies, the timeline),
     /// for `tapedeck report --merge`; not meant to be read otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -459,6 +463,9 @@ impl ReplayReport {
             let e = &mut finding.example;
             e.recorded = scrubber.scrub_value(&e.at, &e.recorded);
             e.replayed = scrubber.scrub_value(&e.at, &e.replayed);
+            if let Some(answer) = &mut e.answer {
+                *answer = scrubber.scrub_value("body", answer);
+            }
         }
     }
 
@@ -555,6 +562,7 @@ impl ReplayReport {
             gates: Vec::new(),
             baseline: None,
             merged_from: Vec::new(),
+            mocks: Vec::new(),
             stats: None,
             noise: NoiseModel::default(),
         }

@@ -18,6 +18,7 @@ pub fn render(report: &ReplayReport, top: usize) -> String {
     header(&mut out, report);
     table(&mut out, report, top);
     differences(&mut out, report);
+    crate::mocks::terminal(&mut out, &report.mocks);
     results(&mut out, report);
     gates(&mut out, report);
     out
@@ -281,6 +282,9 @@ fn differences(out: &mut String, r: &ReplayReport) {
             let name = crate::html::finding_name(f.kind.as_str(), &f.key);
             let _ = writeln!(out, "    {name} in {} response(s), e.g. {}", f.count, e.request);
             let _ = writeln!(out, "        at {}: {a} {} → {b} {}", e.at, quoted(&e.recorded), quoted(&e.replayed));
+            if let Some(answer) = &e.answer {
+                let _ = writeln!(out, "        {b} answer: {answer}");
+            }
         }
         if d.findings.len() > FINDINGS_SHOWN {
             let _ = writeln!(

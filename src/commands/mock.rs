@@ -45,30 +45,37 @@ pub struct MockArgs {
 
 /// The recorded answers under `paths` (of `service` only, when given), indexed.
 fn load(paths: &[PathBuf], service: Option<&str>) -> Result<Index> {
-    let mut reader = super::open_tapes(paths)?;
+    let reader = super::open_tapes(paths)?;
+    let at = paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ");
+    Ok(load_from(reader, &at, service, None)?.0)
+}
+
+/// The recorded answers `reader` holds (of `service` only, when given; recorded in
+/// `window`, ns since the epoch, when given and it holds any), indexed, and how many of
+/// the service's answers were outside the window. `at` names the tapes in messages.
+pub(super) fn load_from(
+    mut reader: tapedeck_captures::tape::TapeReader,
+    at: &str,
+    service: Option<&str>,
+    window: Option<(i64, i64)>,
+) -> Result<(Index, u64)> {
     let mut services = std::collections::BTreeSet::new();
     // (exchange, recorded in front of a service rather than a dependency)
     let mut exchanges = Vec::new();
     let mut replayed = 0u64;
     while let Some((segment, exchange)) = reader.next_with_segment() {
-        let label = |key: &str| {
-            reader.reports()[segment]
-                .header
-                .as_ref()
-                .and_then(|h| h.labels.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone()))
-        };
+        let Some(header) = reader.reports()[segment].header.as_ref() else { continue };
         // Answers a replay got from staging are not the dependency's.
-        let header = reader.reports()[segment].header.as_ref();
-        if header.is_some_and(|h| h.kind == tapedeck_captures::tape::TapeKind::Replay) {
+        if header.kind == tapedeck_captures::tape::TapeKind::Replay {
             replayed += 1;
             continue;
         }
-        let labelled = label("service");
-        if let Some(s) = &labelled {
-            services.insert(s.clone());
+        let labelled = header.label("service");
+        if let Some(s) = labelled {
+            services.insert(s.to_string());
         }
-        if service.is_none_or(|want| labelled.as_deref() == Some(want)) {
-            exchanges.push((exchange, label("role").as_deref() == Some("ingress")));
+        if service.is_none_or(|want| labelled == Some(want)) {
+            exchanges.push((exchange, header.label("role") == Some("ingress")));
         }
     }
     super::warn_damage(&reader);
@@ -81,8 +88,26 @@ fn load(paths: &[PathBuf], service: Option<&str>) -> Result<Index> {
     let ingress = exchanges.iter().filter(|(_, ingress)| *ingress).count();
     if dependencies && ingress > 0 {
         say!("note: {ingress} exchanges recorded in front of a service (proxy --role ingress) left out: a mock answers for dependencies");
+        exchanges.retain(|(_, ingress)| !ingress);
     }
-    let index = Index::build(exchanges.into_iter().filter(|(_, ingress)| !dependencies || !ingress).map(|(e, _)| e));
+    // The replay's window, when it holds any of the service's answers (else all of them,
+    // said: a mock that can answer nothing helps no one).
+    let mut outside = 0u64;
+    if let Some((from, to)) = window {
+        let inside = |e: &tapedeck_captures::Exchange| (from..to).contains(&e.wall_start_ns());
+        let within = exchanges.iter().filter(|(e, _)| inside(e)).count();
+        if within > 0 {
+            outside = (exchanges.len() - within) as u64;
+            exchanges.retain(|(e, _)| inside(e));
+        } else if !exchanges.is_empty() {
+            say!(
+                "note: none of the {} recorded answers{} is from the replayed window: the mock serves all of them",
+                exchanges.len(),
+                service.map(|s| format!(" of {s}")).unwrap_or_default()
+            );
+        }
+    }
+    let index = Index::build(exchanges.into_iter().map(|(e, _)| e));
     if index.is_empty() {
         let which = match service {
             Some(s) if services.is_empty() => {
@@ -95,9 +120,8 @@ fn load(paths: &[PathBuf], service: Option<&str>) -> Result<Index> {
             None => String::new(),
         };
         bail!(
-            "no recorded answers{which} in {}: record the dependency with `tapedeck proxy --upstream DEPENDENCY \
-             --capture-dir DIR` in front of it{}",
-            paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "),
+            "no recorded answers{which} in {at}: record the dependency with `tapedeck proxy --upstream DEPENDENCY \
+             --capture-dir DIR --role dependency --service NAME` in front of it{}",
             if index.skipped > 0 {
                 format!(" ({} exchanges without an answer were skipped)", index.skipped)
             } else {
@@ -105,7 +129,7 @@ fn load(paths: &[PathBuf], service: Option<&str>) -> Result<Index> {
             }
         );
     }
-    Ok(index)
+    Ok((index, outside))
 }
 
 fn config(args: &MockArgs) -> Result<MockConfig> {
@@ -188,6 +212,9 @@ fn summary(mock: &Mock) -> String {
         if s.recorded_failures > 0 {
             failures.push(format!("{} as recorded", s.recorded_failures));
         }
+        if s.abandoned > 0 {
+            failures.push(format!("{} given up by the caller before the answer", s.abandoned));
+        }
         let _ =
             writeln!(out, "  {route:<40} {:>8} {:>8} {:>10}  {}", s.exact, s.similar, s.unmatched, failures.join(", "));
     }
@@ -221,5 +248,212 @@ async fn serve_metrics(listener: tokio::net::TcpListener, mock: std::sync::Arc<M
                 .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
                 .await;
         });
+    }
+}
+
+/// `replay --mock NAME=ADDR`: a dependency's name and where its mock answers.
+#[derive(Clone, Debug, PartialEq)]
+pub(super) struct MockSpec {
+    pub service: String,
+    pub addr: std::net::SocketAddr,
+}
+
+impl std::str::FromStr for MockSpec {
+    type Err = anyhow::Error;
+
+    fn from_str(s: &str) -> Result<MockSpec> {
+        let usage = |why: &str| {
+            anyhow!(
+                "--mock {s:?}: {why}; expected NAME=HOST:PORT, NAME the service the dependency was recorded as \
+                 (`proxy --role dependency --service NAME`), e.g. --mock payments=127.0.0.1:7001"
+            )
+        };
+        let (name, addr) = s.split_once('=').ok_or_else(|| usage("no '='"))?;
+        let name = name.trim();
+        if name.is_empty() {
+            return Err(usage("no service name"));
+        }
+        let addr = addr.trim();
+        let full = if addr.starts_with(':') { format!("127.0.0.1{addr}") } else { addr.to_string() };
+        let addr = full.parse().map_err(|_| usage(&format!("{addr:?} is not HOST:PORT")))?;
+        Ok(MockSpec { service: name.to_string(), addr })
+    }
+}
+
+/// The mocks `specs` name, checked: each service once, each address once.
+pub(super) fn parse_specs(specs: &[String]) -> Result<Vec<MockSpec>> {
+    let parsed = specs.iter().map(|s| s.parse::<MockSpec>()).collect::<Result<Vec<_>>>()?;
+    for (i, a) in parsed.iter().enumerate() {
+        for b in &parsed[..i] {
+            if a.service == b.service {
+                bail!("--mock {}: named twice (one mock per service)", a.service);
+            }
+            if a.addr == b.addr {
+                bail!("--mock {} and {}: both at {} (one address per mock)", b.service, a.service, a.addr);
+            }
+        }
+    }
+    Ok(parsed)
+}
+
+/// How the mocks a replay runs answer: `--mock-latency`, `--mock-fault`, `--mock-seed`.
+pub(super) fn replay_config(latency: Option<&str>, faults: &[String], seed: Option<u64>) -> Result<MockConfig> {
+    let latency: Latency = latency.unwrap_or("recorded").parse().map_err(|e| anyhow!("--mock-latency {e}"))?;
+    let faults = faults
+        .iter()
+        .map(|f| f.parse::<FaultRule>().map_err(|e| anyhow!("--mock-fault {e}")))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(MockConfig { latency, faults, seed, ..MockConfig::default() })
+}
+
+/// One mock running beside a replay.
+struct Running {
+    service: String,
+    addr: std::net::SocketAddr,
+    mock: std::sync::Arc<Mock>,
+}
+
+/// The dependency mocks a replay runs beside it, each answering from its service's
+/// recorded calls in the replayed window, until [`finish`](Self::finish).
+pub(super) struct ReplayMocks {
+    runtime: tokio::runtime::Runtime,
+    stop: tokio::sync::watch::Sender<bool>,
+    running: Vec<Running>,
+    latency: String,
+    faults: Vec<String>,
+    window: Option<String>,
+}
+
+impl ReplayMocks {
+    /// Loads each service's answers from `dependencies` (the segments recorded in front of
+    /// dependencies), recorded in `window` (ns since the epoch) when it holds any, and
+    /// starts answering.
+    pub(super) fn start(
+        specs: Vec<MockSpec>,
+        config: MockConfig,
+        (latency, faults): (String, Vec<String>),
+        dependencies: &[PathBuf],
+        window: Option<(i64, i64)>,
+    ) -> Result<ReplayMocks> {
+        use tapedeck_captures::tape::{SegmentReader, TapeReader};
+        // Which service each dependency segment was recorded for.
+        let mut by_service: std::collections::BTreeMap<String, Vec<PathBuf>> = Default::default();
+        let mut unnamed = 0usize;
+        for path in dependencies {
+            match SegmentReader::open(path).ok().and_then(|r| r.header().label("service").map(str::to_string)) {
+                Some(s) => by_service.entry(s).or_default().push(path.clone()),
+                None => unnamed += 1,
+            }
+        }
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("tapedeck-mock")
+            .enable_all()
+            .build()
+            .context("starting the mocks' async runtime")?;
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let mut running = Vec::new();
+        for spec in specs {
+            let Some(segments) = by_service.get(&spec.service) else {
+                let known = if by_service.is_empty() {
+                    "none of them names its service".to_string()
+                } else {
+                    format!("they hold {}", by_service.keys().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", "))
+                };
+                let unnamed = if unnamed > 0 {
+                    format!(" ({unnamed} dependency segment(s) name no service: record with --service NAME)")
+                } else {
+                    String::new()
+                };
+                bail!(
+                    "--mock {}: no tape here was recorded in front of {:?} ({} segment(s) recorded in front of \
+                     dependencies: {known}){unnamed}; record it with `tapedeck proxy --role dependency --service {}`",
+                    spec.service,
+                    spec.service,
+                    dependencies.len(),
+                    spec.service
+                );
+            };
+            let at = format!("the tapes of {}", spec.service);
+            let (index, _outside) = load_from(TapeReader::new(segments.clone()), &at, Some(&spec.service), window)
+                .with_context(|| format!("--mock {}", spec.service))?;
+            let (answers, routes) = (index.len(), index.routes());
+            let mock = Mock::new(index, config.clone());
+            let listener = runtime
+                .block_on(tokio::net::TcpListener::bind(spec.addr))
+                .with_context(|| format!("--mock {}={}: cannot listen there", spec.service, spec.addr))?;
+            let addr = listener.local_addr().unwrap_or(spec.addr);
+            let mut stopped = stopped.clone();
+            runtime.spawn(mock.clone().serve(listener, async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            }));
+            super::status(
+                "replay",
+                format_args!(
+                    "mock {} answering on http://{addr} from {answers} recorded answers on {routes} routes; latency {latency}",
+                    spec.service
+                ),
+            );
+            running.push(Running { service: spec.service, addr, mock });
+        }
+        let rfc3339 = |ns: i64| {
+            jiff::Timestamp::from_nanosecond(i128::from(ns)).map_or_else(|_| ns.to_string(), |t| t.to_string())
+        };
+        let window = window.map(|(from, to)| match (from, to) {
+            (i64::MIN, to) => format!("until {}", rfc3339(to)),
+            (from, i64::MAX) => format!("from {}", rfc3339(from)),
+            (from, to) => format!("{} to {}", rfc3339(from), rfc3339(to)),
+        });
+        Ok(ReplayMocks { runtime, stop, running, latency, faults, window })
+    }
+
+    /// Stops answering; what each mock was asked.
+    pub(super) fn finish(self) -> Vec<tapedeck_report::mocks::MockReport> {
+        use tapedeck_report::mocks::{MockReport, MockRoute};
+        let _ = self.stop.send(true);
+        let reports = self
+            .running
+            .iter()
+            .map(|r| {
+                let index = r.mock.index();
+                let mut stats = r.mock.stats();
+                let routes: Vec<MockRoute> = index
+                    .route_names()
+                    .map(|route| {
+                        let recorded: Vec<u64> = index.latencies(route).iter().map(|d| d.as_micros() as u64).collect();
+                        (route.to_string(), recorded)
+                    })
+                    .chain(stats.keys().filter(|k| index.latencies(k).is_empty()).map(|k| (k.clone(), Vec::new())))
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .map(|(route, recorded)| {
+                        let s = stats.remove(&route).unwrap_or_default();
+                        MockRoute {
+                            exact: s.exact,
+                            similar: s.similar,
+                            unmatched: s.unmatched,
+                            recorded_failures: s.recorded_failures,
+                            abandoned: s.abandoned,
+                            injected: s.injected.clone(),
+                            ..MockRoute::new(route, &recorded, s.served_us.as_ref())
+                        }
+                    })
+                    .collect();
+                let mut m = MockReport {
+                    service: r.service.clone(),
+                    address: r.addr.to_string(),
+                    latency: self.latency.clone(),
+                    faults: self.faults.clone(),
+                    answers: index.len() as u64,
+                    window: self.window.clone(),
+                    routes,
+                };
+                m.sort();
+                m
+            })
+            .collect();
+        // Answers still being delayed are dropped with the runtime: the replay is over.
+        self.runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+        reports
     }
 }

@@ -99,6 +99,24 @@ pub struct ReplayArgs {
     /// subjects) if it does not take the results.
     #[arg(long, requires = "publish_results")]
     pub create_stream: bool,
+    /// Answer a dependency of the target from what production's service asked of it in
+    /// the replayed window, while the replay runs: `NAME=HOST:PORT`, NAME the service the
+    /// dependency was recorded as (`proxy --role dependency --service NAME`, its tapes among
+    /// the ones given), HOST:PORT where the target's configuration points for it. Its tapes
+    /// are not replayed; the report shows the calls made to each mock. Repeatable.
+    #[arg(long, value_name = "NAME=ADDR")]
+    pub mock: Vec<String>,
+    /// How the mocks time their answers: `recorded`, `0`, `3x`, `+200ms`, `p99` (as
+    /// `tapedeck mock --latency`) [default: recorded].
+    #[arg(long, value_name = "HOW")]
+    pub mock_latency: Option<String>,
+    /// Fail a share of the mocks' answers on purpose: `'POST /charge: 2% 503, 1% reset'`
+    /// (as `tapedeck mock --fault`). Repeatable.
+    #[arg(long, value_name = "SPEC")]
+    pub mock_fault: Vec<String>,
+    /// Seed for the mocks' fault draws (the same seed, the same draws).
+    #[arg(long, value_name = "N")]
+    pub mock_seed: Option<u64>,
     /// Stop after this many requests.
     #[arg(long, value_name = "N")]
     pub limit: Option<u64>,
@@ -237,7 +255,8 @@ impl ReplayArgs {
         #[rustfmt::skip]
         let ReplayArgs {
             paths, target, speed, rate, concurrency, max_in_flight, filter, method, route, status, host, from, to,
-            sample, shard, start_at, late_ok, publish_results, run_id, create_stream, limit, loops, duration, set_header, remove_header, rewrite_path, host_header, timeout, connections,
+            sample, shard, start_at, late_ok, publish_results, run_id, create_stream, mock, mock_latency, mock_fault, mock_seed,
+            limit, loops, duration, set_header, remove_header, rewrite_path, host_header, timeout, connections,
             connection_reuse, insecure, ca, workers, results, scrub_policy, scrub_key_file, proto_descriptor,
             no_scrub_results, max_body, ignore, noise_probe, noise_model, no_compare, no_correlate,
             allow_production_target, keep_credentials, allow_unscrubbed, strict_perms, allow_shared_dir, no_progress,
@@ -247,10 +266,10 @@ impl ReplayArgs {
         let (speed, rate) = if self.speed.is_some() || self.rate.is_some() { (None, None) } else { (speed, rate) };
         merge_from_file!(self;
             options: target, speed, rate, concurrency, max_in_flight, filter, from, to, sample, shard, start_at, limit,
-                loops, duration, publish_results, run_id,
+                loops, duration, publish_results, run_id, mock_latency, mock_seed,
                 host_header, timeout, connections, connection_reuse, ca, workers, results, scrub_policy, scrub_key_file,
                 proto_descriptor, max_body, noise_model;
-            lists: paths, method, route, status, host, set_header, remove_header, rewrite_path, ignore;
+            lists: paths, method, route, status, host, set_header, remove_header, rewrite_path, ignore, mock, mock_fault;
             switches: late_ok, create_stream, insecure, no_scrub_results, noise_probe, no_compare, no_correlate, allow_production_target,
                 keep_credentials, allow_unscrubbed, strict_perms, allow_shared_dir, no_progress);
         let ReportFlags { report, html, junit, gate, compare_config, top, force } = output;
@@ -342,6 +361,13 @@ fn config(args: &ReplayArgs) -> Result<ReplayConfig> {
         .transpose()
         .map_err(|e| anyhow!("--sample {e}"))?;
     s.limit = args.limit;
+    s.mocked = super::mock::parse_specs(&args.mock)?.into_iter().map(|m| m.service).collect();
+    if args.mock.is_empty() && (args.mock_latency.is_some() || !args.mock_fault.is_empty() || args.mock_seed.is_some())
+    {
+        bail!("--mock-latency, --mock-fault and --mock-seed go with --mock NAME=ADDR");
+    }
+    // Checked now: a usage error never waits for the tapes.
+    super::mock::replay_config(args.mock_latency.as_deref(), &args.mock_fault, args.mock_seed)?;
     c.loops = args.loops;
     if let Some(at) = &args.start_at {
         let t: jiff::Timestamp = at.parse().map_err(|e| {
@@ -463,6 +489,37 @@ fn config(args: &ReplayArgs) -> Result<ReplayConfig> {
 /// Sets `stop` on Ctrl-C or SIGTERM. The handlers are in place when this returns (a
 /// signal that comes a moment later is never the default one, which kills the process
 /// without its summary); they are then served on a thread of their own.
+/// Calls a dependency gets during a request of the replayed window's last second can
+/// start this much later (ns): the mocks answer from them too.
+const MOCK_WINDOW_SLACK_NS: i64 = 30_000_000_000;
+
+/// The recorded window `--from`/`--to` select (ns since the epoch), which the mocks answer
+/// from; `None` when the whole recording is replayed.
+fn mock_window(config: &ReplayConfig) -> Result<Option<(i64, i64)>> {
+    use tapedeck_replayer::source::TimeBound;
+    let (from, to) = (config.selection.from, config.selection.to);
+    if from.is_none() && to.is_none() {
+        return Ok(None);
+    }
+    // Offsets count from the first recorded request the replay reads.
+    let offsets = [from, to].iter().any(|b| matches!(b, Some(TimeBound::Offset(_))));
+    let first = if offsets {
+        tapedeck_captures::tape::TapeReader::open_traffic(&config.paths, &config.selection.mocked)?
+            .0
+            .next()
+            .map(|e| e.wall_start_ns())
+    } else {
+        None
+    };
+    let at = |b: TimeBound| match b {
+        TimeBound::Offset(d) => first.map(|f| f.saturating_add(i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))),
+        TimeBound::At(t) => Some(t),
+    };
+    let from = from.and_then(at).unwrap_or(i64::MIN);
+    let to = to.and_then(at).map_or(i64::MAX, |t| t.saturating_add(MOCK_WINDOW_SLACK_NS));
+    Ok(Some((from, to)))
+}
+
 fn watch_signals(stop: Arc<AtomicBool>) {
     let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
     let mut stop_signals = {
@@ -679,10 +736,27 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode> {
     };
     let _copies = copy_streams(&mut args, streams)?;
     config.paths = args.paths.clone();
-    if let Ok((_, skipped)) = tapedeck_captures::tape::discover_recordings(&args.paths) {
+    let mut dependencies = Vec::new();
+    if let Ok((segments, skipped)) = tapedeck_captures::tape::discover_recordings(&args.paths) {
         for s in skipped {
             say!("note: {s}");
         }
+        let (traffic, deps) = tapedeck_captures::tape::split_dependencies(segments, &config.selection.mocked);
+        if traffic.is_empty() && !deps.is_empty() {
+            bail!(
+                "every tape given was recorded in front of a mocked dependency ({}): give the service's own \
+                 captures too (`proxy --role ingress`), which the replay sends while the mocks answer",
+                config.selection.mocked.join(", ")
+            );
+        }
+        if !deps.is_empty() && args.mock.is_empty() {
+            say!(
+                "note: {} segment(s) recorded in front of dependencies (proxy --role dependency) are not replayed; \
+                 --mock NAME=ADDR answers the target's calls to them from those",
+                deps.len()
+            );
+        }
+        dependencies = deps;
     }
     let gates = args.output.gates()?;
     // Outputs that cannot be written are refused before the replay, not after it.
@@ -710,6 +784,19 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode> {
     if !gates.is_empty() && config.compare.is_none() && gates.iter().any(|g| g.text.contains("diff")) {
         bail!("--gate on differences needs the comparison; drop --no-compare");
     }
+    let mocks = if args.mock.is_empty() {
+        None
+    } else {
+        let mock_config = super::mock::replay_config(args.mock_latency.as_deref(), &args.mock_fault, args.mock_seed)?;
+        let described = (args.mock_latency.clone().unwrap_or_else(|| "recorded".into()), args.mock_fault.clone());
+        Some(super::mock::ReplayMocks::start(
+            super::mock::parse_specs(&args.mock)?,
+            mock_config,
+            described,
+            &dependencies,
+            mock_window(&config)?,
+        )?)
+    };
     let stop = Arc::new(AtomicBool::new(false));
     watch_signals(stop.clone());
     let progress = Arc::new(Progress::default());
@@ -725,6 +812,9 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode> {
         let _ = b.join();
     }
     let mut report = result?;
+    if let Some(mocks) = mocks {
+        report.mocks = mocks.finish();
+    }
     report.apply_gates(&gates);
     print!("{}", report.render(args.output.top()));
     if let (Some(dir), Some(_)) = (&config.results, &report.results) {

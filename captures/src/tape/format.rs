@@ -108,6 +108,20 @@ pub struct SegmentHeader {
     pub labels: Vec<(String, String)>,
 }
 
+impl SegmentHeader {
+    /// The value of label `key` (`service`, `role`, `upstream`…), if the writer set it.
+    pub fn label(&self, key: &str) -> Option<&str> {
+        self.labels.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+
+    /// True for a segment recorded in front of a dependency (`proxy --role dependency`):
+    /// a service's outbound calls, answered by `tapedeck mock`, not traffic to replay
+    /// against the service.
+    pub fn is_dependency(&self) -> bool {
+        self.label("role") == Some("dependency")
+    }
+}
+
 /// Per-block facts kept in the footer index.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Encode, Decode)]
 pub struct BlockIndex {

@@ -214,6 +214,14 @@ impl TapeReader {
         Ok(TapeReader { skipped, ..TapeReader::new(segments) })
     }
 
+    /// [`open`](Self::open), without the segments recorded in front of dependencies
+    /// ([`split_dependencies`](crate::tape::split_dependencies)); also returns those.
+    pub fn open_traffic(paths: &[impl AsRef<Path>], mocked: &[String]) -> Result<(Self, Vec<PathBuf>), TapeError> {
+        let (segments, skipped) = crate::tape::discover_recordings(paths)?;
+        let (traffic, dependencies) = crate::tape::split_dependencies(segments, mocked);
+        Ok((TapeReader { skipped, ..TapeReader::new(traffic) }, dependencies))
+    }
+
     /// Replay results left out of directories that also hold recordings.
     pub fn skipped_results(&self) -> &[crate::tape::SkippedResults] {
         &self.skipped

@@ -64,6 +64,27 @@ pub fn discover_recordings(paths: &[impl AsRef<Path>]) -> Result<(Vec<PathBuf>, 
     Ok((segments, skipped))
 }
 
+/// Segments recorded in front of a service (what a replay sends) and those recorded in
+/// front of its dependencies (what `tapedeck mock` answers with): a segment labelled
+/// `role=dependency`, or `service=` one of `mocked` (the services a run mocks, whatever
+/// role they were recorded with), is a dependency's. When every segment is a dependency's,
+/// all of them are the traffic (a dependency's own captures, replayed against its staging
+/// copy). A segment whose header cannot be read goes with the traffic, whose reader says
+/// what is wrong with it.
+pub fn split_dependencies(segments: Vec<PathBuf>, mocked: &[String]) -> (Vec<PathBuf>, Vec<PathBuf>) {
+    let dependency = |p: &PathBuf| {
+        reader::SegmentReader::open(p).is_ok_and(|r| {
+            let h = r.header();
+            h.is_dependency() || h.label("service").is_some_and(|s| mocked.iter().any(|m| m == s))
+        })
+    };
+    let (dependencies, traffic): (Vec<PathBuf>, Vec<PathBuf>) = segments.into_iter().partition(dependency);
+    if traffic.is_empty() && mocked.is_empty() {
+        return (dependencies, Vec::new());
+    }
+    (traffic, dependencies)
+}
+
 impl std::fmt::Display for SkippedResults {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
