@@ -261,3 +261,50 @@ fn a_directory_with_a_service_and_its_dependency_mocks_the_dependency() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("ingress (in front of a service) or dependency"));
 }
+
+#[test]
+fn unmatched_calls_pass_through_to_a_sandbox_never_to_the_recorded_dependency() {
+    let dir = tempfile::tempdir().unwrap();
+    let tapes = record(dir.path());
+    let sandbox = Upstream::start();
+    let mock = MockProcess::start(&tapes, &["--passthrough", &sandbox.url()]);
+    // Recorded: answered from the tape, the sandbox never asked.
+    assert_eq!(timed(mock.addr, "GET", "/delay/20", b"").1, 200);
+    assert!(sandbox.seen().is_empty());
+    // Not recorded: the sandbox's answer, relayed; it saw the request as sent.
+    let (_, status, body) = timed(mock.addr, "DELETE", "/cards/42?soft=1", b"");
+    assert_eq!((status, body.as_str()), (200, "ok"));
+    let seen = sandbox.seen();
+    assert_eq!((seen.len(), seen[0].method.as_str(), seen[0].path.as_str()), (1, "DELETE", "/cards/42?soft=1"));
+    assert_eq!(seen[0].header("host"), Some(sandbox.addr.to_string().as_str()), "Host is the sandbox's");
+    let (code, summary) = mock.stop();
+    assert_eq!(code, 0);
+    assert!(summary.contains("1 not recorded") && summary.contains("1 passed through"), "{summary}");
+
+    // A sandbox that is down: a 502 saying so, the mock goes on.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let mock = MockProcess::start(&tapes, &["--passthrough", &format!("http://{dead}")]);
+    let (_, status, body) = timed(mock.addr, "DELETE", "/cards/42", b"");
+    assert_eq!(status, 502, "{body}");
+    assert!(body.contains("--passthrough failed"), "{body}");
+    assert_eq!(timed(mock.addr, "GET", "/delay/20", b"").1, 200);
+    drop(mock);
+
+    // The dependency the tapes were recorded from is refused: staging's stray calls would
+    // reach it (real charges).
+    let segment = tapedeck_captures::tape::discover(&[&tapes]).unwrap().remove(0);
+    let recorded = tapedeck_captures::tape::SegmentReader::open(&segment).unwrap();
+    let upstream = recorded.header().label("upstream").unwrap().to_string();
+    // Spelled otherwise, it is the same service.
+    let spelled = upstream.replace("127.0.0.1", "LOCALHOST.");
+    for url in [upstream.as_str(), &upstream.to_uppercase().replace("HTTP://", "http://"), &spelled] {
+        let out = run(&["mock", s(&tapes), "--listen", "127.0.0.1:0", "--passthrough", url]);
+        assert_eq!(out.status.code(), Some(2), "{url}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("recorded in front of"), "{url}");
+    }
+    for (bad, why) in [("ftp://x", "is not http or https"), ("http://u:p@x", "credentials"), ("nohost", "no scheme")] {
+        let out = run(&["mock", s(&tapes), "--listen", "127.0.0.1:0", "--passthrough", bad]);
+        assert_eq!(out.status.code(), Some(2), "{bad}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains(why), "{bad}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}

@@ -335,9 +335,7 @@ fn json_likeness(a: &serde_json::Value, b: &serde_json::Value, depth: usize) -> 
 
 /// Headers about the connection or the body's framing: the mock's own.
 fn is_framing(name: &str) -> bool {
-    const NAMES: &[&str] =
-        &["connection", "keep-alive", "transfer-encoding", "upgrade", "proxy-connection", "te", "trailer"];
-    NAMES.iter().any(|n| name.eq_ignore_ascii_case(n))
+    tapedeck_net::headers::is_connection_specific(name)
 }
 
 #[cfg(test)]

@@ -7,9 +7,11 @@
 #![deny(missing_docs)]
 
 pub mod index;
+pub mod passthrough;
 pub mod server;
 pub mod timing;
 
 pub use index::{Index, Match, MatchKind};
+pub use passthrough::Passthrough;
 pub use server::{Mock, MockConfig, RouteStats};
 pub use timing::{Fault, FaultRule, Latency};

@@ -44,11 +44,19 @@ pub struct MockConfig {
     /// Seed for drawing faults (the same seed, the same draws for the same requests in
     /// the same order).
     pub seed: Option<u64>,
+    /// Where requests nothing was recorded for go instead (`--passthrough URL`).
+    pub passthrough: Option<crate::Passthrough>,
 }
 
 impl Default for MockConfig {
     fn default() -> Self {
-        MockConfig { latency: Latency::Recorded, faults: Vec::new(), unmatched_status: 404, seed: None }
+        MockConfig {
+            latency: Latency::Recorded,
+            faults: Vec::new(),
+            unmatched_status: 404,
+            seed: None,
+            passthrough: None,
+        }
     }
 }
 
@@ -61,6 +69,9 @@ pub struct RouteStats {
     pub similar: u64,
     /// Requests nothing was recorded for.
     pub unmatched: u64,
+    /// Of those, answered by `--passthrough` (the rest got the "not recorded" answer, or a
+    /// 502 when the passthrough failed).
+    pub passed_through: u64,
     /// Recorded failures reproduced (a reset or timeout production's dependency gave).
     pub recorded_failures: u64,
     /// Faults injected, by kind (`503`, `reset`, `timeout`).
@@ -144,8 +155,10 @@ pub struct Mock {
     rng: Mutex<rand::rngs::StdRng>,
     /// The recorded routes' counts.
     recorded: rustc_hash::FxHashMap<String, Counters>,
-    /// Requests of routes nothing was recorded for, by route.
-    unmatched: Mutex<BTreeMap<String, u64>>,
+    /// Requests of routes nothing was recorded for, by route: (all, passed through).
+    unmatched: Mutex<BTreeMap<String, (u64, u64)>>,
+    /// Passthroughs that failed (logged: the first, then every thousandth).
+    passthrough_failures: AtomicU64,
 }
 
 type Body = BoxBody<Bytes, Infallible>;
@@ -163,7 +176,14 @@ impl Mock {
             None => rand::rngs::StdRng::from_os_rng(),
         };
         let recorded = index.route_names().map(|r| (r.to_string(), Counters::default())).collect();
-        Arc::new(Mock { index, config, rng: Mutex::new(rng), recorded, unmatched: Mutex::new(BTreeMap::new()) })
+        Arc::new(Mock {
+            index,
+            config,
+            rng: Mutex::new(rng),
+            recorded,
+            unmatched: Mutex::new(BTreeMap::new()),
+            passthrough_failures: AtomicU64::new(0),
+        })
     }
 
     /// The recorded answers.
@@ -179,6 +199,7 @@ impl Mock {
                 exact: c.exact.load(Ordering::Relaxed),
                 similar: c.similar.load(Ordering::Relaxed),
                 unmatched: 0,
+                passed_through: 0,
                 recorded_failures: c.recorded_failures.load(Ordering::Relaxed),
                 injected: c.injected.lock().unwrap_or_else(|p| p.into_inner()).clone(),
                 served_us: c.served.lock().unwrap_or_else(|p| p.into_inner()).clone(),
@@ -188,8 +209,10 @@ impl Mock {
                 stats.insert(route.clone(), s);
             }
         }
-        for (route, n) in self.unmatched.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-            stats.entry(route.clone()).or_insert_with(RouteStats::default).unmatched += n;
+        for (route, (n, passed)) in self.unmatched.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            let s = stats.entry(route.clone()).or_insert_with(RouteStats::default);
+            s.unmatched += n;
+            s.passed_through += passed;
         }
         stats
     }
@@ -247,10 +270,31 @@ impl Mock {
         let (recorded, kind) = match self.index.answer(&method, &target, &body) {
             Match::Found(r, kind) => (r, kind),
             Match::Unmatched { route } => {
-                let mut unmatched = self.unmatched.lock().unwrap_or_else(|p| p.into_inner());
-                let full = unmatched.len() >= MAX_ROUTES && !unmatched.contains_key(&route);
-                *unmatched.entry(if full { "(other routes)".to_string() } else { route }).or_default() += 1;
-                drop(unmatched);
+                let count = |passed: bool| {
+                    let mut unmatched = self.unmatched.lock().unwrap_or_else(|p| p.into_inner());
+                    let full = unmatched.len() >= MAX_ROUTES && !unmatched.contains_key(&route);
+                    let n =
+                        unmatched.entry(if full { "(other routes)".to_string() } else { route.clone() }).or_default();
+                    n.0 += 1;
+                    n.1 += u64::from(passed);
+                };
+                if let Some(p) = &self.config.passthrough {
+                    return Ok(match p.forward(&parts, body).await {
+                        Ok(answer) => {
+                            count(true);
+                            answer.map(BodyExt::boxed)
+                        }
+                        Err(why) => {
+                            count(false);
+                            let n = self.passthrough_failures.fetch_add(1, Ordering::Relaxed);
+                            if n.is_multiple_of(1000) {
+                                tracing::warn!("mock: --passthrough {} failed ({} so far): {why}", p.url(), n + 1);
+                            }
+                            explain(502, "passthrough-failed", &format!("tapedeck mock: nothing was recorded for this route, and --passthrough failed: {why}"), &method, &target)
+                        }
+                    });
+                }
+                count(false);
                 return Ok(explain(
                     self.config.unmatched_status,
                     "not-recorded",

@@ -19,6 +19,7 @@ pub mod clock;
 pub mod connect;
 pub mod convert;
 pub mod error;
+pub mod headers;
 pub mod tls;
 
 pub use error::NetError;

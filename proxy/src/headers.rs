@@ -14,19 +14,22 @@ const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
-/// Hop-by-hop fields (RFC 9110 §7.6.1), never forwarded.
-const HOP_BY_HOP: [HeaderName; 9] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-    header::PROXY_AUTHENTICATE,
-    // Credentials for this hop, not for the service behind it.
-    header::PROXY_AUTHORIZATION,
-];
+/// Hop-by-hop fields (RFC 9110 §7.6.1), never forwarded: the connection's own
+/// ([`tapedeck_net::headers::CONNECTION_SPECIFIC`]) and this hop's credentials.
+const HOP_BY_HOP: [HeaderName; 9] = {
+    let c = tapedeck_net::headers::CONNECTION_SPECIFIC;
+    [
+        HeaderName::from_static(c[0]),
+        HeaderName::from_static(c[1]),
+        HeaderName::from_static(c[2]),
+        HeaderName::from_static(c[3]),
+        HeaderName::from_static(c[4]),
+        HeaderName::from_static(c[5]),
+        HeaderName::from_static(c[6]),
+        header::PROXY_AUTHENTICATE,
+        header::PROXY_AUTHORIZATION,
+    ]
+};
 
 /// gRPC over HTTP/2 (`application/grpc`, `+proto`, `+json`…); gRPC-Web, made for
 /// HTTP/1.1, is not.

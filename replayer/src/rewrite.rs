@@ -93,18 +93,10 @@ fn resolve(host: &str, port: u16) -> Vec<std::net::SocketAddr> {
 }
 
 /// Fields never sent as recorded: connection-level, or recomputed from the body.
-const DROP: [&str; 10] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "content-length",
-    "expect",
-    "host",
-];
+const DROP: [&str; 10] = {
+    let c = tapedeck_net::headers::CONNECTION_SPECIFIC;
+    [c[0], c[1], c[2], c[3], c[4], c[5], c[6], "content-length", "expect", "host"]
+};
 
 /// True for a recorded field a replay does not send unless told to (`--keep-credentials`):
 /// credentials (`Authorization`, `Cookie`, API keys, session and CSRF tokens, identities

@@ -44,8 +44,11 @@ pub struct MockRoute {
     pub exact: u64,
     /// Calls answered by the recorded exchange most like them.
     pub similar: u64,
-    /// Calls nothing was recorded for (answered "not recorded").
+    /// Calls nothing was recorded for (answered "not recorded", or passed through).
     pub unmatched: u64,
+    /// Of those, answered by the mock's passthrough service.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub passed_through: u64,
     /// Recorded failures reproduced (a reset or a timeout production's dependency gave).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub recorded_failures: u64,
@@ -167,6 +170,9 @@ fn failures(r: &MockRoute) -> String {
     let mut out: Vec<String> = r.injected.iter().map(|(k, n)| format!("{n} × {k} injected")).collect();
     if r.recorded_failures > 0 {
         out.push(format!("{} as recorded", r.recorded_failures));
+    }
+    if r.passed_through > 0 {
+        out.push(format!("{} passed through", r.passed_through));
     }
     out.join(", ")
 }
@@ -325,6 +331,7 @@ pub fn merge(parts: impl IntoIterator<Item = Vec<MockReport>>) -> Vec<MockReport
                 route.exact += r.exact;
                 route.similar += r.similar;
                 route.unmatched += r.unmatched;
+                route.passed_through += r.passed_through;
                 route.recorded_failures += r.recorded_failures;
                 route.abandoned += r.abandoned;
                 for (k, n) in r.injected {

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
-use tapedeck_mock::{FaultRule, Index, Latency, Mock, MockConfig};
+use tapedeck_mock::{FaultRule, Index, Latency, Mock, MockConfig, Passthrough};
 
 /// Flags of `tapedeck mock`.
 #[derive(Debug, Args)]
@@ -41,6 +41,18 @@ pub struct MockArgs {
     /// Serve `/metrics` (Prometheus) on this address.
     #[arg(long, value_name = "ADDR")]
     pub admin: Option<String>,
+    /// Send requests nothing was recorded for on to this service instead (a sandbox, a
+    /// staging copy: `http(s)://host[:port][/prefix]`) and relay its answer, marked
+    /// `x-tapedeck-mock: passthrough`. Never the recorded dependency itself, unless
+    /// --allow-production-passthrough.
+    #[arg(long, value_name = "URL")]
+    pub passthrough: Option<String>,
+    /// CA certificates (PEM) to trust for an https --passthrough.
+    #[arg(long, value_name = "PEM", requires = "passthrough")]
+    pub passthrough_ca: Option<PathBuf>,
+    /// Let --passthrough name the service the tapes were recorded from.
+    #[arg(long, requires = "passthrough")]
+    pub allow_production_passthrough: bool,
 }
 
 /// The recorded answers under `paths` (of `service` only, when given), indexed.
@@ -142,7 +154,12 @@ fn config(args: &MockArgs) -> Result<MockConfig> {
     if !(200..=599).contains(&args.unmatched_status) {
         bail!("--unmatched-status {}: a final HTTP status, 200 to 599", args.unmatched_status);
     }
-    Ok(MockConfig { latency, faults, unmatched_status: args.unmatched_status, seed: args.seed })
+    let passthrough = args
+        .passthrough
+        .as_deref()
+        .map(|url| Passthrough::new(url, args.passthrough_ca.as_deref()).map_err(|e| anyhow!("--passthrough {e}")))
+        .transpose()?;
+    Ok(MockConfig { latency, faults, unmatched_status: args.unmatched_status, seed: args.seed, passthrough })
 }
 
 pub fn run(args: MockArgs) -> Result<ExitCode> {
@@ -150,6 +167,10 @@ pub fn run(args: MockArgs) -> Result<ExitCode> {
     let config = config(&args)?;
     let listen = super::proxy::socket_addr("listen", &args.listen)?;
     let admin = args.admin.as_deref().map(|a| super::proxy::socket_addr("admin", a)).transpose()?;
+    if let Some(p) = &config.passthrough {
+        let (segments, _) = tapedeck_captures::tape::discover_recordings(&args.paths)?;
+        check_passthrough(p, &segments, args.allow_production_passthrough)?;
+    }
     let index = load(&args.paths, args.service.as_deref())?;
     let (answers, routes, skipped) = (index.len(), index.routes(), index.skipped);
     if index.cut > 0 {
@@ -189,6 +210,51 @@ pub fn run(args: MockArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Refuses a passthrough to the service `segments` were recorded in front of (their
+/// `upstream` label): a staging run's unmatched calls would reach the real dependency
+/// (real charges, real mail), unless `allowed`.
+pub(super) fn check_passthrough(p: &Passthrough, segments: &[PathBuf], allowed: bool) -> Result<()> {
+    if allowed {
+        return Ok(());
+    }
+    for path in segments {
+        let Ok(reader) = tapedeck_captures::tape::SegmentReader::open(path) else { continue };
+        let Some(upstream) = reader.header().label("upstream") else { continue };
+        let Ok(uri) = upstream.parse::<http::Uri>() else { continue };
+        let Some(a) = uri.authority() else { continue };
+        let port = a.port_u16().unwrap_or(if uri.scheme_str() == Some("https") { 443 } else { 80 });
+        let host = |h: &str| h.trim_end_matches('.').to_ascii_lowercase();
+        let theirs = p.authority().parse::<http::uri::Authority>().map(|b| host(b.host())).unwrap_or_default();
+        // Local names and address literals spelled differently (`localhost`, `127.1`,
+        // `[::1]`) are resolved; a production name is not looked up from here.
+        let local = |h: &str| {
+            let bare = h.trim_start_matches('[').trim_end_matches(']');
+            bare.parse::<std::net::IpAddr>().is_ok() || bare == "localhost" || bare.ends_with(".localhost")
+        };
+        let same_address = || {
+            use std::net::ToSocketAddrs;
+            let addrs = |h: &str| {
+                (h.trim_start_matches('[').trim_end_matches(']'), port)
+                    .to_socket_addrs()
+                    .map(|a| a.map(|a| a.ip()).collect::<Vec<_>>())
+                    .unwrap_or_default()
+            };
+            let mine = addrs(&host(a.host()));
+            addrs(&theirs).iter().any(|ip| mine.contains(ip))
+        };
+        if port == p.port()
+            && (host(a.host()) == theirs || (local(&host(a.host())) && local(&theirs) && same_address()))
+        {
+            bail!(
+                "--passthrough {}: the tapes were recorded in front of {upstream}: unmatched calls would reach the real \
+                 dependency; point it at a sandbox or a staging copy (or --allow-production-passthrough)",
+                p.url()
+            );
+        }
+    }
+    Ok(())
+}
+
 /// What was served, by route.
 fn summary(mock: &Mock) -> String {
     use std::fmt::Write as _;
@@ -214,6 +280,9 @@ fn summary(mock: &Mock) -> String {
         }
         if s.abandoned > 0 {
             failures.push(format!("{} given up by the caller before the answer", s.abandoned));
+        }
+        if s.passed_through > 0 {
+            failures.push(format!("{} passed through", s.passed_through));
         }
         let _ =
             writeln!(out, "  {route:<40} {:>8} {:>8} {:>10}  {}", s.exact, s.similar, s.unmatched, failures.join(", "));
@@ -306,6 +375,30 @@ pub(super) fn replay_config(latency: Option<&str>, faults: &[String], seed: Opti
     Ok(MockConfig { latency, faults, seed, ..MockConfig::default() })
 }
 
+/// `replay --mock-passthrough NAME=URL`, by service; each NAME one of `mocked`. An https
+/// URL trusts the system's roots, or `ca` (the replay's `--ca`).
+pub(super) fn passthroughs(
+    specs: &[String],
+    mocked: &[String],
+    ca: Option<&std::path::Path>,
+) -> Result<std::collections::BTreeMap<String, Passthrough>> {
+    let mut out = std::collections::BTreeMap::new();
+    for spec in specs {
+        let (name, url) = spec.split_once('=').ok_or_else(|| {
+            anyhow!("--mock-passthrough {spec:?}: expected NAME=URL, e.g. payments=https://sandbox.example")
+        })?;
+        let name = name.trim();
+        if !mocked.iter().any(|m| m == name) {
+            bail!("--mock-passthrough {name}: no --mock {name}=ADDR to pass its unmatched calls on from");
+        }
+        let p = Passthrough::new(url.trim(), ca).map_err(|e| anyhow!("--mock-passthrough {name}: {e}"))?;
+        if out.insert(name.to_string(), p).is_some() {
+            bail!("--mock-passthrough {name}: given twice");
+        }
+    }
+    Ok(out)
+}
+
 /// One mock running beside a replay.
 struct Running {
     service: String,
@@ -330,7 +423,7 @@ impl ReplayMocks {
     /// starts answering.
     pub(super) fn start(
         specs: Vec<MockSpec>,
-        config: MockConfig,
+        (config, mut passthroughs): (MockConfig, std::collections::BTreeMap<String, Passthrough>),
         (latency, faults): (String, Vec<String>),
         dependencies: &[PathBuf],
         window: Option<(i64, i64)>,
@@ -378,7 +471,9 @@ impl ReplayMocks {
             let (index, _outside) = load_from(TapeReader::new(segments.clone()), &at, Some(&spec.service), window)
                 .with_context(|| format!("--mock {}", spec.service))?;
             let (answers, routes) = (index.len(), index.routes());
-            let mock = Mock::new(index, config.clone());
+            let passthrough = passthroughs.remove(&spec.service);
+            let through = passthrough.as_ref().map(|p| format!("; unmatched calls pass through to {}", p.url()));
+            let mock = Mock::new(index, MockConfig { passthrough, ..config.clone() });
             let listener = runtime
                 .block_on(tokio::net::TcpListener::bind(spec.addr))
                 .with_context(|| format!("--mock {}={}: cannot listen there", spec.service, spec.addr))?;
@@ -390,8 +485,9 @@ impl ReplayMocks {
             super::status(
                 "replay",
                 format_args!(
-                    "mock {} answering on http://{addr} from {answers} recorded answers on {routes} routes; latency {latency}",
-                    spec.service
+                    "mock {} answering on http://{addr} from {answers} recorded answers on {routes} routes; latency {latency}{}",
+                    spec.service,
+                    through.unwrap_or_default()
                 ),
             );
             running.push(Running { service: spec.service, addr, mock });
@@ -434,6 +530,7 @@ impl ReplayMocks {
                             unmatched: s.unmatched,
                             recorded_failures: s.recorded_failures,
                             abandoned: s.abandoned,
+                            passed_through: s.passed_through,
                             injected: s.injected.clone(),
                             ..MockRoute::new(route, &recorded, s.served_us.as_ref())
                         }

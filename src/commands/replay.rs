@@ -117,6 +117,11 @@ pub struct ReplayArgs {
     /// Seed for the mocks' fault draws (the same seed, the same draws).
     #[arg(long, value_name = "N")]
     pub mock_seed: Option<u64>,
+    /// Send a mock's calls that nothing recorded answers on to a real service (a sandbox,
+    /// a staging copy): `NAME=URL`, as `tapedeck mock --passthrough`; never the recorded
+    /// dependency itself. They still count as unmatched. Repeatable.
+    #[arg(long, value_name = "NAME=URL")]
+    pub mock_passthrough: Vec<String>,
     /// Stop after this many requests.
     #[arg(long, value_name = "N")]
     pub limit: Option<u64>,
@@ -255,7 +260,7 @@ impl ReplayArgs {
         #[rustfmt::skip]
         let ReplayArgs {
             paths, target, speed, rate, concurrency, max_in_flight, filter, method, route, status, host, from, to,
-            sample, shard, start_at, late_ok, publish_results, run_id, create_stream, mock, mock_latency, mock_fault, mock_seed,
+            sample, shard, start_at, late_ok, publish_results, run_id, create_stream, mock, mock_latency, mock_fault, mock_seed, mock_passthrough,
             limit, loops, duration, set_header, remove_header, rewrite_path, host_header, timeout, connections,
             connection_reuse, insecure, ca, workers, results, scrub_policy, scrub_key_file, proto_descriptor,
             no_scrub_results, max_body, ignore, noise_probe, noise_model, no_compare, no_correlate,
@@ -269,7 +274,7 @@ impl ReplayArgs {
                 loops, duration, publish_results, run_id, mock_latency, mock_seed,
                 host_header, timeout, connections, connection_reuse, ca, workers, results, scrub_policy, scrub_key_file,
                 proto_descriptor, max_body, noise_model;
-            lists: paths, method, route, status, host, set_header, remove_header, rewrite_path, ignore, mock, mock_fault;
+            lists: paths, method, route, status, host, set_header, remove_header, rewrite_path, ignore, mock, mock_fault, mock_passthrough;
             switches: late_ok, create_stream, insecure, no_scrub_results, noise_probe, no_compare, no_correlate, allow_production_target,
                 keep_credentials, allow_unscrubbed, strict_perms, allow_shared_dir, no_progress);
         let ReportFlags { report, html, junit, gate, compare_config, top, force } = output;
@@ -362,10 +367,15 @@ fn config(args: &ReplayArgs) -> Result<ReplayConfig> {
         .map_err(|e| anyhow!("--sample {e}"))?;
     s.limit = args.limit;
     s.mocked = super::mock::parse_specs(&args.mock)?.into_iter().map(|m| m.service).collect();
-    if args.mock.is_empty() && (args.mock_latency.is_some() || !args.mock_fault.is_empty() || args.mock_seed.is_some())
+    if args.mock.is_empty()
+        && (args.mock_latency.is_some()
+            || !args.mock_fault.is_empty()
+            || args.mock_seed.is_some()
+            || !args.mock_passthrough.is_empty())
     {
-        bail!("--mock-latency, --mock-fault and --mock-seed go with --mock NAME=ADDR");
+        bail!("--mock-latency, --mock-fault, --mock-seed and --mock-passthrough go with --mock NAME=ADDR");
     }
+    super::mock::passthroughs(&args.mock_passthrough, &s.mocked, args.ca.as_deref())?;
     // Checked now: a usage error never waits for the tapes.
     super::mock::replay_config(args.mock_latency.as_deref(), &args.mock_fault, args.mock_seed)?;
     c.loops = args.loops;
@@ -789,9 +799,14 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode> {
     } else {
         let mock_config = super::mock::replay_config(args.mock_latency.as_deref(), &args.mock_fault, args.mock_seed)?;
         let described = (args.mock_latency.clone().unwrap_or_else(|| "recorded".into()), args.mock_fault.clone());
+        let passthroughs =
+            super::mock::passthroughs(&args.mock_passthrough, &config.selection.mocked, args.ca.as_deref())?;
+        for p in passthroughs.values() {
+            super::mock::check_passthrough(p, &dependencies, false)?;
+        }
         Some(super::mock::ReplayMocks::start(
             super::mock::parse_specs(&args.mock)?,
-            mock_config,
+            (mock_config, passthroughs),
             described,
             &dependencies,
             mock_window(&config)?,
