@@ -129,10 +129,14 @@ fn a_recorded_dependency_answers_as_it_did_and_when_it_did() {
     let (_, status, body) = timed(mock.addr, "DELETE", "/cards/42", b"");
     assert_eq!(status, 404);
     assert!(body.contains("nothing was recorded") && body.contains("DELETE /cards/{id}"), "{body}");
+    // What the caller put in a path is scrubbed before it is counted by route.
+    assert_eq!(timed(mock.addr, "GET", "/cards/4111-1111-1111-1111/verify", b"").1, 404);
     let (code, summary) = mock.stop();
     assert_eq!(code, 0, "{summary}");
-    assert!(summary.contains("7 requests: 5 recorded exactly, 1 like a recorded one, 1 not recorded"), "{summary}");
+    assert!(summary.contains("8 requests: 5 recorded exactly, 1 like a recorded one, 2 not recorded"), "{summary}");
     assert!(summary.contains("DELETE /cards/{id}"), "unmatched calls are reported by route: {summary}");
+    assert!(summary.contains("GET /cards/****-****-****-1111/verify"), "{summary}");
+    assert!(!summary.contains("4111-1111-1111-1111"), "{summary}");
 }
 
 #[test]

@@ -319,7 +319,10 @@ fn a_replay_with_its_dependency_mocked_sees_production_latency_and_its_own_timeo
     let charge =
         report["mocks"][0]["routes"].as_array().unwrap().iter().find(|r| r["route"] == "POST /charge").unwrap();
     assert_eq!(charge["abandoned"], 20, "{charge}");
-    assert!(stdout.contains("POST /charge: the target gave up on 20 of 20 calls before the answer came"), "{stdout}");
+    assert!(
+        stdout.contains("POST /charge: the target went away before the whole answer on 20 of 20 calls"),
+        "{stdout}"
+    );
 }
 
 #[test]

@@ -96,6 +96,11 @@ impl Group {
         self.at(self.next.fetch_add(1, Ordering::Relaxed))
     }
 
+    /// The answer [`take`](Self::take) would give, leaving the sequence where it is.
+    fn peek(&self) -> usize {
+        self.at(self.next.load(Ordering::Relaxed))
+    }
+
     /// Answer `i` of the sequence (the last one past its end).
     fn at(&self, i: usize) -> usize {
         self.answers[i.min(self.answers.len() - 1)]
@@ -219,39 +224,55 @@ impl Index {
         self.latencies.get(route).map_or(&[], Vec::as_slice)
     }
 
-    /// The answer for a request.
+    /// The answer for a request. A `HEAD` nothing was recorded for gets the head of the
+    /// `GET` that was (without moving that request's sequence on), as a server would.
     pub fn answer(&self, method: &str, target: &str, body: &[u8]) -> Match<'_> {
         let method = method.to_ascii_uppercase();
-        let request = Request::new(&method, target, body);
-        if let Some(&g) = self.exact.get(&request.key) {
-            return Match::Found(&self.answers[self.groups[g].take()], MatchKind::Exact);
+        match self.lookup(&method, target, body, true) {
+            Match::Unmatched { route } if method == "HEAD" => match self.lookup("GET", target, body, false) {
+                found @ Match::Found(..) => found,
+                Match::Unmatched { .. } => Match::Unmatched { route },
+            },
+            found => found,
         }
-        let route = route::route_key(&method, target);
+    }
+
+    /// [`answer`](Self::answer) for `method` (upper case); `advance`: move the matched
+    /// request's sequence on (and remember a similar match).
+    fn lookup(&self, method: &str, target: &str, body: &[u8], advance: bool) -> Match<'_> {
+        let request = Request::new(method, target, body);
+        if let Some(&g) = self.exact.get(&request.key) {
+            let group = &self.groups[g];
+            return Match::Found(&self.answers[if advance { group.take() } else { group.peek() }], MatchKind::Exact);
+        }
+        let route = route::route_key(method, target);
         if let Some((g, taken)) = self.memo.lock().unwrap_or_else(|p| p.into_inner()).get_mut(&request.key) {
-            *taken += 1;
-            return Match::Found(&self.answers[self.groups[*g].at(*taken - 1)], MatchKind::Similar);
+            let next = *taken;
+            *taken += usize::from(advance);
+            return Match::Found(&self.answers[self.groups[*g].at(next)], MatchKind::Similar);
         }
         let candidates = self
             .by_path
-            .get(&(method, request.path.to_string()))
+            .get(&(method.to_string(), request.path.to_string()))
             .or_else(|| self.by_route.get(&route))
             .map_or(&[][..], Vec::as_slice);
         let best = candidates
             .iter()
             .take(MAX_CANDIDATES)
             .copied()
-            // The highest score; the first recorded among equals.
             // Each scored once; the highest score, the first recorded among equals.
             .map(|g| (request.score(&self.groups[g]), g))
             .max_by(|(a, ga), (b, gb)| a.total_cmp(b).then(gb.cmp(ga)))
             .map(|(_, g)| g);
         match best {
             Some(g) => {
-                let mut memo = self.memo.lock().unwrap_or_else(|p| p.into_inner());
-                if memo.len() >= MEMO {
-                    memo.clear();
+                if advance {
+                    let mut memo = self.memo.lock().unwrap_or_else(|p| p.into_inner());
+                    if memo.len() >= MEMO {
+                        memo.clear();
+                    }
+                    memo.insert(request.key, (g, 1));
                 }
-                memo.insert(request.key, (g, 1));
                 Match::Found(&self.answers[self.groups[g].at(0)], MatchKind::Similar)
             }
             None => Match::Unmatched { route },
@@ -410,6 +431,18 @@ mod tests {
         {
             assert_eq!(body(fresh.answer("GET", target, b"")).0, want, "{target}");
         }
+        // A HEAD where only the GET was recorded: that GET's answer, its sequence unmoved.
+        let polled = Index::build([
+            exchange("GET", "/jobs/1", "", 200, "pending", 10),
+            exchange("GET", "/jobs/1", "", 200, "done", 10),
+        ]);
+        for _ in 0..2 {
+            assert_eq!(body(polled.answer("HEAD", "/jobs/1", b"")), ("pending".into(), Some(MatchKind::Exact)));
+        }
+        assert_eq!(body(polled.answer("GET", "/jobs/1", b"")).0, "pending");
+        assert_eq!(body(polled.answer("HEAD", "/jobs/1", b"")).0, "done");
+        assert_eq!(body(polled.answer("HEAD", "/jobs/9", b"")), ("pending".into(), Some(MatchKind::Similar)));
+        assert_eq!(body(polled.answer("HEAD", "/other", b"")), ("HEAD /other".into(), None));
     }
 
     #[test]

@@ -46,6 +46,9 @@ pub struct MockConfig {
     pub seed: Option<u64>,
     /// Where requests nothing was recorded for go instead (`--passthrough URL`).
     pub passthrough: Option<crate::Passthrough>,
+    /// Scrubs the routes of requests nothing was recorded for before they are counted
+    /// (they name what the caller sent: `/cards/4111…/verify`), as a tape's would be.
+    pub scrub: Option<Arc<tapedeck_captures::scrub::Scrubber>>,
 }
 
 impl Default for MockConfig {
@@ -56,6 +59,7 @@ impl Default for MockConfig {
             unmatched_status: 404,
             seed: None,
             passthrough: None,
+            scrub: Some(Arc::new(tapedeck_captures::scrub::Scrubber::with_defaults(None))),
         }
     }
 }
@@ -270,6 +274,11 @@ impl Mock {
         let (recorded, kind) = match self.index.answer(&method, &target, &body) {
             Match::Found(r, kind) => (r, kind),
             Match::Unmatched { route } => {
+                // Counted (and shown in summaries, metrics, reports) by its scrubbed route.
+                let route = match &self.config.scrub {
+                    Some(s) => tapedeck_captures::route::route_key(&method, &s.scrub_target(&target)),
+                    None => route,
+                };
                 let count = |passed: bool| {
                     let mut unmatched = self.unmatched.lock().unwrap_or_else(|p| p.into_inner());
                     let full = unmatched.len() >= MAX_ROUTES && !unmatched.contains_key(&route);

@@ -103,6 +103,10 @@ pub async fn start(mut config: ProxyConfig) -> Result<Proxy, ProxyError> {
         };
         ProxyError::Bind { what, addr, hint, source: e }
     };
+    // Files and TLS settings first: a bad certificate is said whatever the ports are.
+    let tls = config.tls.clone().map(TlsState::load).transpose()?.map(Arc::new);
+    // Check the upstream's TLS settings now rather than on the first request.
+    crate::client::UpstreamPool::new(&upstream, &config)?;
     let listeners = bind_reuseport(config.listen, workers).map_err(|e| bind_error(LISTENER, config.listen, e))?;
     let local_addr = listeners[0].local_addr().map_err(|e| bind_error(LISTENER, config.listen, e))?;
     let admin_listener = match config.admin {
@@ -112,9 +116,6 @@ pub async fn start(mut config: ProxyConfig) -> Result<Proxy, ProxyError> {
         None => None,
     };
     let admin_addr = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
-    let tls = config.tls.clone().map(TlsState::load).transpose()?.map(Arc::new);
-    // Check the upstream's TLS settings now rather than on the first request.
-    crate::client::UpstreamPool::new(&upstream, &config)?;
     let clock = Clock::now();
 
     let (capture, writer, max_body) = match config.capture.take() {

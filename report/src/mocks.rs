@@ -38,7 +38,10 @@ pub struct MockReport {
 pub struct MockRoute {
     /// `METHOD /template`.
     pub route: String,
-    /// Calls production's service made to it in the window (the recorded answers).
+    /// The route's recorded answers the mock served from: the calls production's service
+    /// made in the mock's window (the replayed window and 30 s more, the whole recording
+    /// without one), whatever `--route`, `--limit`, `--sample` or `--shard` kept of the
+    /// service's own requests.
     pub recorded: u64,
     /// Calls answered by a recorded exchange of the same request.
     pub exact: u64,
@@ -144,7 +147,7 @@ impl MockReport {
             .map(|r| {
                 let answers = r.recorded_ms.map(|l| format!(", recorded p50 {:.1} ms", l.p50)).unwrap_or_default();
                 format!(
-                    "{}: the target gave up on {} of {} calls before the answer came (its timeout? latency {}{answers})",
+                    "{}: the target went away before the whole answer on {} of {} calls (its timeout? latency {}{answers})",
                     r.route,
                     r.abandoned,
                     r.calls(),
@@ -191,6 +194,9 @@ fn heading(m: &MockReport) -> String {
     )
 }
 
+/// Routes, and findings, shown per mock in a terminal (the JSON and HTML have them all).
+const SHOWN: usize = 20;
+
 /// The mocks as text for a terminal.
 pub fn terminal(out: &mut String, mocks: &[MockReport]) {
     if mocks.is_empty() {
@@ -204,7 +210,7 @@ pub fn terminal(out: &mut String, mocks: &[MockReport]) {
             "    {:>8} {:>7} {:>7} {:>9}  {:>8} → {:>8}  {:>8} → {:>8}  route (p50, p99 ms recorded → served)",
             "recorded", "exact", "similar", "unmatched", "p50", "p50", "p99", "p99"
         );
-        for r in &m.routes {
+        for r in m.routes.iter().take(SHOWN) {
             let f = failures(r);
             let _ = writeln!(
                 out,
@@ -221,10 +227,17 @@ pub fn terminal(out: &mut String, mocks: &[MockReport]) {
                 if f.is_empty() { String::new() } else { format!("  ({f})") }
             );
         }
-        for p in m.problems() {
+        if m.routes.len() > SHOWN {
+            let _ = writeln!(out, "    … {} more routes (see the JSON or HTML report)", m.routes.len() - SHOWN);
+        }
+        let problems = m.problems();
+        for p in problems.iter().take(SHOWN) {
             let _ = writeln!(out, "    changed call pattern: {p}");
         }
-        for g in m.given_up() {
+        if problems.len() > SHOWN {
+            let _ = writeln!(out, "    … {} more routes with calls nothing recorded answers", problems.len() - SHOWN);
+        }
+        for g in m.given_up().iter().take(SHOWN) {
             let _ = writeln!(out, "    {g}");
         }
     }

@@ -63,14 +63,15 @@ fn load(paths: &[PathBuf], service: Option<&str>) -> Result<Index> {
 }
 
 /// The recorded answers `reader` holds (of `service` only, when given; recorded in
-/// `window`, ns since the epoch, when given and it holds any), indexed, and how many of
-/// the service's answers were outside the window. `at` names the tapes in messages.
+/// `window`, ns since the epoch, when given and it holds any), indexed, and whether the
+/// window was applied (false: no window, or none of the answers is in it). `at` names the
+/// tapes in messages.
 pub(super) fn load_from(
     mut reader: tapedeck_captures::tape::TapeReader,
     at: &str,
     service: Option<&str>,
     window: Option<(i64, i64)>,
-) -> Result<(Index, u64)> {
+) -> Result<(Index, bool)> {
     let mut services = std::collections::BTreeSet::new();
     // (exchange, recorded in front of a service rather than a dependency)
     let mut exchanges = Vec::new();
@@ -104,12 +105,12 @@ pub(super) fn load_from(
     }
     // The replay's window, when it holds any of the service's answers (else all of them,
     // said: a mock that can answer nothing helps no one).
-    let mut outside = 0u64;
+    let mut windowed = false;
     if let Some((from, to)) = window {
         let inside = |e: &tapedeck_captures::Exchange| (from..to).contains(&e.wall_start_ns());
         let within = exchanges.iter().filter(|(e, _)| inside(e)).count();
         if within > 0 {
-            outside = (exchanges.len() - within) as u64;
+            windowed = true;
             exchanges.retain(|(e, _)| inside(e));
         } else if !exchanges.is_empty() {
             say!(
@@ -141,7 +142,7 @@ pub(super) fn load_from(
             }
         );
     }
-    Ok((index, outside))
+    Ok((index, windowed))
 }
 
 fn config(args: &MockArgs) -> Result<MockConfig> {
@@ -159,7 +160,14 @@ fn config(args: &MockArgs) -> Result<MockConfig> {
         .as_deref()
         .map(|url| Passthrough::new(url, args.passthrough_ca.as_deref()).map_err(|e| anyhow!("--passthrough {e}")))
         .transpose()?;
-    Ok(MockConfig { latency, faults, unmatched_status: args.unmatched_status, seed: args.seed, passthrough })
+    Ok(MockConfig {
+        latency,
+        faults,
+        unmatched_status: args.unmatched_status,
+        seed: args.seed,
+        passthrough,
+        ..MockConfig::default()
+    })
 }
 
 pub fn run(args: MockArgs) -> Result<ExitCode> {
@@ -337,14 +345,22 @@ impl std::str::FromStr for MockSpec {
                  (`proxy --role dependency --service NAME`), e.g. --mock payments=127.0.0.1:7001"
             )
         };
-        let (name, addr) = s.split_once('=').ok_or_else(|| usage("no '='"))?;
+        // The last '=': a service name may hold one.
+        let (name, addr) = s.rsplit_once('=').ok_or_else(|| usage("no '='"))?;
         let name = name.trim();
         if name.is_empty() {
             return Err(usage("no service name"));
         }
         let addr = addr.trim();
         let full = if addr.starts_with(':') { format!("127.0.0.1{addr}") } else { addr.to_string() };
-        let addr = full.parse().map_err(|_| usage(&format!("{addr:?} is not HOST:PORT")))?;
+        // An address, or a name this host resolves (`localhost:7001`): its first address.
+        let addr = match full.parse() {
+            Ok(a) => a,
+            Err(_) => std::net::ToSocketAddrs::to_socket_addrs(&full)
+                .ok()
+                .and_then(|mut a| a.next())
+                .ok_or_else(|| usage(&format!("{addr:?} is not HOST:PORT (or HOST does not resolve here)")))?,
+        };
         Ok(MockSpec { service: name.to_string(), addr })
     }
 }
@@ -404,6 +420,19 @@ struct Running {
     service: String,
     addr: std::net::SocketAddr,
     mock: std::sync::Arc<Mock>,
+    /// Where its answers were recorded, in words.
+    window: Option<String>,
+}
+
+/// `(from, to)` (ns since the epoch, open ends at the extremes) in RFC 3339.
+fn describe_window((from, to): (i64, i64)) -> String {
+    let rfc3339 =
+        |ns: i64| jiff::Timestamp::from_nanosecond(i128::from(ns)).map_or_else(|_| ns.to_string(), |t| t.to_string());
+    match (from, to) {
+        (i64::MIN, to) => format!("until {}", rfc3339(to)),
+        (from, i64::MAX) => format!("from {}", rfc3339(from)),
+        (from, to) => format!("{} to {}", rfc3339(from), rfc3339(to)),
+    }
 }
 
 /// The dependency mocks a replay runs beside it, each answering from its service's
@@ -414,7 +443,6 @@ pub(super) struct ReplayMocks {
     running: Vec<Running>,
     latency: String,
     faults: Vec<String>,
-    window: Option<String>,
 }
 
 impl ReplayMocks {
@@ -468,7 +496,7 @@ impl ReplayMocks {
                 );
             };
             let at = format!("the tapes of {}", spec.service);
-            let (index, _outside) = load_from(TapeReader::new(segments.clone()), &at, Some(&spec.service), window)
+            let (index, windowed) = load_from(TapeReader::new(segments.clone()), &at, Some(&spec.service), window)
                 .with_context(|| format!("--mock {}", spec.service))?;
             let (answers, routes) = (index.len(), index.routes());
             let passthrough = passthroughs.remove(&spec.service);
@@ -490,17 +518,14 @@ impl ReplayMocks {
                     through.unwrap_or_default()
                 ),
             );
-            running.push(Running { service: spec.service, addr, mock });
+            let window = match window {
+                Some(w) if windowed => Some(describe_window(w)),
+                Some(_) => Some("any time (none in the replayed window)".to_string()),
+                None => None,
+            };
+            running.push(Running { service: spec.service, addr, mock, window });
         }
-        let rfc3339 = |ns: i64| {
-            jiff::Timestamp::from_nanosecond(i128::from(ns)).map_or_else(|_| ns.to_string(), |t| t.to_string())
-        };
-        let window = window.map(|(from, to)| match (from, to) {
-            (i64::MIN, to) => format!("until {}", rfc3339(to)),
-            (from, i64::MAX) => format!("from {}", rfc3339(from)),
-            (from, to) => format!("{} to {}", rfc3339(from), rfc3339(to)),
-        });
-        Ok(ReplayMocks { runtime, stop, running, latency, faults, window })
+        Ok(ReplayMocks { runtime, stop, running, latency, faults })
     }
 
     /// Stops answering; what each mock was asked.
@@ -542,7 +567,7 @@ impl ReplayMocks {
                     latency: self.latency.clone(),
                     faults: self.faults.clone(),
                     answers: index.len() as u64,
-                    window: self.window.clone(),
+                    window: r.window.clone(),
                     routes,
                 };
                 m.sort();

@@ -759,6 +759,16 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode> {
                 config.selection.mocked.join(", ")
             );
         }
+        let dependency_only = deps.is_empty()
+            && traffic
+                .iter()
+                .any(|p| tapedeck_captures::tape::SegmentReader::open(p).is_ok_and(|r| r.header().is_dependency()));
+        if dependency_only {
+            say!(
+                "note: these tapes were recorded in front of a dependency (proxy --role dependency): its calls are \
+                 replayed against the target, as to a staging copy of that dependency"
+            );
+        }
         if !deps.is_empty() && args.mock.is_empty() {
             say!(
                 "note: {} segment(s) recorded in front of dependencies (proxy --role dependency) are not replayed; \
@@ -797,7 +807,10 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode> {
     let mocks = if args.mock.is_empty() {
         None
     } else {
-        let mock_config = super::mock::replay_config(args.mock_latency.as_deref(), &args.mock_fault, args.mock_seed)?;
+        let mut mock_config =
+            super::mock::replay_config(args.mock_latency.as_deref(), &args.mock_fault, args.mock_seed)?;
+        // The replay's own scrubbing (its policy and key; none with --no-scrub-results).
+        mock_config.scrub = config.scrub.clone();
         let described = (args.mock_latency.clone().unwrap_or_else(|| "recorded".into()), args.mock_fault.clone());
         let passthroughs =
             super::mock::passthroughs(&args.mock_passthrough, &config.selection.mocked, args.ca.as_deref())?;
