@@ -281,8 +281,19 @@ fn unmatched_calls_pass_through_to_a_sandbox_never_to_the_recorded_dependency() 
     let seen = sandbox.seen();
     assert_eq!((seen.len(), seen[0].method.as_str(), seen[0].path.as_str()), (1, "DELETE", "/cards/42?soft=1"));
     assert_eq!(seen[0].header("host"), Some(sandbox.addr.to_string().as_str()), "Host is the sandbox's");
+    // A body that breaks off is refused unread, never passed on, and counted.
+    {
+        use std::io::Write;
+        let mut s = std::net::TcpStream::connect(mock.addr).unwrap();
+        s.write_all(b"POST /nowhere HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789").unwrap();
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut answer = String::new();
+        let _ = s.read_to_string(&mut answer);
+    }
+    assert_eq!(sandbox.seen().len(), 1);
     let (code, summary) = mock.stop();
     assert_eq!(code, 0);
+    assert!(summary.contains("1 more refused unread"), "{summary}");
     assert!(summary.contains("1 not recorded") && summary.contains("1 passed through"), "{summary}");
 
     // A sandbox that is down: a 502 saying so, the mock goes on.

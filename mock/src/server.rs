@@ -163,6 +163,8 @@ pub struct Mock {
     unmatched: Mutex<BTreeMap<String, (u64, u64)>>,
     /// Passthroughs that failed (logged: the first, then every thousandth).
     passthrough_failures: AtomicU64,
+    /// Requests whose body could not be read (over 16 MiB, broken off, too slow).
+    refused: AtomicU64,
 }
 
 type Body = BoxBody<Bytes, Infallible>;
@@ -187,7 +189,14 @@ impl Mock {
             recorded,
             unmatched: Mutex::new(BTreeMap::new()),
             passthrough_failures: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
         })
+    }
+
+    /// Requests refused because their body could not be read (over 16 MiB, broken off,
+    /// slower than 60 s): neither matched nor counted by route.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
     }
 
     /// The recorded answers.
@@ -267,6 +276,7 @@ impl Mock {
         let body = match read {
             Ok(Ok(b)) => b.to_bytes(),
             Ok(Err(_)) | Err(_) => {
+                self.refused.fetch_add(1, Ordering::Relaxed);
                 let why = "the request body is over 16 MiB, broke off, or took over 60 s";
                 return Ok(explain(413, "too-large", why, &method, &target));
             }

@@ -423,6 +423,13 @@ pub fn merge(parts: Vec<Part>, config: &CompareConfig) -> Result<Merged, MergeEr
                 .to_string(),
         );
     }
+    let mocked = parts.iter().filter(|p| !p.report.mocks.is_empty()).count();
+    if mocked > 0 && mocked < parts.len() {
+        warnings.push(format!(
+            "{mocked} of {} shards ran dependency mocks (--mock): the mocks' calls are those shards' only",
+            parts.len()
+        ));
+    }
     let pacing = parts[0].report.pacing.clone();
     let origins: Vec<i64> = parts.iter().filter_map(|p| p.report.stats.as_ref().map(|s| s.origin_unix_ns)).collect();
     let base = origins.iter().copied().min().unwrap_or(0);

@@ -31,6 +31,10 @@ pub struct MockReport {
     pub window: Option<String>,
     /// Per route, the ones with calls nothing recorded answers first.
     pub routes: Vec<MockRoute>,
+    /// Calls refused unread (a body over 16 MiB, broken off or slower than 60 s), not in
+    /// `routes`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub refused: u64,
 }
 
 /// One route of a mock.
@@ -183,11 +187,16 @@ fn failures(r: &MockRoute) -> String {
 fn heading(m: &MockReport) -> String {
     let faults = if m.faults.is_empty() { String::new() } else { format!(", faults {}", m.faults.join("; ")) };
     let window = m.window.as_ref().map(|w| format!(", recorded {w}")).unwrap_or_default();
+    let refused = if m.refused > 0 {
+        format!(", {} refused unread (a body over 16 MiB, broken off or too slow)", m.refused)
+    } else {
+        String::new()
+    };
     format!(
-        "{} at {}: {} calls ({} not recorded), {} recorded answers{window}, latency {}{faults}",
+        "{} at {}: {} calls ({} not recorded{refused}), {} recorded answers{window}, latency {}{faults}",
         m.service,
         m.address,
-        m.calls(),
+        m.calls() + m.refused,
         m.unmatched(),
         m.answers,
         m.latency
@@ -324,7 +333,8 @@ pub fn merge(parts: impl IntoIterator<Item = Vec<MockReport>>) -> Vec<MockReport
         for m in mocks {
             let (into, routes) = by_service
                 .entry(m.service.clone())
-                .or_insert_with(|| (MockReport { routes: Vec::new(), ..m.clone() }, BTreeMap::new()));
+                .or_insert_with(|| (MockReport { routes: Vec::new(), refused: 0, ..m.clone() }, BTreeMap::new()));
+            into.refused += m.refused;
             if !into.address.split(", ").any(|a| a == m.address) {
                 into.address = format!("{}, {}", into.address, m.address);
             }

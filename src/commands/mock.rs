@@ -277,6 +277,13 @@ fn summary(mock: &Mock) -> String {
         total(|s| s.similar),
         total(|s| s.unmatched)
     );
+    if mock.refused() > 0 {
+        let _ = writeln!(
+            out,
+            "  {} more refused unread: a body over 16 MiB, broken off or slower than 60 s",
+            mock.refused()
+        );
+    }
     if stats.is_empty() {
         return out;
     }
@@ -569,6 +576,7 @@ impl ReplayMocks {
                     answers: index.len() as u64,
                     window: r.window.clone(),
                     routes,
+                    refused: r.mock.refused(),
                 };
                 m.sort();
                 m
