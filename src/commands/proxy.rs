@@ -390,6 +390,11 @@ pub(crate) fn build_config(args: ProxyArgs) -> Result<(ProxyConfig, Option<Strin
         }
         capture.writer.labels.push(("role".into(), role.into()));
         capture.writer.allow_shared_dir = args.allow_shared_dir;
+        // Judged (and made, if new) before any port is bound: a directory others could
+        // write is the error to hear, whatever the ports.
+        if let Some(dir) = &args.capture_dir {
+            tapedeck_captures::files::make_private_dir(dir, args.allow_shared_dir, "creating capture directory")?;
+        }
         capture.max_body = size("max-body", args.max_body.as_deref(), 1 << 20)? as usize;
         if capture.max_body > 100 << 20 {
             bail!("--max-body {}: at most 100MiB per body can be captured", human::bytes(capture.max_body as u64));
