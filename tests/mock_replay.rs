@@ -7,13 +7,13 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::proxy::ProxyProcess;
-use common::upstream::http;
+use common::upstream::{http, Incoming, Reply};
 use common::*;
 
 /// The application's timeout for a call to its dependency.
@@ -22,63 +22,12 @@ const DEPENDENCY_TIMEOUT: Duration = Duration::from_millis(500);
 /// How long the real dependency takes to charge a card.
 const CHARGE_MS: u64 = 180;
 
-type Handler = Arc<dyn Fn(&str, &str, &[u8]) -> (u16, String) + Send + Sync>;
-
-/// A small keep-alive HTTP/1.1 server on 127.0.0.1 answering with `handler`, one thread
-/// per connection (it lives as long as the test process).
-fn serve(handler: Handler) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let handler = handler.clone();
-            std::thread::spawn(move || {
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                let mut writer = stream;
-                let _ = writer.set_nodelay(true);
-                loop {
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                        return;
-                    }
-                    let mut words = line.split_whitespace();
-                    let (method, path) =
-                        (words.next().unwrap_or("").to_string(), words.next().unwrap_or("/").to_string());
-                    let mut len = 0usize;
-                    let mut close = false;
-                    loop {
-                        let mut h = String::new();
-                        if reader.read_line(&mut h).unwrap_or(0) == 0 {
-                            return;
-                        }
-                        if h.trim().is_empty() {
-                            break;
-                        }
-                        let (name, value) = h.split_once(':').unwrap_or((&h, ""));
-                        if name.eq_ignore_ascii_case("content-length") {
-                            len = value.trim().parse().unwrap_or(0);
-                        }
-                        close |= name.eq_ignore_ascii_case("connection") && value.trim().eq_ignore_ascii_case("close");
-                    }
-                    let mut body = vec![0; len];
-                    if reader.read_exact(&mut body).is_err() {
-                        return;
-                    }
-                    let (status, answer) = handler(&method, &path, &body);
-                    let head = format!(
-                        "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-                        answer.len()
-                    );
-                    if writer.write_all(head.as_bytes()).and_then(|()| writer.write_all(answer.as_bytes())).is_err()
-                        || close
-                    {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    addr
+/// A JSON service on 127.0.0.1 answering `(method, path, body)` with `(status, JSON)`.
+fn serve(handler: impl Fn(&str, &str, &[u8]) -> (u16, String) + Send + Sync + 'static) -> SocketAddr {
+    common::upstream::serve(Arc::new(move |req: &Incoming| {
+        let (status, json) = handler(&req.method, &req.path, &req.body);
+        Reply { status, headers: "Content-Type: application/json\r\n".into(), body: json.into_bytes() }
+    }))
 }
 
 /// One call with a deadline for the whole answer, as an application's HTTP client makes
@@ -113,7 +62,7 @@ fn call(addr: SocketAddr, method: &str, path: &str, body: &str, timeout: Duratio
 
 /// The real payments dependency: charging takes [`CHARGE_MS`], exchange rates are quick.
 fn payments() -> SocketAddr {
-    serve(Arc::new(|method, path, body| match (method, path) {
+    serve(|method, path, body| match (method, path) {
         ("POST", "/charge") => {
             std::thread::sleep(Duration::from_millis(CHARGE_MS));
             let order: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
@@ -124,14 +73,14 @@ fn payments() -> SocketAddr {
             (200, r#"{"currency":"EUR","rate":1.08}"#.to_string())
         }
         _ => (404, r#"{"error":"no such route"}"#.to_string()),
-    }))
+    })
 }
 
 /// The application under test: `GET /checkout/N` charges order N through its dependency
 /// (504 when the dependency takes over 500 ms), `GET /rates` asks it for a rate. With
 /// `loyalty`, a checkout also makes a call production's version never made.
 fn application(dependency: SocketAddr, loyalty: bool) -> SocketAddr {
-    serve(Arc::new(move |_, path, _| {
+    serve(move |_, path, _| {
         if let Some(order) = path.strip_prefix("/checkout/") {
             let order: u64 = order.parse().unwrap_or(0);
             if loyalty {
@@ -151,7 +100,7 @@ fn application(dependency: SocketAddr, loyalty: bool) -> SocketAddr {
             };
         }
         (404, r#"{"error":"not found"}"#.to_string())
-    }))
+    })
 }
 
 /// Production, recorded: the application behind a sidecar, its dependency behind another
@@ -216,6 +165,25 @@ fn route<'a>(report: &'a serde_json::Value, name: &str) -> &'a serde_json::Value
         .unwrap_or_else(|| panic!("{name}: {report}"))
 }
 
+/// Replays `capture` against a new staging copy of the application (with `loyalty`, the
+/// version making a new call), its dependency mocked on a free port, the JSON report into
+/// `json`; the run and its report.
+fn replay_staging(
+    capture: &std::path::Path,
+    loyalty: bool,
+    json: &std::path::Path,
+    extra: &[&str],
+) -> (std::process::Output, serde_json::Value) {
+    let mock_at = free_port();
+    let staging = application(mock_at, loyalty);
+    let mock = format!("payments={mock_at}");
+    let mut flags = vec!["--concurrency", "4", "--mock", &mock, "--report", s(json), "--no-progress"];
+    flags.extend_from_slice(extra);
+    let out = replay(capture, &format!("http://{staging}"), "max", &flags);
+    let report = serde_json::from_slice(&std::fs::read(json).unwrap_or_default()).unwrap_or_default();
+    (out, report)
+}
+
 #[test]
 fn a_replay_with_its_dependency_mocked_sees_production_latency_and_its_own_timeout() {
     let dir = tempfile::tempdir().unwrap();
@@ -223,29 +191,11 @@ fn a_replay_with_its_dependency_mocked_sees_production_latency_and_its_own_timeo
     record(&capture);
 
     // Staging's application, a version that also asks the dependency for loyalty points.
-    let mock_at = free_port();
-    let staging = application(mock_at, true);
     let json = dir.path().join("report.json");
-    let out = replay(
-        &capture,
-        &format!("http://{staging}"),
-        "max",
-        &[
-            "--concurrency",
-            "4",
-            "--mock",
-            &format!("payments={mock_at}"),
-            "--gate",
-            "mock_unmatched==0",
-            "--report",
-            s(&json),
-            "--no-progress",
-        ],
-    );
+    let (out, report) = replay_staging(&capture, true, &json, &["--gate", "mock_unmatched==0"]);
     let (stdout, err) = (String::from_utf8_lossy(&out.stdout).into_owned(), stderr(&out));
     assert_eq!(out.status.code(), Some(1), "the gate on calls production never made fails:\n{stdout}\n{err}");
     assert!(err.contains("mock payments answering on"), "{err}");
-    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     // Only the service's own traffic was replayed: the dependency's tapes answered the mock.
     assert_eq!(report["sent"], 40, "{stdout}");
     assert_eq!(route(&report, "GET /checkout/{id}")["count"], 20);
@@ -283,30 +233,10 @@ fn a_replay_with_its_dependency_mocked_sees_production_latency_and_its_own_timeo
 
     // The dependency three times slower, as on a bad day: the application's 500 ms
     // timeout fires on every checkout, and the report says so.
-    let mock_at = free_port();
-    let staging = application(mock_at, false);
-    let out = replay(
-        &capture,
-        &format!("http://{staging}"),
-        "max",
-        &[
-            "--concurrency",
-            "4",
-            "--mock",
-            &format!("payments={mock_at}"),
-            "--mock-latency",
-            "3x",
-            "--gate",
-            "new_5xx==0",
-            "--report",
-            s(&json),
-            "--force",
-            "--no-progress",
-        ],
-    );
+    let (out, report) =
+        replay_staging(&capture, false, &json, &["--mock-latency", "3x", "--gate", "new_5xx==0", "--force"]);
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert_eq!(out.status.code(), Some(1), "{stdout}\n{}", stderr(&out));
-    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     let checkout = route(&report, "GET /checkout/{id}");
     assert_eq!(checkout["replayed_status"]["5xx"], 20, "{checkout}");
     assert!(stdout.contains("20 more 5xx than recorded"), "{stdout}");

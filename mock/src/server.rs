@@ -103,7 +103,8 @@ fn served_histogram() -> hdrhistogram::Histogram<u64> {
     hdrhistogram::Histogram::new_with_bounds(1, MAX_SERVED_US, 3).expect("valid bounds")
 }
 
-/// One recorded route's counts, kept without a lock.
+/// One recorded route's counts (atomics; the injected kinds and the histogram behind
+/// their own locks).
 #[derive(Default)]
 struct Counters {
     exact: AtomicU64,
@@ -117,8 +118,8 @@ struct Counters {
 /// An answer being prepared: counted as abandoned if its caller goes away first (hyper
 /// drops the answer's future, or its body, when the connection closes).
 struct Pending {
-    mock: Arc<Mock>,
-    route: String,
+    /// Its route's counts.
+    counters: Option<Arc<Counters>>,
     came: Instant,
     done: bool,
 }
@@ -127,7 +128,7 @@ impl Pending {
     /// The answer is out.
     fn served(mut self) {
         self.done = true;
-        if let Some(c) = self.mock.recorded.get(&self.route) {
+        if let Some(c) = &self.counters {
             c.served(self.came.elapsed());
         }
     }
@@ -135,10 +136,8 @@ impl Pending {
 
 impl Drop for Pending {
     fn drop(&mut self) {
-        if !self.done {
-            if let Some(c) = self.mock.recorded.get(&self.route) {
-                c.abandoned.fetch_add(1, Ordering::Relaxed);
-            }
+        if let Some(c) = self.counters.as_ref().filter(|_| !self.done) {
+            c.abandoned.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
@@ -158,7 +157,7 @@ pub struct Mock {
     config: MockConfig,
     rng: Mutex<rand::rngs::StdRng>,
     /// The recorded routes' counts.
-    recorded: rustc_hash::FxHashMap<String, Counters>,
+    recorded: rustc_hash::FxHashMap<String, Arc<Counters>>,
     /// Requests of routes nothing was recorded for, by route: (all, passed through).
     unmatched: Mutex<BTreeMap<String, (u64, u64)>>,
     /// Passthroughs that failed (logged: the first, then every thousandth).
@@ -181,7 +180,7 @@ impl Mock {
             Some(seed) => rand::rngs::StdRng::seed_from_u64(seed),
             None => rand::rngs::StdRng::from_os_rng(),
         };
-        let recorded = index.route_names().map(|r| (r.to_string(), Counters::default())).collect();
+        let recorded = index.route_names().map(|r| (r.to_string(), Arc::default())).collect();
         Arc::new(Mock {
             index,
             config,
@@ -330,7 +329,8 @@ impl Mock {
             .iter()
             .find(|rule| rule.covers(&method, &target))
             .and_then(|rule| rule.draw(&mut *self.rng.lock().unwrap_or_else(|p| p.into_inner())));
-        if let Some(c) = self.recorded.get(route) {
+        let counters = self.recorded.get(route);
+        if let Some(c) = counters {
             match kind {
                 MatchKind::Exact => c.exact.fetch_add(1, Ordering::Relaxed),
                 MatchKind::Similar => c.similar.fetch_add(1, Ordering::Relaxed),
@@ -357,7 +357,7 @@ impl Mock {
             }
             None => {}
         }
-        let mut pending = Pending { mock: self.clone(), route: route.to_string(), came, done: false };
+        let mut pending = Pending { counters: counters.cloned(), came, done: false };
         let (status, headers, body) = match &recorded.answer {
             Answer::Response { status, headers, body, .. } => (*status, headers, body.clone()),
             // Production's dependency failed this one: so does the mock, when it did.

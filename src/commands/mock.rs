@@ -388,38 +388,77 @@ pub(super) fn parse_specs(specs: &[String]) -> Result<Vec<MockSpec>> {
     Ok(parsed)
 }
 
-/// How the mocks a replay runs answer: `--mock-latency`, `--mock-fault`, `--mock-seed`.
-pub(super) fn replay_config(latency: Option<&str>, faults: &[String], seed: Option<u64>) -> Result<MockConfig> {
-    let latency: Latency = latency.unwrap_or("recorded").parse().map_err(|e| anyhow!("--mock-latency {e}"))?;
-    let faults = faults
-        .iter()
-        .map(|f| f.parse::<FaultRule>().map_err(|e| anyhow!("--mock-fault {e}")))
-        .collect::<Result<Vec<_>>>()?;
-    Ok(MockConfig { latency, faults, seed, ..MockConfig::default() })
+/// The mocks a replay runs, from its flags, checked once before anything is read:
+/// `--mock NAME=ADDR`, how they answer (`--mock-latency`, `--mock-fault`, `--mock-seed`)
+/// and where their unmatched calls go (`--mock-passthrough NAME=URL`).
+pub(super) struct MockPlan {
+    specs: Vec<MockSpec>,
+    config: MockConfig,
+    passthroughs: std::collections::BTreeMap<String, Passthrough>,
+    /// `--mock-latency` and `--mock-fault` as given, for the report.
+    latency: String,
+    faults: Vec<String>,
 }
 
-/// `replay --mock-passthrough NAME=URL`, by service; each NAME one of `mocked`. An https
-/// URL trusts the system's roots, or `ca` (the replay's `--ca`).
-pub(super) fn passthroughs(
-    specs: &[String],
-    mocked: &[String],
-    ca: Option<&std::path::Path>,
-) -> Result<std::collections::BTreeMap<String, Passthrough>> {
-    let mut out = std::collections::BTreeMap::new();
-    for spec in specs {
-        let (name, url) = spec.split_once('=').ok_or_else(|| {
-            anyhow!("--mock-passthrough {spec:?}: expected NAME=URL, e.g. payments=https://sandbox.example")
-        })?;
-        let name = name.trim();
-        if !mocked.iter().any(|m| m == name) {
-            bail!("--mock-passthrough {name}: no --mock {name}=ADDR to pass its unmatched calls on from");
+/// The replay's `--mock*` flags.
+pub(super) struct MockFlags<'a> {
+    pub mock: &'a [String],
+    pub latency: Option<&'a str>,
+    pub fault: &'a [String],
+    pub seed: Option<u64>,
+    pub passthrough: &'a [String],
+    /// The replay's `--ca`, trusted for an https passthrough too.
+    pub ca: Option<&'a std::path::Path>,
+}
+
+impl MockPlan {
+    /// The plan, or `None` without `--mock` (then the other `--mock-*` flags are refused).
+    pub(super) fn parse(flags: MockFlags<'_>) -> Result<Option<MockPlan>> {
+        if flags.mock.is_empty() {
+            if flags.latency.is_some()
+                || !flags.fault.is_empty()
+                || flags.seed.is_some()
+                || !flags.passthrough.is_empty()
+            {
+                bail!("--mock-latency, --mock-fault, --mock-seed and --mock-passthrough go with --mock NAME=ADDR");
+            }
+            return Ok(None);
         }
-        let p = Passthrough::new(url.trim(), ca).map_err(|e| anyhow!("--mock-passthrough {name}: {e}"))?;
-        if out.insert(name.to_string(), p).is_some() {
-            bail!("--mock-passthrough {name}: given twice");
+        let specs = parse_specs(flags.mock)?;
+        let latency: Latency =
+            flags.latency.unwrap_or("recorded").parse().map_err(|e| anyhow!("--mock-latency {e}"))?;
+        let faults = flags
+            .fault
+            .iter()
+            .map(|f| f.parse::<FaultRule>().map_err(|e| anyhow!("--mock-fault {e}")))
+            .collect::<Result<Vec<_>>>()?;
+        let mut passthroughs = std::collections::BTreeMap::new();
+        for spec in flags.passthrough {
+            let (name, url) = spec.split_once('=').ok_or_else(|| {
+                anyhow!("--mock-passthrough {spec:?}: expected NAME=URL, e.g. payments=https://sandbox.example")
+            })?;
+            let name = name.trim();
+            if !specs.iter().any(|m| m.service == name) {
+                bail!("--mock-passthrough {name}: no --mock {name}=ADDR to pass its unmatched calls on from");
+            }
+            let p = Passthrough::new(url.trim(), flags.ca).map_err(|e| anyhow!("--mock-passthrough {name}: {e}"))?;
+            if passthroughs.insert(name.to_string(), p).is_some() {
+                bail!("--mock-passthrough {name}: given twice");
+            }
         }
+        Ok(Some(MockPlan {
+            specs,
+            config: MockConfig { latency, faults, seed: flags.seed, ..MockConfig::default() },
+            passthroughs,
+            latency: flags.latency.unwrap_or("recorded").to_string(),
+            faults: flags.fault.to_vec(),
+        }))
     }
-    Ok(out)
+
+    /// The services mocked.
+    pub(super) fn services(&self) -> Vec<String> {
+        self.specs.iter().map(|s| s.service.clone()).collect()
+    }
 }
 
 /// One mock running beside a replay.
@@ -455,15 +494,19 @@ pub(super) struct ReplayMocks {
 impl ReplayMocks {
     /// Loads each service's answers from `dependencies` (the segments recorded in front of
     /// dependencies), recorded in `window` (ns since the epoch) when it holds any, and
-    /// starts answering.
+    /// starts answering; unmatched routes are scrubbed with `scrub` (the replay's).
     pub(super) fn start(
-        specs: Vec<MockSpec>,
-        (config, mut passthroughs): (MockConfig, std::collections::BTreeMap<String, Passthrough>),
-        (latency, faults): (String, Vec<String>),
+        plan: MockPlan,
+        scrub: Option<std::sync::Arc<tapedeck_captures::scrub::Scrubber>>,
         dependencies: &[PathBuf],
         window: Option<(i64, i64)>,
     ) -> Result<ReplayMocks> {
         use tapedeck_captures::tape::{SegmentReader, TapeReader};
+        let MockPlan { specs, config, mut passthroughs, latency, faults } = plan;
+        for p in passthroughs.values() {
+            check_passthrough(p, dependencies, false)?;
+        }
+        let config = MockConfig { scrub, ..config };
         // Which service each dependency segment was recorded for.
         let mut by_service: std::collections::BTreeMap<String, Vec<PathBuf>> = Default::default();
         let mut unnamed = 0usize;

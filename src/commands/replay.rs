@@ -366,18 +366,6 @@ fn config(args: &ReplayArgs) -> Result<ReplayConfig> {
         .transpose()
         .map_err(|e| anyhow!("--sample {e}"))?;
     s.limit = args.limit;
-    s.mocked = super::mock::parse_specs(&args.mock)?.into_iter().map(|m| m.service).collect();
-    if args.mock.is_empty()
-        && (args.mock_latency.is_some()
-            || !args.mock_fault.is_empty()
-            || args.mock_seed.is_some()
-            || !args.mock_passthrough.is_empty())
-    {
-        bail!("--mock-latency, --mock-fault, --mock-seed and --mock-passthrough go with --mock NAME=ADDR");
-    }
-    super::mock::passthroughs(&args.mock_passthrough, &s.mocked, args.ca.as_deref())?;
-    // Checked now: a usage error never waits for the tapes.
-    super::mock::replay_config(args.mock_latency.as_deref(), &args.mock_fault, args.mock_seed)?;
     c.loops = args.loops;
     if let Some(at) = &args.start_at {
         let t: jiff::Timestamp = at.parse().map_err(|e| {
@@ -727,6 +715,17 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode> {
     // The flags are checked before a stream is copied (which can take a while), and the
     // copies' directories replace the streams among the paths.
     let mut config = config(&args)?;
+    let mock_plan = super::mock::MockPlan::parse(super::mock::MockFlags {
+        mock: &args.mock,
+        latency: args.mock_latency.as_deref(),
+        fault: &args.mock_fault,
+        seed: args.mock_seed,
+        passthrough: &args.mock_passthrough,
+        ca: args.ca.as_deref(),
+    })?;
+    if let Some(plan) = &mock_plan {
+        config.selection.mocked = plan.services();
+    }
     // Late already: said before a copy of a stream that would only make it later.
     config.check_on_time()?;
     // Where the report will be published, checked now: not after a long run.
@@ -804,26 +803,11 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode> {
     if !gates.is_empty() && config.compare.is_none() && gates.iter().any(|g| g.text.contains("diff")) {
         bail!("--gate on differences needs the comparison; drop --no-compare");
     }
-    let mocks = if args.mock.is_empty() {
-        None
-    } else {
-        let mut mock_config =
-            super::mock::replay_config(args.mock_latency.as_deref(), &args.mock_fault, args.mock_seed)?;
-        // The replay's own scrubbing (its policy and key; none with --no-scrub-results).
-        mock_config.scrub = config.scrub.clone();
-        let described = (args.mock_latency.clone().unwrap_or_else(|| "recorded".into()), args.mock_fault.clone());
-        let passthroughs =
-            super::mock::passthroughs(&args.mock_passthrough, &config.selection.mocked, args.ca.as_deref())?;
-        for p in passthroughs.values() {
-            super::mock::check_passthrough(p, &dependencies, false)?;
+    let mocks = match mock_plan {
+        Some(plan) => {
+            Some(super::mock::ReplayMocks::start(plan, config.scrub.clone(), &dependencies, mock_window(&config)?)?)
         }
-        Some(super::mock::ReplayMocks::start(
-            super::mock::parse_specs(&args.mock)?,
-            (mock_config, passthroughs),
-            described,
-            &dependencies,
-            mock_window(&config)?,
-        )?)
+        None => None,
     };
     let stop = Arc::new(AtomicBool::new(false));
     watch_signals(stop.clone());

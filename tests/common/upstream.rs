@@ -28,83 +28,135 @@ impl Seen {
     }
 }
 
-impl Upstream {
-    pub fn start() -> Upstream {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let seen = log.clone();
-        std::thread::spawn(move || {
-            for stream in listener.incoming().flatten() {
-                let seen = seen.clone();
-                std::thread::spawn(move || {
-                    let mut reader = BufReader::new(stream.try_clone().unwrap());
-                    let mut writer = stream;
+/// A request as [`serve`] read it.
+pub struct Incoming {
+    pub method: String,
+    pub path: String,
+    /// Header names lowercased.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+/// An answer for [`serve`] to write: status, header lines (each ending in CRLF; not
+/// Content-Length, which it adds) and body.
+pub struct Reply {
+    pub status: u16,
+    pub headers: String,
+    pub body: Vec<u8>,
+}
+
+pub type Handler = Arc<dyn Fn(&Incoming) -> Reply + Send + Sync>;
+
+/// A small keep-alive HTTP/1.1 server on 127.0.0.1 answering with `handler`, one thread
+/// per connection (`Content-Length` bodies; `Connection: close` honoured). It lives as long
+/// as the test process.
+pub fn serve(handler: Handler) -> SocketAddr {
+    serve_logged(None, handler)
+}
+
+/// [`serve`], logging each request into `log` as soon as its head is read (a request whose
+/// body never comes whole is logged too).
+fn serve_logged(log: Option<Arc<Mutex<Vec<Seen>>>>, handler: Handler) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let (handler, log) = (handler.clone(), log.clone());
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut writer = stream;
+                let _ = writer.set_nodelay(true);
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let method = line.split_whitespace().next().unwrap_or("").to_string();
+                    let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
+                    let mut headers = Vec::new();
                     loop {
-                        let mut line = String::new();
-                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        let mut h = String::new();
+                        if reader.read_line(&mut h).unwrap_or(0) == 0 {
                             return;
                         }
-                        let method = line.split_whitespace().next().unwrap_or("").to_string();
-                        let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
-                        let mut headers = Vec::new();
-                        let mut len = 0usize;
-                        let mut echoed = Vec::new();
-                        loop {
-                            let mut h = String::new();
-                            if reader.read_line(&mut h).unwrap_or(0) == 0 {
-                                return;
-                            }
-                            if h.trim().is_empty() {
-                                break;
-                            }
-                            if let Some((n, v)) = h.split_once(':') {
-                                headers.push((n.trim().to_ascii_lowercase(), v.trim().to_string()));
-                                if n.eq_ignore_ascii_case("content-length") {
-                                    len = v.trim().parse().unwrap_or(0);
-                                }
-                                for (from, to) in
-                                    [("content-type", "Content-Type"), ("content-encoding", "Content-Encoding")]
-                                {
-                                    if n.eq_ignore_ascii_case(from) {
-                                        echoed.push(format!("{to}: {}\r\n", v.trim()));
-                                    }
-                                }
-                                if n.eq_ignore_ascii_case("cookie") {
-                                    for cookie in v.split(';') {
-                                        echoed.push(format!("Set-Cookie: {}; Path=/; HttpOnly\r\n", cookie.trim()));
-                                    }
-                                }
-                            }
+                        if h.trim().is_empty() {
+                            break;
                         }
-                        seen.lock().unwrap().push(Seen { method, path: path.clone(), headers });
-                        let mut body = vec![0; len];
-                        if reader.read_exact(&mut body).is_err() {
-                            return;
-                        }
-                        let mut extra = String::new();
-                        let reply = if path.starts_with("/echo") {
-                            extra = echoed.concat();
-                            body
-                        } else if let Some(ms) = path.strip_prefix("/delay/") {
-                            std::thread::sleep(Duration::from_millis(ms.parse().unwrap_or(0)));
-                            b"slept".to_vec()
-                        } else if let Some(n) = path.strip_prefix("/size/") {
-                            vec![b'z'; n.parse().unwrap_or(0)]
-                        } else {
-                            b"ok".to_vec()
-                        };
-                        if extra.is_empty() {
-                            extra = "Content-Type: text/plain\r\n".into();
-                        }
-                        let head = format!("HTTP/1.1 200 OK\r\n{extra}Content-Length: {}\r\n\r\n", reply.len());
-                        if writer.write_all(head.as_bytes()).and_then(|()| writer.write_all(&reply)).is_err() {
-                            return;
+                        if let Some((n, v)) = h.split_once(':') {
+                            headers.push((n.trim().to_ascii_lowercase(), v.trim().to_string()));
                         }
                     }
-                });
-            }
-        });
+                    let header = |name: &str| headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
+                    let len = header("content-length").and_then(|v| v.parse().ok()).unwrap_or(0usize);
+                    let close = header("connection").is_some_and(|v| v.eq_ignore_ascii_case("close"));
+                    if let Some(log) = &log {
+                        log.lock().unwrap().push(Seen {
+                            method: method.clone(),
+                            path: path.clone(),
+                            headers: headers.clone(),
+                        });
+                    }
+                    let mut body = vec![0; len];
+                    if reader.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    let reply = handler(&Incoming { method, path, headers, body });
+                    let reason = http::StatusCode::from_u16(reply.status).ok().and_then(|s| s.canonical_reason());
+                    let head = format!(
+                        "HTTP/1.1 {} {}\r\n{}Content-Length: {}\r\n\r\n",
+                        reply.status,
+                        reason.unwrap_or("X"),
+                        reply.headers,
+                        reply.body.len()
+                    );
+                    if writer.write_all(head.as_bytes()).and_then(|()| writer.write_all(&reply.body)).is_err() || close
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+impl Upstream {
+    pub fn start() -> Upstream {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let addr = serve_logged(
+            Some(log.clone()),
+            Arc::new(move |req: &Incoming| {
+                let path = req.path.as_str();
+                let mut headers = String::new();
+                let body = if path.starts_with("/echo") {
+                    // In the order they came.
+                    for (n, v) in &req.headers {
+                        match n.as_str() {
+                            "content-type" => headers.push_str(&format!("Content-Type: {v}\r\n")),
+                            "content-encoding" => headers.push_str(&format!("Content-Encoding: {v}\r\n")),
+                            "cookie" => {
+                                for cookie in v.split(';') {
+                                    headers.push_str(&format!("Set-Cookie: {}; Path=/; HttpOnly\r\n", cookie.trim()));
+                                }
+                            }
+                            _ => {}
+                        }
+                    }
+                    req.body.clone()
+                } else if let Some(ms) = path.strip_prefix("/delay/") {
+                    std::thread::sleep(Duration::from_millis(ms.parse().unwrap_or(0)));
+                    b"slept".to_vec()
+                } else if let Some(n) = path.strip_prefix("/size/") {
+                    vec![b'z'; n.parse().unwrap_or(0)]
+                } else {
+                    b"ok".to_vec()
+                };
+                if headers.is_empty() {
+                    headers = "Content-Type: text/plain\r\n".into();
+                }
+                Reply { status: 200, headers, body }
+            }),
+        );
         Upstream { addr, log }
     }
 
